@@ -1,0 +1,207 @@
+//! Hoisting of step-invariant scalars.
+//!
+//! A subexpression of hyper-parameters, `t` and constants alone has one value per
+//! step. Each maximal such subexpression that per-element code uses becomes a *host
+//! scalar*: evaluated once per step on the host (f64, then rounded to f32) and passed
+//! to the kernel, which therefore never computes `b1^t` per element.
+
+use std::collections::HashMap;
+
+use crate::def::Value;
+use crate::graph::{Graph, Handle, Input, Op};
+use crate::hyper::HyperValues;
+use crate::semantics::{HostEvalError, binary_host, ternary_host, unary_host};
+use crate::types::Type;
+use crate::validate::Rule;
+
+/// One kernel argument computed on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostScalar {
+    /// Its expression in [`HostProgram::graph`].
+    pub value: Handle,
+    pub ty: Type,
+}
+
+/// The uniform part of a rule.
+#[derive(Clone, Debug, Default)]
+pub struct HostProgram {
+    /// Uniform nodes only: constants, `Input::Hyper`, `Input::Step` and operations.
+    pub graph: Graph,
+    pub scalars: Vec<HostScalar>,
+}
+
+impl HostProgram {
+    /// Evaluate every scalar for one step (`step` is 1-based).
+    pub fn evaluate(&self, hyper: &HyperValues, step: u64) -> Result<Vec<Value>, HostEvalError> {
+        let step = i64::try_from(step)
+            .map_err(|_| HostEvalError(format!("step {step} does not fit in i64")))?;
+        let mut values: Vec<Value> = Vec::with_capacity(self.graph.len());
+        for (_, node) in self.graph.iter() {
+            let v = |h: Handle| values[h.index()];
+            let value = match node.op {
+                Op::Const(c) => match c {
+                    crate::graph::Const::Float(x) => Value::Float(x),
+                    crate::graph::Const::Int(x) => Value::Int(x),
+                    crate::graph::Const::Bool(x) => Value::Bool(x),
+                },
+                Op::Input(Input::Hyper(i)) => hyper.values()[i],
+                Op::Input(Input::Step) => Value::Int(step),
+                Op::Input(other) => unreachable!("{other:?} is not uniform"),
+                Op::Unary(f, a) => unary_host(f, v(a))?,
+                Op::Binary(f, a, b) => binary_host(f, v(a), v(b))?,
+                Op::Ternary(f, a, b, c) => ternary_host(f, v(a), v(b), v(c))?,
+            };
+            values.push(value);
+        }
+        Ok(self
+            .scalars
+            .iter()
+            .map(|s| values[s.value.index()])
+            .collect())
+    }
+}
+
+/// A rule split into its per-element part and its host part.
+#[derive(Clone, Debug)]
+pub struct Hoisted {
+    /// The per-element rule: its graph reads host scalars through `Input::Scalar`.
+    pub rule: Rule,
+    pub host: HostProgram,
+}
+
+/// Split a rule into per-element code and host scalars.
+pub fn hoist(rule: &Rule) -> Result<Hoisted, HostEvalError> {
+    let g = &rule.graph;
+    let mut uniform = vec![false; g.len()];
+    for (h, node) in g.iter() {
+        uniform[h.index()] = match node.op {
+            Op::Const(_) | Op::Input(Input::Hyper(_) | Input::Step) => true,
+            Op::Input(_) => false,
+            op => op.operands().iter().all(|o| uniform[o.index()]),
+        };
+    }
+
+    let mut host = HostProgram::default();
+    let mut host_map: HashMap<Handle, Handle> = HashMap::new();
+    let mut scalar_of: HashMap<Handle, usize> = HashMap::new();
+    // Copy the uniform subexpression rooted at `h` into the host graph and make it
+    // a scalar (or keep a constant as a constant).
+    let mut hoisted = |kernel: &mut Graph, h: Handle| -> Handle {
+        let node = g.node(h);
+        if let Op::Const(_) = node.op {
+            return kernel.add(node.op, node.ty);
+        }
+        let index = *scalar_of.entry(h).or_insert_with(|| {
+            let live = g.reachable(&[h]);
+            for (n, sub) in g.iter() {
+                if live[n.index()] && !host_map.contains_key(&n) {
+                    let op = sub.op.map_operands(|o| host_map[&o]);
+                    host_map.insert(n, host.graph.add(op, sub.ty));
+                }
+            }
+            host.scalars.push(HostScalar {
+                value: host_map[&h],
+                ty: node.ty,
+            });
+            host.scalars.len() - 1
+        });
+        kernel.add(Op::Input(Input::Scalar(index)), node.ty)
+    };
+
+    let mut kernel = Graph::new();
+    let outputs = rule.outputs();
+    let mut map: Vec<Option<Handle>> = vec![None; g.len()];
+    let live = g.reachable(&outputs);
+    for (h, node) in g.iter() {
+        if !live[h.index()] || uniform[h.index()] {
+            continue;
+        }
+        if node.ty == Type::Int {
+            return Err(HostEvalError(format!(
+                "rule `{}` computes an integer per element; integers may only depend on `t`, \
+                 hyper-parameters and constants",
+                rule.name
+            )));
+        }
+        let op = node.op.map_operands(|o| match map[o.index()] {
+            Some(k) => k,
+            None => hoisted(&mut kernel, o),
+        });
+        map[h.index()] = Some(kernel.add(op, node.ty));
+    }
+    let mut output = |h: Handle| match map[h.index()] {
+        Some(k) => k,
+        None => hoisted(&mut kernel, h),
+    };
+    let p_out = output(rule.p_out);
+    let state_out = rule.state_out.iter().map(|&h| output(h)).collect();
+    Ok(Hoisted {
+        rule: Rule {
+            name: rule.name.clone(),
+            hyper_params: rule.hyper_params.clone(),
+            states: rule.states.clone(),
+            graph: kernel,
+            p_out,
+            state_out,
+        },
+        host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::def::*;
+    use crate::graph::Func2;
+    use crate::validate;
+
+    fn hoisted(def: &OptimizerDef) -> Hoisted {
+        hoist(&crate::passes::fold(&validate(def).unwrap()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn bias_correction_becomes_one_scalar() {
+        let mut def = OptimizerDef::new("t");
+        def.hyper("lr", 0.1, Range::ANY)
+            .hyper("b1", 0.9, Range::ANY);
+        def.assign(
+            "p",
+            name("p") - name("lr") * name("g") / (1.0 - call("powi", vec![name("b1"), name("t")])),
+        );
+        let h = hoisted(&def);
+        // `lr` and `1 - b1^t`: two scalars, and no pow left per element.
+        assert_eq!(h.host.scalars.len(), 2);
+        assert!(
+            h.rule
+                .graph
+                .iter()
+                .all(|(_, n)| !matches!(n.op, Op::Binary(Func2::Powi, ..)))
+        );
+        let hv = HyperValues::defaults(&def.hyper_params);
+        let values = h.host.evaluate(&hv, 3).unwrap();
+        assert_eq!(values[1], Value::Float(1.0 - 0.9f64.powi(3)));
+    }
+
+    #[test]
+    fn scalars_are_shared_and_integers_per_element_are_refused() {
+        let mut def = OptimizerDef::new("t");
+        def.hyper("lr", 0.1, Range::ANY);
+        def.assign(
+            "p",
+            name("p") - name("lr") * name("g") - name("lr") * name("p"),
+        );
+        assert_eq!(hoisted(&def).host.scalars.len(), 1);
+
+        let mut def = OptimizerDef::new("t");
+        let int_per_element = call(
+            "select",
+            vec![
+                binary(BinaryOp::Gt, name("g"), float(0.0)),
+                name("t"),
+                int(1),
+            ],
+        );
+        def.assign("p", name("p") * call("float", vec![int_per_element]));
+        assert!(hoist(&validate(&def).unwrap()).is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! The passes between a validated [`Rule`](crate::Rule) and a [`Plan`](crate::Plan),
+//! each a pure function with its own tests:
+//!
+//! 1. [`fold`]: evaluate constant subexpressions, drop exact identities.
+//! 2. [`hoist`]: move step-invariant scalars (hyper-parameters, `t`, constants) to a
+//!    host program evaluated once per step.
+//! 3. [`lower`]: insert the codec stages for a concrete parameter/gradient format and
+//!    linearize into per-element instructions.
+
+pub mod fold;
+pub mod hoist;
+pub mod lower;
+
+pub use fold::fold;
+pub use hoist::{Hoisted, HostProgram, HostScalar, hoist};
+pub use lower::lower;
+
+use crate::graph::{Graph, Handle, Op};
+use crate::types::Type;
+
+/// Rebuild the part of `graph` reachable from `roots`, node by node in order;
+/// `rewrite` receives each node with operands already mapped into the new graph
+/// and returns its new handle. Returns the map old handle -> new handle.
+pub(crate) fn rebuild<E>(
+    graph: &Graph,
+    roots: &[Handle],
+    new: &mut Graph,
+    mut rewrite: impl FnMut(&mut Graph, Handle, Op, Type) -> Result<Handle, E>,
+) -> Result<Vec<Option<Handle>>, E> {
+    let live = graph.reachable(roots);
+    let mut map: Vec<Option<Handle>> = vec![None; graph.len()];
+    for (h, node) in graph.iter() {
+        if !live[h.index()] {
+            continue;
+        }
+        let op = node
+            .op
+            .map_operands(|o| map[o.index()].expect("operands precede their users"));
+        map[h.index()] = Some(rewrite(new, h, op, node.ty)?);
+    }
+    Ok(map)
+}
+
+/// The rule with only the nodes its outputs depend on.
+pub(crate) fn compact(rule: &crate::validate::Rule) -> crate::validate::Rule {
+    let mut graph = Graph::new();
+    let map = rebuild(&rule.graph, &rule.outputs(), &mut graph, |g, _, op, ty| {
+        Ok::<_, std::convert::Infallible>(g.add(op, ty))
+    })
+    .unwrap_or_else(|never| match never {});
+    let out = |h: Handle| map[h.index()].expect("outputs are live");
+    crate::validate::Rule {
+        name: rule.name.clone(),
+        hyper_params: rule.hyper_params.clone(),
+        states: rule.states.clone(),
+        p_out: out(rule.p_out),
+        state_out: rule.state_out.iter().map(|&h| out(h)).collect(),
+        graph,
+    }
+}

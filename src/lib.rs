@@ -1,0 +1,1 @@
+pub use flashopt_ir as ir;
