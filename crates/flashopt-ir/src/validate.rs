@@ -86,7 +86,7 @@ pub fn validate(def: &OptimizerDef) -> Result<Rule, ValidationError> {
         v.statement(stmt);
     }
     let p_out = match v.p_now {
-        Some((h, _)) => Some(h),
+        Some((h, _)) => h,
         None => {
             v.error(
                 def.span,
@@ -119,8 +119,11 @@ pub fn validate(def: &OptimizerDef) -> Result<Rule, ValidationError> {
         hyper_params: def.hyper_params.clone(),
         states,
         graph: v.graph,
-        p_out: p_out.expect("checked above"),
-        state_out,
+        p_out: p_out.expect("no diagnostics means p was assigned a value"),
+        state_out: state_out
+            .into_iter()
+            .map(|h| h.expect("no diagnostics means every state was assigned a value"))
+            .collect(),
     })
 }
 
@@ -128,10 +131,12 @@ struct Validator<'d> {
     def: &'d OptimizerDef,
     graph: Graph,
     diagnostics: Vec<Diagnostic>,
-    lets: HashMap<String, (Handle, Type)>,
-    /// The current value of each state and where it was assigned, once assigned.
-    state_now: Vec<Option<(Handle, Span)>>,
-    p_now: Option<(Handle, Span)>,
+    /// `None` for a binding whose value had errors: its uses report nothing more.
+    lets: HashMap<String, Typed>,
+    /// The current value of each state once assigned (`None` inside: the assigned
+    /// value had errors) and where.
+    state_now: Vec<Option<(Option<Handle>, Span)>>,
+    p_now: Option<(Option<Handle>, Span)>,
 }
 
 type Typed = Option<(Handle, Type)>;
@@ -229,8 +234,8 @@ impl Validator<'_> {
                         *span,
                         format!("`let {name}` shadows {what}; choose another name for the binding"),
                     );
-                } else if let Some(v) = value {
-                    self.lets.insert(name.clone(), v);
+                } else {
+                    self.lets.insert(name.clone(), value);
                 }
             }
             Stmt::Assign {
@@ -258,7 +263,7 @@ impl Validator<'_> {
         None
     }
 
-    fn assign(&mut self, target: &str, value: Typed, span: Span) {
+    fn assign(&mut self, target: &str, mut value: Typed, span: Span) {
         if let Some((_, ty)) = value
             && ty != Type::F32
         {
@@ -266,7 +271,7 @@ impl Validator<'_> {
                 span,
                 format!("`{target}` holds f32 values but is assigned a {ty}"),
             );
-            return;
+            value = None;
         }
         let slot = if target == "p" {
             &mut self.p_now
@@ -304,9 +309,7 @@ impl Validator<'_> {
             );
             return;
         }
-        if let Some((h, _)) = value {
-            *slot = Some((h, span));
-        }
+        *slot = Some((value.map(|(h, _)| h), span));
     }
 
     fn suggestion(&self, name: &str) -> String {
@@ -327,18 +330,18 @@ impl Validator<'_> {
 
     fn resolve(&mut self, name: &str, span: Span) -> Typed {
         if let Some(&v) = self.lets.get(name) {
-            return Some(v);
+            return v;
         }
         if let Some(i) = self.def.states.iter().position(|s| s.name == name) {
             let h = match self.state_now[i] {
-                Some((h, _)) => h,
+                Some((h, _)) => h?,
                 None => self.graph.add(Op::Input(Input::State(i)), Type::F32),
             };
             return Some((h, Type::F32));
         }
         let input = match name {
             "p" => match self.p_now {
-                Some((h, _)) => return Some((h, Type::F32)),
+                Some((h, _)) => return Some((h?, Type::F32)),
                 None => Some((Input::Param, Type::F32)),
             },
             "g" => Some((Input::Grad, Type::F32)),
