@@ -74,7 +74,10 @@ pub enum InterpError {
     },
 }
 
-fn check(plan: &Plan, scalars: &[f32], b: &StepBuffers<'_>) -> Result<usize, InterpError> {
+/// Check that buffers fit a plan and scalars; returns the element count. [`run`]
+/// does this itself; a caller stepping several tensors checks them all first so that
+/// a bad one leaves every tensor untouched.
+pub fn check(plan: &Plan, scalars: &[f32], b: &StepBuffers<'_>) -> Result<usize, InterpError> {
     let optimizer = || plan.optimizer.clone();
     let cfg = plan.config;
     if b.param.dtype() != cfg.param {

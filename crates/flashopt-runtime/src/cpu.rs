@@ -1,0 +1,147 @@
+//! The CPU back end: every tensor's state in host memory, stepped by the reference
+//! interpreter.
+
+use flashopt_ir::def::Value;
+use flashopt_ir::interp::{self, GradBuf, HostTensor, InterpError};
+use flashopt_ir::{
+    CompileError, HostEvalError, HyperError, HyperValues, OptimizerDef, Plan, PlanConfig,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Hyper(#[from] HyperError),
+    #[error("host scalars of step {step}: {source}")]
+    HostScalars { step: u64, source: HostEvalError },
+    #[error("tensor `{name}`: {source}")]
+    Tensor { name: String, source: InterpError },
+    #[error("a tensor named `{0}` is already registered")]
+    DuplicateName(String),
+    #[error(
+        "step got {found} gradient(s) for {expected} tensor(s); pass one per tensor, in registration order"
+    )]
+    GradCount { expected: usize, found: usize },
+}
+
+/// A tensor registered with an optimizer, by registration order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TensorId(pub usize);
+
+/// An optimizer over a set of named tensors, stepped on the CPU.
+///
+/// ```
+/// use flashopt_ir::def::*;
+/// use flashopt_ir::interp::GradBuf;
+/// use flashopt_ir::PlanConfig;
+/// use flashopt_runtime::CpuOptimizer;
+///
+/// let mut sgd = OptimizerDef::new("sgd");
+/// sgd.hyper("lr", 0.5, Range::at_least(0.0));
+/// sgd.assign("p", name("p") - name("lr") * name("g"));
+///
+/// let mut opt = CpuOptimizer::new(&sgd, PlanConfig::f32()).unwrap();
+/// let w = opt.add_tensor("w", &[1.0, 2.0]).unwrap();
+/// opt.step(&[GradBuf::F32(&[1.0, -1.0])]).unwrap();
+/// assert_eq!(opt.master(w), vec![0.5, 2.5]);
+/// // A bad gradient is refused and changes nothing.
+/// let err = opt.step(&[GradBuf::F32(&[1.0])]).unwrap_err();
+/// assert_eq!(err.to_string(), "tensor `w`: gradient: 1 elements, expected 2 (the parameter's length)");
+/// assert_eq!((opt.master(w), opt.steps_taken()), (vec![0.5, 2.5], 1));
+/// ```
+#[derive(Debug)]
+pub struct CpuOptimizer {
+    plan: Plan,
+    hyper: HyperValues,
+    steps_taken: u64,
+    tensors: Vec<(String, HostTensor)>,
+}
+
+impl CpuOptimizer {
+    pub fn new(def: &OptimizerDef, config: PlanConfig) -> Result<CpuOptimizer, RuntimeError> {
+        Ok(CpuOptimizer::from_plan(flashopt_ir::compile(def, config)?))
+    }
+
+    pub fn from_plan(plan: Plan) -> CpuOptimizer {
+        let hyper = HyperValues::defaults(&plan.hyper_params);
+        CpuOptimizer {
+            plan,
+            hyper,
+            steps_taken: 0,
+            tensors: Vec::new(),
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn hyper(&self) -> &HyperValues {
+        &self.hyper
+    }
+
+    /// Change a hyper-parameter (checked against its range) for the next steps.
+    pub fn set_hyper(&mut self, name: &str, value: impl Into<Value>) -> Result<(), RuntimeError> {
+        self.hyper.set(name, value)?;
+        Ok(())
+    }
+
+    /// Register a tensor with its initial f32 master weights; its states start at zero.
+    pub fn add_tensor(&mut self, name: &str, values: &[f32]) -> Result<TensorId, RuntimeError> {
+        if self.tensors.iter().any(|(n, _)| n == name) {
+            return Err(RuntimeError::DuplicateName(name.to_string()));
+        }
+        self.tensors
+            .push((name.to_string(), HostTensor::from_f32(&self.plan, values)));
+        Ok(TensorId(self.tensors.len() - 1))
+    }
+
+    pub fn steps_taken(&self) -> u64 {
+        self.steps_taken
+    }
+
+    pub fn tensor(&self, id: TensorId) -> &HostTensor {
+        &self.tensors[id.0].1
+    }
+
+    /// The decoded f32 master weights of a tensor.
+    pub fn master(&self, id: TensorId) -> Vec<f32> {
+        self.tensors[id.0].1.master_f32()
+    }
+
+    /// One step of every tensor, one gradient per tensor in registration order.
+    /// Everything is checked before anything is written.
+    pub fn step(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
+        if grads.len() != self.tensors.len() {
+            return Err(RuntimeError::GradCount {
+                expected: self.tensors.len(),
+                found: grads.len(),
+            });
+        }
+        let step = self.steps_taken + 1;
+        let scalars = self
+            .plan
+            .kernel_scalars(&self.hyper, step)
+            .map_err(|source| RuntimeError::HostScalars { step, source })?;
+        let mut jobs = Vec::with_capacity(self.tensors.len());
+        for ((name, tensor), &grad) in self.tensors.iter_mut().zip(grads) {
+            let buffers = tensor.buffers(grad);
+            interp::check(&self.plan, &scalars, &buffers).map_err(|source| {
+                RuntimeError::Tensor {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+            jobs.push((name, buffers));
+        }
+        for (name, buffers) in jobs {
+            interp::run(&self.plan, &scalars, buffers).map_err(|source| RuntimeError::Tensor {
+                name: name.clone(),
+                source,
+            })?;
+        }
+        self.steps_taken = step;
+        Ok(())
+    }
+}
