@@ -15,6 +15,7 @@ use half::{bf16, f16};
 /// The f32-master trajectory (f32 params, f32 states) stays within 1e-5 relative of
 /// AdamW computed in f64, at every one of 100 steps.
 #[test]
+#[allow(clippy::needless_range_loop)] // p, m, v and g indexed together
 fn f32_master_trajectory_tracks_f64_adamw() {
     let mut def = optimizers::adamw();
     for s in &mut def.states {
@@ -87,6 +88,7 @@ struct Compressed {
 /// states), transcribed statement by statement from its Triton source, independent of
 /// the IR, the passes and the interpreter. `s` holds the host scalars
 /// `[1 - b1, 1 - b2, 1 - lr*wd, 1 - b1^t, 1 - b2^t]` and `lr, b1, b2, eps`.
+#[allow(clippy::needless_range_loop)] // indexes six arrays by element, as the kernel does
 fn flashoptim_adamw_step(
     c: &mut Compressed,
     grad: &[bf16],

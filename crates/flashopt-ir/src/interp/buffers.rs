@@ -89,7 +89,7 @@ impl CorrectionBuf<'_> {
         }
     }
 
-    pub fn len(&self) -> Option<usize> {
+    pub fn code_count(&self) -> Option<usize> {
         match self {
             CorrectionBuf::None => None,
             CorrectionBuf::Int8(s) => Some(s.len()),

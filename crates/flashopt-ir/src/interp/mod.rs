@@ -122,7 +122,7 @@ pub fn check(plan: &Plan, scalars: &[f32], b: &StepBuffers<'_>) -> Result<usize,
         }
     };
     length("gradient".into(), b.grad.len(), n, "")?;
-    if let Some(len) = b.correction.len() {
+    if let Some(len) = b.correction.code_count() {
         length("correction codes".into(), len, n, "")?;
     }
     if b.states.len() != plan.states.len() {
