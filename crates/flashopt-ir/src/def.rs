@@ -62,20 +62,9 @@ pub enum BinaryOp {
 
 impl BinaryOp {
     pub fn symbol(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "+",
-            BinaryOp::Sub => "-",
-            BinaryOp::Mul => "*",
-            BinaryOp::Div => "/",
-            BinaryOp::Lt => "<",
-            BinaryOp::Le => "<=",
-            BinaryOp::Gt => ">",
-            BinaryOp::Ge => ">=",
-            BinaryOp::Eq => "==",
-            BinaryOp::Ne => "!=",
-            BinaryOp::And => "&&",
-            BinaryOp::Or => "||",
-        }
+        crate::graph::Func2::from(self)
+            .symbol()
+            .expect("every binary operator has a symbol")
     }
 }
 

@@ -34,6 +34,18 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The same declarations over a new graph, each output mapped by `out`.
+    pub fn with_graph(&self, graph: Graph, mut out: impl FnMut(Handle) -> Handle) -> Rule {
+        Rule {
+            name: self.name.clone(),
+            hyper_params: self.hyper_params.clone(),
+            states: self.states.clone(),
+            p_out: out(self.p_out),
+            state_out: self.state_out.iter().map(|&h| out(h)).collect(),
+            graph,
+        }
+    }
+
     /// The outputs: `p` first, then the states in declaration order.
     pub fn outputs(&self) -> Vec<Handle> {
         std::iter::once(self.p_out)
@@ -562,20 +574,13 @@ enum BinaryResult {
 
 fn binary_signature(op: BinaryOp) -> (Func2, BinaryResult) {
     use BinaryResult::*;
-    match op {
-        BinaryOp::Add => (Func2::Add, Arithmetic),
-        BinaryOp::Sub => (Func2::Sub, Arithmetic),
-        BinaryOp::Mul => (Func2::Mul, Arithmetic),
-        BinaryOp::Div => (Func2::Div, Arithmetic),
-        BinaryOp::Lt => (Func2::Lt, Order),
-        BinaryOp::Le => (Func2::Le, Order),
-        BinaryOp::Gt => (Func2::Gt, Order),
-        BinaryOp::Ge => (Func2::Ge, Order),
-        BinaryOp::Eq => (Func2::Eq, Equality),
-        BinaryOp::Ne => (Func2::Ne, Equality),
-        BinaryOp::And => (Func2::And, Logic),
-        BinaryOp::Or => (Func2::Or, Logic),
-    }
+    let class = match op {
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => Arithmetic,
+        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => Order,
+        BinaryOp::Eq | BinaryOp::Ne => Equality,
+        BinaryOp::And | BinaryOp::Or => Logic,
+    };
+    (Func2::from(op), class)
 }
 
 /// The value of an integer literal, possibly negated.

@@ -79,15 +79,7 @@ pub fn fold(rule: &Rule) -> Result<Rule, HostEvalError> {
             None => g.add(op, ty),
         })
     })?;
-    let out = |h: crate::graph::Handle| map[h.index()].expect("outputs are live");
-    let folded = Rule {
-        name: rule.name.clone(),
-        hyper_params: rule.hyper_params.clone(),
-        states: rule.states.clone(),
-        p_out: out(rule.p_out),
-        state_out: rule.state_out.iter().map(|&h| out(h)).collect(),
-        graph,
-    };
+    let folded = rule.with_graph(graph, |h| map[h.index()].expect("outputs are live"));
     // A folded `select` leaves its dead branch behind.
     Ok(super::compact(&folded))
 }

@@ -133,17 +133,10 @@ pub fn hoist(rule: &Rule) -> Result<Hoisted, HostEvalError> {
         Some(k) => k,
         None => hoisted(&mut kernel, h),
     };
-    let p_out = output(rule.p_out);
-    let state_out = rule.state_out.iter().map(|&h| output(h)).collect();
+    let outputs: Vec<Handle> = rule.outputs().into_iter().map(&mut output).collect();
+    let mut outputs = outputs.into_iter();
     Ok(Hoisted {
-        rule: Rule {
-            name: rule.name.clone(),
-            hyper_params: rule.hyper_params.clone(),
-            states: rule.states.clone(),
-            graph: kernel,
-            p_out,
-            state_out,
-        },
+        rule: rule.with_graph(kernel, |_| outputs.next().expect("one per output")),
         host,
     })
 }

@@ -48,13 +48,5 @@ pub(crate) fn compact(rule: &crate::validate::Rule) -> crate::validate::Rule {
         Ok::<_, std::convert::Infallible>(g.add(op, ty))
     })
     .unwrap_or_else(|never| match never {});
-    let out = |h: Handle| map[h.index()].expect("outputs are live");
-    crate::validate::Rule {
-        name: rule.name.clone(),
-        hyper_params: rule.hyper_params.clone(),
-        states: rule.states.clone(),
-        p_out: out(rule.p_out),
-        state_out: rule.state_out.iter().map(|&h| out(h)).collect(),
-        graph,
-    }
+    rule.with_graph(graph, |h| map[h.index()].expect("outputs are live"))
 }
