@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use flashopt::ir::interp::{self, GradBuf, HostTensor};
 use flashopt::ir::{HyperValues, compile};
-use flashopt::{MasterMode, PlanConfig, optimizers};
+use flashopt::optimizers::AdamW;
+use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
 use half::bf16;
 
 fn main() {
@@ -19,7 +20,7 @@ fn main() {
     let steps: u64 = args
         .next()
         .map_or(7, |s| s.parse().expect("steps: a number"));
-    let plan = compile(&optimizers::adamw(), PlanConfig::bf16(MasterMode::Int8)).expect("compiles");
+    let plan = compile(&AdamW::definition(), PlanConfig::bf16(MasterMode::Int8)).expect("compiles");
     let init: Vec<f32> = (0..n).map(|i| ((i % 1000) as f32 - 500.0) * 1e-3).collect();
     let grad: Vec<bf16> = (0..n)
         .map(|i| bf16::from_f32(((i % 77) as f32 - 38.0) * 1e-4))

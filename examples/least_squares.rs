@@ -7,7 +7,8 @@
 //! ```
 
 use flashopt::ir::interp::GradBuf;
-use flashopt::{Codec, CpuOptimizer, MasterMode, PlanConfig, optimizers};
+use flashopt::optimizers::AdamW;
+use flashopt::{Codec, CpuOptimizer, MasterMode, OptimizerSpec, PlanConfig};
 use half::bf16;
 
 const SAMPLES: usize = 512;
@@ -94,12 +95,12 @@ fn main() {
         .map_or(400, |s| s.parse().expect("steps: a number"));
     let problem = Problem::new();
 
-    let mut flash = CpuOptimizer::new(&optimizers::adamw(), PlanConfig::bf16(MasterMode::Int8))
+    let mut flash = CpuOptimizer::new(&AdamW::definition(), PlanConfig::bf16(MasterMode::Int8))
         .expect("AdamW compiles");
     flash.set_hyper("lr", 2e-2).expect("in range");
     flash.set_hyper("weight_decay", 0.0).expect("in range");
 
-    let mut fp32_def = optimizers::adamw();
+    let mut fp32_def = AdamW::definition();
     for s in &mut fp32_def.states {
         s.codec = Some(Codec::F32);
     }

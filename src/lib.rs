@@ -8,11 +8,15 @@
 //! This crate is the one users depend on: it re-exports the IR ([`ir`]), the runtime
 //! ([`runtime`]) and the shipped optimizers ([`optimizers`]).
 
+// The macro's output names `::flashopt`, which must resolve inside this crate too.
+extern crate self as flashopt;
+
 pub use flashopt_ir as ir;
+pub use flashopt_macros::optimizer;
 pub use flashopt_runtime as runtime;
 
 pub use flashopt_ir::interp::GradBuf;
-pub use flashopt_ir::{Codec, FloatDtype, MasterMode, PlanConfig, StateKind};
+pub use flashopt_ir::{Codec, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind};
 pub use flashopt_runtime::{CpuOptimizer, RuntimeError, TensorId};
 
 pub mod optimizers;

@@ -1,40 +1,146 @@
-//! The optimizers flashopt ships, written against the IR.
+//! The optimizers flashopt ships, each a few lines of the `optimizer!` DSL, following
+//! flashoptim 0.1.4's arithmetic operation by operation (`docs/OPTIMIZERS.md` lists
+//! the deliberate differences).
+//!
+//! ```
+//! use flashopt::optimizers::AdamW;
+//! use flashopt::{CpuOptimizer, MasterMode, PlanConfig};
+//!
+//! let adamw = AdamW { lr: 3e-4, weight_decay: 0.1, ..AdamW::default() };
+//! let mut opt = CpuOptimizer::for_spec(&adamw, PlanConfig::bf16(MasterMode::Int8)).unwrap();
+//! assert_eq!(opt.plan().traffic().total(), 12.25);
+//! // Ranges are checked when the optimizer is built, naming the value.
+//! let bad = AdamW { b2: 1.5, ..AdamW::default() };
+//! let err = CpuOptimizer::for_spec(&bad, PlanConfig::f32()).unwrap_err();
+//! assert_eq!(err.to_string(), "hyper-parameter `b2` = 1.5 is outside its range [0.0, 1.0)");
+//! # let _ = &mut opt;
+//! ```
 
-use flashopt_ir::StateKind;
-use flashopt_ir::def::{OptimizerDef, Range, call, name};
+use crate::optimizer;
 
-/// AdamW with decoupled weight decay, in flashoptim 0.1.4's operation order:
-///
-/// ```text
-/// m = m * b1 + g * (1 - b1)
-/// v = v * b2 + g * g * (1 - b2)
-/// p = p * (1 - lr * weight_decay) - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
-/// ```
-///
-/// `1 - b1^t`, `1 - b2^t`, `1 - b1`, `1 - b2` and `1 - lr * weight_decay` are host
-/// scalars (f64, rounded to f32 once per step); flashoptim computes them in f32 on the
-/// device, which can differ in the last bit of the scalar.
-pub fn adamw() -> OptimizerDef {
-    let mut def = OptimizerDef::new("adamw");
-    def.hyper("lr", 1e-3, Range::at_least(0.0))
-        .hyper("b1", 0.9, Range::closed_open(0.0, 1.0))
-        .hyper("b2", 0.999, Range::closed_open(0.0, 1.0))
-        .hyper("eps", 1e-8, Range::at_least(0.0))
-        .hyper("weight_decay", 1e-2, Range::at_least(0.0));
-    def.state("m", StateKind::Signed)
-        .state("v", StateKind::NonNegative);
-    def.assign("m", name("m") * name("b1") + name("g") * (1.0 - name("b1")));
-    def.assign(
-        "v",
-        name("v") * name("b2") + name("g") * name("g") * (1.0 - name("b2")),
-    );
-    def.bind("bias1", 1.0 - call("powi", vec![name("b1"), name("t")]));
-    def.bind("bias2", 1.0 - call("powi", vec![name("b2"), name("t")]));
-    def.assign(
-        "p",
-        name("p") * (1.0 - name("lr") * name("weight_decay"))
-            - name("lr") * (name("m") / name("bias1"))
-                / (call("sqrt", vec![name("v") / name("bias2")]) + name("eps")),
-    );
-    def
+optimizer! {
+    /// AdamW: Adam with decoupled weight decay (flashoptim's `FlashAdamW`).
+    pub AdamW {
+        /// Learning rate.
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Decay of the first moment.
+        hyper b1: f32 = 0.9 in 0.0..1.0;
+        /// Decay of the second moment.
+        hyper b2: f32 = 0.999 in 0.0..1.0;
+        /// Added to the denominator.
+        hyper eps: f32 = 1e-8 in 0.0..;
+        /// Decoupled weight decay: `p *= 1 - weight_decay * lr` each step.
+        hyper weight_decay: f32 = 1e-2 in 0.0..;
+        /// Scale weight decay by `lr / initial_lr` instead of `lr`.
+        hyper decouple_lr: bool = false;
+        /// The learning rate weight decay is relative to with `decouple_lr`.
+        hyper initial_lr: f32 = lr in 0.0..;
+        state m: signed;
+        state v: nonneg;
+
+        let decay = if decouple_lr { weight_decay * (lr / initial_lr) } else { weight_decay * lr };
+        m = m * b1 + g * (1.0 - b1);
+        v = v * b2 + g * g * (1.0 - b2);
+        let bias1 = 1.0 - powi(b1, t);
+        let bias2 = 1.0 - powi(b2, t);
+        p = p * (1.0 - decay) - lr * (m / bias1) / ((v / bias2).sqrt() + eps);
+    }
+}
+
+optimizer! {
+    /// Adam with L2 regularization: `weight_decay * p` is added to the gradient
+    /// (flashoptim's `FlashAdam`).
+    pub Adam {
+        /// Learning rate.
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Decay of the first moment.
+        hyper b1: f32 = 0.9 in 0.0..1.0;
+        /// Decay of the second moment.
+        hyper b2: f32 = 0.999 in 0.0..1.0;
+        /// Added to the denominator.
+        hyper eps: f32 = 1e-8 in 0.0..;
+        /// L2 coefficient.
+        hyper weight_decay: f32 = 0.0 in 0.0..;
+        state m: signed;
+        state v: nonneg;
+
+        let grad = g + p * weight_decay;
+        m = m * b1 + grad * (1.0 - b1);
+        v = v * b2 + grad * grad * (1.0 - b2);
+        let bias1 = 1.0 - powi(b1, t);
+        let bias2 = 1.0 - powi(b2, t);
+        p = p - lr * (m / bias1) / ((v / bias2).sqrt() + eps);
+    }
+}
+
+optimizer! {
+    /// Lion with decoupled weight decay (flashoptim's `FlashLion`).
+    pub Lion {
+        /// Learning rate.
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Interpolation of the update between momentum and gradient.
+        hyper b1: f32 = 0.9 in 0.0..=1.0;
+        /// Decay of the momentum.
+        hyper b2: f32 = 0.99 in 0.0..=1.0;
+        /// Decoupled weight decay: `p *= 1 - weight_decay * lr` each step.
+        hyper weight_decay: f32 = 0.0 in 0.0..;
+        /// Scale weight decay by `lr / initial_lr` instead of `lr`.
+        hyper decouple_lr: bool = false;
+        /// The learning rate weight decay is relative to with `decouple_lr`.
+        hyper initial_lr: f32 = lr in 0.0..;
+        state m: signed;
+
+        let decay = if decouple_lr { weight_decay * (lr / initial_lr) } else { weight_decay * lr };
+        let update = sign(m * b1 + g * (1.0 - b1));
+        m = m * b2 + g * (1.0 - b2);
+        p = p * (1.0 - decay) - update * lr;
+    }
+}
+
+optimizer! {
+    /// SGD with momentum, dampening, Nesterov and L2 regularization (flashoptim's
+    /// `FlashSGD`). As in flashoptim, `1 - dampening` applies on every step, the first
+    /// included (torch's SGD skips it on the first).
+    pub Sgd {
+        /// Learning rate.
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Momentum factor.
+        hyper momentum: f32 = 0.0 in 0.0..;
+        /// Dampening of the gradient in the momentum buffer.
+        hyper dampening: f32 = 0.0 in 0.0..=1.0;
+        /// L2 coefficient.
+        hyper weight_decay: f32 = 0.0 in 0.0..;
+        /// Nesterov momentum (meant with momentum > 0 and dampening 0).
+        hyper nesterov: bool = false;
+        state buf: signed;
+
+        let grad = g + p * weight_decay;
+        buf = buf * momentum + grad * (1.0 - dampening);
+        p = p - (if nesterov { grad + momentum * buf } else { buf }) * lr;
+    }
+}
+
+optimizer! {
+    /// SGD with decoupled weight decay (flashoptim's `FlashSGDW`).
+    pub SgdW {
+        /// Learning rate.
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Momentum factor.
+        hyper momentum: f32 = 0.0 in 0.0..;
+        /// Dampening of the gradient in the momentum buffer.
+        hyper dampening: f32 = 0.0 in 0.0..=1.0;
+        /// Decoupled weight decay: `p *= 1 - weight_decay * lr` each step.
+        hyper weight_decay: f32 = 0.0 in 0.0..;
+        /// Nesterov momentum (meant with momentum > 0 and dampening 0).
+        hyper nesterov: bool = false;
+        /// Scale weight decay by `lr / initial_lr` instead of `lr`.
+        hyper decouple_lr: bool = false;
+        /// The learning rate weight decay is relative to with `decouple_lr`.
+        hyper initial_lr: f32 = lr in 0.0..;
+        state buf: signed;
+
+        let decay = if decouple_lr { weight_decay * (lr / initial_lr) } else { weight_decay * lr };
+        buf = buf * momentum + g * (1.0 - dampening);
+        p = p * (1.0 - decay) - (if nesterov { g + momentum * buf } else { buf }) * lr;
+    }
 }

@@ -9,7 +9,8 @@ use flashopt::ir::codec::state::{
 };
 use flashopt::ir::interp::{self, GradBuf, HostTensor, StateData};
 use flashopt::ir::{HyperValues, compile};
-use flashopt::{Codec, FloatDtype, MasterMode, PlanConfig, optimizers};
+use flashopt::optimizers::AdamW;
+use flashopt::{Codec, FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 use half::{bf16, f16};
 
 /// The f32-master trajectory (f32 params, f32 states) stays within 1e-5 relative of
@@ -17,7 +18,7 @@ use half::{bf16, f16};
 #[test]
 #[allow(clippy::needless_range_loop)] // p, m, v and g indexed together
 fn f32_master_trajectory_tracks_f64_adamw() {
-    let mut def = optimizers::adamw();
+    let mut def = AdamW::definition();
     for s in &mut def.states {
         s.codec = Some(Codec::F32);
     }
@@ -151,7 +152,7 @@ fn flashoptim_adamw_step(
 /// interpreter's parallel block boundary.
 #[test]
 fn interpreter_matches_the_flashoptim_kernel_bit_for_bit() {
-    let plan = compile(&optimizers::adamw(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    let plan = compile(&AdamW::definition(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
     let mut hyper = HyperValues::defaults(&plan.hyper_params);
     hyper.set("lr", 3e-3).unwrap();
     let (lr, b1, b2, eps, wd) = (3e-3f64, 0.9f64, 0.999f64, 1e-8f64, 1e-2f64);

@@ -5,11 +5,12 @@ mod common;
 use common::Rng;
 use flashopt::ir::interp::{self, CorrectionBuf, GradBuf, HostTensor, StateBuf};
 use flashopt::ir::{HyperValues, compile};
-use flashopt::{CpuOptimizer, MasterMode, PlanConfig, optimizers};
+use flashopt::optimizers::AdamW;
+use flashopt::{CpuOptimizer, MasterMode, OptimizerSpec, PlanConfig};
 use half::{bf16, f16};
 
 fn setup(n: usize) -> (flashopt::ir::Plan, HostTensor, Vec<f32>, Vec<bf16>) {
-    let plan = compile(&optimizers::adamw(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    let plan = compile(&AdamW::definition(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
     let tensor = HostTensor::from_f32(&plan, &Rng::new(1).normals(n, 1.0));
     let scalars = plan
         .kernel_scalars(&HyperValues::defaults(&plan.hyper_params), 1)
@@ -93,7 +94,7 @@ fn zero_length_tensors_step_and_stay_empty() {
 #[test]
 fn the_optimizer_checks_every_tensor_before_stepping_any() {
     let mut opt =
-        CpuOptimizer::new(&optimizers::adamw(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+        CpuOptimizer::new(&AdamW::definition(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
     let a = opt.add_tensor("encoder.weight", &[1.0; 40]).unwrap();
     let b = opt.add_tensor("encoder.bias", &[1.0; 8]).unwrap();
     assert_eq!(
@@ -137,7 +138,7 @@ fn f32_parameters_refuse_a_correction_mode() {
         grad: flashopt::FloatDtype::F32,
         master: MasterMode::Int8,
     };
-    let err = compile(&optimizers::adamw(), config).unwrap_err();
+    let err = compile(&AdamW::definition(), config).unwrap_err();
     assert_eq!(
         err.to_string(),
         "optimizer `adamw`: f32 parameters are their own master weights: master mode 24-bit needs bf16 or f16 parameters; use master none"

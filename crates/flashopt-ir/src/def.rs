@@ -285,6 +285,9 @@ pub struct HyperParamDef {
     pub name: String,
     pub default: Value,
     pub range: Range,
+    /// When set, the default is the value this other (earlier) hyper-parameter has
+    /// when the optimizer is built: flashoptim's `initial_lr` follows `lr` this way.
+    pub follows: Option<String>,
     pub span: Span,
 }
 
@@ -343,8 +346,21 @@ impl OptimizerDef {
             name: name.to_string(),
             default,
             range,
+            follows: None,
             span: Span::NONE,
         });
+        self
+    }
+
+    /// Declare an `f32` hyper-parameter whose default is another's value at build time.
+    pub fn hyper_following(&mut self, name: &str, follows: &str, range: Range) -> &mut Self {
+        let default = self
+            .hyper_params
+            .iter()
+            .find(|h| h.name == follows)
+            .map_or(Value::Float(f64::NAN), |h| h.default);
+        self.hyper_value(name, default, range);
+        self.hyper_params.last_mut().expect("just pushed").follows = Some(follows.to_string());
         self
     }
 

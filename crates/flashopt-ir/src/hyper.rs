@@ -36,9 +36,20 @@ pub struct HyperValues {
 impl HyperValues {
     /// Every hyper-parameter at its default.
     pub fn defaults(defs: &[HyperParamDef]) -> HyperValues {
+        let mut values: Vec<Value> = Vec::with_capacity(defs.len());
+        for d in defs {
+            let followed = d
+                .follows
+                .as_ref()
+                .and_then(|f| defs.iter().position(|x| &x.name == f));
+            values.push(match followed {
+                Some(i) if i < values.len() => values[i],
+                _ => d.default,
+            });
+        }
         HyperValues {
             defs: defs.to_vec(),
-            values: defs.iter().map(|d| d.default).collect(),
+            values,
         }
     }
 

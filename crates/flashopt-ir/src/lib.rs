@@ -55,6 +55,24 @@ pub use semantics::HostEvalError;
 pub use types::{Codec, FloatDtype, GROUP_SIZE, MasterMode, StateKind, Type};
 pub use validate::{Diagnostic, Rule, ValidationError, validate};
 
+/// An optimizer type: its definition and its current hyper-parameter values.
+/// The `optimizer!` macro implements this for the config struct it generates.
+pub trait OptimizerSpec {
+    /// The optimizer's name in plans and error messages.
+    const NAME: &'static str;
+
+    /// The definition, as written in the DSL.
+    fn definition() -> OptimizerDef;
+
+    /// This configuration's values, each checked against its declared range.
+    fn hyper_values(&self) -> Result<HyperValues, HyperError>;
+
+    /// The definition lowered for one storage format.
+    fn plan(config: PlanConfig) -> Result<Plan, CompileError> {
+        compile(&Self::definition(), config)
+    }
+}
+
 /// Any failure on the way from a definition to a plan.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum CompileError {

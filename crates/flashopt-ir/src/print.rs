@@ -83,6 +83,16 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "optimizer {}", self.name)?;
         for h in &self.hyper_params {
+            if let Some(source) = &h.follows {
+                writeln!(
+                    f,
+                    "  hyper {}: {} = {source} (when built) in {}",
+                    h.name,
+                    h.default.ty(),
+                    h.range
+                )?;
+                continue;
+            }
             match h.default {
                 Value::Bool(_) => {
                     writeln!(f, "  hyper {}: {} = {}", h.name, h.default.ty(), h.default)?

@@ -213,6 +213,32 @@ impl Validator<'_> {
     }
 
     fn check_hyper(&mut self, h: &HyperParamDef) {
+        if let Some(source) = &h.follows {
+            let position = |n: &str| self.def.hyper_params.iter().position(|x| x.name == n);
+            match (position(source), position(&h.name)) {
+                (Some(i), Some(j)) if i < j => {
+                    let src = &self.def.hyper_params[i];
+                    if src.default.ty() != h.default.ty() || src.follows.is_some() {
+                        self.error(
+                            h.span,
+                            format!(
+                                "hyper-parameter `{}` follows `{source}`, which must be a plain {} hyper-parameter",
+                                h.name,
+                                h.default.ty()
+                            ),
+                        );
+                    }
+                }
+                _ => self.error(
+                    h.span,
+                    format!(
+                        "hyper-parameter `{}` follows `{source}`, which is not a hyper-parameter declared before it",
+                        h.name
+                    ),
+                ),
+            }
+            return;
+        }
         match h.default {
             Value::Bool(_) if h.range != Range::ANY => self.error(
                 h.span,

@@ -1,1 +1,53 @@
+//! # flashopt-macros: the `optimizer!` DSL
+//!
+//! Use it through the `flashopt` crate (`flashopt::optimizer!`); the generated code
+//! refers to `::flashopt`.
+//!
+//! ```text
+//! optimizer! {
+//!     /// Docs of the generated config struct.
+//!     pub Signum {
+//!         /// Docs of the field.
+//!         hyper lr: f32 = 1e-3 in 0.0..;
+//!         hyper beta: f32 = 0.9 in 0.0..1.0;
+//!         hyper initial_lr: f32 = lr in 0.0..;   // defaults to lr's value at build time
+//!         hyper nesterov: bool = false;
+//!         state m: signed;                       // codec: int8_softsign (the default)
+//!         state h: nonneg = bf16;                // codec chosen explicitly
+//!
+//!         m = beta * m + (1.0 - beta) * g;       // plain Rust expressions, f32
+//!         let step = if nesterov { g } else { m };
+//!         h = h + g * g;
+//!         p -= lr * step.signum_like();          // methods: x.sqrt() == sqrt(x)
+//!     }
+//! }
+//! ```
+//!
+//! It is a function-like macro, not an attribute on an item, because an optimizer is
+//! not a Rust item: declarations carry ranges (`in 0.0..1.0`), codecs and
+//! per-element statements that would not parse as a struct or a function. A
+//! function-like macro parses exactly this grammar and keeps a span for every token,
+//! so each IR error lands on the token that caused it.
+//!
+//! The macro parses with syn into `flashopt_ir::OptimizerDef`, runs validation and
+//! the passes at compile time (errors become `compile_error!`s at their spans), and
+//! emits a config struct with the hyper-parameters as fields (f32 hyper-parameters
+//! are `f64` fields: uniform arithmetic is done in f64 on the host), its `Default`,
+//! an `OptimizerSpec` impl, and the per-element rule compiled to Rust
+//! (`element_rule`, plus its token dump `ELEMENT_RULE_TOKENS`), which the GPU back
+//! end turns into a kernel body.
 
+mod expand;
+mod parse;
+
+use proc_macro::TokenStream;
+
+/// Define an optimizer: see the crate documentation for the grammar.
+#[proc_macro]
+pub fn optimizer(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as parse::OptimizerInput);
+    match expand::expand(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}

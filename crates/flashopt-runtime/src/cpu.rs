@@ -4,7 +4,8 @@
 use flashopt_ir::def::Value;
 use flashopt_ir::interp::{self, GradBuf, HostTensor, InterpError};
 use flashopt_ir::{
-    CompileError, HostEvalError, HyperError, HyperValues, OptimizerDef, Plan, PlanConfig,
+    CompileError, HostEvalError, HyperError, HyperValues, OptimizerDef, OptimizerSpec, Plan,
+    PlanConfig,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,18 @@ pub struct CpuOptimizer {
 impl CpuOptimizer {
     pub fn new(def: &OptimizerDef, config: PlanConfig) -> Result<CpuOptimizer, RuntimeError> {
         Ok(CpuOptimizer::from_plan(flashopt_ir::compile(def, config)?))
+    }
+
+    /// An optimizer from a configuration made with `optimizer!` (hyper-parameters
+    /// checked against their ranges here).
+    pub fn for_spec<S: OptimizerSpec>(
+        spec: &S,
+        config: PlanConfig,
+    ) -> Result<CpuOptimizer, RuntimeError> {
+        let hyper = spec.hyper_values()?;
+        let mut opt = CpuOptimizer::from_plan(S::plan(config)?);
+        opt.hyper = hyper;
+        Ok(opt)
     }
 
     pub fn from_plan(plan: Plan) -> CpuOptimizer {
