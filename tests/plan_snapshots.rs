@@ -1,26 +1,44 @@
-//! Stable text of the AdamW rule, its host scalars and its plans (reviewed snapshots).
+//! Reviewed snapshots of every shipped optimizer: the validated rule, the host
+//! scalars, the lowered plan at 24-bit, 32-bit and no correction (bf16 params), and
+//! the per-element code the macro emits for the GPU back end.
 
-use flashopt::ir::{compile, prepare, validate};
-use flashopt::optimizers::AdamW;
+use flashopt::ir::{OptimizerDef, compile, prepare, validate};
+use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 
-#[test]
-fn adamw_rule() {
-    insta::assert_snapshot!(validate(&AdamW::definition()).unwrap().to_string());
+fn shipped() -> Vec<(OptimizerDef, &'static str)> {
+    vec![
+        (AdamW::definition(), AdamW::ELEMENT_RULE_TOKENS),
+        (Adam::definition(), Adam::ELEMENT_RULE_TOKENS),
+        (Lion::definition(), Lion::ELEMENT_RULE_TOKENS),
+        (Sgd::definition(), Sgd::ELEMENT_RULE_TOKENS),
+        (SgdW::definition(), SgdW::ELEMENT_RULE_TOKENS),
+    ]
 }
 
 #[test]
-fn adamw_host_scalars() {
-    let def = AdamW::definition();
-    insta::assert_snapshot!(prepare(&def).unwrap().host.to_text(&def.hyper_params));
+fn every_shipped_optimizer() {
+    for (def, tokens) in shipped() {
+        let name = def.name.clone();
+        insta::assert_snapshot!(format!("{name}_rule"), validate(&def).unwrap().to_string());
+        insta::assert_snapshot!(
+            format!("{name}_host_scalars"),
+            prepare(&def).unwrap().host.to_text(&def.hyper_params)
+        );
+        for master in MasterMode::ALL {
+            let plan = compile(&def, PlanConfig::bf16(master)).unwrap();
+            insta::assert_snapshot!(
+                format!("{name}_plan_bf16_{}", master.bits_label()),
+                plan.to_string()
+            );
+        }
+        insta::assert_snapshot!(format!("{name}_element_rule"), tokens);
+    }
 }
 
 #[test]
-fn adamw_plans() {
+fn adamw_with_other_dtypes() {
     for (label, config) in [
-        ("bf16_24", PlanConfig::bf16(MasterMode::Int8)),
-        ("bf16_32", PlanConfig::bf16(MasterMode::Int16)),
-        ("bf16_none", PlanConfig::bf16(MasterMode::None)),
         (
             "f16_24_f32grad",
             PlanConfig {
@@ -40,15 +58,20 @@ fn adamw_plans() {
 fn adamw_24_bit_moves_12_25_bytes_per_parameter() {
     // DESIGN.md: read p(2) ecc(1) g(2) m(1) v(1), write p ecc m v, plus 2/32 bytes of
     // scale per state each way.
-    let plan = compile(&AdamW::definition(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    let plan = AdamW::plan(PlanConfig::bf16(MasterMode::Int8)).unwrap();
     let t = plan.traffic();
     assert_eq!((t.read, t.write, t.total()), (7.125, 5.125, 12.25));
     assert_eq!(plan.resident_bytes_per_param(), 5.125);
     // A 33-element tensor has two groups, the second short: scales are not prorated.
     assert_eq!(plan.bytes_for(33), (33 * 7 + 2 * 4, 33 * 5 + 2 * 4));
-    let fp32 = compile(&AdamW::definition(), PlanConfig::f32()).unwrap();
+    let fp32 = AdamW::plan(PlanConfig::f32()).unwrap();
     assert_eq!(
         fp32.traffic().total(),
         4.0 + 4.0 + 2.0 * (1.0 + 1.0 / 16.0) + 4.0 + 2.0 * (1.0 + 1.0 / 16.0)
     );
+    // Lion and SGD keep one state: 1 byte + 1/16 of scale each way.
+    let lion = Lion::plan(PlanConfig::bf16(MasterMode::Int8))
+        .unwrap()
+        .traffic();
+    assert_eq!((lion.read, lion.write), (3.0 + 2.0 + 1.0625, 3.0 + 1.0625));
 }

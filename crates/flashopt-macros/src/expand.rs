@@ -96,7 +96,13 @@ pub fn expand(input: &OptimizerInput) -> syn::Result<TokenStream> {
     }
 
     let rule = element_rule(&plan);
-    let rule_text = rule.to_string();
+    // One statement a line, whatever line breaks the compiler's token printer chose.
+    let rule_text = rule
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("; ", ";\n");
     let states = plan.states.len();
     let scalars = plan.host.scalars.len();
 
@@ -284,8 +290,14 @@ fn element_rule(plan: &Plan) -> TokenStream {
         let value = match inst.op {
             InstOp::Load(Load::Param) => quote!(p),
             InstOp::Load(Load::Grad) => quote!(g),
-            InstOp::Load(Load::State(k)) => quote!(states[#k]),
-            InstOp::Scalar(k) => quote!(scalars[#k]),
+            InstOp::Load(Load::State(k)) => {
+                let k = Literal::usize_unsuffixed(k);
+                quote!(states[#k])
+            }
+            InstOp::Scalar(k) => {
+                let k = Literal::usize_unsuffixed(k);
+                quote!(scalars[#k])
+            }
             InstOp::Const(c) => f32_tokens(c),
             InstOp::Unary(Func1::Neg, a) => {
                 let a = v(a);
