@@ -14,6 +14,17 @@ pub enum Type {
     Bool,
 }
 
+impl Type {
+    /// "an f32", "an int", "a bool": for messages.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Type::F32 => "an f32",
+            Type::Int => "an int",
+            Type::Bool => "a bool",
+        }
+    }
+}
+
 impl fmt::Display for Type {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -301,20 +301,12 @@ impl Validator<'_> {
         None
     }
 
-    fn assign(&mut self, target: &str, mut value: Typed, span: Span) {
-        if let Some((_, ty)) = value
-            && ty != Type::F32
-        {
-            self.error(
-                span,
-                format!("`{target}` holds f32 values but is assigned a {ty}"),
-            );
-            value = None;
-        }
-        let slot = if target == "p" {
-            &mut self.p_now
+    fn assign(&mut self, target: &str, value: Typed, span: Span) {
+        // Which output: `None` for `p`, `Some(i)` for state i.
+        let output = if target == "p" {
+            None
         } else if let Some(i) = self.def.states.iter().position(|s| s.name == target) {
-            &mut self.state_now[i]
+            Some(i)
         } else {
             let message = match target {
                 "g" => "`g` is the gradient, an input of the rule; it cannot be assigned".into(),
@@ -334,6 +326,23 @@ impl Validator<'_> {
             };
             self.error(span, message);
             return;
+        };
+        let value = match value {
+            Some((_, ty)) if ty != Type::F32 => {
+                self.error(
+                    span,
+                    format!(
+                        "`{target}` holds f32 values but is assigned {}",
+                        ty.with_article()
+                    ),
+                );
+                None
+            }
+            v => v,
+        };
+        let slot = match output {
+            None => &mut self.p_now,
+            Some(i) => &mut self.state_now[i],
         };
         if slot.is_some() {
             let what = if target == "p" {

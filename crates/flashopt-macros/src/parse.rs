@@ -135,8 +135,8 @@ fn parse_hyper(
                 return Err(syn::Error::new(
                     span,
                     format!(
-                        "hyper-parameter `{ident}` is declared {t} but its default is a {}",
-                        v.ty()
+                        "hyper-parameter `{ident}` is declared {t} but its default is {}",
+                        v.ty().with_article()
                     ),
                 ));
             }
@@ -303,7 +303,7 @@ fn statement(stmt: &syn::Stmt, b: &mut Builder) -> syn::Result<Stmt> {
                     };
                     let lhs = expr(&bin.left, b)?;
                     let rhs = expr(&bin.right, b)?;
-                    let span = b.span(bin.span());
+                    let span = b.span(bin.op.span());
                     (
                         &*bin.left,
                         Expr::new(ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span),
@@ -378,11 +378,13 @@ fn expr(e: &syn::Expr, b: &mut Builder) -> syn::Result<Expr> {
                     ));
                 }
             };
-            ExprKind::Binary(
-                op,
-                Box::new(expr(&bin.left, b)?),
-                Box::new(expr(&bin.right, b)?),
-            )
+            let (lhs, rhs) = (expr(&bin.left, b)?, expr(&bin.right, b)?);
+            // Errors point at the operator: a multi-token span is its first token.
+            let span = b.span(bin.op.span());
+            return Ok(Expr::new(
+                ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                span,
+            ));
         }
         syn::Expr::Call(call) => {
             let syn::Expr::Path(func) = &*call.func else {

@@ -1,0 +1,8 @@
+flashopt::optimizer! {
+    pub Broken {
+        state m: signed;
+        m = m + g;
+    }
+}
+
+fn main() {}
