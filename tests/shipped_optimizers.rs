@@ -207,10 +207,13 @@ fn sgdw_matches_flashoptim() {
     }
 }
 
+/// The signature of the `element_rule` the macro emits for an optimizer of K states.
+type ElementRule<const K: usize> = fn(f32, f32, [f32; K], &[f32]) -> (f32, [f32; K]);
+
 /// The compiled per-element rule the macro emits computes what the interpreter does.
 fn element_rule_agrees<S: OptimizerSpec, const K: usize>(
     spec: &S,
-    rule: fn(f32, f32, [f32; K], &[f32]) -> (f32, [f32; K]),
+        rule: ElementRule<K>,
 ) {
     let mut def = S::definition();
     for s in &mut def.states {
@@ -230,7 +233,7 @@ fn element_rule_agrees<S: OptimizerSpec, const K: usize>(
     let init = rng.normals(256, 1.0);
     let id = opt.add_tensor("w", &init).unwrap();
     let mut p = init;
-    let mut states = vec![[0.0f32; K]; 256];
+        let mut states = [[0.0f32; K]; 256];
     for t in 1..=4 {
         let g = rng.normals(256, 0.1);
         let scalars = plan.kernel_scalars(opt.hyper(), t).unwrap();

@@ -118,6 +118,11 @@ impl CpuOptimizer {
         &self.tensors[id.0].1
     }
 
+    /// The parameter values the model computes with: bf16/f16 widened to f32.
+    pub fn param(&self, id: TensorId) -> Vec<f32> {
+        self.tensors[id.0].1.param_f32()
+    }
+
     /// The decoded f32 master weights of a tensor.
     pub fn master(&self, id: TensorId) -> Vec<f32> {
         self.tensors[id.0].1.master_f32()

@@ -283,6 +283,15 @@ impl HostTensor {
         self.len() == 0
     }
 
+    /// The parameter values the model computes with (the narrow values, widened).
+    pub fn param_f32(&self) -> Vec<f32> {
+        match &self.param {
+            ParamData::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            ParamData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            ParamData::F32(v) => v.clone(),
+        }
+    }
+
     /// The f32 master weights (narrow value + correction).
     pub fn master_f32(&self) -> Vec<f32> {
         let narrow = |dtype: FloatDtype, bits: Vec<u16>| -> Vec<f32> {
