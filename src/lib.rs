@@ -12,6 +12,30 @@
 extern crate self as flashopt;
 
 pub use flashopt_ir as ir;
+/// Define an optimizer (grammar: `docs/DSL.md`). A custom optimizer, end to end on
+/// the CPU reference back end:
+///
+/// ```
+/// use flashopt::{CpuOptimizer, GradBuf, MasterMode, PlanConfig};
+///
+/// flashopt::optimizer! {
+///     /// signSGD with momentum.
+///     pub Signum {
+///         hyper lr: f32 = 1e-3 in 0.0..;
+///         hyper beta: f32 = 0.9 in 0.0..1.0;
+///         state m: signed;
+///
+///         m = beta * m + (1.0 - beta) * g;
+///         p -= lr * sign(m);
+///     }
+/// }
+///
+/// let spec = Signum { lr: 0.25, ..Signum::default() };
+/// let mut opt = CpuOptimizer::for_spec(&spec, PlanConfig::f32()).unwrap();
+/// let w = opt.add_tensor("w", &[1.0, -1.0, 0.0]).unwrap();
+/// opt.step(&[GradBuf::F32(&[2.0, -3.0, 0.0])]).unwrap();
+/// assert_eq!(opt.master(w), vec![0.75, -0.75, 0.0]);
+/// ```
 pub use flashopt_macros::optimizer;
 pub use flashopt_runtime as runtime;
 

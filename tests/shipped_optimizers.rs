@@ -211,10 +211,7 @@ fn sgdw_matches_flashoptim() {
 type ElementRule<const K: usize> = fn(f32, f32, [f32; K], &[f32]) -> (f32, [f32; K]);
 
 /// The compiled per-element rule the macro emits computes what the interpreter does.
-fn element_rule_agrees<S: OptimizerSpec, const K: usize>(
-    spec: &S,
-        rule: ElementRule<K>,
-) {
+fn element_rule_agrees<S: OptimizerSpec, const K: usize>(spec: &S, rule: ElementRule<K>) {
     let mut def = S::definition();
     for s in &mut def.states {
         s.codec = Some(Codec::F32);
@@ -233,7 +230,7 @@ fn element_rule_agrees<S: OptimizerSpec, const K: usize>(
     let init = rng.normals(256, 1.0);
     let id = opt.add_tensor("w", &init).unwrap();
     let mut p = init;
-        let mut states = [[0.0f32; K]; 256];
+    let mut states = [[0.0f32; K]; 256];
     for t in 1..=4 {
         let g = rng.normals(256, 0.1);
         let scalars = plan.kernel_scalars(opt.hyper(), t).unwrap();

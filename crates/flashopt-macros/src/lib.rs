@@ -18,7 +18,7 @@
 //!         m = beta * m + (1.0 - beta) * g;       // plain Rust expressions, f32
 //!         let step = if nesterov { g } else { m };
 //!         h = h + g * g;
-//!         p -= lr * step.signum_like();          // methods: x.sqrt() == sqrt(x)
+//!         p -= lr * sign(step) / (h.sqrt() + 1e-8); // methods: x.sqrt() == sqrt(x)
 //!     }
 //! }
 //! ```
