@@ -41,6 +41,8 @@ pub use flashopt_runtime as runtime;
 
 pub use flashopt_ir::interp::GradBuf;
 pub use flashopt_ir::{Codec, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind};
+#[cfg(feature = "gpu")]
+pub use flashopt_runtime::GpuOptimizer;
 pub use flashopt_runtime::{CpuOptimizer, RuntimeError, TensorId};
 
 pub mod optimizers;

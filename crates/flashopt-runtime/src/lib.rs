@@ -5,5 +5,9 @@
 //! (cubecl 0.10.0) plug in behind the same API.
 
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 
 pub use cpu::{CpuOptimizer, RuntimeError, TensorId};
+#[cfg(feature = "gpu")]
+pub use gpu::GpuOptimizer;

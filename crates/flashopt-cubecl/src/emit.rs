@@ -1,0 +1,139 @@
+//! Generated source without a GPU: a plan's kernel compiled by cubecl-cpp's CUDA and
+//! HIP compilers on the host, for snapshots and for `flashopt emit`.
+
+use cubecl::ir::{
+    AddressType, DeviceProperties, HardwareProperties, MemoryDeviceProperties, TargetProperties,
+};
+use cubecl::prelude::*;
+use cubecl::server::ExecutionMode;
+use cubecl_cpp::shared::CompilationOptions;
+use flashopt_ir::plan::Plan;
+
+use crate::define::define;
+
+/// The source languages cubecl compiles kernels to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Cuda,
+    Hip,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Cuda => "cuda",
+            Target::Hip => "hip",
+        }
+    }
+
+    pub fn target_properties(self) -> TargetProperties {
+        match self {
+            Target::Cuda => <cubecl::cuda::CudaRuntime as Runtime>::target_properties(),
+            Target::Hip => <cubecl::hip::HipRuntime as Runtime>::target_properties(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cubecl could not compile the {target} kernel of `{optimizer}`: {message}")]
+pub struct EmitError {
+    pub target: &'static str,
+    pub optimizer: String,
+    pub message: String,
+}
+
+/// Threads per cube of the fused step (one 32-element group per thread).
+pub const CUBE_DIM: u32 = 256;
+
+/// The kernel's entry-point name for a plan (stable: it appears in profiles).
+pub fn kernel_name(plan: &Plan) -> String {
+    let c = plan.config;
+    format!(
+        "flashopt_{}_{}_m{}_g{}",
+        plan.optimizer,
+        c.param,
+        c.master.bits_label(),
+        c.grad
+    )
+}
+
+pub fn settings(plan: &Plan) -> KernelSettings {
+    KernelSettings::default()
+        .cube_dim(CubeDim::new_1d(CUBE_DIM))
+        .address_type(AddressType::U32)
+        .kernel_name(kernel_name(plan))
+}
+
+/// Device properties of a generic 32-wide GPU with the storage types the kernels use,
+/// registered the way cubecl-cpp registers them on a real device.
+pub fn offline_device_properties(target: Target) -> DeviceProperties {
+    let hardware = HardwareProperties {
+        load_width: 128,
+        plane_size_min: if target == Target::Hip { 64 } else { 32 },
+        plane_size_max: if target == Target::Hip { 64 } else { 32 },
+        max_bindings: 64,
+        max_shared_memory_size: 48 * 1024,
+        max_cube_count: (i32::MAX as u32, 65535, 65535),
+        max_units_per_cube: 1024,
+        max_cube_dim: (1024, 1024, 64),
+        num_streaming_multiprocessors: None,
+        num_cpu_cores: None,
+        num_tensor_cores: None,
+        min_tensor_cores_dim: None,
+        max_vector_size: usize::MAX,
+    };
+    let memory = MemoryDeviceProperties {
+        max_page_size: 1 << 32,
+        alignment: 32,
+    };
+    let mut props = DeviceProperties::new(
+        Default::default(),
+        memory,
+        hardware,
+        cubecl_common::profile::TimingMethod::System,
+    );
+    cubecl_cpp::register_supported_types(&mut props);
+    props.register_address_type(AddressType::U32);
+    props
+}
+
+/// The kernel of `plan` as `target` source.
+pub fn emit(plan: &Plan, target: Target) -> Result<String, EmitError> {
+    let props = offline_device_properties(target);
+    let definition = define(plan, target.target_properties(), &props, settings(plan));
+    let addr = AddressType::U32.unsigned_type();
+    let error = |message: String| EmitError {
+        target: target.name(),
+        optimizer: plan.optimizer.clone(),
+        message,
+    };
+    let options = CompilationOptions::default();
+    let source = match target {
+        Target::Cuda => {
+            let mut compiler = cubecl::cuda::CudaCompiler::default();
+            cubecl::Compiler::compile(
+                &mut compiler,
+                definition,
+                &options,
+                ExecutionMode::Unchecked,
+                addr,
+            )
+            .map_err(|e| error(format!("{e:?}")))?
+            .to_string()
+        }
+        Target::Hip => {
+            let mut compiler =
+                <<cubecl::hip::HipRuntime as Runtime>::Compiler as Default>::default();
+            cubecl::Compiler::compile(
+                &mut compiler,
+                definition,
+                &options,
+                ExecutionMode::Unchecked,
+                addr,
+            )
+            .map_err(|e| error(format!("{e:?}")))?
+            .to_string()
+        }
+    };
+    Ok(source)
+}

@@ -1,0 +1,115 @@
+//! Launching the fused step on a cubecl runtime (CUDA, HIP).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use cubecl::ir::{AddressType, DeviceProperties, StorageType};
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use flashopt_ir::plan::Plan;
+
+use crate::define::{Buffer, buffers, define};
+use crate::emit::{CUBE_DIM, settings};
+
+/// The fused step of one plan, as cubecl compiles and caches it. Kernels are cached by
+/// the plan's full text: two plans share a kernel exactly when they print alike.
+pub struct FusedStep<R: Runtime> {
+    plan: Arc<Plan>,
+    key: String,
+    settings: KernelSettings,
+    device: DeviceProperties,
+    runtime: PhantomData<R>,
+}
+
+impl<R: Runtime> Clone for FusedStep<R> {
+    fn clone(&self) -> Self {
+        FusedStep {
+            plan: self.plan.clone(),
+            key: self.key.clone(),
+            settings: self.settings.clone(),
+            device: self.device.clone(),
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<R: Runtime> FusedStep<R> {
+    pub fn new(client: &ComputeClient<R>, plan: Arc<Plan>) -> FusedStep<R> {
+        FusedStep {
+            key: plan.to_string(),
+            settings: settings(&plan),
+            device: client.properties().clone(),
+            plan,
+            runtime: PhantomData,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The buffers to bind, in order.
+    pub fn buffers(&self) -> Vec<Buffer> {
+        buffers(&self.plan)
+    }
+}
+
+impl<R: Runtime> KernelMetadata for FusedStep<R> {
+    fn name(&self) -> &'static str {
+        "flashopt_fused_step"
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>()
+            .cube_dim(self.settings.cube_dim)
+            .address_type(AddressType::U32)
+            .info(self.key.clone())
+    }
+
+    fn address_type(&self) -> StorageType {
+        AddressType::U32.unsigned_type()
+    }
+}
+
+impl<R: Runtime> CubeKernel for FusedStep<R> {
+    fn define(&self) -> KernelDefinition {
+        define(
+            &self.plan,
+            R::target_properties(),
+            &self.device,
+            self.settings.clone(),
+        )
+    }
+}
+
+/// Launch the step over groups `first..first + count`. `handles` holds one buffer per
+/// entry of [`FusedStep::buffers`], each with its length in elements.
+///
+/// # Safety
+/// Every buffer must hold at least `(first + count) * 32` elements (scales and group
+/// info: `first + count`, scalars: what the group info words index), laid out as
+/// [`crate::define`] describes.
+pub unsafe fn launch<R: Runtime>(
+    client: &ComputeClient<R>,
+    kernel: &FusedStep<R>,
+    handles: &[(Handle, usize)],
+    first: u32,
+    count: u32,
+) {
+    if count == 0 {
+        return;
+    }
+    let layout = kernel.buffers();
+    assert_eq!(layout.len(), handles.len(), "one handle per kernel buffer");
+    let mut launcher = KernelLauncher::<R>::new(kernel.settings.clone());
+    for (buffer, (handle, len)) in layout.iter().zip(handles) {
+        launcher.register_array(
+            unsafe { ArrayArg::from_raw_parts(handle.clone(), *len) },
+            buffer.ty(),
+        );
+    }
+    launcher.register_scalar(count);
+    launcher.register_scalar(first);
+    let cubes = count.div_ceil(CUBE_DIM);
+    unsafe { launcher.launch_unchecked(CubeCount::Static(cubes, 1, 1), kernel.clone(), client) };
+}

@@ -1,0 +1,401 @@
+//! Optimizer state on a GPU (cubecl's CUDA or HIP runtime) and ONE kernel launch per
+//! step for every tensor.
+//!
+//! Every role (narrow parameters, corrections, gradients, each state's codes and
+//! scales) is one flat device buffer; each tensor occupies a segment padded to whole
+//! 32-element groups, so groups never straddle tensors and a state's group scales
+//! line up with its codes. A u32 per group gives the kernel the group's real length
+//! (padding never enters a group maximum) and its parameter group.
+
+use std::sync::Arc;
+
+use flashopt_cubecl::cubecl::Runtime;
+use flashopt_cubecl::cubecl::client::ComputeClient;
+use flashopt_cubecl::cubecl::server::Handle;
+use flashopt_cubecl::define::Role;
+use flashopt_cubecl::launch::{FusedStep, launch};
+use flashopt_ir::def::Value;
+use flashopt_ir::interp::{CorrectionData, GradBuf, HostTensor, ParamData, StateData};
+use flashopt_ir::{FloatDtype, GROUP_SIZE, HyperValues, Plan};
+use half::{bf16, f16};
+
+use crate::cpu::{RuntimeError, TensorId};
+
+struct Segment {
+    name: String,
+    len: usize,
+    first_group: usize,
+    groups: usize,
+}
+
+/// An optimizer whose state lives on a cubecl device.
+pub struct GpuOptimizer<R: Runtime> {
+    client: ComputeClient<R>,
+    kernel: FusedStep<R>,
+    plan: Arc<Plan>,
+    hyper: HyperValues,
+    steps_taken: u64,
+    segments: Vec<Segment>,
+    groups: usize,
+    /// One per kernel buffer, in binding order: handle and length in elements.
+    buffers: Vec<(Handle, usize)>,
+    pad: u8,
+}
+
+fn push_le<const N: usize>(out: &mut Vec<u8>, bytes: [u8; N]) {
+    out.extend_from_slice(&bytes);
+}
+
+/// A tensor's bytes for one buffer role, padded to `groups` groups.
+fn role_bytes(t: &HostTensor, role: Role, groups: usize, pad: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let padded = groups * GROUP_SIZE;
+    match role {
+        Role::Param => match &t.param {
+            ParamData::Bf16(v) => v
+                .iter()
+                .for_each(|x| push_le(&mut out, x.to_bits().to_le_bytes())),
+            ParamData::F16(v) => v
+                .iter()
+                .for_each(|x| push_le(&mut out, x.to_bits().to_le_bytes())),
+            ParamData::F32(v) => v.iter().for_each(|x| push_le(&mut out, x.to_le_bytes())),
+        },
+        Role::Correction => match &t.correction {
+            CorrectionData::Int8(v) => out.extend(v.iter().map(|&c| c as u8)),
+            CorrectionData::Int16(v) => v.iter().for_each(|c| push_le(&mut out, c.to_le_bytes())),
+            CorrectionData::None => {}
+        },
+        Role::StateCodes(s) => match &t.states[s] {
+            StateData::Int8 { codes, .. } => out.extend(codes.iter().map(|&c| c as u8)),
+            StateData::Uint8 { codes, .. } => out.extend_from_slice(codes),
+            StateData::Bf16(v) => v
+                .iter()
+                .for_each(|x| push_le(&mut out, x.to_bits().to_le_bytes())),
+            StateData::F32(v) => v.iter().for_each(|x| push_le(&mut out, x.to_le_bytes())),
+        },
+        Role::StateScales(s) => {
+            if let StateData::Int8 { scales, .. } | StateData::Uint8 { scales, .. } = &t.states[s] {
+                scales
+                    .iter()
+                    .for_each(|x| push_le(&mut out, x.to_bits().to_le_bytes()));
+            }
+            out.resize(groups * 2, pad);
+            return out;
+        }
+        Role::Grad | Role::Scalars | Role::GroupInfo => unreachable!("not tensor state"),
+    }
+    let element = if t.is_empty() { 0 } else { out.len() / t.len() };
+    out.resize(padded * element, pad);
+    out
+}
+
+fn read_le<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| f(c.try_into().expect("chunk of N bytes")))
+        .collect()
+}
+
+impl<R: Runtime> GpuOptimizer<R> {
+    /// Upload tensors' optimizer state (e.g. [`HostTensor::from_f32`]) to the device.
+    pub fn from_host(
+        client: ComputeClient<R>,
+        plan: Plan,
+        hyper: HyperValues,
+        tensors: Vec<(String, HostTensor)>,
+    ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        Self::from_host_padded(client, plan, hyper, tensors, 0)
+    }
+
+    /// As [`Self::from_host`], with every padding byte set to `pad`. Correctness tests
+    /// poison padding (`0xFF`: NaN parameters and scales) to show it never leaks
+    /// into real elements.
+    pub fn from_host_padded(
+        client: ComputeClient<R>,
+        plan: Plan,
+        hyper: HyperValues,
+        tensors: Vec<(String, HostTensor)>,
+        pad: u8,
+    ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        let plan = Arc::new(plan);
+        let kernel = FusedStep::<R>::new(&client, plan.clone());
+        let mut segments = Vec::new();
+        let mut groups = 0;
+        for (name, t) in &tensors {
+            let g = t.len().div_ceil(GROUP_SIZE);
+            segments.push(Segment {
+                name: name.clone(),
+                len: t.len(),
+                first_group: groups,
+                groups: g,
+            });
+            groups += g;
+        }
+        let mut buffers = Vec::new();
+        for buffer in kernel.buffers() {
+            let bytes: Vec<u8> = match buffer.role {
+                Role::Grad => vec![pad; groups * GROUP_SIZE * buffer.element_bytes()],
+                Role::Scalars => vec![0; plan.host.scalars.len().max(1) * 4],
+                Role::GroupInfo => {
+                    let mut info = Vec::with_capacity(groups * 4);
+                    for s in &segments {
+                        for g in 0..s.groups {
+                            let len = (s.len - g * GROUP_SIZE).min(GROUP_SIZE) as u32;
+                            // Parameter group 0 (bits 8..): one hyper-parameter set for now.
+                            push_le(&mut info, len.to_le_bytes());
+                        }
+                    }
+                    info
+                }
+                role => tensors
+                    .iter()
+                    .zip(&segments)
+                    .flat_map(|((_, t), s)| role_bytes(t, role, s.groups, pad))
+                    .collect(),
+            };
+            let len = bytes.len() / buffer.element_bytes();
+            // cubecl rejects empty allocations; a model without elements binds one element.
+            let bytes = if bytes.is_empty() {
+                vec![0; buffer.element_bytes() * buffer.vector]
+            } else {
+                bytes
+            };
+            buffers.push((client.create_from_slice(&bytes), len));
+        }
+        Ok(GpuOptimizer {
+            client,
+            kernel,
+            plan,
+            hyper,
+            steps_taken: 0,
+            segments,
+            groups,
+            buffers,
+            pad,
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn steps_taken(&self) -> u64 {
+        self.steps_taken
+    }
+
+    /// Continue from a step count (state loaded from elsewhere).
+    pub fn set_steps_taken(&mut self, steps: u64) {
+        self.steps_taken = steps;
+    }
+
+    pub fn set_hyper(&mut self, name: &str, value: impl Into<Value>) -> Result<(), RuntimeError> {
+        self.hyper.set(name, value)?;
+        Ok(())
+    }
+
+    fn slot(&self, role: Role) -> usize {
+        self.kernel
+            .buffers()
+            .iter()
+            .position(|b| b.role == role)
+            .expect("the plan has this buffer")
+    }
+
+    /// Copy this step's gradients (one per tensor, in order) into the device buffer.
+    pub fn write_grads(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
+        if grads.len() != self.segments.len() {
+            return Err(RuntimeError::GradCount {
+                expected: self.segments.len(),
+                found: grads.len(),
+            });
+        }
+        let dtype = self.plan.config.grad;
+        let mut bytes = Vec::with_capacity(self.groups * GROUP_SIZE * dtype.size_bytes());
+        for (s, g) in self.segments.iter().zip(grads) {
+            if g.dtype() != dtype || g.len() != s.len {
+                return Err(RuntimeError::Tensor {
+                    name: s.name.clone(),
+                    source: flashopt_ir::interp::InterpError::Length {
+                        tensor: format!("gradient ({} of {} elements)", g.dtype(), g.len()),
+                        expected: s.len,
+                        found: g.len(),
+                        extra: "",
+                    },
+                });
+            }
+            let start = bytes.len();
+            match *g {
+                GradBuf::Bf16(v) => v
+                    .iter()
+                    .for_each(|x| push_le(&mut bytes, x.to_bits().to_le_bytes())),
+                GradBuf::F16(v) => v
+                    .iter()
+                    .for_each(|x| push_le(&mut bytes, x.to_bits().to_le_bytes())),
+                GradBuf::F32(v) => v.iter().for_each(|x| push_le(&mut bytes, x.to_le_bytes())),
+            }
+            bytes.resize(start + s.groups * GROUP_SIZE * dtype.size_bytes(), self.pad);
+        }
+        let slot = self.slot(Role::Grad);
+        if !bytes.is_empty() {
+            self.buffers[slot].0 = self.client.create_from_slice(&bytes);
+        }
+        Ok(())
+    }
+
+    fn upload_scalars(&mut self, step: u64) -> Result<(), RuntimeError> {
+        let scalars = self
+            .plan
+            .kernel_scalars(&self.hyper, step)
+            .map_err(|source| RuntimeError::HostScalars { step, source })?;
+        if !scalars.is_empty() {
+            let bytes: Vec<u8> = scalars.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let slot = self.slot(Role::Scalars);
+            self.buffers[slot] = (self.client.create_from_slice(&bytes), scalars.len());
+        }
+        Ok(())
+    }
+
+    /// One step of every tensor: ONE kernel launch.
+    pub fn step(&mut self) -> Result<(), RuntimeError> {
+        let step = self.steps_taken + 1;
+        self.upload_scalars(step)?;
+        // SAFETY: every buffer was sized for `self.groups` groups by `from_host`.
+        unsafe {
+            launch(
+                &self.client,
+                &self.kernel,
+                &self.buffers,
+                0,
+                self.groups as u32,
+            )
+        };
+        self.steps_taken = step;
+        Ok(())
+    }
+
+    /// Step one tensor alone (gradient release). The step counter is shared: call
+    /// [`Self::finish_step`] once every tensor of the step is done.
+    pub fn step_tensor(&mut self, id: TensorId) -> Result<(), RuntimeError> {
+        let step = self.steps_taken + 1;
+        self.upload_scalars(step)?;
+        let s = &self.segments[id.0];
+        // SAFETY: the tensor's groups lie inside the buffers.
+        unsafe {
+            launch(
+                &self.client,
+                &self.kernel,
+                &self.buffers,
+                s.first_group as u32,
+                s.groups as u32,
+            )
+        };
+        Ok(())
+    }
+
+    pub fn finish_step(&mut self) {
+        self.steps_taken += 1;
+    }
+
+    /// Wait for the device.
+    pub fn sync(&self) {
+        flashopt_cubecl::cubecl::future::block_on(self.client.sync()).expect("device sync");
+    }
+
+    pub fn client(&self) -> &ComputeClient<R> {
+        &self.client
+    }
+
+    /// Read every tensor's state back to the host.
+    pub fn download(&self) -> Vec<(String, HostTensor)> {
+        let layout = self.kernel.buffers();
+        let bytes: Vec<Vec<u8>> = self
+            .buffers
+            .iter()
+            .map(|(h, _)| self.client.read_one_unchecked(h.clone()).to_vec())
+            .collect();
+        let cfg = self.plan.config;
+        let mut out = Vec::new();
+        for s in &self.segments {
+            let elements = |role: Role, size: usize| -> &[u8] {
+                let i = layout.iter().position(|b| b.role == role).expect("buffer");
+                let start = s.first_group * GROUP_SIZE * size;
+                &bytes[i][start..start + s.len * size]
+            };
+            let param = match cfg.param {
+                FloatDtype::Bf16 => ParamData::Bf16(read_le(elements(Role::Param, 2), |b| {
+                    bf16::from_bits(u16::from_le_bytes(b))
+                })),
+                FloatDtype::F16 => ParamData::F16(read_le(elements(Role::Param, 2), |b| {
+                    f16::from_bits(u16::from_le_bytes(b))
+                })),
+                FloatDtype::F32 => {
+                    ParamData::F32(read_le(elements(Role::Param, 4), f32::from_le_bytes))
+                }
+            };
+            let correction = match cfg.master {
+                flashopt_ir::MasterMode::None => CorrectionData::None,
+                flashopt_ir::MasterMode::Int8 => CorrectionData::Int8(
+                    elements(Role::Correction, 1)
+                        .iter()
+                        .map(|&b| b as i8)
+                        .collect(),
+                ),
+                flashopt_ir::MasterMode::Int16 => CorrectionData::Int16(read_le(
+                    elements(Role::Correction, 2),
+                    i16::from_le_bytes,
+                )),
+            };
+            let states = self
+                .plan
+                .states
+                .iter()
+                .enumerate()
+                .map(|(k, st)| {
+                    let scales = || {
+                        let i = layout
+                            .iter()
+                            .position(|b| b.role == Role::StateScales(k))
+                            .expect("scales");
+                        let start = s.first_group * 2;
+                        read_le(&bytes[i][start..start + s.groups * 2], |b| {
+                            f16::from_bits(u16::from_le_bytes(b))
+                        })
+                    };
+                    match st.codec {
+                        flashopt_ir::Codec::Int8Softsign | flashopt_ir::Codec::Int8Linear => {
+                            StateData::Int8 {
+                                codes: elements(Role::StateCodes(k), 1)
+                                    .iter()
+                                    .map(|&b| b as i8)
+                                    .collect(),
+                                scales: scales(),
+                            }
+                        }
+                        flashopt_ir::Codec::Uint8Sqrt => StateData::Uint8 {
+                            codes: elements(Role::StateCodes(k), 1).to_vec(),
+                            scales: scales(),
+                        },
+                        flashopt_ir::Codec::Bf16 => {
+                            StateData::Bf16(read_le(elements(Role::StateCodes(k), 2), |b| {
+                                bf16::from_bits(u16::from_le_bytes(b))
+                            }))
+                        }
+                        flashopt_ir::Codec::F32 => StateData::F32(read_le(
+                            elements(Role::StateCodes(k), 4),
+                            f32::from_le_bytes,
+                        )),
+                    }
+                })
+                .collect();
+            out.push((
+                s.name.clone(),
+                HostTensor {
+                    param,
+                    correction,
+                    states,
+                },
+            ));
+        }
+        out
+    }
+}

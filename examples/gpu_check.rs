@@ -1,0 +1,468 @@
+//! GPU correctness: every shipped optimizer and master mode, stepped on the GPU with
+//! ONE launch for all tensors, against the CPU reference interpreter.
+//!
+//! ```text
+//! cargo build --release --example gpu_check     # here
+//! ./gpu_check [out.md]                           # on the GPU machine (CUDA)
+//! ```
+//!
+//! For each configuration: tensors of 1, 31, 32, 33, 4099 and 1M+17 elements (and
+//! GPT-2 124M's 148 tensors for three optimizers) get random parameters and states
+//! (two CPU steps from random gradients), are uploaded with every padding byte
+//! poisoned (0xFF: NaN parameters and scales), and take three more steps on both
+//! sides with the same random gradients. Every element is compared after every step.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use flashopt::ir::codec::master::log_scale;
+use flashopt::ir::interp::{self, CorrectionData, GradBuf, HostTensor, ParamData, StateData};
+use flashopt::ir::{HyperValues, OptimizerDef, Plan, compile};
+use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::runtime::GpuOptimizer;
+use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
+use flashopt_cubecl::cubecl::Runtime;
+use flashopt_cubecl::cubecl::cuda::CudaRuntime;
+use half::{bf16, f16};
+
+struct Rng(u64);
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f32 {
+        let (u1, u2) = (self.uniform().max(1e-300), self.uniform());
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+    fn normals(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.normal() * scale).collect()
+    }
+}
+
+enum Grad {
+    Bf16(Vec<bf16>),
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+impl Grad {
+    fn new(dtype: FloatDtype, v: &[f32]) -> Grad {
+        match dtype {
+            FloatDtype::Bf16 => Grad::Bf16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            FloatDtype::F16 => Grad::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            FloatDtype::F32 => Grad::F32(v.to_vec()),
+        }
+    }
+    fn buf(&self) -> GradBuf<'_> {
+        match self {
+            Grad::Bf16(v) => GradBuf::Bf16(v),
+            Grad::F16(v) => GradBuf::F16(v),
+            Grad::F32(v) => GradBuf::F32(v),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    elements: u64,
+    exact: u64,
+    close: u64,
+    worst: String,
+}
+
+/// Compare one tensor element by element: `exact` when every stored bit agrees,
+/// `close` when the master weight is within one correction step (one narrow ULP
+/// without corrections, 4 f32 ULPs for f32) and every state code within one code of
+/// the same-or-adjacent f16 scale (4 ULPs for plain states).
+fn compare(plan: &Plan, gpu: &HostTensor, cpu: &HostTensor, tally: &mut Tally, label: &str) {
+    let (gm, cm) = (gpu.master_f32(), cpu.master_f32());
+    let narrow_bits = |t: &HostTensor, i: usize| match &t.param {
+        ParamData::Bf16(v) => v[i].to_bits(),
+        ParamData::F16(v) => v[i].to_bits(),
+        ParamData::F32(_) => 0,
+    };
+    let cfg = plan.config;
+    for i in 0..cm.len() {
+        let mut exact = gm[i].to_bits() == cm[i].to_bits()
+            && gpu.param_f32()[i].to_bits() == cpu.param_f32()[i].to_bits();
+        let tol = match (cfg.param, cfg.master) {
+            (FloatDtype::F32, _) => 4.0 * f32::EPSILON * cm[i].abs().max(f32::MIN_POSITIVE),
+            (d, MasterMode::None) => 2f32.powi(log_scale(narrow_bits(cpu, i), d) + 1),
+            (d, m) => {
+                2f32.powi(log_scale(narrow_bits(cpu, i), d)) / m.code_max().unwrap()
+                    + 2.0 * f32::EPSILON * cm[i].abs()
+            }
+        };
+        let mut close = (gm[i] - cm[i]).abs() <= tol || (gm[i].is_nan() && cm[i].is_nan());
+        for (gs, cs) in gpu.states.iter().zip(&cpu.states) {
+            let g = i / 32;
+            let (same, near) = match (gs, cs) {
+                (
+                    StateData::Int8 {
+                        codes: a,
+                        scales: sa,
+                    },
+                    StateData::Int8 {
+                        codes: b,
+                        scales: sb,
+                    },
+                ) => (
+                    a[i] == b[i] && sa[g].to_bits() == sb[g].to_bits(),
+                    (i16::from(a[i]) - i16::from(b[i])).abs() <= 1
+                        && sa[g].to_bits().abs_diff(sb[g].to_bits()) <= 1,
+                ),
+                (
+                    StateData::Uint8 {
+                        codes: a,
+                        scales: sa,
+                    },
+                    StateData::Uint8 {
+                        codes: b,
+                        scales: sb,
+                    },
+                ) => (
+                    a[i] == b[i] && sa[g].to_bits() == sb[g].to_bits(),
+                    a[i].abs_diff(b[i]) <= 1 && sa[g].to_bits().abs_diff(sb[g].to_bits()) <= 1,
+                ),
+                (StateData::Bf16(a), StateData::Bf16(b)) => {
+                    (a[i] == b[i], a[i].to_bits().abs_diff(b[i].to_bits()) <= 1)
+                }
+                (StateData::F32(a), StateData::F32(b)) => {
+                    (a[i] == b[i], a[i].to_bits().abs_diff(b[i].to_bits()) <= 4)
+                }
+                _ => (false, false),
+            };
+            exact &= same;
+            close &= near;
+        }
+        if let (CorrectionData::Int8(a), CorrectionData::Int8(b)) =
+            (&gpu.correction, &cpu.correction)
+        {
+            exact &= a[i] == b[i];
+        }
+        if let (CorrectionData::Int16(a), CorrectionData::Int16(b)) =
+            (&gpu.correction, &cpu.correction)
+        {
+            exact &= a[i] == b[i];
+        }
+        tally.elements += 1;
+        tally.exact += u64::from(exact);
+        tally.close += u64::from(close || exact);
+        if !(close || exact) && tally.worst.is_empty() {
+            tally.worst = format!("{label}[{i}]: gpu master {:e}, cpu {:e}", gm[i], cm[i]);
+        }
+    }
+}
+
+fn run_config<S: OptimizerSpec>(
+    client: &flashopt_cubecl::cubecl::client::ComputeClient<CudaRuntime>,
+    spec: &S,
+    config: PlanConfig,
+    lengths: &[(String, usize)],
+    seed: u64,
+) -> Tally {
+    let def: OptimizerDef = S::definition();
+    let plan = compile(&def, config).expect("compiles");
+    let hyper: HyperValues = spec.hyper_values().expect("valid");
+    let mut rng = Rng(seed | 1);
+    let mut cpu: Vec<HostTensor> = lengths
+        .iter()
+        .map(|(_, n)| HostTensor::from_f32(&plan, &rng.normals(*n, 0.5)))
+        .collect();
+    let grads = |rng: &mut Rng| -> Vec<Grad> {
+        lengths
+            .iter()
+            .map(|(_, n)| Grad::new(config.grad, &rng.normals(*n, 0.02)))
+            .collect()
+    };
+    for t in 1..=2 {
+        let g = grads(&mut rng);
+        let scalars = plan.kernel_scalars(&hyper, t).unwrap();
+        for (tensor, g) in cpu.iter_mut().zip(&g) {
+            interp::run(&plan, &scalars, tensor.buffers(g.buf())).unwrap();
+        }
+    }
+    let named = lengths
+        .iter()
+        .map(|(n, _)| n.clone())
+        .zip(cpu.iter().cloned())
+        .collect();
+    let mut gpu =
+        GpuOptimizer::from_host_padded(client.clone(), plan.clone(), hyper.clone(), named, 0xFF)
+            .unwrap();
+    gpu.set_steps_taken(2);
+    let mut tally = Tally::default();
+    for t in 3..=5 {
+        let g = grads(&mut rng);
+        let scalars = plan.kernel_scalars(&hyper, t).unwrap();
+        for (tensor, g) in cpu.iter_mut().zip(&g) {
+            interp::run(&plan, &scalars, tensor.buffers(g.buf())).unwrap();
+        }
+        let bufs: Vec<GradBuf<'_>> = g.iter().map(Grad::buf).collect();
+        gpu.write_grads(&bufs).unwrap();
+        gpu.step().unwrap();
+        for ((name, got), want) in gpu.download().iter().zip(&cpu) {
+            compare(&plan, got, want, &mut tally, &format!("{name} t={t}"));
+        }
+    }
+    tally
+}
+
+/// GPT-2 124M's 148 parameter tensors (public config: 12 layers, d=768, vocab 50257, ctx 1024).
+fn gpt2_shapes() -> Vec<(String, usize)> {
+    let d = 768;
+    let mut out = vec![
+        ("wte".to_string(), 50257 * d),
+        ("wpe".to_string(), 1024 * d),
+    ];
+    for l in 0..12 {
+        for (name, n) in [
+            ("ln_1.weight", d),
+            ("ln_1.bias", d),
+            ("attn.c_attn.weight", d * 3 * d),
+            ("attn.c_attn.bias", 3 * d),
+            ("attn.c_proj.weight", d * d),
+            ("attn.c_proj.bias", d),
+            ("ln_2.weight", d),
+            ("ln_2.bias", d),
+            ("mlp.c_fc.weight", d * 4 * d),
+            ("mlp.c_fc.bias", 4 * d),
+            ("mlp.c_proj.weight", 4 * d * d),
+            ("mlp.c_proj.bias", d),
+        ] {
+            out.push((format!("h.{l}.{name}"), n));
+        }
+    }
+    out.push(("ln_f.weight".to_string(), d));
+    out.push(("ln_f.bias".to_string(), d));
+    out
+}
+
+/// 1000 AdamW-24 steps of least squares on the GPU and on the CPU reference.
+fn toy_problem(client: &flashopt_cubecl::cubecl::client::ComputeClient<CudaRuntime>) -> String {
+    let (samples, features) = (256usize, 64usize);
+    let mut rng = Rng(99);
+    let x: Vec<f32> = (0..samples * features).map(|_| rng.normal()).collect();
+    let w_true: Vec<f32> = (0..features).map(|_| rng.normal()).collect();
+    let y: Vec<f32> = (0..samples)
+        .map(|i| (0..features).map(|j| x[i * features + j] * w_true[j]).sum())
+        .collect();
+    let loss_grad = |w: &[f32]| -> (f32, Vec<f32>) {
+        let mut g = vec![0.0f32; features];
+        let mut loss = 0.0;
+        for i in 0..samples {
+            let r: f32 = (0..features)
+                .map(|j| x[i * features + j] * w[j])
+                .sum::<f32>()
+                - y[i];
+            loss += r * r / samples as f32;
+            for j in 0..features {
+                g[j] += 2.0 * r * x[i * features + j] / samples as f32;
+            }
+        }
+        (loss, g)
+    };
+    let spec = AdamW {
+        lr: 1e-2,
+        weight_decay: 0.0,
+        ..AdamW::default()
+    };
+    let plan = AdamW::plan(PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    let hyper = spec.hyper_values().unwrap();
+    let init = vec![0.0f32; features];
+    let mut cpu = HostTensor::from_f32(&plan, &init);
+    let mut gpu = GpuOptimizer::from_host(
+        client.clone(),
+        plan.clone(),
+        hyper.clone(),
+        vec![("w".into(), cpu.clone())],
+    )
+    .unwrap();
+    let (mut cpu_loss, mut gpu_loss) = (0.0, 0.0);
+    for t in 1..=1000u64 {
+        let (l, g) = loss_grad(&cpu.param_f32());
+        cpu_loss = l;
+        let g: Vec<bf16> = g.iter().map(|&v| bf16::from_f32(v)).collect();
+        interp::run(
+            &plan,
+            &plan.kernel_scalars(&hyper, t).unwrap(),
+            cpu.buffers(GradBuf::Bf16(&g)),
+        )
+        .unwrap();
+        let w = gpu.download().remove(0).1;
+        let (l, g) = loss_grad(&w.param_f32());
+        gpu_loss = l;
+        let g: Vec<bf16> = g.iter().map(|&v| bf16::from_f32(v)).collect();
+        gpu.write_grads(&[GradBuf::Bf16(&g)]).unwrap();
+        gpu.step().unwrap();
+    }
+    let w = gpu.download().remove(0).1;
+    let diff = w
+        .master_f32()
+        .iter()
+        .zip(cpu.master_f32())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    format!(
+        "least squares, AdamW-24 bf16, 1000 steps: final loss GPU {gpu_loss:.6e}, CPU {cpu_loss:.6e}; max |master GPU - CPU| {diff:.3e}"
+    )
+}
+
+fn main() {
+    let out_path = std::env::args().nth(1);
+    let client = CudaRuntime::client(&Default::default());
+    let small: Vec<(String, usize)> = [1usize, 31, 32, 33, 4099, 1_000_017]
+        .iter()
+        .map(|&n| (format!("t{n}"), n))
+        .collect();
+    let mut report = String::from(
+        "| optimizer | config | tensors | elements x steps | bit-exact | within tolerance | seconds |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let mut failed = false;
+    let mut record = |name: &str, config: PlanConfig, tensors: &str, tally: Tally, secs: f64| {
+        let frac = |k: u64| 100.0 * k as f64 / tally.elements.max(1) as f64;
+        let ok = frac(tally.close) >= 99.99;
+        failed |= !ok;
+        let line = format!(
+            "| {name} | {config} | {tensors} | {} | {:.4}% | {:.4}%{} | {secs:.1} |\n",
+            tally.elements,
+            frac(tally.exact),
+            frac(tally.close),
+            if ok { "" } else { " FAIL" }
+        );
+        print!("{line}");
+        if !tally.worst.is_empty() {
+            println!("    first outside tolerance: {}", tally.worst);
+        }
+        report.push_str(&line);
+    };
+    macro_rules! each_master {
+        ($name:expr, $spec:expr) => {
+            for master in MasterMode::ALL {
+                let config = PlanConfig::bf16(master);
+                let start = Instant::now();
+                let tally = run_config(&client, &$spec, config, &small, 7);
+                record(
+                    $name,
+                    config,
+                    "6 (1 .. 1M+17)",
+                    tally,
+                    start.elapsed().as_secs_f64(),
+                );
+            }
+        };
+    }
+    each_master!(
+        "AdamW",
+        AdamW {
+            decouple_lr: true,
+            initial_lr: Some(3e-3),
+            ..AdamW::default()
+        }
+    );
+    each_master!(
+        "Adam",
+        Adam {
+            weight_decay: 0.01,
+            ..Adam::default()
+        }
+    );
+    each_master!(
+        "Lion",
+        Lion {
+            weight_decay: 0.1,
+            ..Lion::default()
+        }
+    );
+    each_master!(
+        "Sgd",
+        Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.01,
+            ..Sgd::default()
+        }
+    );
+    each_master!(
+        "SgdW",
+        SgdW {
+            momentum: 0.9,
+            dampening: 0.1,
+            weight_decay: 0.01,
+            ..SgdW::default()
+        }
+    );
+    for config in [
+        PlanConfig {
+            param: FloatDtype::F16,
+            grad: FloatDtype::F16,
+            master: MasterMode::Int8,
+        },
+        PlanConfig {
+            param: FloatDtype::F16,
+            grad: FloatDtype::F32,
+            master: MasterMode::Int16,
+        },
+        PlanConfig::f32(),
+    ] {
+        let start = Instant::now();
+        let tally = run_config(&client, &AdamW::default(), config, &small, 11);
+        record(
+            "AdamW",
+            config,
+            "6 (1 .. 1M+17)",
+            tally,
+            start.elapsed().as_secs_f64(),
+        );
+    }
+    let gpt2 = gpt2_shapes();
+    let total: usize = gpt2.iter().map(|(_, n)| n).sum();
+    println!(
+        "GPT-2 124M: {} tensors, {total} parameters, one launch per step",
+        gpt2.len()
+    );
+    let label = format!("GPT-2 148 tensors ({total})");
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let start = Instant::now();
+    record(
+        "AdamW",
+        config,
+        &label,
+        run_config(&client, &AdamW::default(), config, &gpt2, 3),
+        start.elapsed().as_secs_f64(),
+    );
+    let start = Instant::now();
+    record(
+        "Lion",
+        config,
+        &label,
+        run_config(&client, &Lion::default(), config, &gpt2, 4),
+        start.elapsed().as_secs_f64(),
+    );
+    let start = Instant::now();
+    let sgd = Sgd {
+        momentum: 0.9,
+        ..Sgd::default()
+    };
+    record(
+        "Sgd",
+        config,
+        &label,
+        run_config(&client, &sgd, config, &gpt2, 5),
+        start.elapsed().as_secs_f64(),
+    );
+
+    let toy = toy_problem(&client);
+    println!("{toy}");
+    writeln!(report, "\n{toy}").unwrap();
+    if let Some(path) = out_path {
+        std::fs::write(path, &report).expect("write the report");
+    }
+    if failed {
+        eprintln!("FAILED: some configuration is outside tolerance");
+        std::process::exit(1);
+    }
+    println!("all configurations within tolerance");
+}
