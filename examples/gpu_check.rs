@@ -78,6 +78,7 @@ struct Tally {
 /// the same-or-adjacent f16 scale (4 ULPs for plain states).
 fn compare(plan: &Plan, gpu: &HostTensor, cpu: &HostTensor, tally: &mut Tally, label: &str) {
     let (gm, cm) = (gpu.master_f32(), cpu.master_f32());
+    let (gp, cp) = (gpu.param_f32(), cpu.param_f32());
     let narrow_bits = |t: &HostTensor, i: usize| match &t.param {
         ParamData::Bf16(v) => v[i].to_bits(),
         ParamData::F16(v) => v[i].to_bits(),
@@ -85,8 +86,7 @@ fn compare(plan: &Plan, gpu: &HostTensor, cpu: &HostTensor, tally: &mut Tally, l
     };
     let cfg = plan.config;
     for i in 0..cm.len() {
-        let mut exact = gm[i].to_bits() == cm[i].to_bits()
-            && gpu.param_f32()[i].to_bits() == cpu.param_f32()[i].to_bits();
+        let mut exact = gm[i].to_bits() == cm[i].to_bits() && gp[i].to_bits() == cp[i].to_bits();
         let tol = match (cfg.param, cfg.master) {
             (FloatDtype::F32, _) => 4.0 * f32::EPSILON * cm[i].abs().max(f32::MIN_POSITIVE),
             (d, MasterMode::None) => 2f32.powi(log_scale(narrow_bits(cpu, i), d) + 1),
@@ -163,6 +163,7 @@ fn run_config<S: OptimizerSpec>(
     lengths: &[(String, usize)],
     seed: u64,
 ) -> Tally {
+    println!("... {} {config}, {} tensors", S::NAME, lengths.len());
     let def: OptimizerDef = S::definition();
     let plan = compile(&def, config).expect("compiles");
     let hyper: HyperValues = spec.hyper_values().expect("valid");

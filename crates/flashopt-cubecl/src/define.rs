@@ -15,6 +15,7 @@ use cubecl::ir::{
     UIntKind,
 };
 use cubecl::prelude::*;
+use flashopt_ir::graph::Func2;
 use flashopt_ir::plan::{InstOp, Load, Plan, Store};
 use flashopt_ir::{Codec, FloatDtype, GROUP_SIZE, MasterMode};
 use half::{bf16, f16};
@@ -149,10 +150,13 @@ pub fn define(
     // Scalars: the number of groups launched, then the first of them.
     let count = builder.scalar(U32);
     let first = builder.scalar(U32);
+    // Always 0 at launch: see `ops::veiled`.
+    let veil = builder.scalar(F32);
     let kernel = KernelBody {
         plan,
         layout: &layout,
         vars: &vars,
+        veil: veil.into(),
     };
     let scope = &mut builder.scope;
     let group = ops::unit_group::expand(scope, first.into());
@@ -165,6 +169,7 @@ struct KernelBody<'a> {
     plan: &'a Plan,
     layout: &'a [Buffer],
     vars: &'a [ManagedVariable],
+    veil: Lane,
 }
 
 impl KernelBody<'_> {
@@ -208,7 +213,14 @@ impl KernelBody<'_> {
                 InstOp::Binary(f, a, b) => (0..GROUP_SIZE)
                     .map(|l| {
                         let (x, y) = (regs[a.index()][l].clone(), regs[b.index()][l].clone());
-                        ops::binary::expand(scope, x, y, f)
+                        let out = ops::binary::expand(scope, x, y, f);
+                        // Products may feed an addition: keep NVRTC from fusing them.
+                        match f {
+                            Func2::Mul | Func2::Powi => {
+                                ops::veiled::expand(scope, out, self.veil.clone())
+                            }
+                            _ => out,
+                        }
                     })
                     .collect(),
                 InstOp::Ternary(f, a, b, c) => (0..GROUP_SIZE)
@@ -218,7 +230,7 @@ impl KernelBody<'_> {
                             regs[b.index()][l].clone(),
                             regs[c.index()][l].clone(),
                         );
-                        ops::ternary::expand(scope, x, y, z, f)
+                        ops::ternary::expand(scope, x, y, z, self.veil.clone(), f)
                     })
                     .collect(),
             };
@@ -259,10 +271,22 @@ impl KernelBody<'_> {
                 let max = mode.code_max().expect("correction");
                 let (mantissa, bias) = (dtype.mantissa_bits(), dtype.exponent_bias());
                 match dtype {
-                    FloatDtype::Bf16 => {
-                        decode_master::<bf16>(scope, param, group, codes, mantissa, bias, max)
-                    }
-                    _ => decode_master::<f16>(scope, param, group, codes, mantissa, bias, max),
+                    FloatDtype::Bf16 => decode_master::<bf16>(
+                        scope,
+                        param,
+                        group,
+                        codes,
+                        (mantissa, bias, max),
+                        self.veil.clone(),
+                    ),
+                    _ => decode_master::<f16>(
+                        scope,
+                        param,
+                        group,
+                        codes,
+                        (mantissa, bias, max),
+                        self.veil.clone(),
+                    ),
                 }
             }
         }
@@ -325,7 +349,13 @@ impl KernelBody<'_> {
                     .into_iter()
                     .map(|c| {
                         let c = ops::to_f32::expand::<i8>(scope, c);
-                        ops::decode_signed::expand(scope, c, scale.clone(), softsign)
+                        ops::decode_signed::expand(
+                            scope,
+                            c,
+                            scale.clone(),
+                            self.veil.clone(),
+                            softsign,
+                        )
                     })
                     .collect()
             }
@@ -335,7 +365,7 @@ impl KernelBody<'_> {
                     .into_iter()
                     .map(|c| {
                         let c = ops::to_f32::expand::<u8>(scope, c);
-                        ops::decode_sqrt::expand(scope, c, scale.clone())
+                        ops::decode_sqrt::expand(scope, c, scale.clone(), self.veil.clone())
                     })
                     .collect()
             }
@@ -375,11 +405,14 @@ impl KernelBody<'_> {
         let codes: Vec<Lane> = magnitudes
             .iter()
             .map(|m| match codec {
-                Codec::Uint8Sqrt => ops::encode_sqrt::expand(scope, m.clone(), scale.clone()),
+                Codec::Uint8Sqrt => {
+                    ops::encode_sqrt::expand(scope, m.clone(), scale.clone(), self.veil.clone())
+                }
                 _ => ops::encode_signed::expand(
                     scope,
                     m.clone(),
                     scale.clone(),
+                    self.veil.clone(),
                     codec == Codec::Int8Softsign,
                 ),
             })
@@ -491,14 +524,15 @@ fn decode_master<N: Float>(
     param: ManagedVariable,
     group: NativeExpand<usize>,
     codes: Vec<Lane>,
-    mantissa: u32,
-    bias: i32,
-    max: f32,
+    (mantissa, bias, max): (u32, i32, f32),
+    veil: Lane,
 ) -> Vec<Lane> {
     load_lanes::<N, Const<8>>(scope, param, group)
         .into_iter()
         .zip(codes)
-        .map(|(n, c)| ops::decode_master::expand::<N>(scope, n, c, mantissa, bias, max))
+        .map(|(n, c)| {
+            ops::decode_master::expand::<N>(scope, n, c, mantissa, bias, max, veil.clone())
+        })
         .collect()
 }
 

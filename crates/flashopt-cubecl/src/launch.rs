@@ -110,6 +110,8 @@ pub unsafe fn launch<R: Runtime>(
     }
     launcher.register_scalar(count);
     launcher.register_scalar(first);
+    // The contraction barrier's operand (`ops::veiled`): always 0.
+    launcher.register_scalar(0.0f32);
     let cubes = count.div_ceil(CUBE_DIM);
     unsafe { launcher.launch_unchecked(CubeCount::Static(cubes, 1, 1), kernel.clone(), client) };
 }

@@ -6,6 +6,16 @@
 use cubecl::prelude::*;
 use flashopt_ir::graph::{Func1, Func2, Func3};
 
+/// `x`, behind a barrier the compiler cannot see through: `veil` is a kernel argument
+/// that is always 0. NVRTC compiles with its default `--fmad=true` (cubecl 0.10 passes
+/// no option to change it) and would fuse `a * b + c` into an FMA, which rounds once
+/// where the CPU reference rounds twice. A product passed through here is a select,
+/// not a multiply, so it is never fused: the kernel keeps the reference's arithmetic.
+#[cube]
+pub fn veiled(x: f32, veil: f32) -> f32 {
+    select(veil != 0.0, veil, x)
+}
+
 #[cube]
 pub fn unary(x: f32, #[comptime] op: Func1) -> f32 {
     match op {
@@ -66,11 +76,11 @@ pub fn powi(x: f32, n: f32) -> f32 {
 }
 
 #[cube]
-pub fn ternary(a: f32, b: f32, c: f32, #[comptime] op: Func3) -> f32 {
+pub fn ternary(a: f32, b: f32, c: f32, veil: f32, #[comptime] op: Func3) -> f32 {
     match op {
         Func3::Select => select(a != 0.0, b, c),
         Func3::Clamp => min(max(a, b), c),
-        Func3::Lerp => a + c * (b - a),
+        Func3::Lerp => a + veiled(c * (b - a), veil),
     }
 }
 
@@ -96,13 +106,14 @@ pub fn decode_master<N: Float>(
     #[comptime] mantissa: u32,
     #[comptime] bias: i32,
     #[comptime] code_max: f32,
+    veil: f32,
 ) -> f32 {
     let bits = u32::cast_from(u16::reinterpret(n));
     let scale = log_scale(bits, mantissa, bias);
     // Arithmetic shift: floor(scale / 2).
     let h = scale >> 1;
     let fraction = code / code_max;
-    f32::cast_from(n) + fraction * pow2(h) * pow2(scale - h)
+    f32::cast_from(n) + veiled(fraction * pow2(h) * pow2(scale - h), veil)
 }
 
 /// The correction code (as an integral f32) of `x` stored as the narrow value `n`.
@@ -131,32 +142,32 @@ pub fn correction_code<N: Float>(
 }
 
 #[cube]
-pub fn decode_signed(code: f32, scale: f32, #[comptime] softsign: bool) -> f32 {
+pub fn decode_signed(code: f32, scale: f32, veil: f32, #[comptime] softsign: bool) -> f32 {
     let mut y = code / 127.0;
     if softsign {
         y /= 2.0 - f32::abs(y);
     }
-    y * scale
+    veiled(y * scale, veil)
 }
 
 #[cube]
-pub fn decode_sqrt(code: f32, scale: f32) -> f32 {
+pub fn decode_sqrt(code: f32, scale: f32, veil: f32) -> f32 {
     let root = (code / 255.0) * scale;
-    root * root
+    veiled(root * root, veil)
 }
 
 #[cube]
-pub fn encode_signed(x: f32, scale: f32, #[comptime] softsign: bool) -> f32 {
+pub fn encode_signed(x: f32, scale: f32, veil: f32, #[comptime] softsign: bool) -> f32 {
     let mut y = x / scale;
     if softsign {
         y = (2.0 * y) / (1.0 + f32::abs(y));
     }
-    f32::floor(y * 127.0 + 0.5)
+    f32::floor(veiled(y * 127.0, veil) + 0.5)
 }
 
 #[cube]
-pub fn encode_sqrt(root: f32, scale: f32) -> f32 {
-    f32::floor((root / scale) * 255.0 + 0.5)
+pub fn encode_sqrt(root: f32, scale: f32, veil: f32) -> f32 {
+    f32::floor(veiled((root / scale) * 255.0, veil) + 0.5)
 }
 
 /// `max(acc, |x|)` for lanes inside the tensor; padding lanes do not count.
