@@ -144,3 +144,19 @@ optimizer! {
         p = p * (1.0 - decay) - (if nesterov { g + momentum * buf } else { buf }) * lr;
     }
 }
+
+/// The shipped optimizers' names, as `by_name` takes them.
+pub const NAMES: [&str; 5] = ["adamw", "adam", "lion", "sgd", "sgdw"];
+
+/// A shipped optimizer's definition by its name (`adamw`, `adam`, `lion`, `sgd`, `sgdw`).
+pub fn by_name(name: &str) -> Option<flashopt_ir::OptimizerDef> {
+    use flashopt_ir::OptimizerSpec;
+    Some(match name {
+        "adamw" => AdamW::definition(),
+        "adam" => Adam::definition(),
+        "lion" => Lion::definition(),
+        "sgd" => Sgd::definition(),
+        "sgdw" => SgdW::definition(),
+        _ => return None,
+    })
+}

@@ -135,5 +135,50 @@ pub fn emit(plan: &Plan, target: Target) -> Result<String, EmitError> {
             .to_string()
         }
     };
-    Ok(source)
+    Ok(canonical_order(&source))
+}
+
+/// cubecl-cpp declares the vector structs and the mutable locals from hash sets, so
+/// their order changes from run to run. They are independent declarations; sorting
+/// each run of them makes the text stable (for snapshots and diffs) without changing
+/// its meaning.
+pub fn canonical_order(source: &str) -> String {
+    let lines: Vec<&str> = source.lines().collect();
+    let is_local = |l: &str| {
+        let mut parts = l.split_whitespace();
+        matches!((parts.next(), parts.next(), parts.next()), (Some(_), Some(name), None) if name.starts_with("l_mut_") && name.ends_with(';'))
+    };
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].starts_with("struct __align__") {
+            let mut blocks: Vec<String> = Vec::new();
+            while i < lines.len() && lines[i].starts_with("struct __align__") {
+                let start = i;
+                while lines[i] != "};" {
+                    i += 1;
+                }
+                i += 1;
+                blocks.push(lines[start..i].join("\n"));
+            }
+            blocks.sort();
+            out.extend(blocks);
+        } else if is_local(lines[i]) {
+            let start = i;
+            while i < lines.len() && is_local(lines[i]) {
+                i += 1;
+            }
+            let mut run: Vec<&str> = lines[start..i].to_vec();
+            run.sort();
+            out.extend(run.into_iter().map(String::from));
+        } else {
+            out.push(lines[i].to_string());
+            i += 1;
+        }
+    }
+    let mut text = out.join("\n");
+    if source.ends_with('\n') {
+        text.push('\n');
+    }
+    text
 }
