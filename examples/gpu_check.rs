@@ -163,10 +163,34 @@ fn run_config<S: OptimizerSpec>(
     lengths: &[(String, usize)],
     seed: u64,
 ) -> Tally {
-    println!("... {} {config}, {} tensors", S::NAME, lengths.len());
+    run_groups::<S>(
+        client,
+        vec![spec.hyper_values().expect("valid")],
+        config,
+        lengths,
+        seed,
+        false,
+    )
+}
+
+/// Tensor `i` belongs to parameter group `i % groups.len()`.
+fn run_groups<S: OptimizerSpec>(
+    client: &flashopt_cubecl::cubecl::client::ComputeClient<CudaRuntime>,
+    groups: Vec<HyperValues>,
+    config: PlanConfig,
+    lengths: &[(String, usize)],
+    seed: u64,
+    release: bool,
+) -> Tally {
+    println!(
+        "... {} {config}, {} tensors, {} parameter group(s)",
+        S::NAME,
+        lengths.len(),
+        groups.len()
+    );
     let def: OptimizerDef = S::definition();
     let plan = compile(&def, config).expect("compiles");
-    let hyper: HyperValues = spec.hyper_values().expect("valid");
+    let group_of = |i: usize| i % groups.len();
     let mut rng = Rng(seed | 1);
     let mut cpu: Vec<HostTensor> = lengths
         .iter()
@@ -178,32 +202,40 @@ fn run_config<S: OptimizerSpec>(
             .map(|(_, n)| Grad::new(config.grad, &rng.normals(*n, 0.02)))
             .collect()
     };
-    for t in 1..=2 {
-        let g = grads(&mut rng);
-        let scalars = plan.kernel_scalars(&hyper, t).unwrap();
-        for (tensor, g) in cpu.iter_mut().zip(&g) {
+    let cpu_step = |cpu: &mut Vec<HostTensor>, g: &[Grad], t: u64| {
+        for (i, (tensor, g)) in cpu.iter_mut().zip(g).enumerate() {
+            let scalars = plan.kernel_scalars(&groups[group_of(i)], t).unwrap();
             interp::run(&plan, &scalars, tensor.buffers(g.buf())).unwrap();
         }
+    };
+    for t in 1..=2 {
+        let g = grads(&mut rng);
+        cpu_step(&mut cpu, &g, t);
     }
     let named = lengths
         .iter()
-        .map(|(n, _)| n.clone())
-        .zip(cpu.iter().cloned())
+        .enumerate()
+        .map(|(i, (n, _))| (n.clone(), group_of(i), cpu[i].clone()))
         .collect();
     let mut gpu =
-        GpuOptimizer::from_host_padded(client.clone(), plan.clone(), hyper.clone(), named, 0xFF)
+        GpuOptimizer::from_host_grouped(client.clone(), plan.clone(), groups.clone(), named, 0xFF)
             .unwrap();
     gpu.set_steps_taken(2);
     let mut tally = Tally::default();
     for t in 3..=5 {
         let g = grads(&mut rng);
-        let scalars = plan.kernel_scalars(&hyper, t).unwrap();
-        for (tensor, g) in cpu.iter_mut().zip(&g) {
-            interp::run(&plan, &scalars, tensor.buffers(g.buf())).unwrap();
-        }
+        cpu_step(&mut cpu, &g, t);
         let bufs: Vec<GradBuf<'_>> = g.iter().map(Grad::buf).collect();
         gpu.write_grads(&bufs).unwrap();
-        gpu.step().unwrap();
+        if release {
+            // Gradient release: one launch per tensor, as its gradient arrives.
+            for id in 0..lengths.len() {
+                gpu.step_tensor(flashopt::TensorId(id)).unwrap();
+            }
+            gpu.finish_step();
+        } else {
+            gpu.step().unwrap();
+        }
         for ((name, got), want) in gpu.download().iter().zip(&cpu) {
             compare(&plan, got, want, &mut tally, &format!("{name} t={t}"));
         }
@@ -418,6 +450,46 @@ fn main() {
             start.elapsed().as_secs_f64(),
         );
     }
+    let decay = AdamW {
+        lr: 1e-3,
+        weight_decay: 0.1,
+        ..AdamW::default()
+    }
+    .hyper_values()
+    .unwrap();
+    let no_decay = AdamW {
+        lr: 3e-3,
+        weight_decay: 0.0,
+        ..AdamW::default()
+    }
+    .hyper_values()
+    .unwrap();
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let start = Instant::now();
+    let tally = run_groups::<AdamW>(
+        &client,
+        vec![decay.clone(), no_decay.clone()],
+        config,
+        &small,
+        13,
+        false,
+    );
+    record(
+        "AdamW, 2 parameter groups",
+        config,
+        "6 (1 .. 1M+17)",
+        tally,
+        start.elapsed().as_secs_f64(),
+    );
+    let start = Instant::now();
+    let tally = run_groups::<AdamW>(&client, vec![decay, no_decay], config, &small, 17, true);
+    record(
+        "AdamW, 2 groups, per-tensor launches",
+        config,
+        "6 (1 .. 1M+17)",
+        tally,
+        start.elapsed().as_secs_f64(),
+    );
     let gpt2 = gpt2_shapes();
     let total: usize = gpt2.iter().map(|(_, n)| n).sum();
     println!(

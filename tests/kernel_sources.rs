@@ -87,38 +87,83 @@ fn the_cli_prints_the_same_source() {
     );
 }
 
-/// Debian's hipcc (5.2.3) on the generated HIP source, where it is installed.
-#[test]
-fn hipcc_accepts_the_hip_source_when_present() {
-    let Ok(which) = std::process::Command::new("hipcc")
-        .arg("--version")
-        .output()
-    else {
-        eprintln!("hipcc not installed: skipped");
-        return;
-    };
-    if !which.status.success() {
-        eprintln!("hipcc not usable: skipped");
-        return;
-    }
-    let plan = flashopt::ir::compile(
-        &optimizers::by_name("adamw").unwrap(),
-        PlanConfig::bf16(MasterMode::Int8),
-    )
-    .unwrap();
+fn hipcc(name: &str, source: &str) -> std::process::Output {
     let dir = std::env::temp_dir().join("flashopt-hipcc");
     std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("adamw.hip");
-    std::fs::write(&src, emit(&plan, Target::Hip).unwrap()).unwrap();
-    let out = std::process::Command::new("hipcc")
+    let src = dir.join(format!("{name}.hip"));
+    std::fs::write(&src, source).unwrap();
+    std::process::Command::new("hipcc")
         .args(["--genco", "--offload-arch=gfx90a", "-o"])
-        .arg(dir.join("adamw.co"))
+        .arg(dir.join(format!("{name}.co")))
         .arg(&src)
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "hipcc rejected the source:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap()
+}
+
+/// Debian's hipcc (5.2.3) on the generated HIP source, where it is installed.
+///
+/// cubecl 0.10's HIP dialect includes `hip/hip_bf16.h` in every kernel and uses
+/// `__hip_bfloat16`; both arrived in ROCm releases after 5.2 (which has
+/// `hip/hip_bfloat16.h` and `hip_bfloat16`). So with HIP 5.2: f16 and f32 kernels
+/// compile once that one include is dropped, and bf16 kernels cannot compile.
+#[test]
+fn hipcc_accepts_the_hip_source_when_present() {
+    let usable = std::process::Command::new("hipcc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !usable {
+        eprintln!("hipcc not installed: skipped");
+        return;
+    }
+    let has_bf16_header = [
+        "/usr/include/hip/hip_bf16.h",
+        "/opt/rocm/include/hip/hip_bf16.h",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists());
+    let adamw = optimizers::by_name("adamw").unwrap();
+    for (label, config) in [
+        ("f32", PlanConfig::f32()),
+        (
+            "f16_24",
+            PlanConfig {
+                param: FloatDtype::F16,
+                grad: FloatDtype::F16,
+                master: MasterMode::Int8,
+            },
+        ),
+    ] {
+        let source = emit(&flashopt::ir::compile(&adamw, config).unwrap(), Target::Hip).unwrap();
+        let source = if has_bf16_header {
+            source
+        } else {
+            source.replace("#include <hip/hip_bf16.h>\n", "")
+        };
+        let out = hipcc(label, &source);
+        assert!(
+            out.status.success(),
+            "hipcc rejected the {label} kernel:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bf16 = emit(
+        &flashopt::ir::compile(&adamw, PlanConfig::bf16(MasterMode::Int8)).unwrap(),
+        Target::Hip,
+    )
+    .unwrap();
+    let out = hipcc("bf16_24", &bf16);
+    if has_bf16_header {
+        assert!(
+            out.status.success(),
+            "hipcc rejected the bf16 kernel:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("'hip/hip_bf16.h' file not found"),
+            "{stderr}"
+        );
+    }
 }

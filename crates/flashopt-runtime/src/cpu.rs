@@ -18,6 +18,12 @@ pub enum RuntimeError {
     HostScalars { step: u64, source: HostEvalError },
     #[error("tensor `{name}`: {source}")]
     Tensor { name: String, source: InterpError },
+    #[error("tensor `{name}`: parameter group {group} does not exist ({groups} group(s))")]
+    ParamGroup {
+        name: String,
+        group: usize,
+        groups: usize,
+    },
     #[error("a tensor named `{0}` is already registered")]
     DuplicateName(String),
     #[error(

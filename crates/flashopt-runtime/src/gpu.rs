@@ -23,6 +23,7 @@ use crate::cpu::{RuntimeError, TensorId};
 
 struct Segment {
     name: String,
+    param_group: usize,
     len: usize,
     first_group: usize,
     groups: usize,
@@ -33,7 +34,8 @@ pub struct GpuOptimizer<R: Runtime> {
     client: ComputeClient<R>,
     kernel: FusedStep<R>,
     plan: Arc<Plan>,
-    hyper: HyperValues,
+    /// One set of hyper-parameter values per parameter group.
+    hyper: Vec<HyperValues>,
     steps_taken: u64,
     segments: Vec<Segment>,
     groups: usize,
@@ -117,14 +119,42 @@ impl<R: Runtime> GpuOptimizer<R> {
         tensors: Vec<(String, HostTensor)>,
         pad: u8,
     ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        let tensors = tensors.into_iter().map(|(name, t)| (name, 0, t)).collect();
+        Self::from_host_grouped(client, plan, vec![hyper], tensors, pad)
+    }
+
+    /// Tensors in parameter groups, each group with its own hyper-parameter values
+    /// (`tensors` name their group by index into `groups`). Still ONE launch per step:
+    /// every 32-element group carries its parameter group, which selects its scalars.
+    pub fn from_host_grouped(
+        client: ComputeClient<R>,
+        plan: Plan,
+        groups_hyper: Vec<HyperValues>,
+        tensors: Vec<(String, usize, HostTensor)>,
+        pad: u8,
+    ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        for (name, group, _) in &tensors {
+            if *group >= groups_hyper.len() || *group >= 1 << 24 {
+                return Err(RuntimeError::ParamGroup {
+                    name: name.clone(),
+                    group: *group,
+                    groups: groups_hyper.len(),
+                });
+            }
+        }
+        for values in &groups_hyper {
+            values.check_for(&plan.hyper_params)?;
+        }
+        let hyper = groups_hyper;
         let plan = Arc::new(plan);
         let kernel = FusedStep::<R>::new(&client, plan.clone());
         let mut segments = Vec::new();
         let mut groups = 0;
-        for (name, t) in &tensors {
+        for (name, param_group, t) in &tensors {
             let g = t.len().div_ceil(GROUP_SIZE);
             segments.push(Segment {
                 name: name.clone(),
+                param_group: *param_group,
                 len: t.len(),
                 first_group: groups,
                 groups: g,
@@ -135,14 +165,14 @@ impl<R: Runtime> GpuOptimizer<R> {
         for buffer in kernel.buffers() {
             let bytes: Vec<u8> = match buffer.role {
                 Role::Grad => vec![pad; groups * GROUP_SIZE * buffer.element_bytes()],
-                Role::Scalars => vec![0; plan.host.scalars.len().max(1) * 4],
+                Role::Scalars => vec![0; plan.host.scalars.len().max(1) * hyper.len().max(1) * 4],
                 Role::GroupInfo => {
                     let mut info = Vec::with_capacity(groups * 4);
                     for s in &segments {
                         for g in 0..s.groups {
                             let len = (s.len - g * GROUP_SIZE).min(GROUP_SIZE) as u32;
-                            // Parameter group 0 (bits 8..): one hyper-parameter set for now.
-                            push_le(&mut info, len.to_le_bytes());
+                            let word = len | ((s.param_group as u32) << 8);
+                            push_le(&mut info, word.to_le_bytes());
                         }
                     }
                     info
@@ -150,7 +180,7 @@ impl<R: Runtime> GpuOptimizer<R> {
                 role => tensors
                     .iter()
                     .zip(&segments)
-                    .flat_map(|((_, t), s)| role_bytes(t, role, s.groups, pad))
+                    .flat_map(|((_, _, t), s)| role_bytes(t, role, s.groups, pad))
                     .collect(),
             };
             let len = bytes.len() / buffer.element_bytes();
@@ -188,8 +218,35 @@ impl<R: Runtime> GpuOptimizer<R> {
         self.steps_taken = steps;
     }
 
+    /// Change a hyper-parameter of every parameter group.
     pub fn set_hyper(&mut self, name: &str, value: impl Into<Value>) -> Result<(), RuntimeError> {
-        self.hyper.set(name, value)?;
+        let value = value.into();
+        // Check against one group first so that an error changes nothing.
+        let mut first = self.hyper[0].clone();
+        first.set(name, value)?;
+        for h in &mut self.hyper {
+            h.set(name, value)?;
+        }
+        Ok(())
+    }
+
+    /// Change a hyper-parameter of one parameter group.
+    pub fn set_group_hyper(
+        &mut self,
+        group: usize,
+        name: &str,
+        value: impl Into<Value>,
+    ) -> Result<(), RuntimeError> {
+        let groups = self.hyper.len();
+        let h = self
+            .hyper
+            .get_mut(group)
+            .ok_or_else(|| RuntimeError::ParamGroup {
+                name: name.to_string(),
+                group,
+                groups,
+            })?;
+        h.set(name, value)?;
         Ok(())
     }
 
@@ -201,7 +258,9 @@ impl<R: Runtime> GpuOptimizer<R> {
             .expect("the plan has this buffer")
     }
 
-    /// Copy this step's gradients (one per tensor, in order) into the device buffer.
+    /// Upload this step's gradients (one per tensor, in order) from the host as a new
+    /// gradient buffer. Trainers whose gradients are already on the device write them
+    /// into [`Self::grad_buffer`] instead.
     pub fn write_grads(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
         if grads.len() != self.segments.len() {
             return Err(RuntimeError::GradCount {
@@ -243,10 +302,14 @@ impl<R: Runtime> GpuOptimizer<R> {
     }
 
     fn upload_scalars(&mut self, step: u64) -> Result<(), RuntimeError> {
-        let scalars = self
-            .plan
-            .kernel_scalars(&self.hyper, step)
-            .map_err(|source| RuntimeError::HostScalars { step, source })?;
+        let mut scalars = Vec::new();
+        for h in &self.hyper {
+            let group = self
+                .plan
+                .kernel_scalars(h, step)
+                .map_err(|source| RuntimeError::HostScalars { step, source })?;
+            scalars.extend(group);
+        }
         if !scalars.is_empty() {
             let bytes: Vec<u8> = scalars.iter().flat_map(|x| x.to_le_bytes()).collect();
             let slot = self.slot(Role::Scalars);
@@ -294,6 +357,27 @@ impl<R: Runtime> GpuOptimizer<R> {
 
     pub fn finish_step(&mut self) {
         self.steps_taken += 1;
+    }
+
+    /// Where a tensor lives in the flat device buffers: its element range. Its
+    /// parameters are `param_buffer()[range]`, its gradient `grad_buffer()[range]`,
+    /// in the plan's dtypes; a trainer on the same cubecl client (burn 0.21 uses
+    /// cubecl 0.10 too) reads weights and writes gradients there in place, with no
+    /// host copies, and calls [`Self::step`].
+    pub fn tensor_range(&self, id: TensorId) -> std::ops::Range<usize> {
+        let s = &self.segments[id.0];
+        let start = s.first_group * GROUP_SIZE;
+        start..start + s.len
+    }
+
+    /// The flat buffer of narrow (or f32) parameters, every tensor's segment in it.
+    pub fn param_buffer(&self) -> &Handle {
+        &self.buffers[self.slot(Role::Param)].0
+    }
+
+    /// The flat gradient buffer the next step reads.
+    pub fn grad_buffer(&self) -> &Handle {
+        &self.buffers[self.slot(Role::Grad)].0
     }
 
     /// Wait for the device.
