@@ -107,35 +107,23 @@ pub fn emit(plan: &Plan, target: Target) -> Result<String, EmitError> {
         optimizer: plan.optimizer.clone(),
         message,
     };
-    let options = CompilationOptions::default();
     let source = match target {
-        Target::Cuda => {
-            let mut compiler = cubecl::cuda::CudaCompiler::default();
-            cubecl::Compiler::compile(
-                &mut compiler,
-                definition,
-                &options,
-                ExecutionMode::Unchecked,
-                addr,
-            )
-            .map_err(|e| error(format!("{e:?}")))?
-            .to_string()
-        }
-        Target::Hip => {
-            let mut compiler =
-                <<cubecl::hip::HipRuntime as Runtime>::Compiler as Default>::default();
-            cubecl::Compiler::compile(
-                &mut compiler,
-                definition,
-                &options,
-                ExecutionMode::Unchecked,
-                addr,
-            )
-            .map_err(|e| error(format!("{e:?}")))?
-            .to_string()
-        }
-    };
+        Target::Cuda => compile::<cubecl::cuda::CudaCompiler>(definition, addr),
+        Target::Hip => compile::<<cubecl::hip::HipRuntime as Runtime>::Compiler>(definition, addr),
+    }
+    .map_err(error)?;
     Ok(canonical_order(&source))
+}
+
+fn compile<C>(definition: KernelDefinition, addr: cubecl::ir::StorageType) -> Result<String, String>
+where
+    C: cubecl::Compiler<CompilationOptions = CompilationOptions> + Default,
+{
+    let options = CompilationOptions::default();
+    C::default()
+        .compile(definition, &options, ExecutionMode::Unchecked, addr)
+        .map(|compiled| compiled.to_string())
+        .map_err(|e| format!("{e:?}"))
 }
 
 /// cubecl-cpp declares the vector structs and the mutable locals from hash sets, so
