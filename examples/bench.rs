@@ -59,19 +59,38 @@ fn copy_gbps(client: &ComputeClient<CudaRuntime>) -> f64 {
     2.0 * bytes as f64 / median(times) / 1e9
 }
 
-fn bench<S: OptimizerSpec>(client: &ComputeClient<CudaRuntime>, spec: &S, shapes: &[usize]) -> (f64, f64) {
+fn bench<S: OptimizerSpec>(
+    client: &ComputeClient<CudaRuntime>,
+    spec: &S,
+    shapes: &[usize],
+) -> (f64, f64) {
     let plan = S::plan(PlanConfig::bf16(MasterMode::Int8)).unwrap();
     let tensors: Vec<(String, HostTensor)> = shapes
         .iter()
         .enumerate()
         .map(|(i, &n)| {
-            let init: Vec<f32> = (0..n).map(|j| ((j % 2003) as f32 - 1001.0) * 1e-3).collect();
+            let init: Vec<f32> = (0..n)
+                .map(|j| ((j % 2003) as f32 - 1001.0) * 1e-3)
+                .collect();
             (format!("t{i}"), HostTensor::from_f32(&plan, &init))
         })
         .collect();
-    let bytes: u64 = shapes.iter().map(|&n| plan.bytes_for(n)).map(|(r, w)| r + w).sum();
-    let mut opt = GpuOptimizer::from_host(client.clone(), plan, spec.hyper_values().unwrap(), tensors).unwrap();
-    let grads: Vec<Vec<bf16>> = shapes.iter().map(|&n| (0..n).map(|j| bf16::from_f32(((j % 97) as f32 - 48.0) * 1e-4)).collect()).collect();
+    let bytes: u64 = shapes
+        .iter()
+        .map(|&n| plan.bytes_for(n))
+        .map(|(r, w)| r + w)
+        .sum();
+    let mut opt =
+        GpuOptimizer::from_host(client.clone(), plan, spec.hyper_values().unwrap(), tensors)
+            .unwrap();
+    let grads: Vec<Vec<bf16>> = shapes
+        .iter()
+        .map(|&n| {
+            (0..n)
+                .map(|j| bf16::from_f32(((j % 97) as f32 - 48.0) * 1e-4))
+                .collect()
+        })
+        .collect();
     let bufs: Vec<GradBuf<'_>> = grads.iter().map(|g| GradBuf::Bf16(g)).collect();
     opt.write_grads(&bufs).unwrap();
     let mut times = Vec::new();
@@ -96,22 +115,52 @@ fn main() {
         let d = 768;
         let mut v = vec![50257 * d, 1024 * d];
         for _ in 0..12 {
-            v.extend([d, d, 3 * d * d, 3 * d, d * d, d, d, d, 4 * d * d, 4 * d, 4 * d * d, d]);
+            v.extend([
+                d,
+                d,
+                3 * d * d,
+                3 * d,
+                d * d,
+                d,
+                d,
+                d,
+                4 * d * d,
+                4 * d,
+                4 * d * d,
+                d,
+            ]);
         }
         v.extend([d, d]);
         v
     };
-    let workloads: Vec<(&str, Vec<usize>)> =
-        vec![("4M", vec![1 << 22]), ("64M", vec![1 << 26]), ("268M", vec![1 << 28]), ("GPT-2 148 tensors", gpt2)];
+    let workloads: Vec<(&str, Vec<usize>)> = vec![
+        ("4M", vec![1 << 22]),
+        ("64M", vec![1 << 26]),
+        ("268M", vec![1 << 28]),
+        ("GPT-2 148 tensors", gpt2),
+    ];
     println!("| optimizer | workload | median ms | GB/s (byte model) | % of copy |");
     println!("| --- | --- | --- | --- | --- |");
     for (name, shapes) in &workloads {
         for (opt, (ms, gbps)) in [
             ("AdamW-24", bench(&client, &AdamW::default(), shapes)),
             ("Lion-24", bench(&client, &Lion::default(), shapes)),
-            ("SGD-24 (momentum 0.9)", bench(&client, &Sgd { momentum: 0.9, ..Sgd::default() }, shapes)),
+            (
+                "SGD-24 (momentum 0.9)",
+                bench(
+                    &client,
+                    &Sgd {
+                        momentum: 0.9,
+                        ..Sgd::default()
+                    },
+                    shapes,
+                ),
+            ),
         ] {
-            println!("| {opt} | {name} | {ms:.3} | {gbps:.0} | {:.1}% |", 100.0 * gbps / copy);
+            println!(
+                "| {opt} | {name} | {ms:.3} | {gbps:.0} | {:.1}% |",
+                100.0 * gbps / copy
+            );
         }
     }
 }
