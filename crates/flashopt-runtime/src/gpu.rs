@@ -12,7 +12,7 @@ use std::sync::Arc;
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
-use flashopt_cubecl::define::Role;
+use flashopt_cubecl::define::{Buffer, Role};
 use flashopt_cubecl::launch::{FusedStep, launch};
 use flashopt_ir::def::Value;
 use flashopt_ir::interp::{CorrectionData, GradBuf, HostTensor, ParamData, StateData};
@@ -39,7 +39,9 @@ pub struct GpuOptimizer<R: Runtime> {
     steps_taken: u64,
     segments: Vec<Segment>,
     groups: usize,
-    /// One per kernel buffer, in binding order: handle and length in elements.
+    /// The kernel's buffers in binding order, and for each its handle and length in
+    /// elements.
+    layout: Vec<Buffer>,
     buffers: Vec<(Handle, usize)>,
     pad: u8,
 }
@@ -162,7 +164,8 @@ impl<R: Runtime> GpuOptimizer<R> {
             groups += g;
         }
         let mut buffers = Vec::new();
-        for buffer in kernel.buffers() {
+        let layout = kernel.buffers();
+        for buffer in &layout {
             let bytes: Vec<u8> = match buffer.role {
                 Role::Grad => vec![pad; groups * GROUP_SIZE * buffer.element_bytes()],
                 Role::Scalars => vec![0; plan.host.scalars.len().max(1) * hyper.len().max(1) * 4],
@@ -200,6 +203,7 @@ impl<R: Runtime> GpuOptimizer<R> {
             steps_taken: 0,
             segments,
             groups,
+            layout,
             buffers,
             pad,
         })
@@ -251,8 +255,7 @@ impl<R: Runtime> GpuOptimizer<R> {
     }
 
     fn slot(&self, role: Role) -> usize {
-        self.kernel
-            .buffers()
+        self.layout
             .iter()
             .position(|b| b.role == role)
             .expect("the plan has this buffer")
@@ -391,7 +394,7 @@ impl<R: Runtime> GpuOptimizer<R> {
 
     /// Read every tensor's state back to the host.
     pub fn download(&self) -> Vec<(String, HostTensor)> {
-        let layout = self.kernel.buffers();
+        let layout = &self.layout;
         let bytes: Vec<Vec<u8>> = self
             .buffers
             .iter()
