@@ -23,6 +23,7 @@ use flashopt::runtime::GpuOptimizer;
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
+use flashopt_cubecl::define::KernelShape;
 use half::{bf16, f16};
 
 struct Rng(u64);
@@ -220,6 +221,7 @@ fn run_groups<S: OptimizerSpec>(
     let mut gpu =
         GpuOptimizer::from_host_grouped(client.clone(), plan.clone(), groups.clone(), named, 0xFF)
             .unwrap();
+    gpu.set_kernel_shape(kernel_shape());
     gpu.set_steps_taken(2);
     let mut tally = Tally::default();
     for t in 3..=5 {
@@ -313,6 +315,7 @@ fn toy_problem(client: &flashopt_cubecl::cubecl::client::ComputeClient<CudaRunti
         vec![("w".into(), cpu.clone())],
     )
     .unwrap();
+    gpu.set_kernel_shape(kernel_shape());
     let (mut cpu_loss, mut gpu_loss) = (0.0, 0.0);
     for t in 1..=1000u64 {
         let (l, g) = loss_grad(&cpu.param_f32());
@@ -343,8 +346,27 @@ fn toy_problem(client: &flashopt_cubecl::cubecl::client::ComputeClient<CudaRunti
     )
 }
 
+static KERNEL_SHAPE: std::sync::OnceLock<KernelShape> = std::sync::OnceLock::new();
+
+fn kernel_shape() -> KernelShape {
+    *KERNEL_SHAPE.get_or_init(KernelShape::default)
+}
+
+/// `gpu_check [REPORT.md] [--lanes N]`: N lanes per unit (4, 8, 16, 32; default 8).
 fn main() {
-    let out_path = std::env::args().nth(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let lanes = args.iter().position(|a| a == "--lanes").map(|i| {
+        let n: usize = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--lanes N");
+        KernelShape::new(n).expect("--lanes: 4, 8, 16 or 32")
+    });
+    KERNEL_SHAPE
+        .set(lanes.unwrap_or_default())
+        .expect("set once");
+    println!("kernel shape: {:?}", kernel_shape());
+    let out_path = args.first().filter(|a| !a.starts_with("--")).cloned();
     let client = CudaRuntime::client(&Default::default());
     let small: Vec<(String, usize)> = [1usize, 31, 32, 33, 4099, 1_000_017]
         .iter()

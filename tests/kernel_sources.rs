@@ -4,6 +4,7 @@
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
+use flashopt_cubecl::define::KernelShape;
 use flashopt_cubecl::emit::{Target, emit};
 
 fn configs() -> Vec<(String, String, PlanConfig)> {
@@ -45,15 +46,20 @@ fn kernel_sources() {
                 "{name} {label} {target:?}: entry point {entry}"
             );
             assert!(source.contains("__launch_bounds__(256)"));
-            // 16-byte vectors for the parameters (8 x 16-bit or 4 x f32).
-            let vector = match config.param {
-                FloatDtype::F32 => "float_4",
-                _ => "_8",
-            };
+            // Parameters load as vectors of a unit's lanes (at most 16 bytes).
+            let lanes = KernelShape::default().lanes_per_unit;
+            let width = lanes.min(16 / config.param.size_bytes());
             assert!(
-                source.contains(vector),
-                "{name} {label} {target:?}: no 16-byte parameter vectors"
+                source.contains(&format!("_{width} ")),
+                "{name} {label} {target:?}: no {width}-lane parameter vectors"
             );
+            // A group spans several units: its maxima cross them by plane shuffles.
+            if plan.states.iter().any(|s| s.codec.is_quantized()) {
+                assert!(
+                    source.contains("__shfl_xor"),
+                    "{name} {label} {target:?}: no plane shuffle for the group maximum"
+                );
+            }
             insta::assert_snapshot!(format!("{name}_{label}_{}", target.name()), source);
         }
     }

@@ -1,4 +1,4 @@
-//! `flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32]`
+//! `flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32]`
 //!
 //! Prints the fused step kernel of a shipped optimizer as CUDA or HIP source (no GPU
 //! needed), or with `--plan` the lowered plan it is generated from.
@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
-use flashopt_cubecl::emit::{Target, emit};
+use flashopt_cubecl::define::KernelShape;
+use flashopt_cubecl::emit::{Target, emit_shaped};
 
-const USAGE: &str = "usage: flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--plan]";
+const USAGE: &str = "usage: flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--plan]";
 
 fn dtype(s: &str) -> Result<FloatDtype, String> {
     FloatDtype::ALL
@@ -33,6 +34,7 @@ fn run(args: &[String]) -> Result<String, String> {
     })?;
     let (mut target, mut master, mut param, mut grad, mut plan_only) =
         (None, None, FloatDtype::Bf16, None, false);
+    let mut shape = KernelShape::default();
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -58,6 +60,14 @@ fn run(args: &[String]) -> Result<String, String> {
             "--param" => param = dtype(value()?)?,
             "--grad" => grad = Some(dtype(value()?)?),
             "--plan" => plan_only = true,
+            "--lanes" => {
+                let lanes = value()?;
+                shape = lanes
+                    .parse()
+                    .ok()
+                    .and_then(KernelShape::new)
+                    .ok_or_else(|| format!("`--lanes {lanes}`: 4, 8, 16 or 32 lanes per unit"))?
+            }
             other => return Err(format!("unknown flag `{other}`\n{USAGE}")),
         }
     }
@@ -77,7 +87,7 @@ fn run(args: &[String]) -> Result<String, String> {
         return Ok(plan.to_string());
     }
     let target = target.ok_or_else(|| format!("`--target` is required\n{USAGE}"))?;
-    emit(&plan, target).map_err(|e| e.to_string())
+    emit_shaped(&plan, target, shape).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

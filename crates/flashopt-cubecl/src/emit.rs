@@ -9,7 +9,7 @@ use cubecl::server::ExecutionMode;
 use cubecl_cpp::shared::CompilationOptions;
 use flashopt_ir::plan::Plan;
 
-use crate::define::define;
+use crate::define::{KernelShape, define};
 
 /// The source languages cubecl compiles kernels to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,7 +42,7 @@ pub struct EmitError {
     pub message: String,
 }
 
-/// Threads per cube of the fused step (one 32-element group per thread).
+/// Units (threads) per cube of the fused step.
 pub const CUBE_DIM: u32 = 256;
 
 /// The kernel's entry-point name for a plan (stable: it appears in profiles).
@@ -97,10 +97,20 @@ pub fn offline_device_properties(target: Target) -> DeviceProperties {
     props
 }
 
-/// The kernel of `plan` as `target` source.
+/// The kernel of `plan` as `target` source, in the default [`KernelShape`].
 pub fn emit(plan: &Plan, target: Target) -> Result<String, EmitError> {
+    emit_shaped(plan, target, KernelShape::default())
+}
+
+pub fn emit_shaped(plan: &Plan, target: Target, shape: KernelShape) -> Result<String, EmitError> {
     let props = offline_device_properties(target);
-    let definition = define(plan, target.target_properties(), &props, settings(plan));
+    let definition = define(
+        plan,
+        shape,
+        target.target_properties(),
+        &props,
+        settings(plan),
+    );
     let addr = AddressType::U32.unsigned_type();
     let error = |message: String| EmitError {
         target: target.name(),

@@ -8,13 +8,15 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 use flashopt_ir::plan::Plan;
 
-use crate::define::{Buffer, buffers, define};
+use crate::define::{Buffer, KernelShape, buffers, define};
 use crate::emit::{CUBE_DIM, settings};
 
 /// The fused step of one plan, as cubecl compiles and caches it. Kernels are cached by
-/// the plan's full text: two plans share a kernel exactly when they print alike.
+/// the plan's full text and shape: two plans share a kernel exactly when they print
+/// alike and spread over units alike.
 pub struct FusedStep<R: Runtime> {
     plan: Arc<Plan>,
+    shape: KernelShape,
     key: String,
     settings: KernelSettings,
     device: DeviceProperties,
@@ -25,6 +27,7 @@ impl<R: Runtime> Clone for FusedStep<R> {
     fn clone(&self) -> Self {
         FusedStep {
             plan: self.plan.clone(),
+            shape: self.shape,
             key: self.key.clone(),
             settings: self.settings.clone(),
             device: self.device.clone(),
@@ -35,8 +38,17 @@ impl<R: Runtime> Clone for FusedStep<R> {
 
 impl<R: Runtime> FusedStep<R> {
     pub fn new(client: &ComputeClient<R>, plan: Arc<Plan>) -> FusedStep<R> {
+        FusedStep::with_shape(client, plan, KernelShape::default())
+    }
+
+    pub fn with_shape(
+        client: &ComputeClient<R>,
+        plan: Arc<Plan>,
+        shape: KernelShape,
+    ) -> FusedStep<R> {
         FusedStep {
-            key: plan.to_string(),
+            key: format!("{shape:?}\n{plan}"),
+            shape,
             settings: settings(&plan),
             device: client.properties().clone(),
             plan,
@@ -50,7 +62,11 @@ impl<R: Runtime> FusedStep<R> {
 
     /// The buffers to bind, in order.
     pub fn buffers(&self) -> Vec<Buffer> {
-        buffers(&self.plan)
+        buffers(&self.plan, self.shape)
+    }
+
+    pub fn shape(&self) -> KernelShape {
+        self.shape
     }
 }
 
@@ -75,6 +91,7 @@ impl<R: Runtime> CubeKernel for FusedStep<R> {
     fn define(&self) -> KernelDefinition {
         define(
             &self.plan,
+            self.shape,
             R::target_properties(),
             &self.device,
             self.settings.clone(),
@@ -112,6 +129,9 @@ pub unsafe fn launch<R: Runtime>(
     launcher.register_scalar(first);
     // The contraction barrier's operand (`ops::veiled`): always 0.
     launcher.register_scalar(0.0f32);
-    let cubes = count.div_ceil(CUBE_DIM);
+    let units = count
+        .checked_mul(kernel.shape.units_per_group() as u32)
+        .expect("fewer than 2^32 units per launch");
+    let cubes = units.div_ceil(CUBE_DIM);
     unsafe { launcher.launch_unchecked(CubeCount::Static(cubes, 1, 1), kernel.clone(), client) };
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
-use flashopt_cubecl::define::{Buffer, Role};
+use flashopt_cubecl::define::{Buffer, KernelShape, Role};
 use flashopt_cubecl::launch::{FusedStep, launch};
 use flashopt_ir::def::Value;
 use flashopt_ir::interp::{CorrectionData, GradBuf, HostTensor, ParamData, StateData};
@@ -46,6 +46,19 @@ pub struct GpuOptimizer<R: Runtime> {
     pad: u8,
 }
 
+/// Append the little-endian bytes of `values` (the devices' byte order): one copy on
+/// little-endian hosts, which matters for gradients uploaded every step.
+fn extend_le<T: bytemuck::Pod>(out: &mut Vec<u8>, values: &[T]) {
+    let bytes: &[u8] = bytemuck::cast_slice(values);
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytes);
+    } else {
+        for element in bytes.chunks_exact(size_of::<T>()) {
+            out.extend(element.iter().rev());
+        }
+    }
+}
+
 fn push_le<const N: usize>(out: &mut Vec<u8>, bytes: [u8; N]) {
     out.extend_from_slice(&bytes);
 }
@@ -56,32 +69,24 @@ fn role_bytes(t: &HostTensor, role: Role, groups: usize, pad: u8) -> Vec<u8> {
     let padded = groups * GROUP_SIZE;
     match role {
         Role::Param => match &t.param {
-            ParamData::Bf16(v) => v
-                .iter()
-                .for_each(|x| push_le(&mut out, x.to_bits().to_le_bytes())),
-            ParamData::F16(v) => v
-                .iter()
-                .for_each(|x| push_le(&mut out, x.to_bits().to_le_bytes())),
-            ParamData::F32(v) => v.iter().for_each(|x| push_le(&mut out, x.to_le_bytes())),
+            ParamData::Bf16(v) => extend_le(&mut out, v),
+            ParamData::F16(v) => extend_le(&mut out, v),
+            ParamData::F32(v) => extend_le(&mut out, v),
         },
         Role::Correction => match &t.correction {
             CorrectionData::Int8(v) => out.extend(v.iter().map(|&c| c as u8)),
-            CorrectionData::Int16(v) => v.iter().for_each(|c| push_le(&mut out, c.to_le_bytes())),
+            CorrectionData::Int16(v) => extend_le(&mut out, v),
             CorrectionData::None => {}
         },
         Role::StateCodes(s) => match &t.states[s] {
             StateData::Int8 { codes, .. } => out.extend(codes.iter().map(|&c| c as u8)),
             StateData::Uint8 { codes, .. } => out.extend_from_slice(codes),
-            StateData::Bf16(v) => v
-                .iter()
-                .for_each(|x| push_le(&mut out, x.to_bits().to_le_bytes())),
-            StateData::F32(v) => v.iter().for_each(|x| push_le(&mut out, x.to_le_bytes())),
+            StateData::Bf16(v) => extend_le(&mut out, v),
+            StateData::F32(v) => extend_le(&mut out, v),
         },
         Role::StateScales(s) => {
             if let StateData::Int8 { scales, .. } | StateData::Uint8 { scales, .. } = &t.states[s] {
-                scales
-                    .iter()
-                    .for_each(|x| push_le(&mut out, x.to_bits().to_le_bytes()));
+                extend_le(&mut out, scales);
             }
             out.resize(groups * 2, pad);
             return out;
@@ -287,13 +292,9 @@ impl<R: Runtime> GpuOptimizer<R> {
             }
             let start = bytes.len();
             match *g {
-                GradBuf::Bf16(v) => v
-                    .iter()
-                    .for_each(|x| push_le(&mut bytes, x.to_bits().to_le_bytes())),
-                GradBuf::F16(v) => v
-                    .iter()
-                    .for_each(|x| push_le(&mut bytes, x.to_bits().to_le_bytes())),
-                GradBuf::F32(v) => v.iter().for_each(|x| push_le(&mut bytes, x.to_le_bytes())),
+                GradBuf::Bf16(v) => extend_le(&mut bytes, v),
+                GradBuf::F16(v) => extend_le(&mut bytes, v),
+                GradBuf::F32(v) => extend_le(&mut bytes, v),
             }
             bytes.resize(start + s.groups * GROUP_SIZE * dtype.size_bytes(), self.pad);
         }
@@ -381,6 +382,28 @@ impl<R: Runtime> GpuOptimizer<R> {
     /// The flat gradient buffer the next step reads.
     pub fn grad_buffer(&self) -> &Handle {
         &self.buffers[self.slot(Role::Grad)].0
+    }
+
+    /// Spread each group over units differently (tuning; the default shape is the
+    /// measured best, see docs/BENCHMARKS.md). The buffers stay as they are.
+    pub fn set_kernel_shape(&mut self, shape: KernelShape) {
+        self.kernel = FusedStep::with_shape(&self.client, self.plan.clone(), shape);
+        self.layout = self.kernel.buffers();
+    }
+
+    pub fn kernel_shape(&self) -> KernelShape {
+        self.kernel.shape()
+    }
+
+    /// Bytes this optimizer holds on the device: every buffer it allocated (narrow
+    /// parameters, corrections, gradients, state codes and scales, group info and
+    /// host scalars), padding included.
+    pub fn device_bytes(&self) -> usize {
+        self.layout
+            .iter()
+            .zip(&self.buffers)
+            .map(|(b, (_, len))| b.element_bytes() * len)
+            .sum()
     }
 
     /// Wait for the device.

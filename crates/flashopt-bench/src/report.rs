@@ -1,0 +1,429 @@
+//! The host side: tables and a plot from `flashopt.csv` (written by `run`) and
+//! `reference.csv` (written by scripts/bench_reference.py).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use flashopt::optimizers::AdamW;
+use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
+use plotters::prelude::*;
+
+use crate::run::CSV_HEADER;
+use crate::workloads;
+
+pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Bytes torch's fused fp32 AdamW moves per parameter: reads p, g, m, v; writes p, m, v.
+const TORCH_ADAMW_BYTES: f64 = 28.0;
+
+struct Row {
+    fields: BTreeMap<String, String>,
+}
+
+impl Row {
+    fn get(&self, key: &str) -> &str {
+        self.fields.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    fn num(&self, key: &str) -> Result<f64, String> {
+        self.get(key)
+            .parse()
+            .map_err(|_| format!("column `{key}` is not a number: `{}`", self.get(key)))
+    }
+}
+
+/// Rows of a small CSV file (no quoting: the benchmark writes none) and its `# k=v`
+/// comment lines.
+fn read_csv(path: &Path) -> Result<(Vec<Row>, BTreeMap<String, String>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut notes = BTreeMap::new();
+    // (1-based line number, text) of the data lines; `# k=v` lines are notes.
+    let mut lines = text.lines().enumerate().filter_map(|(i, l)| {
+        if let Some((k, v)) = l.strip_prefix("# ").and_then(|c| c.split_once('=')) {
+            notes.insert(k.to_string(), v.to_string());
+            None
+        } else {
+            (!l.trim().is_empty()).then_some((i + 1, l))
+        }
+    });
+    let header: Vec<String> = lines
+        .next()
+        .ok_or_else(|| format!("{}: empty", path.display()))?
+        .1
+        .split(',')
+        .map(String::from)
+        .collect();
+    let mut rows = Vec::new();
+    for (number, line) in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != header.len() {
+            return Err(format!(
+                "{} line {}: {} cells, the header has {}",
+                path.display(),
+                number,
+                cells.len(),
+                header.len()
+            ));
+        }
+        rows.push(Row {
+            fields: header
+                .iter()
+                .cloned()
+                .zip(cells.into_iter().map(String::from))
+                .collect(),
+        });
+    }
+    Ok((rows, notes))
+}
+
+/// The markdown report of a results directory; with `plot`, also the PNG.
+pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, String> {
+    // Every flashopt*.csv of the directory (a run may be split over several commands);
+    // flashopt-sweep.csv holds the kernel-shape sweep and feeds only its own table.
+    let mut ours = Vec::new();
+    let mut sweep_rows = Vec::new();
+    let mut notes = BTreeMap::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("flashopt") && n.ends_with(".csv"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("{}: no flashopt*.csv", dir.display()));
+    }
+    for file in &files {
+        let (rows, n) = read_csv(file)?;
+        if file.file_name().is_some_and(|n| n == "flashopt-sweep.csv") {
+            sweep_rows.extend(rows);
+        } else {
+            ours.extend(rows);
+            notes.extend(n);
+        }
+    }
+    if ours
+        .first()
+        .is_some_and(|r| r.fields.len() != CSV_HEADER.split(',').count())
+    {
+        return Err("flashopt.csv: unexpected columns".into());
+    }
+    // Rows in the order of `workloads::all()`, each workload's rows as measured.
+    let order: Vec<&str> = workloads::all().iter().map(|w| w.name).collect();
+    ours.sort_by_key(|r| order.iter().position(|w| *w == r.get("workload")));
+    let copy: f64 = notes
+        .get("copy_gbps")
+        .ok_or("flashopt.csv: no `# copy_gbps=` line")?
+        .parse()
+        .map_err(|_| "flashopt.csv: bad copy_gbps")?;
+    let reference_path = dir.join("reference.csv");
+    let (theirs, ref_notes) = if reference_path.exists() {
+        read_csv(&reference_path)?
+    } else {
+        (Vec::new(), BTreeMap::new())
+    };
+    let default_lanes = flashopt_cubecl::define::KernelShape::default()
+        .lanes_per_unit
+        .to_string();
+    let mut out = String::new();
+    writeln!(out, "Copy ceiling (read + write): {copy:.0} GB/s\n").unwrap();
+    writeln!(
+        out,
+        "| optimizer | master | workload | ms | GB/s (byte model) | % of copy | device B/param |"
+    )
+    .unwrap();
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
+    for r in ours
+        .iter()
+        .filter(|r| r.get("lanes_per_unit") == default_lanes)
+    {
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.3} | {:.0} | {:.1}% | {:.2} |",
+            r.get("optimizer"),
+            r.get("master"),
+            r.get("workload"),
+            r.num("ms")?,
+            r.num("model_gbps")?,
+            r.num("pct_of_copy")?,
+            r.num("device_bytes_per_param")?
+        )
+        .unwrap();
+    }
+
+    if !sweep_rows.is_empty() {
+        writeln!(out, "\nKernel shape (flashopt-sweep.csv):\n").unwrap();
+        writeln!(
+            out,
+            "| optimizer | master | workload | lanes per unit | ms | % of copy |"
+        )
+        .unwrap();
+        writeln!(out, "| --- | --- | --- | --- | --- | --- |").unwrap();
+        let mut sweep: Vec<&Row> = sweep_rows.iter().collect();
+        sweep.sort_by_key(|r| {
+            (
+                r.get("workload").to_string(),
+                r.get("optimizer").to_string(),
+                r.get("master").to_string(),
+                r.get("lanes_per_unit").parse::<usize>().unwrap_or(0),
+            )
+        });
+        for r in sweep {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.3} | {:.1}% |",
+                r.get("optimizer"),
+                r.get("master"),
+                r.get("workload"),
+                r.get("lanes_per_unit"),
+                r.num("ms")?,
+                r.num("pct_of_copy")?
+            )
+            .unwrap();
+        }
+    }
+
+    let ours_ms = |opt: &str, workload: &str| -> Option<f64> {
+        ours.iter()
+            .find(|r| {
+                r.get("optimizer") == opt
+                    && r.get("master") == "24"
+                    && r.get("workload") == workload
+                    && r.get("lanes_per_unit") == default_lanes
+            })
+            .and_then(|r| r.num("ms").ok())
+    };
+    let theirs_ms = |implementation: &str, opt: &str, workload: &str| -> Option<f64> {
+        theirs
+            .iter()
+            .find(|r| {
+                r.get("impl") == implementation
+                    && r.get("optimizer") == opt
+                    && r.get("workload") == workload
+            })
+            .and_then(|r| r.num("ms").ok())
+    };
+    let names: Vec<&str> = workloads::all().iter().map(|w| w.name).collect();
+    if !theirs.is_empty() {
+        if let Some(v) = ref_notes.get("versions") {
+            writeln!(out, "\nReference versions: {v}").unwrap();
+        }
+        writeln!(out, "\n| optimizer | workload | flashopt ms | flashoptim ms | flashoptim / flashopt | torch fp32 fused ms | torch / flashopt |").unwrap();
+        writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
+        for opt in ["AdamW", "Lion", "SGD"] {
+            for w in &names {
+                let Some(a) = ours_ms(opt, w) else { continue };
+                let b = theirs_ms("flashoptim", opt, w);
+                let c = theirs_ms("torch", opt, w);
+                let cell = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
+                let ratio = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.2}x", x / a));
+                writeln!(
+                    out,
+                    "| {opt}-24 | {w} | {a:.3} | {} | {} | {} | {} |",
+                    cell(b),
+                    ratio(b),
+                    cell(c),
+                    ratio(c)
+                )
+                .unwrap();
+            }
+        }
+    }
+    if let Some(plot) = plot {
+        let plan = AdamW::plan(PlanConfig::bf16(MasterMode::Int8)).map_err(|e| e.to_string())?;
+        let model_gbps = |ms: f64, workload: &str| -> f64 {
+            let w = workloads::all()
+                .into_iter()
+                .find(|w| w.name == workload)
+                .expect("known workload");
+            let bytes: u64 = w
+                .tensors
+                .iter()
+                .map(|&n| plan.bytes_for(n))
+                .map(|(r, w)| r + w)
+                .sum();
+            bytes as f64 / (ms * 1e-3) / 1e9
+        };
+        let mut series: Vec<(&str, RGBColor, Vec<Option<f64>>)> = vec![(
+            "flashopt AdamW-24 (one launch)",
+            RGBColor(31, 119, 180),
+            names
+                .iter()
+                .map(|w| ours_ms("AdamW", w).map(|ms| model_gbps(ms, w)))
+                .collect(),
+        )];
+        if !theirs.is_empty() {
+            series.push((
+                "flashoptim 0.1.4 FlashAdamW-24",
+                RGBColor(255, 127, 14),
+                names
+                    .iter()
+                    .map(|w| theirs_ms("flashoptim", "AdamW", w).map(|ms| model_gbps(ms, w)))
+                    .collect(),
+            ));
+            series.push((
+                "torch AdamW fp32 fused (28 B/param)",
+                RGBColor(44, 160, 44),
+                names
+                    .iter()
+                    .map(|w| {
+                        let params = workloads::all()
+                            .into_iter()
+                            .find(|x| x.name == *w)
+                            .expect("known")
+                            .params();
+                        theirs_ms("torch", "AdamW", w)
+                            .map(|ms| TORCH_ADAMW_BYTES * params as f64 / (ms * 1e-3) / 1e9)
+                    })
+                    .collect(),
+            ));
+        }
+        draw(plot, font, &names, &series, copy)?;
+    }
+    Ok(out)
+}
+
+fn draw(
+    path: &Path,
+    font: &Path,
+    names: &[&str],
+    series: &[(&str, RGBColor, Vec<Option<f64>>)],
+    copy: f64,
+) -> Result<(), String> {
+    let bytes = std::fs::read(font)
+        .map_err(|e| format!("font {}: {e} (pass --font FILE.ttf)", font.display()))?;
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(bytes.into_boxed_slice()),
+    )
+    .map_err(|_| format!("font {}: not a TrueType font", font.display()))?;
+    let error = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
+    let root = BitMapBackend::new(path, (1200, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let n = names.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Optimizer step, effective GB/s (H100 80GB HBM3)",
+            ("sans-serif", 26),
+        )
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..copy * 1.1)
+        .map_err(|e| error(&e))?;
+    let labels: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(names.len())
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                labels[i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("GB/s (each implementation's own bytes per step)")
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| error(&e))?;
+    let width = 0.8 / series.len() as f64;
+    for (k, (label, color, values)) in series.iter().enumerate() {
+        let color = *color;
+        chart
+            .draw_series(values.iter().enumerate().filter_map(|(i, v)| {
+                v.map(|v| {
+                    let x0 = i as f64 - 0.4 + k as f64 * width;
+                    Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], color.filled())
+                })
+            }))
+            .map_err(|e| error(&e))?
+            .label(*label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            [(-0.5, copy), (n - 0.5, copy)],
+            BLACK.stroke_width(2),
+        ))
+        .map_err(|e| error(&e))?
+        .label(format!("device-to-device copy, {copy:.0} GB/s"))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()
+        .map_err(|e| error(&e))?;
+    root.present().map_err(|e| error(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("flashopt-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn ratios_compare_step_times_of_the_same_workload() {
+        let ours = format!(
+            "# copy_gbps=3000.0\n{CSV_HEADER}\n\
+             AdamW,24,268M,268435456,1,4,2.0000,1000.0,33.33,7.250\n\
+             AdamW,24,GPT-2 124M,124439808,148,4,1.0000,1000.0,33.33,7.250\n"
+        );
+        let theirs = "# versions=test\nimpl,optimizer,master,workload,params,ms\n\
+             flashoptim,AdamW,24,268M,268435456,3.0000\n\
+             torch,AdamW,fp32,GPT-2 124M,124439808,1.5000\n";
+        let dir = scratch(
+            "ratios",
+            &[("flashopt.csv", &ours), ("reference.csv", theirs)],
+        );
+        let text = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap();
+        assert!(
+            text.contains("| AdamW-24 | 268M | 2.000 | 3.000 | 1.50x | - | - |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| AdamW-24 | GPT-2 124M | 1.000 | - | - | 1.500 | 1.50x |"),
+            "{text}"
+        );
+        assert!(text.contains("Copy ceiling (read + write): 3000 GB/s"));
+    }
+
+    #[test]
+    fn a_short_row_names_its_file_and_line() {
+        let ours = format!("# copy_gbps=3000.0\n{CSV_HEADER}\nAdamW,24,268M\n");
+        let dir = scratch("short", &[("flashopt.csv", &ours)]);
+        let err = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap_err();
+        assert!(
+            err.contains("flashopt.csv line 3: 3 cells, the header has 10"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_copy_ceiling_is_an_error() {
+        let ours = format!("{CSV_HEADER}\n");
+        let dir = scratch("nocopy", &[("flashopt.csv", &ours)]);
+        let err = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap_err();
+        assert!(err.contains("copy_gbps"), "{err}");
+    }
+}
