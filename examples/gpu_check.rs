@@ -19,9 +19,10 @@ use flashopt::ir::codec::master::log_scale;
 use flashopt::ir::interp::{self, CorrectionData, GradBuf, HostTensor, ParamData, StateData};
 use flashopt::ir::{HyperValues, OptimizerDef, Plan, compile};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
-use flashopt::runtime::GpuOptimizer;
+use flashopt::runtime::{CpuOptimizer, GpuOptimizer};
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 use flashopt_cubecl::cubecl::Runtime;
+use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::define::KernelShape;
 use half::{bf16, f16};
@@ -346,13 +347,161 @@ fn toy_problem(client: &flashopt_cubecl::cubecl::client::ComputeClient<CudaRunti
     )
 }
 
+/// Checkpoints, non-finite gradients and the numerics check on the GPU, against the
+/// CPU reference. Returns the report lines and whether everything held.
+fn guards(client: &ComputeClient<CudaRuntime>) -> (String, bool) {
+    let dir = std::env::temp_dir().join(format!("flashopt-guards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lens = [1usize, 33, 4099];
+    let spec = AdamW {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        ..AdamW::default()
+    };
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let plan = AdamW::plan(config).unwrap();
+    let mut rng = Rng(0x5eed);
+    let inits: Vec<Vec<f32>> = lens.iter().map(|&n| rng.normals(n, 0.5)).collect();
+    let mut cpu = CpuOptimizer::for_spec(&spec, config).unwrap();
+    for (i, init) in inits.iter().enumerate() {
+        cpu.add_tensor(&format!("t{i}"), init).unwrap();
+    }
+    let tensors = inits
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("t{i}"), HostTensor::from_f32(&plan, v)))
+        .collect();
+    let mut gpu = GpuOptimizer::from_host(
+        client.clone(),
+        plan.clone(),
+        spec.hyper_values().unwrap(),
+        tensors,
+    )
+    .unwrap();
+    gpu.set_kernel_shape(kernel_shape());
+    let grads = |rng: &mut Rng| -> Vec<Vec<bf16>> {
+        lens.iter()
+            .map(|&n| {
+                rng.normals(n, 0.02)
+                    .iter()
+                    .map(|&x| bf16::from_f32(x))
+                    .collect()
+            })
+            .collect()
+    };
+    let step_both =
+        |cpu: &mut CpuOptimizer, gpu: &mut GpuOptimizer<CudaRuntime>, g: &[Vec<bf16>]| {
+            let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
+            gpu.write_grads(&bufs).unwrap();
+            (cpu.step(&bufs).unwrap(), gpu.step().unwrap())
+        };
+    let same = |cpu: &CpuOptimizer, gpu: &GpuOptimizer<CudaRuntime>| -> bool {
+        gpu.download()
+            .iter()
+            .enumerate()
+            .all(|(i, (_, t))| t == cpu.tensor(flashopt::TensorId(i)))
+            && cpu.steps_taken() == gpu.steps_taken()
+    };
+    let mut lines = Vec::new();
+    let mut ok = true;
+    let mut check = |what: &str, held: bool| {
+        ok &= held;
+        lines.push(format!("- {what}: {}", if held { "yes" } else { "NO" }));
+    };
+    for _ in 0..2 {
+        let g = grads(&mut rng);
+        step_both(&mut cpu, &mut gpu, &g);
+    }
+    check(
+        "GPU state after 2 steps equals the CPU reference, bit for bit",
+        same(&cpu, &gpu),
+    );
+
+    // A NaN and an infinity among the gradients: both sides skip, nothing changes.
+    let mut g = grads(&mut rng);
+    g[2][17] = bf16::NAN;
+    g[0][0] = bf16::INFINITY;
+    let (c, d) = step_both(&mut cpu, &mut gpu, &g);
+    check(
+        &format!("a step with non-finite gradients is skipped on both ({d:?})"),
+        !c.applied() && c == d,
+    );
+    check("the skipped step changed nothing", same(&cpu, &gpu));
+
+    // Checkpoints: the GPU file loads into the CPU reference and into a fresh GPU
+    // optimizer; all three continue alike.
+    let path = dir.join("adamw24.safetensors");
+    let bytes = gpu.save(&path).unwrap();
+    let mut from_file = CpuOptimizer::for_spec(&spec, config).unwrap();
+    for (i, &n) in lens.iter().enumerate() {
+        from_file
+            .add_tensor(&format!("t{i}"), &vec![0.0; n])
+            .unwrap();
+    }
+    from_file.load(&path).unwrap();
+    check(
+        &format!("the GPU checkpoint ({bytes} bytes) loads into the CPU reference unchanged"),
+        same(&from_file, &gpu),
+    );
+    let zeros = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("t{i}"), HostTensor::from_f32(&plan, &vec![0.0; n])))
+        .collect();
+    let mut gpu2 = GpuOptimizer::from_host(
+        client.clone(),
+        plan.clone(),
+        spec.hyper_values().unwrap(),
+        zeros,
+    )
+    .unwrap();
+    gpu2.load(&path).unwrap();
+    let g = grads(&mut rng);
+    step_both(&mut cpu, &mut gpu, &g);
+    step_both(&mut from_file, &mut gpu2, &g);
+    check(
+        "after one more step: reloaded GPU = original GPU = CPU reference",
+        same(&cpu, &gpu) && same(&cpu, &gpu2) && same(&from_file, &gpu2),
+    );
+    let lion = dir.join("lion.safetensors");
+    let mut l = CpuOptimizer::for_spec(&Lion::default(), config).unwrap();
+    for (i, &n) in lens.iter().enumerate() {
+        l.add_tensor(&format!("t{i}"), &vec![0.0; n]).unwrap();
+    }
+    l.save(&lion).unwrap();
+    let before = gpu2.download();
+    let refused = gpu2.load(&lion).map_err(|e| e.to_string());
+    check(
+        &format!("a Lion checkpoint is refused by the GPU AdamW ({refused:?}) and changes nothing"),
+        refused.is_err() && gpu2.download() == before,
+    );
+
+    // check_numerics: the same warnings from the device's parameters as from the CPU's.
+    cpu.set_hyper("lr", 1e-7).unwrap();
+    gpu.set_hyper("lr", 1e-7).unwrap();
+    let (c, d) = (
+        cpu.check_numerics(0.1).unwrap(),
+        gpu.check_numerics(0.1).unwrap(),
+    );
+    check(
+        &format!(
+            "check_numerics at lr 1e-7 warns about {} tensor(s) on both",
+            d.len()
+        ),
+        !c.is_empty() && c == d,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    (lines.join("\n"), ok)
+}
+
 static KERNEL_SHAPE: std::sync::OnceLock<KernelShape> = std::sync::OnceLock::new();
 
 fn kernel_shape() -> KernelShape {
     *KERNEL_SHAPE.get_or_init(KernelShape::default)
 }
 
-/// `gpu_check [REPORT.md] [--lanes N]`: N lanes per unit (4, 8, 16, 32; default 8).
+/// `gpu_check [REPORT.md] [--lanes N] [--guards-only]`: N lanes per unit (4, 8, 16,
+/// 32; default 4); `--guards-only` runs only checkpoints, skipped steps and numerics.
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let lanes = args.iter().position(|a| a == "--lanes").map(|i| {
@@ -366,6 +515,20 @@ fn main() {
         .set(lanes.unwrap_or_default())
         .expect("set once");
     println!("kernel shape: {:?}", kernel_shape());
+    if args.iter().any(|a| a == "--guards-only") {
+        let client = CudaRuntime::client(&Default::default());
+        let (lines, ok) = guards(&client);
+        println!("{lines}");
+        if let Some(path) = args.first().filter(|a| !a.starts_with("--")) {
+            std::fs::write(path, format!("{lines}\n")).expect("write the report");
+        }
+        if !ok {
+            eprintln!("FAILED: a guard did not hold");
+            std::process::exit(1);
+        }
+        println!("all guards held");
+        return;
+    }
     let out_path = args.first().filter(|a| !a.starts_with("--")).cloned();
     let client = CudaRuntime::client(&Default::default());
     let small: Vec<(String, usize)> = [1usize, 31, 32, 33, 4099, 1_000_017]
@@ -552,6 +715,10 @@ fn main() {
     let toy = toy_problem(&client);
     println!("{toy}");
     writeln!(report, "\n{toy}").unwrap();
+    let (lines, guards_ok) = guards(&client);
+    println!("{lines}");
+    writeln!(report, "\n{lines}").unwrap();
+    failed |= !guards_ok;
     if let Some(path) = out_path {
         std::fs::write(path, &report).expect("write the report");
     }

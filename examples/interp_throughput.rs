@@ -36,10 +36,25 @@ fn main() {
     }
     seconds.sort_by(f64::total_cmp);
     let median = seconds[seconds.len() / 2];
+    // What skipping non-finite steps costs: the scan of the gradients before a step.
+    let mut scans = Vec::new();
+    for _ in 0..steps {
+        let start = Instant::now();
+        let found = flashopt::runtime::numerics::scan_step([("w", GradBuf::Bf16(&grad))]);
+        scans.push(start.elapsed().as_secs_f64());
+        assert!(found.is_none());
+    }
+    scans.sort_by(f64::total_cmp);
+    let scan = scans[scans.len() / 2];
     println!(
         "AdamW-24 bf16, {n} elements, {} threads: median step {:.1} ms over {steps} steps, {:.1} M elements/s",
         rayon::current_num_threads(),
         median * 1e3,
         n as f64 / median / 1e6
+    );
+    println!(
+        "non-finite gradient scan (one thread): median {:.1} ms, {:.1}% of the step",
+        scan * 1e3,
+        100.0 * scan / median
     );
 }

@@ -137,7 +137,12 @@ fn measure<S: OptimizerSpec>(
     sync(client);
     lap("sync", &mut phases);
     let timing = Instant::now();
-    let t = time_per_call(client, || opt.step().expect("step"));
+    let t = time_per_call(client, || {
+        assert!(
+            opt.step().expect("step").applied(),
+            "bench gradients are finite"
+        );
+    });
     let phases: Vec<String> = phases
         .iter()
         .map(|(name, s)| format!("{name} {s:.1}"))

@@ -1,8 +1,13 @@
 //! The CPU back end: every tensor's state in host memory, stepped by the reference
 //! interpreter.
 
+use std::path::Path;
+
 use flashopt_ir::def::Value;
 use flashopt_ir::interp::{self, GradBuf, HostTensor, InterpError};
+
+use crate::checkpoint::{self, CheckpointError, Entry, Expected};
+use crate::numerics::{self, NumericsWarning, StepOutcome};
 use flashopt_ir::{
     CompileError, HostEvalError, HyperError, HyperValues, OptimizerDef, OptimizerSpec, Plan,
     PlanConfig,
@@ -24,6 +29,8 @@ pub enum RuntimeError {
         group: usize,
         groups: usize,
     },
+    #[error("check_numerics needs a hyper-parameter named `lr`; `{optimizer}` has none")]
+    NoLearningRate { optimizer: String },
     #[error("a tensor named `{0}` is already registered")]
     DuplicateName(String),
     #[error(
@@ -57,6 +64,16 @@ pub struct TensorId(pub usize);
 /// assert_eq!(err.to_string(), "tensor `w`: gradient: 1 elements, expected 2 (the parameter's length)");
 /// assert_eq!((opt.master(w), opt.steps_taken()), (vec![0.5, 2.5], 1));
 /// ```
+/// The `lr` hyper-parameter's value, for the numerics check.
+pub(crate) fn lr_of(plan: &Plan, hyper: &HyperValues) -> Result<f64, RuntimeError> {
+    hyper
+        .get("lr")
+        .and_then(|v| v.as_f64())
+        .ok_or_else(|| RuntimeError::NoLearningRate {
+            optimizer: plan.optimizer.clone(),
+        })
+}
+
 #[derive(Debug)]
 pub struct CpuOptimizer {
     plan: Plan,
@@ -135,13 +152,23 @@ impl CpuOptimizer {
     }
 
     /// One step of every tensor, one gradient per tensor in registration order.
-    /// Everything is checked before anything is written.
-    pub fn step(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
+    /// Everything is checked before anything is written. A step whose gradients hold
+    /// NaN or infinity is skipped and reported ([`StepOutcome::Skipped`]): nothing
+    /// changes, the step counter included.
+    pub fn step(&mut self, grads: &[GradBuf<'_>]) -> Result<StepOutcome, RuntimeError> {
         if grads.len() != self.tensors.len() {
             return Err(RuntimeError::GradCount {
                 expected: self.tensors.len(),
                 found: grads.len(),
             });
+        }
+        let named = self
+            .tensors
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .zip(grads.iter().copied());
+        if let Some(found) = numerics::scan_step(named) {
+            return Ok(StepOutcome::Skipped(found));
         }
         let step = self.steps_taken + 1;
         let scalars = self
@@ -166,6 +193,101 @@ impl CpuOptimizer {
             })?;
         }
         self.steps_taken = step;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// flashoptim's `check_numerics`: the tensors whose largest weight a step of
+    /// `lr * min_step_relative_to_lr` cannot move at their storage precision
+    /// ([`numerics::min_step_relative_to_lr`] has the shipped optimizers' values).
+    pub fn check_numerics(
+        &self,
+        min_step_relative_to_lr: f64,
+    ) -> Result<Vec<NumericsWarning>, RuntimeError> {
+        let lr = lr_of(&self.plan, &self.hyper)?;
+        Ok(self
+            .tensors
+            .iter()
+            .filter_map(|(name, t)| {
+                let max_abs = t.param_f32().iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                numerics::check_tensor(name, self.plan.config, lr, min_step_relative_to_lr, max_abs)
+            })
+            .collect())
+    }
+
+    fn entries(&self) -> Vec<Entry<'_>> {
+        self.tensors
+            .iter()
+            .map(|(name, tensor)| Entry {
+                name,
+                param_group: 0,
+                tensor,
+            })
+            .collect()
+    }
+
+    fn expected(&self) -> Vec<Expected<'_>> {
+        self.tensors
+            .iter()
+            .map(|(name, t)| Expected {
+                name,
+                len: t.len(),
+                param_group: 0,
+            })
+            .collect()
+    }
+
+    /// Save the compressed state, step counter and hyper-parameters (safetensors,
+    /// written atomically; [`checkpoint`] has the layout). Returns the file size.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<u64, CheckpointError> {
+        let hyper = std::slice::from_ref(&self.hyper);
+        checkpoint::save(
+            path.as_ref(),
+            &self.plan,
+            hyper,
+            self.steps_taken,
+            &self.entries(),
+        )
+    }
+
+    /// Restore a checkpoint of this optimizer (same tensors, registered in the same
+    /// order). Everything is checked first: on error nothing changes.
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let restored = checkpoint::load(
+            path.as_ref(),
+            &self.plan,
+            std::slice::from_ref(&self.hyper),
+            &self.expected(),
+        )?;
+        for ((_, t), new) in self.tensors.iter_mut().zip(restored.tensors) {
+            *t = new;
+        }
+        self.hyper = restored.hyper.into_iter().next().expect("one group");
+        self.steps_taken = restored.steps_taken;
+        Ok(())
+    }
+
+    /// Save f32 master weights and decoded f32 states (4 bytes per value).
+    pub fn export_f32(&self, path: impl AsRef<Path>) -> Result<u64, CheckpointError> {
+        let hyper = std::slice::from_ref(&self.hyper);
+        checkpoint::export_f32(
+            path.as_ref(),
+            &self.plan,
+            hyper,
+            self.steps_taken,
+            &self.entries(),
+        )
+    }
+
+    /// Replace every tensor's master weights by f32 values (`name::master` keys, as
+    /// [`Self::export_f32`] writes them): the narrow parameters and their corrections
+    /// are recomputed; states and the step counter stay. On error nothing changes.
+    pub fn import_master_f32(&mut self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let masters = checkpoint::read_master_f32(path.as_ref(), &self.expected())?;
+        for ((_, t), values) in self.tensors.iter_mut().zip(masters) {
+            let encoded = HostTensor::from_f32(&self.plan, &values);
+            t.param = encoded.param;
+            t.correction = encoded.correction;
+        }
         Ok(())
     }
 }

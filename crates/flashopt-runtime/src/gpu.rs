@@ -7,6 +7,7 @@
 //! line up with its codes. A u32 per group gives the kernel the group's real length
 //! (padding never enters a group maximum) and its parameter group.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use flashopt_cubecl::cubecl::Runtime;
@@ -19,7 +20,9 @@ use flashopt_ir::interp::{CorrectionData, GradBuf, HostTensor, ParamData, StateD
 use flashopt_ir::{FloatDtype, GROUP_SIZE, HyperValues, Plan};
 use half::{bf16, f16};
 
-use crate::cpu::{RuntimeError, TensorId};
+use crate::checkpoint::{self, CheckpointError, Entry, Expected};
+use crate::cpu::{RuntimeError, TensorId, lr_of};
+use crate::numerics::{self, NonFinite, NumericsWarning, StepOutcome};
 
 struct Segment {
     name: String,
@@ -44,6 +47,8 @@ pub struct GpuOptimizer<R: Runtime> {
     layout: Vec<Buffer>,
     buffers: Vec<(Handle, usize)>,
     pad: u8,
+    /// Non-finite values found in the gradients last written from the host.
+    pending_non_finite: Option<NonFinite>,
 }
 
 /// Append the little-endian bytes of `values` (the devices' byte order): one copy on
@@ -211,6 +216,7 @@ impl<R: Runtime> GpuOptimizer<R> {
             layout,
             buffers,
             pad,
+            pending_non_finite: None,
         })
     }
 
@@ -268,7 +274,9 @@ impl<R: Runtime> GpuOptimizer<R> {
 
     /// Upload this step's gradients (one per tensor, in order) from the host as a new
     /// gradient buffer. Trainers whose gradients are already on the device write them
-    /// into [`Self::grad_buffer`] instead.
+    /// into [`Self::grad_buffer`] instead. Gradients written here are scanned for NaN
+    /// and infinity on the way: the next [`Self::step`] is then skipped. (Gradients
+    /// written on the device are not scanned yet: that needs a reduction pass.)
     pub fn write_grads(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
         if grads.len() != self.segments.len() {
             return Err(RuntimeError::GradCount {
@@ -302,6 +310,8 @@ impl<R: Runtime> GpuOptimizer<R> {
         if !bytes.is_empty() {
             self.buffers[slot].0 = self.client.create_from_slice(&bytes);
         }
+        let named = self.segments.iter().map(|s| s.name.as_str());
+        self.pending_non_finite = numerics::scan_step(named.zip(grads.iter().copied()));
         Ok(())
     }
 
@@ -322,8 +332,12 @@ impl<R: Runtime> GpuOptimizer<R> {
         Ok(())
     }
 
-    /// One step of every tensor: ONE kernel launch.
-    pub fn step(&mut self) -> Result<(), RuntimeError> {
+    /// One step of every tensor: ONE kernel launch. Skipped, with nothing changed, when
+    /// the gradients last written by [`Self::write_grads`] hold NaN or infinity.
+    pub fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
+        if let Some(found) = &self.pending_non_finite {
+            return Ok(StepOutcome::Skipped(found.clone()));
+        }
         let step = self.steps_taken + 1;
         self.upload_scalars(step)?;
         // SAFETY: every buffer was sized for `self.groups` groups by `from_host`.
@@ -337,12 +351,16 @@ impl<R: Runtime> GpuOptimizer<R> {
             )
         };
         self.steps_taken = step;
-        Ok(())
+        Ok(StepOutcome::Applied)
     }
 
     /// Step one tensor alone (gradient release). The step counter is shared: call
-    /// [`Self::finish_step`] once every tensor of the step is done.
-    pub fn step_tensor(&mut self, id: TensorId) -> Result<(), RuntimeError> {
+    /// [`Self::finish_step`] once every tensor of the step is done. Skipped like
+    /// [`Self::step`].
+    pub fn step_tensor(&mut self, id: TensorId) -> Result<StepOutcome, RuntimeError> {
+        if let Some(found) = &self.pending_non_finite {
+            return Ok(StepOutcome::Skipped(found.clone()));
+        }
         let step = self.steps_taken + 1;
         self.upload_scalars(step)?;
         let s = &self.segments[id.0];
@@ -356,7 +374,50 @@ impl<R: Runtime> GpuOptimizer<R> {
                 s.groups as u32,
             )
         };
-        Ok(())
+        Ok(StepOutcome::Applied)
+    }
+
+    /// flashoptim's `check_numerics` (see [`crate::CpuOptimizer::check_numerics`]),
+    /// with each tensor's parameter group's learning rate. Reads the parameters back.
+    pub fn check_numerics(
+        &self,
+        min_step_relative_to_lr: f64,
+    ) -> Result<Vec<NumericsWarning>, RuntimeError> {
+        let lrs: Vec<f64> = self
+            .hyper
+            .iter()
+            .map(|h| lr_of(&self.plan, h))
+            .collect::<Result<_, _>>()?;
+        let bytes = self
+            .client
+            .read_one_unchecked(self.param_buffer().clone())
+            .to_vec();
+        let dtype = self.plan.config.param;
+        let size = dtype.size_bytes();
+        Ok(self
+            .segments
+            .iter()
+            .filter_map(|s| {
+                let start = s.first_group * GROUP_SIZE * size;
+                let values = &bytes[start..start + s.len * size];
+                let max_abs = values.chunks_exact(size).fold(0.0f32, |m, b| {
+                    let x = match dtype {
+                        FloatDtype::Bf16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                        FloatDtype::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                        FloatDtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                    };
+                    m.max(x.abs())
+                });
+                let lr = lrs[s.param_group];
+                numerics::check_tensor(
+                    &s.name,
+                    self.plan.config,
+                    lr,
+                    min_step_relative_to_lr,
+                    max_abs,
+                )
+            })
+            .collect())
     }
 
     pub fn finish_step(&mut self) {
@@ -404,6 +465,84 @@ impl<R: Runtime> GpuOptimizer<R> {
             .zip(&self.buffers)
             .map(|(b, (_, len))| b.element_bytes() * len)
             .sum()
+    }
+
+    /// Save the compressed state, step counter and every parameter group's
+    /// hyper-parameters (read back from the device; safetensors, written atomically).
+    /// The file is the one [`crate::CpuOptimizer::save`] writes for the same state.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<u64, CheckpointError> {
+        self.with_entries(|entries| {
+            checkpoint::save(
+                path.as_ref(),
+                &self.plan,
+                &self.hyper,
+                self.steps_taken,
+                entries,
+            )
+        })
+    }
+
+    /// The device state on the host, as checkpoint entries.
+    fn with_entries<T>(&self, f: impl FnOnce(&[Entry<'_>]) -> T) -> T {
+        let tensors = self.download();
+        let entries: Vec<Entry<'_>> = tensors
+            .iter()
+            .zip(&self.segments)
+            .map(|((name, tensor), s)| Entry {
+                name,
+                param_group: s.param_group,
+                tensor,
+            })
+            .collect();
+        f(&entries)
+    }
+
+    /// Save f32 master weights and decoded f32 states.
+    pub fn export_f32(&self, path: impl AsRef<Path>) -> Result<u64, CheckpointError> {
+        self.with_entries(|entries| {
+            checkpoint::export_f32(
+                path.as_ref(),
+                &self.plan,
+                &self.hyper,
+                self.steps_taken,
+                entries,
+            )
+        })
+    }
+
+    /// Restore a checkpoint of this optimizer (same tensors in the same order and
+    /// parameter groups). Everything is checked before the device state is replaced:
+    /// on error nothing changes.
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let expected: Vec<Expected<'_>> = self
+            .segments
+            .iter()
+            .map(|s| Expected {
+                name: &s.name,
+                len: s.len,
+                param_group: s.param_group,
+            })
+            .collect();
+        let restored = checkpoint::load(path.as_ref(), &self.plan, &self.hyper, &expected)?;
+        let tensors = self
+            .segments
+            .iter()
+            .zip(restored.tensors)
+            .map(|(s, t)| (s.name.clone(), s.param_group, t))
+            .collect();
+        let shape = self.kernel_shape();
+        let mut fresh = GpuOptimizer::from_host_grouped(
+            self.client.clone(),
+            (*self.plan).clone(),
+            restored.hyper,
+            tensors,
+            self.pad,
+        )
+        .expect("the checkpoint was checked against this optimizer's tensors and groups");
+        fresh.set_kernel_shape(shape);
+        fresh.steps_taken = restored.steps_taken;
+        *self = fresh;
+        Ok(())
     }
 
     /// Wait for the device.

@@ -1,13 +1,18 @@
 //! # flashopt-runtime
 //!
-//! Owns optimizer state and runs steps. Today: the CPU reference back end (always
-//! available, so tests and examples run anywhere). The CUDA and HIP back ends
-//! (cubecl 0.10.0) plug in behind the same API.
+//! Owns optimizer state and runs steps: the CPU reference back end ([`cpu`], always
+//! available, so tests and examples run anywhere) and the CUDA/HIP back end ([`gpu`],
+//! cubecl 0.10.0) behind the same API; [`checkpoint`] saves and restores either in
+//! safetensors, [`numerics`] skips non-finite steps and checks learning rates.
 
+pub mod checkpoint;
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod numerics;
 
+pub use checkpoint::CheckpointError;
 pub use cpu::{CpuOptimizer, RuntimeError, TensorId};
 #[cfg(feature = "gpu")]
 pub use gpu::GpuOptimizer;
+pub use numerics::{NonFinite, NumericsWarning, StepOutcome};

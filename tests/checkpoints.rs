@@ -1,0 +1,323 @@
+//! Checkpoints on the CPU reference: round trips, the size against an fp32 AdamW
+//! checkpoint, and every way a file can be wrong (each refused, nothing changed).
+
+use std::path::{Path, PathBuf};
+
+use flashopt::optimizers::{AdamW, Lion};
+use flashopt::runtime::checkpoint::{FORMAT, write_atomically};
+use flashopt::runtime::{CheckpointError, CpuOptimizer};
+use flashopt::{GradBuf, MasterMode, PlanConfig};
+use half::bf16;
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flashopt-ckpt-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+fn grads(lens: &[usize], step: u32) -> Vec<Vec<bf16>> {
+    lens.iter()
+        .map(|&n| {
+            values(n, step * 7 + 1)
+                .iter()
+                .map(|v| bf16::from_f32(v * 1e-2))
+                .collect()
+        })
+        .collect()
+}
+
+const LENS: [usize; 3] = [1, 33, 1000];
+
+fn adamw(master: MasterMode, steps: u32) -> CpuOptimizer {
+    let spec = AdamW {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        ..AdamW::default()
+    };
+    let mut opt = CpuOptimizer::for_spec(&spec, PlanConfig::bf16(master)).unwrap();
+    for (i, &n) in LENS.iter().enumerate() {
+        opt.add_tensor(&format!("layer{i}.weight"), &values(n, i as u32))
+            .unwrap();
+    }
+    for t in 0..steps {
+        let g = grads(&LENS, t);
+        let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
+        opt.step(&bufs).unwrap();
+    }
+    opt
+}
+
+fn state(opt: &CpuOptimizer) -> (u64, Vec<flashopt::ir::interp::HostTensor>, String) {
+    let tensors = (0..LENS.len())
+        .map(|i| opt.tensor(flashopt::TensorId(i)).clone())
+        .collect();
+    (opt.steps_taken(), tensors, format!("{:?}", opt.hyper()))
+}
+
+#[test]
+fn a_loaded_checkpoint_continues_bit_for_bit() {
+    let dir = scratch("roundtrip");
+    let path = dir.join("adamw.safetensors");
+    let mut trained = adamw(MasterMode::Int8, 3);
+    trained.set_hyper("lr", 3e-3).unwrap();
+    trained.save(&path).unwrap();
+
+    let mut restored = adamw(MasterMode::Int8, 0);
+    restored.load(&path).unwrap();
+    assert_eq!(state(&restored), state(&trained));
+
+    let g = grads(&LENS, 9);
+    let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
+    trained.step(&bufs).unwrap();
+    restored.step(&bufs).unwrap();
+    assert_eq!(state(&restored), state(&trained));
+    // Nothing but the checkpoint is left in the folder (the temporary file was renamed).
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 1);
+}
+
+#[test]
+fn compressed_checkpoints_are_57_percent_smaller_than_fp32_adamw() {
+    let dir = scratch("size");
+    let n = 1 << 20;
+    let mut opt =
+        CpuOptimizer::for_spec(&AdamW::default(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    opt.add_tensor("w", &values(n, 3)).unwrap();
+    let g: Vec<bf16> = values(n, 4).iter().map(|v| bf16::from_f32(*v)).collect();
+    opt.step(&[GradBuf::Bf16(&g)]).unwrap();
+    let compressed = opt.save(dir.join("c.safetensors")).unwrap();
+    // The f32 export holds exactly what an fp32 AdamW checkpoint holds: weights, m, v.
+    let fp32 = opt.export_f32(dir.join("f.safetensors")).unwrap();
+    let smaller = 1.0 - compressed as f64 / fp32 as f64;
+    println!(
+        "1M-parameter AdamW-24: compressed {compressed} B, fp32 {fp32} B, {:.1}% smaller",
+        100.0 * smaller
+    );
+    // 5.125 bytes per parameter against 12.
+    assert!((0.57..0.58).contains(&smaller), "{smaller}");
+}
+
+#[test]
+fn f32_masters_import_into_another_optimizer() {
+    let dir = scratch("master");
+    let path = dir.join("f32.safetensors");
+    let trained = adamw(MasterMode::Int16, 2);
+    trained.export_f32(&path).unwrap();
+    let mut other = adamw(MasterMode::Int8, 0);
+    let states_before: Vec<_> = (0..3)
+        .map(|i| other.tensor(flashopt::TensorId(i)).states.clone())
+        .collect();
+    other.import_master_f32(&path).unwrap();
+    for (i, before) in states_before.iter().enumerate() {
+        let id = flashopt::TensorId(i);
+        for (a, b) in trained.master(id).iter().zip(other.master(id)) {
+            // 24-bit master: the narrow bf16 value plus 7 bits of correction.
+            assert!(
+                (a - b).abs() <= a.abs() * 2f32.powi(-14) + 1e-30,
+                "{a} vs {b}"
+            );
+        }
+        assert_eq!(&other.tensor(id).states, before, "states stay");
+    }
+    assert_eq!(other.steps_taken(), 0);
+}
+
+/// Load `path` into a fresh AdamW-24 and check it fails with `check`, unchanged.
+fn refused(path: &Path, check: impl Fn(&CheckpointError) -> bool) -> String {
+    let mut opt = adamw(MasterMode::Int8, 1);
+    let before = state(&opt);
+    let err = opt.load(path).unwrap_err();
+    assert!(check(&err), "unexpected error: {err}");
+    assert_eq!(state(&opt), before, "a refused load changed the optimizer");
+    err.to_string()
+}
+
+#[test]
+fn truncated_and_corrupt_files_are_refused() {
+    let dir = scratch("corrupt");
+    let path = dir.join("c.safetensors");
+    adamw(MasterMode::Int8, 2).save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+
+    let cut = dir.join("truncated.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    refused(&cut, |e| matches!(e, CheckpointError::Corrupt { .. }));
+
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"not a checkpoint at all").unwrap();
+    refused(&garbage, |e| matches!(e, CheckpointError::Corrupt { .. }));
+
+    let missing = dir.join("missing.safetensors");
+    let text = refused(&missing, |e| matches!(e, CheckpointError::Io { .. }));
+    assert!(text.contains("missing.safetensors"), "{text}");
+}
+
+#[test]
+fn other_optimizers_configs_and_shapes_are_refused() {
+    let dir = scratch("mismatch");
+
+    let lion = dir.join("lion.safetensors");
+    let mut l =
+        CpuOptimizer::for_spec(&Lion::default(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    for (i, &n) in LENS.iter().enumerate() {
+        l.add_tensor(&format!("layer{i}.weight"), &values(n, 0))
+            .unwrap();
+    }
+    l.save(&lion).unwrap();
+    let text = refused(
+        &lion,
+        |e| matches!(e, CheckpointError::Mismatch { field, .. } if field == "optimizer"),
+    );
+    assert_eq!(
+        text.rsplit(": ").next().unwrap(),
+        "optimizer is `lion`, this optimizer has `adamw`"
+    );
+
+    let wide = dir.join("32bit.safetensors");
+    adamw(MasterMode::Int16, 1).save(&wide).unwrap();
+    refused(
+        &wide,
+        |e| matches!(e, CheckpointError::Mismatch { field, .. } if field == "config"),
+    );
+
+    let renamed = dir.join("renamed.safetensors");
+    let mut r =
+        CpuOptimizer::for_spec(&AdamW::default(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    for (i, &n) in LENS.iter().enumerate() {
+        r.add_tensor(&format!("block{i}.weight"), &values(n, 0))
+            .unwrap();
+    }
+    r.save(&renamed).unwrap();
+    refused(
+        &renamed,
+        |e| matches!(e, CheckpointError::Mismatch { field, .. } if field == "tensor list"),
+    );
+
+    let resized = dir.join("resized.safetensors");
+    let mut s =
+        CpuOptimizer::for_spec(&AdamW::default(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    for (i, &n) in LENS.iter().enumerate() {
+        s.add_tensor(&format!("layer{i}.weight"), &values(n + 1, 0))
+            .unwrap();
+    }
+    s.save(&resized).unwrap();
+    let text = refused(&resized, |e| {
+        matches!(e, CheckpointError::TensorShape { .. })
+    });
+    assert!(text.contains("layer0.weight::param"), "{text}");
+}
+
+/// A checkpoint whose metadata or tensors were edited by hand.
+fn edited(
+    dir: &Path,
+    name: &str,
+    edit: impl Fn(
+        &mut std::collections::HashMap<String, String>,
+        &mut Vec<(String, Vec<u8>, safetensors::Dtype, usize)>,
+    ),
+) -> PathBuf {
+    let path = dir.join(format!("{name}.safetensors"));
+    adamw(MasterMode::Int8, 1).save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = meta.metadata().clone().unwrap();
+    let mut tensors: Vec<(String, Vec<u8>, safetensors::Dtype, usize)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.data().to_vec(), v.dtype(), v.shape()[0]))
+        .collect();
+    edit(&mut meta, &mut tensors);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, d, t, n)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*t, vec![*n], d).unwrap(),
+            )
+        })
+        .collect();
+    write_atomically(&path, &safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn edited_metadata_and_tensors_are_refused() {
+    let dir = scratch("edited");
+    let newer = edited(&dir, "newer", |m, _| {
+        m.insert("version".into(), "2".into());
+    });
+    let text = refused(&newer, |e| matches!(e, CheckpointError::Version { .. }));
+    assert!(
+        text.contains("version 2; this flashopt reads version 1"),
+        "{text}"
+    );
+
+    let foreign = edited(&dir, "foreign", |m, _| {
+        m.remove("format");
+    });
+    refused(&foreign, |e| {
+        matches!(e, CheckpointError::NotACheckpoint { found: None, .. })
+    });
+    assert_eq!(FORMAT, "flashopt-checkpoint");
+
+    let extra = edited(&dir, "extra", |_, t| {
+        t.push((
+            "layer0.weight::ema".into(),
+            vec![0; 4],
+            safetensors::Dtype::F32,
+            1,
+        ));
+    });
+    refused(
+        &extra,
+        |e| matches!(e, CheckpointError::UnexpectedTensor { key, .. } if key == "layer0.weight::ema"),
+    );
+
+    let dropped = edited(&dir, "dropped", |_, t| {
+        t.retain(|(k, ..)| k != "layer2.weight::v::scales");
+    });
+    refused(
+        &dropped,
+        |e| matches!(e, CheckpointError::MissingTensor { key, .. } if key == "layer2.weight::v::scales"),
+    );
+
+    let retyped = edited(&dir, "retyped", |_, t| {
+        for (k, _, dtype, _) in t.iter_mut() {
+            if k == "layer1.weight::m::codes" {
+                *dtype = safetensors::Dtype::U8;
+            }
+        }
+    });
+    refused(
+        &retyped,
+        |e| matches!(e, CheckpointError::TensorShape { key, .. } if key == "layer1.weight::m::codes"),
+    );
+
+    let bad_hyper = edited(&dir, "bad-hyper", |m, _| {
+        m.insert("hyper.0.lr".into(), "-1.0".into());
+    });
+    let text = refused(
+        &bad_hyper,
+        |e| matches!(e, CheckpointError::Metadata { key, .. } if key == "hyper.0.lr"),
+    );
+    assert!(text.contains("hyper.0.lr"), "{text}");
+}
+
+#[test]
+fn a_save_into_a_missing_folder_fails_and_names_the_path() {
+    let dir = scratch("nofolder");
+    let path = dir.join("no/such/folder/c.safetensors");
+    let err = adamw(MasterMode::Int8, 0).save(&path).unwrap_err();
+    assert!(matches!(err, CheckpointError::Io { .. }));
+    assert!(err.to_string().contains("no/such/folder"), "{err}");
+}

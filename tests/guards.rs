@@ -1,0 +1,112 @@
+//! Skipped steps on non-finite gradients and the numerics check, on the CPU reference.
+
+use flashopt::ir::def::{OptimizerDef, Range, name};
+use flashopt::optimizers::AdamW;
+use flashopt::runtime::numerics::min_step_relative_to_lr;
+use flashopt::runtime::{NonFinite, StepOutcome};
+use flashopt::{CpuOptimizer, GradBuf, MasterMode, PlanConfig, RuntimeError, TensorId};
+use half::bf16;
+
+fn adamw(lr: f64) -> CpuOptimizer {
+    let spec = AdamW {
+        lr,
+        ..AdamW::default()
+    };
+    let mut opt = CpuOptimizer::for_spec(&spec, PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    opt.add_tensor("embed", &[0.5, -1.5, 2.0, 0.25]).unwrap();
+    opt.add_tensor("head", &[1.0; 40]).unwrap();
+    opt
+}
+
+#[test]
+fn a_step_with_nan_or_inf_changes_nothing_and_says_where() {
+    let mut opt = adamw(1e-3);
+    let good = [bf16::from_f32(0.1); 4];
+    let head = [bf16::from_f32(-0.2); 40];
+    assert_eq!(
+        opt.step(&[GradBuf::Bf16(&good), GradBuf::Bf16(&head)])
+            .unwrap(),
+        StepOutcome::Applied
+    );
+    let before = (
+        opt.tensor(TensorId(0)).clone(),
+        opt.tensor(TensorId(1)).clone(),
+    );
+
+    let mut bad_head = head;
+    bad_head[7] = bf16::NAN;
+    bad_head[9] = bf16::NEG_INFINITY;
+    let outcome = opt
+        .step(&[GradBuf::Bf16(&good), GradBuf::Bf16(&bad_head)])
+        .unwrap();
+    let StepOutcome::Skipped(NonFinite {
+        tensor,
+        index,
+        count,
+        ..
+    }) = &outcome
+    else {
+        panic!("not skipped: {outcome:?}")
+    };
+    assert_eq!((tensor.as_str(), *index, *count), ("head", 7, 2));
+    assert_eq!(
+        (
+            opt.tensor(TensorId(0)).clone(),
+            opt.tensor(TensorId(1)).clone()
+        ),
+        before
+    );
+    assert_eq!(opt.steps_taken(), 1, "a skipped step is not counted");
+
+    // f32 gradients are scanned too; the next finite step proceeds as step 2.
+    let mut f32_opt = CpuOptimizer::for_spec(&AdamW::default(), PlanConfig::f32()).unwrap();
+    f32_opt.add_tensor("w", &[1.0, 2.0]).unwrap();
+    let skipped = f32_opt
+        .step(&[GradBuf::F32(&[f32::INFINITY, 0.0])])
+        .unwrap();
+    assert!(!skipped.applied());
+    assert!(
+        f32_opt
+            .step(&[GradBuf::F32(&[0.5, 0.0])])
+            .unwrap()
+            .applied()
+    );
+    assert_eq!(f32_opt.steps_taken(), 1);
+}
+
+#[test]
+fn check_numerics_names_the_tensors_a_small_lr_cannot_move() {
+    let adam_step = min_step_relative_to_lr("adamw").unwrap();
+    assert_eq!(adam_step, 0.1);
+    // |w| up to 2 with a 24-bit master: steps must reach about 1.2e-4, so lr 1e-3 (Adam
+    // steps of 1e-4) is already too small for `embed`, and 1e-2 is fine.
+    assert!(adamw(1e-2).check_numerics(adam_step).unwrap().is_empty());
+    assert_eq!(adamw(1e-3).check_numerics(adam_step).unwrap().len(), 1);
+    let warnings = adamw(1e-7).check_numerics(adam_step).unwrap();
+    let names: Vec<&str> = warnings.iter().map(|w| w.tensor.as_str()).collect();
+    assert_eq!(names, ["embed", "head"]);
+    assert_eq!(warnings[0].max_abs, 2.0);
+    assert_eq!(warnings[0].master_bits, 24);
+    assert!(
+        warnings[0].to_string().starts_with(
+            "tensor `embed`: learning rate 1.000e-7 gives steps that may be too small"
+        ),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn check_numerics_needs_a_learning_rate() {
+    let mut def = OptimizerDef::new("plain");
+    def.hyper("step", 0.5, Range::at_least(0.0));
+    def.assign("p", name("p") - name("step") * name("g"));
+    let mut opt = CpuOptimizer::new(&def, PlanConfig::f32()).unwrap();
+    opt.add_tensor("w", &[1.0]).unwrap();
+    let err = opt.check_numerics(1.0).unwrap_err();
+    assert!(matches!(err, RuntimeError::NoLearningRate { .. }));
+    assert_eq!(
+        err.to_string(),
+        "check_numerics needs a hyper-parameter named `lr`; `plain` has none"
+    );
+}
