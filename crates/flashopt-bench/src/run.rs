@@ -76,7 +76,7 @@ fn fresh_tensor(plan: &Plan, n: usize, seed: usize) -> HostTensor {
     let weight = |j: usize| bf16::from_f32((((j + seed) % 2003) as f32 - 1001.0) * 1e-3);
     HostTensor {
         param: ParamData::Bf16((0..n).map(weight).collect()),
-        correction: match plan.config.master {
+        correction: match plan.config.stored_correction() {
             MasterMode::None => CorrectionData::None,
             MasterMode::Int8 => CorrectionData::Int8(vec![0; n]),
             MasterMode::Int16 => CorrectionData::Int16(vec![0; n]),

@@ -29,6 +29,15 @@ impl PlanConfig {
         }
     }
 
+    /// The correction actually stored: f32 parameters are their own master weights,
+    /// so they carry none whatever `master` says.
+    pub fn stored_correction(self) -> MasterMode {
+        match self.param {
+            FloatDtype::F32 => MasterMode::None,
+            _ => self.master,
+        }
+    }
+
     /// f32 parameters and gradients (no correction).
     pub fn f32() -> PlanConfig {
         PlanConfig {

@@ -19,16 +19,16 @@
 //! temporary file in the same folder, are synced, then renamed over the target.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use flashopt_ir::def::Value;
-use flashopt_ir::interp::{CorrectionData, HostTensor, ParamData, StateData};
+use flashopt_ir::interp::HostTensor;
 use flashopt_ir::types::Type;
-use flashopt_ir::{Codec, FloatDtype, GROUP_SIZE, HyperValues, MasterMode, Plan};
-use half::{bf16, f16};
+use flashopt_ir::{Codec, FloatDtype, HyperValues, MasterMode, Plan};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::raw::{self, Part};
 
 pub const FORMAT: &str = "flashopt-checkpoint";
 /// Bumped whenever a key, dtype or metadata field changes meaning.
@@ -100,20 +100,37 @@ pub struct Expected<'a> {
     pub param_group: usize,
 }
 
-fn float_dtype(d: FloatDtype) -> Dtype {
-    match d {
-        FloatDtype::Bf16 => Dtype::BF16,
-        FloatDtype::F16 => Dtype::F16,
-        FloatDtype::F32 => Dtype::F32,
-    }
-}
-
-fn codes_dtype(c: Codec) -> Dtype {
-    match c {
-        Codec::Int8Softsign | Codec::Int8Linear => Dtype::I8,
-        Codec::Uint8Sqrt => Dtype::U8,
-        Codec::Bf16 => Dtype::BF16,
-        Codec::F32 => Dtype::F32,
+/// The key and safetensors dtype of one part of tensor `name`.
+fn part_key(plan: &Plan, name: &str, part: Part) -> (String, Dtype) {
+    match part {
+        Part::Param => (
+            format!("{name}::param"),
+            match plan.config.param {
+                FloatDtype::Bf16 => Dtype::BF16,
+                FloatDtype::F16 => Dtype::F16,
+                FloatDtype::F32 => Dtype::F32,
+            },
+        ),
+        Part::Correction => (
+            format!("{name}::correction"),
+            match plan.config.stored_correction() {
+                MasterMode::Int16 => Dtype::I16,
+                _ => Dtype::I8,
+            },
+        ),
+        Part::Codes(k) => (
+            format!("{name}::{}::codes", plan.states[k].name),
+            match plan.states[k].codec {
+                Codec::Int8Softsign | Codec::Int8Linear => Dtype::I8,
+                Codec::Uint8Sqrt => Dtype::U8,
+                Codec::Bf16 => Dtype::BF16,
+                Codec::F32 => Dtype::F32,
+            },
+        ),
+        Part::Scales(k) => (
+            format!("{name}::{}::scales", plan.states[k].name),
+            Dtype::F16,
+        ),
     }
 }
 
@@ -123,31 +140,6 @@ fn describe_states(plan: &Plan) -> String {
         .map(|s| format!("{}:{}", s.name, s.codec))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn bytes_of<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(std::mem::size_of_val(v));
-    // safetensors is little-endian, like every device flashopt runs on.
-    if cfg!(target_endian = "little") {
-        out.extend_from_slice(bytemuck::cast_slice(v));
-    } else {
-        for e in bytemuck::cast_slice::<T, u8>(v).chunks_exact(size_of::<T>()) {
-            out.extend(e.iter().rev());
-        }
-    }
-    out
-}
-
-fn from_bytes<T: bytemuck::Pod>(data: &[u8]) -> Vec<T> {
-    if cfg!(target_endian = "little") {
-        bytemuck::pod_collect_to_vec(data)
-    } else {
-        let swapped: Vec<u8> = data
-            .chunks_exact(size_of::<T>())
-            .flat_map(|e| e.iter().rev().copied())
-            .collect();
-        bytemuck::pod_collect_to_vec(&swapped)
-    }
 }
 
 /// What every checkpoint file describes besides its tensors.
@@ -256,54 +248,9 @@ pub fn save(
 ) -> Result<u64, CheckpointError> {
     let mut tensors = Vec::new();
     for e in entries {
-        let t = e.tensor;
-        let n = t.len();
-        let (dtype, data) = match &t.param {
-            ParamData::Bf16(v) => (Dtype::BF16, bytes_of(v)),
-            ParamData::F16(v) => (Dtype::F16, bytes_of(v)),
-            ParamData::F32(v) => (Dtype::F32, bytes_of(v)),
-        };
-        tensors.push((format!("{}::param", e.name), dtype, n, data));
-        match &t.correction {
-            CorrectionData::None => {}
-            CorrectionData::Int8(v) => {
-                tensors.push((format!("{}::correction", e.name), Dtype::I8, n, bytes_of(v)))
-            }
-            CorrectionData::Int16(v) => tensors.push((
-                format!("{}::correction", e.name),
-                Dtype::I16,
-                n,
-                bytes_of(v),
-            )),
-        }
-        for (s, data) in plan.states.iter().zip(&t.states) {
-            let key = format!("{}::{}", e.name, s.name);
-            match data {
-                StateData::Int8 { codes, scales } => {
-                    tensors.push((format!("{key}::codes"), Dtype::I8, n, bytes_of(codes)));
-                    tensors.push((
-                        format!("{key}::scales"),
-                        Dtype::F16,
-                        scales.len(),
-                        bytes_of(scales),
-                    ));
-                }
-                StateData::Uint8 { codes, scales } => {
-                    tensors.push((format!("{key}::codes"), Dtype::U8, n, bytes_of(codes)));
-                    tensors.push((
-                        format!("{key}::scales"),
-                        Dtype::F16,
-                        scales.len(),
-                        bytes_of(scales),
-                    ));
-                }
-                StateData::Bf16(v) => {
-                    tensors.push((format!("{key}::codes"), Dtype::BF16, n, bytes_of(v)))
-                }
-                StateData::F32(v) => {
-                    tensors.push((format!("{key}::codes"), Dtype::F32, n, bytes_of(v)))
-                }
-            }
+        for (part, _, count) in raw::parts(plan, e.tensor.len()) {
+            let (key, dtype) = part_key(plan, e.name, part);
+            tensors.push((key, dtype, count, raw::part_bytes(e.tensor, part)));
         }
     }
     let file = File {
@@ -331,7 +278,7 @@ pub fn export_f32(
             format!("{}::master", e.name),
             Dtype::F32,
             n,
-            bytes_of(&e.tensor.master_f32()),
+            raw::le_bytes(&e.tensor.master_f32()),
         ));
         for (s, data) in plan.states.iter().zip(&e.tensor.states) {
             let values = data.decode(s.codec);
@@ -339,7 +286,7 @@ pub fn export_f32(
                 format!("{}::{}", e.name, s.name),
                 Dtype::F32,
                 n,
-                bytes_of(&values),
+                raw::le_bytes(&values),
             ));
         }
     }
@@ -554,48 +501,12 @@ pub fn load(
     let mut read = Vec::new();
     let mut tensors = Vec::with_capacity(expected.len());
     for e in expected {
-        let n = e.len;
-        let groups = n.div_ceil(GROUP_SIZE);
-        let mut take = |key: String, dtype: Dtype, len: usize| -> Result<&[u8], CheckpointError> {
-            let data = r.data(&key, dtype, len)?;
+        let tensor = raw::assemble(plan, e.len, |part, count| {
+            let (key, dtype) = part_key(plan, e.name, part);
+            let data = r.data(&key, dtype, count)?;
             read.push(key);
             Ok(data)
-        };
-        let key = format!("{}::param", e.name);
-        let data = take(key, float_dtype(plan.config.param), n)?;
-        let param = match plan.config.param {
-            FloatDtype::Bf16 => ParamData::Bf16(from_bytes::<bf16>(data)),
-            FloatDtype::F16 => ParamData::F16(from_bytes::<f16>(data)),
-            FloatDtype::F32 => ParamData::F32(from_bytes::<f32>(data)),
-        };
-        let key = format!("{}::correction", e.name);
-        let correction = match plan.config.master {
-            MasterMode::None => CorrectionData::None,
-            _ if plan.config.param == FloatDtype::F32 => CorrectionData::None,
-            MasterMode::Int8 => CorrectionData::Int8(from_bytes(take(key, Dtype::I8, n)?)),
-            MasterMode::Int16 => CorrectionData::Int16(from_bytes(take(key, Dtype::I16, n)?)),
-        };
-        let mut states = Vec::with_capacity(plan.states.len());
-        for s in &plan.states {
-            let codes = take(
-                format!("{}::{}::codes", e.name, s.name),
-                codes_dtype(s.codec),
-                n,
-            )?;
-            let scales_key = format!("{}::{}::scales", e.name, s.name);
-            states.push(match s.codec {
-                Codec::Int8Softsign | Codec::Int8Linear => StateData::Int8 {
-                    codes: from_bytes(codes),
-                    scales: from_bytes(take(scales_key, Dtype::F16, groups)?),
-                },
-                Codec::Uint8Sqrt => StateData::Uint8 {
-                    codes: codes.to_vec(),
-                    scales: from_bytes(take(scales_key, Dtype::F16, groups)?),
-                },
-                Codec::Bf16 => StateData::Bf16(from_bytes(codes)),
-                Codec::F32 => StateData::F32(from_bytes(codes)),
-            });
-        }
+        })?;
         let group_key = format!("tensor.{}.param_group", tensors.len());
         let group = r.number(&group_key)? as usize;
         if group != e.param_group {
@@ -606,11 +517,7 @@ pub fn load(
                 expected: e.param_group.to_string(),
             });
         }
-        tensors.push(HostTensor {
-            param,
-            correction,
-            states,
-        });
+        tensors.push(tensor);
     }
     r.check_no_extra(&read)?;
     let hyper = r.hyper(plan, current)?;
@@ -642,16 +549,14 @@ pub fn read_master_f32(
                 key: key.clone(),
             })?;
         if view.dtype() != Dtype::F32 || view.shape().iter().product::<usize>() != e.len {
-            let mut expected_text = String::new();
-            let _ = write!(expected_text, "F32 with {} elements", e.len);
             return Err(CheckpointError::TensorShape {
                 path: path.to_path_buf(),
                 key,
                 found: format!("{:?} {:?}", view.dtype(), view.shape()),
-                expected: expected_text,
+                expected: format!("F32 with {} elements", e.len),
             });
         }
-        out.push(from_bytes::<f32>(view.data()));
+        out.push(raw::from_le::<f32>(view.data()));
     }
     Ok(out)
 }

@@ -208,7 +208,7 @@ impl CpuOptimizer {
             .tensors
             .iter()
             .filter_map(|(name, t)| {
-                let max_abs = t.param_f32().iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let max_abs = numerics::max_abs(&t.param);
                 numerics::check_tensor(name, self.plan.config, lr, min_step_relative_to_lr, max_abs)
             })
             .collect())

@@ -16,13 +16,13 @@ use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::define::{Buffer, KernelShape, Role};
 use flashopt_cubecl::launch::{FusedStep, launch};
 use flashopt_ir::def::Value;
-use flashopt_ir::interp::{CorrectionData, GradBuf, HostTensor, ParamData, StateData};
-use flashopt_ir::{FloatDtype, GROUP_SIZE, HyperValues, Plan};
-use half::{bf16, f16};
+use flashopt_ir::interp::{GradBuf, HostTensor};
+use flashopt_ir::{GROUP_SIZE, HyperValues, Plan};
 
 use crate::checkpoint::{self, CheckpointError, Entry, Expected};
 use crate::cpu::{RuntimeError, TensorId, lr_of};
 use crate::numerics::{self, NonFinite, NumericsWarning, StepOutcome};
+use crate::raw::{self, Part};
 
 struct Segment {
     name: String,
@@ -51,63 +51,46 @@ pub struct GpuOptimizer<R: Runtime> {
     pending_non_finite: Option<NonFinite>,
 }
 
-/// Append the little-endian bytes of `values` (the devices' byte order): one copy on
-/// little-endian hosts, which matters for gradients uploaded every step.
-fn extend_le<T: bytemuck::Pod>(out: &mut Vec<u8>, values: &[T]) {
-    let bytes: &[u8] = bytemuck::cast_slice(values);
-    if cfg!(target_endian = "little") {
-        out.extend_from_slice(bytes);
-    } else {
-        for element in bytes.chunks_exact(size_of::<T>()) {
-            out.extend(element.iter().rev());
-        }
-    }
-}
-
 fn push_le<const N: usize>(out: &mut Vec<u8>, bytes: [u8; N]) {
     out.extend_from_slice(&bytes);
 }
 
-/// A tensor's bytes for one buffer role, padded to `groups` groups.
-fn role_bytes(t: &HostTensor, role: Role, groups: usize, pad: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    let padded = groups * GROUP_SIZE;
+/// The part of a tensor's state a buffer role holds.
+fn part_of(role: Role) -> Part {
     match role {
-        Role::Param => match &t.param {
-            ParamData::Bf16(v) => extend_le(&mut out, v),
-            ParamData::F16(v) => extend_le(&mut out, v),
-            ParamData::F32(v) => extend_le(&mut out, v),
-        },
-        Role::Correction => match &t.correction {
-            CorrectionData::Int8(v) => out.extend(v.iter().map(|&c| c as u8)),
-            CorrectionData::Int16(v) => extend_le(&mut out, v),
-            CorrectionData::None => {}
-        },
-        Role::StateCodes(s) => match &t.states[s] {
-            StateData::Int8 { codes, .. } => out.extend(codes.iter().map(|&c| c as u8)),
-            StateData::Uint8 { codes, .. } => out.extend_from_slice(codes),
-            StateData::Bf16(v) => extend_le(&mut out, v),
-            StateData::F32(v) => extend_le(&mut out, v),
-        },
-        Role::StateScales(s) => {
-            if let StateData::Int8 { scales, .. } | StateData::Uint8 { scales, .. } = &t.states[s] {
-                extend_le(&mut out, scales);
-            }
-            out.resize(groups * 2, pad);
-            return out;
-        }
+        Role::Param => Part::Param,
+        Role::Correction => Part::Correction,
+        Role::StateCodes(k) => Part::Codes(k),
+        Role::StateScales(k) => Part::Scales(k),
         Role::Grad | Role::Scalars | Role::GroupInfo => unreachable!("not tensor state"),
     }
-    let element = if t.is_empty() { 0 } else { out.len() / t.len() };
-    out.resize(padded * element, pad);
-    out
 }
 
-fn read_le<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| f(c.try_into().expect("chunk of N bytes")))
-        .collect()
+/// The buffer role holding a part of a tensor's state.
+fn role_of(part: Part) -> Role {
+    match part {
+        Part::Param => Role::Param,
+        Part::Correction => Role::Correction,
+        Part::Codes(k) => Role::StateCodes(k),
+        Part::Scales(k) => Role::StateScales(k),
+    }
+}
+
+/// Where a tensor's part starts in its buffer, in elements: scales have one element
+/// per group, the other parts one per parameter.
+fn part_start(part: Part, first_group: usize) -> usize {
+    match part {
+        Part::Scales(_) => first_group,
+        _ => first_group * GROUP_SIZE,
+    }
+}
+
+/// A tensor's bytes for one buffer, padded to `groups` groups.
+fn role_bytes(t: &HostTensor, buffer: &Buffer, groups: usize, pad: u8) -> Vec<u8> {
+    let part = part_of(buffer.role);
+    let mut out = raw::part_bytes(t, part);
+    out.resize(part_start(part, groups) * buffer.element_bytes(), pad);
+    out
 }
 
 impl<R: Runtime> GpuOptimizer<R> {
@@ -190,10 +173,10 @@ impl<R: Runtime> GpuOptimizer<R> {
                     }
                     info
                 }
-                role => tensors
+                _ => tensors
                     .iter()
                     .zip(&segments)
-                    .flat_map(|((_, _, t), s)| role_bytes(t, role, s.groups, pad))
+                    .flat_map(|((_, _, t), s)| role_bytes(t, buffer, s.groups, pad))
                     .collect(),
             };
             let len = bytes.len() / buffer.element_bytes();
@@ -300,9 +283,9 @@ impl<R: Runtime> GpuOptimizer<R> {
             }
             let start = bytes.len();
             match *g {
-                GradBuf::Bf16(v) => extend_le(&mut bytes, v),
-                GradBuf::F16(v) => extend_le(&mut bytes, v),
-                GradBuf::F32(v) => extend_le(&mut bytes, v),
+                GradBuf::Bf16(v) => raw::extend_le(&mut bytes, v),
+                GradBuf::F16(v) => raw::extend_le(&mut bytes, v),
+                GradBuf::F32(v) => raw::extend_le(&mut bytes, v),
             }
             bytes.resize(start + s.groups * GROUP_SIZE * dtype.size_bytes(), self.pad);
         }
@@ -399,15 +382,8 @@ impl<R: Runtime> GpuOptimizer<R> {
             .iter()
             .filter_map(|s| {
                 let start = s.first_group * GROUP_SIZE * size;
-                let values = &bytes[start..start + s.len * size];
-                let max_abs = values.chunks_exact(size).fold(0.0f32, |m, b| {
-                    let x = match dtype {
-                        FloatDtype::Bf16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-                        FloatDtype::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                        FloatDtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                    };
-                    m.max(x.abs())
-                });
+                let param = raw::param_data(dtype, &bytes[start..start + s.len * size]);
+                let max_abs = numerics::max_abs(&param);
                 let lr = lrs[s.param_group];
                 numerics::check_tensor(
                     &s.name,
@@ -562,89 +538,18 @@ impl<R: Runtime> GpuOptimizer<R> {
             .iter()
             .map(|(h, _)| self.client.read_one_unchecked(h.clone()).to_vec())
             .collect();
-        let cfg = self.plan.config;
-        let mut out = Vec::new();
-        for s in &self.segments {
-            let elements = |role: Role, size: usize| -> &[u8] {
-                let i = layout.iter().position(|b| b.role == role).expect("buffer");
-                let start = s.first_group * GROUP_SIZE * size;
-                &bytes[i][start..start + s.len * size]
-            };
-            let param = match cfg.param {
-                FloatDtype::Bf16 => ParamData::Bf16(read_le(elements(Role::Param, 2), |b| {
-                    bf16::from_bits(u16::from_le_bytes(b))
-                })),
-                FloatDtype::F16 => ParamData::F16(read_le(elements(Role::Param, 2), |b| {
-                    f16::from_bits(u16::from_le_bytes(b))
-                })),
-                FloatDtype::F32 => {
-                    ParamData::F32(read_le(elements(Role::Param, 4), f32::from_le_bytes))
-                }
-            };
-            let correction = match cfg.master {
-                flashopt_ir::MasterMode::None => CorrectionData::None,
-                flashopt_ir::MasterMode::Int8 => CorrectionData::Int8(
-                    elements(Role::Correction, 1)
-                        .iter()
-                        .map(|&b| b as i8)
-                        .collect(),
-                ),
-                flashopt_ir::MasterMode::Int16 => CorrectionData::Int16(read_le(
-                    elements(Role::Correction, 2),
-                    i16::from_le_bytes,
-                )),
-            };
-            let states = self
-                .plan
-                .states
-                .iter()
-                .enumerate()
-                .map(|(k, st)| {
-                    let scales = || {
-                        let i = layout
-                            .iter()
-                            .position(|b| b.role == Role::StateScales(k))
-                            .expect("scales");
-                        let start = s.first_group * 2;
-                        read_le(&bytes[i][start..start + s.groups * 2], |b| {
-                            f16::from_bits(u16::from_le_bytes(b))
-                        })
-                    };
-                    match st.codec {
-                        flashopt_ir::Codec::Int8Softsign | flashopt_ir::Codec::Int8Linear => {
-                            StateData::Int8 {
-                                codes: elements(Role::StateCodes(k), 1)
-                                    .iter()
-                                    .map(|&b| b as i8)
-                                    .collect(),
-                                scales: scales(),
-                            }
-                        }
-                        flashopt_ir::Codec::Uint8Sqrt => StateData::Uint8 {
-                            codes: elements(Role::StateCodes(k), 1).to_vec(),
-                            scales: scales(),
-                        },
-                        flashopt_ir::Codec::Bf16 => {
-                            StateData::Bf16(read_le(elements(Role::StateCodes(k), 2), |b| {
-                                bf16::from_bits(u16::from_le_bytes(b))
-                            }))
-                        }
-                        flashopt_ir::Codec::F32 => StateData::F32(read_le(
-                            elements(Role::StateCodes(k), 4),
-                            f32::from_le_bytes,
-                        )),
-                    }
-                })
-                .collect();
-            out.push((
-                s.name.clone(),
-                HostTensor {
-                    param,
-                    correction,
-                    states,
-                },
-            ));
-        }
-        out
+        self.segments
+            .iter()
+            .map(|s| {
+                let tensor = raw::assemble(&self.plan, s.len, |part, n| {
+                    let i = self.slot(role_of(part));
+                    let size = layout[i].element_bytes();
+                    let start = part_start(part, s.first_group) * size;
+                    Ok::<_, std::convert::Infallible>(&bytes[i][start..start + n * size])
+                });
+                let Ok(tensor) = tensor;
+                (s.name.clone(), tensor)
+            })
+            .collect()
     }
 }

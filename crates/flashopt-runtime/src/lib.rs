@@ -10,6 +10,7 @@ pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod numerics;
+pub mod raw;
 
 pub use checkpoint::CheckpointError;
 pub use cpu::{CpuOptimizer, RuntimeError, TensorId};

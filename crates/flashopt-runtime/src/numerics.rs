@@ -2,8 +2,8 @@
 //! GradScaler does), and flashoptim's `check_numerics` tells when the learning rate is
 //! too small to move the largest weights at the storage precision.
 
-use flashopt_ir::interp::GradBuf;
-use flashopt_ir::{FloatDtype, MasterMode, PlanConfig};
+use flashopt_ir::interp::{GradBuf, ParamData};
+use flashopt_ir::{FloatDtype, PlanConfig};
 
 /// What a step did.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,6 +83,18 @@ pub fn scan_step<'a>(grads: impl IntoIterator<Item = (&'a str, GradBuf<'a>)>) ->
     found
 }
 
+/// The largest `|w|` of a tensor's parameters (NaN ignored, as `f32::max` does).
+pub fn max_abs(param: &ParamData) -> f32 {
+    fn fold<T: Copy>(v: &[T], f32_of: impl Fn(T) -> f32) -> f32 {
+        v.iter().fold(0.0f32, |m, &x| m.max(f32_of(x).abs()))
+    }
+    match param {
+        ParamData::Bf16(v) => fold(v, |x| x.to_f32()),
+        ParamData::F16(v) => fold(v, |x| x.to_f32()),
+        ParamData::F32(v) => fold(v, |x| x),
+    }
+}
+
 /// A tensor whose largest weight the learning rate cannot move.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NumericsWarning {
@@ -145,12 +157,8 @@ pub fn check_tensor(
     if lr == 0.0 || max_abs <= 0.0 || !max_abs.is_finite() {
         return None;
     }
-    let width = config.param.size_bytes() as u32;
-    let master_bytes = match (config.param, config.master) {
-        (FloatDtype::F32, _) | (_, MasterMode::None) => width,
-        (_, m) => width + m.correction_bytes() as u32,
-    };
-    let master_bits = master_bytes * 8;
+    let master_bytes = config.param.size_bytes() + config.stored_correction().correction_bytes();
+    let master_bits = master_bytes as u32 * 8;
     let mantissa = (master_bits - 1 - exponent_bits(config.param)) as f64 + 0.49f64.log2();
     let log2_resolution = (max_abs as f64).log2().floor() - mantissa;
     let log2_min_step = (lr * min_step_relative).log2();
@@ -167,6 +175,7 @@ pub fn check_tensor(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flashopt_ir::MasterMode;
     use half::bf16;
 
     #[test]
