@@ -102,8 +102,8 @@ impl KernelShape {
     }
 
     /// Vector width for an element type: at most 16 bytes, at most one unit's lanes.
-    fn vector_width(self, storage: StorageType) -> usize {
-        (16 / storage.size()).min(self.lanes_per_unit)
+    fn vector_width(self, element_bytes: usize) -> usize {
+        (16 / element_bytes).min(self.lanes_per_unit)
     }
 }
 
@@ -111,7 +111,7 @@ fn vectored(shape: KernelShape, role: Role, storage: StorageType, writable: bool
     Buffer {
         role,
         storage,
-        vector: shape.vector_width(storage),
+        vector: shape.vector_width(storage.size()),
         writable,
     }
 }
@@ -200,11 +200,7 @@ pub fn define(
     let group = ops::unit_group::expand(scope, first.into(), count.clone().into(), units);
     let sub = ops::unit_part::expand(scope, units);
     let in_range = ops::unit_in_range::expand(scope, count.into(), units);
-    let place = Place {
-        group,
-        sub,
-        lanes: shape.lanes_per_unit,
-    };
+    let place = Place { group, sub, shape };
     kernel.step_group(scope, &place, in_range);
     builder.build(settings)
 }
@@ -214,7 +210,7 @@ pub fn define(
 struct Place {
     group: NativeExpand<usize>,
     sub: NativeExpand<usize>,
-    lanes: usize,
+    shape: KernelShape,
 }
 
 impl Place {
@@ -225,7 +221,7 @@ impl Place {
             self.group.clone(),
             self.sub.clone(),
             GROUP_SIZE / width,
-            self.lanes / width,
+            self.shape.lanes_per_unit / width,
             c,
         )
     }
@@ -457,7 +453,8 @@ impl KernelBody<'_> {
         } else {
             values.to_vec()
         };
-        let first_lane = ops::block_index::expand(scope, place.sub.clone(), place.lanes, 0);
+        let first_lane =
+            ops::block_index::expand(scope, place.sub.clone(), place.shape.lanes_per_unit, 0);
         let mut absmax = Lane::from_lit(scope, 0.0f32);
         for (lane, m) in magnitudes.iter().enumerate() {
             absmax = ops::absmax_step::expand(
@@ -581,8 +578,8 @@ fn load_lanes<E: Numeric, N: Size>(
 ) -> Vec<NativeExpand<E>> {
     let array: NativeExpand<Array<Vector<E, N>>> = var.into();
     let width = N::try_value_const().expect("constant vector width");
-    let mut lanes = Vec::with_capacity(place.lanes);
-    for c in 0..place.lanes / width {
+    let mut lanes = Vec::with_capacity(place.shape.lanes_per_unit);
+    for c in 0..place.shape.lanes_per_unit / width {
         let at = place.vector_index(scope, width, c);
         let v = ops::load_vector::expand::<E, N>(scope, array.clone(), at);
         for k in 0..width {
@@ -601,7 +598,7 @@ fn store_lanes<E: Numeric, N: Size>(
 ) {
     let array: NativeExpand<Array<Vector<E, N>>> = var.into();
     let width = N::try_value_const().expect("constant vector width");
-    for c in 0..place.lanes / width {
+    for c in 0..place.shape.lanes_per_unit / width {
         let v = ops::empty_vector::expand::<E, N>(scope);
         for k in 0..width {
             ops::set_lane::expand::<E, N>(scope, v.clone(), k, lanes[c * width + k].clone());
@@ -611,9 +608,9 @@ fn store_lanes<E: Numeric, N: Size>(
     }
 }
 
-/// The vector width [`buffers`] gives elements of `E` (16 bytes, or one unit's lanes).
+/// The vector width [`buffers`] gives elements of `E`.
 fn width_of<E: CubePrimitive>(place: &Place) -> usize {
-    (16 / size_of::<E>()).min(place.lanes)
+    place.shape.vector_width(size_of::<E>())
 }
 
 fn load_raw<E: Numeric>(
