@@ -113,8 +113,10 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
         return Err("flashopt.csv: unexpected columns".into());
     }
     // Rows in the order of `workloads::all()`, each workload's rows as measured.
-    let order: Vec<&str> = workloads::all().iter().map(|w| w.name).collect();
-    ours.sort_by_key(|r| order.iter().position(|w| *w == r.get("workload")));
+    let all = workloads::all();
+    let names: Vec<&str> = all.iter().map(|w| w.name).collect();
+    let workload = |name: &str| all.iter().find(|w| w.name == name).expect("known workload");
+    ours.sort_by_key(|r| names.iter().position(|w| *w == r.get("workload")));
     let copy: f64 = notes
         .get("copy_gbps")
         .ok_or("flashopt.csv: no `# copy_gbps=` line")?
@@ -207,7 +209,6 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
             })
             .and_then(|r| r.num("ms").ok())
     };
-    let names: Vec<&str> = workloads::all().iter().map(|w| w.name).collect();
     if !theirs.is_empty() {
         if let Some(v) = ref_notes.get("versions") {
             writeln!(out, "\nReference versions: {v}").unwrap();
@@ -235,12 +236,8 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
     }
     if let Some(plot) = plot {
         let plan = AdamW::plan(PlanConfig::bf16(MasterMode::Int8)).map_err(|e| e.to_string())?;
-        let model_gbps = |ms: f64, workload: &str| -> f64 {
-            let w = workloads::all()
-                .into_iter()
-                .find(|w| w.name == workload)
-                .expect("known workload");
-            let bytes: u64 = w
+        let model_gbps = |ms: f64, name: &str| -> f64 {
+            let bytes: u64 = workload(name)
                 .tensors
                 .iter()
                 .map(|&n| plan.bytes_for(n))
@@ -271,11 +268,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
                 names
                     .iter()
                     .map(|w| {
-                        let params = workloads::all()
-                            .into_iter()
-                            .find(|x| x.name == *w)
-                            .expect("known")
-                            .params();
+                        let params = workload(w).params();
                         theirs_ms("torch", "AdamW", w)
                             .map(|ms| TORCH_ADAMW_BYTES * params as f64 / (ms * 1e-3) / 1e9)
                     })
