@@ -110,3 +110,101 @@ fn check_numerics_needs_a_learning_rate() {
         "check_numerics needs a hyper-parameter named `lr`; `plain` has none"
     );
 }
+
+fn adamw_with(config: PlanConfig) -> CpuOptimizer {
+    let spec = AdamW {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        ..AdamW::default()
+    };
+    let mut opt = CpuOptimizer::for_spec(&spec, config).unwrap();
+    opt.add_tensor("a", &[0.5, -1.5, 2.0, 0.25, 3.0]).unwrap();
+    opt.add_tensor("b", &[1.0; 40]).unwrap();
+    opt
+}
+
+fn bf16s(values: impl IntoIterator<Item = f32>) -> Vec<bf16> {
+    values.into_iter().map(bf16::from_f32).collect()
+}
+
+#[test]
+fn clipping_scales_the_widened_gradient_like_torch() {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let f32_grads = PlanConfig {
+        grad: flashopt::ir::FloatDtype::F32,
+        ..config
+    };
+    let mut clipped = adamw_with(config);
+    clipped.set_grad_clipping(Some(0.5)).unwrap();
+    // The reference: no clipping, fed gradients already multiplied by the factor in
+    // f32, as the kernel multiplies them.
+    let mut by_hand = adamw_with(f32_grads);
+    for step in 0..3 {
+        let a = bf16s((0..5).map(|i| (i as f32 - 2.0) * 0.7 + step as f32));
+        let b = bf16s((0..40).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.05));
+        let squares: f64 = a
+            .iter()
+            .chain(&b)
+            .map(|x| f64::from(x.to_f32()).powi(2))
+            .sum();
+        let norm = squares.sqrt();
+        assert!(norm > 0.5, "the test needs clipping to bite");
+        let scale = (0.5 / (norm + 1e-6)) as f32;
+        let scaled = |g: &[bf16]| -> Vec<f32> { g.iter().map(|x| x.to_f32() * scale).collect() };
+        let (sa, sb) = (scaled(&a), scaled(&b));
+        assert!(
+            clipped
+                .step(&[GradBuf::Bf16(&a), GradBuf::Bf16(&b)])
+                .unwrap()
+                .applied()
+        );
+        assert_eq!(clipped.last_grad_norm(), Some(norm));
+        by_hand
+            .step(&[GradBuf::F32(&sa), GradBuf::F32(&sb)])
+            .unwrap();
+        for i in 0..2 {
+            assert_eq!(
+                clipped.tensor(TensorId(i)),
+                by_hand.tensor(TensorId(i)),
+                "step {step}, tensor {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn clipping_under_the_threshold_changes_nothing() {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let mut clipped = adamw_with(config);
+    clipped.set_grad_clipping(Some(1e6)).unwrap();
+    let mut plain = adamw_with(config);
+    let a = bf16s([0.1, -0.2, 0.3, 0.0, 1.0]);
+    let b = bf16s((0..40).map(|i| i as f32 * 0.01));
+    for opt in [&mut clipped, &mut plain] {
+        opt.step(&[GradBuf::Bf16(&a), GradBuf::Bf16(&b)]).unwrap();
+    }
+    assert_eq!(clipped.tensor(TensorId(0)), plain.tensor(TensorId(0)));
+    assert_eq!(clipped.tensor(TensorId(1)), plain.tensor(TensorId(1)));
+    assert_eq!(plain.last_grad_norm(), None, "only measured when clipping");
+}
+
+#[test]
+fn a_non_finite_step_is_skipped_before_clipping_sees_it() {
+    let mut opt = adamw_with(PlanConfig::bf16(MasterMode::Int8));
+    opt.set_grad_clipping(Some(1.0)).unwrap();
+    let before = opt.tensor(TensorId(1)).clone();
+    let mut b = bf16s([0.5; 40]);
+    b[3] = bf16::INFINITY;
+    let a = bf16s([0.0; 5]);
+    let outcome = opt.step(&[GradBuf::Bf16(&a), GradBuf::Bf16(&b)]).unwrap();
+    assert!(!outcome.applied());
+    assert_eq!(opt.tensor(TensorId(1)), &before);
+    assert_eq!(opt.last_grad_norm(), None);
+    let err = opt.set_grad_clipping(Some(-1.0)).unwrap_err();
+    assert!(matches!(err, RuntimeError::MaxNorm(_)), "{err}");
+    assert_eq!(
+        opt.grad_clipping(),
+        Some(1.0),
+        "a refused threshold changes nothing"
+    );
+}

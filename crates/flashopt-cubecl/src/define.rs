@@ -252,7 +252,7 @@ impl KernelBody<'_> {
     fn step_group(&self, scope: &mut Scope, place: &Place, in_range: NativeExpand<bool>) {
         let plan = self.plan;
         let lanes = self.lanes();
-        let scalar_count = plan.host.scalars.len();
+        let scalar_count = plan.scalar_count();
         let info = ops::load_scalar::expand::<u32>(
             scope,
             self.var(Role::GroupInfo).into(),

@@ -11,3 +11,4 @@ pub mod define;
 pub mod emit;
 pub mod launch;
 pub mod ops;
+pub mod reduce;

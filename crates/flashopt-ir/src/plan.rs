@@ -142,6 +142,9 @@ pub struct Plan {
     pub body: Vec<Inst>,
     /// The parameter first, then every state in declaration order.
     pub stores: Vec<Store>,
+    /// The kernel scalar that scales the gradient (global-norm clipping), after the
+    /// host program's; set by [`crate::passes::scale_grad`].
+    pub grad_scale: Option<usize>,
 }
 
 /// Bytes moved through device memory per parameter by one step.
@@ -234,7 +237,20 @@ impl Plan {
                 .sum::<f64>()
     }
 
-    /// The host scalars of one step, as the kernel receives them (f32 lanes).
+    /// Kernel scalars per parameter group: the host program's, then the gradient
+    /// scale if the plan has one.
+    pub fn scalar_count(&self) -> usize {
+        self.host.scalars.len() + usize::from(self.grad_scale.is_some())
+    }
+
+    /// `self` with its gradient multiplied by a per-step scalar
+    /// ([`crate::passes::scale_grad`]); [`Self::kernel_scalars`] sets it to 1.
+    pub fn with_grad_scale(&self) -> Plan {
+        crate::passes::scale_grad(self)
+    }
+
+    /// The host scalars of one step, as the kernel receives them (f32 lanes); a
+    /// gradient scale, if the plan has one, is 1 (clipping sets it afterwards).
     pub fn kernel_scalars(
         &self,
         hyper: &HyperValues,
@@ -248,12 +264,16 @@ impl Plan {
         hyper
             .check_for(&self.hyper_params)
             .map_err(|e| HostEvalError(e.to_string()))?;
-        Ok(self
+        let mut scalars: Vec<f32> = self
             .host
             .evaluate(hyper, step)?
             .into_iter()
             .map(to_kernel_f32)
-            .collect())
+            .collect();
+        if self.grad_scale.is_some() {
+            scalars.push(1.0);
+        }
+        Ok(scalars)
     }
 }
 

@@ -199,6 +199,12 @@ impl fmt::Display for Plan {
             "host scalars (f64 on the host, rounded to f32 once per step):"
         )?;
         f.write_str(&self.host.to_text(&self.hyper_params))?;
+        if let Some(k) = self.grad_scale {
+            writeln!(
+                f,
+                "  ${k}: f32 = gradient scale (global-norm clipping, set every step)"
+            )?;
+        }
         writeln!(f, "per element (f32):")?;
         let cfg = self.config;
         for (i, inst) in self.body.iter().enumerate() {

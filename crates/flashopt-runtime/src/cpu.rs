@@ -7,6 +7,7 @@ use flashopt_ir::def::Value;
 use flashopt_ir::interp::{self, GradBuf, HostTensor, InterpError};
 
 use crate::checkpoint::{self, CheckpointError, Entry, Expected};
+use crate::clip;
 use crate::numerics::{self, NumericsWarning, StepOutcome};
 use flashopt_ir::{
     CompileError, HostEvalError, HyperError, HyperValues, OptimizerDef, OptimizerSpec, Plan,
@@ -37,6 +38,12 @@ pub enum RuntimeError {
         "step got {found} gradient(s) for {expected} tensor(s); pass one per tensor, in registration order"
     )]
     GradCount { expected: usize, found: usize },
+    #[error("gradient clipping: max_norm must be positive and finite, got {0}")]
+    MaxNorm(f64),
+    #[error(
+        "gradient clipping needs the norm of the whole step: use step(), not step_tensor() (gradient release)"
+    )]
+    ClipNeedsWholeStep,
 }
 
 /// A tensor registered with an optimizer, by registration order.
@@ -80,6 +87,9 @@ pub struct CpuOptimizer {
     hyper: HyperValues,
     steps_taken: u64,
     tensors: Vec<(String, HostTensor)>,
+    /// Global gradient-norm clipping threshold.
+    max_grad_norm: Option<f64>,
+    last_grad_norm: Option<f64>,
 }
 
 impl CpuOptimizer {
@@ -106,6 +116,8 @@ impl CpuOptimizer {
             hyper,
             steps_taken: 0,
             tensors: Vec::new(),
+            max_grad_norm: None,
+            last_grad_norm: None,
         }
     }
 
@@ -171,10 +183,16 @@ impl CpuOptimizer {
             return Ok(StepOutcome::Skipped(found));
         }
         let step = self.steps_taken + 1;
-        let scalars = self
+        let mut scalars = self
             .plan
             .kernel_scalars(&self.hyper, step)
             .map_err(|source| RuntimeError::HostScalars { step, source })?;
+        if let Some(max_norm) = self.max_grad_norm {
+            let norm = grads.iter().map(clip::square_sum).sum::<f64>().sqrt();
+            let slot = self.plan.grad_scale.expect("clipping scales the gradient");
+            scalars[slot] = clip::scale(max_norm, norm);
+            self.last_grad_norm = Some(norm);
+        }
         let mut jobs = Vec::with_capacity(self.tensors.len());
         for ((name, tensor), &grad) in self.tensors.iter_mut().zip(grads) {
             let buffers = tensor.buffers(grad);
@@ -194,6 +212,43 @@ impl CpuOptimizer {
         }
         self.steps_taken = step;
         Ok(StepOutcome::Applied)
+    }
+
+    /// Clip the global gradient norm of every later step to `max_norm` (torch's
+    /// `clip_grad_norm_`; see [`crate::clip`]), or stop clipping with `None`.
+    ///
+    /// ```
+    /// use flashopt_ir::interp::GradBuf;
+    /// use flashopt_ir::{PlanConfig, def::*};
+    /// use flashopt_runtime::CpuOptimizer;
+    ///
+    /// let mut def = OptimizerDef::new("sgd");
+    /// def.hyper("lr", 1.0, Range::at_least(0.0));
+    /// def.assign("p", name("p") - name("lr") * name("g"));
+    /// let mut opt = CpuOptimizer::new(&def, PlanConfig::f32()).unwrap();
+    /// let w = opt.add_tensor("w", &[0.0, 0.0]).unwrap();
+    /// opt.set_grad_clipping(Some(1.0)).unwrap();
+    /// opt.step(&[GradBuf::F32(&[3.0, 4.0])]).unwrap(); // norm 5, scaled by 1 / 5
+    /// assert_eq!(opt.last_grad_norm(), Some(5.0));
+    /// let p = opt.master(w);
+    /// assert!((p[0] + 0.6).abs() < 1e-6 && (p[1] + 0.8).abs() < 1e-6);
+    /// assert!(opt.set_grad_clipping(Some(0.0)).is_err());
+    /// ```
+    pub fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
+        self.max_grad_norm = max_norm.map(clip::check_max_norm).transpose()?;
+        if self.max_grad_norm.is_some() {
+            self.plan = self.plan.with_grad_scale();
+        }
+        Ok(())
+    }
+
+    pub fn grad_clipping(&self) -> Option<f64> {
+        self.max_grad_norm
+    }
+
+    /// The global gradient norm of the last step applied with clipping on.
+    pub fn last_grad_norm(&self) -> Option<f64> {
+        self.last_grad_norm
     }
 
     /// flashoptim's `check_numerics`: the tensors whose largest weight a step of

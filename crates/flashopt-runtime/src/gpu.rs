@@ -15,11 +15,13 @@ use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::define::{Buffer, KernelShape, Role};
 use flashopt_cubecl::launch::{FusedStep, launch};
+use flashopt_cubecl::reduce;
 use flashopt_ir::def::Value;
-use flashopt_ir::interp::{GradBuf, HostTensor};
+use flashopt_ir::interp::{GradBuf, HostTensor, ParamData};
 use flashopt_ir::{GROUP_SIZE, HyperValues, Plan};
 
 use crate::checkpoint::{self, CheckpointError, Entry, Expected};
+use crate::clip;
 use crate::cpu::{RuntimeError, TensorId, lr_of};
 use crate::numerics::{self, NonFinite, NumericsWarning, StepOutcome};
 use crate::raw::{self, Part};
@@ -49,6 +51,13 @@ pub struct GpuOptimizer<R: Runtime> {
     pad: u8,
     /// Non-finite values found in the gradients last written from the host.
     pending_non_finite: Option<NonFinite>,
+    /// The gradient buffer was written by [`Self::write_grads`] (and scanned there)
+    /// since the last step.
+    grads_scanned: bool,
+    /// Scan gradients written on the device for NaN/infinity before each step.
+    check_device_grads: bool,
+    max_grad_norm: Option<f64>,
+    last_grad_norm: Option<f64>,
 }
 
 fn push_le<const N: usize>(out: &mut Vec<u8>, bytes: [u8; N]) {
@@ -200,6 +209,10 @@ impl<R: Runtime> GpuOptimizer<R> {
             buffers,
             pad,
             pending_non_finite: None,
+            grads_scanned: false,
+            check_device_grads: true,
+            max_grad_norm: None,
+            last_grad_norm: None,
         })
     }
 
@@ -257,9 +270,9 @@ impl<R: Runtime> GpuOptimizer<R> {
 
     /// Upload this step's gradients (one per tensor, in order) from the host as a new
     /// gradient buffer. Trainers whose gradients are already on the device write them
-    /// into [`Self::grad_buffer`] instead. Gradients written here are scanned for NaN
-    /// and infinity on the way: the next [`Self::step`] is then skipped. (Gradients
-    /// written on the device are not scanned yet: that needs a reduction pass.)
+    /// into [`Self::grad_buffer`] instead (the next [`Self::step`] scans those on the
+    /// device). Gradients written here are scanned for NaN and infinity on the way: the
+    /// next [`Self::step`] is then skipped.
     pub fn write_grads(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
         if grads.len() != self.segments.len() {
             return Err(RuntimeError::GradCount {
@@ -295,16 +308,123 @@ impl<R: Runtime> GpuOptimizer<R> {
         }
         let named = self.segments.iter().map(|s| s.name.as_str());
         self.pending_non_finite = numerics::scan_step(named.zip(grads.iter().copied()));
+        self.grads_scanned = true;
         Ok(())
     }
 
-    fn upload_scalars(&mut self, step: u64) -> Result<(), RuntimeError> {
+    /// Clip the global gradient norm of every later step to `max_norm` (torch's
+    /// `clip_grad_norm_`; see [`crate::clip`]), or stop clipping with `None`. Each
+    /// step then runs one reduction over the gradients (which also finds NaN and
+    /// infinity) and reads its result back before the update, which applies the
+    /// factor inside the fused kernel.
+    pub fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
+        self.max_grad_norm = max_norm.map(clip::check_max_norm).transpose()?;
+        if self.max_grad_norm.is_some() && self.plan.grad_scale.is_none() {
+            self.plan = Arc::new(self.plan.with_grad_scale());
+            let shape = self.kernel_shape();
+            self.set_kernel_shape(shape);
+        }
+        Ok(())
+    }
+
+    pub fn grad_clipping(&self) -> Option<f64> {
+        self.max_grad_norm
+    }
+
+    /// The global gradient norm of the last step that measured it (clipping on, or
+    /// gradients scanned on the device).
+    pub fn last_grad_norm(&self) -> Option<f64> {
+        self.last_grad_norm
+    }
+
+    /// Whether [`Self::step`] scans gradients written on the device (not through
+    /// [`Self::write_grads`]) for NaN and infinity: one reduction pass and a read of
+    /// its result before each step. On by default; a trainer that checks its
+    /// gradients itself can turn it off.
+    pub fn set_check_device_grads(&mut self, on: bool) {
+        self.check_device_grads = on;
+    }
+
+    /// The real gradient elements' sum of squares, on the device.
+    fn grad_square_sum(&self) -> f64 {
+        let grad = &self.buffers[self.slot(Role::Grad)].0;
+        let info = &self.buffers[self.slot(Role::GroupInfo)].0;
+        // SAFETY: the gradient buffer holds `groups` groups and the info buffer a word
+        // per group (`from_host_grouped`; `write_grads` keeps the size).
+        unsafe {
+            reduce::grad_square_sum(&self.client, self.plan.config.grad, grad, info, self.groups)
+        }
+    }
+
+    /// Where the non-finite gradient values are: reads the gradients back (only
+    /// after the reduction found some).
+    fn locate_non_finite(&self) -> Option<NonFinite> {
+        let bytes = self
+            .client
+            .read_one_unchecked(self.grad_buffer().clone())
+            .to_vec();
+        let dtype = self.plan.config.grad;
+        let size = dtype.size_bytes();
+        // Gradients have the parameters' element types: decode them the same way.
+        let grads: Vec<(&str, ParamData)> = self
+            .segments
+            .iter()
+            .map(|s| {
+                let start = s.first_group * GROUP_SIZE * size;
+                let bytes = &bytes[start..start + s.len * size];
+                (s.name.as_str(), raw::param_data(dtype, bytes))
+            })
+            .collect();
+        numerics::scan_step(grads.iter().map(|(name, g)| {
+            let g = match g {
+                ParamData::Bf16(v) => GradBuf::Bf16(v),
+                ParamData::F16(v) => GradBuf::F16(v),
+                ParamData::F32(v) => GradBuf::F32(v),
+            };
+            (*name, g)
+        }))
+    }
+
+    /// Before a step: reduce the gradients if clipping or the device scan asks for
+    /// it. `Err` holds the non-finite values that skip the step; `Ok` the gradient
+    /// scale (1 without clipping).
+    /// The host scan of [`Self::write_grads`] answers for the next step only.
+    fn check_grads(&mut self) -> Result<f32, NonFinite> {
+        let scanned_on_host = std::mem::take(&mut self.grads_scanned);
+        if let Some(found) = self.pending_non_finite.take() {
+            return Err(found);
+        }
+        let scan = self.check_device_grads && !scanned_on_host;
+        if self.max_grad_norm.is_none() && !scan {
+            return Ok(1.0);
+        }
+        let sum = self.grad_square_sum();
+        if !sum.is_finite() {
+            return Err(self.locate_non_finite().unwrap_or_else(|| NonFinite {
+                // The gradients changed between the reduction and the read back.
+                tensor: String::new(),
+                index: 0,
+                value: sum as f32,
+                count: 0,
+            }));
+        }
+        let norm = sum.sqrt();
+        self.last_grad_norm = Some(norm);
+        Ok(self
+            .max_grad_norm
+            .map_or(1.0, |max_norm| clip::scale(max_norm, norm)))
+    }
+
+    fn upload_scalars(&mut self, step: u64, grad_scale: f32) -> Result<(), RuntimeError> {
         let mut scalars = Vec::new();
         for h in &self.hyper {
-            let group = self
+            let mut group = self
                 .plan
                 .kernel_scalars(h, step)
                 .map_err(|source| RuntimeError::HostScalars { step, source })?;
+            if let Some(slot) = self.plan.grad_scale {
+                group[slot] = grad_scale;
+            }
             scalars.extend(group);
         }
         if !scalars.is_empty() {
@@ -315,14 +435,16 @@ impl<R: Runtime> GpuOptimizer<R> {
         Ok(())
     }
 
-    /// One step of every tensor: ONE kernel launch. Skipped, with nothing changed, when
-    /// the gradients last written by [`Self::write_grads`] hold NaN or infinity.
+    /// One step of every tensor: ONE kernel launch (after one reduction pass when
+    /// clipping is on or device-written gradients are scanned). Skipped, with nothing
+    /// changed, when the gradients hold NaN or infinity.
     pub fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
-        if let Some(found) = &self.pending_non_finite {
-            return Ok(StepOutcome::Skipped(found.clone()));
-        }
+        let grad_scale = match self.check_grads() {
+            Ok(scale) => scale,
+            Err(found) => return Ok(StepOutcome::Skipped(found)),
+        };
         let step = self.steps_taken + 1;
-        self.upload_scalars(step)?;
+        self.upload_scalars(step, grad_scale)?;
         // SAFETY: every buffer was sized for `self.groups` groups by `from_host`.
         unsafe {
             launch(
@@ -338,14 +460,19 @@ impl<R: Runtime> GpuOptimizer<R> {
     }
 
     /// Step one tensor alone (gradient release). The step counter is shared: call
-    /// [`Self::finish_step`] once every tensor of the step is done. Skipped like
-    /// [`Self::step`].
+    /// [`Self::finish_step`] once every tensor of the step is done. Skipped when the
+    /// gradients last written by [`Self::write_grads`] hold NaN or infinity; gradients
+    /// written on the device are not scanned here (each tensor's update would have to
+    /// wait for its own reduction). Clipping needs the whole step: an error.
     pub fn step_tensor(&mut self, id: TensorId) -> Result<StepOutcome, RuntimeError> {
+        if self.max_grad_norm.is_some() {
+            return Err(RuntimeError::ClipNeedsWholeStep);
+        }
         if let Some(found) = &self.pending_non_finite {
             return Ok(StepOutcome::Skipped(found.clone()));
         }
         let step = self.steps_taken + 1;
-        self.upload_scalars(step)?;
+        self.upload_scalars(step, 1.0)?;
         let s = &self.segments[id.0];
         // SAFETY: the tensor's groups lie inside the buffers.
         unsafe {
@@ -517,6 +644,8 @@ impl<R: Runtime> GpuOptimizer<R> {
         .expect("the checkpoint was checked against this optimizer's tensors and groups");
         fresh.set_kernel_shape(shape);
         fresh.steps_taken = restored.steps_taken;
+        fresh.check_device_grads = self.check_device_grads;
+        fresh.max_grad_norm = self.max_grad_norm;
         *self = fresh;
         Ok(())
     }

@@ -101,10 +101,10 @@ pub fn check(plan: &Plan, scalars: &[f32], b: &StepBuffers<'_>) -> Result<usize,
             found: b.correction.mode(),
         });
     }
-    if scalars.len() != plan.host.scalars.len() {
+    if scalars.len() != plan.scalar_count() {
         return Err(InterpError::Scalars {
             optimizer: optimizer(),
-            expected: plan.host.scalars.len(),
+            expected: plan.scalar_count(),
             found: scalars.len(),
         });
     }

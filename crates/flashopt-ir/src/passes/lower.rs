@@ -87,5 +87,6 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
         host: hoisted.host.clone(),
         body,
         stores,
+        grad_scale: None,
     })
 }

@@ -6,14 +6,18 @@
 //!    host program evaluated once per step.
 //! 3. [`lower`]: insert the codec stages for a concrete parameter/gradient format and
 //!    linearize into per-element instructions.
+//! 4. [`scale_grad`] (optional, on a plan): multiply the gradient by a per-step
+//!    kernel scalar, for global-norm clipping.
 
 pub mod fold;
 pub mod hoist;
 pub mod lower;
+pub mod scale_grad;
 
 pub use fold::fold;
 pub use hoist::{Hoisted, HostProgram, HostScalar, hoist};
 pub use lower::lower;
+pub use scale_grad::scale_grad;
 
 use crate::graph::{Graph, Handle, Op};
 use crate::types::Type;

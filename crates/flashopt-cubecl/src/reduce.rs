@@ -1,0 +1,141 @@
+//! The gradient reduction pass: the sum of squares of every real gradient element
+//! of a step, for global-norm clipping and for finding NaN and infinity in
+//! gradients a trainer wrote on the device.
+//!
+//! Squares are summed in f64: the square of any f32 is exact there, and no sum of
+//! finite squares of f32 values overflows, so the sum is finite exactly when every
+//! gradient is, and one reduction answers both questions. Each cube writes one
+//! partial sum; the host adds the partials in order. The partition and the order of
+//! every addition depend only on the element count, so the result is the same on
+//! every run.
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use flashopt_ir::{FloatDtype, GROUP_SIZE};
+
+/// Units per cube of the reduction.
+const UNITS: u32 = 256;
+/// At most this many cubes (partial sums): enough to fill a large GPU.
+const MAX_CUBES: u32 = 1024;
+
+/// Each unit sums the squares of elements `ABSOLUTE_POS + k * units` (coalesced
+/// across the cube); padding elements (at or past their group's length in `info`)
+/// are skipped, whatever they hold. Then a tree over shared memory, in a fixed order.
+#[cube(launch_unchecked)]
+fn square_sums<F: Float>(
+    grad: &Array<F>,
+    info: &Array<u32>,
+    partials: &mut Array<f64>,
+    elements: usize,
+    rounds: u32,
+) {
+    let units = CUBE_COUNT * (CUBE_DIM as usize);
+    let mut sum = f64::new(0.0);
+    for k in 0..rounds {
+        let e = ABSOLUTE_POS + (k as usize) * units;
+        if e < elements {
+            let group_len = (info[e / 32] & 0xff) as usize;
+            if e % 32 < group_len {
+                let x = f64::cast_from(f32::cast_from(grad[e]));
+                sum += x * x;
+            }
+        }
+    }
+    let mut shared = SharedMemory::<f64>::new(256usize);
+    let unit = UNIT_POS as usize;
+    shared[unit] = sum;
+    sync_cube();
+    let mut width = 128usize;
+    while width > 0 {
+        if unit < width {
+            shared[unit] = shared[unit] + shared[unit + width];
+        }
+        sync_cube();
+        width /= 2;
+    }
+    if unit == 0 {
+        partials[CUBE_POS] = shared[0];
+    }
+}
+
+/// How the reduction spreads `groups` groups over cubes: (cubes, rounds per unit).
+fn partition(groups: usize) -> (u32, u32) {
+    let elements = groups * GROUP_SIZE;
+    let cubes = elements
+        .div_ceil(UNITS as usize)
+        .clamp(1, MAX_CUBES as usize) as u32;
+    let units = (cubes * UNITS) as usize;
+    let rounds = elements.div_ceil(units).max(1);
+    (
+        cubes,
+        u32::try_from(rounds).expect("fewer than 2^32 rounds"),
+    )
+}
+
+/// The sum of squares of the real elements of a flat gradient buffer of `groups`
+/// 32-element groups (`info`: the fused step's group info words). Blocks until the
+/// device has it. Not finite exactly when some real gradient element is not.
+///
+/// # Safety
+/// `grad` must hold `groups * 32` elements of `dtype` and `info` `groups` words.
+pub unsafe fn grad_square_sum<R: Runtime>(
+    client: &ComputeClient<R>,
+    dtype: FloatDtype,
+    grad: &Handle,
+    info: &Handle,
+    groups: usize,
+) -> f64 {
+    if groups == 0 {
+        return 0.0;
+    }
+    let (cubes, rounds) = partition(groups);
+    let partials = client.empty(cubes as usize * 8);
+    let elements = groups * GROUP_SIZE;
+    let args = || unsafe {
+        (
+            ArrayArg::from_raw_parts(grad.clone(), elements),
+            ArrayArg::from_raw_parts(info.clone(), groups),
+            ArrayArg::from_raw_parts(partials.clone(), cubes as usize),
+        )
+    };
+    let count = CubeCount::Static(cubes, 1, 1);
+    let dim = CubeDim::new_1d(UNITS);
+    let (g, i, p) = args();
+    unsafe {
+        match dtype {
+            FloatDtype::Bf16 => square_sums::launch_unchecked::<half::bf16, R>(
+                client, count, dim, g, i, p, elements, rounds,
+            ),
+            FloatDtype::F16 => square_sums::launch_unchecked::<half::f16, R>(
+                client, count, dim, g, i, p, elements, rounds,
+            ),
+            FloatDtype::F32 => square_sums::launch_unchecked::<f32, R>(
+                client, count, dim, g, i, p, elements, rounds,
+            ),
+        }
+    }
+    let bytes = client.read_one_unchecked(partials);
+    bytes
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partition_covers_every_element_once() {
+        for groups in [1, 7, 8, 9, 1000, 8192, 8193, 1 << 20, (1 << 23) + 5] {
+            let (cubes, rounds) = partition(groups);
+            let units = cubes as usize * UNITS as usize;
+            assert!(cubes <= MAX_CUBES);
+            assert!(units * rounds as usize >= groups * GROUP_SIZE, "{groups}");
+            assert!(
+                units * (rounds as usize - 1) < groups * GROUP_SIZE,
+                "{groups}: a round too many"
+            );
+        }
+    }
+}
