@@ -7,6 +7,7 @@
 
 pub use cubecl;
 
+pub mod copy;
 pub mod define;
 pub mod emit;
 pub mod launch;

@@ -44,6 +44,18 @@ pub enum RuntimeError {
         "gradient clipping needs the norm of the whole step: use step(), not step_tensor() (gradient release)"
     )]
     ClipNeedsWholeStep,
+    #[error("tensor id {id} does not exist ({tensors} tensor(s))")]
+    UnknownTensor { id: usize, tensors: usize },
+    #[error(
+        "tensor `{name}`: the source buffer has {bytes} bytes, the gradient needs {needed} ({len} x {dtype})"
+    )]
+    SourceTooSmall {
+        name: String,
+        bytes: u64,
+        needed: u64,
+        dtype: String,
+        len: usize,
+    },
 }
 
 /// A tensor registered with an optimizer, by registration order.

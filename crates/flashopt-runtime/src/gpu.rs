@@ -15,7 +15,7 @@ use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::define::{Buffer, KernelShape, Role};
 use flashopt_cubecl::launch::{FusedStep, launch};
-use flashopt_cubecl::reduce;
+use flashopt_cubecl::{copy, reduce};
 use flashopt_ir::def::Value;
 use flashopt_ir::interp::{GradBuf, HostTensor, ParamData};
 use flashopt_ir::{GROUP_SIZE, HyperValues, Plan};
@@ -35,6 +35,37 @@ struct Segment {
 }
 
 /// An optimizer whose state lives on a cubecl device.
+///
+/// Trainers that are not burn use the raw buffers: the weights are read in place
+/// through [`Self::param_handle`], gradients are copied in on the device with
+/// [`Self::copy_grad_from`] (or written straight into [`Self::grad_handle`]), and
+/// [`Self::step`] is ONE fused launch:
+///
+/// ```no_run
+/// # fn demo(my_grad: flashopt_cubecl::cubecl::server::Handle) -> Result<(), flashopt_runtime::RuntimeError> {
+/// use flashopt_cubecl::cubecl::Runtime;
+/// use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
+/// use flashopt_ir::interp::HostTensor;
+/// use flashopt_ir::{HyperValues, MasterMode, PlanConfig, def::*};
+/// use flashopt_runtime::{GpuOptimizer, TensorId};
+///
+/// let mut def = OptimizerDef::new("sgd");
+/// def.hyper("lr", 0.1, Range::at_least(0.0));
+/// def.assign("p", name("p") - name("lr") * name("g"));
+/// let plan = flashopt_ir::compile(&def, PlanConfig::bf16(MasterMode::Int8)).unwrap();
+/// // The trainer's own client: the optimizer allocates on it and launches in its order.
+/// let client = CudaRuntime::client(&CudaDevice::default());
+/// let w = HostTensor::from_f32(&plan, &[0.5; 1000]);
+/// let hyper = HyperValues::defaults(&plan.hyper_params);
+/// let mut opt = GpuOptimizer::from_host(client, plan, hyper, vec![("w".into(), w)])?;
+/// // Every step: the forward pass reads the first 1000 bf16 values behind this handle...
+/// let weights = opt.param_handle(TensorId(0));
+/// // ...the backward pass leaves a bf16 gradient in a buffer of its own...
+/// opt.copy_grad_from(TensorId(0), &my_grad)?;
+/// // ...and one launch updates the weights in place (skipped on NaN/Inf gradients).
+/// let outcome = opt.step()?;
+/// # let _ = (weights, outcome); Ok(()) }
+/// ```
 pub struct GpuOptimizer<R: Runtime> {
     client: ComputeClient<R>,
     kernel: FusedStep<R>,
@@ -541,6 +572,95 @@ impl<R: Runtime> GpuOptimizer<R> {
     /// The flat buffer of narrow (or f32) parameters, every tensor's segment in it.
     pub fn param_buffer(&self) -> &Handle {
         &self.buffers[self.slot(Role::Param)].0
+    }
+
+    /// How many tensors the optimizer holds (ids `0..tensor_count()`).
+    pub fn tensor_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// A tensor's registered name.
+    pub fn tensor_name(&self, id: TensorId) -> &str {
+        &self.segments[id.0].name
+    }
+
+    /// A handle to [`Self::param_buffer`] from one tensor's first parameter on: the
+    /// tensor is its first `tensor_range(id).len()` elements, contiguous, in the
+    /// plan's parameter dtype, 64-byte aligned (segments start on whole 32-element
+    /// groups). A trainer on the same client reads (never writes) its weights through
+    /// it, bounding the read by the tensor's shape; every step updates them in place.
+    /// The handle is not cut at the tensor's end: cubecl 0.10 reads such handles
+    /// wrongly (burn's element-wise kernels saw zeros in their last 128 elements, a
+    /// host read failed; docs/TRAINING.md).
+    pub fn param_handle(&self, id: TensorId) -> Handle {
+        self.segment_handle(Role::Param, id)
+    }
+
+    /// As [`Self::param_handle`], for the tensor's gradient in the gradient buffer the
+    /// next step reads: a trainer may write the gradient there itself.
+    pub fn grad_handle(&self, id: TensorId) -> Handle {
+        self.segment_handle(Role::Grad, id)
+    }
+
+    fn segment_handle(&self, role: Role, id: TensorId) -> Handle {
+        let slot = self.slot(role);
+        let size = self.layout[slot].element_bytes() as u64;
+        let start = self.tensor_range(id).start as u64;
+        self.buffers[slot].0.clone().offset_start(start * size)
+    }
+
+    fn check_id(&self, id: TensorId) -> Result<&Segment, RuntimeError> {
+        self.segments.get(id.0).ok_or(RuntimeError::UnknownTensor {
+            id: id.0,
+            tensors: self.segments.len(),
+        })
+    }
+
+    /// Copy one tensor's gradient from a device buffer of the same client (for
+    /// instance one a trainer's backward pass wrote) into the gradient buffer, on the
+    /// device, in stream order. `src` holds the gradient contiguously in the plan's
+    /// gradient dtype, from its first byte. The next [`Self::step`] scans it for NaN
+    /// and infinity on the device (unless turned off).
+    pub fn copy_grad_from(&mut self, id: TensorId, src: &Handle) -> Result<(), RuntimeError> {
+        let s = self.check_id(id)?;
+        let dtype = self.plan.config.grad;
+        let needed = (s.len * dtype.size_bytes()) as u64;
+        if src.size_in_used() < needed {
+            return Err(RuntimeError::SourceTooSmall {
+                name: s.name.clone(),
+                bytes: src.size_in_used(),
+                needed,
+                dtype: dtype.to_string(),
+                len: s.len,
+            });
+        }
+        let (start, len) = (s.first_group * GROUP_SIZE, s.len);
+        // SAFETY: `src` holds `len` elements (checked), the gradient buffer holds the
+        // segment.
+        unsafe {
+            copy::copy_elements(&self.client, dtype, src, self.grad_buffer(), start, len);
+        }
+        self.grads_scanned = false;
+        Ok(())
+    }
+
+    /// Set one tensor's gradient to zero on the device (a parameter the loss did not
+    /// reach).
+    pub fn zero_grad(&mut self, id: TensorId) -> Result<(), RuntimeError> {
+        let s = self.check_id(id)?;
+        let (start, len) = (s.first_group * GROUP_SIZE, s.len);
+        // SAFETY: the gradient buffer holds the segment.
+        unsafe {
+            copy::zero_elements(
+                &self.client,
+                self.plan.config.grad,
+                self.grad_buffer(),
+                start,
+                len,
+            );
+        }
+        self.grads_scanned = false;
+        Ok(())
     }
 
     /// The flat gradient buffer the next step reads.

@@ -1,0 +1,204 @@
+//! The burn adapter on burn's NdArray backend (flashopt's CPU reference path): it
+//! steps exactly as the CPU optimizer does on the gradients burn computed, names
+//! tensors by module path, skips non-finite steps and refuses an empty module.
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use flashopt::optimizers::AdamW;
+use flashopt::{CpuOptimizer, GradBuf, MasterMode, PlanConfig, TensorId};
+use flashopt_burn::{BurnError, HostOptimizer};
+use half::bf16;
+
+type Ad = Autodiff<NdArray>;
+
+#[derive(Module, Debug)]
+struct Layer<B: Backend> {
+    weight: Param<Tensor<B, 2>>,
+    bias: Param<Tensor<B, 1>>,
+}
+
+#[derive(Module, Debug)]
+struct Net<B: Backend> {
+    first: Layer<B>,
+    second: Layer<B>,
+    /// Not used by the loss: it gets no gradient.
+    unused: Param<Tensor<B, 1>>,
+}
+
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Param<Tensor<Ad, D>> {
+    Param::from_tensor(Tensor::from_data(
+        TensorData::new(values, shape),
+        &Default::default(),
+    ))
+}
+
+fn net() -> Net<Ad> {
+    let values = |n: usize, k: f32| {
+        (0..n)
+            .map(|i| ((i as f32 * 0.37 + k).sin()) * 0.5)
+            .collect()
+    };
+    let layer = |d_in, d_out, k| Layer {
+        weight: tensor(values(d_in * d_out, k), [d_in, d_out]),
+        bias: tensor(values(d_out, k + 1.0), [d_out]),
+    };
+    Net {
+        first: layer(3, 4, 0.0),
+        second: layer(4, 2, 2.0),
+        unused: tensor(vec![0.25; 5], [5]),
+    }
+}
+
+fn loss(net: &Net<Ad>, x: &Tensor<Ad, 2>) -> Tensor<Ad, 1> {
+    let h = x.clone().matmul(net.first.weight.val()) + net.first.bias.val().unsqueeze::<2>();
+    let y = h.tanh().matmul(net.second.weight.val()) + net.second.bias.val().unsqueeze::<2>();
+    y.powf_scalar(2.0).mean()
+}
+
+fn input() -> Tensor<Ad, 2> {
+    Tensor::from_data(
+        TensorData::new((0..6).map(|i| i as f32 * 0.3 - 0.7).collect(), [2, 3]),
+        &Default::default(),
+    )
+}
+
+fn values(t: Tensor<Ad, 1>) -> Vec<f32> {
+    t.into_data().into_vec().unwrap()
+}
+
+fn adamw() -> AdamW {
+    AdamW {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        ..AdamW::default()
+    }
+}
+
+#[test]
+fn parameters_are_named_by_their_module_path_in_visiting_order() {
+    let (opt, _) = HostOptimizer::new(&adamw(), PlanConfig::bf16(MasterMode::Int8), net()).unwrap();
+    let names: Vec<(&str, Vec<usize>)> = opt
+        .params()
+        .iter()
+        .map(|p| (p.name.as_str(), p.shape.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("first.weight", vec![3, 4]),
+            ("first.bias", vec![4]),
+            ("second.weight", vec![4, 2]),
+            ("second.bias", vec![2]),
+            ("unused", vec![5]),
+        ]
+    );
+}
+
+/// Three steps through the adapter equal three steps of the CPU optimizer fed the
+/// gradients burn computed, rounded to bf16; the module holds the narrow parameters;
+/// a parameter the loss does not reach steps with a zero gradient.
+#[test]
+fn the_adapter_steps_exactly_like_the_cpu_optimizer() {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let (mut opt, mut model) = HostOptimizer::new(&adamw(), config, net()).unwrap();
+    let mut reference = CpuOptimizer::for_spec(&adamw(), config).unwrap();
+    let start = net();
+    let initial = [
+        values(start.first.weight.val().flatten(0, 1)),
+        values(start.first.bias.val()),
+        values(start.second.weight.val().flatten(0, 1)),
+        values(start.second.bias.val()),
+        values(start.unused.val()),
+    ];
+    for (p, v) in opt.params().iter().zip(&initial) {
+        reference.add_tensor(&p.name, v).unwrap();
+    }
+    for step in 0..3 {
+        let lr = 1e-2 * (step + 1) as f64;
+        let raw = loss(&model, &input()).backward();
+        let grad = |p: &Param<Tensor<Ad, 2>>| -> Vec<bf16> {
+            let g = p.grad(&raw).unwrap();
+            g.flatten::<1>(0, 1)
+                .into_data()
+                .into_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(bf16::from_f32)
+                .collect()
+        };
+        let grad1 = |p: &Param<Tensor<Ad, 1>>| -> Vec<bf16> {
+            let g = p.grad(&raw).unwrap();
+            g.into_data()
+                .into_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(bf16::from_f32)
+                .collect()
+        };
+        let expected = [
+            grad(&model.first.weight),
+            grad1(&model.first.bias),
+            grad(&model.second.weight),
+            grad1(&model.second.bias),
+            vec![bf16::ZERO; 5],
+        ];
+        let grads = GradientsParams::from_grads(raw, &model);
+        let (next, outcome) = opt.step(lr, model, grads).unwrap();
+        assert!(outcome.applied());
+        model = next;
+        reference.set_hyper("lr", lr).unwrap();
+        let bufs: Vec<GradBuf<'_>> = expected.iter().map(|g| GradBuf::Bf16(g)).collect();
+        reference.step(&bufs).unwrap();
+        for i in 0..5 {
+            assert_eq!(
+                opt.optimizer().tensor(TensorId(i)),
+                reference.tensor(TensorId(i)),
+                "step {step}, tensor {i}"
+            );
+        }
+        // The module holds the narrow parameters.
+        assert_eq!(values(model.unused.val()), reference.param(TensorId(4)));
+        assert_eq!(
+            values(model.first.weight.val().flatten(0, 1)),
+            reference.param(TensorId(0))
+        );
+        assert!(model.first.weight.val().is_require_grad());
+    }
+    assert_eq!(opt.optimizer().steps_taken(), 3);
+}
+
+#[test]
+fn a_non_finite_gradient_skips_the_step_and_keeps_the_module() {
+    let (mut opt, model) =
+        HostOptimizer::new(&adamw(), PlanConfig::bf16(MasterMode::Int8), net()).unwrap();
+    let before = values(model.first.bias.val());
+    // The square root of a negative number: its derivative is NaN, and so is every
+    // gradient.
+    let bad = loss(&model, &input()).sub_scalar(1e3).sqrt();
+    let grads = GradientsParams::from_grads(bad.backward(), &model);
+    let (model, outcome) = opt.step(1e-2, model, grads).unwrap();
+    assert!(!outcome.applied(), "{outcome:?}");
+    assert_eq!(values(model.first.bias.val()), before);
+    assert_eq!(opt.optimizer().steps_taken(), 0);
+}
+
+#[derive(Module, Debug)]
+struct Empty<B: Backend> {
+    marker: std::marker::PhantomData<B>,
+}
+
+#[test]
+fn a_module_without_float_parameters_is_refused() {
+    let empty = Empty::<Ad> {
+        marker: std::marker::PhantomData,
+    };
+    let err = HostOptimizer::new(&adamw(), PlanConfig::bf16(MasterMode::Int8), empty).unwrap_err();
+    assert!(matches!(err, BurnError::NoParameters), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the module has no float parameters to optimize"
+    );
+}
