@@ -10,10 +10,9 @@ use burn::module::{AutodiffModule, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{FloatDType, Tensor, TensorData};
-use flashopt_ir::interp::GradBuf;
-use flashopt_ir::{FloatDtype, OptimizerSpec, PlanConfig};
+use flashopt_ir::interp::{GradBuf, ParamData};
+use flashopt_ir::{OptimizerSpec, PlanConfig};
 use flashopt_runtime::{CheckpointError, CpuOptimizer, StepOutcome, TensorId};
-use half::{bf16, f16};
 
 use crate::params::{self, ParamInfo, Replace};
 use crate::{BurnError, TakeGrads};
@@ -113,8 +112,12 @@ impl HostOptimizer {
             .zip(&self.params)
             .map(|(g, p)| g.unwrap_or_else(|| vec![0.0; p.len()]))
             .collect();
-        let grads = HostGrads::round(self.cpu.plan().config.grad, host);
-        let bufs = grads.bufs();
+        let dtype = self.cpu.plan().config.grad;
+        let grads: Vec<ParamData> = host
+            .iter()
+            .map(|g| ParamData::round_from_f32(dtype, g))
+            .collect();
+        let bufs: Vec<GradBuf<'_>> = grads.iter().map(ParamData::as_grad).collect();
         let outcome = self.cpu.step(&bufs)?;
         let module = if outcome.applied() {
             self.write_back::<B, M>(module)
@@ -159,40 +162,5 @@ impl HostOptimizer {
     ) -> Result<M, CheckpointError> {
         self.cpu.load(path)?;
         Ok(self.write_back::<B, M>(module))
-    }
-}
-
-/// Gradients in the plan's gradient dtype.
-enum HostGrads {
-    Bf16(Vec<Vec<bf16>>),
-    F16(Vec<Vec<f16>>),
-    F32(Vec<Vec<f32>>),
-}
-
-impl HostGrads {
-    fn round(dtype: FloatDtype, grads: Vec<Vec<f32>>) -> HostGrads {
-        match dtype {
-            FloatDtype::Bf16 => HostGrads::Bf16(
-                grads
-                    .iter()
-                    .map(|g| g.iter().map(|&x| bf16::from_f32(x)).collect())
-                    .collect(),
-            ),
-            FloatDtype::F16 => HostGrads::F16(
-                grads
-                    .iter()
-                    .map(|g| g.iter().map(|&x| f16::from_f32(x)).collect())
-                    .collect(),
-            ),
-            FloatDtype::F32 => HostGrads::F32(grads),
-        }
-    }
-
-    fn bufs(&self) -> Vec<GradBuf<'_>> {
-        match self {
-            HostGrads::Bf16(g) => g.iter().map(|g| GradBuf::Bf16(g)).collect(),
-            HostGrads::F16(g) => g.iter().map(|g| GradBuf::F16(g)).collect(),
-            HostGrads::F32(g) => g.iter().map(|g| GradBuf::F32(g)).collect(),
-        }
     }
 }

@@ -46,17 +46,9 @@ pub unsafe fn copy_elements<R: Runtime>(
     unsafe {
         let s = ArrayArg::from_raw_parts(src.clone(), len);
         let d = ArrayArg::from_raw_parts(dst.clone(), offset + len);
-        match dtype {
-            FloatDtype::Bf16 => {
-                copy_into::launch_unchecked::<half::bf16, R>(client, count, dim, s, d, offset, len)
-            }
-            FloatDtype::F16 => {
-                copy_into::launch_unchecked::<half::f16, R>(client, count, dim, s, d, offset, len)
-            }
-            FloatDtype::F32 => {
-                copy_into::launch_unchecked::<f32, R>(client, count, dim, s, d, offset, len)
-            }
-        }
+        with_float_type!(dtype, F => copy_into::launch_unchecked::<F, R>(
+            client, count, dim, s, d, offset, len
+        ))
     }
 }
 
@@ -77,16 +69,8 @@ pub unsafe fn zero_elements<R: Runtime>(
     let (count, dim) = (cubes(len), CubeDim::new_1d(UNITS));
     unsafe {
         let d = ArrayArg::from_raw_parts(dst.clone(), offset + len);
-        match dtype {
-            FloatDtype::Bf16 => {
-                fill_zero::launch_unchecked::<half::bf16, R>(client, count, dim, d, offset, len)
-            }
-            FloatDtype::F16 => {
-                fill_zero::launch_unchecked::<half::f16, R>(client, count, dim, d, offset, len)
-            }
-            FloatDtype::F32 => {
-                fill_zero::launch_unchecked::<f32, R>(client, count, dim, d, offset, len)
-            }
-        }
+        with_float_type!(dtype, F => fill_zero::launch_unchecked::<F, R>(
+            client, count, dim, d, offset, len
+        ))
     }
 }

@@ -7,6 +7,27 @@
 
 pub use cubecl;
 
+/// Runs `$body` with `$F` the element type cubecl's generic kernels take for
+/// `$dtype`: the one place flashopt's float dtypes map to Rust types.
+macro_rules! with_float_type {
+    ($dtype:expr, $F:ident => $body:expr) => {
+        match $dtype {
+            flashopt_ir::FloatDtype::Bf16 => {
+                type $F = half::bf16;
+                $body
+            }
+            flashopt_ir::FloatDtype::F16 => {
+                type $F = half::f16;
+                $body
+            }
+            flashopt_ir::FloatDtype::F32 => {
+                type $F = f32;
+                $body
+            }
+        }
+    };
+}
+
 pub mod copy;
 pub mod define;
 pub mod emit;

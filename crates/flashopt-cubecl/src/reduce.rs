@@ -91,28 +91,15 @@ pub unsafe fn grad_square_sum<R: Runtime>(
     let (cubes, rounds) = partition(groups);
     let partials = client.empty(cubes as usize * 8);
     let elements = groups * GROUP_SIZE;
-    let args = || unsafe {
-        (
-            ArrayArg::from_raw_parts(grad.clone(), elements),
-            ArrayArg::from_raw_parts(info.clone(), groups),
-            ArrayArg::from_raw_parts(partials.clone(), cubes as usize),
-        )
-    };
     let count = CubeCount::Static(cubes, 1, 1);
     let dim = CubeDim::new_1d(UNITS);
-    let (g, i, p) = args();
     unsafe {
-        match dtype {
-            FloatDtype::Bf16 => square_sums::launch_unchecked::<half::bf16, R>(
-                client, count, dim, g, i, p, elements, rounds,
-            ),
-            FloatDtype::F16 => square_sums::launch_unchecked::<half::f16, R>(
-                client, count, dim, g, i, p, elements, rounds,
-            ),
-            FloatDtype::F32 => square_sums::launch_unchecked::<f32, R>(
-                client, count, dim, g, i, p, elements, rounds,
-            ),
-        }
+        let g = ArrayArg::from_raw_parts(grad.clone(), elements);
+        let i = ArrayArg::from_raw_parts(info.clone(), groups);
+        let p = ArrayArg::from_raw_parts(partials.clone(), cubes as usize);
+        with_float_type!(dtype, F => square_sums::launch_unchecked::<F, R>(
+            client, count, dim, g, i, p, elements, rounds
+        ))
     }
     let bytes = client.read_one_unchecked(partials);
     bytes

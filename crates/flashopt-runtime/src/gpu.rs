@@ -34,6 +34,20 @@ struct Segment {
     groups: usize,
 }
 
+impl Segment {
+    /// The tensor's elements in a flat per-element buffer.
+    fn elements(&self) -> std::ops::Range<usize> {
+        let start = self.first_group * GROUP_SIZE;
+        start..start + self.len
+    }
+
+    /// The tensor's bytes in a flat per-element buffer read back to the host.
+    fn bytes_in<'b>(&self, buffer: &'b [u8], element_bytes: usize) -> &'b [u8] {
+        let r = self.elements();
+        &buffer[r.start * element_bytes..r.end * element_bytes]
+    }
+}
+
 /// An optimizer whose state lives on a cubecl device.
 ///
 /// Trainers that are not burn use the raw buffers: the weights are read in place
@@ -401,19 +415,13 @@ impl<R: Runtime> GpuOptimizer<R> {
             .segments
             .iter()
             .map(|s| {
-                let start = s.first_group * GROUP_SIZE * size;
-                let bytes = &bytes[start..start + s.len * size];
-                (s.name.as_str(), raw::param_data(dtype, bytes))
+                (
+                    s.name.as_str(),
+                    raw::param_data(dtype, s.bytes_in(&bytes, size)),
+                )
             })
             .collect();
-        numerics::scan_step(grads.iter().map(|(name, g)| {
-            let g = match g {
-                ParamData::Bf16(v) => GradBuf::Bf16(v),
-                ParamData::F16(v) => GradBuf::F16(v),
-                ParamData::F32(v) => GradBuf::F32(v),
-            };
-            (*name, g)
-        }))
+        numerics::scan_step(grads.iter().map(|(name, g)| (*name, g.as_grad())))
     }
 
     /// Before a step: reduce the gradients if clipping or the device scan asks for
@@ -539,8 +547,7 @@ impl<R: Runtime> GpuOptimizer<R> {
             .segments
             .iter()
             .filter_map(|s| {
-                let start = s.first_group * GROUP_SIZE * size;
-                let param = raw::param_data(dtype, &bytes[start..start + s.len * size]);
+                let param = raw::param_data(dtype, s.bytes_in(&bytes, size));
                 let max_abs = numerics::max_abs(&param);
                 let lr = lrs[s.param_group];
                 numerics::check_tensor(
@@ -564,9 +571,7 @@ impl<R: Runtime> GpuOptimizer<R> {
     /// cubecl 0.10 too) reads weights and writes gradients there in place, with no
     /// host copies, and calls [`Self::step`].
     pub fn tensor_range(&self, id: TensorId) -> std::ops::Range<usize> {
-        let s = &self.segments[id.0];
-        let start = s.first_group * GROUP_SIZE;
-        start..start + s.len
+        self.segments[id.0].elements()
     }
 
     /// The flat buffer of narrow (or f32) parameters, every tensor's segment in it.
@@ -634,11 +639,18 @@ impl<R: Runtime> GpuOptimizer<R> {
                 len: s.len,
             });
         }
-        let (start, len) = (s.first_group * GROUP_SIZE, s.len);
-        // SAFETY: `src` holds `len` elements (checked), the gradient buffer holds the
-        // segment.
+        let r = s.elements();
+        // SAFETY: `src` holds the tensor's elements (checked), the gradient buffer
+        // holds the segment.
         unsafe {
-            copy::copy_elements(&self.client, dtype, src, self.grad_buffer(), start, len);
+            copy::copy_elements(
+                &self.client,
+                dtype,
+                src,
+                self.grad_buffer(),
+                r.start,
+                r.len(),
+            );
         }
         self.grads_scanned = false;
         Ok(())
@@ -648,15 +660,15 @@ impl<R: Runtime> GpuOptimizer<R> {
     /// reach).
     pub fn zero_grad(&mut self, id: TensorId) -> Result<(), RuntimeError> {
         let s = self.check_id(id)?;
-        let (start, len) = (s.first_group * GROUP_SIZE, s.len);
+        let r = s.elements();
         // SAFETY: the gradient buffer holds the segment.
         unsafe {
             copy::zero_elements(
                 &self.client,
                 self.plan.config.grad,
                 self.grad_buffer(),
-                start,
-                len,
+                r.start,
+                r.len(),
             );
         }
         self.grads_scanned = false;

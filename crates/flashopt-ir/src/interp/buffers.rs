@@ -234,17 +234,38 @@ impl StateData {
     }
 }
 
+impl ParamData {
+    /// `values` in `dtype`, rounded to nearest (ties to even) for bf16 and f16.
+    pub fn round_from_f32(dtype: FloatDtype, values: &[f32]) -> ParamData {
+        match dtype {
+            FloatDtype::F32 => ParamData::F32(values.to_vec()),
+            narrow => {
+                let bits: Vec<u16> = values.iter().map(|&v| to_narrow_bits(v, narrow)).collect();
+                narrow_param(narrow, &bits)
+            }
+        }
+    }
+
+    /// The same values read as a gradient of their dtype.
+    pub fn as_grad(&self) -> GradBuf<'_> {
+        match self {
+            ParamData::Bf16(v) => GradBuf::Bf16(v),
+            ParamData::F16(v) => GradBuf::F16(v),
+            ParamData::F32(v) => GradBuf::F32(v),
+        }
+    }
+}
+
 impl HostTensor {
     /// Storage for a plan, the master weights set from `values` and states zero.
     pub fn from_f32(plan: &Plan, values: &[f32]) -> HostTensor {
         let cfg = plan.config;
         let n = values.len();
         let (param, correction) = match (cfg.param, cfg.master) {
-            (FloatDtype::F32, _) => (ParamData::F32(values.to_vec()), CorrectionData::None),
-            (dtype, MasterMode::None) => {
-                let bits: Vec<u16> = values.iter().map(|&v| to_narrow_bits(v, dtype)).collect();
-                (narrow_param(dtype, &bits), CorrectionData::None)
-            }
+            (FloatDtype::F32, _) | (_, MasterMode::None) => (
+                ParamData::round_from_f32(cfg.param, values),
+                CorrectionData::None,
+            ),
             (dtype, mode) => {
                 let (bits, codes): (Vec<u16>, Vec<i32>) = values
                     .iter()
