@@ -6,6 +6,7 @@
 //! cargo run --release --example flashoptim_import -- DIR adamw lion sgd
 //! ```
 
+use flashopt::Optimizer as _;
 use flashopt::optimizers;
 use flashopt::runtime::CpuOptimizer;
 use flashopt::{MasterMode, PlanConfig};

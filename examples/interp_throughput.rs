@@ -31,7 +31,7 @@ fn main() {
     for t in 1..=steps {
         let scalars = plan.kernel_scalars(&hyper, t).expect("valid step");
         let start = Instant::now();
-        interp::run(&plan, &scalars, tensor.buffers(GradBuf::Bf16(&grad))).expect("buffers fit");
+        interp::run(&plan, &scalars, &mut tensor, GradBuf::Bf16(&grad)).expect("buffers fit");
         seconds.push(start.elapsed().as_secs_f64());
     }
     seconds.sort_by(f64::total_cmp);

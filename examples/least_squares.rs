@@ -6,6 +6,7 @@
 //! cargo run --release --example least_squares [steps]
 //! ```
 
+use flashopt::Optimizer as _;
 use flashopt::ir::interp::GradBuf;
 use flashopt::optimizers::AdamW;
 use flashopt::{Codec, CpuOptimizer, MasterMode, OptimizerSpec, PlanConfig};
@@ -97,7 +98,7 @@ fn main() {
 
     let mut flash = CpuOptimizer::new(&AdamW::definition(), PlanConfig::bf16(MasterMode::Int8))
         .expect("AdamW compiles");
-    flash.set_hyper("lr", 2e-2).expect("in range");
+    flash.set_learning_rate(2e-2).expect("in range");
     flash.set_hyper("weight_decay", 0.0).expect("in range");
 
     let mut fp32_def = AdamW::definition();
@@ -105,7 +106,7 @@ fn main() {
         s.codec = Some(Codec::F32);
     }
     let mut fp32 = CpuOptimizer::new(&fp32_def, PlanConfig::f32()).expect("AdamW compiles");
-    fp32.set_hyper("lr", 2e-2).expect("in range");
+    fp32.set_learning_rate(2e-2).expect("in range");
     fp32.set_hyper("weight_decay", 0.0).expect("in range");
 
     println!("{}", flash.plan());

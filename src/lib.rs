@@ -43,6 +43,6 @@ pub use flashopt_ir::interp::GradBuf;
 pub use flashopt_ir::{Codec, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind};
 #[cfg(feature = "gpu")]
 pub use flashopt_runtime::GpuOptimizer;
-pub use flashopt_runtime::{CheckpointError, CpuOptimizer, RuntimeError, TensorId};
+pub use flashopt_runtime::{CheckpointError, CpuOptimizer, Optimizer, RuntimeError, TensorId};
 
 pub mod optimizers;

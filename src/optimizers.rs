@@ -1,10 +1,14 @@
 //! The optimizers flashopt ships, each a few lines of the `optimizer!` DSL, following
 //! flashoptim 0.1.4's arithmetic operation by operation (`docs/OPTIMIZERS.md` lists
-//! the deliberate differences).
+//! the deliberate differences). Host scalars are computed as flashoptim computes them:
+//! in f32 as its kernels do, and in f64 (`f64(..)`) where it computes them in Python.
+//! Where its compiled Triton kernels contract `a * b + c` into one FMA (LLVM's rule:
+//! the left product of a sum or difference, else the right one), the rules say `fma`;
+//! checked against vectors flashoptim computed on a GPU (tests/flashoptim_vectors.rs).
 //!
 //! ```
 //! use flashopt::optimizers::AdamW;
-//! use flashopt::{CpuOptimizer, MasterMode, PlanConfig};
+//! use flashopt::{CpuOptimizer, MasterMode, Optimizer, PlanConfig};
 //!
 //! let adamw = AdamW { lr: 3e-4, weight_decay: 0.1, ..AdamW::default() };
 //! let mut opt = CpuOptimizer::for_spec(&adamw, PlanConfig::bf16(MasterMode::Int8)).unwrap();
@@ -20,8 +24,10 @@ use crate::optimizer;
 
 optimizer! {
     /// AdamW: Adam with decoupled weight decay (flashoptim's `FlashAdamW`).
+    #[flashopt(min_step = 0.1)]
     pub AdamW {
         /// Learning rate.
+        #[flashopt(learning_rate)]
         hyper lr: f32 = 1e-3 in 0.0..;
         /// Decay of the first moment.
         hyper b1: f32 = 0.9 in 0.0..1.0;
@@ -38,20 +44,23 @@ optimizer! {
         state m: signed;
         state v: nonneg;
 
-        let decay = if decouple_lr { weight_decay * (lr / initial_lr) } else { weight_decay * lr };
-        m = m * b1 + g * (1.0 - b1);
-        v = v * b2 + g * g * (1.0 - b2);
+        // flashoptim computes the decay in Python (f64) and passes it to its kernel as f32.
+        let decay = if decouple_lr { f64(weight_decay * (lr / initial_lr)) } else { f64(weight_decay * lr) };
+        m = fma(m, b1, g * (1.0 - b1));
+        v = fma(v, b2, g * g * (1.0 - b2));
         let bias1 = 1.0 - powi(b1, t);
         let bias2 = 1.0 - powi(b2, t);
-        p = p * (1.0 - decay) - lr * (m / bias1) / ((v / bias2).sqrt() + eps);
+        p = fma(p, 1.0 - decay, -(lr * (m / bias1) / ((v / bias2).sqrt() + eps)));
     }
 }
 
 optimizer! {
     /// Adam with L2 regularization: `weight_decay * p` is added to the gradient
     /// (flashoptim's `FlashAdam`).
+    #[flashopt(min_step = 0.1)]
     pub Adam {
         /// Learning rate.
+        #[flashopt(learning_rate)]
         hyper lr: f32 = 1e-3 in 0.0..;
         /// Decay of the first moment.
         hyper b1: f32 = 0.9 in 0.0..1.0;
@@ -64,9 +73,9 @@ optimizer! {
         state m: signed;
         state v: nonneg;
 
-        let grad = g + p * weight_decay;
-        m = m * b1 + grad * (1.0 - b1);
-        v = v * b2 + grad * grad * (1.0 - b2);
+        let grad = fma(p, weight_decay, g);
+        m = fma(m, b1, grad * (1.0 - b1));
+        v = fma(v, b2, grad * grad * (1.0 - b2));
         let bias1 = 1.0 - powi(b1, t);
         let bias2 = 1.0 - powi(b2, t);
         p = p - lr * (m / bias1) / ((v / bias2).sqrt() + eps);
@@ -75,8 +84,10 @@ optimizer! {
 
 optimizer! {
     /// Lion with decoupled weight decay (flashoptim's `FlashLion`).
+    #[flashopt(min_step = 1.0)]
     pub Lion {
         /// Learning rate.
+        #[flashopt(learning_rate)]
         hyper lr: f32 = 1e-3 in 0.0..;
         /// Interpolation of the update between momentum and gradient.
         hyper b1: f32 = 0.9 in 0.0..=1.0;
@@ -90,10 +101,11 @@ optimizer! {
         hyper initial_lr: f32 = lr in 0.0..;
         state m: signed;
 
-        let decay = if decouple_lr { weight_decay * (lr / initial_lr) } else { weight_decay * lr };
-        let update = sign(m * b1 + g * (1.0 - b1));
-        m = m * b2 + g * (1.0 - b2);
-        p = p * (1.0 - decay) - update * lr;
+        // flashoptim computes the decay in Python (f64) and passes it to its kernel as f32.
+        let decay = if decouple_lr { f64(weight_decay * (lr / initial_lr)) } else { f64(weight_decay * lr) };
+        let update = sign(fma(m, b1, g * (1.0 - b1)));
+        m = fma(m, b2, g * (1.0 - b2));
+        p = fma(p, 1.0 - decay, -(update * lr));
     }
 }
 
@@ -101,8 +113,10 @@ optimizer! {
     /// SGD with momentum, dampening, Nesterov and L2 regularization (flashoptim's
     /// `FlashSGD`). As in flashoptim, `1 - dampening` applies on every step, the first
     /// included (torch's SGD skips it on the first).
+    #[flashopt(min_step = 1.0)]
     pub Sgd {
         /// Learning rate.
+        #[flashopt(learning_rate)]
         hyper lr: f32 = 1e-3 in 0.0..;
         /// Momentum factor.
         hyper momentum: f32 = 0.0 in 0.0..;
@@ -114,16 +128,18 @@ optimizer! {
         hyper nesterov: bool = false;
         state buf: signed;
 
-        let grad = g + p * weight_decay;
-        buf = buf * momentum + grad * (1.0 - dampening);
-        p = p - (if nesterov { grad + momentum * buf } else { buf }) * lr;
+        let grad = fma(p, weight_decay, g);
+        buf = fma(buf, momentum, grad * f64(1.0 - dampening));
+        p = fma(-(if nesterov { fma(momentum, buf, grad) } else { buf }), lr, p);
     }
 }
 
 optimizer! {
     /// SGD with decoupled weight decay (flashoptim's `FlashSGDW`).
+    #[flashopt(min_step = 1.0)]
     pub SgdW {
         /// Learning rate.
+        #[flashopt(learning_rate)]
         hyper lr: f32 = 1e-3 in 0.0..;
         /// Momentum factor.
         hyper momentum: f32 = 0.0 in 0.0..;
@@ -139,9 +155,10 @@ optimizer! {
         hyper initial_lr: f32 = lr in 0.0..;
         state buf: signed;
 
-        let decay = if decouple_lr { weight_decay * (lr / initial_lr) } else { weight_decay * lr };
-        buf = buf * momentum + g * (1.0 - dampening);
-        p = p * (1.0 - decay) - (if nesterov { g + momentum * buf } else { buf }) * lr;
+        // flashoptim computes the decay in Python (f64) and passes it to its kernel as f32.
+        let decay = if decouple_lr { f64(weight_decay * (lr / initial_lr)) } else { f64(weight_decay * lr) };
+        buf = fma(buf, momentum, g * f64(1.0 - dampening));
+        p = fma(p, 1.0 - decay, -((if nesterov { fma(momentum, buf, g) } else { buf }) * lr));
     }
 }
 

@@ -2,12 +2,10 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, powif};
 use flashopt::ir::codec::master::{decode_master, encode_master};
-use flashopt::ir::codec::state::{
-    decode_signed, decode_sqrt, encode_signed_group, encode_sqrt_group,
-};
-use flashopt::ir::interp::{self, GradBuf, HostTensor, StateData};
+use flashopt::ir::codec::{softsign, sqrt};
+use flashopt::ir::interp::{self, GradBuf, HostTensor, PartData};
 use flashopt::ir::{HyperValues, compile};
 use flashopt::optimizers::AdamW;
 use flashopt::{Codec, FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
@@ -42,7 +40,7 @@ fn f32_master_trajectory_tracks_f64_adamw() {
     for t in 1..=100u64 {
         let grad = rng.normals(n, 0.1);
         let scalars = plan.kernel_scalars(&hyper, t).unwrap();
-        interp::run(&plan, &scalars, tensor.buffers(GradBuf::F32(&grad))).unwrap();
+        interp::run(&plan, &scalars, &mut tensor, GradBuf::F32(&grad)).unwrap();
         let bias1 = 1.0 - b1.powi(t as i32);
         let bias2 = 1.0 - b2.powi(t as i32);
         for i in 0..n {
@@ -52,7 +50,7 @@ fn f32_master_trajectory_tracks_f64_adamw() {
             p64[i] =
                 p64[i] * (1.0 - lr * wd) - lr * (m64[i] / bias1) / ((v64[i] / bias2).sqrt() + eps);
         }
-        let p32 = tensor.master_f32();
+        let p32 = tensor.master_f32(&plan);
         let diff: f64 = p32
             .iter()
             .zip(&p64)
@@ -67,7 +65,7 @@ fn f32_master_trajectory_tracks_f64_adamw() {
     println!("f32 AdamW vs f64 over 100 steps: worst relative error {worst:.3e}");
     // The trajectory moved: the comparison is not of two frozen vectors.
     let moved: f64 = tensor
-        .master_f32()
+        .master_f32(&plan)
         .iter()
         .zip(&init)
         .map(|(&a, &b)| f64::from(a - b).abs())
@@ -86,8 +84,8 @@ struct Compressed {
 }
 
 /// flashoptim 0.1.4's fused AdamW kernel (bf16 params, int8 correction, quantized
-/// states), transcribed statement by statement from its Triton source, independent of
-/// the IR, the passes and the interpreter. `s` holds the host scalars
+/// states), transcribed statement by statement from its Triton source as its compiler
+/// contracts it, independent of the IR, the passes and the interpreter. `s` holds the host scalars
 /// `[1 - b1, 1 - b2, 1 - lr*wd, 1 - b1^t, 1 - b2^t]` and `lr, b1, b2, eps`.
 #[allow(clippy::needless_range_loop)] // indexes six arrays by element, as the kernel does
 fn flashoptim_adamw_step(
@@ -118,32 +116,33 @@ fn flashoptim_adamw_step(
             let m = (y / (2.0 - y.abs())) * c.m_scales[group].to_f32();
             let r = (f32::from(c.v[i]) / 255.0) * c.v_scales[group].to_f32();
             let v = r * r;
-            let m = m * b1 + g * one_minus_b1;
-            let v = v * b2 + g * g * one_minus_b2;
-            p *= decay;
+            // LLVM contracts `m * b1 + g * (1 - b1)` into fma(m, b1, ..), and
+            // `p * decay - x` into fma(p, decay, -x).
+            let m = m.mul_add(b1, g * one_minus_b1);
+            let v = v.mul_add(b2, g * g * one_minus_b2);
             let corrected_m = m / bias1;
             let corrected_v = v / bias2;
             let denom = corrected_v.sqrt() + eps;
-            p -= lr * corrected_m / denom;
+            p = p.mul_add(decay, -(lr * corrected_m / denom));
             let (bits, code) = encode_master(p, FloatDtype::Bf16, MasterMode::Int8);
             c.param[i] = bits;
             c.correction[i] = code as i8;
             m_new.push(m);
             v_new.push(v);
         }
-        c.m_scales[group] = encode_signed_group(&m_new, true, &mut c.m[start..end]);
-        c.v_scales[group] = encode_sqrt_group(&v_new, &mut c.v[start..end]);
+        c.m_scales[group] = softsign::encode_group(&m_new, &mut c.m[start..end]);
+        c.v_scales[group] = sqrt::encode_group(&v_new, &mut c.v[start..end]);
     }
     // Keep the decoders honest too: every code decodes to a finite value.
     assert!(
         c.m.iter()
             .enumerate()
-            .all(|(i, &q)| decode_signed(q, c.m_scales[i / 32], true).is_finite())
+            .all(|(i, &q)| softsign::decode(q, c.m_scales[i / 32]).is_finite())
     );
     assert!(
         c.v.iter()
             .enumerate()
-            .all(|(i, &q)| decode_sqrt(q, c.v_scales[i / 32]).is_finite())
+            .all(|(i, &q)| sqrt::decode(q, c.v_scales[i / 32]).is_finite())
     );
 }
 
@@ -183,13 +182,16 @@ fn interpreter_matches_the_flashoptim_kernel_bit_for_bit() {
                 .map(bf16::from_f32)
                 .collect();
             let scalars = plan.kernel_scalars(&hyper, t).unwrap();
-            interp::run(&plan, &scalars, tensor.buffers(GradBuf::Bf16(&grad))).unwrap();
+            interp::run(&plan, &scalars, &mut tensor, GradBuf::Bf16(&grad)).unwrap();
+            // As flashoptim computes them: f32 arguments, f32 arithmetic in the
+            // kernel, the decay product in Python (f64).
+            let (b1f, b2f) = (b1 as f32, b2 as f32);
             let host = [
-                (1.0 - b1) as f32,
-                (1.0 - b2) as f32,
-                (1.0 - lr * wd) as f32,
-                (1.0 - b1.powi(t as i32)) as f32,
-                (1.0 - b2.powi(t as i32)) as f32,
+                1.0 - b1f,
+                1.0 - b2f,
+                1.0 - (lr * wd) as f32,
+                1.0 - powif(b1f, t),
+                1.0 - powif(b2f, t),
             ];
             flashoptim_adamw_step(
                 &mut reference,
@@ -201,32 +203,21 @@ fn interpreter_matches_the_flashoptim_kernel_bit_for_bit() {
                 host,
             );
 
-            let flashopt::ir::interp::ParamData::Bf16(param) = &tensor.param else {
+            let PartData::Bf16(param) = &tensor.parts[0] else {
                 panic!()
             };
             let param: Vec<u16> = param.iter().map(|x| x.to_bits()).collect();
             assert_eq!(param, reference.param, "n={n} t={t}: params");
-            assert_eq!(
-                tensor.correction,
-                flashopt::ir::interp::CorrectionData::Int8(reference.correction.clone()),
-                "n={n} t={t}"
-            );
-            assert_eq!(
-                tensor.states[0],
-                StateData::Int8 {
-                    codes: reference.m.clone(),
-                    scales: reference.m_scales.clone()
-                },
-                "n={n} t={t}: m"
-            );
-            assert_eq!(
-                tensor.states[1],
-                StateData::Uint8 {
-                    codes: reference.v.clone(),
-                    scales: reference.v_scales.clone()
-                },
-                "n={n} t={t}: v"
-            );
+            // The plan's parts, in order: param, correction, m codes and scales, v codes
+            // and scales.
+            let want = [
+                PartData::I8(reference.correction.clone()),
+                PartData::I8(reference.m.clone()),
+                PartData::F16(reference.m_scales.clone()),
+                PartData::U8(reference.v.clone()),
+                PartData::F16(reference.v_scales.clone()),
+            ];
+            assert_eq!(tensor.parts[1..], want, "n={n} t={t}");
         }
         // Steps happened: the codes are not all zero.
         assert!(reference.m.iter().any(|&q| q != 0), "n={n}");

@@ -7,6 +7,7 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use flashopt::Optimizer as _;
 use flashopt::optimizers::AdamW;
 use flashopt::{CpuOptimizer, GradBuf, MasterMode, PlanConfig, TensorId};
 use flashopt_burn::{BurnError, HostOptimizer};

@@ -1,8 +1,8 @@
 //! Skipped steps on non-finite gradients and the numerics check, on the CPU reference.
 
+use flashopt::Optimizer as _;
 use flashopt::ir::def::{OptimizerDef, Range, name};
 use flashopt::optimizers::AdamW;
-use flashopt::runtime::numerics::min_step_relative_to_lr;
 use flashopt::runtime::{NonFinite, StepOutcome};
 use flashopt::{CpuOptimizer, GradBuf, MasterMode, PlanConfig, RuntimeError, TensorId};
 use half::bf16;
@@ -76,13 +76,18 @@ fn a_step_with_nan_or_inf_changes_nothing_and_says_where() {
 
 #[test]
 fn check_numerics_names_the_tensors_a_small_lr_cannot_move() {
-    let adam_step = min_step_relative_to_lr("adamw").unwrap();
-    assert_eq!(adam_step, 0.1);
+    // AdamW declares its smallest step as a tenth of the learning rate.
+    assert_eq!(
+        adamw(1e-2).plan().numerics.min_step_relative_to_lr,
+        Some(0.1)
+    );
     // |w| up to 2 with a 24-bit master: steps must reach about 1.2e-4, so lr 1e-3 (Adam
     // steps of 1e-4) is already too small for `embed`, and 1e-2 is fine.
-    assert!(adamw(1e-2).check_numerics(adam_step).unwrap().is_empty());
-    assert_eq!(adamw(1e-3).check_numerics(adam_step).unwrap().len(), 1);
-    let warnings = adamw(1e-7).check_numerics(adam_step).unwrap();
+    assert!(adamw(1e-2).check_numerics().unwrap().is_empty());
+    assert_eq!(adamw(1e-3).check_numerics().unwrap().len(), 1);
+    // A step declared ten times larger moves `embed` at 1e-3.
+    assert!(adamw(1e-3).check_numerics_with(1.0).unwrap().is_empty());
+    let warnings = adamw(1e-7).check_numerics().unwrap();
     let names: Vec<&str> = warnings.iter().map(|w| w.tensor.as_str()).collect();
     assert_eq!(names, ["embed", "head"]);
     assert_eq!(warnings[0].max_abs, 2.0);
@@ -103,11 +108,25 @@ fn check_numerics_needs_a_learning_rate() {
     def.assign("p", name("p") - name("step") * name("g"));
     let mut opt = CpuOptimizer::new(&def, PlanConfig::f32()).unwrap();
     opt.add_tensor("w", &[1.0]).unwrap();
-    let err = opt.check_numerics(1.0).unwrap_err();
+    // A hyper-parameter's name does not make it the learning rate: the definition does.
+    let err = opt.check_numerics_with(1.0).unwrap_err();
     assert!(matches!(err, RuntimeError::NoLearningRate { .. }));
     assert_eq!(
         err.to_string(),
-        "check_numerics needs a hyper-parameter named `lr`; `plain` has none"
+        "`plain` names no learning rate: mark one f32 hyper-parameter `#[flashopt(learning_rate)]` (OptimizerDef::learning_rate)"
+    );
+    assert!(opt.set_learning_rate(0.1).is_err());
+
+    def.learning_rate("step");
+    let mut opt = CpuOptimizer::new(&def, PlanConfig::f32()).unwrap();
+    opt.add_tensor("w", &[1.0]).unwrap();
+    let err = opt.check_numerics().unwrap_err();
+    assert!(matches!(err, RuntimeError::NoMinStep { .. }), "{err}");
+    assert!(opt.check_numerics_with(1.0).unwrap().is_empty());
+    opt.set_learning_rate(0.25).unwrap();
+    assert_eq!(
+        opt.hyper(0).get("step"),
+        Some(flashopt::ir::def::Value::Float(0.25))
     );
 }
 

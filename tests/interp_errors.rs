@@ -3,7 +3,8 @@
 mod common;
 
 use common::Rng;
-use flashopt::ir::interp::{self, CorrectionBuf, GradBuf, HostTensor, StateBuf};
+use flashopt::Optimizer as _;
+use flashopt::ir::interp::{self, GradBuf, HostTensor, PartData};
 use flashopt::ir::{HyperValues, compile};
 use flashopt::optimizers::AdamW;
 use flashopt::{CpuOptimizer, MasterMode, OptimizerSpec, PlanConfig};
@@ -25,60 +26,47 @@ fn each_mismatch_is_named_and_leaves_the_tensor_untouched() {
     let before = tensor.clone();
     let short = vec![bf16::ONE; 99];
     let f32_grad = vec![0.5f32; 100];
-    let mut wrong_scales = vec![f16::ZERO; 3];
-    let mut codes = vec![0i8; 100];
-    let mut f32_state = vec![0.0f32; 100];
 
-    let err = interp::run(&plan, &scalars, tensor.buffers(GradBuf::Bf16(&short))).unwrap_err();
+    let err = interp::run(&plan, &scalars, &mut tensor, GradBuf::Bf16(&short)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "gradient: 99 elements, expected 100 (the parameter's length)"
     );
-    let err = interp::run(&plan, &scalars, tensor.buffers(GradBuf::F32(&f32_grad))).unwrap_err();
+    let err = interp::run(&plan, &scalars, &mut tensor, GradBuf::F32(&f32_grad)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "gradient: dtype f32, but the plan `adamw` was lowered for bf16"
     );
-    let err = interp::run(&plan, &scalars[1..], tensor.buffers(GradBuf::Bf16(&grad))).unwrap_err();
+    let err = interp::run(&plan, &scalars[1..], &mut tensor, GradBuf::Bf16(&grad)).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("host scalars: the plan `adamw` takes"),
         "{err}"
     );
 
-    let mut b = tensor.buffers(GradBuf::Bf16(&grad));
-    b.correction = CorrectionBuf::None;
-    let err = interp::run(&plan, &scalars, b).unwrap_err();
+    // The plan's parts: param, correction, m::codes, m::scales, v::codes, v::scales.
+    let mut bad = tensor.clone();
+    bad.parts.remove(1);
+    let err = interp::run(&plan, &scalars, &mut bad, GradBuf::Bf16(&grad)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "correction codes: the plan `adamw` needs 24 master mode, the buffers give none"
+        "parts: the plan `adamw` stores 6 part(s) per tensor (param, correction, m::codes, m::scales, v::codes, v::scales), the tensor has 5"
     );
 
-    let mut b = tensor.buffers(GradBuf::Bf16(&grad));
-    b.states[0] = StateBuf::Int8 {
-        codes: &mut codes,
-        scales: &mut wrong_scales,
-    };
-    let err = interp::run(&plan, &scalars, b).unwrap_err();
+    let mut bad = tensor.clone();
+    bad.parts[3] = PartData::F16(vec![f16::ZERO; 3]);
+    let err = interp::run(&plan, &scalars, &mut bad, GradBuf::Bf16(&grad)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "state `m` scales: 3 elements, expected 4 (the parameter's length, in groups of 32)"
+        "part `m::scales`: 3 values, expected 4 (per group of 32 of 100 elements)"
     );
 
-    let mut b = tensor.buffers(GradBuf::Bf16(&grad));
-    b.states[1] = StateBuf::F32(&mut f32_state);
-    let err = interp::run(&plan, &scalars, b).unwrap_err();
+    let mut bad = tensor.clone();
+    bad.parts[4] = PartData::F32(vec![0.0; 100]);
+    let err = interp::run(&plan, &scalars, &mut bad, GradBuf::Bf16(&grad)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "state `v`: its codec is uint8_sqrt, but the buffer holds f32"
-    );
-
-    let mut b = tensor.buffers(GradBuf::Bf16(&grad));
-    b.states.pop();
-    let err = interp::run(&plan, &scalars, b).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "states: the plan `adamw` has 2 state(s), the buffers give 1"
+        "part `v::codes`: the plan `adamw` stores u8, the tensor holds f32"
     );
 
     assert_eq!(tensor, before, "a refused step must not write");
@@ -87,7 +75,7 @@ fn each_mismatch_is_named_and_leaves_the_tensor_untouched() {
 #[test]
 fn zero_length_tensors_step_and_stay_empty() {
     let (plan, mut tensor, scalars, grad) = setup(0);
-    interp::run(&plan, &scalars, tensor.buffers(GradBuf::Bf16(&grad))).unwrap();
+    interp::run(&plan, &scalars, &mut tensor, GradBuf::Bf16(&grad)).unwrap();
     assert!(tensor.is_empty());
 }
 

@@ -1,6 +1,7 @@
-//! The generated CUDA and HIP source of every shipped optimizer's fused kernel,
-//! compiled by cubecl-cpp on the host (no GPU): bf16 parameters at 24-bit, 32-bit and
-//! no correction, plus f16 and f32 parameters for AdamW.
+//! The generated CUDA and HIP source of the fused kernels, compiled by cubecl-cpp on
+//! the host (no GPU). Every shipped optimizer in every format is compiled and checked
+//! for the properties below; the source itself is snapshotted for AdamW-24 on bf16
+//! alone (the plans, which the sources translate, are snapshotted for all).
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
@@ -60,7 +61,9 @@ fn kernel_sources() {
                     "{name} {label} {target:?}: no plane shuffle for the group maximum"
                 );
             }
-            insta::assert_snapshot!(format!("{name}_{label}_{}", target.name()), source);
+            if name == "adamw" && label == "bf16_24" {
+                insta::assert_snapshot!(format!("{name}_{label}_{}", target.name()), source);
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
+use flashopt::Optimizer as _;
 use flashopt::optimizers::AdamW;
 use flashopt::{MasterMode, PlanConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -440,7 +441,7 @@ fn check_adapter(steps: usize) -> bool {
             for (info, v) in flashopt_burn::params::collect::<B, _>(&fresh()) {
                 cpu.add_tensor(&info.name, &v).expect("add");
             }
-            cpu.set_hyper("lr", 1e-3).expect("lr");
+            cpu.set_learning_rate(1e-3).expect("lr");
             let all = client.read_one_unchecked(gpu.grad_buffer().clone());
             let grads: Vec<Vec<half::bf16>> = (0..gpu.tensor_count())
                 .map(|i| {

@@ -33,3 +33,20 @@ impl Rng {
         (0..n).map(|_| (self.normal() * scale) as f32).collect()
     }
 }
+
+/// libdevice's `__nv_powif`, with which flashoptim's `_triton_adam_kernel` computes
+/// `beta^step`: f32 square-and-multiply, low bits first (measured on the GPU:
+/// tests/flashoptim_vectors.rs).
+pub fn powif(x: f32, n: u64) -> f32 {
+    let (mut acc, mut base, mut n) = (None::<f32>, x, n);
+    loop {
+        if n & 1 == 1 {
+            acc = Some(acc.map_or(base, |a| a * base));
+        }
+        n >>= 1;
+        if n == 0 {
+            return acc.unwrap_or(1.0);
+        }
+        base *= base;
+    }
+}

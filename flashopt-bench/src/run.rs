@@ -1,0 +1,289 @@
+//! The GPU side: copy ceiling, step times, device bytes.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use flashopt::ir::Plan;
+use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
+use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::runtime::GpuOptimizer;
+use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
+use flashopt_cubecl::cubecl;
+use flashopt_cubecl::cubecl::cuda::CudaRuntime;
+use flashopt_cubecl::cubecl::prelude::*;
+use flashopt_cubecl::define::KernelShape;
+use half::bf16;
+
+use crate::workloads::{self, Workload};
+
+const WARMUP_BATCHES: usize = 3;
+const BATCHES: usize = 21;
+/// Steps per timed batch: back-to-back launches between two device syncs, so the host
+/// round trip of a sync is spread over many steps.
+const STEPS_PER_BATCH: usize = 10;
+
+#[cube(launch_unchecked)]
+fn copy_kernel(input: &Array<Vector<u32, Const<4>>>, output: &mut Array<Vector<u32, Const<4>>>) {
+    if ABSOLUTE_POS < input.len() {
+        output[ABSOLUTE_POS] = input[ABSOLUTE_POS];
+    }
+}
+
+fn sync(client: &ComputeClient<CudaRuntime>) {
+    cubecl::future::block_on(client.sync()).expect("device sync");
+}
+
+/// Median seconds per call of `f`, timed in batches between device syncs.
+fn time_per_call(client: &ComputeClient<CudaRuntime>, mut f: impl FnMut()) -> f64 {
+    let mut times = Vec::with_capacity(BATCHES);
+    for batch in 0..WARMUP_BATCHES + BATCHES {
+        sync(client);
+        let start = Instant::now();
+        for _ in 0..STEPS_PER_BATCH {
+            f();
+        }
+        sync(client);
+        if batch >= WARMUP_BATCHES {
+            times.push(start.elapsed().as_secs_f64() / STEPS_PER_BATCH as f64);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Read + write GB/s of a 16-byte-vector copy of 2 GiB.
+fn copy_gbps(client: &ComputeClient<CudaRuntime>) -> f64 {
+    let bytes = 2usize << 30;
+    let vectors = bytes / 16;
+    let a = client.create_from_slice(&vec![1u8; bytes]);
+    let b = client.empty(bytes);
+    let t = time_per_call(client, || unsafe {
+        copy_kernel::launch_unchecked::<CudaRuntime>(
+            client,
+            CubeCount::Static((vectors as u32).div_ceil(256), 1, 1),
+            CubeDim::new_1d(256),
+            ArrayArg::from_raw_parts(a.clone(), vectors * 4),
+            ArrayArg::from_raw_parts(b.clone(), vectors * 4),
+        );
+    });
+    2.0 * bytes as f64 / t / 1e9
+}
+
+/// A fresh optimizer state as flashoptim starts one: bf16 weights, zero corrections,
+/// zero states.
+fn fresh_tensor(plan: &Plan, n: usize, seed: usize) -> HostTensor {
+    let weight = |j: usize| bf16::from_f32((((j + seed) % 2003) as f32 - 1001.0) * 1e-3);
+    let mut t = HostTensor::zeros(plan, n);
+    t.parts[0] = PartData::Bf16((0..n).map(weight).collect());
+    t
+}
+
+pub struct Measured {
+    pub ms: f64,
+    pub model_gbps: f64,
+    pub device_bytes_per_param: f64,
+}
+
+fn measure<S: OptimizerSpec>(
+    client: &ComputeClient<CudaRuntime>,
+    spec: &S,
+    master: MasterMode,
+    workload: &Workload,
+    grads: &[Vec<bf16>],
+    shape: KernelShape,
+) -> Result<Measured, String> {
+    let setup = Instant::now();
+    let mut phases: Vec<(&str, f64)> = Vec::new();
+    let mut lap = {
+        let mut last = Instant::now();
+        move |name: &'static str, phases: &mut Vec<(&str, f64)>| {
+            phases.push((name, last.elapsed().as_secs_f64()));
+            last = Instant::now();
+        }
+    };
+    let plan = S::plan(PlanConfig::bf16(master)).map_err(|e| e.to_string())?;
+    let bytes: u64 = workload
+        .tensors
+        .iter()
+        .map(|&n| plan.bytes_for(n))
+        .map(|(r, w)| r + w)
+        .sum();
+    let tensors: Vec<(String, HostTensor)> = workload
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("t{i}"), fresh_tensor(&plan, n, i)))
+        .collect();
+    let hyper = spec.hyper_values().map_err(|e| e.to_string())?;
+    lap("host state", &mut phases);
+    let mut opt =
+        GpuOptimizer::from_host(client.clone(), plan, hyper, tensors).map_err(|e| e.to_string())?;
+    opt.set_kernel_shape(shape);
+    // The steps reuse one set of gradients, which after the first step count as
+    // written on the device: the NaN/Inf scan would run before each. The bench times
+    // the fused step alone; gpu_check measures the scan and clipping.
+    opt.set_check_device_grads(false);
+    lap("upload state", &mut phases);
+    let bufs: Vec<GradBuf<'_>> = grads.iter().map(|g| GradBuf::Bf16(g)).collect();
+    opt.write_grads(&bufs).map_err(|e| e.to_string())?;
+    lap("upload grads", &mut phases);
+    sync(client);
+    lap("sync", &mut phases);
+    let timing = Instant::now();
+    let t = time_per_call(client, || {
+        assert!(
+            opt.step().expect("step").applied(),
+            "bench gradients are finite"
+        );
+    });
+    let phases: Vec<String> = phases
+        .iter()
+        .map(|(name, s)| format!("{name} {s:.1}"))
+        .collect();
+    eprintln!(
+        "  ({} {master:?} {}: setup {:.1} s [{}], timing {:.1} s)",
+        S::NAME,
+        workload.name,
+        timing.duration_since(setup).as_secs_f64(),
+        phases.join(", "),
+        timing.elapsed().as_secs_f64()
+    );
+    Ok(Measured {
+        ms: t * 1e3,
+        model_gbps: bytes as f64 / t / 1e9,
+        device_bytes_per_param: opt.device_bytes() as f64 / workload.params() as f64,
+    })
+}
+
+fn dispatch(
+    client: &ComputeClient<CudaRuntime>,
+    optimizer: &str,
+    master: MasterMode,
+    workload: &Workload,
+    grads: &[Vec<bf16>],
+    shape: KernelShape,
+) -> Result<Measured, String> {
+    match optimizer {
+        "AdamW" => measure(client, &AdamW::default(), master, workload, grads, shape),
+        "Adam" => measure(client, &Adam::default(), master, workload, grads, shape),
+        "Lion" => measure(client, &Lion::default(), master, workload, grads, shape),
+        "SGD" => measure(
+            client,
+            &Sgd {
+                momentum: 0.9,
+                ..Sgd::default()
+            },
+            master,
+            workload,
+            grads,
+            shape,
+        ),
+        "SGDW" => measure(
+            client,
+            &SgdW {
+                momentum: 0.9,
+                ..SgdW::default()
+            },
+            master,
+            workload,
+            grads,
+            shape,
+        ),
+        other => Err(format!("no optimizer `{other}`")),
+    }
+}
+
+pub const OPTIMIZERS: [&str; 5] = ["AdamW", "Adam", "Lion", "SGD", "SGDW"];
+pub const MASTERS: [(&str, MasterMode); 3] = [
+    ("24", MasterMode::Int8),
+    ("32", MasterMode::Int16),
+    ("none", MasterMode::None),
+];
+
+pub const CSV_HEADER: &str = "optimizer,master,workload,params,tensors,lanes_per_unit,ms,model_gbps,pct_of_copy,device_bytes_per_param";
+
+/// What `run` measures: each filter keeps everything when empty.
+#[derive(Default)]
+pub struct Selection {
+    pub workloads: Vec<String>,
+    pub optimizers: Vec<String>,
+    pub masters: Vec<String>,
+    /// Lanes per unit to measure (the default shape when empty).
+    pub lanes: Vec<usize>,
+}
+
+fn keeps(filter: &[String], name: &str) -> bool {
+    filter.is_empty() || filter.iter().any(|f| f == name)
+}
+
+pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
+    let shapes: Vec<KernelShape> = if selection.lanes.is_empty() {
+        vec![KernelShape::default()]
+    } else {
+        selection
+            .lanes
+            .iter()
+            .map(|&l| KernelShape::new(l).ok_or(format!("--lanes {l}: 4, 8, 16 or 32")))
+            .collect::<Result<_, _>>()?
+    };
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let client = CudaRuntime::client(&Default::default());
+    let copy = copy_gbps(&client);
+    println!("device-to-device copy (2 GiB, read + write): {copy:.0} GB/s");
+    let path = out.join("flashopt.csv");
+    let mut csv = format!("# copy_gbps={copy:.1}\n{CSV_HEADER}\n");
+    let mut row = |opt: &str, master: &str, w: &Workload, shape: KernelShape, m: &Measured| {
+        let line = format!(
+            "{opt},{master},{},{},{},{},{:.4},{:.1},{:.2},{:.3}",
+            w.name,
+            w.params(),
+            w.tensors.len(),
+            shape.lanes_per_unit,
+            m.ms,
+            m.model_gbps,
+            100.0 * m.model_gbps / copy,
+            m.device_bytes_per_param
+        );
+        println!("{line}");
+        writeln!(csv, "{line}").expect("string write");
+        // Rewritten after every row: a run cut short keeps what it measured.
+        if let Err(e) = std::fs::write(&path, &csv) {
+            eprintln!("{}: {e}", path.display());
+        }
+    };
+    let workloads: Vec<Workload> = workloads::all()
+        .into_iter()
+        .filter(|w| keeps(&selection.workloads, w.name))
+        .collect();
+    if workloads.is_empty() {
+        return Err("--only matches no workload".into());
+    }
+    let gradients = |w: &Workload| -> Vec<Vec<bf16>> {
+        w.tensors
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|j| bf16::from_f32(((j % 97) as f32 - 48.0) * 1e-4))
+                    .collect()
+            })
+            .collect()
+    };
+    for w in &workloads {
+        let grads = gradients(w);
+        for &shape in &shapes {
+            for opt in OPTIMIZERS
+                .iter()
+                .filter(|o| keeps(&selection.optimizers, o))
+            {
+                for (label, master) in MASTERS.iter().filter(|(l, _)| keeps(&selection.masters, l))
+                {
+                    let m = dispatch(&client, opt, *master, w, &grads, shape)?;
+                    row(opt, label, w, shape, &m);
+                }
+            }
+        }
+    }
+    println!("wrote {}", path.display());
+    Ok(())
+}

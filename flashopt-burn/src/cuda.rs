@@ -1,0 +1,213 @@
+//! burn's CUDA backend: the optimizer's buffers are allocated on burn's own cubecl
+//! client, the module's parameters ARE slices of the optimizer's flat parameter
+//! buffer (no copies: the fused step updates them in place), and each step copies
+//! the gradients burn computed into the flat gradient buffer on the device, freeing
+//! each as soon as it is copied, before ONE fused launch.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::backend::Autodiff;
+use burn::module::{AutodiffModule, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, FloatDType, Shape, Tensor};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, FloatElement, IntElement};
+use cubecl::Runtime;
+use cubecl::cuda::CudaRuntime;
+use flashopt_ir::interp::HostTensor;
+use flashopt_ir::{FloatDtype, OptimizerSpec, PlanConfig};
+use flashopt_runtime::{CheckpointError, GpuOptimizer, Optimizer, StepOutcome, TensorId};
+
+use crate::params::{self, ParamInfo, Replace};
+use crate::{BurnError, TakeGrads};
+
+/// The inner (non-autodiff) burn backend on CUDA, without fusion.
+pub type CudaInner<F, I, BT> = CubeBackend<CudaRuntime, F, I, BT>;
+/// The autodiff backend this optimizer steps.
+pub type CudaAutodiff<F, I, BT> = Autodiff<CudaInner<F, I, BT>>;
+
+fn burn_dtype(dtype: FloatDtype) -> DType {
+    match dtype {
+        FloatDtype::Bf16 => DType::BF16,
+        FloatDtype::F16 => DType::F16,
+        FloatDtype::F32 => DType::F32,
+    }
+}
+
+fn burn_float_dtype(dtype: FloatDtype) -> FloatDType {
+    match dtype {
+        FloatDtype::Bf16 => FloatDType::BF16,
+        FloatDtype::F16 => FloatDType::F16,
+        FloatDtype::F32 => FloatDType::F32,
+    }
+}
+
+/// A flashopt optimizer whose state and parameters live on burn's CUDA device.
+pub struct CudaOptimizer {
+    gpu: GpuOptimizer<CudaRuntime>,
+    params: Vec<ParamInfo>,
+    index: HashMap<ParamId, usize>,
+    /// Each parameter as a burn tensor over its slice of the parameter buffer.
+    views: Vec<CubeTensor<CudaRuntime>>,
+}
+
+impl CudaOptimizer {
+    /// Take over `module`'s float parameters (read once, to build the narrow
+    /// parameters and corrections): the returned module's parameters are views of
+    /// the optimizer's parameter buffer in `config.param`'s dtype (bf16 for
+    /// `PlanConfig::bf16`). A model whose backend computes in f32 casts them where it
+    /// uses them (`param.val().cast(FloatDType::F32)`); their gradients then come back
+    /// in the parameter dtype.
+    pub fn new<F, I, BT, M, S>(
+        spec: &S,
+        config: PlanConfig,
+        module: M,
+    ) -> Result<(Self, M), BurnError>
+    where
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+        M: AutodiffModule<CudaAutodiff<F, I, BT>>,
+        S: OptimizerSpec,
+    {
+        let collected = params::collect::<CudaAutodiff<F, I, BT>, M>(&module);
+        let device = module
+            .devices()
+            .into_iter()
+            .next()
+            .ok_or(BurnError::NoParameters)?;
+        if collected.is_empty() {
+            return Err(BurnError::NoParameters);
+        }
+        // cubecl keeps one client per device: this is the client burn runs on.
+        let client = CudaRuntime::client(&device);
+        let plan = S::plan(config)?;
+        let hyper = spec.hyper_values()?;
+        let tensors = collected
+            .iter()
+            .map(|(info, values)| (info.name.clone(), HostTensor::from_f32(&plan, values)))
+            .collect();
+        let gpu = GpuOptimizer::from_host(client.clone(), plan, hyper, tensors)?;
+        let params: Vec<ParamInfo> = collected.into_iter().map(|(info, _)| info).collect();
+        let dtype = burn_dtype(config.param);
+        let views = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                CubeTensor::new_contiguous(
+                    client.clone(),
+                    device.clone(),
+                    Shape::from(p.shape.clone()),
+                    gpu.param_handle(TensorId(i)),
+                    dtype,
+                )
+            })
+            .collect();
+        let opt = CudaOptimizer {
+            gpu,
+            index: params::index_of(&params),
+            params,
+            views,
+        };
+        let module = opt.attach::<F, I, BT, M>(module);
+        Ok((opt, module))
+    }
+
+    /// The module with every parameter a fresh leaf over its view.
+    fn attach<F, I, BT, M>(&self, module: M) -> M
+    where
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+        M: AutodiffModule<CudaAutodiff<F, I, BT>>,
+    {
+        let mut make = |i: usize, _shape: Vec<usize>, _device: &_| {
+            CudaAutodiff::<F, I, BT>::from_inner(self.views[i].clone())
+        };
+        module.map(&mut Replace {
+            index: &self.index,
+            make: &mut make,
+        })
+    }
+
+    /// One step at learning rate `lr`, like burn's `Optimizer::step`: every gradient
+    /// is copied into the flat gradient buffer on the device (cast to the plan's
+    /// gradient dtype if burn's differs; a parameter without one gets zeros) and
+    /// dropped, then ONE fused launch updates every parameter in place. NaN or
+    /// infinity in the gradients (found on the device) skips the step.
+    pub fn step<F, I, BT, M>(
+        &mut self,
+        lr: f64,
+        module: M,
+        mut grads: GradientsParams,
+    ) -> Result<(M, StepOutcome), BurnError>
+    where
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+        M: AutodiffModule<CudaAutodiff<F, I, BT>>,
+    {
+        self.gpu.set_learning_rate(lr)?;
+        let grad_dtype = self.gpu.plan().config.grad;
+        let mut found = vec![false; self.params.len()];
+        let mut failure = None;
+        module.visit(&mut TakeGrads::<CudaAutodiff<F, I, BT>, _> {
+            grads: &mut grads,
+            index: &self.index,
+            backend: std::marker::PhantomData,
+            on_grad: |i: usize, g: Tensor<CudaInner<F, I, BT>, 1>| {
+                let g = g.cast(burn_float_dtype(grad_dtype));
+                let g = burn_cubecl::kernel::into_contiguous(g.into_primitive().tensor());
+                if let Err(e) = self.gpu.copy_grad_from(TensorId(i), &g.handle) {
+                    failure.get_or_insert(e);
+                }
+                found[i] = true;
+            },
+        });
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        for (i, _) in found.iter().enumerate().filter(|(_, f)| !**f) {
+            self.gpu.zero_grad(TensorId(i))?;
+        }
+        let outcome = self.gpu.step()?;
+        Ok((self.attach::<F, I, BT, M>(module), outcome))
+    }
+
+    /// The parameters, in the order burn visits them.
+    pub fn params(&self) -> &[ParamInfo] {
+        &self.params
+    }
+
+    /// The underlying GPU optimizer (checkpoints, clipping, numerics checks, the
+    /// raw buffers).
+    pub fn optimizer(&self) -> &GpuOptimizer<CudaRuntime> {
+        &self.gpu
+    }
+
+    pub fn optimizer_mut(&mut self) -> &mut GpuOptimizer<CudaRuntime> {
+        &mut self.gpu
+    }
+
+    /// Restore a checkpoint. The optimizer allocates fresh buffers for it, so the
+    /// module's parameters are re-attached to them: use the returned module.
+    pub fn load<F, I, BT, M>(
+        &mut self,
+        path: impl AsRef<Path>,
+        module: M,
+    ) -> Result<M, CheckpointError>
+    where
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+        M: AutodiffModule<CudaAutodiff<F, I, BT>>,
+    {
+        self.gpu.load(path)?;
+        for (i, view) in self.views.iter_mut().enumerate() {
+            view.handle = self.gpu.param_handle(TensorId(i));
+        }
+        Ok(self.attach::<F, I, BT, M>(module))
+    }
+}

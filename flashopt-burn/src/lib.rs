@@ -1,0 +1,115 @@
+//! # flashopt-burn: flashopt's optimizers for burn 0.21 modules
+//!
+//! burn 0.21 is built on cubecl 0.10.0, the version flashopt's kernels are pinned to,
+//! so on CUDA the optimizer shares burn's compute client: [`CudaOptimizer`] keeps the
+//! module's parameters as slices of its flat parameter buffer (bf16 with an int8
+//! correction for 24-bit AdamW: 2 + 1 bytes per parameter, states 2 more) and updates
+//! them in place with ONE fused launch per step. [`HostOptimizer`] runs the same
+//! arithmetic on the CPU reference for any backend (tests, CI, small models).
+//!
+//! Both are used like burn's optimizers: `(module, outcome) = opt.step(lr, module,
+//! grads)?`. A step whose gradients hold NaN or infinity is skipped, not applied.
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::module::{Module, Param};
+//! use burn::optim::GradientsParams;
+//! use burn::tensor::{Tensor, TensorData, backend::Backend};
+//! use flashopt_burn::HostOptimizer;
+//! use flashopt_ir::{MasterMode, OptimizerSpec, PlanConfig, def::*};
+//!
+//! #[derive(Module, Debug)]
+//! struct Line<B: Backend> {
+//!     w: Param<Tensor<B, 1>>,
+//! }
+//!
+//! // Plain SGD, written in the DSL's builder form (flashopt's `optimizer!` or its
+//! // shipped `AdamW` work the same way).
+//! struct Sgd;
+//! impl OptimizerSpec for Sgd {
+//!     const NAME: &'static str = "sgd";
+//!     fn definition() -> OptimizerDef {
+//!         let mut def = OptimizerDef::new("sgd");
+//!         def.hyper("lr", 0.1, Range::at_least(0.0)).learning_rate("lr");
+//!         def.assign("p", name("p") - name("lr") * name("g"));
+//!         def
+//!     }
+//!     fn hyper_values(&self) -> Result<flashopt_ir::HyperValues, flashopt_ir::HyperError> {
+//!         Ok(flashopt_ir::HyperValues::defaults(&Self::definition().hyper_params))
+//!     }
+//! }
+//!
+//! type B = Autodiff<NdArray>;
+//! let device = Default::default();
+//! let w = Tensor::<B, 1>::from_data(TensorData::from([1.0f32, -2.0]), &device);
+//! let model = Line { w: Param::from_tensor(w) };
+//! let (mut opt, mut model) =
+//!     HostOptimizer::new(&Sgd, PlanConfig::bf16(MasterMode::Int8), model).unwrap();
+//! for _ in 0..50 {
+//!     let loss = model.w.val().powf_scalar(2.0).sum(); // minimum at w = 0
+//!     let grads = GradientsParams::from_grads(loss.backward(), &model);
+//!     let (next, outcome) = opt.step(0.1, model, grads).unwrap();
+//!     assert!(outcome.applied());
+//!     model = next;
+//! }
+//! let w: Vec<f32> = model.w.val().into_data().into_vec().unwrap();
+//! assert!(w.iter().all(|x| x.abs() < 1e-3), "{w:?}");
+//! ```
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use burn::module::{ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use flashopt_ir::{CompileError, HyperError};
+use flashopt_runtime::RuntimeError;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod host;
+pub mod params;
+
+#[cfg(feature = "cuda")]
+pub use cuda::CudaOptimizer;
+pub use flashopt_runtime::{NonFinite, StepOutcome};
+pub use host::HostOptimizer;
+pub use params::ParamInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BurnError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Hyper(#[from] HyperError),
+    #[error("the module has no float parameters to optimize")]
+    NoParameters,
+}
+
+/// Takes each visited parameter's gradient out of `grads` (so it is freed as soon as
+/// `on_grad` is done with it), flattened, with the parameter's index.
+pub(crate) struct TakeGrads<'a, B: AutodiffBackend, F> {
+    pub grads: &'a mut GradientsParams,
+    pub index: &'a HashMap<ParamId, usize>,
+    pub on_grad: F,
+    #[allow(dead_code)]
+    pub backend: PhantomData<B>,
+}
+
+impl<B, F> ModuleVisitor<B> for TakeGrads<'_, B, F>
+where
+    B: AutodiffBackend,
+    F: FnMut(usize, Tensor<B::InnerBackend, 1>),
+{
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(&i) = self.index.get(&param.id) else {
+            return;
+        };
+        if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            (self.on_grad)(i, grad.flatten(0, D - 1));
+        }
+    }
+}

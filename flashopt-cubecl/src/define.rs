@@ -1,0 +1,702 @@
+//! The back end proper: a [`Plan`]'s step program becomes a cubecl
+//! [`KernelDefinition`], instruction by instruction.
+//!
+//! A 32-element group is stepped by `32 / lanes_per_unit` neighbouring units of one
+//! plane ([`KernelShape`]). Each unit loads its lanes of every per-element part with
+//! vectors of up to 16 bytes and runs the program lane by lane; a value the same on
+//! every lane of the group (host scalars, constants, per-group parts, group maxima and
+//! what is computed from those alone) is computed once per unit. A group maximum is
+//! each unit's own maximum combined across the group's units with plane shuffles, so
+//! every unit of a plane reaches the shuffles: units past the end recompute the last
+//! group and store nothing. Stores happen last, after every load (the plan verifier
+//! guarantees no part is read after it is written).
+//!
+//! Buffers are one per part, flat and padded to whole groups; a per-group info word
+//! gives the group's element count (a tensor's last group may be short: padding lanes
+//! never enter a group maximum) and its parameter group, which selects the host
+//! scalars. So one launch steps any number of tensors. This file knows no codec.
+
+use cubecl::ir::{
+    DeviceProperties, ElemType, FloatKind, IntKind, ManagedVariable, StorageType, TargetProperties,
+    UIntKind,
+};
+use cubecl::prelude::*;
+use flashopt_ir::graph::{Func1, Func2};
+use flashopt_ir::program::{InstOp, ValueId};
+use flashopt_ir::verify::uniform_over_group;
+use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role as PartRole, Storage};
+use half::{bf16, f16};
+
+use crate::ops;
+
+type F = NativeExpand<f32>;
+type I = NativeExpand<i32>;
+
+/// What a kernel buffer holds, in binding order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A part of the plan's layout, by index.
+    Part(usize),
+    /// Host scalars, `scalars` per parameter group.
+    Scalars,
+    /// One u32 per group: element count in bits 0..6, parameter group from bit 8.
+    GroupInfo,
+    /// Every code table's values, one after the other.
+    Tables,
+}
+
+/// One kernel buffer: its role, element type and vector width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Buffer {
+    pub role: Role,
+    pub storage: StorageType,
+    pub vector: usize,
+    pub writable: bool,
+}
+
+impl Buffer {
+    pub fn ty(&self) -> cubecl::ir::Type {
+        cubecl::ir::Type::new(self.storage).with_vector_size(self.vector)
+    }
+
+    pub fn element_bytes(&self) -> usize {
+        self.storage.size()
+    }
+}
+
+fn storage_type(storage: Storage) -> StorageType {
+    StorageType::Scalar(match storage {
+        Storage::Bf16 => ElemType::Float(FloatKind::BF16),
+        Storage::F16 => ElemType::Float(FloatKind::F16),
+        Storage::F32 => ElemType::Float(FloatKind::F32),
+        Storage::I8 => ElemType::Int(IntKind::I8),
+        Storage::I16 => ElemType::Int(IntKind::I16),
+        Storage::U8 => ElemType::UInt(UIntKind::U8),
+    })
+}
+
+const U32: StorageType = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
+const F32: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::F32));
+
+/// How the kernel spreads a group over units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelShape {
+    /// Elements each unit steps: 4, 8, 16 or 32 (then `32 / lanes` units share a group).
+    pub lanes_per_unit: usize,
+}
+
+impl Default for KernelShape {
+    /// 4 lanes: eight units share a group. Fewer registers per unit leave room for more
+    /// resident planes, which the step needs to overlap its arithmetic with memory;
+    /// on an H100 it was the fastest shape for AdamW, Lion and SGD at 268M parameters
+    /// (docs/BENCHMARKS.md, "Kernel shape").
+    fn default() -> Self {
+        KernelShape { lanes_per_unit: 4 }
+    }
+}
+
+impl KernelShape {
+    pub fn new(lanes_per_unit: usize) -> Option<KernelShape> {
+        matches!(lanes_per_unit, 4 | 8 | 16 | 32).then_some(KernelShape { lanes_per_unit })
+    }
+
+    pub fn units_per_group(self) -> usize {
+        GROUP_SIZE / self.lanes_per_unit
+    }
+
+    /// Vector width for an element type: at most 16 bytes, at most one unit's lanes.
+    fn vector_width(self, element_bytes: usize) -> usize {
+        (16 / element_bytes).min(self.lanes_per_unit)
+    }
+}
+
+/// The buffers of a plan's kernel, in binding order: one per part, then the host
+/// scalars, the group info words and, if the plan has any, its code tables.
+pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
+    let mut out: Vec<Buffer> = plan
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let storage = storage_type(p.storage);
+            Buffer {
+                role: Role::Part(i),
+                storage,
+                vector: match p.extent {
+                    Extent::Element => shape.vector_width(storage.size()),
+                    Extent::Group => 1,
+                },
+                writable: p.role != PartRole::Gradient,
+            }
+        })
+        .collect();
+    let scalar = |role, storage| Buffer {
+        role,
+        storage,
+        vector: 1,
+        writable: false,
+    };
+    out.push(scalar(Role::Scalars, F32));
+    out.push(scalar(Role::GroupInfo, U32));
+    if !plan.tables.is_empty() {
+        out.push(scalar(Role::Tables, F32));
+    }
+    out
+}
+
+/// Every table's values, in the order [`Role::Tables`] holds them, and where each
+/// table starts.
+pub fn table_values(plan: &Plan) -> (Vec<f32>, Vec<usize>) {
+    let mut values = Vec::new();
+    let mut starts = Vec::new();
+    for t in &plan.tables {
+        starts.push(values.len());
+        values.extend_from_slice(&t.values);
+    }
+    (values, starts)
+}
+
+/// Build the kernel definition of `plan` for a target and device.
+pub fn define(
+    plan: &Plan,
+    shape: KernelShape,
+    target: TargetProperties,
+    device: &DeviceProperties,
+    settings: KernelSettings,
+) -> KernelDefinition {
+    let mut builder = KernelBuilder::default();
+    builder.runtime_properties(target);
+    builder.device_properties(device);
+    // `usize` indices resolve to the address type, as in cubecl's own kernels.
+    settings.address_type.register(&mut builder.scope);
+    let layout = buffers(plan, shape);
+    let vars: Vec<ManagedVariable> = layout
+        .iter()
+        .map(|b| {
+            if b.writable {
+                builder.output_array(b.ty())
+            } else {
+                builder.input_array(b.ty())
+            }
+        })
+        .collect();
+    // Scalars: the number of groups launched, then the first of them.
+    let count = builder.scalar(U32);
+    let first = builder.scalar(U32);
+    // Always 0 at launch: see `ops::veiled`.
+    let veil = builder.scalar(F32);
+    let kernel = KernelBody {
+        plan,
+        shape,
+        layout: &layout,
+        vars: &vars,
+        veil: veil.into(),
+    };
+    let scope = &mut builder.scope;
+    let units = shape.units_per_group();
+    let group = ops::unit_group::expand(scope, first.into(), count.clone().into(), units);
+    let sub = ops::unit_part::expand(scope, units);
+    let in_range = ops::unit_in_range::expand(scope, count.into(), units);
+    let place = Place { group, sub, shape };
+    kernel.step_group(scope, &place, in_range);
+    builder.build(settings)
+}
+
+/// Where a unit's lanes lie: its group and which part of the group it holds.
+#[derive(Clone)]
+struct Place {
+    group: NativeExpand<usize>,
+    sub: NativeExpand<usize>,
+    shape: KernelShape,
+}
+
+impl Place {
+    /// Index of this unit's `c`-th vector of `width` elements.
+    fn vector_index(&self, scope: &mut Scope, width: usize, c: usize) -> NativeExpand<usize> {
+        ops::vector_index::expand(
+            scope,
+            self.group.clone(),
+            self.sub.clone(),
+            GROUP_SIZE / width,
+            self.shape.lanes_per_unit / width,
+            c,
+        )
+    }
+}
+
+/// One value of the program in one unit.
+#[derive(Clone)]
+enum Scalar {
+    F(F),
+    I(I),
+}
+
+impl Scalar {
+    fn f(&self) -> F {
+        match self {
+            Scalar::F(x) => x.clone(),
+            Scalar::I(_) => unreachable!("the verifier types every operand"),
+        }
+    }
+
+    fn i(&self) -> I {
+        match self {
+            Scalar::I(x) => x.clone(),
+            Scalar::F(_) => unreachable!("the verifier types every operand"),
+        }
+    }
+}
+
+/// A program value in one unit: one per lane, or one for the whole group.
+#[derive(Clone)]
+enum Reg {
+    Lanes(Vec<Scalar>),
+    Uniform(Scalar),
+    /// Effects define nothing.
+    None,
+}
+
+impl Reg {
+    fn lane(&self, l: usize) -> Scalar {
+        match self {
+            Reg::Lanes(v) => v[l].clone(),
+            Reg::Uniform(x) => x.clone(),
+            Reg::None => unreachable!("effects are not operands"),
+        }
+    }
+}
+
+struct KernelBody<'a> {
+    plan: &'a Plan,
+    shape: KernelShape,
+    layout: &'a [Buffer],
+    vars: &'a [ManagedVariable],
+    veil: F,
+}
+
+impl KernelBody<'_> {
+    fn var(&self, role: Role) -> ManagedVariable {
+        let i = self
+            .layout
+            .iter()
+            .position(|b| b.role == role)
+            .expect("the plan has this buffer");
+        self.vars[i].clone()
+    }
+
+    fn lanes(&self) -> usize {
+        self.shape.lanes_per_unit
+    }
+
+    fn step_group(&self, scope: &mut Scope, place: &Place, in_range: NativeExpand<bool>) {
+        let plan = self.plan;
+        let program = &plan.step;
+        let scalar_count = plan.scalar_count();
+        let info = ops::load_scalar::expand::<u32>(
+            scope,
+            self.var(Role::GroupInfo).into(),
+            place.group.clone(),
+        );
+        let valid = ops::group_len::expand(scope, info.clone());
+        let base = ops::scalar_base::expand(scope, info, scalar_count);
+        let scalars_array: NativeExpand<Array<f32>> = self.var(Role::Scalars).into();
+        let scalars: Vec<F> = (0..scalar_count)
+            .map(|k| {
+                let at = ops::block_index::expand(scope, base.clone(), 1, k);
+                ops::load_scalar::expand::<f32>(scope, scalars_array.clone(), at)
+            })
+            .collect();
+        let (_, table_starts) = table_values(plan);
+
+        let uniform = uniform_over_group(plan, program);
+        let veil_needed = products_to_veil(plan);
+        let mut regs: Vec<Reg> = Vec::with_capacity(program.len());
+        let mut stores: Vec<(PartId, ValueId)> = Vec::new();
+        for (index, inst) in program.insts.iter().enumerate() {
+            let reg = match inst.op {
+                InstOp::Load(p) => self.load(scope, p, place),
+                InstOp::Store(p, v) => {
+                    stores.push((p, v));
+                    Reg::None
+                }
+                InstOp::Input(_) | InstOp::Output(..) => {
+                    unreachable!("a step program has no streams")
+                }
+                InstOp::Scalar(k) => Reg::Uniform(Scalar::F(scalars[k].clone())),
+                InstOp::Const(c) => Reg::Uniform(Scalar::F(constant(scope, c, &self.veil))),
+                InstOp::IntConst(c) => Reg::Uniform(Scalar::I(I::from_lit(scope, c))),
+                InstOp::GroupMax(v) => Reg::Uniform(Scalar::F(self.group_max(
+                    scope,
+                    &regs[v.index()],
+                    place,
+                    valid.clone(),
+                ))),
+                InstOp::Table(t, v) => {
+                    let tables: NativeExpand<Array<f32>> = self.var(Role::Tables).into();
+                    let offset = table_starts[t.index()] as i32 - plan.tables[t.index()].first;
+                    self.map(scope, uniform[index], |scope, l| {
+                        let code = regs[v.index()].lane(l).i();
+                        Scalar::F(ops::lookup::expand(scope, tables.clone(), code, offset))
+                    })
+                }
+                op => self.map(scope, uniform[index], |scope, l| {
+                    let arg = |k: usize| regs[op.operands()[k].index()].lane(l);
+                    self.lane_op(scope, op, &arg, veil_needed[index])
+                }),
+            };
+            regs.push(reg);
+        }
+
+        // Every unit took part in the group maxima (plane shuffles); only units inside
+        // the launch store.
+        cubecl::frontend::branch::if_expand(scope, in_range, |scope| {
+            for (p, v) in stores {
+                self.store(scope, p, &regs[v.index()], place);
+            }
+        });
+    }
+
+    /// A per-lane result, or a single one when every operand is group-uniform.
+    fn map(
+        &self,
+        scope: &mut Scope,
+        uniform: bool,
+        mut lane: impl FnMut(&mut Scope, usize) -> Scalar,
+    ) -> Reg {
+        if uniform {
+            Reg::Uniform(lane(scope, 0))
+        } else {
+            Reg::Lanes((0..self.lanes()).map(|l| lane(scope, l)).collect())
+        }
+    }
+
+    /// One lane of an instruction that reads only its operands.
+    fn lane_op(
+        &self,
+        scope: &mut Scope,
+        op: InstOp,
+        arg: &dyn Fn(usize) -> Scalar,
+        veil: bool,
+    ) -> Scalar {
+        let veil_var = self.veil.clone();
+        match op {
+            InstOp::Unary(f, _) => Scalar::F(ops::unary::expand(scope, arg(0).f(), f)),
+            InstOp::Binary(f, ..) => {
+                let out = ops::binary::expand(scope, arg(0).f(), arg(1).f(), f);
+                Scalar::F(if veil {
+                    ops::veiled::expand(scope, out, veil_var)
+                } else {
+                    out
+                })
+            }
+            InstOp::Ternary(f, ..) => Scalar::F(ops::ternary::expand(
+                scope,
+                arg(0).f(),
+                arg(1).f(),
+                arg(2).f(),
+                veil_var,
+                f,
+            )),
+            InstOp::Floor(_) => Scalar::F(ops::floor::expand(scope, arg(0).f())),
+            InstOp::Fma(..) => Scalar::F(ops::fused_multiply_add::expand(
+                scope,
+                arg(0).f(),
+                arg(1).f(),
+                arg(2).f(),
+            )),
+            InstOp::Round(dtype, _) => Scalar::F(match dtype {
+                flashopt_ir::FloatDtype::Bf16 => ops::round_to::expand::<bf16>(scope, arg(0).f()),
+                flashopt_ir::FloatDtype::F16 => ops::round_to::expand::<f16>(scope, arg(0).f()),
+                flashopt_ir::FloatDtype::F32 => arg(0).f(),
+            }),
+            InstOp::Bits(_) => Scalar::I(ops::bits::expand(scope, arg(0).f())),
+            InstOp::Int(f, ..) => Scalar::I(ops::int_op::expand(scope, arg(0).i(), arg(1).i(), f)),
+            InstOp::ToF32(_) => Scalar::F(ops::to_f32::expand::<i32>(scope, arg(0).i())),
+            InstOp::Pow2(_) => Scalar::F(ops::pow2::expand(scope, arg(0).i())),
+            other => unreachable!("{other:?} is not a lane operation"),
+        }
+    }
+
+    fn load(&self, scope: &mut Scope, p: PartId, place: &Place) -> Reg {
+        let part = self.plan.part(p);
+        let var = self.var(Role::Part(p.index()));
+        match part.extent {
+            Extent::Group => Reg::Uniform(load_group(scope, var, part.storage, place)),
+            Extent::Element => Reg::Lanes(load_elements(scope, var, part.storage, place)),
+        }
+    }
+
+    fn store(&self, scope: &mut Scope, p: PartId, value: &Reg, place: &Place) {
+        let part = self.plan.part(p);
+        let var = self.var(Role::Part(p.index()));
+        match part.extent {
+            Extent::Group => store_group(scope, var, part.storage, place, value.lane(0).f()),
+            Extent::Element => {
+                let lanes: Vec<F> = (0..self.lanes()).map(|l| value.lane(l).f()).collect();
+                store_elements(scope, var, part.storage, place, &lanes)
+            }
+        }
+    }
+
+    /// The largest value over the group's real elements: this unit's lanes, then the
+    /// other units of the group through plane shuffles.
+    fn group_max(
+        &self,
+        scope: &mut Scope,
+        value: &Reg,
+        place: &Place,
+        valid: NativeExpand<u32>,
+    ) -> F {
+        let first_lane =
+            ops::block_index::expand(scope, place.sub.clone(), place.shape.lanes_per_unit, 0);
+        let mut max = constant(scope, f32::NEG_INFINITY, &self.veil);
+        for lane in 0..self.lanes() {
+            let x = value.lane(lane).f();
+            max = ops::max_step::expand(scope, max, x, valid.clone(), first_lane.clone(), lane);
+        }
+        let mut mask = 1;
+        while mask < self.shape.units_per_group() {
+            max = ops::plane_max::expand(scope, max, mask as u32);
+            mask *= 2;
+        }
+        max
+    }
+}
+
+/// An f32 constant. Infinities and NaN are built at run time from their bits (see
+/// `ops::non_finite`): CUDA and HIP source has no literal for them.
+fn constant(scope: &mut Scope, c: f32, veil: &F) -> F {
+    if c.is_finite() {
+        F::from_lit(scope, c)
+    } else {
+        ops::non_finite::expand(scope, veil.clone(), c.to_bits())
+    }
+}
+
+/// Which instructions are products that NVRTC could contract into a later addition
+/// (see `ops::veiled`): a `mul` or `powi` with any user that is not another product, a
+/// division, a root, a comparison, a min/max, a floor, an explicit FMA, a conversion,
+/// a group maximum or a store. Products with only such users need no barrier.
+fn products_to_veil(plan: &Plan) -> Vec<bool> {
+    let program = &plan.step;
+    let mut contractible_use = vec![false; program.len()];
+    for inst in &program.insts {
+        let harmless = match inst.op {
+            InstOp::Binary(f, ..) => matches!(
+                f,
+                Func2::Mul
+                    | Func2::Div
+                    | Func2::Lt
+                    | Func2::Le
+                    | Func2::Gt
+                    | Func2::Ge
+                    | Func2::Eq
+                    | Func2::Ne
+                    | Func2::Min
+                    | Func2::Max
+            ),
+            InstOp::Unary(f, _) => matches!(f, Func1::Sqrt | Func1::Rsqrt | Func1::Abs),
+            InstOp::Floor(_)
+            | InstOp::Fma(..)
+            | InstOp::Round(..)
+            | InstOp::Bits(_)
+            | InstOp::GroupMax(_)
+            | InstOp::Store(..)
+            | InstOp::Output(..) => true,
+            _ => false,
+        };
+        if !harmless {
+            for operand in inst.op.operands() {
+                contractible_use[operand.index()] = true;
+            }
+        }
+    }
+    program
+        .insts
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            matches!(inst.op, InstOp::Binary(Func2::Mul | Func2::Powi, ..)) && contractible_use[i]
+        })
+        .collect()
+}
+
+/// A unit's lanes as raw elements, loaded as vectors of `N`.
+fn load_lanes<E: Numeric, N: Size>(
+    scope: &mut Scope,
+    var: ManagedVariable,
+    place: &Place,
+) -> Vec<NativeExpand<E>> {
+    let array: NativeExpand<Array<Vector<E, N>>> = var.into();
+    let width = N::try_value_const().expect("constant vector width");
+    let mut lanes = Vec::with_capacity(place.shape.lanes_per_unit);
+    for c in 0..place.shape.lanes_per_unit / width {
+        let at = place.vector_index(scope, width, c);
+        let v = ops::load_vector::expand::<E, N>(scope, array.clone(), at);
+        for k in 0..width {
+            lanes.push(ops::lane::expand::<E, N>(scope, v.clone(), k));
+        }
+    }
+    lanes
+}
+
+/// Store raw element lanes as vectors of `N`.
+fn store_lanes<E: Numeric, N: Size>(
+    scope: &mut Scope,
+    var: ManagedVariable,
+    place: &Place,
+    lanes: Vec<NativeExpand<E>>,
+) {
+    let array: NativeExpand<Array<Vector<E, N>>> = var.into();
+    let width = N::try_value_const().expect("constant vector width");
+    for c in 0..place.shape.lanes_per_unit / width {
+        let v = ops::empty_vector::expand::<E, N>(scope);
+        for k in 0..width {
+            ops::set_lane::expand::<E, N>(scope, v.clone(), k, lanes[c * width + k].clone());
+        }
+        let at = place.vector_index(scope, width, c);
+        ops::store_vector::expand::<E, N>(scope, array.clone(), at, v);
+    }
+}
+
+/// The vector width [`buffers`] gives elements of `E`.
+fn width_of<E: CubePrimitive>(place: &Place) -> usize {
+    place.shape.vector_width(size_of::<E>())
+}
+
+fn load_raw<E: Numeric>(
+    scope: &mut Scope,
+    var: ManagedVariable,
+    place: &Place,
+) -> Vec<NativeExpand<E>> {
+    match width_of::<E>(place) {
+        16 => load_lanes::<E, Const<16>>(scope, var, place),
+        8 => load_lanes::<E, Const<8>>(scope, var, place),
+        _ => load_lanes::<E, Const<4>>(scope, var, place),
+    }
+}
+
+fn store_raw<E: Numeric>(
+    scope: &mut Scope,
+    var: ManagedVariable,
+    place: &Place,
+    lanes: Vec<NativeExpand<E>>,
+) {
+    match width_of::<E>(place) {
+        16 => store_lanes::<E, Const<16>>(scope, var, place, lanes),
+        8 => store_lanes::<E, Const<8>>(scope, var, place, lanes),
+        _ => store_lanes::<E, Const<4>>(scope, var, place, lanes),
+    }
+}
+
+/// Float elements widened to f32.
+fn load_floats<E: Numeric>(scope: &mut Scope, var: ManagedVariable, place: &Place) -> Vec<Scalar> {
+    load_raw::<E>(scope, var, place)
+        .into_iter()
+        .map(|x| Scalar::F(ops::to_f32::expand::<E>(scope, x)))
+        .collect()
+}
+
+/// Integer elements widened to i32.
+fn load_ints<E: Numeric>(scope: &mut Scope, var: ManagedVariable, place: &Place) -> Vec<Scalar> {
+    load_raw::<E>(scope, var, place)
+        .into_iter()
+        .map(|x| Scalar::I(ops::to_i32::expand::<E>(scope, x)))
+        .collect()
+}
+
+fn load_elements(
+    scope: &mut Scope,
+    var: ManagedVariable,
+    storage: Storage,
+    place: &Place,
+) -> Vec<Scalar> {
+    match storage {
+        Storage::Bf16 => load_floats::<bf16>(scope, var, place),
+        Storage::F16 => load_floats::<f16>(scope, var, place),
+        Storage::F32 => load_floats::<f32>(scope, var, place),
+        Storage::I8 => load_ints::<i8>(scope, var, place),
+        Storage::I16 => load_ints::<i16>(scope, var, place),
+        Storage::U8 => load_ints::<u8>(scope, var, place),
+    }
+}
+
+/// Convert f32 lanes to the storage (see `InstOp::Store`) and store them.
+fn store_converted<E: Numeric>(
+    scope: &mut Scope,
+    var: ManagedVariable,
+    place: &Place,
+    values: &[F],
+) {
+    let lanes = values
+        .iter()
+        .map(|x| ops::from_f32::expand::<E>(scope, x.clone()))
+        .collect();
+    store_raw::<E>(scope, var, place, lanes)
+}
+
+fn store_elements(
+    scope: &mut Scope,
+    var: ManagedVariable,
+    storage: Storage,
+    place: &Place,
+    values: &[F],
+) {
+    match storage {
+        Storage::Bf16 => store_converted::<bf16>(scope, var, place, values),
+        Storage::F16 => store_converted::<f16>(scope, var, place, values),
+        Storage::F32 => store_converted::<f32>(scope, var, place, values),
+        Storage::I8 => store_converted::<i8>(scope, var, place, values),
+        Storage::I16 => store_converted::<i16>(scope, var, place, values),
+        Storage::U8 => store_converted::<u8>(scope, var, place, values),
+    }
+}
+
+fn load_group_as<E: Numeric>(
+    scope: &mut Scope,
+    var: ManagedVariable,
+    place: &Place,
+    float: bool,
+) -> Scalar {
+    let array: NativeExpand<Array<E>> = var.into();
+    let x = ops::load_scalar::expand::<E>(scope, array, place.group.clone());
+    if float {
+        Scalar::F(ops::to_f32::expand::<E>(scope, x))
+    } else {
+        Scalar::I(ops::to_i32::expand::<E>(scope, x))
+    }
+}
+
+fn load_group(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place) -> Scalar {
+    match storage {
+        Storage::Bf16 => load_group_as::<bf16>(scope, var, place, true),
+        Storage::F16 => load_group_as::<f16>(scope, var, place, true),
+        Storage::F32 => load_group_as::<f32>(scope, var, place, true),
+        Storage::I8 => load_group_as::<i8>(scope, var, place, false),
+        Storage::I16 => load_group_as::<i16>(scope, var, place, false),
+        Storage::U8 => load_group_as::<u8>(scope, var, place, false),
+    }
+}
+
+fn store_group_as<E: Numeric>(scope: &mut Scope, var: ManagedVariable, place: &Place, x: F) {
+    let array: NativeExpand<Array<E>> = var.into();
+    let stored = ops::from_f32::expand::<E>(scope, x);
+    ops::store_group_scalar::expand::<E>(
+        scope,
+        array,
+        place.group.clone(),
+        place.sub.clone(),
+        stored,
+    );
+}
+
+fn store_group(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place, x: F) {
+    match storage {
+        Storage::Bf16 => store_group_as::<bf16>(scope, var, place, x),
+        Storage::F16 => store_group_as::<f16>(scope, var, place, x),
+        Storage::F32 => store_group_as::<f32>(scope, var, place, x),
+        Storage::I8 => store_group_as::<i8>(scope, var, place, x),
+        Storage::I16 => store_group_as::<i16>(scope, var, place, x),
+        Storage::U8 => store_group_as::<u8>(scope, var, place, x),
+    }
+}

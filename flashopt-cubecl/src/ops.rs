@@ -1,0 +1,296 @@
+//! Per-lane building blocks in cubecl's `#[cube]` language. The kernel definition
+//! ([`crate::define`]) calls their expansions once per lane and instruction. Each one
+//! performs what `flashopt_ir::semantics` says its instruction computes.
+
+use cubecl::prelude::*;
+use flashopt_ir::graph::{Func1, Func2, Func3};
+use flashopt_ir::program::IntOp;
+
+/// `x`, behind a barrier the compiler cannot see through: `veil` is a kernel argument
+/// that is always 0. NVRTC compiles with its default `--fmad=true` (cubecl 0.10 passes
+/// no option to change it) and would fuse `a * b + c` into an FMA, which rounds once
+/// where the CPU reference rounds twice. A product passed through here is a select,
+/// not a multiply, so it is never fused: the kernel keeps the reference's arithmetic.
+#[cube]
+pub fn veiled(x: f32, veil: f32) -> f32 {
+    select(veil != 0.0, veil, x)
+}
+
+/// IEEE `a / b`, with zero dividends kept off NVRTC's slow path. The fast path of
+/// CUDA's division checks its operands (`FCHK`) and sends a zero dividend to a slow
+/// routine of about 40 instructions; one zero among a plane's lanes stalls the whole
+/// plane on it, and zero gradients, moments and codes are common (embedding rows a
+/// batch did not touch). A zero over a normal or infinite divisor is `a * (1 / b)`,
+/// exactly what IEEE gives (signed zero); other zeros (NaN, zero or subnormal
+/// divisors) still divide.
+#[cube]
+pub fn div(a: f32, b: f32) -> f32 {
+    let shortcut = a == 0.0 && f32::abs(b) >= 1.1754944e-38;
+    let q = select(shortcut, 1.0, a) / b;
+    select(shortcut, a * q, q)
+}
+
+/// IEEE square root; zeros (which NVRTC's `sqrt` sends to its slow path) give
+/// themselves without it.
+#[cube]
+pub fn sqrt(x: f32) -> f32 {
+    let zero = x == 0.0;
+    let root = f32::sqrt(select(zero, 1.0, x));
+    select(zero, x, root)
+}
+
+#[cube]
+pub fn unary(x: f32, #[comptime] op: Func1) -> f32 {
+    match op {
+        Func1::Neg => -x,
+        Func1::Not => select(x == 0.0, 1.0, 0.0),
+        Func1::Abs => f32::abs(x),
+        Func1::Sign => select(x > 0.0, 1.0, select(x < 0.0, -1.0, 0.0)),
+        Func1::Sqrt => sqrt(x),
+        Func1::Rsqrt => 1.0 / sqrt(x),
+        Func1::Exp => f32::exp(x),
+        // cubecl has no exp2; this is one of the operations whose rounding may differ.
+        Func1::Exp2 => f32::powf(2.0, x),
+        Func1::Ln => f32::ln(x),
+        Func1::ToFloat | Func1::HostF64 => x,
+    }
+}
+
+#[cube]
+pub fn binary(a: f32, b: f32, #[comptime] op: Func2) -> f32 {
+    match op {
+        Func2::Add => a + b,
+        Func2::Sub => a - b,
+        Func2::Mul => a * b,
+        Func2::Div => div(a, b),
+        Func2::Lt => select(a < b, 1.0, 0.0),
+        Func2::Le => select(a <= b, 1.0, 0.0),
+        Func2::Gt => select(a > b, 1.0, 0.0),
+        Func2::Ge => select(a >= b, 1.0, 0.0),
+        Func2::Eq => select(a == b, 1.0, 0.0),
+        Func2::Ne => select(a != b, 1.0, 0.0),
+        Func2::And => select(a != 0.0, select(b != 0.0, 1.0, 0.0), 0.0),
+        Func2::Or => select(a != 0.0, 1.0, select(b != 0.0, 1.0, 0.0)),
+        Func2::Min => min(a, b),
+        Func2::Max => max(a, b),
+        Func2::Powf => f32::powf(a, b),
+        Func2::Powi => powi(a, b),
+    }
+}
+
+/// `x^n` by square-and-multiply, low bits first, as `semantics::powi` (starting from
+/// 1.0 is exact: 1 * x == x for every x).
+#[cube]
+pub fn powi(x: f32, n: f32) -> f32 {
+    let mut exponent = u32::cast_from(f32::abs(n));
+    let mut base = x;
+    let mut acc = 1.0f32;
+    loop {
+        if exponent & 1 == 1 {
+            acc *= base;
+        }
+        exponent >>= 1;
+        if exponent == 0 {
+            break;
+        }
+        base *= base;
+    }
+    select(n < 0.0, 1.0 / acc, acc)
+}
+
+#[cube]
+pub fn ternary(a: f32, b: f32, c: f32, veil: f32, #[comptime] op: Func3) -> f32 {
+    match op {
+        Func3::Select => select(a != 0.0, b, c),
+        Func3::Clamp => min(max(a, b), c),
+        Func3::Lerp => a + veiled(c * (b - a), veil),
+        Func3::Fma => fma(a, b, c),
+    }
+}
+
+/// `2^k` for the integral exponents the master codec uses, built from its bits.
+#[cube]
+pub fn pow2(k: i32) -> f32 {
+    f32::reinterpret(u32::cast_from(k + 127) << 23)
+}
+
+/// `max(acc, x)` for lanes inside the tensor; padding lanes do not count. The lane
+/// is the unit's `lane`-th, at `first_lane + lane` in its group.
+#[cube]
+pub fn max_step(acc: f32, x: f32, valid: u32, first_lane: usize, #[comptime] lane: usize) -> f32 {
+    select(
+        first_lane + lane < usize::cast_from(valid),
+        max(acc, x),
+        acc,
+    )
+}
+
+/// The larger of this unit's value and that of the unit `mask` places away in the
+/// plane (a butterfly step: after masks 1, 2, .. every unit of a group holds its max).
+#[cube]
+pub fn plane_max(x: f32, #[comptime] mask: u32) -> f32 {
+    max(x, plane_shuffle_xor(x, mask))
+}
+
+#[cube]
+pub fn to_f32<E: Numeric>(x: E) -> f32 {
+    f32::cast_from(x)
+}
+
+#[cube]
+pub fn to_i32<E: Numeric>(x: E) -> i32 {
+    i32::cast_from(x)
+}
+
+#[cube]
+pub fn floor(x: f32) -> f32 {
+    f32::floor(x)
+}
+
+/// `a * b + c`, rounded once.
+#[cube]
+pub fn fused_multiply_add(a: f32, b: f32, c: f32) -> f32 {
+    fma(a, b, c)
+}
+
+/// Round to the narrow float `N` (nearest even) and widen back.
+#[cube]
+pub fn round_to<N: Float>(x: f32) -> f32 {
+    f32::cast_from(N::cast_from(x))
+}
+
+/// The f32 with these bits (an infinity or a NaN), made at run time: cubecl would
+/// print a literal of it as `inf`, which CUDA and HIP do not know, and reinterpreting
+/// a literal's bits is no valid C++ either. `veil` is 0 at launch, so its bits add
+/// nothing.
+#[cube]
+pub fn non_finite(veil: f32, #[comptime] bits: u32) -> f32 {
+    f32::reinterpret(u32::reinterpret(veil) + bits)
+}
+
+/// The bits of an f32.
+#[cube]
+pub fn bits(x: f32) -> i32 {
+    i32::reinterpret(x)
+}
+
+#[cube]
+pub fn int_op(a: i32, b: i32, #[comptime] op: IntOp) -> i32 {
+    match op {
+        IntOp::Add => a + b,
+        IntOp::Sub => a - b,
+        // Arithmetic: `>>` on a signed integer.
+        IntOp::Shr => a >> b,
+        IntOp::And => a & b,
+        IntOp::Max => max(a, b),
+    }
+}
+
+/// `tables[code + offset]`: a code table's entry (`offset` places the table's first
+/// code at its start).
+#[cube]
+pub fn lookup(tables: &Array<f32>, code: i32, #[comptime] offset: i32) -> f32 {
+    tables[usize::cast_from(code + offset)]
+}
+
+#[cube]
+pub fn from_f32<E: Numeric>(x: f32) -> E {
+    E::cast_from(x)
+}
+
+#[cube]
+pub fn lane<E: Numeric, N: Size>(v: Vector<E, N>, #[comptime] k: usize) -> E {
+    v[k]
+}
+
+#[cube]
+pub fn empty_vector<E: Numeric, N: Size>() -> Vector<E, N> {
+    Vector::empty()
+}
+
+#[cube]
+pub fn set_lane<E: Numeric, N: Size>(v: &mut Vector<E, N>, #[comptime] k: usize, x: E) {
+    v[k] = x;
+}
+
+#[cube]
+pub fn load_vector<E: Numeric, N: Size>(array: &Array<Vector<E, N>>, index: usize) -> Vector<E, N> {
+    array[index]
+}
+
+#[cube]
+pub fn store_vector<E: Numeric, N: Size>(
+    array: &mut Array<Vector<E, N>>,
+    index: usize,
+    v: Vector<E, N>,
+) {
+    array[index] = v;
+}
+
+#[cube]
+pub fn load_scalar<E: Numeric>(array: &Array<E>, index: usize) -> E {
+    array[index]
+}
+
+#[cube]
+pub fn store_scalar<E: Numeric>(array: &mut Array<E>, index: usize, x: E) {
+    array[index] = x;
+}
+
+/// Element `offset` of the `per`-element block number `block`.
+#[cube]
+pub fn block_index(block: usize, #[comptime] per: usize, #[comptime] offset: usize) -> usize {
+    block * per + offset
+}
+
+/// Vector `c` of the unit holding part `sub` of `group`.
+#[cube]
+pub fn vector_index(
+    group: usize,
+    sub: usize,
+    #[comptime] per_group: usize,
+    #[comptime] per_unit: usize,
+    #[comptime] c: usize,
+) -> usize {
+    group * per_group + sub * per_unit + c
+}
+
+/// A value kept once per group, written by the group's first unit.
+#[cube]
+pub fn store_group_scalar<E: Numeric>(array: &mut Array<E>, group: usize, sub: usize, x: E) {
+    if sub == 0 {
+        array[group] = x;
+    }
+}
+
+/// The group this unit steps: launches may start past group 0 (one tensor's groups,
+/// for gradient release). Units past the launch's last group take that group again
+/// (they join its plane shuffles and store nothing).
+#[cube]
+pub fn unit_group(first: u32, count: u32, #[comptime] units: usize) -> usize {
+    let own = ABSOLUTE_POS / units;
+    min(own, usize::cast_from(count) - 1) + usize::cast_from(first)
+}
+
+/// Which of its group's `units` parts this unit holds.
+#[cube]
+pub fn unit_part(#[comptime] units: usize) -> usize {
+    ABSOLUTE_POS % units
+}
+
+#[cube]
+pub fn unit_in_range(count: u32, #[comptime] units: usize) -> bool {
+    ABSOLUTE_POS < usize::cast_from(count) * units
+}
+
+/// Low 6 bits of a group's info word: its element count (32, or fewer at a tensor's end).
+#[cube]
+pub fn group_len(info: u32) -> u32 {
+    info & 63
+}
+
+/// Where this group's parameter group's scalars start.
+#[cube]
+pub fn scalar_base(info: u32, #[comptime] scalars: usize) -> usize {
+    usize::cast_from(info >> 8) * scalars
+}

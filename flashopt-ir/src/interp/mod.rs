@@ -1,0 +1,412 @@
+//! The CPU reference interpreter: runs a plan's programs over host memory with
+//! exactly the operations ([`crate::semantics`]) the GPU kernels perform. Every GPU
+//! test compares against it, and the runtime uses it as its always-available back end.
+//! It translates instructions one by one; the codecs are instructions like any other.
+//!
+//! Work is split into blocks of whole 32-element groups and run in parallel
+//! (rayon); within a group every instruction runs over 32 lanes at once.
+
+mod buffers;
+
+pub use buffers::{GradBuf, HostTensor, PartData, PartMut, PartRef};
+
+use rayon::prelude::*;
+
+use buffers::{Element, each_storage};
+
+use crate::layout::{Extent, Part, Storage};
+use crate::plan::Plan;
+use crate::program::{InstOp, Program};
+use crate::semantics::lane_op;
+use crate::types::{FloatDtype, GROUP_SIZE};
+
+/// Groups per parallel work item.
+const BLOCK_GROUPS: usize = 64;
+
+/// Buffers that do not fit the plan. Nothing is written when this is returned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InterpError {
+    #[error("gradient: dtype {found}, but the plan `{optimizer}` was lowered for {expected}")]
+    GradDtype {
+        optimizer: String,
+        expected: FloatDtype,
+        found: FloatDtype,
+    },
+    #[error("gradient: {found} elements, expected {expected} (the parameter's length)")]
+    GradLength { expected: usize, found: usize },
+    #[error(
+        "parts: the plan `{optimizer}` stores {expected} part(s) per tensor ({names}), the tensor has {found}"
+    )]
+    PartCount {
+        optimizer: String,
+        expected: usize,
+        found: usize,
+        names: String,
+    },
+    #[error("part `{part}`: the plan `{optimizer}` stores {expected}, the tensor holds {found}")]
+    PartStorage {
+        optimizer: String,
+        part: String,
+        expected: Storage,
+        found: Storage,
+    },
+    #[error("part `{part}`: {found} values, expected {expected} ({extent} of {len} elements)")]
+    PartLength {
+        part: String,
+        expected: usize,
+        found: usize,
+        extent: &'static str,
+        len: usize,
+    },
+    #[error("host scalars: the plan `{optimizer}` takes {expected}, got {found}")]
+    Scalars {
+        optimizer: String,
+        expected: usize,
+        found: usize,
+    },
+}
+
+/// Check that a tensor fits its plan (every resident part's storage and length).
+pub fn check_tensor(plan: &Plan, tensor: &HostTensor) -> Result<(), InterpError> {
+    let resident: Vec<&Part> = plan.resident_parts().map(|(_, p)| p).collect();
+    if tensor.parts.len() != resident.len() {
+        return Err(InterpError::PartCount {
+            optimizer: plan.optimizer.clone(),
+            expected: resident.len(),
+            found: tensor.parts.len(),
+            names: resident
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    for (part, data) in resident.iter().zip(&tensor.parts) {
+        if data.storage() != part.storage {
+            return Err(InterpError::PartStorage {
+                optimizer: plan.optimizer.clone(),
+                part: part.name.clone(),
+                expected: part.storage,
+                found: data.storage(),
+            });
+        }
+        if data.len() != part.count(tensor.len()) {
+            return Err(InterpError::PartLength {
+                part: part.name.clone(),
+                expected: part.count(tensor.len()),
+                found: data.len(),
+                extent: part.extent.name(),
+                len: tensor.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Check that a tensor, a gradient and scalars fit a step of `plan`. [`run`] does
+/// this itself; a caller stepping several tensors checks them all first so that a
+/// bad one leaves every tensor untouched.
+pub fn check(
+    plan: &Plan,
+    scalars: &[f32],
+    tensor: &HostTensor,
+    grad: GradBuf<'_>,
+) -> Result<(), InterpError> {
+    if grad.dtype() != plan.config.grad {
+        return Err(InterpError::GradDtype {
+            optimizer: plan.optimizer.clone(),
+            expected: plan.config.grad,
+            found: grad.dtype(),
+        });
+    }
+    if grad.len() != tensor.len() {
+        return Err(InterpError::GradLength {
+            expected: tensor.len(),
+            found: grad.len(),
+        });
+    }
+    if scalars.len() != plan.scalar_count() {
+        return Err(InterpError::Scalars {
+            optimizer: plan.optimizer.clone(),
+            expected: plan.scalar_count(),
+            found: scalars.len(),
+        });
+    }
+    check_tensor(plan, tensor)
+}
+
+/// Run one step of `plan` on a tensor with this step's host scalars
+/// ([`Plan::kernel_scalars`]). Everything is checked first: on error nothing is
+/// written.
+pub fn run(
+    plan: &Plan,
+    scalars: &[f32],
+    tensor: &mut HostTensor,
+    grad: GradBuf<'_>,
+) -> Result<(), InterpError> {
+    check(plan, scalars, tensor, grad)?;
+    let len = tensor.len();
+    let slots = slots(plan, tensor, Some(grad.as_part()));
+    execute(plan, &plan.step, scalars, slots, &[], Vec::new(), len);
+    Ok(())
+}
+
+/// Set a tensor's parameter parts from f32 master weights (the init program).
+pub(crate) fn init(plan: &Plan, tensor: &mut HostTensor, master: &[f32]) {
+    let len = tensor.len();
+    let slots = slots(plan, tensor, None);
+    execute(plan, &plan.init, &[], slots, &[master], Vec::new(), len);
+}
+
+/// Every decoded value of a tensor (the decode program's outputs).
+pub(crate) fn decode(plan: &Plan, tensor: &HostTensor) -> Vec<Vec<f32>> {
+    let len = tensor.len();
+    let (_, count) = plan.decode.streams();
+    let mut out = vec![vec![0.0f32; len]; count];
+    let resident = tensor.parts.iter();
+    let mut resident = resident.map(|d| Slot::Read(d.view()));
+    let slots = plan
+        .parts
+        .iter()
+        .map(|p| match p.is_resident() {
+            true => resident.next().expect("one buffer per resident part"),
+            false => Slot::Absent,
+        })
+        .collect();
+    let outputs = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+    execute(plan, &plan.decode, &[], slots, &[], outputs, len);
+    out
+}
+
+/// Where a program's part lives during a run.
+enum Slot<'a> {
+    Read(PartRef<'a>),
+    Write(PartMut<'a>),
+    /// Not given (the gradient, outside a step).
+    Absent,
+}
+
+/// One slot per plan part: the tensor's resident parts for writing, the gradient for
+/// reading.
+fn slots<'a>(plan: &Plan, tensor: &'a mut HostTensor, grad: Option<PartRef<'a>>) -> Vec<Slot<'a>> {
+    let mut resident = tensor.parts.iter_mut().map(|d| Slot::Write(d.view_mut()));
+    plan.parts
+        .iter()
+        .map(|p| match (p.is_resident(), grad) {
+            (true, _) => resident.next().expect("one buffer per resident part"),
+            (false, Some(g)) => Slot::Read(g),
+            (false, None) => Slot::Absent,
+        })
+        .collect()
+}
+
+impl<'a> Slot<'a> {
+    /// The slot cut into blocks of `per_block` values.
+    fn split(self, per_block: usize) -> Vec<Slot<'a>> {
+        match self {
+            Slot::Read(r) => each_storage!(PartRef, r, v => v
+                .chunks(per_block)
+                .map(|c| Slot::Read(c.into()))
+                .collect()),
+            Slot::Write(w) => each_storage!(PartMut, w, v => v
+                .chunks_mut(per_block)
+                .map(|c| Slot::Write(c.into()))
+                .collect()),
+            Slot::Absent => Vec::new(),
+        }
+    }
+
+    fn get(&self, at: usize) -> u32 {
+        match self {
+            Slot::Read(r) => each_storage!(PartRef, r, v => v[at].lane_bits()),
+            Slot::Write(w) => each_storage!(PartMut, w, v => v[at].lane_bits()),
+            Slot::Absent => panic!("the program reads a part the run did not give"),
+        }
+    }
+
+    fn set(&mut self, at: usize, x: f32) {
+        match self {
+            Slot::Write(w) => each_storage!(PartMut, w, v => v[at] = Element::from_f32(x)),
+            _ => panic!("the program writes a part the run gave read-only"),
+        }
+    }
+}
+
+macro_rules! slice_into_slot {
+    ($t:ty, $variant:ident) => {
+        impl<'a> From<&'a [$t]> for PartRef<'a> {
+            fn from(v: &'a [$t]) -> Self {
+                PartRef::$variant(v)
+            }
+        }
+        impl<'a> From<&'a mut [$t]> for PartMut<'a> {
+            fn from(v: &'a mut [$t]) -> Self {
+                PartMut::$variant(v)
+            }
+        }
+    };
+}
+slice_into_slot!(half::bf16, Bf16);
+slice_into_slot!(half::f16, F16);
+slice_into_slot!(f32, F32);
+slice_into_slot!(i8, I8);
+slice_into_slot!(i16, I16);
+slice_into_slot!(u8, U8);
+
+/// One parallel work item: whole groups of every slot and stream.
+struct Block<'a> {
+    slots: Vec<Option<Slot<'a>>>,
+    inputs: Vec<&'a [f32]>,
+    outputs: Vec<&'a mut [f32]>,
+    len: usize,
+}
+
+fn execute<'a>(
+    plan: &Plan,
+    program: &Program,
+    scalars: &[f32],
+    slots: Vec<Slot<'a>>,
+    inputs: &[&'a [f32]],
+    outputs: Vec<&'a mut [f32]>,
+    len: usize,
+) {
+    if len == 0 {
+        return;
+    }
+    let elements = BLOCK_GROUPS * GROUP_SIZE;
+    let blocks = len.div_ceil(elements);
+    let mut split: Vec<std::vec::IntoIter<Slot<'a>>> = slots
+        .into_iter()
+        .zip(&plan.parts)
+        .map(|(slot, part)| {
+            let per = match part.extent {
+                Extent::Element => elements,
+                Extent::Group => BLOCK_GROUPS,
+            };
+            slot.split(per).into_iter()
+        })
+        .collect();
+    let mut inputs: Vec<std::slice::Chunks<'a, f32>> =
+        inputs.iter().map(|s| s.chunks(elements)).collect();
+    let mut outputs: Vec<std::slice::ChunksMut<'a, f32>> = outputs
+        .into_iter()
+        .map(|s| s.chunks_mut(elements))
+        .collect();
+    let work: Vec<Block<'a>> = (0..blocks)
+        .map(|b| Block {
+            slots: split.iter_mut().map(Iterator::next).collect(),
+            inputs: inputs
+                .iter_mut()
+                .map(|c| c.next().expect("one chunk per block"))
+                .collect(),
+            outputs: outputs
+                .iter_mut()
+                .map(|c| c.next().expect("one chunk per block"))
+                .collect(),
+            len: elements.min(len - b * elements),
+        })
+        .collect();
+    let operands: Vec<[usize; 3]> = program
+        .insts
+        .iter()
+        .map(|inst| {
+            let mut slots = [0; 3];
+            for (slot, o) in inst.op.operands().into_iter().enumerate() {
+                slots[slot] = o.index();
+            }
+            slots
+        })
+        .collect();
+    let run = Run {
+        plan,
+        program,
+        scalars,
+        operands: &operands,
+    };
+    work.into_par_iter().for_each_init(
+        || vec![[0u32; GROUP_SIZE]; program.len()],
+        |regs, mut block| run.block(&mut block, regs),
+    );
+}
+
+/// What every block of one run shares.
+struct Run<'r> {
+    plan: &'r Plan,
+    program: &'r Program,
+    scalars: &'r [f32],
+    /// Each instruction's operand indices (unused slots 0).
+    operands: &'r [[usize; 3]],
+}
+
+impl Run<'_> {
+    fn block(&self, b: &mut Block<'_>, regs: &mut [[u32; GROUP_SIZE]]) {
+        let (plan, program, scalars) = (self.plan, self.program, self.scalars);
+        for start in (0..b.len).step_by(GROUP_SIZE) {
+            let len = GROUP_SIZE.min(b.len - start);
+            let group = start / GROUP_SIZE;
+            for (i, inst) in program.insts.iter().enumerate() {
+                let mut out = [0u32; GROUP_SIZE];
+                match inst.op {
+                    InstOp::Load(p) => {
+                        let slot = b.slots[p.index()].as_ref().expect("a slot per part");
+                        match plan.part(p).extent {
+                            Extent::Element => {
+                                for (l, o) in out[..len].iter_mut().enumerate() {
+                                    *o = slot.get(start + l);
+                                }
+                            }
+                            Extent::Group => out = [slot.get(group); GROUP_SIZE],
+                        }
+                    }
+                    InstOp::Store(p, v) => {
+                        let slot = b.slots[p.index()].as_mut().expect("a slot per part");
+                        let value = &regs[v.index()];
+                        match plan.part(p).extent {
+                            Extent::Element => {
+                                for (l, &x) in value[..len].iter().enumerate() {
+                                    slot.set(start + l, f32::from_bits(x));
+                                }
+                            }
+                            Extent::Group => slot.set(group, f32::from_bits(value[0])),
+                        }
+                        continue;
+                    }
+                    InstOp::Input(k) => {
+                        for (l, o) in out[..len].iter_mut().enumerate() {
+                            *o = b.inputs[k][start + l].to_bits();
+                        }
+                    }
+                    InstOp::Output(k, v) => {
+                        let out = &mut b.outputs[k][start..start + len];
+                        for (o, &x) in out.iter_mut().zip(&regs[v.index()][..len]) {
+                            *o = f32::from_bits(x);
+                        }
+                        continue;
+                    }
+                    InstOp::Scalar(k) => out = [scalars[k].to_bits(); GROUP_SIZE],
+                    InstOp::GroupMax(v) => {
+                        let max = regs[v.index()][..len]
+                            .iter()
+                            .fold(f32::NEG_INFINITY, |m, &x| m.max(f32::from_bits(x)));
+                        out = [max.to_bits(); GROUP_SIZE];
+                    }
+                    InstOp::Table(t, v) => {
+                        let table = &plan.tables[t.index()];
+                        for l in 0..len {
+                            let code = regs[v.index()][l] as i32;
+                            out[l] = table.values[(code - table.first) as usize].to_bits();
+                        }
+                    }
+                    op => {
+                        let [a, c, d] = self.operands[i];
+                        for (l, o) in out[..len].iter_mut().enumerate() {
+                            let args = [regs[a][l], regs[c][l], regs[d][l]];
+                            *o = lane_op(&op, args).expect("a lane operation");
+                        }
+                    }
+                }
+                regs[i] = out;
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Lowering: the storage layout and the codecs, as program instructions.
+//!
+//! The plan's parts are the parameter's (and its correction's), the gradient, then
+//! each state's ([`crate::codec`]). The step program decodes each input the rule reads
+//! from its parts, runs the rule's arithmetic, and encodes the new parameter and every
+//! state into their parts; its loads come first. The decode and init programs reuse
+//! the same codec lowerings, so export and initialization compute what a step does.
+
+use crate::codec::{self, master};
+use crate::graph::{Handle, Input, Op};
+use crate::layout::{Extent, Part, PartId, Role, Storage};
+use crate::plan::{Plan, PlanConfig, const_f32};
+use crate::program::{Builder, InstOp, Program, ValueId, ValueType};
+use crate::semantics::HostArithmetic;
+use crate::types::{FloatDtype, MasterMode, Type};
+use crate::validate::State;
+
+use super::Hoisted;
+
+/// The storage format does not make sense.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LowerError {
+    #[error(
+        "f32 parameters are their own master weights: master mode {0}-bit needs bf16 or f16 parameters; use master none"
+    )]
+    CorrectionOnF32(&'static str),
+}
+
+/// Where each value lives: the part ids of the parameter, the gradient and each state.
+struct Layout {
+    parts: Vec<Part>,
+    param: Vec<PartId>,
+    grad: PartId,
+    states: Vec<Vec<PartId>>,
+}
+
+impl Layout {
+    fn new(config: PlanConfig, states: &[State]) -> Layout {
+        let mut parts = Vec::new();
+        let mut add = |new: Vec<Part>| -> Vec<PartId> {
+            let first = parts.len();
+            parts.extend(new);
+            (first..parts.len()).map(PartId).collect()
+        };
+        let param = add(master::parts(config));
+        let grad = add(vec![Part::new(
+            "grad",
+            Storage::from(config.grad),
+            Extent::Element,
+            Role::Gradient,
+        )])[0];
+        let states = states
+            .iter()
+            .map(|s| add(codec::state_codec(s.codec).parts(&s.name)))
+            .collect();
+        Layout {
+            parts,
+            param,
+            grad,
+            states,
+        }
+    }
+}
+
+pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> {
+    if config.param == FloatDtype::F32 && config.master != MasterMode::None {
+        return Err(LowerError::CorrectionOnF32(config.master.bits_label()));
+    }
+    let rule = &hoisted.rule;
+    let layout = Layout::new(config, &rule.states);
+    Ok(Plan {
+        optimizer: rule.name.clone(),
+        config,
+        hyper_params: rule.hyper_params.clone(),
+        states: rule.states.clone(),
+        numerics: rule.numerics.clone(),
+        host: hoisted.host.clone(),
+        host_arithmetic: HostArithmetic::default(),
+        step: step_program(hoisted, config, &layout),
+        decode: decode_program(config, &rule.states, &layout),
+        init: init_program(config, &layout),
+        parts: layout.parts,
+        tables: Vec::new(),
+        grad_scale: None,
+    })
+}
+
+fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> Program {
+    let rule = &hoisted.rule;
+    let g = &rule.graph;
+    let live = g.reachable(&rule.outputs());
+    let mut b = Builder::default();
+    let mut map: Vec<Option<ValueId>> = vec![None; g.len()];
+
+    // Inputs in a fixed order: the parameter, the gradient, the states.
+    let mut inputs: Vec<(Handle, Input)> = g
+        .iter()
+        .filter(|(h, _)| live[h.index()])
+        .filter_map(|(h, n)| match n.op {
+            Op::Input(i @ (Input::Param | Input::Grad | Input::State(_))) => Some((h, i)),
+            _ => None,
+        })
+        .collect();
+    inputs.sort_by_key(|(_, i)| match i {
+        Input::Param => 0,
+        Input::Grad => 1,
+        Input::State(k) => 2 + k,
+        _ => unreachable!("filtered above"),
+    });
+    for (h, input) in inputs {
+        map[h.index()] = Some(match input {
+            Input::Param => master::decode(&mut b, config, &layout.param),
+            Input::Grad => b.load(layout.grad, ValueType::F32),
+            Input::State(k) => {
+                let codec = codec::state_codec(rule.states[k].codec);
+                codec.decode(&mut b, &layout.states[k])
+            }
+            _ => unreachable!("filtered above"),
+        });
+    }
+
+    for (h, node) in g.iter() {
+        if !live[h.index()] || map[h.index()].is_some() {
+            continue;
+        }
+        debug_assert_ne!(node.ty, Type::Int, "hoisting leaves no integer per element");
+        let m = |o: Handle| map[o.index()].expect("operands precede their users");
+        let op = match node.op {
+            Op::Const(c) => InstOp::Const(const_f32(c)),
+            Op::Input(Input::Scalar(k)) => InstOp::Scalar(k),
+            Op::Input(other) => unreachable!("{other:?} should have been hoisted or decoded"),
+            Op::Unary(f, a) => InstOp::Unary(f, m(a)),
+            Op::Binary(f, a, c) => InstOp::Binary(f, m(a), m(c)),
+            Op::Ternary(f, a, c, d) => InstOp::Ternary(f, m(a), m(c), m(d)),
+        };
+        map[h.index()] = Some(b.push(op, ValueType::F32));
+    }
+
+    let out = |h: Handle| map[h.index()].expect("outputs are live");
+    master::encode(&mut b, config, &layout.param, out(rule.p_out));
+    for (k, &h) in rule.state_out.iter().enumerate() {
+        let codec = codec::state_codec(rule.states[k].codec);
+        codec.encode(&mut b, &layout.states[k], out(h));
+    }
+    b.finish().loads_first()
+}
+
+fn decode_program(config: PlanConfig, states: &[State], layout: &Layout) -> Program {
+    let mut b = Builder::default();
+    let master = master::decode(&mut b, config, &layout.param);
+    b.push(InstOp::Output(0, master), ValueType::Unit);
+    for (k, s) in states.iter().enumerate() {
+        let value = codec::state_codec(s.codec).decode(&mut b, &layout.states[k]);
+        b.push(InstOp::Output(1 + k, value), ValueType::Unit);
+    }
+    b.finish().loads_first()
+}
+
+fn init_program(config: PlanConfig, layout: &Layout) -> Program {
+    let mut b = Builder::default();
+    let master = b.push(InstOp::Input(0), ValueType::F32);
+    master::encode(&mut b, config, &layout.param, master);
+    b.finish()
+}

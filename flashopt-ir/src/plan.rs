@@ -1,0 +1,241 @@
+//! A lowered plan: one optimizer for one storage format. It owns all the arithmetic
+//! (the step program, codecs lowered in) and the storage layout (its parts); back
+//! ends, buffers and checkpoints translate what it says.
+
+use std::fmt;
+
+use crate::def::{HyperParamDef, Value};
+use crate::graph::Const;
+use crate::hyper::HyperValues;
+use crate::layout::{Part, PartId, Role};
+use crate::passes::HostProgram;
+use crate::program::{CodeTable, Program};
+use crate::semantics::{HostArithmetic, HostEvalError, to_kernel_f32};
+use crate::types::{FloatDtype, MasterMode};
+use crate::validate::{Numerics, State};
+
+/// The storage format a plan is lowered for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PlanConfig {
+    pub param: FloatDtype,
+    pub grad: FloatDtype,
+    pub master: MasterMode,
+}
+
+impl PlanConfig {
+    /// bf16 parameters and gradients with the given master mode.
+    pub fn bf16(master: MasterMode) -> PlanConfig {
+        PlanConfig {
+            param: FloatDtype::Bf16,
+            grad: FloatDtype::Bf16,
+            master,
+        }
+    }
+
+    /// The correction actually stored: f32 parameters are their own master weights,
+    /// so they carry none whatever `master` says.
+    pub fn stored_correction(self) -> MasterMode {
+        match self.param {
+            FloatDtype::F32 => MasterMode::None,
+            _ => self.master,
+        }
+    }
+
+    /// f32 parameters and gradients (no correction).
+    pub fn f32() -> PlanConfig {
+        PlanConfig {
+            param: FloatDtype::F32,
+            grad: FloatDtype::F32,
+            master: MasterMode::None,
+        }
+    }
+}
+
+impl fmt::Display for PlanConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.master {
+            MasterMode::None => write!(f, "param {}", self.param)?,
+            m => write!(
+                f,
+                "param {} + int{} correction ({}-bit master)",
+                self.param,
+                m.correction_bytes() * 8,
+                m.bits_label()
+            )?,
+        }
+        write!(f, ", grad {}", self.grad)
+    }
+}
+
+/// One optimizer lowered for one storage format.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub optimizer: String,
+    pub config: PlanConfig,
+    pub hyper_params: Vec<HyperParamDef>,
+    pub states: Vec<State>,
+    pub numerics: Numerics,
+    /// The uniform part of the rule: host scalars from hyper-parameters and `t`.
+    pub host: HostProgram,
+    pub host_arithmetic: HostArithmetic,
+    /// What a tensor stores, in binding order: the parameter (and its correction), the
+    /// gradient, then each state's parts in declaration order.
+    pub parts: Vec<Part>,
+    /// Code tables the programs look up ([`crate::passes::code_tables`]).
+    pub tables: Vec<CodeTable>,
+    /// One step of one element: loads, decodes, the rule, encodes, stores.
+    pub step: Program,
+    /// Reads the resident parts; output 0 is the f32 master weight, output `1 + k`
+    /// state `k`'s f32 value.
+    pub decode: Program,
+    /// Input 0 is an f32 master weight; stores the parameter parts. States start as
+    /// zero bytes, every codec's zero.
+    pub init: Program,
+    /// The kernel scalar that scales the gradient (global-norm clipping), after the
+    /// host program's; set by [`crate::passes::scale_grad`].
+    pub grad_scale: Option<usize>,
+}
+
+/// Bytes moved through device memory per parameter by one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Traffic {
+    pub read: f64,
+    pub write: f64,
+}
+
+impl Traffic {
+    pub fn total(&self) -> f64 {
+        self.read + self.write
+    }
+}
+
+impl Plan {
+    pub fn part(&self, id: PartId) -> &Part {
+        &self.parts[id.index()]
+    }
+
+    pub fn part_ids(&self) -> impl Iterator<Item = (PartId, &Part)> {
+        self.parts.iter().enumerate().map(|(i, p)| (PartId(i), p))
+    }
+
+    /// The part a name refers to.
+    pub fn part_named(&self, name: &str) -> Option<PartId> {
+        self.parts.iter().position(|p| p.name == name).map(PartId)
+    }
+
+    /// The parts kept between steps (everything but the gradient), in order.
+    pub fn resident_parts(&self) -> impl Iterator<Item = (PartId, &Part)> {
+        self.part_ids().filter(|(_, p)| p.is_resident())
+    }
+
+    /// The first part with a role (the parameter, the gradient).
+    pub fn part_with_role(&self, role: Role) -> PartId {
+        self.part_ids()
+            .find(|(_, p)| p.role == role)
+            .map(|(id, _)| id)
+            .expect("every plan has a parameter and a gradient part")
+    }
+
+    /// Per-parameter traffic of one step, group parts amortized over full groups:
+    /// what the step program loads and stores.
+    pub fn traffic(&self) -> Traffic {
+        let mut t = Traffic {
+            read: 0.0,
+            write: 0.0,
+        };
+        for (id, part) in self.part_ids() {
+            if self.step.reads(id) {
+                t.read += part.bytes_per_element();
+            }
+            if self.step.writes(id) {
+                t.write += part.bytes_per_element();
+            }
+        }
+        t
+    }
+
+    /// Exact bytes (read, written) by one step of a tensor of `n` elements.
+    pub fn bytes_for(&self, n: usize) -> (u64, u64) {
+        let (mut read, mut write) = (0, 0);
+        for (id, part) in self.part_ids() {
+            let bytes = part.bytes(n) as u64;
+            if self.step.reads(id) {
+                read += bytes;
+            }
+            if self.step.writes(id) {
+                write += bytes;
+            }
+        }
+        (read, write)
+    }
+
+    /// Device bytes per parameter held between steps (the resident parts), gradients
+    /// not included.
+    pub fn resident_bytes_per_param(&self) -> f64 {
+        self.resident_parts()
+            .map(|(_, p)| p.bytes_per_element())
+            .sum()
+    }
+
+    /// Kernel scalars per parameter group: the host program's, then the gradient
+    /// scale if the plan has one.
+    pub fn scalar_count(&self) -> usize {
+        self.host.scalars.len() + usize::from(self.grad_scale.is_some())
+    }
+
+    /// `self` with its gradient multiplied by a per-step scalar
+    /// ([`crate::passes::scale_grad`]); [`Self::kernel_scalars`] sets it to 1.
+    pub fn with_grad_scale(&self) -> Plan {
+        crate::passes::scale_grad(self)
+    }
+
+    /// `self` with host scalars computed in another arithmetic.
+    pub fn with_host_arithmetic(&self, arithmetic: HostArithmetic) -> Plan {
+        Plan {
+            host_arithmetic: arithmetic,
+            ..self.clone()
+        }
+    }
+
+    /// The learning rate's value in `hyper`, if the definition names one.
+    pub fn learning_rate(&self, hyper: &HyperValues) -> Option<f64> {
+        let i = self.numerics.learning_rate?;
+        hyper.values().get(i).and_then(|v| v.as_f64())
+    }
+
+    /// The host scalars of one step, as the kernel receives them (f32 lanes); a
+    /// gradient scale, if the plan has one, is 1 (clipping sets it afterwards).
+    pub fn kernel_scalars(
+        &self,
+        hyper: &HyperValues,
+        step: u64,
+    ) -> Result<Vec<f32>, HostEvalError> {
+        if step == 0 {
+            return Err(HostEvalError(
+                "the step counter `t` is 1-based; got step 0".into(),
+            ));
+        }
+        hyper
+            .check_for(&self.hyper_params)
+            .map_err(|e| HostEvalError(e.to_string()))?;
+        let mut scalars: Vec<f32> = self
+            .host
+            .evaluate(hyper, step, self.host_arithmetic)?
+            .into_iter()
+            .map(to_kernel_f32)
+            .collect();
+        if self.grad_scale.is_some() {
+            scalars.push(1.0);
+        }
+        Ok(scalars)
+    }
+}
+
+/// A constant as per-element code sees it.
+pub(crate) fn const_f32(c: Const) -> f32 {
+    to_kernel_f32(match c {
+        Const::Float(v) => Value::Float(v),
+        Const::Int(v) => Value::Int(v),
+        Const::Bool(v) => Value::Bool(v),
+    })
+}

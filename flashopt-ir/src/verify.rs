@@ -1,0 +1,205 @@
+//! The plan verifier: what every back end may assume of a plan's programs.
+//!
+//! Operands are defined before use and have the types their instruction takes; loads
+//! have their part's type; nothing stores the gradient; no part is loaded after it is
+//! stored (so a back end may load everything first and store everything last); a
+//! per-group part is stored a value that is the same on every lane of the group;
+//! tables and host scalars exist.
+
+use crate::layout::{Extent, Role};
+use crate::plan::Plan;
+use crate::program::{InstOp, Program, ValueType};
+
+/// A broken invariant: which program, which instruction, what.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("plan `{optimizer}`, {program} program, %{inst}: {message}")]
+pub struct VerifyError {
+    pub optimizer: String,
+    pub program: &'static str,
+    pub inst: usize,
+    pub message: String,
+}
+
+/// Which values are the same on every lane of a group: loads of per-group parts,
+/// group maxima, host scalars, constants, and anything computed from those alone.
+pub fn uniform_over_group(plan: &Plan, program: &Program) -> Vec<bool> {
+    let mut uniform = Vec::with_capacity(program.len());
+    for inst in &program.insts {
+        let u = match inst.op {
+            InstOp::Load(p) => plan.part(p).extent == Extent::Group,
+            InstOp::GroupMax(_) | InstOp::Scalar(_) | InstOp::Const(_) | InstOp::IntConst(_) => {
+                true
+            }
+            InstOp::Input(_) | InstOp::Store(..) | InstOp::Output(..) => false,
+            op => op.operands().iter().all(|o| uniform[o.index()]),
+        };
+        uniform.push(u);
+    }
+    uniform
+}
+
+pub fn verify(plan: &Plan) -> Result<(), VerifyError> {
+    let mut names: Vec<&str> = plan.parts.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    let fail = |program, inst, message: String| VerifyError {
+        optimizer: plan.optimizer.clone(),
+        program,
+        inst,
+        message,
+    };
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(fail("layout", 0, format!("part names repeat: {names:?}")));
+    }
+    for role in [Role::Param, Role::Gradient] {
+        let count = plan.parts.iter().filter(|p| p.role == role).count();
+        if count != 1 {
+            return Err(fail("layout", 0, format!("{count} parts of role {role:?}")));
+        }
+    }
+    for (name, program) in [
+        ("step", &plan.step),
+        ("decode", &plan.decode),
+        ("init", &plan.init),
+    ] {
+        verify_program(plan, program).map_err(|(inst, message)| fail(name, inst, message))?;
+    }
+    Ok(())
+}
+
+fn verify_program(plan: &Plan, program: &Program) -> Result<(), (usize, String)> {
+    use ValueType::{F32, I32, Unit};
+    let uniform = uniform_over_group(plan, program);
+    let mut stored = vec![false; plan.parts.len()];
+    for (i, inst) in program.insts.iter().enumerate() {
+        let operands = inst.op.operands();
+        if let Some(late) = operands.iter().find(|o| o.index() >= i) {
+            return Err((i, format!("reads {late}, defined later")));
+        }
+        let ty = |k: usize| program.insts[operands[k].index()].ty;
+        let part = |p: crate::layout::PartId| {
+            plan.parts
+                .get(p.index())
+                .ok_or((i, format!("part {} does not exist", p.index())))
+        };
+        let (want_operands, result): (Vec<ValueType>, ValueType) = match inst.op {
+            InstOp::Load(p) => {
+                let part = part(p)?;
+                if stored[p.index()] {
+                    return Err((i, format!("loads `{}` after storing it", part.name)));
+                }
+                let ty = if part.storage.is_float() { F32 } else { I32 };
+                (vec![], ty)
+            }
+            InstOp::Store(p, v) => {
+                let part = part(p)?;
+                if part.role == Role::Gradient {
+                    return Err((i, format!("stores the gradient `{}`", part.name)));
+                }
+                if part.extent == Extent::Group && !uniform[v.index()] {
+                    return Err((
+                        i,
+                        format!("stores a per-lane value in per-group `{}`", part.name),
+                    ));
+                }
+                stored[p.index()] = true;
+                (vec![F32], Unit)
+            }
+            InstOp::Output(..) => (vec![F32], Unit),
+            InstOp::Input(_) | InstOp::Const(_) => (vec![], F32),
+            InstOp::Scalar(k) => {
+                if k >= plan.scalar_count() {
+                    return Err((i, format!("host scalar ${k} does not exist")));
+                }
+                (vec![], F32)
+            }
+            InstOp::IntConst(_) => (vec![], I32),
+            InstOp::Unary(..) | InstOp::Floor(_) | InstOp::Round(..) | InstOp::GroupMax(_) => {
+                (vec![F32], F32)
+            }
+            InstOp::Binary(..) => (vec![F32, F32], F32),
+            InstOp::Ternary(..) | InstOp::Fma(..) => (vec![F32, F32, F32], F32),
+            InstOp::Bits(_) => (vec![F32], I32),
+            InstOp::Int(..) => (vec![I32, I32], I32),
+            InstOp::ToF32(_) => (vec![I32], F32),
+            InstOp::Pow2(_) => (vec![I32], F32),
+            InstOp::Table(t, _) => {
+                if t.index() >= plan.tables.len() {
+                    return Err((i, format!("table {} does not exist", t.index())));
+                }
+                (vec![I32], F32)
+            }
+        };
+        for (k, want) in want_operands.iter().enumerate() {
+            if ty(k) != *want {
+                return Err((
+                    i,
+                    format!("operand {} is {}, expected {want}", operands[k], ty(k)),
+                ));
+            }
+        }
+        if inst.ty != result {
+            return Err((i, format!("typed {}, computes {result}", inst.ty)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::def::{OptimizerDef, Range, name};
+    use crate::program::{Inst, InstOp, ValueId};
+    use crate::{MasterMode, PlanConfig, StateKind};
+
+    fn plan() -> Plan {
+        let mut def = OptimizerDef::new("momentum");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        def.state("m", StateKind::Signed);
+        def.assign("m", name("m") + name("g"));
+        def.assign("p", name("p") - name("lr") * name("m"));
+        crate::compile(&def, PlanConfig::bf16(MasterMode::Int8)).unwrap()
+    }
+
+    #[test]
+    fn compiled_plans_verify_and_broken_ones_do_not() {
+        let good = plan();
+        assert_eq!(verify(&good), Ok(()));
+
+        let scales = good.part_named("m::scales").unwrap();
+        let grad = good.part_with_role(Role::Gradient);
+        let g = good.step.loads().position(|p| p == grad).unwrap();
+        let mut bad = good.clone();
+        bad.step.insts.push(Inst {
+            op: InstOp::Store(scales, ValueId(g as u32)),
+            ty: ValueType::Unit,
+        });
+        let err = verify(&bad).unwrap_err();
+        assert!(err.message.contains("per-lane value"), "{err}");
+
+        let mut bad = good.clone();
+        bad.step.insts.push(Inst {
+            op: InstOp::Store(grad, ValueId(g as u32)),
+            ty: ValueType::Unit,
+        });
+        assert!(
+            verify(&bad)
+                .unwrap_err()
+                .message
+                .contains("stores the gradient")
+        );
+
+        let mut bad = good.clone();
+        bad.step.insts.push(Inst {
+            op: InstOp::Load(scales),
+            ty: ValueType::F32,
+        });
+        assert!(verify(&bad).unwrap_err().message.contains("after storing"));
+
+        let mut bad = good;
+        bad.step.insts.push(Inst {
+            op: InstOp::ToF32(ValueId(g as u32)),
+            ty: ValueType::F32,
+        });
+        assert!(verify(&bad).unwrap_err().message.contains("expected i32"));
+    }
+}

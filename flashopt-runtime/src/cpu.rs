@@ -1,0 +1,161 @@
+//! The CPU back end: every tensor's state in host memory, stepped by the reference
+//! interpreter.
+
+use flashopt_ir::interp::{self, GradBuf, HostTensor};
+use flashopt_ir::{HyperValues, OptimizerDef, OptimizerSpec, Plan, PlanConfig};
+
+use crate::clip;
+use crate::core::{Core, Optimizer, TensorId, TensorInfo};
+use crate::error::RuntimeError;
+use crate::numerics::{self, StepOutcome};
+
+/// An optimizer over a set of named tensors, stepped on the CPU.
+///
+/// ```
+/// use flashopt_ir::def::*;
+/// use flashopt_ir::interp::GradBuf;
+/// use flashopt_ir::PlanConfig;
+/// use flashopt_runtime::{CpuOptimizer, Optimizer};
+///
+/// let mut sgd = OptimizerDef::new("sgd");
+/// sgd.hyper("lr", 0.5, Range::at_least(0.0)).learning_rate("lr");
+/// sgd.assign("p", name("p") - name("lr") * name("g"));
+///
+/// let mut opt = CpuOptimizer::new(&sgd, PlanConfig::f32()).unwrap();
+/// let w = opt.add_tensor("w", &[1.0, 2.0]).unwrap();
+/// opt.step(&[GradBuf::F32(&[1.0, -1.0])]).unwrap();
+/// assert_eq!(opt.master(w), vec![0.5, 2.5]);
+/// // A bad gradient is refused and changes nothing.
+/// let err = opt.step(&[GradBuf::F32(&[1.0])]).unwrap_err();
+/// assert_eq!(err.to_string(), "tensor `w`: gradient: 1 elements, expected 2 (the parameter's length)");
+/// assert_eq!((opt.master(w), opt.steps_taken()), (vec![0.5, 2.5], 1));
+/// // The learning rate is the hyper-parameter the definition names.
+/// opt.set_learning_rate(0.25).unwrap();
+/// assert_eq!(opt.learning_rate(0).unwrap(), 0.25);
+/// ```
+#[derive(Debug)]
+pub struct CpuOptimizer {
+    core: Core,
+    tensors: Vec<HostTensor>,
+}
+
+impl CpuOptimizer {
+    pub fn new(def: &OptimizerDef, config: PlanConfig) -> Result<CpuOptimizer, RuntimeError> {
+        Ok(CpuOptimizer::from_plan(flashopt_ir::compile(def, config)?))
+    }
+
+    /// An optimizer from a configuration made with `optimizer!` (hyper-parameters
+    /// checked against their ranges here).
+    pub fn for_spec<S: OptimizerSpec>(
+        spec: &S,
+        config: PlanConfig,
+    ) -> Result<CpuOptimizer, RuntimeError> {
+        let hyper = spec.hyper_values()?;
+        Ok(CpuOptimizer {
+            core: Core::new(S::plan(config)?, vec![hyper])?,
+            tensors: Vec::new(),
+        })
+    }
+
+    /// An optimizer running `plan`, with its hyper-parameters' defaults.
+    pub fn from_plan(plan: Plan) -> CpuOptimizer {
+        let hyper = HyperValues::defaults(&plan.hyper_params);
+        CpuOptimizer {
+            core: Core::new(plan, vec![hyper]).expect("defaults fit their own plan"),
+            tensors: Vec::new(),
+        }
+    }
+
+    /// Register a tensor with its initial f32 master weights; its states start at zero.
+    pub fn add_tensor(&mut self, name: &str, values: &[f32]) -> Result<TensorId, RuntimeError> {
+        let id = self.core.add(TensorInfo {
+            name: name.to_string(),
+            param_group: 0,
+            len: values.len(),
+        })?;
+        self.tensors
+            .push(HostTensor::from_f32(&self.core.plan, values));
+        Ok(id)
+    }
+
+    pub fn tensor(&self, id: TensorId) -> &HostTensor {
+        &self.tensors[id.0]
+    }
+
+    /// The parameter values the model computes with: bf16/f16 widened to f32.
+    pub fn param(&self, id: TensorId) -> Vec<f32> {
+        self.tensors[id.0].param_f32()
+    }
+
+    /// The decoded f32 master weights of a tensor.
+    pub fn master(&self, id: TensorId) -> Vec<f32> {
+        self.tensors[id.0].master_f32(&self.core.plan)
+    }
+
+    /// One step of every tensor, one gradient per tensor in registration order.
+    /// Everything is checked before anything is written. A step whose gradients hold
+    /// NaN or infinity is skipped and reported ([`StepOutcome::Skipped`]): nothing
+    /// changes, the step counter included.
+    pub fn step(&mut self, grads: &[GradBuf<'_>]) -> Result<StepOutcome, RuntimeError> {
+        let core = &mut self.core;
+        if grads.len() != core.tensors.len() {
+            return Err(RuntimeError::GradCount {
+                expected: core.tensors.len(),
+                found: grads.len(),
+            });
+        }
+        let named = core
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .zip(grads.iter().copied());
+        if let Some(found) = numerics::scan_step(named) {
+            return Ok(StepOutcome::Skipped(found));
+        }
+        let step = core.steps_taken + 1;
+        let grad_scale = match core.max_grad_norm {
+            Some(_) => core.clip_factor(grads.iter().map(clip::square_sum).sum()),
+            None => 1.0,
+        };
+        let scalars = core.kernel_scalars(step, grad_scale)?;
+        for ((info, tensor), &grad) in core.tensors.iter().zip(&self.tensors).zip(grads) {
+            let scalars = &scalars[info.param_group];
+            interp::check(&core.plan, scalars, tensor, grad).map_err(|source| {
+                RuntimeError::Tensor {
+                    name: info.name.clone(),
+                    source,
+                }
+            })?;
+        }
+        for ((info, tensor), &grad) in core.tensors.iter().zip(&mut self.tensors).zip(grads) {
+            interp::run(&core.plan, &scalars[info.param_group], tensor, grad)
+                .expect("checked above");
+        }
+        core.steps_taken = step;
+        Ok(StepOutcome::Applied)
+    }
+}
+
+impl Optimizer for CpuOptimizer {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn with_tensors<T>(&self, f: impl FnOnce(&[&HostTensor]) -> T) -> T {
+        let refs: Vec<&HostTensor> = self.tensors.iter().collect();
+        f(&refs)
+    }
+
+    fn replace_tensors(&mut self, tensors: Vec<HostTensor>) {
+        assert_eq!(
+            tensors.len(),
+            self.tensors.len(),
+            "one per registered tensor"
+        );
+        self.tensors = tensors;
+    }
+}

@@ -1,0 +1,54 @@
+//! What can go wrong when building or stepping an optimizer.
+
+use flashopt_ir::interp::InterpError;
+use flashopt_ir::{CompileError, HostEvalError, HyperError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Hyper(#[from] HyperError),
+    #[error("host scalars of step {step}: {source}")]
+    HostScalars { step: u64, source: HostEvalError },
+    #[error("tensor `{name}`: {source}")]
+    Tensor { name: String, source: InterpError },
+    #[error("tensor `{name}`: parameter group {group} does not exist ({groups} group(s))")]
+    ParamGroup {
+        name: String,
+        group: usize,
+        groups: usize,
+    },
+    #[error(
+        "`{optimizer}` names no learning rate: mark one f32 hyper-parameter `#[flashopt(learning_rate)]` (OptimizerDef::learning_rate)"
+    )]
+    NoLearningRate { optimizer: String },
+    #[error(
+        "`{optimizer}` declares no minimum step: give it `#[flashopt(min_step = ..)]` or pass one to check_numerics_with"
+    )]
+    NoMinStep { optimizer: String },
+    #[error("a tensor named `{0}` is already registered")]
+    DuplicateName(String),
+    #[error(
+        "step got {found} gradient(s) for {expected} tensor(s); pass one per tensor, in registration order"
+    )]
+    GradCount { expected: usize, found: usize },
+    #[error("gradient clipping: max_norm must be positive and finite, got {0}")]
+    MaxNorm(f64),
+    #[error(
+        "gradient clipping needs the norm of the whole step: use step(), not step_tensor() (gradient release)"
+    )]
+    ClipNeedsWholeStep,
+    #[error("tensor id {id} does not exist ({tensors} tensor(s))")]
+    UnknownTensor { id: usize, tensors: usize },
+    #[error(
+        "tensor `{name}`: the source buffer has {bytes} bytes, the gradient needs {needed} ({len} x {dtype})"
+    )]
+    SourceTooSmall {
+        name: String,
+        bytes: u64,
+        needed: u64,
+        dtype: String,
+        len: usize,
+    },
+}

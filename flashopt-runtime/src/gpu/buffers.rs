@@ -1,0 +1,133 @@
+//! The raw device buffers, for trainers on the same cubecl client: weights read in
+//! place, gradients copied or written into the flat gradient buffer.
+
+use flashopt_cubecl::copy;
+use flashopt_cubecl::cubecl::Runtime;
+use flashopt_cubecl::cubecl::client::ComputeClient;
+use flashopt_cubecl::cubecl::server::Handle;
+use flashopt_ir::Role as PartRole;
+
+use super::GpuOptimizer;
+use crate::core::TensorId;
+use crate::error::RuntimeError;
+
+impl<R: Runtime> GpuOptimizer<R> {
+    /// Where a tensor lives in the flat device buffers: its element range. Its
+    /// parameters are `param_buffer()[range]`, its gradient `grad_buffer()[range]`,
+    /// in the plan's dtypes; a trainer on the same cubecl client (burn 0.21 uses
+    /// cubecl 0.10 too) reads weights and writes gradients there in place, with no
+    /// host copies, and calls [`Self::step`].
+    pub fn tensor_range(&self, id: TensorId) -> std::ops::Range<usize> {
+        self.segments[id.0].elements()
+    }
+
+    /// The flat buffer of narrow (or f32) parameters, every tensor's segment in it.
+    pub fn param_buffer(&self) -> &Handle {
+        &self.buffers[self.part_slot(PartRole::Param)].0
+    }
+
+    /// A handle to [`Self::param_buffer`] from one tensor's first parameter on: the
+    /// tensor is its first `tensor_range(id).len()` elements, contiguous, in the
+    /// plan's parameter dtype, 64-byte aligned (segments start on whole 32-element
+    /// groups). A trainer on the same client reads (never writes) its weights through
+    /// it, bounding the read by the tensor's shape; every step updates them in place.
+    /// The handle is not cut at the tensor's end: cubecl 0.10 reads such handles
+    /// wrongly (burn's element-wise kernels saw zeros in their last 128 elements, a
+    /// host read failed; docs/TRAINING.md).
+    pub fn param_handle(&self, id: TensorId) -> Handle {
+        self.segment_handle(PartRole::Param, id)
+    }
+
+    /// As [`Self::param_handle`], for the tensor's gradient in the gradient buffer the
+    /// next step reads: a trainer may write the gradient there itself.
+    pub fn grad_handle(&self, id: TensorId) -> Handle {
+        self.segment_handle(PartRole::Gradient, id)
+    }
+
+    fn segment_handle(&self, role: PartRole, id: TensorId) -> Handle {
+        let slot = self.part_slot(role);
+        let size = self.layout[slot].element_bytes() as u64;
+        let start = self.tensor_range(id).start as u64;
+        self.buffers[slot].0.clone().offset_start(start * size)
+    }
+
+    /// Copy one tensor's gradient from a device buffer of the same client (for
+    /// instance one a trainer's backward pass wrote) into the gradient buffer, on the
+    /// device, in stream order. `src` holds the gradient contiguously in the plan's
+    /// gradient dtype, from its first byte. The next [`Self::step`] scans it for NaN
+    /// and infinity on the device (unless turned off).
+    pub fn copy_grad_from(&mut self, id: TensorId, src: &Handle) -> Result<(), RuntimeError> {
+        let name = self.core.tensor(id)?.name.clone();
+        let s = &self.segments[id.0];
+        let dtype = self.core.plan.config.grad;
+        let needed = (s.len * dtype.size_bytes()) as u64;
+        if src.size_in_used() < needed {
+            return Err(RuntimeError::SourceTooSmall {
+                name,
+                bytes: src.size_in_used(),
+                needed,
+                dtype: dtype.to_string(),
+                len: s.len,
+            });
+        }
+        let r = s.elements();
+        // SAFETY: `src` holds the tensor's elements (checked), the gradient buffer
+        // holds the segment.
+        unsafe {
+            copy::copy_elements(
+                &self.client,
+                dtype,
+                src,
+                self.grad_buffer(),
+                r.start,
+                r.len(),
+            );
+        }
+        self.grads_scanned = false;
+        Ok(())
+    }
+
+    /// Set one tensor's gradient to zero on the device (a parameter the loss did not
+    /// reach).
+    pub fn zero_grad(&mut self, id: TensorId) -> Result<(), RuntimeError> {
+        self.core.tensor(id)?;
+        let r = self.segments[id.0].elements();
+        // SAFETY: the gradient buffer holds the segment.
+        unsafe {
+            copy::zero_elements(
+                &self.client,
+                self.core.plan.config.grad,
+                self.grad_buffer(),
+                r.start,
+                r.len(),
+            );
+        }
+        self.grads_scanned = false;
+        Ok(())
+    }
+
+    /// The flat gradient buffer the next step reads.
+    pub fn grad_buffer(&self) -> &Handle {
+        &self.buffers[self.part_slot(PartRole::Gradient)].0
+    }
+
+    /// Bytes this optimizer holds on the device: every buffer it allocated (narrow
+    /// parameters, corrections, gradients, state codes and scales, group info and
+    /// host scalars), padding included.
+    pub fn device_bytes(&self) -> usize {
+        self.layout
+            .iter()
+            .zip(&self.buffers)
+            .map(|(b, (_, len))| b.element_bytes() * len)
+            .sum()
+    }
+
+    /// Wait for the device.
+    pub fn sync(&self) {
+        flashopt_cubecl::cubecl::future::block_on(self.client.sync()).expect("device sync");
+    }
+
+    pub fn client(&self) -> &ComputeClient<R> {
+        &self.client
+    }
+}

@@ -1,0 +1,256 @@
+//! Optimizer state on a GPU (cubecl's CUDA or HIP runtime) and ONE kernel launch per
+//! step for every tensor.
+//!
+//! - this file: the optimizer, its construction and what [`Optimizer`] needs;
+//! - [`layout`]: the flat, group-aligned buffers and the bytes in and out;
+//! - [`step`]: gradients from the host, the device checks, the launches;
+//! - [`buffers`]: the raw device buffers, for trainers that read weights and write
+//!   gradients on the device.
+
+mod buffers;
+mod layout;
+mod step;
+
+use flashopt_cubecl::cubecl::Runtime;
+use flashopt_cubecl::cubecl::client::ComputeClient;
+use flashopt_cubecl::cubecl::server::Handle;
+use flashopt_cubecl::define::{Buffer, KernelShape, Role, table_values};
+use flashopt_cubecl::launch::FusedStep;
+use flashopt_ir::interp::HostTensor;
+use flashopt_ir::{HyperValues, Plan};
+
+use crate::core::{Core, Optimizer, TensorInfo, check_tensors};
+use crate::error::RuntimeError;
+use crate::numerics::NonFinite;
+use crate::raw;
+
+use layout::Segment;
+
+/// An optimizer whose state lives on a cubecl device.
+///
+/// Trainers that are not burn use the raw buffers: the weights are read in place
+/// through [`Self::param_handle`], gradients are copied in on the device with
+/// [`Self::copy_grad_from`] (or written straight into [`Self::grad_handle`]), and
+/// [`Self::step`] is ONE fused launch:
+///
+/// ```no_run
+/// # fn demo(my_grad: flashopt_cubecl::cubecl::server::Handle) -> Result<(), flashopt_runtime::RuntimeError> {
+/// use flashopt_cubecl::cubecl::Runtime;
+/// use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
+/// use flashopt_ir::interp::HostTensor;
+/// use flashopt_ir::{HyperValues, MasterMode, PlanConfig, def::*};
+/// use flashopt_runtime::{GpuOptimizer, TensorId};
+///
+/// let mut def = OptimizerDef::new("sgd");
+/// def.hyper("lr", 0.1, Range::at_least(0.0));
+/// def.assign("p", name("p") - name("lr") * name("g"));
+/// let plan = flashopt_ir::compile(&def, PlanConfig::bf16(MasterMode::Int8)).unwrap();
+/// // The trainer's own client: the optimizer allocates on it and launches in its order.
+/// let client = CudaRuntime::client(&CudaDevice::default());
+/// let w = HostTensor::from_f32(&plan, &[0.5; 1000]);
+/// let hyper = HyperValues::defaults(&plan.hyper_params);
+/// let mut opt = GpuOptimizer::from_host(client, plan, hyper, vec![("w".into(), w)])?;
+/// // Every step: the forward pass reads the first 1000 bf16 values behind this handle...
+/// let weights = opt.param_handle(TensorId(0));
+/// // ...the backward pass leaves a bf16 gradient in a buffer of its own...
+/// opt.copy_grad_from(TensorId(0), &my_grad)?;
+/// // ...and one launch updates the weights in place (skipped on NaN/Inf gradients).
+/// let outcome = opt.step()?;
+/// # let _ = (weights, outcome); Ok(()) }
+/// ```
+pub struct GpuOptimizer<R: Runtime> {
+    client: ComputeClient<R>,
+    kernel: FusedStep<R>,
+    core: Core,
+    segments: Vec<Segment>,
+    groups: usize,
+    /// The kernel's buffers in binding order, and for each its handle and length in
+    /// elements.
+    layout: Vec<Buffer>,
+    buffers: Vec<(Handle, usize)>,
+    pad: u8,
+    /// Non-finite values found in the gradients last written from the host.
+    pending_non_finite: Option<NonFinite>,
+    /// The gradient buffer was written by [`Self::write_grads`] (and scanned there)
+    /// since the last step.
+    grads_scanned: bool,
+    /// Scan gradients written on the device for NaN/infinity before each step.
+    check_device_grads: bool,
+}
+
+impl<R: Runtime> GpuOptimizer<R> {
+    /// Upload tensors' optimizer state (e.g. [`HostTensor::from_f32`]) to the device.
+    pub fn from_host(
+        client: ComputeClient<R>,
+        plan: Plan,
+        hyper: HyperValues,
+        tensors: Vec<(String, HostTensor)>,
+    ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        Self::from_host_padded(client, plan, hyper, tensors, 0)
+    }
+
+    /// As [`Self::from_host`], with every padding byte set to `pad`. Correctness tests
+    /// poison padding (`0xFF`: NaN parameters and scales) to show it never leaks
+    /// into real elements.
+    pub fn from_host_padded(
+        client: ComputeClient<R>,
+        plan: Plan,
+        hyper: HyperValues,
+        tensors: Vec<(String, HostTensor)>,
+        pad: u8,
+    ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        let tensors = tensors.into_iter().map(|(name, t)| (name, 0, t)).collect();
+        Self::from_host_grouped(client, plan, vec![hyper], tensors, pad)
+    }
+
+    /// Tensors in parameter groups, each group with its own hyper-parameter values
+    /// (`tensors` name their group by index into `groups_hyper`). Still ONE launch per
+    /// step: every 32-element group carries its parameter group, which selects its
+    /// scalars.
+    pub fn from_host_grouped(
+        client: ComputeClient<R>,
+        plan: Plan,
+        groups_hyper: Vec<HyperValues>,
+        tensors: Vec<(String, usize, HostTensor)>,
+        pad: u8,
+    ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        let mut core = Core::new(plan, groups_hyper)?;
+        for (name, group, t) in &tensors {
+            core.add(TensorInfo {
+                name: name.clone(),
+                param_group: *group,
+                len: t.len(),
+            })?;
+        }
+        check_tensors(
+            &core.plan,
+            tensors.iter().map(|(name, _, t)| (name.as_str(), t)),
+        )?;
+        let kernel = FusedStep::<R>::new(&client, core.plan.clone());
+        let layout = kernel.buffers();
+        let (segments, groups) = layout::segments(&core.tensors);
+        let mut opt = GpuOptimizer {
+            client,
+            kernel,
+            core,
+            segments,
+            groups,
+            layout,
+            buffers: Vec::new(),
+            pad,
+            pending_non_finite: None,
+            grads_scanned: false,
+            check_device_grads: true,
+        };
+        let hosts: Vec<&HostTensor> = tensors.iter().map(|(_, _, t)| t).collect();
+        opt.buffers = opt.upload(&hosts);
+        Ok(opt)
+    }
+
+    /// Fresh device buffers holding `tensors` (one per registered tensor), the
+    /// gradients set to the padding byte.
+    fn upload(&self, tensors: &[&HostTensor]) -> Vec<(Handle, usize)> {
+        let plan = &self.core.plan;
+        let resident: Vec<usize> = plan.resident_parts().map(|(id, _)| id.index()).collect();
+        self.layout
+            .iter()
+            .map(|buffer| {
+                let bytes: Vec<u8> = match buffer.role {
+                    Role::Part(i) => match resident.iter().position(|&r| r == i) {
+                        Some(k) => layout::part_buffer(plan, k, tensors, &self.segments, self.pad),
+                        None => vec![
+                            self.pad;
+                            self.groups * flashopt_ir::GROUP_SIZE * buffer.element_bytes()
+                        ],
+                    },
+                    Role::Scalars => {
+                        vec![0; plan.scalar_count().max(1) * self.core.hyper.len() * 4]
+                    }
+                    Role::GroupInfo => layout::group_info(&self.core.tensors, &self.segments),
+                    Role::Tables => raw::le_bytes(&table_values(plan).0),
+                };
+                let len = bytes.len() / buffer.element_bytes();
+                // cubecl rejects empty allocations; a model without elements binds one element.
+                let bytes = if bytes.is_empty() {
+                    vec![0; buffer.element_bytes() * buffer.vector]
+                } else {
+                    bytes
+                };
+                (self.client.create_from_slice(&bytes), len)
+            })
+            .collect()
+    }
+
+    fn slot(&self, role: Role) -> usize {
+        self.layout
+            .iter()
+            .position(|b| b.role == role)
+            .expect("the plan has this buffer")
+    }
+
+    /// The kernel buffer of the plan's part with `role`.
+    fn part_slot(&self, role: flashopt_ir::Role) -> usize {
+        self.slot(Role::Part(self.core.plan.part_with_role(role).index()))
+    }
+
+    /// Spread each group over units differently (tuning; the default shape is the
+    /// measured best, see docs/BENCHMARKS.md). The buffers stay as they are.
+    pub fn set_kernel_shape(&mut self, shape: KernelShape) {
+        self.kernel = FusedStep::with_shape(&self.client, self.core.plan.clone(), shape);
+        self.layout = self.kernel.buffers();
+    }
+
+    pub fn kernel_shape(&self) -> KernelShape {
+        self.kernel.shape()
+    }
+
+    /// Read every tensor's state back to the host.
+    pub fn download(&self) -> Vec<(String, HostTensor)> {
+        let tensors = self.download_tensors();
+        self.core
+            .tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .zip(tensors)
+            .collect()
+    }
+
+    fn download_tensors(&self) -> Vec<HostTensor> {
+        let bytes: Vec<Vec<u8>> = self
+            .buffers
+            .iter()
+            .map(|(h, _)| self.client.read_one_unchecked(h.clone()).to_vec())
+            .collect();
+        layout::download(&self.core.plan, &self.layout, &bytes, &self.segments)
+    }
+}
+
+impl<R: Runtime> Optimizer for GpuOptimizer<R> {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn with_tensors<T>(&self, f: impl FnOnce(&[&HostTensor]) -> T) -> T {
+        let tensors = self.download_tensors();
+        let refs: Vec<&HostTensor> = tensors.iter().collect();
+        f(&refs)
+    }
+
+    /// Fresh buffers for the new state: handles taken before (a trainer's views of
+    /// the weights) must be taken again.
+    fn replace_tensors(&mut self, tensors: Vec<HostTensor>) {
+        let refs: Vec<&HostTensor> = tensors.iter().collect();
+        self.buffers = self.upload(&refs);
+        self.pending_non_finite = None;
+        self.grads_scanned = false;
+    }
+
+    fn plan_changed(&mut self) {
+        let shape = self.kernel_shape();
+        self.set_kernel_shape(shape);
+    }
+}

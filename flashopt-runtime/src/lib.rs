@@ -1,0 +1,27 @@
+//! # flashopt-runtime
+//!
+//! Owns optimizer state and runs steps: the CPU reference back end ([`cpu`], always
+//! available, so tests and examples run anywhere) and the CUDA/HIP back end ([`gpu`],
+//! cubecl 0.10.0), both behind the [`Optimizer`] trait and its shared [`Core`];
+//! [`checkpoint`] saves and restores either in safetensors, [`numerics`] skips
+//! non-finite steps and checks learning rates, [`clip`] clips the global gradient
+//! norm. Buffers, byte conversion and checkpoint keys all follow the plan's part
+//! list ([`raw`]).
+
+pub mod checkpoint;
+pub mod clip;
+pub mod core;
+pub mod cpu;
+pub mod error;
+#[cfg(feature = "gpu")]
+pub mod gpu;
+pub mod numerics;
+pub mod raw;
+
+pub use checkpoint::CheckpointError;
+pub use core::{Core, Optimizer, TensorId, TensorInfo};
+pub use cpu::CpuOptimizer;
+pub use error::RuntimeError;
+#[cfg(feature = "gpu")]
+pub use gpu::GpuOptimizer;
+pub use numerics::{NonFinite, NumericsWarning, StepOutcome};

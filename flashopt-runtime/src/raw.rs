@@ -1,0 +1,131 @@
+//! A tensor's stored parts as little-endian bytes: what the GPU buffers and the
+//! checkpoint files both hold (devices and safetensors are little-endian). The plan's
+//! part list says which parts there are and how long each is.
+
+use flashopt_ir::interp::{HostTensor, PartData};
+use flashopt_ir::{Part, Plan, Storage};
+
+/// Append the little-endian bytes of `values`: one copy on little-endian hosts.
+pub fn extend_le<T: bytemuck::Pod>(out: &mut Vec<u8>, values: &[T]) {
+    let bytes: &[u8] = bytemuck::cast_slice(values);
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytes);
+    } else {
+        for element in bytes.chunks_exact(size_of::<T>()) {
+            out.extend(element.iter().rev());
+        }
+    }
+}
+
+/// Values from their little-endian bytes.
+pub fn from_le<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    if cfg!(target_endian = "little") {
+        bytemuck::pod_collect_to_vec(bytes)
+    } else {
+        let swapped: Vec<u8> = bytes
+            .chunks_exact(size_of::<T>())
+            .flat_map(|e| e.iter().rev().copied())
+            .collect();
+        bytemuck::pod_collect_to_vec(&swapped)
+    }
+}
+
+/// The little-endian bytes of `values`.
+pub fn le_bytes<T: bytemuck::Pod>(values: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(std::mem::size_of_val(values));
+    extend_le(&mut out, values);
+    out
+}
+
+/// Append the bytes of one part.
+pub fn extend_part(out: &mut Vec<u8>, data: &PartData) {
+    match data {
+        PartData::Bf16(v) => extend_le(out, v),
+        PartData::F16(v) => extend_le(out, v),
+        PartData::F32(v) => extend_le(out, v),
+        PartData::I8(v) => extend_le(out, v),
+        PartData::I16(v) => extend_le(out, v),
+        PartData::U8(v) => out.extend_from_slice(v),
+    }
+}
+
+/// The bytes of one part.
+pub fn part_bytes(data: &PartData) -> Vec<u8> {
+    let mut out = Vec::new();
+    extend_part(&mut out, data);
+    out
+}
+
+/// A part of `storage` from its bytes.
+pub fn part_data(storage: Storage, bytes: &[u8]) -> PartData {
+    match storage {
+        Storage::Bf16 => PartData::Bf16(from_le(bytes)),
+        Storage::F16 => PartData::F16(from_le(bytes)),
+        Storage::F32 => PartData::F32(from_le(bytes)),
+        Storage::I8 => PartData::I8(from_le(bytes)),
+        Storage::I16 => PartData::I16(from_le(bytes)),
+        Storage::U8 => PartData::U8(bytes.to_vec()),
+    }
+}
+
+/// A tensor of `plan` assembled from the bytes `read` gives for each resident part
+/// (`read(part, count)` must give exactly `count` values' bytes).
+pub fn assemble<'a, E>(
+    plan: &Plan,
+    len: usize,
+    mut read: impl FnMut(&Part, usize) -> Result<&'a [u8], E>,
+) -> Result<HostTensor, E> {
+    let parts = plan
+        .resident_parts()
+        .map(|(_, p)| read(p, p.count(len)).map(|bytes| part_data(p.storage, bytes)))
+        .collect::<Result<_, E>>()?;
+    Ok(HostTensor::from_parts(len, parts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashopt_ir::def::{OptimizerDef, Range, float, name};
+    use flashopt_ir::{MasterMode, PlanConfig, StateKind};
+
+    #[test]
+    fn every_part_round_trips_through_its_bytes() {
+        let mut def = OptimizerDef::new("momentum");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        def.state("m", StateKind::Signed);
+        def.state("v", StateKind::NonNegative);
+        def.assign("m", name("m") * float(0.9) + name("g"));
+        def.assign("v", name("v") + name("g") * name("g"));
+        def.assign("p", name("p") - name("lr") * name("m"));
+        let plan = flashopt_ir::compile(&def, PlanConfig::bf16(MasterMode::Int16)).unwrap();
+        let values: Vec<f32> = (0..37).map(|i| i as f32 * 0.37 - 5.0).collect();
+        let mut t = HostTensor::from_f32(&plan, &values);
+        t.parts[2] = PartData::I8((0..37).map(|i| (i * 7 - 120) as i8).collect());
+        t.parts[3] = PartData::F16(vec![half::f16::from_f32(0.5), half::f16::from_f32(3.0)]);
+        t.parts[4] = PartData::U8((0..37).map(|i| (i * 7) as u8).collect());
+        let names: Vec<(&str, Storage, usize)> = plan
+            .resident_parts()
+            .map(|(_, p)| (p.name.as_str(), p.storage, p.bytes(37)))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("param", Storage::Bf16, 74),
+                ("correction", Storage::I16, 74),
+                ("m::codes", Storage::I8, 37),
+                ("m::scales", Storage::F16, 4),
+                ("v::codes", Storage::U8, 37),
+                ("v::scales", Storage::F16, 4),
+            ]
+        );
+        let bytes: Vec<Vec<u8>> = t.parts.iter().map(part_bytes).collect();
+        let mut parts = bytes.iter();
+        let back = assemble(&plan, 37, |p, n| {
+            let b = parts.next().unwrap();
+            assert_eq!(b.len(), p.storage.size_bytes() * n, "{}", p.name);
+            Ok::<_, ()>(b.as_slice())
+        })
+        .unwrap();
+        assert_eq!(back, t);
+    }
+}
