@@ -5,7 +5,7 @@
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
-use flashopt_cubecl::define::KernelShape;
+use flashopt_cubecl::bindings::KernelShape;
 use flashopt_cubecl::emit::{Target, emit};
 
 fn configs() -> Vec<(String, String, PlanConfig)> {
@@ -47,6 +47,8 @@ fn kernel_sources() {
                 "{name} {label} {target:?}: entry point {entry}"
             );
             assert!(source.contains("__launch_bounds__(256)"));
+            // cubecl marks what a target cannot do with `#error` (HIP has no warp sync).
+            assert!(!source.contains("#error"), "{name} {label} {target:?}");
             // Parameters load as vectors of a unit's lanes (at most 16 bytes).
             let lanes = KernelShape::default().lanes_per_unit;
             let width = lanes.min(16 / config.param.size_bytes());
@@ -55,7 +57,11 @@ fn kernel_sources() {
                 "{name} {label} {target:?}: no {width}-lane parameter vectors"
             );
             // A group spans several units: its maxima cross them by plane shuffles.
-            if plan.states.iter().any(|s| s.codec.is_quantized()) {
+            if plan
+                .parts
+                .iter()
+                .any(|p| p.extent == flashopt::ir::Extent::Group)
+            {
                 assert!(
                     source.contains("__shfl_xor"),
                     "{name} {label} {target:?}: no plane shuffle for the group maximum"

@@ -128,7 +128,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
     } else {
         (Vec::new(), BTreeMap::new())
     };
-    let default_lanes = flashopt_cubecl::define::KernelShape::default()
+    let default_lanes = flashopt_cubecl::bindings::KernelShape::default()
         .lanes_per_unit
         .to_string();
     let mut out = String::new();

@@ -9,10 +9,10 @@ use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::runtime::GpuOptimizer;
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
+use flashopt_cubecl::bindings::KernelShape;
 use flashopt_cubecl::cubecl;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::cubecl::prelude::*;
-use flashopt_cubecl::define::KernelShape;
 use half::bf16;
 
 use crate::workloads::{self, Workload};
@@ -122,7 +122,8 @@ fn measure<S: OptimizerSpec>(
     opt.set_kernel_shape(shape);
     // The steps reuse one set of gradients, which after the first step count as
     // written on the device: the NaN/Inf scan would run before each. The bench times
-    // the fused step alone; gpu_check measures the scan and clipping.
+    // the fused step alone; the GPU tests (tests/gpu/guards.rs) check the scan and
+    // clipping.
     opt.set_check_device_grads(false);
     lap("upload state", &mut phases);
     let bufs: Vec<GradBuf<'_>> = grads.iter().map(|g| GradBuf::Bf16(g)).collect();
@@ -217,6 +218,25 @@ fn keeps(filter: &[String], name: &str) -> bool {
     filter.is_empty() || filter.iter().any(|f| f == name)
 }
 
+/// The CUDA client, or why there is none: cubecl panics inside its driver bindings
+/// where no CUDA driver or device exists.
+fn cuda_client() -> Result<ComputeClient<CudaRuntime>, String> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let client = std::panic::catch_unwind(|| CudaRuntime::client(&Default::default()));
+    std::panic::set_hook(quiet);
+    client.map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown reason");
+        format!(
+            "`run` needs a CUDA GPU and driver, and cubecl found none ({why}); `report` works anywhere"
+        )
+    })
+}
+
 pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
     let shapes: Vec<KernelShape> = if selection.lanes.is_empty() {
         vec![KernelShape::default()]
@@ -228,7 +248,7 @@ pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
             .collect::<Result<_, _>>()?
     };
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let client = CudaRuntime::client(&Default::default());
+    let client = cuda_client()?;
     let copy = copy_gbps(&client);
     println!("device-to-device copy (2 GiB, read + write): {copy:.0} GB/s");
     let path = out.join("flashopt.csv");

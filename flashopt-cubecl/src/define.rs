@@ -16,154 +16,28 @@
 //! never enter a group maximum) and its parameter group, which selects the host
 //! scalars. So one launch steps any number of tensors. This file knows no codec.
 
-use cubecl::ir::{
-    DeviceProperties, ElemType, FloatKind, IntKind, ManagedVariable, StorageType, TargetProperties,
-    UIntKind,
-};
+use cubecl::ir::{DeviceProperties, ManagedVariable, TargetProperties};
 use cubecl::prelude::*;
 use flashopt_ir::graph::{Func1, Func2};
 use flashopt_ir::program::{InstOp, ValueId};
-use flashopt_ir::verify::uniform_over_group;
-use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role as PartRole, Storage};
+use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Storage};
 use half::{bf16, f16};
 
+use crate::bindings::{Buffer, F32, KernelShape, Role, U32, buffers, table_values};
 use crate::ops;
 
 type F = NativeExpand<f32>;
 type I = NativeExpand<i32>;
 
-/// What a kernel buffer holds, in binding order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// A part of the plan's layout, by index.
-    Part(usize),
-    /// Host scalars, `scalars` per parameter group.
-    Scalars,
-    /// One u32 per group: element count in bits 0..6, parameter group from bit 8.
-    GroupInfo,
-    /// Every code table's values, one after the other.
-    Tables,
-}
-
-/// One kernel buffer: its role, element type and vector width.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Buffer {
-    pub role: Role,
-    pub storage: StorageType,
-    pub vector: usize,
-    pub writable: bool,
-}
-
-impl Buffer {
-    pub fn ty(&self) -> cubecl::ir::Type {
-        cubecl::ir::Type::new(self.storage).with_vector_size(self.vector)
-    }
-
-    pub fn element_bytes(&self) -> usize {
-        self.storage.size()
-    }
-}
-
-fn storage_type(storage: Storage) -> StorageType {
-    StorageType::Scalar(match storage {
-        Storage::Bf16 => ElemType::Float(FloatKind::BF16),
-        Storage::F16 => ElemType::Float(FloatKind::F16),
-        Storage::F32 => ElemType::Float(FloatKind::F32),
-        Storage::I8 => ElemType::Int(IntKind::I8),
-        Storage::I16 => ElemType::Int(IntKind::I16),
-        Storage::U8 => ElemType::UInt(UIntKind::U8),
-    })
-}
-
-const U32: StorageType = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
-const F32: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::F32));
-
-/// How the kernel spreads a group over units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct KernelShape {
-    /// Elements each unit steps: 4, 8, 16 or 32 (then `32 / lanes` units share a group).
-    pub lanes_per_unit: usize,
-}
-
-impl Default for KernelShape {
-    /// 4 lanes: eight units share a group. Fewer registers per unit leave room for more
-    /// resident planes, which the step needs to overlap its arithmetic with memory;
-    /// on an H100 it was the fastest shape for AdamW, Lion and SGD at 268M parameters
-    /// (docs/BENCHMARKS.md, "Kernel shape").
-    fn default() -> Self {
-        KernelShape { lanes_per_unit: 4 }
-    }
-}
-
-impl KernelShape {
-    pub fn new(lanes_per_unit: usize) -> Option<KernelShape> {
-        matches!(lanes_per_unit, 4 | 8 | 16 | 32).then_some(KernelShape { lanes_per_unit })
-    }
-
-    pub fn units_per_group(self) -> usize {
-        GROUP_SIZE / self.lanes_per_unit
-    }
-
-    /// Vector width for an element type: at most 16 bytes, at most one unit's lanes.
-    fn vector_width(self, element_bytes: usize) -> usize {
-        (16 / element_bytes).min(self.lanes_per_unit)
-    }
-}
-
-/// The buffers of a plan's kernel, in binding order: one per part, then the host
-/// scalars, the group info words and, if the plan has any, its code tables.
-pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
-    let mut out: Vec<Buffer> = plan
-        .parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let storage = storage_type(p.storage);
-            Buffer {
-                role: Role::Part(i),
-                storage,
-                vector: match p.extent {
-                    Extent::Element => shape.vector_width(storage.size()),
-                    Extent::Group => 1,
-                },
-                writable: p.role != PartRole::Gradient,
-            }
-        })
-        .collect();
-    let scalar = |role, storage| Buffer {
-        role,
-        storage,
-        vector: 1,
-        writable: false,
-    };
-    out.push(scalar(Role::Scalars, F32));
-    out.push(scalar(Role::GroupInfo, U32));
-    if !plan.tables.is_empty() {
-        out.push(scalar(Role::Tables, F32));
-    }
-    out
-}
-
-/// Every table's values, in the order [`Role::Tables`] holds them, and where each
-/// table starts.
-pub fn table_values(plan: &Plan) -> (Vec<f32>, Vec<usize>) {
-    let mut values = Vec::new();
-    let mut starts = Vec::new();
-    for t in &plan.tables {
-        starts.push(values.len());
-        values.extend_from_slice(&t.values);
-    }
-    (values, starts)
-}
-
 /// Build the kernel definition of `plan` for a target and device.
 pub fn define(
     plan: &Plan,
     shape: KernelShape,
-    target: TargetProperties,
+    target: (TargetProperties, Scheduling),
     device: &DeviceProperties,
     settings: KernelSettings,
 ) -> KernelDefinition {
+    let (target, scheduling) = target;
     let mut builder = KernelBuilder::default();
     builder.runtime_properties(target);
     builder.device_properties(device);
@@ -188,6 +62,7 @@ pub fn define(
     let kernel = KernelBody {
         plan,
         shape,
+        scheduling,
         layout: &layout,
         vars: &vars,
         veil: veil.into(),
@@ -200,6 +75,17 @@ pub fn define(
     let place = Place { group, sub, shape };
     kernel.step_group(scope, &place, in_range);
     builder.build(settings)
+}
+
+/// How the units of a plane run: the one difference between the targets the kernel
+/// cares about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheduling {
+    /// Each unit may run ahead of the others of its plane (CUDA since Volta): a plane
+    /// barrier orders one unit's stores after the others' loads.
+    Independent,
+    /// A plane runs in lockstep (AMD wavefronts; HIP has no plane barrier).
+    Lockstep,
 }
 
 /// Where a unit's lanes lie: its group and which part of the group it holds.
@@ -269,6 +155,7 @@ impl Reg {
 struct KernelBody<'a> {
     plan: &'a Plan,
     shape: KernelShape,
+    scheduling: Scheduling,
     layout: &'a [Buffer],
     vars: &'a [ManagedVariable],
     veil: F,
@@ -308,7 +195,7 @@ impl KernelBody<'_> {
             .collect();
         let (_, table_starts) = table_values(plan);
 
-        let uniform = uniform_over_group(plan, program);
+        let uniform = plan.uniform_over_group(program);
         let veil_needed = products_to_veil(plan);
         let mut regs: Vec<Reg> = Vec::with_capacity(program.len());
         let mut stores: Vec<(PartId, ValueId)> = Vec::new();
@@ -347,8 +234,19 @@ impl KernelBody<'_> {
             regs.push(reg);
         }
 
-        // Every unit took part in the group maxima (plane shuffles); only units inside
-        // the launch store.
+        // A group's first unit stores its per-group parts, which the group's other
+        // units (in the same plane) read at the start: they all meet here first.
+        // Independent thread scheduling does not keep a plane in step by itself, and
+        // a program need not shuffle (group maxima do) before it stores.
+        if self.scheduling == Scheduling::Independent
+            && stores
+                .iter()
+                .any(|(p, _)| plan.part(*p).extent == Extent::Group)
+        {
+            cubecl::prelude::sync_plane::expand(scope);
+        }
+        // Every unit took part in the group maxima (plane shuffles) and the barrier;
+        // only units inside the launch store.
         cubecl::frontend::branch::if_expand(scope, in_range, |scope| {
             for (p, v) in stores {
                 self.store(scope, p, &regs[v.index()], place);

@@ -9,7 +9,8 @@ use cubecl::server::ExecutionMode;
 use cubecl_cpp::shared::CompilationOptions;
 use flashopt_ir::plan::Plan;
 
-use crate::define::{KernelShape, define};
+use crate::bindings::KernelShape;
+use crate::define::{Scheduling, define};
 
 /// The source languages cubecl compiles kernels to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,6 +24,13 @@ impl Target {
         match self {
             Target::Cuda => "cuda",
             Target::Hip => "hip",
+        }
+    }
+
+    pub fn scheduling(self) -> Scheduling {
+        match self {
+            Target::Cuda => Scheduling::Independent,
+            Target::Hip => Scheduling::Lockstep,
         }
     }
 
@@ -107,7 +115,7 @@ pub fn emit_shaped(plan: &Plan, target: Target, shape: KernelShape) -> Result<St
     let definition = define(
         plan,
         shape,
-        target.target_properties(),
+        (target.target_properties(), target.scheduling()),
         &props,
         settings(plan),
     );

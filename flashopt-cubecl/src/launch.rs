@@ -8,7 +8,8 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 use flashopt_ir::plan::Plan;
 
-use crate::define::{Buffer, KernelShape, buffers, define};
+use crate::bindings::{Buffer, KernelShape, buffers};
+use crate::define::{Scheduling, define};
 use crate::emit::{CUBE_DIM, settings};
 
 /// The fused step of one plan, as cubecl compiles and caches it. Kernels are cached by
@@ -20,6 +21,7 @@ pub struct FusedStep<R: Runtime> {
     key: String,
     settings: KernelSettings,
     device: DeviceProperties,
+    scheduling: Scheduling,
     runtime: PhantomData<R>,
 }
 
@@ -31,6 +33,7 @@ impl<R: Runtime> Clone for FusedStep<R> {
             key: self.key.clone(),
             settings: self.settings.clone(),
             device: self.device.clone(),
+            scheduling: self.scheduling,
             runtime: PhantomData,
         }
     }
@@ -51,6 +54,11 @@ impl<R: Runtime> FusedStep<R> {
             shape,
             settings: settings(&plan),
             device: client.properties().clone(),
+            // HIP's wavefronts run in lockstep; anything else is treated as CUDA.
+            scheduling: match R::name(client) {
+                "hip" => Scheduling::Lockstep,
+                _ => Scheduling::Independent,
+            },
             plan,
             runtime: PhantomData,
         }
@@ -92,7 +100,7 @@ impl<R: Runtime> CubeKernel for FusedStep<R> {
         define(
             &self.plan,
             self.shape,
-            R::target_properties(),
+            (R::target_properties(), self.scheduling),
             &self.device,
             self.settings.clone(),
         )

@@ -28,6 +28,7 @@ macro_rules! with_float_type {
     };
 }
 
+pub mod bindings;
 pub mod copy;
 pub mod define;
 pub mod emit;

@@ -242,8 +242,9 @@ impl fmt::Display for Range {
     }
 }
 
-/// A hyper-parameter value; `f32` hyper-parameters hold an f64 on the host, since
-/// step-invariant arithmetic is done in f64 (see [`crate::passes::hoist`]).
+/// A hyper-parameter value; `f32` hyper-parameters hold the f64 the user gave, and the
+/// plan's [`HostArithmetic`](crate::HostArithmetic) rounds it (to f32 by default) when
+/// host scalars are computed (see [`crate::passes::hoist`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value {
     Float(f64),

@@ -18,9 +18,9 @@ impl Handle {
     }
 }
 
-/// A constant. Floats keep their f64 value: constants are uniform, and uniform
-/// arithmetic happens in f64 until it meets per-element code, where it is rounded
-/// to f32 once.
+/// A constant. Floats keep their f64 value, as written; the plan's
+/// [`HostArithmetic`](crate::HostArithmetic) decides how uniform arithmetic rounds
+/// it (f32 by default), and per-element code sees it rounded to f32.
 #[derive(Clone, Copy, Debug)]
 pub enum Const {
     Float(f64),

@@ -114,6 +114,8 @@ pub fn compile(def: &OptimizerDef, config: PlanConfig) -> Result<Plan, CompileEr
         error,
     })?;
     let plan = passes::optimize(&plan);
-    debug_assert_eq!(verify::verify(&plan), Ok(()), "{plan}");
+    if let Err(e) = verify::verify(&plan) {
+        panic!("flashopt made a plan that does not verify (a compiler bug): {e}\n{plan}");
+    }
     Ok(plan)
 }

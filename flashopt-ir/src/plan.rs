@@ -7,9 +7,9 @@ use std::fmt;
 use crate::def::{HyperParamDef, Value};
 use crate::graph::Const;
 use crate::hyper::HyperValues;
-use crate::layout::{Part, PartId, Role};
+use crate::layout::{Extent, Part, PartId, Role};
 use crate::passes::HostProgram;
-use crate::program::{CodeTable, Program};
+use crate::program::{CodeTable, InstOp, Program};
 use crate::semantics::{HostArithmetic, HostEvalError, to_kernel_f32};
 use crate::types::{FloatDtype, MasterMode};
 use crate::validate::{Numerics, State};
@@ -134,6 +134,26 @@ impl Plan {
             .find(|(_, p)| p.role == role)
             .map(|(id, _)| id)
             .expect("every plan has a parameter and a gradient part")
+    }
+
+    /// Which values of `program` are the same on every lane of a group: loads of
+    /// per-group parts, group maxima, host scalars, constants, and anything computed
+    /// from those alone. A back end computes them once per group (or unit).
+    pub fn uniform_over_group(&self, program: &Program) -> Vec<bool> {
+        let mut uniform = Vec::with_capacity(program.len());
+        for inst in &program.insts {
+            let u = match inst.op {
+                InstOp::Load(p) => self.part(p).extent == Extent::Group,
+                InstOp::GroupMax(_)
+                | InstOp::Scalar(_)
+                | InstOp::Const(_)
+                | InstOp::IntConst(_) => true,
+                InstOp::Input(_) | InstOp::Store(..) | InstOp::Output(..) => false,
+                op => op.operands().iter().all(|o| uniform[o.index()]),
+            };
+            uniform.push(u);
+        }
+        uniform
     }
 
     /// Per-parameter traffic of one step, group parts amortized over full groups:

@@ -309,8 +309,11 @@ impl Program {
         for inst in &self.insts {
             let op = inst.op.map_operands(|o| map[o.index()]);
             let pure = !op.is_effect() && !matches!(op, InstOp::Load(_) | InstOp::Input(_));
-            // Debug text keys floats by their exact value (and `-0.0` apart from `0.0`).
-            let key = format!("{op:?}");
+            // Constants by their bits: `-0.0` and `0.0`, or two NaNs, are not the same.
+            let key = match op {
+                InstOp::Const(c) => format!("Const({:#010x})", c.to_bits()),
+                op => format!("{op:?}"),
+            };
             if pure && let Some(&v) = seen.get(&key) {
                 map.push(v);
                 continue;
@@ -327,9 +330,15 @@ impl Program {
 
     /// Remove instructions no effect depends on, renumbering the rest in order.
     pub fn without_dead_code(&self) -> Program {
+        self.keeping(|_| true)
+    }
+
+    /// Only the effects `keep` accepts and what they depend on, renumbered in order
+    /// (e.g. one output stream of a decode program).
+    pub fn keeping(&self, keep: impl Fn(&InstOp) -> bool) -> Program {
         let mut live = vec![false; self.insts.len()];
         for (i, inst) in self.insts.iter().enumerate().rev() {
-            if inst.op.is_effect() {
+            if inst.op.is_effect() && keep(&inst.op) {
                 live[i] = true;
             }
             if live[i] {

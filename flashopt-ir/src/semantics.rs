@@ -298,6 +298,16 @@ pub fn pow2_bits(k: i32) -> f32 {
     f32::from_bits((k.wrapping_add(127) as u32) << 23)
 }
 
+/// Float to integer as a store converts it (and the GPU's `cvt.rzi.sat`): truncation
+/// of an (already integral) value, saturating at `min..=max`, NaN to 0.
+pub fn to_code(v: f32, min: f32, max: f32) -> i32 {
+    if v.is_nan() {
+        0
+    } else {
+        v.clamp(min, max) as i32
+    }
+}
+
 /// Round an f32 to a narrow dtype (nearest even) and widen it back.
 pub fn round_to(dtype: FloatDtype, x: f32) -> f32 {
     match dtype {

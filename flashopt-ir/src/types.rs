@@ -211,27 +211,6 @@ impl Codec {
             Codec::Bf16 | Codec::F32 => true,
         }
     }
-
-    pub fn is_quantized(self) -> bool {
-        matches!(
-            self,
-            Codec::Int8Softsign | Codec::Int8Linear | Codec::Uint8Sqrt
-        )
-    }
-
-    /// Bytes per element of the codes (or plain values).
-    pub fn element_bytes(self) -> usize {
-        match self {
-            Codec::Int8Softsign | Codec::Int8Linear | Codec::Uint8Sqrt => 1,
-            Codec::Bf16 => 2,
-            Codec::F32 => 4,
-        }
-    }
-
-    /// Bytes of scale per group (an f16), zero for unquantized codecs.
-    pub fn scale_bytes_per_group(self) -> usize {
-        if self.is_quantized() { 2 } else { 0 }
-    }
 }
 
 impl fmt::Display for Codec {

@@ -20,24 +20,6 @@ pub struct VerifyError {
     pub message: String,
 }
 
-/// Which values are the same on every lane of a group: loads of per-group parts,
-/// group maxima, host scalars, constants, and anything computed from those alone.
-pub fn uniform_over_group(plan: &Plan, program: &Program) -> Vec<bool> {
-    let mut uniform = Vec::with_capacity(program.len());
-    for inst in &program.insts {
-        let u = match inst.op {
-            InstOp::Load(p) => plan.part(p).extent == Extent::Group,
-            InstOp::GroupMax(_) | InstOp::Scalar(_) | InstOp::Const(_) | InstOp::IntConst(_) => {
-                true
-            }
-            InstOp::Input(_) | InstOp::Store(..) | InstOp::Output(..) => false,
-            op => op.operands().iter().all(|o| uniform[o.index()]),
-        };
-        uniform.push(u);
-    }
-    uniform
-}
-
 pub fn verify(plan: &Plan) -> Result<(), VerifyError> {
     let mut names: Vec<&str> = plan.parts.iter().map(|p| p.name.as_str()).collect();
     names.sort_unstable();
@@ -56,19 +38,27 @@ pub fn verify(plan: &Plan) -> Result<(), VerifyError> {
             return Err(fail("layout", 0, format!("{count} parts of role {role:?}")));
         }
     }
-    for (name, program) in [
-        ("step", &plan.step),
-        ("decode", &plan.decode),
-        ("init", &plan.init),
+    if plan.parts.first().map(|p| p.role) != Some(Role::Param) {
+        return Err(fail(
+            "layout",
+            0,
+            "the parameter must be the first part".into(),
+        ));
+    }
+    for (name, program, is_step) in [
+        ("step", &plan.step, true),
+        ("decode", &plan.decode, false),
+        ("init", &plan.init, false),
     ] {
-        verify_program(plan, program).map_err(|(inst, message)| fail(name, inst, message))?;
+        verify_program(plan, program, is_step)
+            .map_err(|(inst, message)| fail(name, inst, message))?;
     }
     Ok(())
 }
 
-fn verify_program(plan: &Plan, program: &Program) -> Result<(), (usize, String)> {
+fn verify_program(plan: &Plan, program: &Program, is_step: bool) -> Result<(), (usize, String)> {
     use ValueType::{F32, I32, Unit};
-    let uniform = uniform_over_group(plan, program);
+    let uniform = plan.uniform_over_group(program);
     let mut stored = vec![false; plan.parts.len()];
     for (i, inst) in program.insts.iter().enumerate() {
         let operands = inst.op.operands();
@@ -87,6 +77,9 @@ fn verify_program(plan: &Plan, program: &Program) -> Result<(), (usize, String)>
                 if stored[p.index()] {
                     return Err((i, format!("loads `{}` after storing it", part.name)));
                 }
+                if !is_step && !part.is_resident() {
+                    return Err((i, format!("only a step reads the gradient `{}`", part.name)));
+                }
                 let ty = if part.storage.is_float() { F32 } else { I32 };
                 (vec![], ty)
             }
@@ -103,6 +96,9 @@ fn verify_program(plan: &Plan, program: &Program) -> Result<(), (usize, String)>
                 }
                 stored[p.index()] = true;
                 (vec![F32], Unit)
+            }
+            InstOp::Output(..) | InstOp::Input(_) if is_step => {
+                return Err((i, "a step program has no input or output streams".into()));
             }
             InstOp::Output(..) => (vec![F32], Unit),
             InstOp::Input(_) | InstOp::Const(_) => (vec![], F32),
@@ -122,9 +118,29 @@ fn verify_program(plan: &Plan, program: &Program) -> Result<(), (usize, String)>
             InstOp::Int(..) => (vec![I32, I32], I32),
             InstOp::ToF32(_) => (vec![I32], F32),
             InstOp::Pow2(_) => (vec![I32], F32),
-            InstOp::Table(t, _) => {
-                if t.index() >= plan.tables.len() {
+            InstOp::Table(t, code) => {
+                let Some(table) = plan.tables.get(t.index()) else {
                     return Err((i, format!("table {} does not exist", t.index())));
+                };
+                // The index is a code as loaded, inside the table: no lookup falls outside.
+                let range = match program.insts[code.index()].op {
+                    InstOp::Load(p) => plan
+                        .parts
+                        .get(p.index())
+                        .and_then(|p| p.storage.int_range()),
+                    _ => None,
+                };
+                match range {
+                    Some((lo, hi)) if lo >= table.first && hi <= table.last() => {}
+                    _ => {
+                        return Err((
+                            i,
+                            format!(
+                                "table T{} is read at {code}, not at a code it covers",
+                                t.index()
+                            ),
+                        ));
+                    }
                 }
                 (vec![I32], F32)
             }

@@ -135,8 +135,8 @@ pub fn expand(input: &OptimizerInput) -> syn::Result<TokenStream> {
             /// Number of host scalars `element_rule` takes (see the plan's host program).
             pub const SCALARS: usize = #scalars;
 
-            /// The token dump of [`Self::element_rule`]: the per-element code the GPU
-            /// back end turns into a kernel body.
+            /// The token dump of [`Self::element_rule`]: the rule's per-element
+            /// arithmetic, as Rust.
             pub const ELEMENT_RULE_TOKENS: &'static str = #rule_text;
 
             /// The per-element rule in f32, in the plan's operation order: the decoded

@@ -32,10 +32,11 @@
 //! The macro parses with syn into `flashopt_ir::OptimizerDef`, runs validation and
 //! the passes at compile time (errors become `compile_error!`s at their spans), and
 //! emits a config struct with the hyper-parameters as fields (f32 hyper-parameters
-//! are `f64` fields: uniform arithmetic is done in f64 on the host), its `Default`,
-//! an `OptimizerSpec` impl, and the per-element rule compiled to Rust
-//! (`element_rule`, plus its token dump `ELEMENT_RULE_TOKENS`), which the GPU back
-//! end turns into a kernel body.
+//! are `f64` fields, the values the user wrote; the plan's host arithmetic decides
+//! how they are rounded), its `Default`, an `OptimizerSpec` impl, and the
+//! per-element rule compiled to Rust (`element_rule`, plus its token dump
+//! `ELEMENT_RULE_TOKENS`), which tests hold against the interpreter. The kernels are
+//! not made here: the GPU back end translates a plan's program at run time.
 
 mod expand;
 mod parse;

@@ -487,7 +487,7 @@ pub fn load(
     let mut read = Vec::new();
     let mut tensors = Vec::with_capacity(expected.len());
     for e in expected {
-        let tensor = raw::assemble(plan, e.len, |part, count| {
+        let tensor = raw::assemble(plan, e.len, |_, part, count| {
             let (key, dtype) = part_key(e.name, part);
             let data = r.data(&key, dtype, count)?;
             read.push(key);

@@ -287,6 +287,7 @@ pub trait Optimizer {
             .map(|g| self.learning_rate(g))
             .collect::<Result<_, _>>()?;
         let core = self.core();
+        let format = (core.plan.config.param, numerics::master_bits(&core.plan));
         Ok(self.with_tensors(|tensors| {
             core.tensors
                 .iter()
@@ -294,7 +295,7 @@ pub trait Optimizer {
                 .filter_map(|(t, tensor)| {
                     numerics::check_tensor(
                         &t.name,
-                        core.plan.config,
+                        format,
                         lrs[t.param_group],
                         min_step,
                         numerics::max_abs(tensor.param()),
@@ -358,16 +359,8 @@ pub trait Optimizer {
                 .iter()
                 .zip(masters)
                 .map(|(&t, values)| {
-                    let encoded = HostTensor::from_f32(&plan, &values);
                     let mut t = t.clone();
-                    for (i, (_, part)) in plan.resident_parts().enumerate() {
-                        if plan
-                            .init
-                            .writes(plan.part_named(&part.name).expect("a part"))
-                        {
-                            t.parts[i] = encoded.parts[i].clone();
-                        }
-                    }
+                    t.set_master(&plan, &values);
                     t
                 })
                 .collect()

@@ -113,11 +113,9 @@ impl CpuOptimizer {
             return Ok(StepOutcome::Skipped(found));
         }
         let step = core.steps_taken + 1;
-        let grad_scale = match core.max_grad_norm {
-            Some(_) => core.clip_factor(grads.iter().map(clip::square_sum).sum()),
-            None => 1.0,
-        };
-        let scalars = core.kernel_scalars(step, grad_scale)?;
+        // Everything is checked (with a placeholder gradient scale) before anything,
+        // the recorded norm included, changes.
+        let mut scalars = core.kernel_scalars(step, 1.0)?;
         for ((info, tensor), &grad) in core.tensors.iter().zip(&self.tensors).zip(grads) {
             let scalars = &scalars[info.param_group];
             interp::check(&core.plan, scalars, tensor, grad).map_err(|source| {
@@ -126,6 +124,10 @@ impl CpuOptimizer {
                     source,
                 }
             })?;
+        }
+        if core.max_grad_norm.is_some() {
+            let factor = core.clip_factor(grads.iter().map(clip::square_sum).sum());
+            scalars = core.kernel_scalars(step, factor)?;
         }
         for ((info, tensor), &grad) in core.tensors.iter().zip(&mut self.tensors).zip(grads) {
             interp::run(&core.plan, &scalars[info.param_group], tensor, grad)

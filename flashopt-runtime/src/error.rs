@@ -9,6 +9,8 @@ pub enum RuntimeError {
     Compile(#[from] CompileError),
     #[error(transparent)]
     Hyper(#[from] HyperError),
+    #[error(transparent)]
+    Plan(#[from] flashopt_ir::verify::VerifyError),
     #[error("host scalars of step {step}: {source}")]
     HostScalars { step: u64, source: HostEvalError },
     #[error("tensor `{name}`: {source}")]

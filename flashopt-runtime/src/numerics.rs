@@ -3,7 +3,7 @@
 //! too small to move the largest weights at the storage precision.
 
 use flashopt_ir::interp::{GradBuf, PartData};
-use flashopt_ir::{FloatDtype, PlanConfig};
+use flashopt_ir::{FloatDtype, Plan};
 
 /// What a step did.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,11 +134,21 @@ fn exponent_bits(dtype: FloatDtype) -> u32 {
     }
 }
 
+/// The bits a plan keeps of each master weight: every part its init program writes
+/// (the parameter, and its correction if it has one).
+pub fn master_bits(plan: &Plan) -> u32 {
+    plan.part_ids()
+        .filter(|(id, _)| plan.init.writes(*id))
+        .map(|(_, p)| p.storage.size_bytes() as u32 * 8)
+        .sum()
+}
+
 /// flashoptim 0.1.4's check: the step `lr * min_step_relative` must exceed 0.49 of
-/// the master weight's resolution at `max_abs`.
+/// the resolution of a master weight of `master_bits` over a `param` parameter at
+/// `max_abs`.
 pub fn check_tensor(
     tensor: &str,
-    config: PlanConfig,
+    (param, master_bits): (FloatDtype, u32),
     lr: f64,
     min_step_relative: f64,
     max_abs: f32,
@@ -147,9 +157,7 @@ pub fn check_tensor(
     if lr == 0.0 || max_abs <= 0.0 || !max_abs.is_finite() {
         return None;
     }
-    let master_bytes = config.param.size_bytes() + config.stored_correction().correction_bytes();
-    let master_bits = master_bytes as u32 * 8;
-    let mantissa = (master_bits - 1 - exponent_bits(config.param)) as f64 + 0.49f64.log2();
+    let mantissa = (master_bits - 1 - exponent_bits(param)) as f64 + 0.49f64.log2();
     let log2_resolution = (max_abs as f64).log2().floor() - mantissa;
     let log2_min_step = (lr * min_step_relative).log2();
     (log2_resolution > log2_min_step).then(|| NumericsWarning {
@@ -165,19 +173,38 @@ pub fn check_tensor(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashopt_ir::MasterMode;
+    use flashopt_ir::def::{OptimizerDef, Range, name};
+    use flashopt_ir::{MasterMode, PlanConfig};
     use half::bf16;
+
+    /// What `check_tensor` is given for a storage format: the parameter dtype and the
+    /// master bits its plan stores.
+    fn format(config: PlanConfig) -> (FloatDtype, u32) {
+        let mut def = OptimizerDef::new("sgd");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        def.assign("p", name("p") - name("lr") * name("g"));
+        let plan = flashopt_ir::compile(&def, config).unwrap();
+        (config.param, master_bits(&plan))
+    }
+
+    #[test]
+    fn master_bits_come_from_the_stored_parts() {
+        assert_eq!(format(PlanConfig::bf16(MasterMode::None)).1, 16);
+        assert_eq!(format(PlanConfig::bf16(MasterMode::Int8)).1, 24);
+        assert_eq!(format(PlanConfig::bf16(MasterMode::Int16)).1, 32);
+        assert_eq!(format(PlanConfig::f32()).1, 32);
+    }
 
     #[test]
     fn bf16_without_correction_cannot_take_small_steps_on_unit_weights() {
-        let bf16_only = PlanConfig::bf16(MasterMode::None);
+        let bf16_only = format(PlanConfig::bf16(MasterMode::None));
         // 7 mantissa bits: at |w| = 1 a step must reach 0.49 * 2^-7, about 0.016.
         let w = check_tensor("w", bf16_only, 1e-2, 1.0, 1.0).expect("too small");
         assert_eq!(w.master_bits, 16);
         assert!((w.log2_resolution - (-(7.0 + 0.49f64.log2()))).abs() < 1e-12);
         assert!(check_tensor("w", bf16_only, 0.02, 1.0, 1.0).is_none());
         // 24-bit master weights: 15 mantissa bits (about 6.2e-5 at |w| = 1).
-        let master24 = PlanConfig::bf16(MasterMode::Int8);
+        let master24 = format(PlanConfig::bf16(MasterMode::Int8));
         assert!(check_tensor("w", master24, 1e-3, 1.0, 1.0).is_none());
         assert!(check_tensor("w", master24, 1e-6, 1.0, 1.0).is_some());
         // Adam's expected step is a tenth of lr.
@@ -187,11 +214,11 @@ mod tests {
         let big = check_tensor("w", master24, 1e-6, 1.0, 8.0).unwrap();
         assert!((big.log2_resolution - w.log2_resolution - 3.0 - (7.0 - 15.0)).abs() < 1e-12);
         // f16 has 5 exponent bits, so 3 more mantissa bits than bf16 at the same width.
-        let f16_only = PlanConfig {
+        let f16_only = format(PlanConfig {
             param: FloatDtype::F16,
             grad: FloatDtype::F16,
             master: MasterMode::None,
-        };
+        });
         assert!(check_tensor("w", f16_only, 0.005, 1.0, 1.0).is_none());
         // Nothing to say about zero weights, zero lr or infinities.
         assert!(check_tensor("w", bf16_only, 1e-9, 1.0, 0.0).is_none());

@@ -3,7 +3,7 @@
 //! part list says which parts there are and how long each is.
 
 use flashopt_ir::interp::{HostTensor, PartData};
-use flashopt_ir::{Part, Plan, Storage};
+use flashopt_ir::{Part, PartId, Plan, Storage};
 
 /// Append the little-endian bytes of `values`: one copy on little-endian hosts.
 pub fn extend_le<T: bytemuck::Pod>(out: &mut Vec<u8>, values: &[T]) {
@@ -69,15 +69,15 @@ pub fn part_data(storage: Storage, bytes: &[u8]) -> PartData {
 }
 
 /// A tensor of `plan` assembled from the bytes `read` gives for each resident part
-/// (`read(part, count)` must give exactly `count` values' bytes).
+/// (`read(id, part, count)` must give exactly `count` values' bytes).
 pub fn assemble<'a, E>(
     plan: &Plan,
     len: usize,
-    mut read: impl FnMut(&Part, usize) -> Result<&'a [u8], E>,
+    mut read: impl FnMut(PartId, &Part, usize) -> Result<&'a [u8], E>,
 ) -> Result<HostTensor, E> {
     let parts = plan
         .resident_parts()
-        .map(|(_, p)| read(p, p.count(len)).map(|bytes| part_data(p.storage, bytes)))
+        .map(|(id, p)| read(id, p, p.count(len)).map(|bytes| part_data(p.storage, bytes)))
         .collect::<Result<_, E>>()?;
     Ok(HostTensor::from_parts(len, parts))
 }
@@ -120,7 +120,7 @@ mod tests {
         );
         let bytes: Vec<Vec<u8>> = t.parts.iter().map(part_bytes).collect();
         let mut parts = bytes.iter();
-        let back = assemble(&plan, 37, |p, n| {
+        let back = assemble(&plan, 37, |_, p, n| {
             let b = parts.next().unwrap();
             assert_eq!(b.len(), p.storage.size_bytes() * n, "{}", p.name);
             Ok::<_, ()>(b.as_slice())

@@ -10,7 +10,7 @@ use flashopt::ir::{HyperValues, compile};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::runtime::GpuOptimizer;
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig, TensorId};
-use flashopt_cubecl::define::KernelShape;
+use flashopt_cubecl::bindings::KernelShape;
 
 use crate::common::Rng;
 use crate::{Client, client, gpt2_shapes, report, same_bits};

@@ -69,16 +69,7 @@ pub fn pow2(k: i32) -> f32 {
         (-126..=127).contains(&k),
         "2^{k} is outside f32's normal range"
     );
-    f32::from_bits(((k + 127) as u32) << 23)
+    crate::semantics::pow2_bits(k)
 }
 
-/// Float to integer code as the GPU converts it: truncation of an already integral
-/// value, saturating at the type's range, NaN to 0 (Rust's `as` and PTX `cvt.rzi`
-/// agree on all three).
-pub(crate) fn to_code(v: f32, min: f32, max: f32) -> i32 {
-    if v.is_nan() {
-        0
-    } else {
-        v.clamp(min, max) as i32
-    }
-}
+pub(crate) use crate::semantics::to_code;

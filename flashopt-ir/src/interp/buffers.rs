@@ -3,9 +3,9 @@
 
 use half::{bf16, f16};
 
-use crate::codec::to_code;
 use crate::layout::Storage;
 use crate::plan::Plan;
+use crate::semantics::to_code;
 use crate::types::FloatDtype;
 
 /// Runs `$body` with `$v` bound to the typed vector or slice inside any of the
@@ -56,6 +56,27 @@ pub enum PartRef<'a> {
     I16(&'a [i16]),
     U8(&'a [u8]),
 }
+
+macro_rules! slice_into_part {
+    ($t:ty, $variant:ident) => {
+        impl<'a> From<&'a [$t]> for PartRef<'a> {
+            fn from(v: &'a [$t]) -> Self {
+                PartRef::$variant(v)
+            }
+        }
+        impl<'a> From<&'a mut [$t]> for PartMut<'a> {
+            fn from(v: &'a mut [$t]) -> Self {
+                PartMut::$variant(v)
+            }
+        }
+    };
+}
+slice_into_part!(half::bf16, Bf16);
+slice_into_part!(half::f16, F16);
+slice_into_part!(f32, F32);
+slice_into_part!(i8, I8);
+slice_into_part!(i16, I16);
+slice_into_part!(u8, U8);
 
 /// The gradients, read only.
 #[derive(Clone, Copy, Debug)]
@@ -249,6 +270,16 @@ impl HostTensor {
         t
     }
 
+    /// Set the parameter parts from f32 master weights (the plan's init program, which
+    /// writes nothing else): the states stay.
+    ///
+    /// # Panics
+    /// If `values` is not as long as the tensor.
+    pub fn set_master(&mut self, plan: &Plan, values: &[f32]) {
+        assert_eq!(values.len(), self.len, "one master weight per element");
+        super::init(plan, self, values);
+    }
+
     /// A tensor from its parts, unchecked (see [`super::check`]).
     pub fn from_parts(len: usize, parts: Vec<PartData>) -> HostTensor {
         HostTensor { len, parts }
@@ -284,11 +315,12 @@ impl HostTensor {
     /// Every decoded value (the plan's decode program): the f32 master weights, then
     /// each state's f32 values.
     pub fn decoded(&self, plan: &Plan) -> Vec<Vec<f32>> {
-        super::decode(plan, self)
+        super::decode(plan, self, |_| true)
     }
 
-    /// The f32 master weights (narrow value + correction, decoded).
+    /// The f32 master weights (narrow value + correction, decoded), the states left
+    /// alone.
     pub fn master_f32(&self, plan: &Plan) -> Vec<f32> {
-        self.decoded(plan).swap_remove(0)
+        super::decode(plan, self, |k| k == 0).swap_remove(0)
     }
 }

@@ -158,11 +158,27 @@ pub(crate) fn init(plan: &Plan, tensor: &mut HostTensor, master: &[f32]) {
     execute(plan, &plan.init, &[], slots, &[master], Vec::new(), len);
 }
 
-/// Every decoded value of a tensor (the decode program's outputs).
-pub(crate) fn decode(plan: &Plan, tensor: &HostTensor) -> Vec<Vec<f32>> {
+/// Decoded values of a tensor: the outputs of the decode program `keep` accepts (the
+/// others are not computed and come back empty).
+pub(crate) fn decode(
+    plan: &Plan,
+    tensor: &HostTensor,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<Vec<f32>> {
     let len = tensor.len();
+    let program = plan
+        .decode
+        .keeping(|op| matches!(*op, InstOp::Output(k, _) if keep(k)));
     let (_, count) = plan.decode.streams();
-    let mut out = vec![vec![0.0f32; len]; count];
+    let mut out: Vec<Vec<f32>> = (0..count)
+        .map(|k| {
+            if keep(k) {
+                vec![0.0f32; len]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
     let resident = tensor.parts.iter();
     let mut resident = resident.map(|d| Slot::Read(d.view()));
     let slots = plan
@@ -174,7 +190,7 @@ pub(crate) fn decode(plan: &Plan, tensor: &HostTensor) -> Vec<Vec<f32>> {
         })
         .collect();
     let outputs = out.iter_mut().map(|v| v.as_mut_slice()).collect();
-    execute(plan, &plan.decode, &[], slots, &[], outputs, len);
+    execute(plan, &program, &[], slots, &[], outputs, len);
     out
 }
 
@@ -232,27 +248,6 @@ impl<'a> Slot<'a> {
     }
 }
 
-macro_rules! slice_into_slot {
-    ($t:ty, $variant:ident) => {
-        impl<'a> From<&'a [$t]> for PartRef<'a> {
-            fn from(v: &'a [$t]) -> Self {
-                PartRef::$variant(v)
-            }
-        }
-        impl<'a> From<&'a mut [$t]> for PartMut<'a> {
-            fn from(v: &'a mut [$t]) -> Self {
-                PartMut::$variant(v)
-            }
-        }
-    };
-}
-slice_into_slot!(half::bf16, Bf16);
-slice_into_slot!(half::f16, F16);
-slice_into_slot!(f32, F32);
-slice_into_slot!(i8, I8);
-slice_into_slot!(i16, I16);
-slice_into_slot!(u8, U8);
-
 /// One parallel work item: whole groups of every slot and stream.
 struct Block<'a> {
     slots: Vec<Option<Slot<'a>>>,
@@ -295,13 +290,14 @@ fn execute<'a>(
     let work: Vec<Block<'a>> = (0..blocks)
         .map(|b| Block {
             slots: split.iter_mut().map(Iterator::next).collect(),
+            // A stream the program does not use may be empty: an empty slice each block.
             inputs: inputs
                 .iter_mut()
-                .map(|c| c.next().expect("one chunk per block"))
+                .map(|c| c.next().unwrap_or_default())
                 .collect(),
             outputs: outputs
                 .iter_mut()
-                .map(|c| c.next().expect("one chunk per block"))
+                .map(|c| c.next().unwrap_or_default())
                 .collect(),
             len: elements.min(len - b * elements),
         })

@@ -7,7 +7,7 @@
 //! the same codec lowerings, so export and initialization compute what a step does.
 
 use crate::codec::{self, master};
-use crate::graph::{Handle, Input, Op};
+use crate::graph::{Func3, Handle, Input, Op};
 use crate::layout::{Extent, Part, PartId, Role, Storage};
 use crate::plan::{Plan, PlanConfig, const_f32};
 use crate::program::{Builder, InstOp, Program, ValueId, ValueType};
@@ -131,6 +131,8 @@ fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> Progr
             Op::Input(other) => unreachable!("{other:?} should have been hoisted or decoded"),
             Op::Unary(f, a) => InstOp::Unary(f, m(a)),
             Op::Binary(f, a, c) => InstOp::Binary(f, m(a), m(c)),
+            // One FMA instruction, whether a rule or a pass asks for it.
+            Op::Ternary(Func3::Fma, a, c, d) => InstOp::Fma(m(a), m(c), m(d)),
             Op::Ternary(f, a, c, d) => InstOp::Ternary(f, m(a), m(c), m(d)),
         };
         map[h.index()] = Some(b.push(op, ValueType::F32));

@@ -111,9 +111,9 @@ impl<R: Runtime> GpuOptimizer<R> {
         &self.buffers[self.part_slot(PartRole::Gradient)].0
     }
 
-    /// Bytes this optimizer holds on the device: every buffer it allocated (narrow
-    /// parameters, corrections, gradients, state codes and scales, group info and
-    /// host scalars), padding included.
+    /// Bytes this optimizer holds on the device: every buffer it allocated (every part
+    /// of the plan, the gradients included, group info, host scalars and code tables),
+    /// padding included.
     pub fn device_bytes(&self) -> usize {
         self.layout
             .iter()

@@ -6,7 +6,7 @@
 //! the group's real length (padding never enters a group maximum) and its parameter
 //! group.
 
-use flashopt_cubecl::define::{Buffer, Role};
+use flashopt_cubecl::bindings::{Buffer, Role};
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::{Extent, GROUP_SIZE, Plan};
 
@@ -106,7 +106,8 @@ pub(crate) fn part_buffer(
     out
 }
 
-/// Every tensor read back from the buffers' bytes (`bytes[i]` for kernel buffer `i`).
+/// Every tensor read back from the buffers' bytes (`bytes[i]` for kernel buffer `i`;
+/// only the resident parts' are read).
 pub(crate) fn download(
     plan: &Plan,
     layout: &[Buffer],
@@ -116,8 +117,7 @@ pub(crate) fn download(
     segments
         .iter()
         .map(|s| {
-            let tensor = raw::assemble(plan, s.len, |part, count| {
-                let id = plan.part_named(&part.name).expect("a plan part");
+            let tensor = raw::assemble(plan, s.len, |id, part, count| {
                 let slot = layout
                     .iter()
                     .position(|b| b.role == Role::Part(id.index()))

@@ -11,10 +11,10 @@ mod buffers;
 mod layout;
 mod step;
 
+use flashopt_cubecl::bindings::{Buffer, KernelShape, Role, table_values};
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
-use flashopt_cubecl::define::{Buffer, KernelShape, Role, table_values};
 use flashopt_cubecl::launch::FusedStep;
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::{HyperValues, Plan};
@@ -114,6 +114,9 @@ impl<R: Runtime> GpuOptimizer<R> {
         tensors: Vec<(String, usize, HostTensor)>,
         pad: u8,
     ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        // The kernel trusts the plan's invariants (operand types, table ranges, what
+        // it stores): a plan built by hand is checked here.
+        flashopt_ir::verify::verify(&plan)?;
         let mut core = Core::new(plan, groups_hyper)?;
         for (name, group, t) in &tensors {
             core.add(TensorInfo {
@@ -216,12 +219,19 @@ impl<R: Runtime> GpuOptimizer<R> {
     }
 
     fn download_tensors(&self) -> Vec<HostTensor> {
+        let plan = &self.core.plan;
+        let resident = |role: Role| matches!(role, Role::Part(i) if plan.parts[i].is_resident());
+        // Only the resident parts: not the gradients, scalars, group info or tables.
         let bytes: Vec<Vec<u8>> = self
-            .buffers
+            .layout
             .iter()
-            .map(|(h, _)| self.client.read_one_unchecked(h.clone()).to_vec())
+            .zip(&self.buffers)
+            .map(|(b, (h, _))| match resident(b.role) {
+                true => self.client.read_one_unchecked(h.clone()).to_vec(),
+                false => Vec::new(),
+            })
             .collect();
-        layout::download(&self.core.plan, &self.layout, &bytes, &self.segments)
+        layout::download(plan, &self.layout, &bytes, &self.segments)
     }
 }
 

@@ -1,8 +1,8 @@
 //! A GPU step: gradients from the host (scanned on the way), the device reduction
 //! that finds NaN/Inf and the clipping norm, the host scalars, and the launches.
 
+use flashopt_cubecl::bindings::Role;
 use flashopt_cubecl::cubecl::Runtime;
-use flashopt_cubecl::define::Role;
 use flashopt_cubecl::launch::launch;
 use flashopt_cubecl::reduce;
 use flashopt_ir::interp::{GradBuf, InterpError, PartData};

@@ -1,0 +1,129 @@
+//! How a plan's kernel binds its buffers, and how it spreads groups over units: what
+//! the runtime allocates and launches with, and what [`crate::define`] indexes.
+
+use cubecl::ir::{ElemType, FloatKind, IntKind, StorageType, UIntKind};
+use flashopt_ir::{Extent, GROUP_SIZE, Plan, Role as PartRole, Storage};
+
+/// What a kernel buffer holds, in binding order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A part of the plan's layout, by index.
+    Part(usize),
+    /// Host scalars, `scalars` per parameter group.
+    Scalars,
+    /// One u32 per group: element count in bits 0..6, parameter group from bit 8.
+    GroupInfo,
+    /// Every code table's values, one after the other.
+    Tables,
+}
+
+/// One kernel buffer: its role, element type and vector width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Buffer {
+    pub role: Role,
+    pub storage: StorageType,
+    pub vector: usize,
+    pub writable: bool,
+}
+
+impl Buffer {
+    pub fn ty(&self) -> cubecl::ir::Type {
+        cubecl::ir::Type::new(self.storage).with_vector_size(self.vector)
+    }
+
+    pub fn element_bytes(&self) -> usize {
+        self.storage.size()
+    }
+}
+
+fn storage_type(storage: Storage) -> StorageType {
+    StorageType::Scalar(match storage {
+        Storage::Bf16 => ElemType::Float(FloatKind::BF16),
+        Storage::F16 => ElemType::Float(FloatKind::F16),
+        Storage::F32 => ElemType::Float(FloatKind::F32),
+        Storage::I8 => ElemType::Int(IntKind::I8),
+        Storage::I16 => ElemType::Int(IntKind::I16),
+        Storage::U8 => ElemType::UInt(UIntKind::U8),
+    })
+}
+
+pub(crate) const U32: StorageType = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
+pub(crate) const F32: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::F32));
+
+/// How the kernel spreads a group over units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelShape {
+    /// Elements each unit steps: 4, 8, 16 or 32 (then `32 / lanes` units share a group).
+    pub lanes_per_unit: usize,
+}
+
+impl Default for KernelShape {
+    /// 4 lanes: eight units share a group. Fewer registers per unit leave room for more
+    /// resident planes, which the step needs to overlap its arithmetic with memory;
+    /// on an H100 it was the fastest shape for AdamW, Lion and SGD at 268M parameters
+    /// (docs/BENCHMARKS.md, "Kernel shape").
+    fn default() -> Self {
+        KernelShape { lanes_per_unit: 4 }
+    }
+}
+
+impl KernelShape {
+    pub fn new(lanes_per_unit: usize) -> Option<KernelShape> {
+        matches!(lanes_per_unit, 4 | 8 | 16 | 32).then_some(KernelShape { lanes_per_unit })
+    }
+
+    pub fn units_per_group(self) -> usize {
+        GROUP_SIZE / self.lanes_per_unit
+    }
+
+    /// Vector width for an element type: at most 16 bytes, at most one unit's lanes.
+    pub(crate) fn vector_width(self, element_bytes: usize) -> usize {
+        (16 / element_bytes).min(self.lanes_per_unit)
+    }
+}
+
+/// The buffers of a plan's kernel, in binding order: one per part, then the host
+/// scalars, the group info words and, if the plan has any, its code tables.
+pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
+    let mut out: Vec<Buffer> = plan
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let storage = storage_type(p.storage);
+            Buffer {
+                role: Role::Part(i),
+                storage,
+                vector: match p.extent {
+                    Extent::Element => shape.vector_width(storage.size()),
+                    Extent::Group => 1,
+                },
+                writable: p.role != PartRole::Gradient,
+            }
+        })
+        .collect();
+    let scalar = |role, storage| Buffer {
+        role,
+        storage,
+        vector: 1,
+        writable: false,
+    };
+    out.push(scalar(Role::Scalars, F32));
+    out.push(scalar(Role::GroupInfo, U32));
+    if !plan.tables.is_empty() {
+        out.push(scalar(Role::Tables, F32));
+    }
+    out
+}
+
+/// Every table's values, in the order [`Role::Tables`] holds them, and where each
+/// table starts.
+pub fn table_values(plan: &Plan) -> (Vec<f32>, Vec<usize>) {
+    let mut values = Vec::new();
+    let mut starts = Vec::new();
+    for t in &plan.tables {
+        starts.push(values.len());
+        values.extend_from_slice(&t.values);
+    }
+    (values, starts)
+}
