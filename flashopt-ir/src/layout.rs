@@ -20,15 +20,6 @@ pub enum Storage {
 }
 
 impl Storage {
-    pub const ALL: [Storage; 6] = [
-        Storage::Bf16,
-        Storage::F16,
-        Storage::F32,
-        Storage::I8,
-        Storage::I16,
-        Storage::U8,
-    ];
-
     pub fn size_bytes(self) -> usize {
         match self {
             Storage::I8 | Storage::U8 => 1,
@@ -58,16 +49,6 @@ impl Storage {
             Storage::I8 => Some((i8::MIN.into(), i8::MAX.into())),
             Storage::I16 => Some((i16::MIN.into(), i16::MAX.into())),
             Storage::U8 => Some((0, u8::MAX.into())),
-            _ => None,
-        }
-    }
-
-    /// The float dtype a float storage holds.
-    pub fn float_dtype(self) -> Option<FloatDtype> {
-        match self {
-            Storage::Bf16 => Some(FloatDtype::Bf16),
-            Storage::F16 => Some(FloatDtype::F16),
-            Storage::F32 => Some(FloatDtype::F32),
             _ => None,
         }
     }

@@ -243,17 +243,6 @@ impl Program {
         self.stores().any(|p| p == part)
     }
 
-    /// How many instructions read each value.
-    pub fn use_counts(&self) -> Vec<usize> {
-        let mut uses = vec![0; self.insts.len()];
-        for inst in &self.insts {
-            for o in inst.op.operands() {
-                uses[o.index()] += 1;
-            }
-        }
-        uses
-    }
-
     /// The number of input and output streams the program uses.
     pub fn streams(&self) -> (usize, usize) {
         let (mut inputs, mut outputs) = (0, 0);
@@ -373,10 +362,6 @@ impl Builder {
     pub fn push(&mut self, op: InstOp, ty: ValueType) -> ValueId {
         self.program.insts.push(Inst { op, ty });
         ValueId(self.program.insts.len() as u32 - 1)
-    }
-
-    pub fn ty(&self, v: ValueId) -> ValueType {
-        self.program.inst(v).ty
     }
 
     pub fn load(&mut self, part: PartId, ty: ValueType) -> ValueId {

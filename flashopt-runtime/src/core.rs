@@ -152,6 +152,17 @@ pub trait Optimizer {
     /// Called after the plan changed (gradient clipping turned on).
     fn plan_changed(&mut self) {}
 
+    /// The largest `|w|` of each tensor's parameters (a GPU reads the parameters
+    /// alone back, not the states).
+    fn param_max_abs(&self) -> Vec<f32> {
+        self.with_tensors(|tensors| {
+            tensors
+                .iter()
+                .map(|t| numerics::max_abs(t.param()))
+                .collect()
+        })
+    }
+
     /// The plan every step runs.
     fn plan(&self) -> &Plan {
         &self.core().plan
@@ -288,21 +299,14 @@ pub trait Optimizer {
             .collect::<Result<_, _>>()?;
         let core = self.core();
         let format = (core.plan.config.param, numerics::master_bits(&core.plan));
-        Ok(self.with_tensors(|tensors| {
-            core.tensors
-                .iter()
-                .zip(tensors)
-                .filter_map(|(t, tensor)| {
-                    numerics::check_tensor(
-                        &t.name,
-                        format,
-                        lrs[t.param_group],
-                        min_step,
-                        numerics::max_abs(tensor.param()),
-                    )
-                })
-                .collect()
-        }))
+        Ok(core
+            .tensors
+            .iter()
+            .zip(self.param_max_abs())
+            .filter_map(|(t, max_abs)| {
+                numerics::check_tensor(&t.name, format, lrs[t.param_group], min_step, max_abs)
+            })
+            .collect())
     }
 
     /// Save the compressed state, step counter and every parameter group's

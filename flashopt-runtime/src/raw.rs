@@ -2,7 +2,7 @@
 //! checkpoint files both hold (devices and safetensors are little-endian). The plan's
 //! part list says which parts there are and how long each is.
 
-use flashopt_ir::interp::{HostTensor, PartData};
+use flashopt_ir::interp::{HostTensor, PartData, PartRef};
 use flashopt_ir::{Part, PartId, Plan, Storage};
 
 /// Append the little-endian bytes of `values`: one copy on little-endian hosts.
@@ -37,22 +37,22 @@ pub fn le_bytes<T: bytemuck::Pod>(values: &[T]) -> Vec<u8> {
     out
 }
 
-/// Append the bytes of one part.
-pub fn extend_part(out: &mut Vec<u8>, data: &PartData) {
+/// Append the bytes of one part (a tensor's, or a gradient: `GradBuf::as_part`).
+pub fn extend_part(out: &mut Vec<u8>, data: PartRef<'_>) {
     match data {
-        PartData::Bf16(v) => extend_le(out, v),
-        PartData::F16(v) => extend_le(out, v),
-        PartData::F32(v) => extend_le(out, v),
-        PartData::I8(v) => extend_le(out, v),
-        PartData::I16(v) => extend_le(out, v),
-        PartData::U8(v) => out.extend_from_slice(v),
+        PartRef::Bf16(v) => extend_le(out, v),
+        PartRef::F16(v) => extend_le(out, v),
+        PartRef::F32(v) => extend_le(out, v),
+        PartRef::I8(v) => extend_le(out, v),
+        PartRef::I16(v) => extend_le(out, v),
+        PartRef::U8(v) => out.extend_from_slice(v),
     }
 }
 
 /// The bytes of one part.
 pub fn part_bytes(data: &PartData) -> Vec<u8> {
     let mut out = Vec::new();
-    extend_part(&mut out, data);
+    extend_part(&mut out, data.view());
     out
 }
 

@@ -146,7 +146,7 @@ pub fn run(
 ) -> Result<(), InterpError> {
     check(plan, scalars, tensor, grad)?;
     let len = tensor.len();
-    let slots = slots(plan, tensor, Some(grad.as_part()));
+    let slots = slots(plan, writable(tensor), Some(grad.as_part()));
     execute(plan, &plan.step, scalars, slots, &[], Vec::new(), len);
     Ok(())
 }
@@ -154,7 +154,7 @@ pub fn run(
 /// Set a tensor's parameter parts from f32 master weights (the init program).
 pub(crate) fn init(plan: &Plan, tensor: &mut HostTensor, master: &[f32]) {
     let len = tensor.len();
-    let slots = slots(plan, tensor, None);
+    let slots = slots(plan, writable(tensor), None);
     execute(plan, &plan.init, &[], slots, &[master], Vec::new(), len);
 }
 
@@ -179,16 +179,11 @@ pub(crate) fn decode(
             }
         })
         .collect();
-    let resident = tensor.parts.iter();
-    let mut resident = resident.map(|d| Slot::Read(d.view()));
-    let slots = plan
-        .parts
-        .iter()
-        .map(|p| match p.is_resident() {
-            true => resident.next().expect("one buffer per resident part"),
-            false => Slot::Absent,
-        })
-        .collect();
+    let slots = slots(
+        plan,
+        tensor.parts.iter().map(|d| Slot::Read(d.view())),
+        None,
+    );
     let outputs = out.iter_mut().map(|v| v.as_mut_slice()).collect();
     execute(plan, &program, &[], slots, &[], outputs, len);
     out
@@ -202,10 +197,18 @@ enum Slot<'a> {
     Absent,
 }
 
-/// One slot per plan part: the tensor's resident parts for writing, the gradient for
-/// reading.
-fn slots<'a>(plan: &Plan, tensor: &'a mut HostTensor, grad: Option<PartRef<'a>>) -> Vec<Slot<'a>> {
-    let mut resident = tensor.parts.iter_mut().map(|d| Slot::Write(d.view_mut()));
+/// A tensor's resident parts, for writing.
+fn writable(tensor: &mut HostTensor) -> impl Iterator<Item = Slot<'_>> {
+    tensor.parts.iter_mut().map(|d| Slot::Write(d.view_mut()))
+}
+
+/// One slot per plan part: the tensor's resident parts (as `resident` gives them) and
+/// the gradient, if a step reads one.
+fn slots<'a>(
+    plan: &Plan,
+    mut resident: impl Iterator<Item = Slot<'a>>,
+    grad: Option<PartRef<'a>>,
+) -> Vec<Slot<'a>> {
     plan.parts
         .iter()
         .map(|p| match (p.is_resident(), grad) {

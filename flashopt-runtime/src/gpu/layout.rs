@@ -100,7 +100,7 @@ pub(crate) fn part_buffer(
     );
     for (t, s) in tensors.iter().zip(segments) {
         let start = out.len();
-        raw::extend_part(&mut out, &t.parts[resident_index]);
+        raw::extend_part(&mut out, t.parts[resident_index].view());
         out.resize(start + s.padded(part.extent) * size, pad);
     }
     out

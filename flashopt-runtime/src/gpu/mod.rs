@@ -21,7 +21,7 @@ use flashopt_ir::{HyperValues, Plan};
 
 use crate::core::{Core, Optimizer, TensorInfo, check_tensors};
 use crate::error::RuntimeError;
-use crate::numerics::NonFinite;
+use crate::numerics::{self, NonFinite};
 use crate::raw;
 
 use layout::Segment;
@@ -257,6 +257,27 @@ impl<R: Runtime> Optimizer for GpuOptimizer<R> {
         self.buffers = self.upload(&refs);
         self.pending_non_finite = None;
         self.grads_scanned = false;
+    }
+
+    fn param_max_abs(&self) -> Vec<f32> {
+        let plan = &self.core.plan;
+        let param = plan.part_with_role(flashopt_ir::Role::Param);
+        let storage = plan.part(param).storage;
+        let size = storage.size_bytes();
+        let bytes = self
+            .client
+            .read_one_unchecked(self.param_buffer().clone())
+            .to_vec();
+        self.segments
+            .iter()
+            .map(|s| {
+                let r = s.elements();
+                numerics::max_abs(&raw::part_data(
+                    storage,
+                    &bytes[r.start * size..r.end * size],
+                ))
+            })
+            .collect()
     }
 
     fn plan_changed(&mut self) {

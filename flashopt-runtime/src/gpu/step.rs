@@ -50,11 +50,7 @@ impl<R: Runtime> GpuOptimizer<R> {
                 });
             }
             let start = bytes.len();
-            match *g {
-                GradBuf::Bf16(v) => raw::extend_le(&mut bytes, v),
-                GradBuf::F16(v) => raw::extend_le(&mut bytes, v),
-                GradBuf::F32(v) => raw::extend_le(&mut bytes, v),
-            }
+            raw::extend_part(&mut bytes, g.as_part());
             bytes.resize(start + s.groups * GROUP_SIZE * dtype.size_bytes(), self.pad);
         }
         let slot = self.part_slot(PartRole::Gradient);
