@@ -149,61 +149,23 @@ fn agreement(f: &Fixture, arithmetic: HostArithmetic) -> Agreement {
         .iter()
         .map(|&i| (ints(&ours.parts[i]), ints(&theirs.parts[i])))
         .collect();
-    if std::env::var("FLASHOPT_DEBUG_VECTORS").is_ok() {
-        for (k, (o, t)) in code_parts.iter().zip(&codes) {
-            let mut hist = std::collections::BTreeMap::new();
-            for i in 0..n {
-                *hist.entry((o[i] - t[i]).abs()).or_insert(0) += 1;
-            }
-            eprintln!("{} part {k}: |code diff| histogram {hist:?}", f.optimizer);
-        }
-    }
-    if std::env::var("FLASHOPT_DEBUG_VECTORS").is_ok() {
-        let before = tensor(&plan, f, "before");
-        let m_before = before.master_f32(&plan);
-        let dec_before = before.decoded(&plan);
-        let (dec_o, dec_t) = (ours.decoded(&plan), theirs.decoded(&plan));
-        let mut shown = 0;
-        for i in 0..n {
-            if p_ours[i].to_bits() != p_theirs[i].to_bits() && shown < 12 {
-                shown += 1;
-                eprintln!(
-                    "{} #{i}: p before {:e} g {:e} state before {:?} | ours p {:e} m {:?} | theirs p {:e} m {:?}",
-                    f.optimizer,
-                    m_before[i],
-                    grad[i].to_f32(),
-                    dec_before[1..].iter().map(|d| d[i]).collect::<Vec<_>>(),
-                    m_ours[i],
-                    dec_o[1..].iter().map(|d| d[i]).collect::<Vec<_>>(),
-                    m_theirs[i],
-                    dec_t[1..].iter().map(|d| d[i]).collect::<Vec<_>>(),
-                );
-            }
-        }
-    }
+    // Ours and flashoptim's codes of the 8-bit parts (`narrow`) or of the int16 ones.
+    let codes_of_width = |is_narrow: bool| {
+        codes
+            .iter()
+            .zip(&narrow)
+            .filter(move |(_, n)| **n == is_narrow)
+            .map(|(c, _)| c)
+    };
     for i in 0..n {
         a.param_bits += usize::from(p_ours[i].to_bits() == p_theirs[i].to_bits());
         let close =
             (m_ours[i] - m_theirs[i]).abs() <= 1e-4 * m_ours[i].abs().max(m_theirs[i].abs());
         a.master_close += usize::from(close || m_ours[i] == m_theirs[i]);
         let near = |(o, t): &(Vec<i32>, Vec<i32>)| (o[i] - t[i]).abs() <= 1;
-        let narrow_codes = || {
-            codes
-                .iter()
-                .zip(&narrow)
-                .filter(|(_, n)| **n)
-                .map(|(c, _)| c)
-        };
-        let wide_codes = || {
-            codes
-                .iter()
-                .zip(&narrow)
-                .filter(|(_, n)| !**n)
-                .map(|(c, _)| c)
-        };
-        a.codes_within_one += usize::from(narrow_codes().all(near));
-        a.codes_equal += usize::from(narrow_codes().all(|(o, t)| o[i] == t[i]));
-        a.wide_within_one += usize::from(wide_codes().all(near));
+        a.codes_within_one += usize::from(codes_of_width(true).all(near));
+        a.codes_equal += usize::from(codes_of_width(true).all(|(o, t)| o[i] == t[i]));
+        a.wide_within_one += usize::from(codes_of_width(false).all(near));
     }
     // Scales: f16 of a group maximum that may differ by an ulp or so.
     for (i, (_, part)) in plan.resident_parts().enumerate() {

@@ -116,6 +116,17 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     out
 }
 
+/// The binding index of the buffer with `role` in `buffers` (as [`buffers`] lists them).
+///
+/// # Panics
+/// If the plan has no such buffer (tables, for a plan without any).
+pub fn slot(buffers: &[Buffer], role: Role) -> usize {
+    buffers
+        .iter()
+        .position(|b| b.role == role)
+        .expect("the plan has this buffer")
+}
+
 /// Every table's values, in the order [`Role::Tables`] holds them, and where each
 /// table starts.
 pub fn table_values(plan: &Plan) -> (Vec<f32>, Vec<usize>) {

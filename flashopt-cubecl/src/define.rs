@@ -23,7 +23,7 @@ use flashopt_ir::program::{InstOp, ValueId};
 use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Storage};
 use half::{bf16, f16};
 
-use crate::bindings::{Buffer, F32, KernelShape, Role, U32, buffers, table_values};
+use crate::bindings::{Buffer, F32, KernelShape, Role, U32, buffers, slot, table_values};
 use crate::ops;
 
 type F = NativeExpand<f32>;
@@ -163,12 +163,7 @@ struct KernelBody<'a> {
 
 impl KernelBody<'_> {
     fn var(&self, role: Role) -> ManagedVariable {
-        let i = self
-            .layout
-            .iter()
-            .position(|b| b.role == role)
-            .expect("the plan has this buffer");
-        self.vars[i].clone()
+        self.vars[slot(self.layout, role)].clone()
     }
 
     fn lanes(&self) -> usize {
@@ -487,20 +482,14 @@ fn store_raw<E: Numeric>(
     }
 }
 
-/// Float elements widened to f32.
-fn load_floats<E: Numeric>(scope: &mut Scope, var: ManagedVariable, place: &Place) -> Vec<Scalar> {
-    load_raw::<E>(scope, var, place)
-        .into_iter()
-        .map(|x| Scalar::F(ops::to_f32::expand::<E>(scope, x)))
-        .collect()
-}
-
-/// Integer elements widened to i32.
-fn load_ints<E: Numeric>(scope: &mut Scope, var: ManagedVariable, place: &Place) -> Vec<Scalar> {
-    load_raw::<E>(scope, var, place)
-        .into_iter()
-        .map(|x| Scalar::I(ops::to_i32::expand::<E>(scope, x)))
-        .collect()
+/// A loaded element widened to a program value: f32 for float storages, i32 for
+/// integer ones.
+fn widen<E: Numeric>(scope: &mut Scope, x: NativeExpand<E>, float: bool) -> Scalar {
+    if float {
+        Scalar::F(ops::to_f32::expand::<E>(scope, x))
+    } else {
+        Scalar::I(ops::to_i32::expand::<E>(scope, x))
+    }
 }
 
 fn load_elements(
@@ -509,30 +498,13 @@ fn load_elements(
     storage: Storage,
     place: &Place,
 ) -> Vec<Scalar> {
-    match storage {
-        Storage::Bf16 => load_floats::<bf16>(scope, var, place),
-        Storage::F16 => load_floats::<f16>(scope, var, place),
-        Storage::F32 => load_floats::<f32>(scope, var, place),
-        Storage::I8 => load_ints::<i8>(scope, var, place),
-        Storage::I16 => load_ints::<i16>(scope, var, place),
-        Storage::U8 => load_ints::<u8>(scope, var, place),
-    }
+    with_storage_type!(storage, E => load_raw::<E>(scope, var, place)
+        .into_iter()
+        .map(|x| widen::<E>(scope, x, storage.is_float()))
+        .collect())
 }
 
 /// Convert f32 lanes to the storage (see `InstOp::Store`) and store them.
-fn store_converted<E: Numeric>(
-    scope: &mut Scope,
-    var: ManagedVariable,
-    place: &Place,
-    values: &[F],
-) {
-    let lanes = values
-        .iter()
-        .map(|x| ops::from_f32::expand::<E>(scope, x.clone()))
-        .collect();
-    store_raw::<E>(scope, var, place, lanes)
-}
-
 fn store_elements(
     scope: &mut Scope,
     var: ManagedVariable,
@@ -540,61 +512,33 @@ fn store_elements(
     place: &Place,
     values: &[F],
 ) {
-    match storage {
-        Storage::Bf16 => store_converted::<bf16>(scope, var, place, values),
-        Storage::F16 => store_converted::<f16>(scope, var, place, values),
-        Storage::F32 => store_converted::<f32>(scope, var, place, values),
-        Storage::I8 => store_converted::<i8>(scope, var, place, values),
-        Storage::I16 => store_converted::<i16>(scope, var, place, values),
-        Storage::U8 => store_converted::<u8>(scope, var, place, values),
-    }
-}
-
-fn load_group_as<E: Numeric>(
-    scope: &mut Scope,
-    var: ManagedVariable,
-    place: &Place,
-    float: bool,
-) -> Scalar {
-    let array: NativeExpand<Array<E>> = var.into();
-    let x = ops::load_scalar::expand::<E>(scope, array, place.group.clone());
-    if float {
-        Scalar::F(ops::to_f32::expand::<E>(scope, x))
-    } else {
-        Scalar::I(ops::to_i32::expand::<E>(scope, x))
-    }
+    with_storage_type!(storage, E => {
+        let lanes = values
+            .iter()
+            .map(|x| ops::from_f32::expand::<E>(scope, x.clone()))
+            .collect();
+        store_raw::<E>(scope, var, place, lanes)
+    })
 }
 
 fn load_group(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place) -> Scalar {
-    match storage {
-        Storage::Bf16 => load_group_as::<bf16>(scope, var, place, true),
-        Storage::F16 => load_group_as::<f16>(scope, var, place, true),
-        Storage::F32 => load_group_as::<f32>(scope, var, place, true),
-        Storage::I8 => load_group_as::<i8>(scope, var, place, false),
-        Storage::I16 => load_group_as::<i16>(scope, var, place, false),
-        Storage::U8 => load_group_as::<u8>(scope, var, place, false),
-    }
-}
-
-fn store_group_as<E: Numeric>(scope: &mut Scope, var: ManagedVariable, place: &Place, x: F) {
-    let array: NativeExpand<Array<E>> = var.into();
-    let stored = ops::from_f32::expand::<E>(scope, x);
-    ops::store_group_scalar::expand::<E>(
-        scope,
-        array,
-        place.group.clone(),
-        place.sub.clone(),
-        stored,
-    );
+    with_storage_type!(storage, E => {
+        let array: NativeExpand<Array<E>> = var.into();
+        let x = ops::load_scalar::expand::<E>(scope, array, place.group.clone());
+        widen::<E>(scope, x, storage.is_float())
+    })
 }
 
 fn store_group(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place, x: F) {
-    match storage {
-        Storage::Bf16 => store_group_as::<bf16>(scope, var, place, x),
-        Storage::F16 => store_group_as::<f16>(scope, var, place, x),
-        Storage::F32 => store_group_as::<f32>(scope, var, place, x),
-        Storage::I8 => store_group_as::<i8>(scope, var, place, x),
-        Storage::I16 => store_group_as::<i16>(scope, var, place, x),
-        Storage::U8 => store_group_as::<u8>(scope, var, place, x),
-    }
+    with_storage_type!(storage, E => {
+        let array: NativeExpand<Array<E>> = var.into();
+        let stored = ops::from_f32::expand::<E>(scope, x);
+        ops::store_group_scalar::expand::<E>(
+            scope,
+            array,
+            place.group.clone(),
+            place.sub.clone(),
+            stored,
+        );
+    })
 }

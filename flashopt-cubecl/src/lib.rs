@@ -28,6 +28,39 @@ macro_rules! with_float_type {
     };
 }
 
+/// Runs `$body` with `$E` the Rust element type of a part's `$storage`: the one place
+/// the plan's storages map to the kernel's element types.
+macro_rules! with_storage_type {
+    ($storage:expr, $E:ident => $body:expr) => {
+        match $storage {
+            flashopt_ir::Storage::Bf16 => {
+                type $E = half::bf16;
+                $body
+            }
+            flashopt_ir::Storage::F16 => {
+                type $E = half::f16;
+                $body
+            }
+            flashopt_ir::Storage::F32 => {
+                type $E = f32;
+                $body
+            }
+            flashopt_ir::Storage::I8 => {
+                type $E = i8;
+                $body
+            }
+            flashopt_ir::Storage::I16 => {
+                type $E = i16;
+                $body
+            }
+            flashopt_ir::Storage::U8 => {
+                type $E = u8;
+                $body
+            }
+        }
+    };
+}
+
 pub mod bindings;
 pub mod copy;
 pub mod define;

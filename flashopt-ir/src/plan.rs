@@ -217,6 +217,16 @@ impl Plan {
         }
     }
 
+    /// `self` with each of its programs (step, decode, init) replaced by `f` of it.
+    pub fn with_programs(&self, mut f: impl FnMut(&Program) -> Program) -> Plan {
+        Plan {
+            step: f(&self.step),
+            decode: f(&self.decode),
+            init: f(&self.init),
+            ..self.clone()
+        }
+    }
+
     /// The learning rate's value in `hyper`, if the definition names one.
     pub fn learning_rate(&self, hyper: &HyperValues) -> Option<f64> {
         let i = self.numerics.learning_rate?;

@@ -380,10 +380,7 @@ pub(crate) fn check_tensors<'a>(
     tensors: impl IntoIterator<Item = (&'a str, &'a HostTensor)>,
 ) -> Result<(), RuntimeError> {
     for (name, t) in tensors {
-        interp::check_tensor(plan, t).map_err(|source| RuntimeError::Tensor {
-            name: name.to_string(),
-            source,
-        })?;
+        interp::check_tensor(plan, t).map_err(RuntimeError::in_tensor(name))?;
     }
     Ok(())
 }

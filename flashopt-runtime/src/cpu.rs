@@ -118,12 +118,8 @@ impl CpuOptimizer {
         let mut scalars = core.kernel_scalars(step, 1.0)?;
         for ((info, tensor), &grad) in core.tensors.iter().zip(&self.tensors).zip(grads) {
             let scalars = &scalars[info.param_group];
-            interp::check(&core.plan, scalars, tensor, grad).map_err(|source| {
-                RuntimeError::Tensor {
-                    name: info.name.clone(),
-                    source,
-                }
-            })?;
+            interp::check(&core.plan, scalars, tensor, grad)
+                .map_err(RuntimeError::in_tensor(&info.name))?;
         }
         if core.max_grad_norm.is_some() {
             let factor = core.clip_factor(grads.iter().map(clip::square_sum).sum());

@@ -54,3 +54,13 @@ pub enum RuntimeError {
         len: usize,
     },
 }
+
+impl RuntimeError {
+    /// For `map_err`: a tensor check's error, naming the tensor.
+    pub(crate) fn in_tensor(name: &str) -> impl FnOnce(InterpError) -> RuntimeError + '_ {
+        move |source| RuntimeError::Tensor {
+            name: name.to_string(),
+            source,
+        }
+    }
+}

@@ -58,9 +58,8 @@ fn run<S: OptimizerSpec>(client: &Client, r: Run<'_>) -> (u64, u64, bool) {
             .map(|(_, n)| PartData::round_from_f32(r.config.grad, &rng.normals(*n, 0.02)))
             .collect()
     };
-    let bufs = grad_bufs;
     let cpu_step = |cpu: &mut Vec<HostTensor>, g: &[PartData], t: u64| {
-        for (i, (tensor, g)) in cpu.iter_mut().zip(bufs(g)).enumerate() {
+        for (i, (tensor, g)) in cpu.iter_mut().zip(grad_bufs(g)).enumerate() {
             let scalars = plan.kernel_scalars(&r.groups[group_of(i)], t).unwrap();
             interp::run(&plan, &scalars, tensor, g).unwrap();
         }
@@ -89,7 +88,7 @@ fn run<S: OptimizerSpec>(client: &Client, r: Run<'_>) -> (u64, u64, bool) {
     for t in 3..=5 {
         let g = grads(&mut rng);
         cpu_step(&mut cpu, &g, t);
-        gpu.write_grads(&bufs(&g)).unwrap();
+        gpu.write_grads(&grad_bufs(&g)).unwrap();
         if r.release {
             for id in 0..r.tensors.len() {
                 assert!(gpu.step_tensor(TensorId(id)).unwrap().applied());

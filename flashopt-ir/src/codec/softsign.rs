@@ -6,7 +6,6 @@ use half::f16;
 
 use super::group::{self, group_scale_f32};
 use super::{StateCodec, to_code};
-use crate::graph::Func2;
 use crate::layout::{Part, PartId, Storage};
 use crate::program::{Builder, ValueId};
 
@@ -52,7 +51,7 @@ impl StateCodec for Int8Softsign {
         let magnitude = b.abs(x);
         let (y, scale) = group::normalize(b, x, magnitude);
         let two = b.constant(2.0);
-        let doubled = b.binary(Func2::Mul, two, y);
+        let doubled = b.mul(two, y);
         let one = b.constant(1.0);
         let y_magnitude = b.abs(y);
         let denominator = b.add(one, y_magnitude);

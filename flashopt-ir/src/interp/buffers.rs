@@ -160,25 +160,11 @@ impl PartData {
     }
 
     pub fn view_mut(&mut self) -> PartMut<'_> {
-        match self {
-            PartData::Bf16(v) => PartMut::Bf16(v),
-            PartData::F16(v) => PartMut::F16(v),
-            PartData::F32(v) => PartMut::F32(v),
-            PartData::I8(v) => PartMut::I8(v),
-            PartData::I16(v) => PartMut::I16(v),
-            PartData::U8(v) => PartMut::U8(v),
-        }
+        each_storage!(PartData, self, v => v.as_mut_slice().into())
     }
 
     pub fn view(&self) -> PartRef<'_> {
-        match self {
-            PartData::Bf16(v) => PartRef::Bf16(v),
-            PartData::F16(v) => PartRef::F16(v),
-            PartData::F32(v) => PartRef::F32(v),
-            PartData::I8(v) => PartRef::I8(v),
-            PartData::I16(v) => PartRef::I16(v),
-            PartData::U8(v) => PartRef::U8(v),
-        }
+        each_storage!(PartData, self, v => v.as_slice().into())
     }
 
     /// Float values widened to f32 (`None` for integer codes).

@@ -103,6 +103,24 @@ pub fn check_tensor(plan: &Plan, tensor: &HostTensor) -> Result<(), InterpError>
     Ok(())
 }
 
+/// Check that a gradient fits a step of `plan` on a tensor of `len` elements.
+pub fn check_grad(plan: &Plan, len: usize, grad: GradBuf<'_>) -> Result<(), InterpError> {
+    if grad.dtype() != plan.config.grad {
+        return Err(InterpError::GradDtype {
+            optimizer: plan.optimizer.clone(),
+            expected: plan.config.grad,
+            found: grad.dtype(),
+        });
+    }
+    if grad.len() != len {
+        return Err(InterpError::GradLength {
+            expected: len,
+            found: grad.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Check that a tensor, a gradient and scalars fit a step of `plan`. [`run`] does
 /// this itself; a caller stepping several tensors checks them all first so that a
 /// bad one leaves every tensor untouched.
@@ -112,19 +130,7 @@ pub fn check(
     tensor: &HostTensor,
     grad: GradBuf<'_>,
 ) -> Result<(), InterpError> {
-    if grad.dtype() != plan.config.grad {
-        return Err(InterpError::GradDtype {
-            optimizer: plan.optimizer.clone(),
-            expected: plan.config.grad,
-            found: grad.dtype(),
-        });
-    }
-    if grad.len() != tensor.len() {
-        return Err(InterpError::GradLength {
-            expected: tensor.len(),
-            found: grad.len(),
-        });
-    }
+    check_grad(plan, tensor.len(), grad)?;
     if scalars.len() != plan.scalar_count() {
         return Err(InterpError::Scalars {
             optimizer: plan.optimizer.clone(),

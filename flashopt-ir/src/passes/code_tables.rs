@@ -26,11 +26,9 @@ enum Source {
 }
 
 pub fn code_tables(plan: &Plan) -> Plan {
-    let mut out = plan.clone();
-    out.step = tabulate(&plan.step, plan, &mut out.tables);
-    out.decode = tabulate(&plan.decode, plan, &mut out.tables);
-    out.init = tabulate(&plan.init, plan, &mut out.tables);
-    out
+    let mut tables = plan.tables.clone();
+    let out = plan.with_programs(|program| tabulate(program, plan, &mut tables));
+    Plan { tables, ..out }
 }
 
 fn sources(program: &Program, plan: &Plan) -> Vec<Source> {

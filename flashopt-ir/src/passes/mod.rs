@@ -29,11 +29,7 @@ pub use scale_grad::scale_grad;
 
 /// The exact optimizations of a lowered plan, in order.
 pub fn optimize(plan: &crate::Plan) -> crate::Plan {
-    let mut out = reciprocals(&code_tables(plan));
-    for program in [&mut out.step, &mut out.decode, &mut out.init] {
-        *program = program.deduplicated().without_dead_code();
-    }
-    out
+    reciprocals(&code_tables(plan)).with_programs(|p| p.deduplicated().without_dead_code())
 }
 
 use crate::graph::{Graph, Handle, Op};

@@ -16,11 +16,7 @@ use crate::plan::Plan;
 use crate::program::{Inst, InstOp, Program, ValueId, ValueType};
 
 pub fn reciprocals(plan: &Plan) -> Plan {
-    let mut out = plan.clone();
-    out.step = rewrite(&plan.step, plan);
-    out.decode = rewrite(&plan.decode, plan);
-    out.init = rewrite(&plan.init, plan);
-    out
+    plan.with_programs(|program| rewrite(program, plan))
 }
 
 /// `a / d` by the corrected reciprocal, as the rewritten program computes it.

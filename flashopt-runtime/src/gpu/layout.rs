@@ -6,7 +6,7 @@
 //! the group's real length (padding never enters a group maximum) and its parameter
 //! group.
 
-use flashopt_cubecl::bindings::{Buffer, Role};
+use flashopt_cubecl::bindings::{self, Buffer, Role};
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::{Extent, GROUP_SIZE, Plan};
 
@@ -118,10 +118,7 @@ pub(crate) fn download(
         .iter()
         .map(|s| {
             let tensor = raw::assemble(plan, s.len, |id, part, count| {
-                let slot = layout
-                    .iter()
-                    .position(|b| b.role == Role::Part(id.index()))
-                    .expect("a buffer per part");
+                let slot = bindings::slot(layout, Role::Part(id.index()));
                 let size = part.storage.size_bytes();
                 let start = s.start(part.extent) * size;
                 Ok::<_, std::convert::Infallible>(&bytes[slot][start..start + count * size])

@@ -11,12 +11,12 @@ mod buffers;
 mod layout;
 mod step;
 
-use flashopt_cubecl::bindings::{Buffer, KernelShape, Role, table_values};
+use flashopt_cubecl::bindings::{self, Buffer, KernelShape, Role, table_values};
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::launch::FusedStep;
-use flashopt_ir::interp::HostTensor;
+use flashopt_ir::interp::{HostTensor, PartData};
 use flashopt_ir::{HyperValues, Plan};
 
 use crate::core::{Core, Optimizer, TensorInfo, check_tensors};
@@ -185,10 +185,7 @@ impl<R: Runtime> GpuOptimizer<R> {
     }
 
     fn slot(&self, role: Role) -> usize {
-        self.layout
-            .iter()
-            .position(|b| b.role == role)
-            .expect("the plan has this buffer")
+        bindings::slot(&self.layout, role)
     }
 
     /// The kernel buffer of the plan's part with `role`.
@@ -233,6 +230,23 @@ impl<R: Runtime> GpuOptimizer<R> {
             .collect();
         layout::download(plan, &self.layout, &bytes, &self.segments)
     }
+
+    /// Each tensor's values in the per-element part with `role`, read back without
+    /// the padding.
+    fn read_per_tensor(&self, role: flashopt_ir::Role) -> Vec<PartData> {
+        let plan = &self.core.plan;
+        let storage = plan.part(plan.part_with_role(role)).storage;
+        let handle = self.buffers[self.part_slot(role)].0.clone();
+        let bytes = self.client.read_one_unchecked(handle).to_vec();
+        let size = storage.size_bytes();
+        self.segments
+            .iter()
+            .map(|s| {
+                let r = s.elements();
+                raw::part_data(storage, &bytes[r.start * size..r.end * size])
+            })
+            .collect()
+    }
 }
 
 impl<R: Runtime> Optimizer for GpuOptimizer<R> {
@@ -260,23 +274,9 @@ impl<R: Runtime> Optimizer for GpuOptimizer<R> {
     }
 
     fn param_max_abs(&self) -> Vec<f32> {
-        let plan = &self.core.plan;
-        let param = plan.part_with_role(flashopt_ir::Role::Param);
-        let storage = plan.part(param).storage;
-        let size = storage.size_bytes();
-        let bytes = self
-            .client
-            .read_one_unchecked(self.param_buffer().clone())
-            .to_vec();
-        self.segments
+        self.read_per_tensor(flashopt_ir::Role::Param)
             .iter()
-            .map(|s| {
-                let r = s.elements();
-                numerics::max_abs(&raw::part_data(
-                    storage,
-                    &bytes[r.start * size..r.end * size],
-                ))
-            })
+            .map(numerics::max_abs)
             .collect()
     }
 

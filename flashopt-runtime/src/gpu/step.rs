@@ -5,8 +5,8 @@ use flashopt_cubecl::bindings::Role;
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::launch::launch;
 use flashopt_cubecl::reduce;
-use flashopt_ir::interp::{GradBuf, InterpError, PartData};
-use flashopt_ir::{GROUP_SIZE, Role as PartRole, Storage};
+use flashopt_ir::interp::{self, GradBuf};
+use flashopt_ir::{GROUP_SIZE, Role as PartRole};
 
 use super::GpuOptimizer;
 use crate::core::TensorId;
@@ -30,25 +30,8 @@ impl<R: Runtime> GpuOptimizer<R> {
         let dtype = self.core.plan.config.grad;
         let mut bytes = Vec::with_capacity(self.groups * GROUP_SIZE * dtype.size_bytes());
         for ((t, s), g) in self.core.tensors.iter().zip(&self.segments).zip(grads) {
-            if g.dtype() != dtype {
-                return Err(RuntimeError::Tensor {
-                    name: t.name.clone(),
-                    source: InterpError::GradDtype {
-                        optimizer: self.core.plan.optimizer.clone(),
-                        expected: dtype,
-                        found: g.dtype(),
-                    },
-                });
-            }
-            if g.len() != s.len {
-                return Err(RuntimeError::Tensor {
-                    name: t.name.clone(),
-                    source: InterpError::GradLength {
-                        expected: s.len,
-                        found: g.len(),
-                    },
-                });
-            }
+            interp::check_grad(&self.core.plan, s.len, *g)
+                .map_err(RuntimeError::in_tensor(&t.name))?;
             let start = bytes.len();
             raw::extend_part(&mut bytes, g.as_part());
             bytes.resize(start + s.groups * GROUP_SIZE * dtype.size_bytes(), self.pad);
@@ -73,7 +56,7 @@ impl<R: Runtime> GpuOptimizer<R> {
 
     /// The real gradient elements' sum of squares, on the device.
     fn grad_square_sum(&self) -> f64 {
-        let grad = &self.buffers[self.part_slot(PartRole::Gradient)].0;
+        let grad = self.grad_buffer();
         let info = &self.buffers[self.slot(Role::GroupInfo)].0;
         // SAFETY: the gradient buffer holds `groups` groups and the info buffer a word
         // per group (`upload`; `write_grads` keeps the size).
@@ -91,27 +74,14 @@ impl<R: Runtime> GpuOptimizer<R> {
     /// Where the non-finite gradient values are: reads the gradients back (only
     /// after the reduction found some).
     fn locate_non_finite(&self) -> Option<NonFinite> {
-        let bytes = self
-            .client
-            .read_one_unchecked(self.grad_buffer().clone())
-            .to_vec();
-        let storage = Storage::from(self.core.plan.config.grad);
-        let size = storage.size_bytes();
-        let grads: Vec<(&str, PartData)> = self
-            .core
-            .tensors
-            .iter()
-            .zip(&self.segments)
-            .map(|(t, s)| {
-                let r = s.elements();
-                let data = raw::part_data(storage, &bytes[r.start * size..r.end * size]);
-                (t.name.as_str(), data)
-            })
-            .collect();
+        let grads = self.read_per_tensor(PartRole::Gradient);
+        let named = self.core.tensors.iter().map(|t| t.name.as_str());
         numerics::scan_step(
-            grads
-                .iter()
-                .map(|(name, g)| (*name, g.as_grad().expect("gradients are floats"))),
+            named.zip(
+                grads
+                    .iter()
+                    .map(|g| g.as_grad().expect("gradients are floats")),
+            ),
         )
     }
 
