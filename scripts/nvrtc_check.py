@@ -25,6 +25,8 @@ CONFIGS = [
     ["--param", "f16", "--master", "24"],
     ["--param", "f16", "--grad", "f32", "--master", "32"],
     ["--param", "f32", "--master", "none"],
+    # The opt-in approximate divisions and square roots (`Arithmetic::Approximate`).
+    ["--master", "24", "--approximate"],
 ]
 
 

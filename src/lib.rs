@@ -43,6 +43,8 @@ pub use flashopt_ir::interp::GradBuf;
 pub use flashopt_ir::{Codec, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind};
 #[cfg(feature = "gpu")]
 pub use flashopt_runtime::GpuOptimizer;
+#[cfg(feature = "gpu")]
+pub use flashopt_runtime::gpu::{Arithmetic, KernelShape};
 pub use flashopt_runtime::{CheckpointError, CpuOptimizer, Optimizer, RuntimeError, TensorId};
 
 pub mod optimizers;

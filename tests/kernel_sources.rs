@@ -182,3 +182,30 @@ fn hipcc_accepts_the_hip_source_when_present() {
         );
     }
 }
+
+/// The opt-in approximate arithmetic changes only how CUDA divides and takes roots:
+/// `__fdividef` and `rsqrt` in place of the correctly rounded operators and their
+/// zero shortcuts. HIP (cubecl-hip has no fast-math support) keeps exact ones.
+#[test]
+fn approximate_arithmetic_uses_the_fast_intrinsics_on_cuda_only() {
+    use flashopt_cubecl::bindings::Arithmetic;
+    use flashopt_cubecl::emit::emit_shaped;
+
+    let plan = flashopt::ir::compile(
+        &optimizers::by_name("adamw").unwrap(),
+        PlanConfig::bf16(MasterMode::Int8),
+    )
+    .unwrap();
+    let approximate = KernelShape::default().with_arithmetic(Arithmetic::Approximate);
+    let fast = emit_shaped(&plan, Target::Cuda, approximate).unwrap();
+    let exact = emit(&plan, Target::Cuda).unwrap();
+    // AdamW-24: 6 divisions and 2 square roots per element, 4 elements per unit.
+    assert_eq!(fast.matches("__fdividef(").count(), 24, "{fast}");
+    assert_eq!(fast.matches("rsqrt(").count(), 8);
+    assert_eq!(fast.matches("= sqrt(").count(), 0);
+    assert_eq!(exact.matches("__fdividef(").count(), 0);
+    assert_eq!(exact.matches("rsqrt(").count(), 0);
+    assert_eq!(exact.matches("= sqrt(").count(), 8);
+    let hip = emit_shaped(&plan, Target::Hip, approximate).unwrap();
+    assert_eq!(hip.matches("__fdividef(").count(), 0);
+}

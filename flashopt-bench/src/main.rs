@@ -10,7 +10,8 @@
 //! `run` measures the device-to-device copy ceiling first, then every shipped
 //! optimizer x master mode on every workload ([`workloads`]), in the default kernel
 //! shape. Filters (comma-separated lists) narrow it: `--only WORKLOAD,..`,
-//! `--optimizers AdamW,..`, `--masters 24,32,none`, `--lanes 4,8,..` (kernel shapes). `report` turns the two CSV files into the markdown tables of
+//! `--optimizers AdamW,..`, `--masters 24,32,none`, `--lanes 4,8,..` (kernel shapes), `--arithmetic exact,approximate` (the opt-in
+//! approximate divisions and square roots). `report` turns the two CSV files into the markdown tables of
 //! docs/BENCHMARKS.md and a plot of GB/s per workload.
 
 mod report;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  flashopt-bench run [--out DIR] [--only W,..] [--optimizers O,..] [--masters 24,32,none] [--lanes 4,8,16,32]
+  flashopt-bench run [--out DIR] [--only W,..] [--optimizers O,..] [--masters 24,32,none] [--lanes 4,8,16,32] [--arithmetic exact,approximate]
   flashopt-bench report DIR [--plot FILE.png] [--font FILE.ttf]";
 
 fn main() -> ExitCode {
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
                     optimizers: list("--optimizers"),
                     masters: list("--masters"),
                     lanes,
+                    arithmetic: list("--arithmetic"),
                 };
                 run::run(&out, &selection)
             })

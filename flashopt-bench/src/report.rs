@@ -14,7 +14,8 @@ use crate::workloads;
 
 pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-/// Bytes torch's fused fp32 AdamW moves per parameter: reads p, g, m, v; writes p, m, v.
+/// Bytes torch's fused fp32 AdamW moves per parameter: reads p, g, m, v; writes p, m, v
+/// (half as many with bf16 parameters, gradients and states).
 const TORCH_ADAMW_BYTES: f64 = 28.0;
 
 struct Row {
@@ -30,6 +31,14 @@ impl Row {
         self.get(key)
             .parse()
             .map_err(|_| format!("column `{key}` is not a number: `{}`", self.get(key)))
+    }
+}
+
+/// A row's arithmetic; files written before the column hold exact rows only.
+fn arithmetic(r: &Row) -> &str {
+    match r.get("arithmetic") {
+        "" => "exact",
+        a => a,
     }
 }
 
@@ -106,12 +115,17 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
             notes.extend(n);
         }
     }
+    // Files written before the `arithmetic` column hold exact rows only.
+    let required = CSV_HEADER.split(',').filter(|k| *k != "arithmetic");
     if ours
         .first()
-        .is_some_and(|r| r.fields.len() != CSV_HEADER.split(',').count())
+        .is_some_and(|r| !required.clone().all(|k| r.fields.contains_key(k)))
     {
         return Err("flashopt.csv: unexpected columns".into());
     }
+    let (approximate, mut ours): (Vec<Row>, Vec<Row>) = ours
+        .into_iter()
+        .partition(|r| arithmetic(r) == "approximate");
     // Rows in the order of `workloads::all()`, each workload's rows as measured.
     let all = workloads::all();
     let names: Vec<&str> = all.iter().map(|w| w.name).collect();
@@ -161,26 +175,28 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
         writeln!(out, "\nKernel shape (flashopt-sweep.csv):\n").unwrap();
         writeln!(
             out,
-            "| optimizer | master | workload | lanes per unit | ms | % of copy |"
+            "| optimizer | master | workload | arithmetic | lanes per unit | ms | % of copy |"
         )
         .unwrap();
-        writeln!(out, "| --- | --- | --- | --- | --- | --- |").unwrap();
+        writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
         let mut sweep: Vec<&Row> = sweep_rows.iter().collect();
         sweep.sort_by_key(|r| {
             (
                 r.get("workload").to_string(),
                 r.get("optimizer").to_string(),
                 r.get("master").to_string(),
+                arithmetic(r),
                 r.get("lanes_per_unit").parse::<usize>().unwrap_or(0),
             )
         });
         for r in sweep {
             writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.3} | {:.1}% |",
+                "| {} | {} | {} | {} | {} | {:.3} | {:.1}% |",
                 r.get("optimizer"),
                 r.get("master"),
                 r.get("workload"),
+                arithmetic(r),
                 r.get("lanes_per_unit"),
                 r.num("ms")?,
                 r.num("pct_of_copy")?
@@ -199,13 +215,51 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
             })
             .and_then(|r| r.num("ms").ok())
     };
-    let theirs_ms = |implementation: &str, opt: &str, workload: &str| -> Option<f64> {
+    if !approximate.is_empty() {
+        writeln!(
+            out,
+            "\nOpt-in approximate divisions and square roots (`Arithmetic::Approximate`):\n"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "| optimizer | master | workload | lanes per unit | exact ms | approximate ms | % of copy | exact / approximate |"
+        )
+        .unwrap();
+        writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |").unwrap();
+        for r in &approximate {
+            let exact = ours.iter().chain(&sweep_rows).find(|e| {
+                arithmetic(e) == "exact"
+                    && ["optimizer", "master", "workload", "lanes_per_unit"]
+                        .iter()
+                        .all(|k| e.get(k) == r.get(k))
+            });
+            let exact_ms = exact.and_then(|e| e.num("ms").ok());
+            let ms = r.num("ms")?;
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {ms:.3} | {:.1}% | {} |",
+                r.get("optimizer"),
+                r.get("master"),
+                r.get("workload"),
+                r.get("lanes_per_unit"),
+                exact_ms.map_or("-".into(), |e| format!("{e:.3}")),
+                r.num("pct_of_copy")?,
+                exact_ms.map_or("-".into(), |e| format!("{:.2}x", e / ms)),
+            )
+            .unwrap();
+        }
+    }
+
+    // Rows written before torch's bf16 AdamW was measured have master `fp32`.
+    let theirs_ms = |implementation: &str, opt: &str, master: &str, workload: &str| {
         theirs
             .iter()
             .find(|r| {
                 r.get("impl") == implementation
                     && r.get("optimizer") == opt
                     && r.get("workload") == workload
+                    && (master.is_empty() || r.get("master") == master)
             })
             .and_then(|r| r.num("ms").ok())
     };
@@ -213,22 +267,29 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
         if let Some(v) = ref_notes.get("versions") {
             writeln!(out, "\nReference versions: {v}").unwrap();
         }
-        writeln!(out, "\n| optimizer | workload | flashopt ms | flashoptim ms | flashoptim / flashopt | torch fp32 fused ms | torch / flashopt |").unwrap();
-        writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
+        writeln!(out, "\n| optimizer | workload | flashopt ms | flashoptim ms | flashoptim / flashopt | torch fp32 fused ms | torch fp32 / flashopt | torch bf16 fused ms | torch bf16 / flashopt |").unwrap();
+        writeln!(
+            out,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        )
+        .unwrap();
         for opt in ["AdamW", "Lion", "SGD"] {
             for w in &names {
                 let Some(a) = ours_ms(opt, w) else { continue };
-                let b = theirs_ms("flashoptim", opt, w);
-                let c = theirs_ms("torch", opt, w);
+                let b = theirs_ms("flashoptim", opt, "", w);
+                let c = theirs_ms("torch", opt, "fp32", w);
+                let d = theirs_ms("torch", opt, "bf16", w);
                 let cell = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
                 let ratio = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.2}x", x / a));
                 writeln!(
                     out,
-                    "| {opt}-24 | {w} | {a:.3} | {} | {} | {} | {} |",
+                    "| {opt}-24 | {w} | {a:.3} | {} | {} | {} | {} | {} | {} |",
                     cell(b),
                     ratio(b),
                     cell(c),
-                    ratio(c)
+                    ratio(c),
+                    cell(d),
+                    ratio(d)
                 )
                 .unwrap();
             }
@@ -253,29 +314,70 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
                 .map(|w| ours_ms("AdamW", w).map(|ms| model_gbps(ms, w)))
                 .collect(),
         )];
+        let approximate_gbps: Vec<Option<f64>> = names
+            .iter()
+            .map(|w| {
+                approximate
+                    .iter()
+                    .find(|r| {
+                        r.get("optimizer") == "AdamW"
+                            && r.get("master") == "24"
+                            && r.get("workload") == *w
+                            && r.get("lanes_per_unit") == default_lanes
+                    })
+                    .and_then(|r| r.num("ms").ok())
+                    .map(|ms| model_gbps(ms, w))
+            })
+            .collect();
+        if approximate_gbps.iter().any(Option::is_some) {
+            series.push((
+                "flashopt AdamW-24, opt-in approximate / and sqrt",
+                RGBColor(23, 190, 207),
+                approximate_gbps,
+            ));
+        }
         if !theirs.is_empty() {
             series.push((
                 "flashoptim 0.1.4 FlashAdamW-24",
                 RGBColor(255, 127, 14),
                 names
                     .iter()
-                    .map(|w| theirs_ms("flashoptim", "AdamW", w).map(|ms| model_gbps(ms, w)))
+                    .map(|w| theirs_ms("flashoptim", "AdamW", "", w).map(|ms| model_gbps(ms, w)))
                     .collect(),
             ));
-            series.push((
-                "torch AdamW fp32 fused (28 B/param)",
-                RGBColor(44, 160, 44),
-                names
+            for (label, color, master, bytes) in [
+                (
+                    "torch AdamW fp32 fused (28 B/param)",
+                    RGBColor(44, 160, 44),
+                    "fp32",
+                    TORCH_ADAMW_BYTES,
+                ),
+                (
+                    "torch AdamW bf16 fused (14 B/param)",
+                    RGBColor(148, 103, 189),
+                    "bf16",
+                    TORCH_ADAMW_BYTES / 2.0,
+                ),
+            ] {
+                let values: Vec<Option<f64>> = names
                     .iter()
                     .map(|w| {
                         let params = workload(w).params();
-                        theirs_ms("torch", "AdamW", w)
-                            .map(|ms| TORCH_ADAMW_BYTES * params as f64 / (ms * 1e-3) / 1e9)
+                        theirs_ms("torch", "AdamW", master, w)
+                            .map(|ms| bytes * params as f64 / (ms * 1e-3) / 1e9)
                     })
-                    .collect(),
-            ));
+                    .collect();
+                if values.iter().any(Option::is_some) {
+                    series.push((label, color, values));
+                }
+            }
         }
-        draw(plot, font, &names, &series, copy)?;
+        // The device as the reference run named it (`versions=... / NVIDIA H200`).
+        let device = ref_notes
+            .get("versions")
+            .and_then(|v| v.rsplit(" / ").next())
+            .unwrap_or("CUDA GPU");
+        draw(plot, font, device, &names, &series, copy)?;
     }
     Ok(out)
 }
@@ -283,6 +385,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
 fn draw(
     path: &Path,
     font: &Path,
+    device: &str,
     names: &[&str],
     series: &[(&str, RGBColor, Vec<Option<f64>>)],
     copy: f64,
@@ -301,7 +404,7 @@ fn draw(
     let n = names.len() as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Optimizer step, effective GB/s (H100 80GB HBM3)",
+            format!("Optimizer step, effective GB/s ({device})"),
             ("sans-serif", 26),
         )
         .margin(20)
@@ -379,26 +482,58 @@ mod tests {
     fn ratios_compare_step_times_of_the_same_workload() {
         let ours = format!(
             "# copy_gbps=3000.0\n{CSV_HEADER}\n\
-             AdamW,24,268M,268435456,1,4,2.0000,1000.0,33.33,7.250\n\
-             AdamW,24,GPT-2 124M,124439808,148,4,1.0000,1000.0,33.33,7.250\n"
+             AdamW,24,268M,268435456,1,4,2.0000,1000.0,33.33,7.250,exact\n\
+             AdamW,24,GPT-2 124M,124439808,148,4,1.0000,1000.0,33.33,7.250,exact\n"
         );
         let theirs = "# versions=test\nimpl,optimizer,master,workload,params,ms\n\
              flashoptim,AdamW,24,268M,268435456,3.0000\n\
-             torch,AdamW,fp32,GPT-2 124M,124439808,1.5000\n";
+             torch,AdamW,fp32,GPT-2 124M,124439808,1.5000\n\
+             torch,AdamW,bf16,GPT-2 124M,124439808,0.5000\n";
         let dir = scratch(
             "ratios",
             &[("flashopt.csv", &ours), ("reference.csv", theirs)],
         );
         let text = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap();
         assert!(
-            text.contains("| AdamW-24 | 268M | 2.000 | 3.000 | 1.50x | - | - |"),
+            text.contains("| AdamW-24 | 268M | 2.000 | 3.000 | 1.50x | - | - | - | - |"),
             "{text}"
         );
         assert!(
-            text.contains("| AdamW-24 | GPT-2 124M | 1.000 | - | - | 1.500 | 1.50x |"),
+            text.contains(
+                "| AdamW-24 | GPT-2 124M | 1.000 | - | - | 1.500 | 1.50x | 0.500 | 0.50x |"
+            ),
             "{text}"
         );
         assert!(text.contains("Copy ceiling (read + write): 3000 GB/s"));
+    }
+
+    #[test]
+    fn approximate_rows_get_their_own_table_beside_the_exact_ones() {
+        // The first file predates the `arithmetic` column: its rows are exact.
+        let old_header = CSV_HEADER.trim_end_matches(",arithmetic");
+        let exact = format!(
+            "# copy_gbps=3000.0\n{old_header}\n\
+             AdamW,24,268M,268435456,1,4,2.0000,1000.0,33.33,7.250\n"
+        );
+        let approximate = format!(
+            "# copy_gbps=3000.0\n{CSV_HEADER}\n\
+             AdamW,24,268M,268435456,1,4,1.0000,2000.0,66.67,7.250,approximate\n"
+        );
+        let dir = scratch(
+            "approximate",
+            &[
+                ("flashopt.csv", &exact),
+                ("flashopt-approximate.csv", &approximate),
+            ],
+        );
+        let text = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap();
+        assert!(
+            text.contains("| AdamW | 24 | 268M | 4 | 2.000 | 1.000 | 66.7% | 2.00x |"),
+            "{text}"
+        );
+        // The main table keeps the exact row alone.
+        assert!(text.contains("| AdamW | 24 | 268M | 2.000 |"), "{text}");
+        assert!(!text.contains("| AdamW | 24 | 268M | 1.000 |"), "{text}");
     }
 
     #[test]
@@ -407,7 +542,7 @@ mod tests {
         let dir = scratch("short", &[("flashopt.csv", &ours)]);
         let err = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap_err();
         assert!(
-            err.contains("flashopt.csv line 3: 3 cells, the header has 10"),
+            err.contains("flashopt.csv line 3: 3 cells, the header has 11"),
             "{err}"
         );
     }

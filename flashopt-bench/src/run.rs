@@ -4,15 +4,17 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
+use flashopt::FloatDtype;
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::runtime::GpuOptimizer;
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
-use flashopt_cubecl::bindings::KernelShape;
+use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::cubecl::prelude::*;
+use flashopt_cubecl::reduce;
 use half::bf16;
 
 use crate::workloads::{self, Workload};
@@ -125,30 +127,76 @@ fn measure<S: OptimizerSpec>(
     // the fused step alone; the GPU tests (tests/gpu/guards.rs) check the scan and
     // clipping.
     opt.set_check_device_grads(false);
+    sync(client);
     lap("upload state", &mut phases);
     let bufs: Vec<GradBuf<'_>> = grads.iter().map(|g| GradBuf::Bf16(g)).collect();
     opt.write_grads(&bufs).map_err(|e| e.to_string())?;
-    lap("upload grads", &mut phases);
     sync(client);
-    lap("sync", &mut phases);
+    lap("upload grads", &mut phases);
     let timing = Instant::now();
-    let t = time_per_call(client, || {
+    let step = |opt: &mut GpuOptimizer<CudaRuntime>| {
         assert!(
             opt.step().expect("step").applied(),
             "bench gradients are finite"
         );
-    });
-    let phases: Vec<String> = phases
+    };
+    let t = time_per_call(client, || step(&mut opt));
+    let timed = timing.elapsed().as_secs_f64();
+    // The same step with the device NaN/Inf scan before it (one reduction pass over
+    // the gradients and a read of its partial sums): what a trainer whose gradients
+    // are written on the device pays.
+    opt.set_check_device_grads(true);
+    let checked = time_per_call(client, || step(&mut opt));
+    opt.set_check_device_grads(false);
+    // The check's reduction pass alone, back to back (no read of its partial sums):
+    // the share of the gradients' read bandwidth it reaches.
+    let group_lens: Vec<u8> = workload
+        .tensors
         .iter()
-        .map(|(name, s)| format!("{name} {s:.1}"))
+        .flat_map(|&n| {
+            (0..n.div_ceil(32)).flat_map(move |g| ((n - 32 * g).min(32) as u32).to_le_bytes())
+        })
         .collect();
+    let groups = group_lens.len() / 4;
+    let info = client.create_from_slice(&group_lens);
+    // SAFETY: the optimizer's gradient buffer holds `groups` bf16 groups, `info` a
+    // word per group.
+    let reduction = time_per_call(client, || unsafe {
+        reduce::launch_square_sums(client, FloatDtype::Bf16, opt.grad_buffer(), &info, groups);
+    });
+    let downloaded: usize = {
+        let start = Instant::now();
+        let state = opt.download();
+        phases.push(("download state", start.elapsed().as_secs_f64()));
+        state
+            .iter()
+            .flat_map(|(_, t)| &t.parts)
+            .map(|p| p.len() * p.storage().size_bytes())
+            .sum()
+    };
+    let grad_bytes = workload.params() as f64 * 2.0;
+    let state_bytes = opt.device_bytes() as f64 - grad_bytes;
+    let rate = |name: &str, bytes: f64| {
+        let s = phases.iter().find(|(n, _)| *n == name).map_or(0.0, |p| p.1);
+        format!("{name} {s:.2} s = {:.1} GB/s", bytes / s / 1e9)
+    };
     eprintln!(
-        "  ({} {master:?} {}: setup {:.1} s [{}], timing {:.1} s)",
+        "  ({} {master:?} {} {:?}: setup {:.1} s [host state {:.1} s, {}, {}, {}], timing {timed:.1} s; \
+         step with the device gradient check {:.4} ms, check {:.4} ms = {:.0} GB/s of gradients, \
+         its reduction pass alone {:.4} ms = {:.0} GB/s)",
         S::NAME,
         workload.name,
+        shape.arithmetic,
         timing.duration_since(setup).as_secs_f64(),
-        phases.join(", "),
-        timing.elapsed().as_secs_f64()
+        phases[0].1,
+        rate("upload state", state_bytes),
+        rate("upload grads", grad_bytes),
+        rate("download state", downloaded as f64),
+        checked * 1e3,
+        (checked - t) * 1e3,
+        grad_bytes / (checked - t) / 1e9,
+        reduction * 1e3,
+        (groups * 64) as f64 / reduction / 1e9,
     );
     Ok(Measured {
         ms: t * 1e3,
@@ -202,7 +250,7 @@ pub const MASTERS: [(&str, MasterMode); 3] = [
     ("none", MasterMode::None),
 ];
 
-pub const CSV_HEADER: &str = "optimizer,master,workload,params,tensors,lanes_per_unit,ms,model_gbps,pct_of_copy,device_bytes_per_param";
+pub const CSV_HEADER: &str = "optimizer,master,workload,params,tensors,lanes_per_unit,ms,model_gbps,pct_of_copy,device_bytes_per_param,arithmetic";
 
 /// What `run` measures: each filter keeps everything when empty.
 #[derive(Default)]
@@ -212,6 +260,15 @@ pub struct Selection {
     pub masters: Vec<String>,
     /// Lanes per unit to measure (the default shape when empty).
     pub lanes: Vec<usize>,
+    /// `exact`, `approximate` (exact only when empty).
+    pub arithmetic: Vec<String>,
+}
+
+pub fn arithmetic_name(a: Arithmetic) -> &'static str {
+    match a {
+        Arithmetic::Exact => "exact",
+        Arithmetic::Approximate => "approximate",
+    }
 }
 
 fn keeps(filter: &[String], name: &str) -> bool {
@@ -238,7 +295,7 @@ fn cuda_client() -> Result<ComputeClient<CudaRuntime>, String> {
 }
 
 pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
-    let shapes: Vec<KernelShape> = if selection.lanes.is_empty() {
+    let lanes: Vec<KernelShape> = if selection.lanes.is_empty() {
         vec![KernelShape::default()]
     } else {
         selection
@@ -247,6 +304,23 @@ pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
             .map(|&l| KernelShape::new(l).ok_or(format!("--lanes {l}: 4, 8, 16 or 32")))
             .collect::<Result<_, _>>()?
     };
+    let arithmetic: Vec<Arithmetic> = if selection.arithmetic.is_empty() {
+        vec![Arithmetic::Exact]
+    } else {
+        selection
+            .arithmetic
+            .iter()
+            .map(|a| match a.as_str() {
+                "exact" => Ok(Arithmetic::Exact),
+                "approximate" => Ok(Arithmetic::Approximate),
+                other => Err(format!("--arithmetic {other}: exact or approximate")),
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let shapes: Vec<KernelShape> = arithmetic
+        .iter()
+        .flat_map(|&a| lanes.iter().map(move |s| s.with_arithmetic(a)))
+        .collect();
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let client = cuda_client()?;
     let copy = copy_gbps(&client);
@@ -255,7 +329,7 @@ pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
     let mut csv = format!("# copy_gbps={copy:.1}\n{CSV_HEADER}\n");
     let mut row = |opt: &str, master: &str, w: &Workload, shape: KernelShape, m: &Measured| {
         let line = format!(
-            "{opt},{master},{},{},{},{},{:.4},{:.1},{:.2},{:.3}",
+            "{opt},{master},{},{},{},{},{:.4},{:.1},{:.2},{:.3},{}",
             w.name,
             w.params(),
             w.tensors.len(),
@@ -263,7 +337,8 @@ pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
             m.ms,
             m.model_gbps,
             100.0 * m.model_gbps / copy,
-            m.device_bytes_per_param
+            m.device_bytes_per_param,
+            arithmetic_name(shape.arithmetic),
         );
         println!("{line}");
         writeln!(csv, "{line}").expect("string write");

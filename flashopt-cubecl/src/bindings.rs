@@ -50,11 +50,29 @@ fn storage_type(storage: Storage) -> StorageType {
 pub(crate) const U32: StorageType = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
 pub(crate) const F32: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::F32));
 
-/// How the kernel spreads a group over units.
+/// How the kernel spreads a group over units, and how it divides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KernelShape {
     /// Elements each unit steps: 4, 8, 16 or 32 (then `32 / lanes` units share a group).
     pub lanes_per_unit: usize,
+    pub arithmetic: Arithmetic,
+}
+
+/// How the kernel computes the plan's divisions and square roots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Arithmetic {
+    /// Correctly rounded, as the plan says and the CPU interpreter computes: the GPU
+    /// step equals the CPU step bit for bit.
+    #[default]
+    Exact,
+    /// Opt-in, CUDA only: divisions as `__fdividef` (a reciprocal and a multiply,
+    /// within 2 ulp for divisors below 2^126) and square roots as `x * rsqrtf(x)`
+    /// (within about 3 ulp), without the correctly rounded routines' range checks and
+    /// slow paths. Results differ from the CPU reference in the last bits of the
+    /// update and, where a value lies near a rounding boundary, by one code or one
+    /// parameter ulp (docs/BENCHMARKS.md measures how often). HIP keeps exact
+    /// divisions.
+    Approximate,
 }
 
 impl Default for KernelShape {
@@ -63,13 +81,23 @@ impl Default for KernelShape {
     /// on an H100 it was the fastest shape for AdamW, Lion and SGD at 268M parameters
     /// (docs/BENCHMARKS.md, "Kernel shape").
     fn default() -> Self {
-        KernelShape { lanes_per_unit: 4 }
+        KernelShape {
+            lanes_per_unit: 4,
+            arithmetic: Arithmetic::Exact,
+        }
     }
 }
 
 impl KernelShape {
     pub fn new(lanes_per_unit: usize) -> Option<KernelShape> {
-        matches!(lanes_per_unit, 4 | 8 | 16 | 32).then_some(KernelShape { lanes_per_unit })
+        matches!(lanes_per_unit, 4 | 8 | 16 | 32).then_some(KernelShape {
+            lanes_per_unit,
+            arithmetic: Arithmetic::Exact,
+        })
+    }
+
+    pub fn with_arithmetic(self, arithmetic: Arithmetic) -> KernelShape {
+        KernelShape { arithmetic, ..self }
     }
 
     pub fn units_per_group(self) -> usize {

@@ -23,7 +23,9 @@ use flashopt_ir::program::{InstOp, ValueId};
 use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Storage};
 use half::{bf16, f16};
 
-use crate::bindings::{Buffer, F32, KernelShape, Role, U32, buffers, slot, table_values};
+use crate::bindings::{
+    Arithmetic, Buffer, F32, KernelShape, Role, U32, buffers, slot, table_values,
+};
 use crate::ops;
 
 type F = NativeExpand<f32>;
@@ -73,7 +75,19 @@ pub fn define(
     let sub = ops::unit_part::expand(scope, units);
     let in_range = ops::unit_in_range::expand(scope, count.into(), units);
     let place = Place { group, sub, shape };
-    kernel.step_group(scope, &place, in_range);
+    match shape.arithmetic {
+        Arithmetic::Exact => kernel.step_group(scope, &place, in_range),
+        // What cubecl needs to emit `a / b` as `__fdividef`; square roots stay as
+        // `ops::sqrt` writes them.
+        Arithmetic::Approximate => fast_math_expand(
+            scope,
+            FastMath::AllowReciprocal
+                | FastMath::ReducedPrecision
+                | FastMath::UnsignedZero
+                | FastMath::NotInf,
+            |scope| kernel.step_group(scope, &place, in_range),
+        ),
+    }
     builder.build(settings)
 }
 
@@ -168,6 +182,10 @@ impl KernelBody<'_> {
 
     fn lanes(&self) -> usize {
         self.shape.lanes_per_unit
+    }
+
+    fn approximate(&self) -> bool {
+        self.shape.arithmetic == Arithmetic::Approximate
     }
 
     fn step_group(&self, scope: &mut Scope, place: &Place, in_range: NativeExpand<bool>) {
@@ -273,9 +291,11 @@ impl KernelBody<'_> {
     ) -> Scalar {
         let veil_var = self.veil.clone();
         match op {
-            InstOp::Unary(f, _) => Scalar::F(ops::unary::expand(scope, arg(0).f(), f)),
+            InstOp::Unary(f, _) => {
+                Scalar::F(ops::unary::expand(scope, arg(0).f(), f, self.approximate()))
+            }
             InstOp::Binary(f, ..) => {
-                let out = ops::binary::expand(scope, arg(0).f(), arg(1).f(), f);
+                let out = ops::binary::expand(scope, arg(0).f(), arg(1).f(), f, self.approximate());
                 Scalar::F(if veil {
                     ops::veiled::expand(scope, out, veil_var)
                 } else {

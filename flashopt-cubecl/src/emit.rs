@@ -125,21 +125,32 @@ pub fn emit_shaped(plan: &Plan, target: Target, shape: KernelShape) -> Result<St
         optimizer: plan.optimizer.clone(),
         message,
     };
+    // As the runtimes compile: cubecl-cuda turns on fast-math support (used only where
+    // a kernel asks for it, `Arithmetic::Approximate`), cubecl-hip does not.
+    let mut options = CompilationOptions::default();
     let source = match target {
-        Target::Cuda => compile::<cubecl::cuda::CudaCompiler>(definition, addr),
-        Target::Hip => compile::<<cubecl::hip::HipRuntime as Runtime>::Compiler>(definition, addr),
+        Target::Cuda => {
+            options.supports_features.fast_math = true;
+            compile::<cubecl::cuda::CudaCompiler>(definition, addr, &options)
+        }
+        Target::Hip => {
+            compile::<<cubecl::hip::HipRuntime as Runtime>::Compiler>(definition, addr, &options)
+        }
     }
     .map_err(error)?;
     Ok(canonical_order(&source))
 }
 
-fn compile<C>(definition: KernelDefinition, addr: cubecl::ir::StorageType) -> Result<String, String>
+fn compile<C>(
+    definition: KernelDefinition,
+    addr: cubecl::ir::StorageType,
+    options: &CompilationOptions,
+) -> Result<String, String>
 where
     C: cubecl::Compiler<CompilationOptions = CompilationOptions> + Default,
 {
-    let options = CompilationOptions::default();
     C::default()
-        .compile(definition, &options, ExecutionMode::Unchecked, addr)
+        .compile(definition, options, ExecutionMode::Unchecked, addr)
         .map(|compiled| compiled.to_string())
         .map_err(|e| format!("{e:?}"))
 }

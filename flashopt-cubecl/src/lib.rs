@@ -68,3 +68,4 @@ pub mod emit;
 pub mod launch;
 pub mod ops;
 pub mod reduce;
+pub mod transfer;

@@ -23,31 +23,50 @@ pub fn veiled(x: f32, veil: f32) -> f32 {
 /// batch did not touch). A zero over a normal or infinite divisor is `a * (1 / b)`,
 /// exactly what IEEE gives (signed zero); other zeros (NaN, zero or subnormal
 /// divisors) still divide.
+/// With `approximate` (`Arithmetic::Approximate`, inside a fast-math scope) a plain
+/// `a / b`, which cubecl emits as `__fdividef`.
 #[cube]
-pub fn div(a: f32, b: f32) -> f32 {
-    let shortcut = a == 0.0 && f32::abs(b) >= 1.1754944e-38;
-    let q = select(shortcut, 1.0, a) / b;
-    select(shortcut, a * q, q)
+pub fn div(a: f32, b: f32, #[comptime] approximate: bool) -> f32 {
+    if approximate {
+        a / b
+    } else {
+        let shortcut = a == 0.0 && f32::abs(b) >= 1.1754944e-38;
+        let q = select(shortcut, 1.0, a) / b;
+        select(shortcut, a * q, q)
+    }
 }
 
 /// IEEE square root; zeros (which NVRTC's `sqrt` sends to its slow path) give
-/// themselves without it.
+/// themselves without it. With `approximate`, `x * rsqrtf(x)` (zeros kept).
 #[cube]
-pub fn sqrt(x: f32) -> f32 {
+pub fn sqrt(x: f32, #[comptime] approximate: bool) -> f32 {
     let zero = x == 0.0;
-    let root = f32::sqrt(select(zero, 1.0, x));
-    select(zero, x, root)
+    if approximate {
+        select(zero, x, x * f32::inverse_sqrt(x))
+    } else {
+        let root = f32::sqrt(select(zero, 1.0, x));
+        select(zero, x, root)
+    }
 }
 
 #[cube]
-pub fn unary(x: f32, #[comptime] op: Func1) -> f32 {
+fn rsqrt(x: f32, #[comptime] approximate: bool) -> f32 {
+    if approximate {
+        f32::inverse_sqrt(x)
+    } else {
+        1.0 / sqrt(x, false)
+    }
+}
+
+#[cube]
+pub fn unary(x: f32, #[comptime] op: Func1, #[comptime] approximate: bool) -> f32 {
     match op {
         Func1::Neg => -x,
         Func1::Not => select(x == 0.0, 1.0, 0.0),
         Func1::Abs => f32::abs(x),
         Func1::Sign => select(x > 0.0, 1.0, select(x < 0.0, -1.0, 0.0)),
-        Func1::Sqrt => sqrt(x),
-        Func1::Rsqrt => 1.0 / sqrt(x),
+        Func1::Sqrt => sqrt(x, approximate),
+        Func1::Rsqrt => rsqrt(x, approximate),
         Func1::Exp => f32::exp(x),
         // cubecl has no exp2; this is one of the operations whose rounding may differ.
         Func1::Exp2 => f32::powf(2.0, x),
@@ -57,12 +76,12 @@ pub fn unary(x: f32, #[comptime] op: Func1) -> f32 {
 }
 
 #[cube]
-pub fn binary(a: f32, b: f32, #[comptime] op: Func2) -> f32 {
+pub fn binary(a: f32, b: f32, #[comptime] op: Func2, #[comptime] approximate: bool) -> f32 {
     match op {
         Func2::Add => a + b,
         Func2::Sub => a - b,
         Func2::Mul => a * b,
-        Func2::Div => div(a, b),
+        Func2::Div => div(a, b, approximate),
         Func2::Lt => select(a < b, 1.0, 0.0),
         Func2::Le => select(a <= b, 1.0, 0.0),
         Func2::Gt => select(a > b, 1.0, 0.0),

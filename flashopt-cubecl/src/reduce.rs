@@ -15,29 +15,36 @@ use flashopt_ir::{FloatDtype, GROUP_SIZE};
 
 /// Units per cube of the reduction.
 const UNITS: u32 = 256;
-/// At most this many cubes (partial sums): enough to fill a large GPU.
-const MAX_CUBES: u32 = 1024;
+/// At most this many cubes (partial sums): enough to keep a large GPU's memory busy.
+const MAX_CUBES: u32 = 2048;
+/// Gradient elements per load: 16 bytes of bf16 or f16, a quarter of a group.
+const VECTOR: usize = 8;
 
-/// Each unit sums the squares of elements `ABSOLUTE_POS + k * units` (coalesced
-/// across the cube); padding elements (at or past their group's length in `info`)
-/// are skipped, whatever they hold. Then a tree over shared memory, in a fixed order.
+/// Each unit sums the squares of the vectors `ABSOLUTE_POS + k * units` (coalesced
+/// across the cube), element by element in order; padding elements (at or past their
+/// group's length in `info`) count as zero, whatever they hold. Then a tree over
+/// shared memory, in a fixed order.
 #[cube(launch_unchecked)]
 fn square_sums<F: Float>(
-    grad: &Array<F>,
+    grad: &Array<Vector<F, Const<8>>>,
     info: &Array<u32>,
     partials: &mut Array<f64>,
-    elements: usize,
+    vectors: usize,
     rounds: u32,
 ) {
     let units = CUBE_COUNT * (CUBE_DIM as usize);
     let mut sum = f64::new(0.0);
     for k in 0..rounds {
-        let e = ABSOLUTE_POS + (k as usize) * units;
-        if e < elements {
-            let group_len = (info[e / 32] & 0xff) as usize;
-            if e % 32 < group_len {
-                let x = f64::cast_from(f32::cast_from(grad[e]));
-                sum += x * x;
+        let v = ABSOLUTE_POS + (k as usize) * units;
+        if v < vectors {
+            let real = (info[v / 4] & 0xff) as usize;
+            let first = (v % 4) * 8;
+            let x = grad[v];
+            #[unroll]
+            for i in 0..8usize {
+                let y = f64::cast_from(f32::cast_from(x[i]));
+                let y = select(first + i < real, y, f64::new(0.0));
+                sum += y * y;
             }
         }
     }
@@ -60,16 +67,45 @@ fn square_sums<F: Float>(
 
 /// How the reduction spreads `groups` groups over cubes: (cubes, rounds per unit).
 fn partition(groups: usize) -> (u32, u32) {
-    let elements = groups * GROUP_SIZE;
-    let cubes = elements
+    let vectors = groups * (GROUP_SIZE / VECTOR);
+    let cubes = vectors
         .div_ceil(UNITS as usize)
         .clamp(1, MAX_CUBES as usize) as u32;
     let units = (cubes * UNITS) as usize;
-    let rounds = elements.div_ceil(units).max(1);
+    let rounds = vectors.div_ceil(units).max(1);
     (
         cubes,
         u32::try_from(rounds).expect("fewer than 2^32 rounds"),
     )
+}
+
+/// Launch the reduction of a flat gradient buffer of `groups` 32-element groups
+/// (`info`: the fused step's group info words, 0 < `groups`): the partial sums, one
+/// f64 per cube, in stream order.
+///
+/// # Safety
+/// `grad` must hold `groups * 32` elements of `dtype` and `info` `groups` words.
+pub unsafe fn launch_square_sums<R: Runtime>(
+    client: &ComputeClient<R>,
+    dtype: FloatDtype,
+    grad: &Handle,
+    info: &Handle,
+    groups: usize,
+) -> Handle {
+    let (cubes, rounds) = partition(groups);
+    let partials = client.empty(cubes as usize * 8);
+    let vectors = groups * (GROUP_SIZE / VECTOR);
+    let count = CubeCount::Static(cubes, 1, 1);
+    let dim = CubeDim::new_1d(UNITS);
+    unsafe {
+        let g = ArrayArg::from_raw_parts(grad.clone(), vectors * VECTOR);
+        let i = ArrayArg::from_raw_parts(info.clone(), groups);
+        let p = ArrayArg::from_raw_parts(partials.clone(), cubes as usize);
+        with_float_type!(dtype, F => square_sums::launch_unchecked::<F, R>(
+            client, count, dim, g, i, p, vectors, rounds
+        ))
+    }
+    partials
 }
 
 /// The sum of squares of the real elements of a flat gradient buffer of `groups`
@@ -77,7 +113,7 @@ fn partition(groups: usize) -> (u32, u32) {
 /// device has it. Not finite exactly when some real gradient element is not.
 ///
 /// # Safety
-/// `grad` must hold `groups * 32` elements of `dtype` and `info` `groups` words.
+/// As [`launch_square_sums`].
 pub unsafe fn grad_square_sum<R: Runtime>(
     client: &ComputeClient<R>,
     dtype: FloatDtype,
@@ -88,19 +124,7 @@ pub unsafe fn grad_square_sum<R: Runtime>(
     if groups == 0 {
         return 0.0;
     }
-    let (cubes, rounds) = partition(groups);
-    let partials = client.empty(cubes as usize * 8);
-    let elements = groups * GROUP_SIZE;
-    let count = CubeCount::Static(cubes, 1, 1);
-    let dim = CubeDim::new_1d(UNITS);
-    unsafe {
-        let g = ArrayArg::from_raw_parts(grad.clone(), elements);
-        let i = ArrayArg::from_raw_parts(info.clone(), groups);
-        let p = ArrayArg::from_raw_parts(partials.clone(), cubes as usize);
-        with_float_type!(dtype, F => square_sums::launch_unchecked::<F, R>(
-            client, count, dim, g, i, p, elements, rounds
-        ))
-    }
+    let partials = unsafe { launch_square_sums(client, dtype, grad, info, groups) };
     let bytes = client.read_one_unchecked(partials);
     bytes
         .chunks_exact(8)
@@ -118,9 +142,10 @@ mod tests {
             let (cubes, rounds) = partition(groups);
             let units = cubes as usize * UNITS as usize;
             assert!(cubes <= MAX_CUBES);
-            assert!(units * rounds as usize >= groups * GROUP_SIZE, "{groups}");
+            let vectors = groups * GROUP_SIZE / VECTOR;
+            assert!(units * rounds as usize >= vectors, "{groups}");
             assert!(
-                units * (rounds as usize - 1) < groups * GROUP_SIZE,
+                units * (rounds as usize - 1) < vectors,
                 "{groups}: a round too many"
             );
         }

@@ -1,16 +1,17 @@
-//! `flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32]`
+//! `flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--approximate]`
 //!
 //! Prints the fused step kernel of a shipped optimizer as CUDA or HIP source (no GPU
-//! needed), or with `--plan` the lowered plan it is generated from.
+//! needed), or with `--plan` the lowered plan it is generated from. `--approximate`
+//! emits the opt-in approximate divisions and square roots (`Arithmetic::Approximate`).
 
 use std::process::ExitCode;
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
-use flashopt_cubecl::bindings::KernelShape;
+use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::emit::{Target, emit_shaped};
 
-const USAGE: &str = "usage: flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--plan]";
+const USAGE: &str = "usage: flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--approximate] [--plan]";
 
 fn dtype(s: &str) -> Result<FloatDtype, String> {
     FloatDtype::ALL
@@ -35,6 +36,7 @@ fn run(args: &[String]) -> Result<String, String> {
     let (mut target, mut master, mut param, mut grad, mut plan_only) =
         (None, None, FloatDtype::Bf16, None, false);
     let mut shape = KernelShape::default();
+    let mut arithmetic = Arithmetic::Exact;
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -60,6 +62,7 @@ fn run(args: &[String]) -> Result<String, String> {
             "--param" => param = dtype(value()?)?,
             "--grad" => grad = Some(dtype(value()?)?),
             "--plan" => plan_only = true,
+            "--approximate" => arithmetic = Arithmetic::Approximate,
             "--lanes" => {
                 let lanes = value()?;
                 shape = lanes
@@ -87,7 +90,7 @@ fn run(args: &[String]) -> Result<String, String> {
         return Ok(plan.to_string());
     }
     let target = target.ok_or_else(|| format!("`--target` is required\n{USAGE}"))?;
-    emit_shaped(&plan, target, shape).map_err(|e| e.to_string())
+    emit_shaped(&plan, target, shape.with_arithmetic(arithmetic)).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

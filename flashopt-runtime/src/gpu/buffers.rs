@@ -2,16 +2,16 @@
 //! place, gradients copied or written into the flat gradient buffer.
 
 use flashopt_cubecl::copy;
-use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
+use flashopt_cubecl::transfer::HostTransfers;
 use flashopt_ir::Role as PartRole;
 
 use super::GpuOptimizer;
 use crate::core::TensorId;
 use crate::error::RuntimeError;
 
-impl<R: Runtime> GpuOptimizer<R> {
+impl<R: HostTransfers> GpuOptimizer<R> {
     /// Where a tensor lives in the flat device buffers: its element range. Its
     /// parameters are `param_buffer()[range]`, its gradient `grad_buffer()[range]`,
     /// in the plan's dtypes; a trainer on the same cubecl client (burn 0.21 uses

@@ -11,11 +11,13 @@ mod buffers;
 mod layout;
 mod step;
 
-use flashopt_cubecl::bindings::{self, Buffer, KernelShape, Role, table_values};
+use flashopt_cubecl::bindings::{self, Buffer, Role, table_values};
+pub use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::launch::FusedStep;
+use flashopt_cubecl::transfer::{self, HostTransfers};
 use flashopt_ir::interp::{HostTensor, PartData};
 use flashopt_ir::{HyperValues, Plan};
 
@@ -78,7 +80,7 @@ pub struct GpuOptimizer<R: Runtime> {
     check_device_grads: bool,
 }
 
-impl<R: Runtime> GpuOptimizer<R> {
+impl<R: HostTransfers> GpuOptimizer<R> {
     /// Upload tensors' optimizer state (e.g. [`HostTensor::from_f32`]) to the device.
     pub fn from_host(
         client: ComputeClient<R>,
@@ -173,13 +175,9 @@ impl<R: Runtime> GpuOptimizer<R> {
                     Role::Tables => raw::le_bytes(&table_values(plan).0),
                 };
                 let len = bytes.len() / buffer.element_bytes();
-                // cubecl rejects empty allocations; a model without elements binds one element.
-                let bytes = if bytes.is_empty() {
-                    vec![0; buffer.element_bytes() * buffer.vector]
-                } else {
-                    bytes
-                };
-                (self.client.create_from_slice(&bytes), len)
+                // A model without elements binds a buffer of zeros (cubecl rejects empty
+                // allocations; `transfer` allocates at least one word).
+                (transfer::upload_bytes(&self.client, &bytes), len)
             })
             .collect()
     }
@@ -198,6 +196,15 @@ impl<R: Runtime> GpuOptimizer<R> {
     pub fn set_kernel_shape(&mut self, shape: KernelShape) {
         self.kernel = FusedStep::with_shape(&self.client, self.core.plan.clone(), shape);
         self.layout = self.kernel.buffers();
+    }
+
+    /// Opt in to approximate divisions and square roots ([`Arithmetic::Approximate`];
+    /// flashoptim's Triton kernels approximate them too, with other instructions),
+    /// giving up bit-equality with the CPU reference; or back to exact ones (the
+    /// default).
+    pub fn set_arithmetic(&mut self, arithmetic: Arithmetic) {
+        let shape = self.kernel_shape().with_arithmetic(arithmetic);
+        self.set_kernel_shape(shape);
     }
 
     pub fn kernel_shape(&self) -> KernelShape {
@@ -223,8 +230,8 @@ impl<R: Runtime> GpuOptimizer<R> {
             .layout
             .iter()
             .zip(&self.buffers)
-            .map(|(b, (h, _))| match resident(b.role) {
-                true => self.client.read_one_unchecked(h.clone()).to_vec(),
+            .map(|(b, (h, len))| match resident(b.role) {
+                true => transfer::download(&self.client, h, len * b.element_bytes()),
                 false => Vec::new(),
             })
             .collect();
@@ -236,8 +243,8 @@ impl<R: Runtime> GpuOptimizer<R> {
     fn read_per_tensor(&self, role: flashopt_ir::Role) -> Vec<PartData> {
         let plan = &self.core.plan;
         let storage = plan.part(plan.part_with_role(role)).storage;
-        let handle = self.buffers[self.part_slot(role)].0.clone();
-        let bytes = self.client.read_one_unchecked(handle).to_vec();
+        let (handle, len) = &self.buffers[self.part_slot(role)];
+        let bytes = transfer::download(&self.client, handle, len * storage.size_bytes());
         let size = storage.size_bytes();
         self.segments
             .iter()
@@ -249,7 +256,7 @@ impl<R: Runtime> GpuOptimizer<R> {
     }
 }
 
-impl<R: Runtime> Optimizer for GpuOptimizer<R> {
+impl<R: HostTransfers> Optimizer for GpuOptimizer<R> {
     fn core(&self) -> &Core {
         &self.core
     }

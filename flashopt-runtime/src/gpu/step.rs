@@ -2,9 +2,9 @@
 //! that finds NaN/Inf and the clipping norm, the host scalars, and the launches.
 
 use flashopt_cubecl::bindings::Role;
-use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::launch::launch;
 use flashopt_cubecl::reduce;
+use flashopt_cubecl::transfer::{self, HostTransfers};
 use flashopt_ir::interp::{self, GradBuf};
 use flashopt_ir::{GROUP_SIZE, Role as PartRole};
 
@@ -14,7 +14,7 @@ use crate::error::RuntimeError;
 use crate::numerics::{self, NonFinite, StepOutcome};
 use crate::raw;
 
-impl<R: Runtime> GpuOptimizer<R> {
+impl<R: HostTransfers> GpuOptimizer<R> {
     /// Upload this step's gradients (one per tensor, in order) from the host as a new
     /// gradient buffer. Trainers whose gradients are already on the device write them
     /// into [`Self::grad_buffer`] instead (the next [`Self::step`] scans those on the
@@ -38,7 +38,7 @@ impl<R: Runtime> GpuOptimizer<R> {
         }
         let slot = self.part_slot(PartRole::Gradient);
         if !bytes.is_empty() {
-            self.buffers[slot].0 = self.client.create_from_slice(&bytes);
+            self.buffers[slot].0 = transfer::upload_bytes(&self.client, &bytes);
         }
         let named = self.core.tensors.iter().map(|t| t.name.as_str());
         self.pending_non_finite = numerics::scan_step(named.zip(grads.iter().copied()));

@@ -1,0 +1,404 @@
+//! Host <-> device copies of large buffers in bounded chunks.
+//!
+//! cubecl 0.10 copies a host slice to the device from pageable memory after copying
+//! it twice on the host (`create_from_slice`), and reads a buffer above 100 MB back
+//! into pageable memory; on the H100 a 1.7 GB state buffer went up at about
+//! 0.2 GB/s. Every transfer here moves at most [`CHUNK_BYTES`] at a time.
+//!
+//! - CUDA ([`HostTransfers`] for `CudaRuntime`): through two pinned host buffers and
+//!   two streams of the device's context, so that filling (or emptying) one chunk on
+//!   the host overlaps the DMA of the other.
+//! - Any runtime (the default methods, used for HIP): a chunk is filled in one reused
+//!   host buffer, created as a small device buffer and copied into place on the
+//!   device; a read copies a chunk on the device into a small buffer, which cubecl
+//!   reads back through its pinned staging memory.
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+
+/// Bytes per chunk: below glibc's largest mmap threshold (32 MiB), so the reused
+/// host buffer and cubecl's own copies of it come from the heap, not fresh pages;
+/// below cubecl's 100 MB limit for pinned read-back.
+pub const CHUNK_BYTES: usize = 16 << 20;
+/// Device buffers are allocated in whole copy words.
+const WORD: usize = 16;
+const UNITS: u32 = 256;
+
+#[cube(launch_unchecked)]
+fn copy_words(
+    src: &Array<Vector<u32, Const<4>>>,
+    dst: &mut Array<Vector<u32, Const<4>>>,
+    src_offset: usize,
+    dst_offset: usize,
+    len: usize,
+) {
+    if ABSOLUTE_POS < len {
+        dst[dst_offset + ABSOLUTE_POS] = src[src_offset + ABSOLUTE_POS];
+    }
+}
+
+/// `dst[dst_offset..][..words] = src[src_offset..][..words]`, in 16-byte words.
+///
+/// # Safety
+/// Both buffers must hold the words named.
+unsafe fn copy<R: Runtime>(
+    client: &ComputeClient<R>,
+    (src, src_offset): (&Handle, usize),
+    (dst, dst_offset): (&Handle, usize),
+    words: usize,
+) {
+    let cubes = u32::try_from(words.div_ceil(UNITS as usize)).expect("fewer than 2^32 cubes");
+    unsafe {
+        copy_words::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(cubes, 1, 1),
+            CubeDim::new_1d(UNITS),
+            ArrayArg::from_raw_parts(src.clone(), (src_offset + words) * 4),
+            ArrayArg::from_raw_parts(dst.clone(), (dst_offset + words) * 4),
+            src_offset,
+            dst_offset,
+            words,
+        );
+    }
+}
+
+/// The device buffer size for `len` bytes: whole 16-byte words, at least one.
+pub fn padded_len(len: usize) -> usize {
+    len.div_ceil(WORD).max(1) * WORD
+}
+
+/// Host <-> device copies of whole buffers, as fast as the runtime allows.
+pub trait HostTransfers: Runtime {
+    /// A new device buffer of `len` bytes ([`padded_len`] allocated; the padding is
+    /// zero), chunk by chunk: `fill(offset, chunk)` writes bytes `offset..offset +
+    /// chunk.len()` of the buffer into `chunk`.
+    fn upload(
+        client: &ComputeClient<Self>,
+        len: usize,
+        fill: &(dyn Fn(usize, &mut [u8]) + Sync),
+    ) -> Handle {
+        upload_through_device_copies(client, len, fill)
+    }
+
+    /// The first `len` bytes of a device buffer allocated by [`Self::upload`] or
+    /// holding [`padded_len`] bytes. Blocks until they are here.
+    fn download(client: &ComputeClient<Self>, src: &Handle, len: usize) -> Vec<u8> {
+        download_through_device_copies(client, src, len)
+    }
+}
+
+impl HostTransfers for cubecl::hip::HipRuntime {}
+
+impl HostTransfers for cubecl::cuda::CudaRuntime {
+    fn upload(
+        client: &ComputeClient<Self>,
+        len: usize,
+        fill: &(dyn Fn(usize, &mut [u8]) + Sync),
+    ) -> Handle {
+        let total = padded_len(len);
+        if total <= CHUNK_BYTES {
+            return upload_through_device_copies(client, len, fill);
+        }
+        let dst = client.empty(total);
+        // The new buffer may reuse memory a queued kernel still reads.
+        let ptr = device_address_after_queued_work(client, &dst);
+        match pinned::upload(ptr, len, total, fill) {
+            Ok(()) => dst,
+            Err(e) => {
+                pinned::warn_once(&e);
+                upload_through_device_copies(client, len, fill)
+            }
+        }
+    }
+
+    fn download(client: &ComputeClient<Self>, src: &Handle, len: usize) -> Vec<u8> {
+        if padded_len(len) <= CHUNK_BYTES {
+            return download_through_device_copies(client, src, len);
+        }
+        // Kernels queued before the read may still write the buffer.
+        let ptr = device_address_after_queued_work(client, src);
+        pinned::download(ptr, len).unwrap_or_else(|e| {
+            pinned::warn_once(&e);
+            download_through_device_copies(client, src, len)
+        })
+    }
+}
+
+/// The device address of `handle`'s first byte, once everything queued on the
+/// client's stream has run: copies outside cubecl's stream must not overtake it.
+fn device_address_after_queued_work(
+    client: &ComputeClient<cubecl::cuda::CudaRuntime>,
+    handle: &Handle,
+) -> u64 {
+    let resource = client
+        .get_resource(handle.clone())
+        .expect("a device buffer");
+    cubecl::future::block_on(client.sync()).expect("device sync");
+    resource.resource().ptr
+}
+
+/// A new device buffer holding `bytes` (see [`HostTransfers::upload`]).
+pub fn upload_bytes<R: HostTransfers>(client: &ComputeClient<R>, bytes: &[u8]) -> Handle {
+    R::upload(client, bytes.len(), &|offset, chunk| {
+        chunk.copy_from_slice(&bytes[offset..offset + chunk.len()])
+    })
+}
+
+/// The first `len` bytes of a device buffer (see [`HostTransfers::download`]).
+pub fn download<R: HostTransfers>(client: &ComputeClient<R>, src: &Handle, len: usize) -> Vec<u8> {
+    R::download(client, src, len)
+}
+
+fn upload_through_device_copies<R: Runtime>(
+    client: &ComputeClient<R>,
+    len: usize,
+    fill: &(dyn Fn(usize, &mut [u8]) + Sync),
+) -> Handle {
+    let total = padded_len(len);
+    if total <= CHUNK_BYTES {
+        let mut bytes = vec![0; total];
+        fill(0, &mut bytes[..len]);
+        return client.create_from_slice(&bytes);
+    }
+    let dst = client.empty(total);
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    for start in (0..total).step_by(CHUNK_BYTES) {
+        let end = (start + CHUNK_BYTES).min(total);
+        let chunk = &mut chunk[..end - start];
+        let real = len.clamp(start, end) - start;
+        fill(start, &mut chunk[..real]);
+        chunk[real..].fill(0);
+        let src = client.create_from_slice(chunk);
+        // SAFETY: `src` holds the chunk, `dst` the whole padded buffer.
+        unsafe { copy(client, (&src, 0), (&dst, start / WORD), chunk.len() / WORD) };
+    }
+    dst
+}
+
+fn download_through_device_copies<R: Runtime>(
+    client: &ComputeClient<R>,
+    src: &Handle,
+    len: usize,
+) -> Vec<u8> {
+    let total = padded_len(len);
+    if total <= CHUNK_BYTES {
+        let bytes = client.read_one_unchecked(src.clone());
+        return bytes[..len].to_vec();
+    }
+    let mut out = Vec::with_capacity(len);
+    let staging = client.empty(CHUNK_BYTES);
+    for start in (0..total).step_by(CHUNK_BYTES) {
+        let end = (start + CHUNK_BYTES).min(total);
+        // SAFETY: `src` holds `total` bytes, `staging` a chunk.
+        unsafe {
+            copy(
+                client,
+                (src, start / WORD),
+                (&staging, 0),
+                (end - start) / WORD,
+            )
+        };
+        let bytes = client.read_one_unchecked(staging.clone());
+        let real = len.clamp(start, end) - start;
+        out.extend_from_slice(&bytes[..real]);
+    }
+    out
+}
+
+/// CUDA copies through pinned host memory, double-buffered.
+mod pinned {
+    use cudarc::driver::result::{self, DriverError, stream};
+    use cudarc::driver::sys::{self, CUdeviceptr, CUstream};
+
+    use super::CHUNK_BYTES;
+
+    /// The pinned path failed (the driver said why): the copies still happen, through
+    /// cubecl, slower. Said once per process.
+    pub fn warn_once(error: &DriverError) {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "flashopt: pinned host copies failed ({error}); copying through cubecl instead"
+            )
+        });
+    }
+
+    /// Two pinned chunk buffers and a stream for each, in the primary context of the
+    /// device that owns the memory at `ptr` (the context cubecl-cuda works in), which
+    /// stays retained until they are freed.
+    struct Lanes {
+        device: sys::CUdevice,
+        buffers: [*mut u8; 2],
+        streams: [CUstream; 2],
+    }
+
+    /// Make the primary context of the device owning `ptr` current on this thread
+    /// (cubecl-cuda may run its work on another thread) and retain it.
+    fn enter_context_of(ptr: CUdeviceptr) -> Result<sys::CUdevice, DriverError> {
+        // Pointer attributes need some current context: with unified addressing any
+        // device's answers for every pointer.
+        let probe = result::device::get(0)?;
+        let mut ordinal: std::ffi::c_int = 0;
+        unsafe {
+            result::ctx::set_current(result::primary_ctx::retain(probe)?)?;
+            let found = sys::cuPointerGetAttribute(
+                (&mut ordinal as *mut std::ffi::c_int).cast(),
+                sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                ptr,
+            )
+            .result();
+            let device = found.and_then(|()| result::device::get(ordinal));
+            let entered = device.and_then(|d| {
+                result::ctx::set_current(result::primary_ctx::retain(d)?)?;
+                Ok(d)
+            });
+            result::primary_ctx::release(probe)?;
+            entered
+        }
+    }
+
+    impl Lanes {
+        fn new(ptr: CUdeviceptr) -> Result<Lanes, DriverError> {
+            let mut lanes = Lanes {
+                device: enter_context_of(ptr)?,
+                buffers: [std::ptr::null_mut(); 2],
+                streams: [std::ptr::null_mut(); 2],
+            };
+            for k in 0..2 {
+                lanes.buffers[k] = unsafe { result::malloc_host(CHUNK_BYTES, 0)? }.cast();
+                lanes.streams[k] = stream::create(stream::StreamKind::NonBlocking)?;
+            }
+            Ok(lanes)
+        }
+
+        fn buffer(&mut self, k: usize) -> &mut [u8] {
+            // SAFETY: each buffer is CHUNK_BYTES of pinned host memory, used by one
+            // copy at a time (callers synchronize its stream before touching it).
+            unsafe { std::slice::from_raw_parts_mut(self.buffers[k], CHUNK_BYTES) }
+        }
+
+        fn wait(&self, k: usize) -> Result<(), DriverError> {
+            unsafe { stream::synchronize(self.streams[k]) }
+        }
+    }
+
+    impl Drop for Lanes {
+        fn drop(&mut self) {
+            for k in 0..2 {
+                unsafe {
+                    if !self.streams[k].is_null() {
+                        let _ = stream::synchronize(self.streams[k]);
+                        let _ = stream::destroy(self.streams[k]);
+                    }
+                    if !self.buffers[k].is_null() {
+                        let _ = result::free_host(self.buffers[k].cast());
+                    }
+                }
+            }
+            let _ = unsafe { result::primary_ctx::release(self.device) };
+        }
+    }
+
+    /// `write(offset, piece)` for pieces of `dst` on several threads: one thread
+    /// copies (and first touches) host memory at a fraction of the bus's speed.
+    fn in_parallel(dst: &mut [u8], write: &(dyn Fn(usize, &mut [u8]) + Sync)) {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let piece = dst.len().div_ceil(threads).max(1 << 20);
+        std::thread::scope(|scope| {
+            for (i, part) in dst.chunks_mut(piece).enumerate() {
+                scope.spawn(move || write(i * piece, part));
+            }
+        });
+    }
+
+    /// `len` zero bytes whose pages are not touched yet, asked to be huge pages: a
+    /// fresh buffer's first touch costs the host a fault per page, and with 4 KiB
+    /// pages that, not the bus, bounded reads (3.8 GB/s on an H200 host).
+    fn huge_page_buffer(len: usize) -> Vec<u8> {
+        let out = vec![0u8; len];
+        #[cfg(target_os = "linux")]
+        {
+            const HUGE: usize = 2 << 20;
+            let start = (out.as_ptr() as usize).next_multiple_of(HUGE);
+            let end = (out.as_ptr() as usize + len) / HUGE * HUGE;
+            if end > start {
+                // SAFETY: the range lies inside `out`; the advice changes no contents.
+                // A kernel without transparent huge pages declines it, harmlessly.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
+                };
+            }
+        }
+        out
+    }
+
+    /// Fill and copy chunk `i` through lane `i % 2` while chunk `i - 1` is in flight.
+    pub fn upload(
+        ptr: CUdeviceptr,
+        len: usize,
+        total: usize,
+        fill: &(dyn Fn(usize, &mut [u8]) + Sync),
+    ) -> Result<(), DriverError> {
+        let mut lanes = Lanes::new(ptr)?;
+        for (i, start) in (0..total).step_by(CHUNK_BYTES).enumerate() {
+            let k = i % 2;
+            let end = (start + CHUNK_BYTES).min(total);
+            let real = len.clamp(start, end) - start;
+            lanes.wait(k)?;
+            let stream = lanes.streams[k];
+            let chunk = &mut lanes.buffer(k)[..end - start];
+            in_parallel(&mut chunk[..real], &|at, piece| fill(start + at, piece));
+            chunk[real..].fill(0);
+            // SAFETY: the device buffer holds `total` bytes from `ptr`; the pinned
+            // chunk stays untouched until the lane's stream is synchronized.
+            unsafe { result::memcpy_htod_async(ptr + start as u64, chunk, stream)? };
+        }
+        lanes.wait(0)?;
+        lanes.wait(1)
+    }
+
+    /// Copy chunk `i` back through lane `i % 2` while chunk `i - 1` is copied out.
+    pub fn download(ptr: CUdeviceptr, len: usize) -> Result<Vec<u8>, DriverError> {
+        let mut lanes = Lanes::new(ptr)?;
+        let mut out = huge_page_buffer(len);
+        let starts: Vec<usize> = (0..len).step_by(CHUNK_BYTES).collect();
+        let request = |lanes: &mut Lanes, i: usize| -> Result<(), DriverError> {
+            let (start, k) = (starts[i], i % 2);
+            let n = (len - start).min(CHUNK_BYTES);
+            let stream = lanes.streams[k];
+            // SAFETY: the device buffer holds `len` bytes from `ptr`.
+            unsafe {
+                result::memcpy_dtoh_async(&mut lanes.buffer(k)[..n], ptr + start as u64, stream)
+            }
+        };
+        request(&mut lanes, 0)?;
+        for i in 0..starts.len() {
+            if i + 1 < starts.len() {
+                request(&mut lanes, i + 1)?;
+            }
+            let k = i % 2;
+            lanes.wait(k)?;
+            let start = starts[i];
+            let n = (len - start).min(CHUNK_BYTES);
+            let chunk = &lanes.buffer(k)[..n];
+            in_parallel(&mut out[start..start + n], &|at, piece| {
+                piece.copy_from_slice(&chunk[at..at + piece.len()])
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_whole_words() {
+        assert_eq!(padded_len(0), 16);
+        assert_eq!(padded_len(1), 16);
+        assert_eq!(padded_len(16), 16);
+        assert_eq!(padded_len(CHUNK_BYTES + 2), CHUNK_BYTES + 16);
+        assert_eq!(CHUNK_BYTES % WORD, 0);
+    }
+}
