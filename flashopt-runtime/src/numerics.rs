@@ -41,24 +41,42 @@ impl std::fmt::Display for NonFinite {
     }
 }
 
-/// The first non-finite value of a gradient and how many there are.
+/// The first non-finite value of a gradient and how many there are. A value is NaN
+/// or infinite exactly when its exponent bits are all ones, so the count is one
+/// vectorizable pass over the bits (on several threads for large gradients); the
+/// first one is looked for only when there is one.
 pub fn scan(grad: &GradBuf<'_>) -> Option<(usize, f32, usize)> {
-    fn go<T: Copy>(v: &[T], f32_of: impl Fn(T) -> f32) -> Option<(usize, f32, usize)> {
-        let mut first = None;
-        let mut count = 0;
-        for (i, &x) in v.iter().enumerate() {
-            let x = f32_of(x);
-            if !x.is_finite() {
-                count += 1;
-                first.get_or_insert((i, x));
-            }
+    fn go<T: Copy + Sync>(
+        v: &[T],
+        non_finite: impl Fn(T) -> bool + Sync,
+        f32_of: impl Fn(T) -> f32,
+    ) -> Option<(usize, f32, usize)> {
+        let count_in = |part: &[T]| part.iter().filter(|&&x| non_finite(x)).count();
+        const PIECE: usize = 1 << 22;
+        let count = if v.len() < 2 * PIECE {
+            count_in(v)
+        } else {
+            std::thread::scope(|scope| {
+                let counts: Vec<_> = v
+                    .chunks(PIECE)
+                    .map(|part| scope.spawn(move || count_in(part)))
+                    .collect();
+                counts
+                    .into_iter()
+                    .map(|c| c.join().expect("a scan thread"))
+                    .sum()
+            })
+        };
+        if count == 0 {
+            return None;
         }
-        first.map(|(i, x)| (i, x, count))
+        let i = v.iter().position(|&x| non_finite(x)).expect("counted");
+        Some((i, f32_of(v[i]), count))
     }
     match *grad {
-        GradBuf::Bf16(v) => go(v, |x| x.to_f32()),
-        GradBuf::F16(v) => go(v, |x| x.to_f32()),
-        GradBuf::F32(v) => go(v, |x| x),
+        GradBuf::Bf16(v) => go(v, |x| x.to_bits() & 0x7f80 == 0x7f80, |x| x.to_f32()),
+        GradBuf::F16(v) => go(v, |x| x.to_bits() & 0x7c00 == 0x7c00, |x| x.to_f32()),
+        GradBuf::F32(v) => go(v, |x| x.to_bits() & 0x7f80_0000 == 0x7f80_0000, |x| x),
     }
 }
 
@@ -224,6 +242,24 @@ mod tests {
         assert!(check_tensor("w", bf16_only, 1e-9, 1.0, 0.0).is_none());
         assert!(check_tensor("w", bf16_only, 0.0, 1.0, 1.0).is_none());
         assert!(check_tensor("w", bf16_only, 1e-9, 1.0, f32::INFINITY).is_none());
+    }
+
+    #[test]
+    fn a_large_scan_counts_across_its_threads_and_finds_the_first_value() {
+        // Over 2^23 elements: counted on several threads.
+        let mut g = vec![half::f16::from_f32(0.5); (1 << 23) + 77];
+        for (i, x) in [(5_000_000, half::f16::NEG_INFINITY), (70, half::f16::NAN)] {
+            g[i] = x;
+        }
+        g[(1 << 23) + 76] = half::f16::INFINITY;
+        // The largest finite f16 and subnormals are finite.
+        g[3] = half::f16::MAX;
+        g[4] = half::f16::from_bits(1);
+        let (index, value, count) = scan(&GradBuf::F16(&g)).unwrap();
+        assert_eq!((index, count), (70, 3));
+        assert!(value.is_nan());
+        let finite = vec![f32::MAX; 1 << 23];
+        assert_eq!(scan(&GradBuf::F32(&finite)), None);
     }
 
     #[test]

@@ -20,7 +20,13 @@ pub fn extend_le<T: bytemuck::Pod>(out: &mut Vec<u8>, values: &[T]) {
 /// Values from their little-endian bytes.
 pub fn from_le<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
     if cfg!(target_endian = "little") {
-        bytemuck::pod_collect_to_vec(bytes)
+        // Zeroed pages are mapped lazily: the copy touches them first, on several
+        // threads for large parts (a gigabyte of state read back from the GPU).
+        let mut out = bytemuck::zeroed_vec::<T>(bytes.len() / size_of::<T>());
+        let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+        let whole = dst.len();
+        copy_in_parallel(dst, &bytes[..whole]);
+        out
     } else {
         let swapped: Vec<u8> = bytes
             .chunks_exact(size_of::<T>())
@@ -28,6 +34,22 @@ pub fn from_le<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
             .collect();
         bytemuck::pod_collect_to_vec(&swapped)
     }
+}
+
+/// `dst.copy_from_slice(src)`, in 16 MiB pieces on their own threads when there are
+/// several: one thread copies (and first touches) memory at a fraction of what the
+/// host can.
+fn copy_in_parallel(dst: &mut [u8], src: &[u8]) {
+    const PIECE: usize = 16 << 20;
+    if dst.len() < 2 * PIECE {
+        dst.copy_from_slice(src);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for (to, from) in dst.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
+            scope.spawn(move || to.copy_from_slice(from));
+        }
+    });
 }
 
 /// The little-endian bytes of `values`.
@@ -46,6 +68,26 @@ pub fn extend_part(out: &mut Vec<u8>, data: PartRef<'_>) {
         PartRef::I8(v) => extend_le(out, v),
         PartRef::I16(v) => extend_le(out, v),
         PartRef::U8(v) => out.extend_from_slice(v),
+    }
+}
+
+/// The little-endian bytes of one part: the values' own memory on little-endian
+/// hosts (every device flashopt targets), a converted copy elsewhere.
+pub fn part_le_bytes(data: PartRef<'_>) -> std::borrow::Cow<'_, [u8]> {
+    fn cast<T: bytemuck::Pod>(values: &[T]) -> std::borrow::Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            std::borrow::Cow::Borrowed(bytemuck::cast_slice(values))
+        } else {
+            std::borrow::Cow::Owned(le_bytes(values))
+        }
+    }
+    match data {
+        PartRef::Bf16(v) => cast(v),
+        PartRef::F16(v) => cast(v),
+        PartRef::F32(v) => cast(v),
+        PartRef::I8(v) => cast(v),
+        PartRef::I16(v) => cast(v),
+        PartRef::U8(v) => std::borrow::Cow::Borrowed(v),
     }
 }
 
@@ -87,6 +129,13 @@ mod tests {
     use super::*;
     use flashopt_ir::def::{OptimizerDef, Range, float, name};
     use flashopt_ir::{MasterMode, PlanConfig, StateKind};
+
+    #[test]
+    fn large_parts_are_read_back_whole_across_the_copy_threads() {
+        let values: Vec<i16> = (0..(20 << 20) + 3).map(|i| (i * 31) as i16).collect();
+        let bytes = le_bytes(&values);
+        assert_eq!(from_le::<i16>(&bytes), values);
+    }
 
     #[test]
     fn every_part_round_trips_through_its_bytes() {

@@ -7,7 +7,7 @@
 //! group.
 
 use flashopt_cubecl::bindings::{self, Buffer, Role};
-use flashopt_ir::interp::HostTensor;
+use flashopt_ir::interp::{HostTensor, PartRef};
 use flashopt_ir::{Extent, GROUP_SIZE, Plan};
 
 use crate::core::TensorInfo;
@@ -77,33 +77,88 @@ pub(crate) fn group_info(tensors: &[TensorInfo], segments: &[Segment]) -> Vec<u8
     info
 }
 
-/// The bytes of a part's flat buffer: every tensor's values, each segment padded with
-/// `pad` bytes.
-pub(crate) fn part_buffer(
-    plan: &Plan,
-    resident_index: usize,
-    tensors: &[&HostTensor],
-    segments: &[Segment],
+/// A part's flat buffer, written piece by piece where it is needed (straight into
+/// the pinned chunks of a transfer, by several threads): every tensor's values in its
+/// segment, each segment padded with `pad` bytes.
+pub(crate) struct FlatPart<'a> {
+    /// Each tensor's bytes and where its segment starts and ends, in bytes.
+    segments: Vec<(std::borrow::Cow<'a, [u8]>, usize, usize)>,
     pad: u8,
-) -> Vec<u8> {
-    let (_, part) = plan
-        .resident_parts()
-        .nth(resident_index)
-        .expect("a resident part");
-    let size = part.storage.size_bytes();
-    let mut out = Vec::with_capacity(
-        segments
-            .iter()
-            .map(|s| s.padded(part.extent))
-            .sum::<usize>()
-            * size,
-    );
-    for (t, s) in tensors.iter().zip(segments) {
-        let start = out.len();
-        raw::extend_part(&mut out, t.parts[resident_index].view());
-        out.resize(start + s.padded(part.extent) * size, pad);
+}
+
+impl<'a> FlatPart<'a> {
+    pub fn new(
+        values: impl IntoIterator<Item = PartRef<'a>>,
+        segments: &[Segment],
+        extent: Extent,
+        size: usize,
+        pad: u8,
+    ) -> FlatPart<'a> {
+        let segments = values
+            .into_iter()
+            .zip(segments)
+            .map(|(v, s)| {
+                let start = s.start(extent) * size;
+                (
+                    raw::part_le_bytes(v),
+                    start,
+                    start + s.padded(extent) * size,
+                )
+            })
+            .collect();
+        FlatPart { segments, pad }
     }
-    out
+
+    /// The part of resident index `resident_index` of `tensors`.
+    pub fn of_tensors(
+        plan: &Plan,
+        resident_index: usize,
+        tensors: &'a [&'a HostTensor],
+        segments: &[Segment],
+        pad: u8,
+    ) -> FlatPart<'a> {
+        let (_, part) = plan
+            .resident_parts()
+            .nth(resident_index)
+            .expect("a resident part");
+        let values = tensors.iter().map(|t| t.parts[resident_index].view());
+        FlatPart::new(
+            values,
+            segments,
+            part.extent,
+            part.storage.size_bytes(),
+            pad,
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.segments.last().map_or(0, |s| s.2)
+    }
+
+    /// Bytes `offset..offset + out.len()` of the buffer.
+    pub fn write(&self, offset: usize, out: &mut [u8]) {
+        let mut at = offset;
+        let mut i = self.segments.partition_point(|s| s.2 <= offset);
+        let mut rest = out;
+        while !rest.is_empty() {
+            let (values, start, end) = &self.segments[i];
+            let local = at - start;
+            let n = if local < values.len() {
+                let n = (values.len() - local).min(rest.len());
+                rest[..n].copy_from_slice(&values[local..local + n]);
+                n
+            } else {
+                let n = (end - at).min(rest.len());
+                rest[..n].fill(self.pad);
+                n
+            };
+            rest = &mut rest[n..];
+            at += n;
+            if at == *end {
+                i += 1;
+            }
+        }
+    }
 }
 
 /// Every tensor read back from the buffers' bytes (`bytes[i]` for kernel buffer `i`;
@@ -127,4 +182,56 @@ pub(crate) fn download(
             tensor
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flat_part_writes_any_piece_as_the_whole_buffer_holds_it() {
+        let lens = [1usize, 0, 33, 64, 5];
+        let infos: Vec<TensorInfo> = lens
+            .iter()
+            .map(|&len| TensorInfo {
+                name: String::new(),
+                len,
+                param_group: 0,
+            })
+            .collect();
+        let (segments, groups) = super::segments(&infos);
+        let values: Vec<Vec<i16>> = lens
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| (0..n).map(|i| (t * 1000 + i) as i16).collect())
+            .collect();
+        let flat = FlatPart::new(
+            values.iter().map(|v| PartRef::I16(v)),
+            &segments,
+            Extent::Element,
+            2,
+            0xAB,
+        );
+        // The whole buffer, built as the one-piece layout did.
+        let mut whole = Vec::new();
+        for (v, s) in values.iter().zip(&segments) {
+            let start = whole.len();
+            raw::extend_part(&mut whole, PartRef::I16(v));
+            whole.resize(start + s.groups * GROUP_SIZE * 2, 0xAB);
+        }
+        assert_eq!(flat.len(), groups * GROUP_SIZE * 2);
+        assert_eq!(flat.len(), whole.len());
+        for (offset, len) in [
+            (0, whole.len()),
+            (1, 7),
+            (63, 2),
+            (64, 70),
+            (130, 200),
+            (300, 84),
+        ] {
+            let mut out = vec![0u8; len];
+            flat.write(offset, &mut out);
+            assert_eq!(out, whole[offset..offset + len], "{offset}+{len}");
+        }
+    }
 }

@@ -160,13 +160,25 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         self.layout
             .iter()
             .map(|buffer| {
+                let size = buffer.element_bytes();
+                // A model without elements binds a buffer of zeros (cubecl rejects empty
+                // allocations; `transfer` allocates at least one word).
                 let bytes: Vec<u8> = match buffer.role {
                     Role::Part(i) => match resident.iter().position(|&r| r == i) {
-                        Some(k) => layout::part_buffer(plan, k, tensors, &self.segments, self.pad),
-                        None => vec![
-                            self.pad;
-                            self.groups * flashopt_ir::GROUP_SIZE * buffer.element_bytes()
-                        ],
+                        Some(k) => {
+                            // Written straight into the transfer's chunks.
+                            let flat = layout::FlatPart::of_tensors(
+                                plan,
+                                k,
+                                tensors,
+                                &self.segments,
+                                self.pad,
+                            );
+                            let fill = |offset: usize, out: &mut [u8]| flat.write(offset, out);
+                            let handle = R::upload(&self.client, flat.len(), &fill);
+                            return (handle, flat.len() / size);
+                        }
+                        None => vec![self.pad; self.groups * flashopt_ir::GROUP_SIZE * size],
                     },
                     Role::Scalars => {
                         vec![0; plan.scalar_count().max(1) * self.core.hyper.len() * 4]
@@ -174,10 +186,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                     Role::GroupInfo => layout::group_info(&self.core.tensors, &self.segments),
                     Role::Tables => raw::le_bytes(&table_values(plan).0),
                 };
-                let len = bytes.len() / buffer.element_bytes();
-                // A model without elements binds a buffer of zeros (cubecl rejects empty
-                // allocations; `transfer` allocates at least one word).
-                (transfer::upload_bytes(&self.client, &bytes), len)
+                (
+                    transfer::upload_bytes(&self.client, &bytes),
+                    bytes.len() / size,
+                )
             })
             .collect()
     }

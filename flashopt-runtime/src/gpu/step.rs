@@ -4,11 +4,12 @@
 use flashopt_cubecl::bindings::Role;
 use flashopt_cubecl::launch::launch;
 use flashopt_cubecl::reduce;
-use flashopt_cubecl::transfer::{self, HostTransfers};
+use flashopt_cubecl::transfer::HostTransfers;
 use flashopt_ir::interp::{self, GradBuf};
-use flashopt_ir::{GROUP_SIZE, Role as PartRole};
+use flashopt_ir::{Extent, Role as PartRole};
 
 use super::GpuOptimizer;
+use super::layout::FlatPart;
 use crate::core::TensorId;
 use crate::error::RuntimeError;
 use crate::numerics::{self, NonFinite, StepOutcome};
@@ -28,17 +29,22 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             });
         }
         let dtype = self.core.plan.config.grad;
-        let mut bytes = Vec::with_capacity(self.groups * GROUP_SIZE * dtype.size_bytes());
         for ((t, s), g) in self.core.tensors.iter().zip(&self.segments).zip(grads) {
             interp::check_grad(&self.core.plan, s.len, *g)
                 .map_err(RuntimeError::in_tensor(&t.name))?;
-            let start = bytes.len();
-            raw::extend_part(&mut bytes, g.as_part());
-            bytes.resize(start + s.groups * GROUP_SIZE * dtype.size_bytes(), self.pad);
         }
+        let flat = FlatPart::new(
+            grads.iter().map(|g| g.as_part()),
+            &self.segments,
+            Extent::Element,
+            dtype.size_bytes(),
+            self.pad,
+        );
         let slot = self.part_slot(PartRole::Gradient);
-        if !bytes.is_empty() {
-            self.buffers[slot].0 = transfer::upload_bytes(&self.client, &bytes);
+        if flat.len() > 0 {
+            // Written straight into the transfer's chunks.
+            let fill = |offset: usize, out: &mut [u8]| flat.write(offset, out);
+            self.buffers[slot].0 = R::upload(&self.client, flat.len(), &fill);
         }
         let named = self.core.tensors.iter().map(|t| t.name.as_str());
         self.pending_non_finite = numerics::scan_step(named.zip(grads.iter().copied()));
