@@ -202,3 +202,19 @@ fn gpu_optimizer_builds_for_hip(
     let _ = opt.download();
     let _ = opt.save("/dev/null");
 }
+
+/// The burn adapter builds on burn's HIP backend too (compiled, never run).
+#[allow(dead_code)]
+fn burn_adapter_builds_for_hip(device: flashopt_cubecl::cubecl::hip::AmdDevice) {
+    type B = flashopt_burn::cuda::CubeAutodiff<HipRuntime, f32, i32, u8>;
+    let linear = burn::nn::LinearConfig::new(4, 4).init::<B>(&device);
+    let (mut opt, linear) = flashopt_burn::HipOptimizer::new(
+        &flashopt::optimizers::AdamW::default(),
+        PlanConfig::bf16(MasterMode::Int8),
+        linear,
+    )
+    .unwrap();
+    let _ = opt
+        .step(1e-3, linear, burn::optim::GradientsParams::new())
+        .unwrap();
+}

@@ -11,7 +11,8 @@
 //! optimizer x master mode on every workload ([`workloads`]), in the default kernel
 //! shape. Filters (comma-separated lists) narrow it: `--only WORKLOAD,..`,
 //! `--optimizers AdamW,..`, `--masters 24,32,none`, `--lanes 4,8,..` (kernel shapes), `--arithmetic exact,approximate` (the opt-in
-//! approximate divisions and square roots). `report` turns the two CSV files into the markdown tables of
+//! approximate divisions and square roots); `--runtime hip` runs the same code on
+//! cubecl-hip (built, never run here: no AMD GPU). `report` turns the two CSV files into the markdown tables of
 //! docs/BENCHMARKS.md and a plot of GB/s per workload.
 
 mod report;
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  flashopt-bench run [--out DIR] [--only W,..] [--optimizers O,..] [--masters 24,32,none] [--lanes 4,8,16,32] [--arithmetic exact,approximate]
+  flashopt-bench run [--out DIR] [--only W,..] [--optimizers O,..] [--masters 24,32,none] [--lanes 4,8,16,32] [--arithmetic exact,approximate] [--runtime cuda|hip]
   flashopt-bench report DIR [--plot FILE.png] [--font FILE.ttf]";
 
 fn main() -> ExitCode {
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
                     masters: list("--masters"),
                     lanes,
                     arithmetic: list("--arithmetic"),
+                    runtime: flag("--runtime"),
                 };
                 run::run(&out, &selection)
             })

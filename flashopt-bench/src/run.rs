@@ -9,10 +9,12 @@ use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::runtime::GpuOptimizer;
+use flashopt::runtime::gpu::HostTransfers;
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
 use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
+use flashopt_cubecl::cubecl::hip::HipRuntime;
 use flashopt_cubecl::cubecl::prelude::*;
 use flashopt_cubecl::reduce;
 use half::bf16;
@@ -32,12 +34,12 @@ fn copy_kernel(input: &Array<Vector<u32, Const<4>>>, output: &mut Array<Vector<u
     }
 }
 
-fn sync(client: &ComputeClient<CudaRuntime>) {
+fn sync<R: HostTransfers>(client: &ComputeClient<R>) {
     cubecl::future::block_on(client.sync()).expect("device sync");
 }
 
 /// Median seconds per call of `f`, timed in batches between device syncs.
-fn time_per_call(client: &ComputeClient<CudaRuntime>, mut f: impl FnMut()) -> f64 {
+fn time_per_call<R: HostTransfers>(client: &ComputeClient<R>, mut f: impl FnMut()) -> f64 {
     let mut times = Vec::with_capacity(BATCHES);
     for batch in 0..WARMUP_BATCHES + BATCHES {
         sync(client);
@@ -55,13 +57,13 @@ fn time_per_call(client: &ComputeClient<CudaRuntime>, mut f: impl FnMut()) -> f6
 }
 
 /// Read + write GB/s of a 16-byte-vector copy of 2 GiB.
-fn copy_gbps(client: &ComputeClient<CudaRuntime>) -> f64 {
+fn copy_gbps<R: HostTransfers>(client: &ComputeClient<R>) -> f64 {
     let bytes = 2usize << 30;
     let vectors = bytes / 16;
     let a = client.create_from_slice(&vec![1u8; bytes]);
     let b = client.empty(bytes);
     let t = time_per_call(client, || unsafe {
-        copy_kernel::launch_unchecked::<CudaRuntime>(
+        copy_kernel::launch_unchecked::<R>(
             client,
             CubeCount::Static((vectors as u32).div_ceil(256), 1, 1),
             CubeDim::new_1d(256),
@@ -87,8 +89,8 @@ pub struct Measured {
     pub device_bytes_per_param: f64,
 }
 
-fn measure<S: OptimizerSpec>(
-    client: &ComputeClient<CudaRuntime>,
+fn measure<R: HostTransfers, S: OptimizerSpec>(
+    client: &ComputeClient<R>,
     spec: &S,
     master: MasterMode,
     workload: &Workload,
@@ -134,7 +136,7 @@ fn measure<S: OptimizerSpec>(
     sync(client);
     lap("upload grads", &mut phases);
     let timing = Instant::now();
-    let step = |opt: &mut GpuOptimizer<CudaRuntime>| {
+    let step = |opt: &mut GpuOptimizer<R>| {
         assert!(
             opt.step().expect("step").applied(),
             "bench gradients are finite"
@@ -205,8 +207,8 @@ fn measure<S: OptimizerSpec>(
     })
 }
 
-fn dispatch(
-    client: &ComputeClient<CudaRuntime>,
+fn dispatch<R: HostTransfers>(
+    client: &ComputeClient<R>,
     optimizer: &str,
     master: MasterMode,
     workload: &Workload,
@@ -262,6 +264,8 @@ pub struct Selection {
     pub lanes: Vec<usize>,
     /// `exact`, `approximate` (exact only when empty).
     pub arithmetic: Vec<String>,
+    /// `cuda` (when `None`) or `hip`.
+    pub runtime: Option<String>,
 }
 
 pub fn arithmetic_name(a: Arithmetic) -> &'static str {
@@ -275,12 +279,12 @@ fn keeps(filter: &[String], name: &str) -> bool {
     filter.is_empty() || filter.iter().any(|f| f == name)
 }
 
-/// The CUDA client, or why there is none: cubecl panics inside its driver bindings
-/// where no CUDA driver or device exists.
-fn cuda_client() -> Result<ComputeClient<CudaRuntime>, String> {
+/// The runtime's client, or why there is none: cubecl panics inside its driver
+/// bindings where no driver or device exists.
+fn client<R: HostTransfers>(needs: &str) -> Result<ComputeClient<R>, String> {
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let client = std::panic::catch_unwind(|| CudaRuntime::client(&Default::default()));
+    let client = std::panic::catch_unwind(|| R::client(&Default::default()));
     std::panic::set_hook(quiet);
     client.map_err(|panic| {
         let why = panic
@@ -288,13 +292,21 @@ fn cuda_client() -> Result<ComputeClient<CudaRuntime>, String> {
             .map(String::as_str)
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("unknown reason");
-        format!(
-            "`run` needs a CUDA GPU and driver, and cubecl found none ({why}); `report` works anywhere"
-        )
+        format!("`run` needs {needs}, and cubecl found none ({why}); `report` works anywhere")
     })
 }
 
+/// Measure on CUDA (`--runtime cuda`, the default) or HIP (`--runtime hip`: the same
+/// code built for cubecl-hip; no AMD GPU has run it).
 pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
+    match selection.runtime.as_deref().unwrap_or("cuda") {
+        "cuda" => run_on::<CudaRuntime>(out, selection, "a CUDA GPU and driver"),
+        "hip" => run_on::<HipRuntime>(out, selection, "an AMD GPU and ROCm"),
+        other => Err(format!("--runtime {other}: cuda or hip")),
+    }
+}
+
+fn run_on<R: HostTransfers>(out: &Path, selection: &Selection, needs: &str) -> Result<(), String> {
     let lanes: Vec<KernelShape> = if selection.lanes.is_empty() {
         vec![KernelShape::default()]
     } else {
@@ -322,7 +334,7 @@ pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
         .flat_map(|&a| lanes.iter().map(move |s| s.with_arithmetic(a)))
         .collect();
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let client = cuda_client()?;
+    let client = client::<R>(needs)?;
     let copy = copy_gbps(&client);
     println!("device-to-device copy (2 GiB, read + write): {copy:.0} GB/s");
     let path = out.join("flashopt.csv");

@@ -1,8 +1,8 @@
-//! burn's CUDA backend: the optimizer's buffers are allocated on burn's own cubecl
-//! client, the module's parameters ARE slices of the optimizer's flat parameter
-//! buffer (no copies: the fused step updates them in place), and each step copies
-//! the gradients burn computed into the flat gradient buffer on the device, freeing
-//! each as soon as it is copied, before ONE fused launch.
+//! burn's cubecl backends (CUDA; HIP builds, never run here): the optimizer's buffers
+//! are allocated on burn's own cubecl client, the module's parameters ARE slices of
+//! the optimizer's flat parameter buffer (no copies: the fused step updates them in
+//! place), and each step copies the gradients burn computed into the flat gradient
+//! buffer on the device, freeing each as soon as it is copied, before ONE fused launch.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,20 +13,29 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, FloatDType, Shape, Tensor};
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, FloatElement, IntElement};
-use cubecl::Runtime;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::cuda::CudaRuntime;
+use cubecl::hip::HipRuntime;
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::{FloatDtype, OptimizerSpec, PlanConfig};
+use flashopt_runtime::gpu::HostTransfers;
 use flashopt_runtime::{CheckpointError, GpuOptimizer, Optimizer, StepOutcome, TensorId};
 
 use crate::params::{self, ParamInfo, Replace};
 use crate::{BurnError, TakeGrads};
 
-/// The inner (non-autodiff) burn backend on CUDA, without fusion.
-pub type CudaInner<F, I, BT> = CubeBackend<CudaRuntime, F, I, BT>;
-/// The autodiff backend this optimizer steps.
+/// The inner (non-autodiff) burn backend on a cubecl runtime, without fusion.
+pub type CubeInner<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+/// The autodiff backend a [`DeviceOptimizer`] on `R` steps.
+pub type CubeAutodiff<R, F, I, BT> = Autodiff<CubeInner<R, F, I, BT>>;
+/// The inner burn backend on CUDA, without fusion.
+pub type CudaInner<F, I, BT> = CubeInner<CudaRuntime, F, I, BT>;
+/// The autodiff backend a [`CudaOptimizer`] steps.
 pub type CudaAutodiff<F, I, BT> = Autodiff<CudaInner<F, I, BT>>;
+/// flashopt on burn's CUDA backend.
+pub type CudaOptimizer = DeviceOptimizer<CudaRuntime>;
+/// flashopt on burn's HIP backend (compiled, never run: no AMD GPU here).
+pub type HipOptimizer = DeviceOptimizer<HipRuntime>;
 
 fn burn_dtype(dtype: FloatDtype) -> DType {
     match dtype {
@@ -44,16 +53,17 @@ fn burn_float_dtype(dtype: FloatDtype) -> FloatDType {
     }
 }
 
-/// A flashopt optimizer whose state and parameters live on burn's CUDA device.
-pub struct CudaOptimizer {
-    gpu: GpuOptimizer<CudaRuntime>,
+/// A flashopt optimizer whose state and parameters live on the device of burn's
+/// cubecl backend on runtime `R`.
+pub struct DeviceOptimizer<R: HostTransfers + CubeRuntime> {
+    gpu: GpuOptimizer<R>,
     params: Vec<ParamInfo>,
     index: HashMap<ParamId, usize>,
     /// Each parameter as a burn tensor over its slice of the parameter buffer.
-    views: Vec<CubeTensor<CudaRuntime>>,
+    views: Vec<CubeTensor<R>>,
 }
 
-impl CudaOptimizer {
+impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
     /// Take over `module`'s float parameters (read once, to build the narrow
     /// parameters and corrections): the returned module's parameters are views of
     /// the optimizer's parameter buffer in `config.param`'s dtype (bf16 for
@@ -69,10 +79,10 @@ impl CudaOptimizer {
         F: FloatElement,
         I: IntElement,
         BT: BoolElement,
-        M: AutodiffModule<CudaAutodiff<F, I, BT>>,
+        M: AutodiffModule<CubeAutodiff<R, F, I, BT>>,
         S: OptimizerSpec,
     {
-        let collected = params::collect::<CudaAutodiff<F, I, BT>, M>(&module);
+        let collected = params::collect::<CubeAutodiff<R, F, I, BT>, M>(&module);
         let device = module
             .devices()
             .into_iter()
@@ -82,7 +92,7 @@ impl CudaOptimizer {
             return Err(BurnError::NoParameters);
         }
         // cubecl keeps one client per device: this is the client burn runs on.
-        let client = CudaRuntime::client(&device);
+        let client = R::client(&device);
         let plan = S::plan(config)?;
         let hyper = spec.hyper_values()?;
         let tensors = collected
@@ -105,7 +115,7 @@ impl CudaOptimizer {
                 )
             })
             .collect();
-        let opt = CudaOptimizer {
+        let opt = DeviceOptimizer {
             gpu,
             index: params::index_of(&params),
             params,
@@ -121,10 +131,10 @@ impl CudaOptimizer {
         F: FloatElement,
         I: IntElement,
         BT: BoolElement,
-        M: AutodiffModule<CudaAutodiff<F, I, BT>>,
+        M: AutodiffModule<CubeAutodiff<R, F, I, BT>>,
     {
         let mut make = |i: usize, _shape: Vec<usize>, _device: &_| {
-            CudaAutodiff::<F, I, BT>::from_inner(self.views[i].clone())
+            CubeAutodiff::<R, F, I, BT>::from_inner(self.views[i].clone())
         };
         module.map(&mut Replace {
             index: &self.index,
@@ -147,17 +157,17 @@ impl CudaOptimizer {
         F: FloatElement,
         I: IntElement,
         BT: BoolElement,
-        M: AutodiffModule<CudaAutodiff<F, I, BT>>,
+        M: AutodiffModule<CubeAutodiff<R, F, I, BT>>,
     {
         self.gpu.set_learning_rate(lr)?;
         let grad_dtype = self.gpu.plan().config.grad;
         let mut found = vec![false; self.params.len()];
         let mut failure = None;
-        module.visit(&mut TakeGrads::<CudaAutodiff<F, I, BT>, _> {
+        module.visit(&mut TakeGrads::<CubeAutodiff<R, F, I, BT>, _> {
             grads: &mut grads,
             index: &self.index,
             backend: std::marker::PhantomData,
-            on_grad: |i: usize, g: Tensor<CudaInner<F, I, BT>, 1>| {
+            on_grad: |i: usize, g: Tensor<CubeInner<R, F, I, BT>, 1>| {
                 let g = g.cast(burn_float_dtype(grad_dtype));
                 let g = burn_cubecl::kernel::into_contiguous(g.into_primitive().tensor());
                 if let Err(e) = self.gpu.copy_grad_from(TensorId(i), &g.handle) {
@@ -183,11 +193,11 @@ impl CudaOptimizer {
 
     /// The underlying GPU optimizer (checkpoints, clipping, numerics checks, the
     /// raw buffers).
-    pub fn optimizer(&self) -> &GpuOptimizer<CudaRuntime> {
+    pub fn optimizer(&self) -> &GpuOptimizer<R> {
         &self.gpu
     }
 
-    pub fn optimizer_mut(&mut self) -> &mut GpuOptimizer<CudaRuntime> {
+    pub fn optimizer_mut(&mut self) -> &mut GpuOptimizer<R> {
         &mut self.gpu
     }
 
@@ -202,7 +212,7 @@ impl CudaOptimizer {
         F: FloatElement,
         I: IntElement,
         BT: BoolElement,
-        M: AutodiffModule<CudaAutodiff<F, I, BT>>,
+        M: AutodiffModule<CubeAutodiff<R, F, I, BT>>,
     {
         self.gpu.load(path)?;
         for (i, view) in self.views.iter_mut().enumerate() {

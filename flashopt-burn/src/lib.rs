@@ -72,7 +72,7 @@ pub mod host;
 pub mod params;
 
 #[cfg(feature = "cuda")]
-pub use cuda::CudaOptimizer;
+pub use cuda::{CudaOptimizer, DeviceOptimizer, HipOptimizer};
 pub use flashopt_runtime::{NonFinite, StepOutcome};
 pub use host::HostOptimizer;
 pub use params::ParamInfo;

@@ -17,7 +17,8 @@ use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::launch::FusedStep;
-use flashopt_cubecl::transfer::{self, HostTransfers};
+use flashopt_cubecl::transfer;
+pub use flashopt_cubecl::transfer::HostTransfers;
 use flashopt_ir::interp::{HostTensor, PartData};
 use flashopt_ir::{HyperValues, Plan};
 
