@@ -205,8 +205,9 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
         }
     }
 
-    let ours_ms = |opt: &str, workload: &str| -> Option<f64> {
-        ours.iter()
+    // A 24-bit row of the default shape among `rows` (the exact or the approximate ones).
+    let ms_in = |rows: &[Row], opt: &str, workload: &str| -> Option<f64> {
+        rows.iter()
             .find(|r| {
                 r.get("optimizer") == opt
                     && r.get("master") == "24"
@@ -215,6 +216,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
             })
             .and_then(|r| r.num("ms").ok())
     };
+    let ours_ms = |opt: &str, workload: &str| ms_in(&ours, opt, workload);
     if !approximate.is_empty() {
         writeln!(
             out,
@@ -251,7 +253,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
         }
     }
 
-    // Rows written before torch's bf16 AdamW was measured have master `fp32`.
+    // An empty `master` matches any (flashoptim's rows are all 24-bit).
     let theirs_ms = |implementation: &str, opt: &str, master: &str, workload: &str| {
         theirs
             .iter()
@@ -316,18 +318,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
         )];
         let approximate_gbps: Vec<Option<f64>> = names
             .iter()
-            .map(|w| {
-                approximate
-                    .iter()
-                    .find(|r| {
-                        r.get("optimizer") == "AdamW"
-                            && r.get("master") == "24"
-                            && r.get("workload") == *w
-                            && r.get("lanes_per_unit") == default_lanes
-                    })
-                    .and_then(|r| r.num("ms").ok())
-                    .map(|ms| model_gbps(ms, w))
-            })
+            .map(|w| ms_in(&approximate, "AdamW", w).map(|ms| model_gbps(ms, w)))
             .collect();
         if approximate_gbps.iter().any(Option::is_some) {
             series.push((

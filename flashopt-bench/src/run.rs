@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use flashopt::FloatDtype;
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
@@ -16,7 +15,6 @@ use flashopt_cubecl::cubecl;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::cubecl::hip::HipRuntime;
 use flashopt_cubecl::cubecl::prelude::*;
-use flashopt_cubecl::reduce;
 use half::bf16;
 
 use crate::workloads::{self, Workload};
@@ -152,20 +150,10 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
     opt.set_check_device_grads(false);
     // The check's reduction pass alone, back to back (no read of its partial sums):
     // the share of the gradients' read bandwidth it reaches.
-    let group_lens: Vec<u8> = workload
-        .tensors
-        .iter()
-        .flat_map(|&n| {
-            (0..n.div_ceil(32)).flat_map(move |g| ((n - 32 * g).min(32) as u32).to_le_bytes())
-        })
-        .collect();
-    let groups = group_lens.len() / 4;
-    let info = client.create_from_slice(&group_lens);
-    // SAFETY: the optimizer's gradient buffer holds `groups` bf16 groups, `info` a
-    // word per group.
-    let reduction = time_per_call(client, || unsafe {
-        reduce::launch_square_sums(client, FloatDtype::Bf16, opt.grad_buffer(), &info, groups);
+    let reduction = time_per_call(client, || {
+        opt.launch_grad_reduction();
     });
+    let gradient_buffer_bytes = opt.grad_buffer().size() as f64;
     let downloaded: usize = {
         let start = Instant::now();
         let state = opt.download();
@@ -198,7 +186,7 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
         (checked - t) * 1e3,
         grad_bytes / (checked - t) / 1e9,
         reduction * 1e3,
-        (groups * 64) as f64 / reduction / 1e9,
+        gradient_buffer_bytes / reduction / 1e9,
     );
     Ok(Measured {
         ms: t * 1e3,
@@ -268,13 +256,6 @@ pub struct Selection {
     pub runtime: Option<String>,
 }
 
-pub fn arithmetic_name(a: Arithmetic) -> &'static str {
-    match a {
-        Arithmetic::Exact => "exact",
-        Arithmetic::Approximate => "approximate",
-    }
-}
-
 fn keeps(filter: &[String], name: &str) -> bool {
     filter.is_empty() || filter.iter().any(|f| f == name)
 }
@@ -322,10 +303,11 @@ fn run_on<R: HostTransfers>(out: &Path, selection: &Selection, needs: &str) -> R
         selection
             .arithmetic
             .iter()
-            .map(|a| match a.as_str() {
-                "exact" => Ok(Arithmetic::Exact),
-                "approximate" => Ok(Arithmetic::Approximate),
-                other => Err(format!("--arithmetic {other}: exact or approximate")),
+            .map(|a| {
+                Arithmetic::ALL
+                    .into_iter()
+                    .find(|x| x.name() == a)
+                    .ok_or(format!("--arithmetic {a}: exact or approximate"))
             })
             .collect::<Result<_, _>>()?
     };
@@ -350,7 +332,7 @@ fn run_on<R: HostTransfers>(out: &Path, selection: &Selection, needs: &str) -> R
             m.model_gbps,
             100.0 * m.model_gbps / copy,
             m.device_bytes_per_param,
-            arithmetic_name(shape.arithmetic),
+            shape.arithmetic.name(),
         );
         println!("{line}");
         writeln!(csv, "{line}").expect("string write");

@@ -75,6 +75,18 @@ pub enum Arithmetic {
     Approximate,
 }
 
+impl Arithmetic {
+    pub const ALL: [Arithmetic; 2] = [Arithmetic::Exact, Arithmetic::Approximate];
+
+    /// `exact` or `approximate`: the bench's CSV column and command-line values.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arithmetic::Exact => "exact",
+            Arithmetic::Approximate => "approximate",
+        }
+    }
+}
+
 impl Default for KernelShape {
     /// 4 lanes: eight units share a group. Fewer registers per unit leave room for more
     /// resident planes, which the step needs to overlap its arithmetic with memory;

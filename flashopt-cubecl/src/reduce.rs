@@ -108,23 +108,10 @@ pub unsafe fn launch_square_sums<R: Runtime>(
     partials
 }
 
-/// The sum of squares of the real elements of a flat gradient buffer of `groups`
-/// 32-element groups (`info`: the fused step's group info words). Blocks until the
-/// device has it. Not finite exactly when some real gradient element is not.
-///
-/// # Safety
-/// As [`launch_square_sums`].
-pub unsafe fn grad_square_sum<R: Runtime>(
-    client: &ComputeClient<R>,
-    dtype: FloatDtype,
-    grad: &Handle,
-    info: &Handle,
-    groups: usize,
-) -> f64 {
-    if groups == 0 {
-        return 0.0;
-    }
-    let partials = unsafe { launch_square_sums(client, dtype, grad, info, groups) };
+/// The sum of squares from the partial sums [`launch_square_sums`] gave, added on the
+/// host in order. Blocks until the device has them. Not finite exactly when some real
+/// gradient element is not.
+pub fn sum_partials<R: Runtime>(client: &ComputeClient<R>, partials: Handle) -> f64 {
     let bytes = client.read_one_unchecked(partials);
     bytes
         .chunks_exact(8)

@@ -2,6 +2,7 @@
 //! that finds NaN/Inf and the clipping norm, the host scalars, and the launches.
 
 use flashopt_cubecl::bindings::Role;
+use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::launch::launch;
 use flashopt_cubecl::reduce;
 use flashopt_cubecl::transfer::HostTransfers;
@@ -62,12 +63,22 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     /// The real gradient elements' sum of squares, on the device.
     fn grad_square_sum(&self) -> f64 {
+        match self.groups {
+            0 => 0.0,
+            _ => reduce::sum_partials(&self.client, self.launch_grad_reduction()),
+        }
+    }
+
+    /// Launch the gradient check's reduction pass over the gradient buffer, without
+    /// reading its result: its partial sums, one f64 per cube, in stream order (what
+    /// a benchmark times). The buffer must hold at least one group.
+    pub fn launch_grad_reduction(&self) -> Handle {
         let grad = self.grad_buffer();
         let info = &self.buffers[self.slot(Role::GroupInfo)].0;
         // SAFETY: the gradient buffer holds `groups` groups and the info buffer a word
         // per group (`upload`; `write_grads` keeps the size).
         unsafe {
-            reduce::grad_square_sum(
+            reduce::launch_square_sums(
                 &self.client,
                 self.core.plan.config.grad,
                 grad,
