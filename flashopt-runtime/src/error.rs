@@ -41,6 +41,10 @@ pub enum RuntimeError {
         "gradient clipping needs the norm of the whole step: use step(), not step_tensor() (gradient release)"
     )]
     ClipNeedsWholeStep,
+    #[error(
+        "{ranks} other rank(s) refused their gradients (their errors name the tensor); no rank stepped"
+    )]
+    PeerRefused { ranks: usize },
     #[error("tensor id {id} does not exist ({tensors} tensor(s))")]
     UnknownTensor { id: usize, tensors: usize },
     #[error(

@@ -17,6 +17,8 @@ pub mod error;
 pub mod gpu;
 pub mod numerics;
 pub mod raw;
+pub mod segments;
+pub mod shard;
 
 pub use checkpoint::CheckpointError;
 pub use core::{Core, Optimizer, TensorId, TensorInfo};

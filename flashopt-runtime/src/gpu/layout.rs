@@ -13,56 +13,7 @@ use flashopt_ir::{Extent, GROUP_SIZE, Plan};
 use crate::core::TensorInfo;
 use crate::raw;
 
-/// One tensor's place in the flat buffers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Segment {
-    pub len: usize,
-    pub first_group: usize,
-    pub groups: usize,
-}
-
-impl Segment {
-    /// The tensor's elements in a flat per-element buffer.
-    pub fn elements(&self) -> std::ops::Range<usize> {
-        let start = self.first_group * GROUP_SIZE;
-        start..start + self.len
-    }
-
-    /// Where the tensor's values of a part of `extent` start in its buffer.
-    pub fn start(&self, extent: Extent) -> usize {
-        match extent {
-            Extent::Element => self.first_group * GROUP_SIZE,
-            Extent::Group => self.first_group,
-        }
-    }
-
-    /// Values of a part of `extent` the segment holds, padding included.
-    pub fn padded(&self, extent: Extent) -> usize {
-        match extent {
-            Extent::Element => self.groups * GROUP_SIZE,
-            Extent::Group => self.groups,
-        }
-    }
-}
-
-/// The segments of tensors laid out one after the other.
-pub(crate) fn segments(tensors: &[TensorInfo]) -> (Vec<Segment>, usize) {
-    let mut groups = 0;
-    let segments = tensors
-        .iter()
-        .map(|t| {
-            let g = t.len.div_ceil(GROUP_SIZE);
-            let s = Segment {
-                len: t.len,
-                first_group: groups,
-                groups: g,
-            };
-            groups += g;
-            s
-        })
-        .collect();
-    (segments, groups)
-}
+pub(crate) use crate::segments::{Segment, segments};
 
 /// The group info words: element count in bits 0..6, parameter group from bit 8.
 pub(crate) fn group_info(tensors: &[TensorInfo], segments: &[Segment]) -> Vec<u8> {

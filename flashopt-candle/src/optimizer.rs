@@ -1,0 +1,205 @@
+//! [`FlashOptimizer`]: candle's optimizer interface over flashopt's CPU reference.
+
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use flashopt_ir::interp::{GradBuf, PartData};
+use flashopt_runtime::{CpuOptimizer, Optimizer as _, StepOutcome, TensorId};
+
+use crate::{CandleError, Config};
+
+/// A flashopt optimizer over candle variables (see the crate's documentation).
+#[derive(Debug)]
+pub struct FlashOptimizer {
+    cpu: CpuOptimizer,
+    vars: Vec<Var>,
+    last: Option<StepOutcome>,
+    /// A learning rate `set_learning_rate` could not apply (candle's interface has no
+    /// error there): the next step returns the error instead of stepping.
+    refused: Option<CandleError>,
+}
+
+impl FlashOptimizer {
+    /// Take over named variables (names key checkpoints and error messages). Their
+    /// values become the optimizer's master weights, and each variable is set to the
+    /// optimizer's narrow parameter (bf16-rounded for a bf16 format), the value the
+    /// model computes with from now on. Variables of integer types are left out, as
+    /// candle's own optimizers do.
+    pub fn from_named(
+        vars: impl IntoIterator<Item = (String, Var)>,
+        config: Config,
+    ) -> Result<FlashOptimizer, CandleError> {
+        let mut cpu = config.empty;
+        let mut kept = Vec::new();
+        for (name, var) in vars {
+            if !var.dtype().is_float() {
+                continue;
+            }
+            let values = to_f32(var.as_tensor()).map_err(in_tensor(&name))?;
+            if !var.as_tensor().is_contiguous() {
+                return Err(CandleError::NotContiguous { name });
+            }
+            cpu.add_tensor(&name, &values)?;
+            kept.push(var);
+        }
+        let opt = FlashOptimizer {
+            cpu,
+            vars: kept,
+            last: None,
+            refused: None,
+        };
+        opt.write_back()?;
+        Ok(opt)
+    }
+
+    /// Every variable of `varmap`, named by its path in the map, in name order (so a
+    /// checkpoint made by one process loads in the next: `VarMap::all_vars` comes in
+    /// hash order, and `Optimizer::new` names variables by position).
+    pub fn from_varmap(varmap: &VarMap, config: Config) -> Result<FlashOptimizer, CandleError> {
+        let mut named: Vec<(String, Var)> = varmap
+            .data()
+            .lock()
+            .expect("a VarMap's lock is poisoned only by a panic inside candle")
+            .iter()
+            .map(|(name, var)| (name.clone(), var.clone()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        FlashOptimizer::from_named(named, config)
+    }
+
+    /// One step, returning whether it was applied. Every gradient is read and checked
+    /// before anything changes; a variable without a gradient (the loss did not reach
+    /// it) steps with a zero gradient, as the fused GPU step does for the whole model.
+    /// Gradients are rounded to the format's gradient dtype (to nearest, ties to even).
+    /// A step whose gradients hold NaN or infinity changes nothing and returns
+    /// [`StepOutcome::Skipped`] naming the first such value.
+    pub fn try_step(&mut self, grads: &GradStore) -> Result<StepOutcome, CandleError> {
+        if let Some(e) = self.refused.take() {
+            return Err(e);
+        }
+        let dtype = self.cpu.plan().config.grad;
+        let mut rounded = Vec::with_capacity(self.vars.len());
+        for (i, var) in self.vars.iter().enumerate() {
+            let name = &self.cpu.tensor_info(TensorId(i)).name;
+            let values = match grads.get(var.as_tensor()) {
+                None => vec![0.0; var.elem_count()],
+                Some(g) if g.dims() != var.dims() => {
+                    return Err(CandleError::GradShape {
+                        name: name.clone(),
+                        expected: var.dims().to_vec(),
+                        found: g.dims().to_vec(),
+                    });
+                }
+                Some(g) => to_f32(g).map_err(in_tensor(name))?,
+            };
+            rounded.push(PartData::round_from_f32(dtype, &values));
+        }
+        let bufs: Vec<GradBuf<'_>> = rounded
+            .iter()
+            .map(|g| g.as_grad().expect("rounded to a float dtype"))
+            .collect();
+        let outcome = self.cpu.step(&bufs)?;
+        if outcome.applied() {
+            self.write_back()?;
+        }
+        self.last = Some(outcome.clone());
+        Ok(outcome)
+    }
+
+    /// The outcome of the last step (`None` before the first).
+    pub fn last_outcome(&self) -> Option<&StepOutcome> {
+        self.last.as_ref()
+    }
+
+    /// The variables, in registration order (`TensorId(i)` is `vars()[i]`).
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// The CPU optimizer underneath: checkpoints (`save`), clipping, numerics checks,
+    /// per-group hyper-parameters.
+    pub fn optimizer(&self) -> &CpuOptimizer {
+        &self.cpu
+    }
+
+    /// See [`Self::optimizer`]. Parameters changed through it reach the variables at
+    /// the next applied step, or at once through [`Self::load`].
+    pub fn optimizer_mut(&mut self) -> &mut CpuOptimizer {
+        &mut self.cpu
+    }
+
+    /// Restore a checkpoint written by `optimizer().save(..)` and set the variables
+    /// to its parameters. A file that does not fit changes nothing.
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), CandleError> {
+        self.cpu.load(path)?;
+        self.write_back()
+    }
+
+    /// Set every variable to the optimizer's parameter values (converted to the
+    /// variable's dtype and device). All tensors are made before any is set.
+    fn write_back(&self) -> Result<(), CandleError> {
+        let mut made = Vec::with_capacity(self.vars.len());
+        for (i, var) in self.vars.iter().enumerate() {
+            let id = TensorId(i);
+            let name = &self.cpu.tensor_info(id).name;
+            let t = Tensor::from_vec(self.cpu.param(id), var.shape(), &Device::Cpu)
+                .and_then(|t| t.to_dtype(var.dtype()))
+                .and_then(|t| t.to_device(var.device()))
+                .map_err(in_tensor(name))?;
+            made.push(t);
+        }
+        for (i, (var, t)) in self.vars.iter().zip(&made).enumerate() {
+            var.set(t)
+                .map_err(in_tensor(&self.cpu.tensor_info(TensorId(i)).name))?;
+        }
+        Ok(())
+    }
+}
+
+impl candle_nn::Optimizer for FlashOptimizer {
+    type Config = Config;
+
+    /// Variables named `var0`, `var1`, ... by position; prefer
+    /// [`FlashOptimizer::from_varmap`] for checkpoints.
+    fn new(vars: Vec<Var>, config: Config) -> candle_core::Result<Self> {
+        let named = vars
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("var{i}"), v));
+        Ok(FlashOptimizer::from_named(named, config)?)
+    }
+
+    /// [`FlashOptimizer::try_step`]; a skipped step is not an error here (see
+    /// [`FlashOptimizer::last_outcome`]).
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.try_step(grads)?;
+        Ok(())
+    }
+
+    /// The definition's learning rate (of parameter group 0); NaN for a definition
+    /// that names none.
+    fn learning_rate(&self) -> f64 {
+        self.cpu.learning_rate(0).unwrap_or(f64::NAN)
+    }
+
+    /// Out-of-range values (negative, NaN) are refused without a change, and the
+    /// next step returns the error: candle's interface has no error here.
+    fn set_learning_rate(&mut self, lr: f64) {
+        if let Err(source) = self.cpu.set_learning_rate(lr) {
+            self.refused = Some(CandleError::LearningRate { lr, source });
+        }
+    }
+}
+
+fn to_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+}
+
+fn in_tensor(name: &str) -> impl FnOnce(candle_core::Error) -> CandleError + '_ {
+    move |source| CandleError::Candle {
+        name: name.to_string(),
+        source,
+    }
+}

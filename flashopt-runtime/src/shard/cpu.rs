@@ -1,0 +1,295 @@
+//! [`ShardedCpuOptimizer`]: one rank of a ZeRO-1 optimizer on the CPU reference.
+
+use flashopt_ir::interp::{self, GradBuf, HostTensor, PartData};
+use flashopt_ir::{GROUP_SIZE, HyperValues, OptimizerSpec, Plan, PlanConfig};
+
+use super::collective::Collective;
+use super::layout::{self, Piece, ShardLayout};
+use crate::clip;
+use crate::core::{Core, TensorId, TensorInfo};
+use crate::error::RuntimeError;
+use crate::numerics::{self, NonFinite, StepOutcome};
+use crate::raw;
+use crate::segments::{Segment, segments};
+
+/// How the ranks' gradients combine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    /// Each rank's gradient is a part of the total: the step uses their sum.
+    #[default]
+    Sum,
+    /// Each rank's gradient is a full estimate: the step uses their mean.
+    Mean,
+}
+
+/// One rank of a sharded optimizer: every parameter (the narrow values the model
+/// computes with), and the corrections, states and scales of this rank's block of
+/// groups only. A step reduce-scatters the ranks' gradients, steps the block with the
+/// plan's arithmetic, all-gathers the parameters, and decides skipping and clipping
+/// from one small all-reduce, so every rank takes the same decision. Every rank calls
+/// every method that takes a step or builds the optimizer, in the same order.
+#[derive(Debug)]
+pub struct ShardedCpuOptimizer<C: Collective> {
+    core: Core,
+    collective: C,
+    segments: Vec<Segment>,
+    layout: ShardLayout,
+    reduction: Reduction,
+    /// Every tensor's parameter part, on every rank.
+    params: Vec<PartData>,
+    pieces: Vec<Piece>,
+    /// One per piece: the piece's parameter and states.
+    shard: Vec<HostTensor>,
+}
+
+impl<C: Collective> ShardedCpuOptimizer<C> {
+    /// The rank's optimizer for named tensors with their initial f32 master weights
+    /// (every rank passes the same tensors, in the same order).
+    pub fn for_spec<S: OptimizerSpec>(
+        spec: &S,
+        config: PlanConfig,
+        tensors: &[(&str, &[f32])],
+        collective: C,
+    ) -> Result<Self, RuntimeError> {
+        let hyper = spec.hyper_values()?;
+        Self::new(S::plan(config)?, hyper, tensors, collective)
+    }
+
+    /// As [`Self::for_spec`], from a plan and its hyper-parameter values.
+    pub fn new(
+        plan: Plan,
+        hyper: HyperValues,
+        tensors: &[(&str, &[f32])],
+        collective: C,
+    ) -> Result<Self, RuntimeError> {
+        let mut core = Core::new(plan, vec![hyper])?;
+        for (name, values) in tensors {
+            core.add(TensorInfo {
+                name: name.to_string(),
+                param_group: 0,
+                len: values.len(),
+            })?;
+        }
+        let (segments, groups) = segments(&core.tensors);
+        let layout = ShardLayout::new(groups, collective.world());
+        let pieces = layout.pieces(collective.rank(), &segments);
+        let mut params = Vec::with_capacity(tensors.len());
+        let mut shard = Vec::with_capacity(pieces.len());
+        let mut pieces_left = pieces.iter().peekable();
+        for (i, (_, values)) in tensors.iter().enumerate() {
+            let whole = HostTensor::from_f32(&core.plan, values);
+            while let Some(p) = pieces_left.next_if(|p| p.tensor == i) {
+                shard.push(layout::cut(&core.plan, &whole, p));
+            }
+            params.push(whole.parts.into_iter().next().expect("a parameter part"));
+        }
+        Ok(ShardedCpuOptimizer {
+            core,
+            collective,
+            segments,
+            layout,
+            reduction: Reduction::Sum,
+            params,
+            pieces,
+            shard,
+        })
+    }
+
+    pub fn set_reduction(&mut self, reduction: Reduction) {
+        self.reduction = reduction;
+    }
+
+    /// One step from this rank's gradients (one per tensor, in order). Gradients are
+    /// summed (or averaged) across ranks as f32 and rounded to the plan's gradient
+    /// dtype. If any rank's gradients do not fit, or the combined gradients hold NaN
+    /// or infinity, no rank changes anything: the rank with the bad gradient gets its
+    /// error, the others [`RuntimeError::PeerRefused`].
+    pub fn step(&mut self, grads: &[GradBuf<'_>]) -> Result<StepOutcome, RuntimeError> {
+        let own = self.check_grads(grads);
+        let mut send = vec![0.0f32; self.layout.world() * self.layout.block_elements()];
+        if own.is_ok() {
+            for (s, g) in self.segments.iter().zip(grads) {
+                widen(*g, &mut send[s.elements()]);
+            }
+        }
+        let mut block = vec![0.0f32; self.layout.block_elements()];
+        self.collective.reduce_scatter_f32(&send, &mut block);
+        if self.reduction == Reduction::Mean {
+            let world = self.layout.world() as f32;
+            block.iter_mut().for_each(|x| *x /= world);
+        }
+        let dtype = self.core.plan.config.grad;
+        let piece_grads: Vec<PartData> = self
+            .pieces
+            .iter()
+            .map(|p| {
+                let at = p.block_group * GROUP_SIZE;
+                PartData::round_from_f32(dtype, &block[at..at + p.elements.len()])
+            })
+            .collect();
+        let bufs: Vec<GradBuf<'_>> = piece_grads
+            .iter()
+            .map(|g| g.as_grad().expect("floats"))
+            .collect();
+        let found = numerics::scan_step(
+            self.pieces
+                .iter()
+                .zip(&bufs)
+                .map(|(p, g)| (self.core.tensors[p.tensor].name.as_str(), *g)),
+        );
+        // [sum of squares, ranks with bad gradients, non-finite values]
+        let mut decision = [
+            bufs.iter().map(clip::square_sum).sum::<f64>(),
+            f64::from(u8::from(own.is_err())),
+            found.as_ref().map_or(0.0, |f| f.count as f64),
+        ];
+        self.collective.all_reduce_f64(&mut decision);
+        own?;
+        if decision[1] > 0.0 {
+            return Err(RuntimeError::PeerRefused {
+                ranks: decision[1] as usize,
+            });
+        }
+        if decision[2] > 0.0 || !decision[0].is_finite() {
+            return Ok(StepOutcome::Skipped(found.unwrap_or_else(|| NonFinite {
+                // Found on another rank.
+                tensor: String::new(),
+                index: 0,
+                value: f32::NAN,
+                count: decision[2] as usize,
+            })));
+        }
+        let step = self.core.steps_taken + 1;
+        let factor = match self.core.max_grad_norm {
+            Some(_) => self.core.clip_factor(decision[0]),
+            None => 1.0,
+        };
+        let scalars = self.core.kernel_scalars(step, factor)?;
+        for ((p, tensor), g) in self.pieces.iter().zip(&mut self.shard).zip(&bufs) {
+            let group = self.core.tensors[p.tensor].param_group;
+            interp::run(&self.core.plan, &scalars[group], tensor, *g)
+                .map_err(RuntimeError::in_tensor(&self.core.tensors[p.tensor].name))?;
+        }
+        self.gather_params();
+        self.core.steps_taken = step;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// This rank's gradients against the tensors, before any collective (a rank that
+    /// returned early would leave the others waiting).
+    fn check_grads(&self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
+        if grads.len() != self.core.tensors.len() {
+            return Err(RuntimeError::GradCount {
+                expected: self.core.tensors.len(),
+                found: grads.len(),
+            });
+        }
+        for (t, g) in self.core.tensors.iter().zip(grads) {
+            interp::check_grad(&self.core.plan, t.len, *g)
+                .map_err(RuntimeError::in_tensor(&t.name))?;
+        }
+        Ok(())
+    }
+
+    /// Every rank's updated parameters, from every rank's block.
+    fn gather_params(&mut self) {
+        let storage = self.params.first().map(|p| p.storage());
+        let Some(storage) = storage else { return };
+        let size = storage.size_bytes();
+        let mut send = vec![0u8; self.layout.block_elements() * size];
+        for (p, t) in self.pieces.iter().zip(&self.shard) {
+            let bytes = raw::part_bytes(t.param());
+            let at = p.block_group * GROUP_SIZE * size;
+            send[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        let mut all = vec![0u8; send.len() * self.layout.world()];
+        self.collective.all_gather_bytes(&send, &mut all);
+        for (param, s) in self.params.iter_mut().zip(&self.segments) {
+            let r = s.elements();
+            *param = raw::part_data(storage, &all[r.start * size..r.end * size]);
+        }
+    }
+
+    /// The parameter values the model computes with (every rank holds them all).
+    pub fn param(&self, id: TensorId) -> Vec<f32> {
+        self.params[id.0]
+            .to_f32()
+            .expect("the parameter part holds floats")
+    }
+
+    /// This rank's pieces of tensors and their storage (parameter and states).
+    pub fn shard(&self) -> impl Iterator<Item = (&Piece, &HostTensor)> {
+        self.pieces.iter().zip(&self.shard)
+    }
+
+    pub fn layout(&self) -> &ShardLayout {
+        &self.layout
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.core.plan
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.core.tensors
+    }
+
+    pub fn steps_taken(&self) -> u64 {
+        self.core.steps_taken
+    }
+
+    /// Clip the global gradient norm (over every rank's block) of later steps to
+    /// `max_norm`, or stop with `None`.
+    pub fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
+        let max_norm = max_norm.map(clip::check_max_norm).transpose()?;
+        self.core.max_grad_norm = max_norm;
+        if max_norm.is_some() && self.core.plan.grad_scale.is_none() {
+            self.core.plan = std::sync::Arc::new(self.core.plan.with_grad_scale());
+        }
+        Ok(())
+    }
+
+    /// Set the learning rate (the hyper-parameter the definition names).
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<(), RuntimeError> {
+        let plan = &self.core.plan;
+        let name = plan
+            .numerics
+            .learning_rate
+            .map(|i| plan.hyper_params[i].name.clone())
+            .ok_or_else(|| RuntimeError::NoLearningRate {
+                optimizer: plan.optimizer.clone(),
+            })?;
+        self.core.hyper[0].set(&name, lr)?;
+        Ok(())
+    }
+}
+
+/// Whole tensors from every rank's pieces (what one unsharded optimizer holds):
+/// `ranks` yields each rank's [`ShardedCpuOptimizer::shard`]; parameters come from
+/// `params` (any rank's, they are all equal).
+pub fn assemble<'a>(
+    plan: &Plan,
+    tensors: &[TensorInfo],
+    params: impl Fn(usize) -> PartData,
+    ranks: impl IntoIterator<Item = (&'a Piece, &'a HostTensor)>,
+) -> Vec<HostTensor> {
+    let mut whole: Vec<HostTensor> = tensors
+        .iter()
+        .map(|t| HostTensor::zeros(plan, t.len))
+        .collect();
+    for (piece, data) in ranks {
+        layout::paste(plan, &mut whole[piece.tensor], piece, data);
+    }
+    for (i, t) in whole.iter_mut().enumerate() {
+        t.parts[0] = params(i);
+    }
+    whole
+}
+
+fn widen(grad: GradBuf<'_>, out: &mut [f32]) {
+    match grad {
+        GradBuf::Bf16(v) => out.iter_mut().zip(v).for_each(|(o, x)| *o = x.to_f32()),
+        GradBuf::F16(v) => out.iter_mut().zip(v).for_each(|(o, x)| *o = x.to_f32()),
+        GradBuf::F32(v) => out.copy_from_slice(v),
+    }
+}

@@ -1,0 +1,12 @@
+//! ZeRO-1 sharding: N ranks each keep every parameter and the optimizer state of one
+//! block of the flat buffers ([`layout`]); a step reduce-scatters the gradients, steps
+//! the block, all-gathers the parameters ([`collective`]). [`cpu`] is one rank on the
+//! CPU reference; docs/DISTRIBUTED.md has the design and the memory per rank.
+
+pub mod collective;
+pub mod cpu;
+pub mod layout;
+
+pub use collective::{Collective, LocalCollective};
+pub use cpu::{Reduction, ShardedCpuOptimizer, assemble};
+pub use layout::{Piece, ShardLayout};

@@ -1,0 +1,302 @@
+//! ZeRO-1 on the CPU reference: N ranks (threads, joined by the in-process collective)
+//! against one unsharded optimizer given the same summed gradients, bit for bit, for
+//! every shipped optimizer, several worlds and tensors of odd sizes; and the decisions
+//! every rank must take together.
+
+use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
+use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::runtime::raw::part_bytes;
+use flashopt::runtime::shard::{self, LocalCollective, ShardedCpuOptimizer};
+use flashopt::{
+    CpuOptimizer, FloatDtype, MasterMode, Optimizer as _, OptimizerSpec, PlanConfig, RuntimeError,
+    TensorId,
+};
+use half::bf16;
+
+/// Odd sizes: single elements, partial groups, tensors cut between ranks.
+const LENS: [usize; 7] = [1, 33, 95, 100, 7, 64, 257];
+const STEPS: u64 = 4;
+
+fn uniform(seed: &mut u64) -> f32 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    (*seed >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+}
+
+fn initial() -> Vec<Vec<f32>> {
+    let mut s = 0x1234_5678_9abc_def1;
+    LENS.iter()
+        .map(|&n| (0..n).map(|_| uniform(&mut s)).collect())
+        .collect()
+}
+
+/// Rank `rank`'s bf16 gradients at `step`, as f32 values.
+fn rank_grads(rank: usize, step: u64) -> Vec<Vec<f32>> {
+    let mut s = 0x9E37_79B9_7F4A_7C15 ^ (rank as u64 * 7919 + step * 104_729 + 1);
+    LENS.iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| bf16::from_f32(uniform(&mut s) * 0.01).to_f32())
+                .collect()
+        })
+        .collect()
+}
+
+fn as_bf16(grads: &[Vec<f32>]) -> Vec<PartData> {
+    grads
+        .iter()
+        .map(|g| PartData::round_from_f32(FloatDtype::Bf16, g))
+        .collect()
+}
+
+fn bufs(parts: &[PartData]) -> Vec<GradBuf<'_>> {
+    parts.iter().map(|p| p.as_grad().unwrap()).collect()
+}
+
+/// What one rank saw after each step: its parameters and its pieces' storage.
+struct Seen {
+    params: Vec<Vec<PartData>>,
+    shards: Vec<Vec<(shard::Piece, HostTensor)>>,
+}
+
+fn run_ranks<S: OptimizerSpec + Sync>(
+    spec: &S,
+    config: PlanConfig,
+    world: usize,
+    clip: Option<f64>,
+) -> (Vec<Seen>, Vec<flashopt::runtime::TensorInfo>) {
+    let init = initial();
+    let named: Vec<(String, &[f32])> = init
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("t{i}"), v.as_slice()))
+        .collect();
+    let seen: Vec<(Seen, Vec<flashopt::runtime::TensorInfo>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = LocalCollective::world_of(world)
+            .into_iter()
+            .map(|c| {
+                let named = &named;
+                s.spawn(move || {
+                    let rank = flashopt::runtime::shard::Collective::rank(&c);
+                    let tensors: Vec<(&str, &[f32])> =
+                        named.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                    let mut opt = ShardedCpuOptimizer::for_spec(spec, config, &tensors, c).unwrap();
+                    opt.set_grad_clipping(clip).unwrap();
+                    let mut seen = Seen {
+                        params: Vec::new(),
+                        shards: Vec::new(),
+                    };
+                    for step in 1..=STEPS {
+                        let g = as_bf16(&rank_grads(rank, step));
+                        assert!(opt.step(&bufs(&g)).unwrap().applied());
+                        seen.params.push(
+                            (0..LENS.len())
+                                .map(|i| {
+                                    PartData::round_from_f32(config.param, &opt.param(TensorId(i)))
+                                })
+                                .collect(),
+                        );
+                        seen.shards
+                            .push(opt.shard().map(|(p, t)| (p.clone(), t.clone())).collect());
+                    }
+                    (seen, opt.tensors().to_vec())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let tensors = seen[0].1.clone();
+    (seen.into_iter().map(|(s, _)| s).collect(), tensors)
+}
+
+/// The sum the collective computes: f32, in rank order, rounded to bf16.
+fn summed(world: usize, step: u64) -> Vec<PartData> {
+    let mut total: Vec<Vec<f32>> = LENS.iter().map(|&n| vec![0.0; n]).collect();
+    for rank in 0..world {
+        for (t, g) in total.iter_mut().zip(rank_grads(rank, step)) {
+            t.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+        }
+    }
+    as_bf16(&total)
+}
+
+fn equals_one_optimizer<S: OptimizerSpec + Sync>(
+    label: &str,
+    spec: &S,
+    config: PlanConfig,
+    clip: Option<f64>,
+) {
+    for world in [1, 2, 3, 8] {
+        let (ranks, tensors) = run_ranks(spec, config, world, clip);
+        let mut reference = CpuOptimizer::for_spec(spec, config).unwrap();
+        for (i, v) in initial().iter().enumerate() {
+            reference.add_tensor(&format!("t{i}"), v).unwrap();
+        }
+        reference.set_grad_clipping(clip).unwrap();
+        for step in 1..=STEPS {
+            let g = summed(world, step);
+            assert!(reference.step(&bufs(&g)).unwrap().applied());
+            let k = (step - 1) as usize;
+            let want: Vec<HostTensor> = (0..LENS.len())
+                .map(|i| reference.tensor(TensorId(i)).clone())
+                .collect();
+            for (rank, seen) in ranks.iter().enumerate() {
+                for (i, p) in seen.params[k].iter().enumerate() {
+                    assert_eq!(
+                        part_bytes(p),
+                        part_bytes(want[i].param()),
+                        "{label}, world {world}, rank {rank}, t{i}, step {step}: parameters"
+                    );
+                }
+            }
+            let plan = reference.plan();
+            let whole = shard::assemble(
+                plan,
+                &tensors,
+                |i| ranks[0].params[k][i].clone(),
+                ranks
+                    .iter()
+                    .flat_map(|r| r.shards[k].iter().map(|(p, t)| (p, t))),
+            );
+            for (i, (got, want)) in whole.iter().zip(&want).enumerate() {
+                for (j, (a, b)) in got.parts.iter().zip(&want.parts).enumerate() {
+                    assert_eq!(
+                        part_bytes(a),
+                        part_bytes(b),
+                        "{label}, world {world}, t{i}, part {j}, step {step}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_shipped_optimizer_sharded_equals_one_optimizer() {
+    let c = PlanConfig::bf16(MasterMode::Int8);
+    equals_one_optimizer("AdamW", &AdamW::default(), c, None);
+    equals_one_optimizer("Adam", &Adam::default(), c, None);
+    equals_one_optimizer("Lion", &Lion::default(), c, None);
+    equals_one_optimizer("Sgd", &Sgd::default(), c, None);
+    equals_one_optimizer("SgdW", &SgdW::default(), c, None);
+}
+
+#[test]
+fn other_formats_and_clipping_shard_the_same_way() {
+    let adamw = AdamW::default();
+    equals_one_optimizer(
+        "AdamW-32",
+        &adamw,
+        PlanConfig::bf16(MasterMode::Int16),
+        None,
+    );
+    equals_one_optimizer(
+        "AdamW bf16",
+        &adamw,
+        PlanConfig::bf16(MasterMode::None),
+        None,
+    );
+    equals_one_optimizer(
+        "AdamW clipped",
+        &adamw,
+        PlanConfig::bf16(MasterMode::Int8),
+        Some(0.01),
+    );
+}
+
+/// A rank's step result, whether its parameters changed, its step count.
+type RankResult = (
+    Result<flashopt::runtime::StepOutcome, RuntimeError>,
+    bool,
+    u64,
+);
+
+/// Runs `world` ranks one step each with `grads_of(rank)`; returns each rank's result
+/// and whether its parameters changed.
+fn one_step(world: usize, grads_of: impl Fn(usize) -> Vec<PartData> + Sync) -> Vec<RankResult> {
+    let init = initial();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = LocalCollective::world_of(world)
+            .into_iter()
+            .map(|c| {
+                let (init, grads_of) = (&init, &grads_of);
+                s.spawn(move || {
+                    let rank = flashopt::runtime::shard::Collective::rank(&c);
+                    let names: Vec<String> = (0..LENS.len()).map(|i| format!("t{i}")).collect();
+                    let tensors: Vec<(&str, &[f32])> = names
+                        .iter()
+                        .zip(init)
+                        .map(|(n, v)| (n.as_str(), v.as_slice()))
+                        .collect();
+                    let config = PlanConfig::bf16(MasterMode::Int8);
+                    let mut opt =
+                        ShardedCpuOptimizer::for_spec(&AdamW::default(), config, &tensors, c)
+                            .unwrap();
+                    let before: Vec<Vec<f32>> =
+                        (0..LENS.len()).map(|i| opt.param(TensorId(i))).collect();
+                    let g = grads_of(rank);
+                    let result = opt.step(&bufs(&g));
+                    let after: Vec<Vec<f32>> =
+                        (0..LENS.len()).map(|i| opt.param(TensorId(i))).collect();
+                    (result, before != after, opt.steps_taken())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn a_nan_on_one_rank_skips_the_step_on_every_rank() {
+    let results = one_step(3, |rank| {
+        let mut g = rank_grads(rank, 1);
+        if rank == 2 {
+            g[3][5] = f32::NAN;
+        }
+        as_bf16(&g)
+    });
+    for (rank, (result, changed, steps)) in results.iter().enumerate() {
+        let outcome = result.as_ref().unwrap();
+        assert!(!outcome.applied(), "rank {rank} applied a NaN step");
+        assert!(!changed && *steps == 0, "rank {rank} changed");
+    }
+    // The rank owning t3's element 5 names it.
+    let named: Vec<_> = results
+        .iter()
+        .filter_map(|(r, _, _)| match r.as_ref().unwrap() {
+            flashopt::runtime::StepOutcome::Skipped(f) if !f.tensor.is_empty() => {
+                Some((f.tensor.clone(), f.index))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(named, [("t3".to_string(), 5)]);
+}
+
+#[test]
+fn a_bad_gradient_on_one_rank_is_refused_by_every_rank() {
+    let results = one_step(2, |rank| {
+        let mut g = as_bf16(&rank_grads(rank, 1));
+        if rank == 1 {
+            g[2] = PartData::round_from_f32(FloatDtype::Bf16, &[0.0; 3]);
+        }
+        g
+    });
+    let messages: Vec<String> = results
+        .iter()
+        .map(|(r, _, _)| r.as_ref().unwrap_err().to_string())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "1 other rank(s) refused their gradients (their errors name the tensor); no rank stepped",
+            "tensor `t2`: gradient: 3 elements, expected 95 (the parameter's length)",
+        ]
+    );
+    assert!(
+        results
+            .iter()
+            .all(|(_, changed, steps)| !changed && *steps == 0)
+    );
+}
