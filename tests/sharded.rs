@@ -154,7 +154,6 @@ fn equals_one_optimizer<S: OptimizerSpec + Sync>(
             let whole = shard::assemble(
                 plan,
                 &tensors,
-                |i| ranks[0].params[k][i].clone(),
                 ranks
                     .iter()
                     .flat_map(|r| r.shards[k].iter().map(|(p, t)| (p, t))),

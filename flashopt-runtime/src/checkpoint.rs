@@ -72,6 +72,28 @@ pub enum CheckpointError {
         found: String,
         expected: String,
     },
+    #[error("{dir}: no sharded checkpoint here (no shard-RRRRR-of-WWWWW.safetensors files)")]
+    NoShards { dir: PathBuf },
+    #[error("{dir}: shards of several world sizes ({worlds:?}); remove the stale ones")]
+    WorldSizes { dir: PathBuf, worlds: Vec<usize> },
+    #[error("shard of rank {rank} (of {world}): {source}")]
+    Shard {
+        rank: usize,
+        world: usize,
+        source: Box<CheckpointError>,
+    },
+    #[error(
+        "shard of rank {rank} (of {world}) is from another save: its {field} is {found}, rank 0's {expected}"
+    )]
+    ShardsDisagree {
+        rank: usize,
+        world: usize,
+        field: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{ranks} other rank(s) failed (their errors say why); nothing changed")]
+    PeerFailed { ranks: usize },
     #[error("{path}: metadata `{key}`: {message}")]
     Metadata {
         path: PathBuf,
@@ -95,6 +117,8 @@ pub struct Restored {
     pub hyper: Vec<HyperValues>,
     /// In the order of the expected tensors.
     pub tensors: Vec<HostTensor>,
+    /// Every metadata field of the file.
+    pub metadata: HashMap<String, String>,
 }
 
 /// A tensor the loader expects: name, length, parameter group.
@@ -229,6 +253,19 @@ pub fn save(
     steps_taken: u64,
     entries: &[Entry<'_>],
 ) -> Result<u64, CheckpointError> {
+    save_with_metadata(path, plan, hyper, steps_taken, entries, Vec::new())
+}
+
+/// [`save`] with more metadata fields (a shard's rank and world, say), which
+/// [`Restored::metadata`] gives back.
+pub fn save_with_metadata(
+    path: &Path,
+    plan: &Plan,
+    hyper: &[HyperValues],
+    steps_taken: u64,
+    entries: &[Entry<'_>],
+    extra: Vec<(String, String)>,
+) -> Result<u64, CheckpointError> {
     let mut tensors = Vec::new();
     for e in entries {
         for ((_, part), data) in plan.resident_parts().zip(&e.tensor.parts) {
@@ -242,7 +279,9 @@ pub fn save(
         steps_taken,
         entries,
     };
-    serialize(path, tensors, file.header("compressed"))
+    let mut header = file.header("compressed");
+    header.extend(extra);
+    serialize(path, tensors, header)
 }
 
 /// Save f32 master weights and decoded f32 states: readable by any tool, four bytes
@@ -511,6 +550,7 @@ pub fn load(
         steps_taken: r.number("steps_taken")?,
         hyper,
         tensors,
+        metadata: r.meta.clone(),
     })
 }
 

@@ -30,16 +30,16 @@ pub enum Reduction {
 /// every method that takes a step or builds the optimizer, in the same order.
 #[derive(Debug)]
 pub struct ShardedCpuOptimizer<C: Collective> {
-    core: Core,
-    collective: C,
+    pub(super) core: Core,
+    pub(super) collective: C,
     segments: Vec<Segment>,
     layout: ShardLayout,
     reduction: Reduction,
     /// Every tensor's parameter part, on every rank.
-    params: Vec<PartData>,
-    pieces: Vec<Piece>,
+    pub(super) params: Vec<PartData>,
+    pub(super) pieces: Vec<Piece>,
     /// One per piece: the piece's parameter and states.
-    shard: Vec<HostTensor>,
+    pub(super) shard: Vec<HostTensor>,
 }
 
 impl<C: Collective> ShardedCpuOptimizer<C> {
@@ -222,6 +222,14 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
         self.pieces.iter().zip(&self.shard)
     }
 
+    pub fn rank(&self) -> usize {
+        self.collective.rank()
+    }
+
+    pub fn world(&self) -> usize {
+        self.collective.world()
+    }
+
     pub fn layout(&self) -> &ShardLayout {
         &self.layout
     }
@@ -264,24 +272,19 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
     }
 }
 
-/// Whole tensors from every rank's pieces (what one unsharded optimizer holds):
-/// `ranks` yields each rank's [`ShardedCpuOptimizer::shard`]; parameters come from
-/// `params` (any rank's, they are all equal).
+/// Whole tensors (what one unsharded optimizer holds) from the pieces of every rank
+/// (each rank's [`ShardedCpuOptimizer::shard`], chained), which cover every element once.
 pub fn assemble<'a>(
     plan: &Plan,
     tensors: &[TensorInfo],
-    params: impl Fn(usize) -> PartData,
-    ranks: impl IntoIterator<Item = (&'a Piece, &'a HostTensor)>,
+    pieces: impl IntoIterator<Item = (&'a Piece, &'a HostTensor)>,
 ) -> Vec<HostTensor> {
     let mut whole: Vec<HostTensor> = tensors
         .iter()
         .map(|t| HostTensor::zeros(plan, t.len))
         .collect();
-    for (piece, data) in ranks {
+    for (piece, data) in pieces {
         layout::paste(plan, &mut whole[piece.tensor], piece, data);
-    }
-    for (i, t) in whole.iter_mut().enumerate() {
-        t.parts[0] = params(i);
     }
     whole
 }
