@@ -134,6 +134,43 @@ impl CpuOptimizer {
     }
 }
 
+impl CpuOptimizer {
+    /// Step one tensor alone (gradient release: a trainer that produces gradients
+    /// layer by layer steps each tensor as its gradient arrives and drops it). The step
+    /// counter is shared: call [`Self::finish_step`] once every tensor of the step is
+    /// done; each tensor steps as [`Self::step`] would step it. A gradient holding NaN
+    /// or infinity skips this tensor's update only (tensors stepped before it keep
+    /// theirs). Clipping needs the whole step's norm: an error.
+    pub fn step_tensor(
+        &mut self,
+        id: TensorId,
+        grad: GradBuf<'_>,
+    ) -> Result<StepOutcome, RuntimeError> {
+        let core = &self.core;
+        if core.max_grad_norm.is_some() {
+            return Err(RuntimeError::ClipNeedsWholeStep);
+        }
+        let info = core.tensor(id)?;
+        if let Some(found) = numerics::scan_step([(info.name.as_str(), grad)]) {
+            return Ok(StepOutcome::Skipped(found));
+        }
+        let scalars = core.kernel_scalars(core.steps_taken + 1, 1.0)?;
+        interp::run(
+            &core.plan,
+            &scalars[info.param_group],
+            &mut self.tensors[id.0],
+            grad,
+        )
+        .map_err(RuntimeError::in_tensor(&info.name))?;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// Count a step whose tensors were stepped one by one with [`Self::step_tensor`].
+    pub fn finish_step(&mut self) {
+        self.core.steps_taken += 1;
+    }
+}
+
 impl Optimizer for CpuOptimizer {
     fn core(&self) -> &Core {
         &self.core
