@@ -66,6 +66,7 @@ pub mod copy;
 pub mod define;
 pub mod emit;
 pub mod launch;
+pub mod nccl;
 pub mod ops;
 pub mod reduce;
 pub mod transfer;

@@ -126,7 +126,7 @@ impl HostTransfers for cubecl::cuda::CudaRuntime {
 
 /// The device address of `handle`'s first byte, once everything queued on the
 /// client's stream has run: copies outside cubecl's stream must not overtake it.
-fn device_address_after_queued_work(
+pub(crate) fn device_address_after_queued_work(
     client: &ComputeClient<cubecl::cuda::CudaRuntime>,
     handle: &Handle,
 ) -> u64 {
@@ -206,7 +206,7 @@ fn download_through_device_copies<R: Runtime>(
 }
 
 /// CUDA copies through pinned host memory, double-buffered.
-mod pinned {
+pub(crate) mod pinned {
     use cudarc::driver::result::{self, DriverError, stream};
     use cudarc::driver::sys::{self, CUdeviceptr, CUstream};
 
@@ -230,6 +230,13 @@ mod pinned {
         device: sys::CUdevice,
         buffers: [*mut u8; 2],
         streams: [CUstream; 2],
+    }
+
+    /// The device that owns the memory at `ptr`.
+    pub fn device_of(ptr: CUdeviceptr) -> Result<sys::CUdevice, DriverError> {
+        let device = enter_context_of(ptr)?;
+        unsafe { result::primary_ctx::release(device)? };
+        Ok(device)
     }
 
     /// Make the primary context of the device owning `ptr` current on this thread

@@ -45,6 +45,8 @@ pub enum RuntimeError {
         "{ranks} other rank(s) refused their gradients (their errors name the tensor); no rank stepped"
     )]
     PeerRefused { ranks: usize },
+    #[error("collective: {0}")]
+    Collective(String),
     #[error("tensor id {id} does not exist ({tensors} tensor(s))")]
     UnknownTensor { id: usize, tensors: usize },
     #[error(

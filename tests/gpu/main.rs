@@ -15,6 +15,7 @@ mod common;
 
 mod configs;
 mod guards;
+mod sharded;
 mod transfer;
 
 use std::io::Write as _;

@@ -8,7 +8,7 @@
 //!   gradients on the device.
 
 mod buffers;
-mod layout;
+pub(crate) mod layout;
 mod step;
 
 use flashopt_cubecl::bindings::{self, Buffer, Role, table_values};
@@ -197,6 +197,18 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     fn slot(&self, role: Role) -> usize {
         bindings::slot(&self.layout, role)
+    }
+
+    /// Bind another buffer to the plan's part with `role`: `len` elements of its
+    /// storage, at least the groups' (a sharded rank binds views of the whole
+    /// model's parameter buffer and its reduce-scatter output).
+    pub(crate) fn rebind(&mut self, role: flashopt_ir::Role, handle: Handle, len: usize) {
+        assert!(
+            len >= self.groups * flashopt_ir::GROUP_SIZE,
+            "a buffer for every group"
+        );
+        let slot = self.part_slot(role);
+        self.buffers[slot] = (handle, len);
     }
 
     /// The kernel buffer of the plan's part with `role`.

@@ -62,7 +62,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     }
 
     /// The real gradient elements' sum of squares, on the device.
-    fn grad_square_sum(&self) -> f64 {
+    pub(crate) fn grad_square_sum(&self) -> f64 {
         match self.groups {
             0 => 0.0,
             _ => reduce::sum_partials(&self.client, self.launch_grad_reduction()),
@@ -90,7 +90,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     /// Where the non-finite gradient values are: reads the gradients back (only
     /// after the reduction found some).
-    fn locate_non_finite(&self) -> Option<NonFinite> {
+    pub(crate) fn locate_non_finite(&self) -> Option<NonFinite> {
         let grads = self.read_per_tensor(PartRole::Gradient);
         let named = self.core.tensors.iter().map(|t| t.name.as_str());
         numerics::scan_step(
@@ -153,9 +153,17 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             Ok(scale) => scale,
             Err(found) => return Ok(StepOutcome::Skipped(found)),
         };
+        self.apply(grad_scale)?;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// The step's launch once the gradients are checked: scalars with `grad_scale`,
+    /// the fused kernel over every group, the step counted.
+    pub(crate) fn apply(&mut self, grad_scale: f32) -> Result<(), RuntimeError> {
         let step = self.core.steps_taken + 1;
         self.upload_scalars(step, grad_scale)?;
-        // SAFETY: every buffer was sized for `self.groups` groups by `upload`.
+        // SAFETY: every buffer was sized for `self.groups` groups by `upload` (or
+        // rebound to one at least as long, `rebind`).
         unsafe {
             launch(
                 &self.client,
@@ -166,7 +174,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             )
         };
         self.core.steps_taken = step;
-        Ok(StepOutcome::Applied)
+        Ok(())
     }
 
     /// Step one tensor alone (gradient release). The step counter is shared: call

@@ -7,8 +7,12 @@
 pub mod checkpoint;
 pub mod collective;
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod layout;
 
 pub use collective::{Collective, LocalCollective};
 pub use cpu::{Reduction, ShardedCpuOptimizer, assemble};
+#[cfg(feature = "gpu")]
+pub use gpu::ShardedGpuOptimizer;
 pub use layout::{Piece, ShardLayout};

@@ -1,0 +1,292 @@
+//! [`ShardedGpuOptimizer`]: one rank of a ZeRO-1 optimizer on a CUDA GPU, its
+//! collectives through NCCL.
+//!
+//! The rank's pieces are an ordinary [`GpuOptimizer`] whose parameter binding is a
+//! view of the rank's block of the whole model's parameter buffer and whose gradient
+//! binding is the reduce-scatter's output: the fused kernel and its launch are the
+//! single-GPU ones. A step: reduce-scatter the whole gradient buffer (NCCL, in the
+//! gradient dtype), the block's sum of squares (the device reduction), one all-reduce
+//! of that number (a non-finite sum skips the step on every rank; its square root is
+//! the global norm for clipping), the fused launch, an in-place all-gather of the
+//! parameters. The ordering with cubecl's stream is [`flashopt_cubecl::nccl`]'s.
+
+use flashopt_cubecl::cubecl::client::ComputeClient;
+use flashopt_cubecl::cubecl::cuda::CudaRuntime;
+use flashopt_cubecl::cubecl::server::Handle;
+use flashopt_cubecl::nccl::Communicator;
+use flashopt_cubecl::transfer::HostTransfers;
+use flashopt_ir::interp::{self, GradBuf, HostTensor, PartData};
+use flashopt_ir::{Extent, GROUP_SIZE, HyperValues, Plan, Role};
+
+use super::cpu::Reduction;
+use super::layout::{self, Piece, ShardLayout};
+use crate::core::{Optimizer, TensorId, TensorInfo, check_tensors};
+use crate::error::RuntimeError;
+use crate::gpu::GpuOptimizer;
+use crate::gpu::layout::FlatPart;
+use crate::numerics::{NonFinite, StepOutcome};
+use crate::raw;
+use crate::segments::{Segment, segments};
+
+/// One rank of a sharded optimizer on a CUDA device (see the module's documentation).
+pub struct ShardedGpuOptimizer {
+    pieces_opt: GpuOptimizer<CudaRuntime>,
+    comm: Communicator,
+    tensors: Vec<TensorInfo>,
+    segments: Vec<Segment>,
+    layout: ShardLayout,
+    pieces: Vec<Piece>,
+    /// The whole model's parameters and gradients, padded to `world` equal blocks.
+    params: Handle,
+    grads: Handle,
+    block_grads: Handle,
+    reduction: Reduction,
+}
+
+impl ShardedGpuOptimizer {
+    /// This rank's optimizer for whole tensors (every rank passes the same ones, in the
+    /// same order), on the device of `client`, joined to the others through `comm`.
+    pub fn from_host(
+        client: ComputeClient<CudaRuntime>,
+        plan: Plan,
+        hyper: HyperValues,
+        tensors: Vec<(String, HostTensor)>,
+        comm: Communicator,
+    ) -> Result<ShardedGpuOptimizer, RuntimeError> {
+        flashopt_ir::verify::verify(&plan)?;
+        check_tensors(&plan, tensors.iter().map(|(n, t)| (n.as_str(), t)))?;
+        let infos: Vec<TensorInfo> = tensors
+            .iter()
+            .map(|(name, t)| TensorInfo {
+                name: name.clone(),
+                param_group: 0,
+                len: t.len(),
+            })
+            .collect();
+        let (segments, groups) = segments(&infos);
+        let layout = ShardLayout::new(groups, comm.world());
+        let pieces = layout.pieces(comm.rank(), &segments);
+        let cut: Vec<(String, HostTensor)> = pieces
+            .iter()
+            .map(|p| {
+                let (name, whole) = &tensors[p.tensor];
+                (
+                    format!("{name}@{}", p.elements.start),
+                    layout::cut(&plan, whole, p),
+                )
+            })
+            .collect();
+        let param_storage = plan.part(plan.part_with_role(Role::Param)).storage;
+        let grad_bytes = plan.config.grad.size_bytes();
+        let padded = comm.world() * layout.block_elements();
+        let params = {
+            let flat = FlatPart::new(
+                tensors.iter().map(|(_, t)| t.param().view()),
+                &segments,
+                Extent::Element,
+                param_storage.size_bytes(),
+                0,
+            );
+            upload_padded(&client, &flat, padded * param_storage.size_bytes())
+        };
+        let none = FlatPart::new(std::iter::empty(), &[], Extent::Element, grad_bytes, 0);
+        let grads = upload_padded(&client, &none, padded * grad_bytes);
+        let block_grads = upload_padded(&client, &none, layout.block_elements() * grad_bytes);
+        let mut pieces_opt = GpuOptimizer::from_host(client, plan, hyper, cut)?;
+        let block_start = layout.block(comm.rank()).start * GROUP_SIZE;
+        pieces_opt.rebind(
+            Role::Param,
+            params
+                .clone()
+                .offset_start((block_start * param_storage.size_bytes()) as u64),
+            layout.block_elements(),
+        );
+        pieces_opt.rebind(Role::Gradient, block_grads.clone(), layout.block_elements());
+        Ok(ShardedGpuOptimizer {
+            pieces_opt,
+            comm,
+            tensors: infos,
+            segments,
+            layout,
+            pieces,
+            params,
+            grads,
+            block_grads,
+            reduction: Reduction::Sum,
+        })
+    }
+
+    pub fn set_reduction(&mut self, reduction: Reduction) {
+        self.reduction = reduction;
+    }
+
+    /// Clip the global gradient norm (over every rank) of later steps, or stop.
+    pub fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
+        self.pieces_opt.set_grad_clipping(max_norm)
+    }
+
+    /// This rank's gradients (one per whole tensor, in order) from the host into the
+    /// whole gradient buffer. Trainers whose gradients are on the device write them
+    /// through [`Self::grad_handle`] instead.
+    pub fn write_grads(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
+        if grads.len() != self.tensors.len() {
+            return Err(RuntimeError::GradCount {
+                expected: self.tensors.len(),
+                found: grads.len(),
+            });
+        }
+        let plan = self.pieces_opt.plan();
+        for (t, g) in self.tensors.iter().zip(grads) {
+            interp::check_grad(plan, t.len, *g).map_err(RuntimeError::in_tensor(&t.name))?;
+        }
+        let size = plan.config.grad.size_bytes();
+        let flat = FlatPart::new(
+            grads.iter().map(|g| g.as_part()),
+            &self.segments,
+            Extent::Element,
+            size,
+            0,
+        );
+        let padded = self.comm.world() * self.layout.block_elements() * size;
+        self.grads = upload_padded(self.pieces_opt.client(), &flat, padded);
+        Ok(())
+    }
+
+    /// A whole tensor's gradient in the buffer the next step reduces (its first
+    /// `len` values, in the plan's gradient dtype).
+    pub fn grad_handle(&self, id: TensorId) -> Handle {
+        let size = self.pieces_opt.plan().config.grad.size_bytes();
+        let start = self.segments[id.0].elements().start;
+        self.grads.clone().offset_start((start * size) as u64)
+    }
+
+    /// A whole tensor's parameters, which every step updates in place (on every rank).
+    pub fn param_handle(&self, id: TensorId) -> Handle {
+        let size = self.param_storage().size_bytes();
+        let start = self.segments[id.0].elements().start;
+        self.params.clone().offset_start((start * size) as u64)
+    }
+
+    fn param_storage(&self) -> flashopt_ir::Storage {
+        let plan = self.pieces_opt.plan();
+        plan.part(plan.part_with_role(Role::Param)).storage
+    }
+
+    /// One step of every rank (each calls it; see the module's documentation).
+    pub fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
+        let collective =
+            |e: flashopt_cubecl::nccl::NcclError| RuntimeError::Collective(e.to_string());
+        let client = self.pieces_opt.client().clone();
+        let count = self.layout.block_elements();
+        let grad_storage = flashopt_ir::Storage::from(self.pieces_opt.plan().config.grad);
+        // SAFETY: the gradient buffer holds `world` blocks, the block buffer one.
+        unsafe {
+            self.comm.reduce_scatter(
+                &client,
+                grad_storage,
+                &self.grads,
+                &self.block_grads,
+                count,
+                self.reduction == Reduction::Mean,
+            )
+        }
+        .map_err(collective)?;
+        let local = self.pieces_opt.grad_square_sum();
+        let mut global = [local];
+        self.comm.all_reduce_f64(&mut global).map_err(collective)?;
+        if !global[0].is_finite() {
+            let found = match local.is_finite() {
+                true => None,
+                false => self.pieces_opt.locate_non_finite(),
+            };
+            return Ok(StepOutcome::Skipped(self.in_whole_tensor(found)));
+        }
+        let factor = match self.pieces_opt.grad_clipping() {
+            Some(_) => self.pieces_opt.core_mut().clip_factor(global[0]),
+            None => 1.0,
+        };
+        self.pieces_opt.apply(factor)?;
+        // SAFETY: the parameter buffer holds `world` blocks.
+        unsafe {
+            self.comm
+                .all_gather_in_place(&client, self.param_storage(), &self.params, count)
+        }
+        .map_err(collective)?;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// A non-finite value found in a piece, named by its whole tensor.
+    fn in_whole_tensor(&self, found: Option<NonFinite>) -> NonFinite {
+        let Some(mut found) = found else {
+            return NonFinite {
+                // On another rank.
+                tensor: String::new(),
+                index: 0,
+                value: f32::NAN,
+                count: 0,
+            };
+        };
+        let piece = (0..self.pieces.len())
+            .find(|&i| self.pieces_opt.tensor_info(TensorId(i)).name == found.tensor);
+        if let Some(p) = piece.map(|i| &self.pieces[i]) {
+            found.tensor = self.tensors[p.tensor].name.clone();
+            found.index += p.elements.start;
+        }
+        found
+    }
+
+    /// Every whole tensor's parameters, read back.
+    pub fn download_params(&self) -> Vec<PartData> {
+        let storage = self.param_storage();
+        let size = storage.size_bytes();
+        let padded = self.comm.world() * self.layout.block_elements() * size;
+        let bytes = CudaRuntime::download(self.pieces_opt.client(), &self.params, padded);
+        self.segments
+            .iter()
+            .map(|s| {
+                let r = s.elements();
+                raw::part_data(storage, &bytes[r.start * size..r.end * size])
+            })
+            .collect()
+    }
+
+    /// This rank's pieces and their state (parameter and states), read back.
+    pub fn download_shard(&self) -> Vec<(Piece, HostTensor)> {
+        let tensors = self.pieces_opt.download();
+        self.pieces
+            .iter()
+            .cloned()
+            .zip(tensors.into_iter().map(|(_, t)| t))
+            .collect()
+    }
+
+    pub fn steps_taken(&self) -> u64 {
+        self.pieces_opt.steps_taken()
+    }
+
+    pub fn layout(&self) -> &ShardLayout {
+        &self.layout
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    pub fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+}
+
+/// A device buffer of `len` bytes: `flat`'s bytes, then zeros.
+fn upload_padded(client: &ComputeClient<CudaRuntime>, flat: &FlatPart<'_>, len: usize) -> Handle {
+    let filled = flat.len();
+    let fill = |offset: usize, out: &mut [u8]| {
+        let end = offset + out.len();
+        let head = filled.clamp(offset, end) - offset;
+        if head > 0 {
+            flat.write(offset, &mut out[..head]);
+        }
+        out[head..].fill(0);
+    };
+    CudaRuntime::upload(client, len, &fill)
+}
