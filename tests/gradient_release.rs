@@ -1,6 +1,8 @@
 //! Gradient release on the CPU reference: tensors stepped one by one as their
 //! gradients arrive end where the whole step ends, bit for bit.
 
+mod common;
+
 use flashopt::ir::interp::{GradBuf, PartData};
 use flashopt::optimizers::{AdamW, Lion};
 use flashopt::runtime::raw::part_bytes;
@@ -12,19 +14,7 @@ use flashopt::{
 const LENS: [usize; 4] = [3, 64, 95, 200];
 
 fn values(seed: u64, scale: f32) -> Vec<Vec<f32>> {
-    let mut s = seed;
-    LENS.iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    ((s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0) * scale
-                })
-                .collect()
-        })
-        .collect()
+    common::uniform_tensors(&LENS, seed, scale)
 }
 
 fn optimizer<S: OptimizerSpec>(spec: &S) -> CpuOptimizer {

@@ -3,6 +3,8 @@
 //! every shipped optimizer, several worlds and tensors of odd sizes; and the decisions
 //! every rank must take together.
 
+mod common;
+
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::runtime::raw::part_bytes;
@@ -17,30 +19,18 @@ use half::bf16;
 const LENS: [usize; 7] = [1, 33, 95, 100, 7, 64, 257];
 const STEPS: u64 = 4;
 
-fn uniform(seed: &mut u64) -> f32 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    (*seed >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-}
-
 fn initial() -> Vec<Vec<f32>> {
-    let mut s = 0x1234_5678_9abc_def1;
-    LENS.iter()
-        .map(|&n| (0..n).map(|_| uniform(&mut s)).collect())
-        .collect()
+    common::uniform_tensors(&LENS, 0x1234_5678_9abc_def1, 1.0)
 }
 
 /// Rank `rank`'s bf16 gradients at `step`, as f32 values.
 fn rank_grads(rank: usize, step: u64) -> Vec<Vec<f32>> {
-    let mut s = 0x9E37_79B9_7F4A_7C15 ^ (rank as u64 * 7919 + step * 104_729 + 1);
-    LENS.iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| bf16::from_f32(uniform(&mut s) * 0.01).to_f32())
-                .collect()
-        })
-        .collect()
+    let seed = 0x9E37_79B9_7F4A_7C15 ^ (rank as u64 * 7919 + step * 104_729 + 1);
+    let mut g = common::uniform_tensors(&LENS, seed, 0.01);
+    for v in g.iter_mut().flatten() {
+        *v = bf16::from_f32(*v).to_f32();
+    }
+    g
 }
 
 fn as_bf16(grads: &[Vec<f32>]) -> Vec<PartData> {

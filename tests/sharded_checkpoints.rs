@@ -2,6 +2,8 @@
 //! another, bit-equal to the run that was not interrupted; missing, truncated and
 //! mixed shards refused naming the rank; a failed save keeps the previous checkpoint.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
@@ -15,19 +17,7 @@ const LENS: [usize; 5] = [1, 95, 100, 64, 257];
 type Rank = ShardedCpuOptimizer<LocalCollective>;
 
 fn values(seed: u64, scale: f32) -> Vec<Vec<f32>> {
-    let mut s = seed;
-    LENS.iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    ((s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0) * scale
-                })
-                .collect()
-        })
-        .collect()
+    common::uniform_tensors(&LENS, seed, scale)
 }
 
 /// A rank of an AdamW-24 world over the test tensors, from initial values `seed`.

@@ -34,6 +34,18 @@ impl Rng {
     }
 }
 
+/// One vector per length, uniform in `[-scale, scale)`, the same for the same seed.
+pub fn uniform_tensors(lens: &[usize], seed: u64, scale: f32) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    lens.iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| (rng.uniform() * 2.0 - 1.0) as f32 * scale)
+                .collect()
+        })
+        .collect()
+}
+
 /// libdevice's `__nv_powif`, with which flashoptim's `_triton_adam_kernel` computes
 /// `beta^step`: f32 square-and-multiply, low bits first (measured on the GPU:
 /// tests/flashoptim_vectors.rs).

@@ -21,19 +21,7 @@ const LENS: [usize; 8] = [1, 33, 95, 100, 7, 64, 257, 100_003];
 const STEPS: u64 = 5;
 
 fn values(seed: u64, scale: f32) -> Vec<Vec<f32>> {
-    let mut s = seed;
-    LENS.iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    ((s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0) * scale
-                })
-                .collect()
-        })
-        .collect()
+    crate::common::uniform_tensors(&LENS, seed, scale)
 }
 
 /// Rank `rank`'s bf16 gradient at `step`, as f32 values; a NaN at step 3 on the last

@@ -7,8 +7,8 @@
 //! group.
 
 use flashopt_cubecl::bindings::{self, Buffer, Role};
-use flashopt_ir::interp::{HostTensor, PartRef};
-use flashopt_ir::{Extent, GROUP_SIZE, Plan};
+use flashopt_ir::interp::{HostTensor, PartData, PartRef};
+use flashopt_ir::{Extent, GROUP_SIZE, Plan, Storage};
 
 use crate::core::TensorInfo;
 use crate::raw;
@@ -110,6 +110,18 @@ impl<'a> FlatPart<'a> {
             }
         }
     }
+}
+
+/// Each tensor's values of a flat per-element buffer's bytes, without the padding.
+pub(crate) fn per_tensor(storage: Storage, bytes: &[u8], segments: &[Segment]) -> Vec<PartData> {
+    let size = storage.size_bytes();
+    segments
+        .iter()
+        .map(|s| {
+            let r = s.elements();
+            raw::part_data(storage, &bytes[r.start * size..r.end * size])
+        })
+        .collect()
 }
 
 /// Every tensor read back from the buffers' bytes (`bytes[i]` for kernel buffer `i`;

@@ -270,14 +270,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let storage = plan.part(plan.part_with_role(role)).storage;
         let (handle, len) = &self.buffers[self.part_slot(role)];
         let bytes = transfer::download(&self.client, handle, len * storage.size_bytes());
-        let size = storage.size_bytes();
-        self.segments
-            .iter()
-            .map(|s| {
-                let r = s.elements();
-                raw::part_data(storage, &bytes[r.start * size..r.end * size])
-            })
-            .collect()
+        layout::per_tensor(storage, &bytes, &self.segments)
     }
 }
 

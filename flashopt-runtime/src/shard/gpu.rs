@@ -25,7 +25,6 @@ use crate::error::RuntimeError;
 use crate::gpu::GpuOptimizer;
 use crate::gpu::layout::FlatPart;
 use crate::numerics::{NonFinite, StepOutcome};
-use crate::raw;
 use crate::segments::{Segment, segments};
 
 /// One rank of a sharded optimizer on a CUDA device (see the module's documentation).
@@ -241,13 +240,7 @@ impl ShardedGpuOptimizer {
         let size = storage.size_bytes();
         let padded = self.comm.world() * self.layout.block_elements() * size;
         let bytes = CudaRuntime::download(self.pieces_opt.client(), &self.params, padded);
-        self.segments
-            .iter()
-            .map(|s| {
-                let r = s.elements();
-                raw::part_data(storage, &bytes[r.start * size..r.end * size])
-            })
-            .collect()
+        crate::gpu::layout::per_tensor(storage, &bytes, &self.segments)
     }
 
     /// This rank's pieces and their state (parameter and states), read back.
