@@ -101,6 +101,50 @@ impl Core {
             .collect()
     }
 
+    /// Change a hyper-parameter of every parameter group (checked against its range;
+    /// on error nothing changes).
+    pub(crate) fn set_hyper(&mut self, name: &str, value: Value) -> Result<(), RuntimeError> {
+        let mut updated = self.hyper.clone();
+        for h in &mut updated {
+            h.set(name, value)?;
+        }
+        self.hyper = updated;
+        Ok(())
+    }
+
+    /// The hyper-parameter the definition names as its learning rate.
+    pub(crate) fn learning_rate_name(&self) -> Result<&str, RuntimeError> {
+        let plan = &self.plan;
+        plan.numerics
+            .learning_rate
+            .map(|i| plan.hyper_params[i].name.as_str())
+            .ok_or_else(|| RuntimeError::NoLearningRate {
+                optimizer: plan.optimizer.clone(),
+            })
+    }
+
+    /// Set the learning rate of every parameter group.
+    pub(crate) fn set_learning_rate(&mut self, lr: f64) -> Result<(), RuntimeError> {
+        let name = self.learning_rate_name()?.to_string();
+        self.set_hyper(&name, lr.into())
+    }
+
+    /// Clip later steps' global gradient norm to `max_norm` (`None`: no clipping).
+    /// Returns whether the plan changed (it gained its gradient scale), so that a
+    /// back end recompiles its kernel.
+    pub(crate) fn set_grad_clipping(
+        &mut self,
+        max_norm: Option<f64>,
+    ) -> Result<bool, RuntimeError> {
+        let max_norm = max_norm.map(clip::check_max_norm).transpose()?;
+        self.max_grad_norm = max_norm;
+        let scale_added = max_norm.is_some() && self.plan.grad_scale.is_none();
+        if scale_added {
+            self.plan = Arc::new(self.plan.with_grad_scale());
+        }
+        Ok(scale_added)
+    }
+
     /// The clipping factor for a step whose gradients' squares sum to `square_sum`,
     /// recording the norm.
     pub(crate) fn clip_factor(&mut self, square_sum: f64) -> f32 {
@@ -189,14 +233,7 @@ pub trait Optimizer {
     /// Change a hyper-parameter of every parameter group (checked against its range;
     /// on error nothing changes).
     fn set_hyper(&mut self, name: &str, value: impl Into<Value>) -> Result<(), RuntimeError> {
-        let value = value.into();
-        let core = self.core_mut();
-        let mut updated = core.hyper.clone();
-        for h in &mut updated {
-            h.set(name, value)?;
-        }
-        core.hyper = updated;
-        Ok(())
+        self.core_mut().set_hyper(name, value.into())
     }
 
     /// Change a hyper-parameter of one parameter group.
@@ -222,19 +259,12 @@ pub trait Optimizer {
 
     /// The hyper-parameter the definition names as its learning rate.
     fn learning_rate_name(&self) -> Result<&str, RuntimeError> {
-        let plan = self.plan();
-        plan.numerics
-            .learning_rate
-            .map(|i| plan.hyper_params[i].name.as_str())
-            .ok_or_else(|| RuntimeError::NoLearningRate {
-                optimizer: plan.optimizer.clone(),
-            })
+        self.core().learning_rate_name()
     }
 
     /// Set the learning rate of every parameter group (a schedule's value).
     fn set_learning_rate(&mut self, lr: f64) -> Result<(), RuntimeError> {
-        let name = self.learning_rate_name()?.to_string();
-        self.set_hyper(&name, lr)
+        self.core_mut().set_learning_rate(lr)
     }
 
     /// A parameter group's learning rate.
@@ -249,11 +279,7 @@ pub trait Optimizer {
     /// Clip the global gradient norm of every later step to `max_norm` (torch's
     /// `clip_grad_norm_`; see [`crate::clip`]), or stop clipping with `None`.
     fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
-        let max_norm = max_norm.map(clip::check_max_norm).transpose()?;
-        let core = self.core_mut();
-        core.max_grad_norm = max_norm;
-        if max_norm.is_some() && core.plan.grad_scale.is_none() {
-            core.plan = Arc::new(core.plan.with_grad_scale());
+        if self.core_mut().set_grad_clipping(max_norm)? {
             self.plan_changed();
         }
         Ok(())

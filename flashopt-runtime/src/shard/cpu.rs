@@ -249,26 +249,12 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
     /// Clip the global gradient norm (over every rank's block) of later steps to
     /// `max_norm`, or stop with `None`.
     pub fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
-        let max_norm = max_norm.map(clip::check_max_norm).transpose()?;
-        self.core.max_grad_norm = max_norm;
-        if max_norm.is_some() && self.core.plan.grad_scale.is_none() {
-            self.core.plan = std::sync::Arc::new(self.core.plan.with_grad_scale());
-        }
-        Ok(())
+        self.core.set_grad_clipping(max_norm).map(|_| ())
     }
 
     /// Set the learning rate (the hyper-parameter the definition names).
     pub fn set_learning_rate(&mut self, lr: f64) -> Result<(), RuntimeError> {
-        let plan = &self.core.plan;
-        let name = plan
-            .numerics
-            .learning_rate
-            .map(|i| plan.hyper_params[i].name.clone())
-            .ok_or_else(|| RuntimeError::NoLearningRate {
-                optimizer: plan.optimizer.clone(),
-            })?;
-        self.core.hyper[0].set(&name, lr)?;
-        Ok(())
+        self.core.set_learning_rate(lr)
     }
 }
 
