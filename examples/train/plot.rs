@@ -6,8 +6,6 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-
 struct Curve {
     label: String,
     train: Vec<(f64, f64)>,
@@ -82,19 +80,20 @@ fn curves(dir: &Path) -> Result<Vec<Curve>, String> {
         .collect()
 }
 
-/// Draw `dir`'s curves into `out`. Needs a TrueType font (`font`, or DejaVu Sans
-/// where Debian and Ubuntu put it).
+/// Draw `dir`'s curves into `out`, in the TrueType `font` if given, else in the
+/// DejaVu Sans built into the binary.
 pub fn render(dir: &Path, out: &Path, font: Option<&Path>) -> Result<(), String> {
     let curves = curves(dir)?;
-    let font = font.unwrap_or(Path::new(DEFAULT_FONT));
-    let bytes = std::fs::read(font)
-        .map_err(|e| format!("font {}: {e} (pass --font FILE.ttf)", font.display()))?;
-    plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(bytes.into_boxed_slice()),
-    )
-    .map_err(|_| format!("font {}: not a TrueType font", font.display()))?;
+    let bytes: &'static [u8] = match font {
+        Some(font) => {
+            let bytes = std::fs::read(font)
+                .map_err(|e| format!("font {}: {e} (pass --font FILE.ttf)", font.display()))?;
+            Box::leak(bytes.into_boxed_slice())
+        }
+        None => dejavu::sans::regular(),
+    };
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| "the font is not a TrueType font".to_string())?;
     let error = |e: &dyn std::fmt::Display| format!("plot {}: {e}", out.display());
     let last = curves
         .iter()

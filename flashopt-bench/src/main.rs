@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             Some(dir) => report::report(
                 &PathBuf::from(dir),
                 flag("--plot").map(PathBuf::from).as_deref(),
-                &PathBuf::from(flag("--font").unwrap_or_else(|| report::DEFAULT_FONT.to_string())),
+                flag("--font").map(PathBuf::from).as_deref(),
             )
             .map(|text| print!("{text}")),
             None => Err(USAGE.to_string()),

@@ -12,8 +12,6 @@ use plotters::prelude::*;
 use crate::run::CSV_HEADER;
 use crate::workloads;
 
-pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-
 /// Bytes torch's fused fp32 AdamW moves per parameter: reads p, g, m, v; writes p, m, v
 /// (half as many with bf16 parameters, gradients and states).
 const TORCH_ADAMW_BYTES: f64 = 28.0;
@@ -87,7 +85,8 @@ fn read_csv(path: &Path) -> Result<(Vec<Row>, BTreeMap<String, String>), String>
 }
 
 /// The markdown report of a results directory; with `plot`, also the PNG.
-pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, String> {
+/// `font`: a TrueType file for the plot, or `None` for the DejaVu Sans built in.
+pub fn report(dir: &Path, plot: Option<&Path>, font: Option<&Path>) -> Result<String, String> {
     // Every flashopt*.csv of the directory (a run may be split over several commands);
     // flashopt-sweep.csv holds the kernel-shape sweep and feeds only its own table.
     let mut ours = Vec::new();
@@ -375,20 +374,22 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: &Path) -> Result<String, St
 
 fn draw(
     path: &Path,
-    font: &Path,
+    font: Option<&Path>,
     device: &str,
     names: &[&str],
     series: &[(&str, RGBColor, Vec<Option<f64>>)],
     copy: f64,
 ) -> Result<(), String> {
-    let bytes = std::fs::read(font)
-        .map_err(|e| format!("font {}: {e} (pass --font FILE.ttf)", font.display()))?;
-    plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(bytes.into_boxed_slice()),
-    )
-    .map_err(|_| format!("font {}: not a TrueType font", font.display()))?;
+    let bytes: &'static [u8] = match font {
+        Some(font) => {
+            let bytes = std::fs::read(font)
+                .map_err(|e| format!("font {}: {e} (pass --font FILE.ttf)", font.display()))?;
+            Box::leak(bytes.into_boxed_slice())
+        }
+        None => dejavu::sans::regular(),
+    };
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| "the font is not a TrueType font".to_string())?;
     let error = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
     let root = BitMapBackend::new(path, (1200, 650)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| error(&e))?;
@@ -484,7 +485,15 @@ mod tests {
             "ratios",
             &[("flashopt.csv", &ours), ("reference.csv", theirs)],
         );
-        let text = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap();
+        let plot = dir.join("gbps.png");
+        let text = report(&dir, Some(&plot), None).unwrap();
+        // Drawn in the built-in font, whatever fonts this machine has.
+        let png = std::fs::read(&plot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{}",
+            png.len()
+        );
         assert!(
             text.contains("| AdamW-24 | 268M | 2.000 | 3.000 | 1.50x | - | - | - | - |"),
             "{text}"
@@ -517,7 +526,7 @@ mod tests {
                 ("flashopt-approximate.csv", &approximate),
             ],
         );
-        let text = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap();
+        let text = report(&dir, None, None).unwrap();
         assert!(
             text.contains("| AdamW | 24 | 268M | 4 | 2.000 | 1.000 | 66.7% | 2.00x |"),
             "{text}"
@@ -531,7 +540,7 @@ mod tests {
     fn a_short_row_names_its_file_and_line() {
         let ours = format!("# copy_gbps=3000.0\n{CSV_HEADER}\nAdamW,24,268M\n");
         let dir = scratch("short", &[("flashopt.csv", &ours)]);
-        let err = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap_err();
+        let err = report(&dir, None, None).unwrap_err();
         assert!(
             err.contains("flashopt.csv line 3: 3 cells, the header has 11"),
             "{err}"
@@ -542,7 +551,7 @@ mod tests {
     fn a_missing_copy_ceiling_is_an_error() {
         let ours = format!("{CSV_HEADER}\n");
         let dir = scratch("nocopy", &[("flashopt.csv", &ours)]);
-        let err = report(&dir, None, Path::new(DEFAULT_FONT)).unwrap_err();
+        let err = report(&dir, None, None).unwrap_err();
         assert!(err.contains("copy_gbps"), "{err}");
     }
 }

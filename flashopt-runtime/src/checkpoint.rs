@@ -94,6 +94,8 @@ pub enum CheckpointError {
     },
     #[error("{ranks} other rank(s) failed (their errors say why); nothing changed")]
     PeerFailed { ranks: usize },
+    #[error("the ranks could not agree on the checkpoint: {message}")]
+    Collective { message: String },
     #[error("{path}: metadata `{key}`: {message}")]
     Metadata {
         path: PathBuf,

@@ -4,16 +4,20 @@
 //! reduce-scatter, all-reduce and all-gather); with more, every world size from 2 to
 //! the GPU count runs too.
 
+use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{AdamW, Lion};
+use flashopt::runtime::TensorInfo;
 use flashopt::runtime::raw::part_bytes;
-use flashopt::runtime::shard::{self, ShardedGpuOptimizer};
+use flashopt::runtime::shard::{self, LocalCollective, ShardedCpuOptimizer, ShardedGpuOptimizer};
 use flashopt::{
     CpuOptimizer, FloatDtype, MasterMode, Optimizer as _, OptimizerSpec, PlanConfig, TensorId,
 };
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
 use flashopt_cubecl::nccl::{Communicator, NcclId};
+
+use std::path::Path;
 
 use crate::report;
 
@@ -53,11 +57,25 @@ struct Seen {
 }
 
 fn run_world<S: OptimizerSpec + Sync>(spec: &S, world: usize, poison: bool) -> Vec<Seen> {
+    run_world_between(spec, world, poison, 1..=STEPS, None, None)
+}
+
+/// Steps `steps` on `world` GPU ranks, from the checkpoint in `load` if given, saving
+/// into `save` after the last.
+fn run_world_between<S: OptimizerSpec + Sync>(
+    spec: &S,
+    world: usize,
+    poison: bool,
+    steps: std::ops::RangeInclusive<u64>,
+    load: Option<&Path>,
+    save: Option<&Path>,
+) -> Vec<Seen> {
     let config = PlanConfig::bf16(MasterMode::Int8);
     let id = NcclId::new().expect("NCCL unique id (is libnccl installed?)");
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..world)
             .map(|rank| {
+                let steps = steps.clone();
                 s.spawn(move || {
                     let client = CudaRuntime::client(&CudaDevice::new(rank));
                     let comm = Communicator::new(&client, &id, rank, world).unwrap();
@@ -80,7 +98,10 @@ fn run_world<S: OptimizerSpec + Sync>(spec: &S, world: usize, poison: bool) -> V
                         shards: Vec::new(),
                         applied: Vec::new(),
                     };
-                    for step in 1..=STEPS {
+                    if let Some(dir) = load {
+                        opt.load(dir).unwrap();
+                    }
+                    for step in steps {
                         let g = bf16(&rank_grads(rank, world, step, poison));
                         let bufs: Vec<GradBuf<'_>> =
                             g.iter().map(|p| p.as_grad().unwrap()).collect();
@@ -88,6 +109,9 @@ fn run_world<S: OptimizerSpec + Sync>(spec: &S, world: usize, poison: bool) -> V
                         seen.applied.push(opt.step().unwrap().applied());
                         seen.params.push(opt.download_params());
                         seen.shards.push(opt.download_shard());
+                    }
+                    if let Some(dir) = save {
+                        opt.save(dir).unwrap();
                     }
                     seen
                 })
@@ -169,4 +193,106 @@ fn sharded_steps_through_nccl_equal_the_cpu_reference() {
         check("Lion-24", &Lion::default(), world, false);
         check("AdamW-24 NaN", &AdamW::default(), world, true);
     }
+}
+
+/// A world's state after step index `k` as bytes: the assembled state of every
+/// tensor, then rank 0's parameters.
+fn gpu_state(ranks: &[Seen], k: usize, plan: &Plan, infos: &[TensorInfo]) -> Vec<Vec<u8>> {
+    let pieces = ranks
+        .iter()
+        .flat_map(|r| r.shards[k].iter().map(|(p, t)| (p, t)));
+    let whole = shard::assemble(plan, infos, pieces);
+    let params = ranks[0].params[k].iter().map(part_bytes);
+    state_bytes(&whole).chain(params).collect()
+}
+
+fn state_bytes(whole: &[HostTensor]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    whole.iter().flat_map(|t| t.parts.iter().map(part_bytes))
+}
+
+/// CPU ranks of a world of `world` load `load`, save into `save`, and return their
+/// state as [`gpu_state`] does.
+fn cpu_world(world: usize, load: &Path, save: &Path) -> Vec<Vec<u8>> {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let init = values(5, 1.0);
+    let names: Vec<String> = (0..LENS.len()).map(|i| format!("t{i}")).collect();
+    let tensors: Vec<(&str, &[f32])> = names
+        .iter()
+        .zip(&init)
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let ranks: Vec<ShardedCpuOptimizer<LocalCollective>> = std::thread::scope(|s| {
+        let handles: Vec<_> = LocalCollective::world_of(world)
+            .into_iter()
+            .map(|c| {
+                let tensors = &tensors;
+                s.spawn(move || {
+                    let mut opt =
+                        ShardedCpuOptimizer::for_spec(&AdamW::default(), config, tensors, c)
+                            .unwrap();
+                    opt.load(load).unwrap();
+                    opt.save(save).unwrap();
+                    opt
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let whole = shard::assemble(
+        ranks[0].plan(),
+        ranks[0].tensors(),
+        ranks.iter().flat_map(|r| r.shard()),
+    );
+    let params = (0..LENS.len()).map(|i| {
+        part_bytes(&PartData::round_from_f32(
+            FloatDtype::Bf16,
+            &ranks[0].param(TensorId(i)),
+        ))
+    });
+    state_bytes(&whole).chain(params).collect()
+}
+
+/// GPU ranks save after step 3; CPU ranks of 2 load that and save again; GPU ranks
+/// resume from either: every state bit-equal to the run that was not interrupted.
+#[test]
+fn sharded_gpu_checkpoints_reshard_through_the_cpu() {
+    let spec = AdamW::default();
+    let plan = AdamW::plan(PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    let infos: Vec<TensorInfo> = LENS
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| TensorInfo {
+            name: format!("t{i}"),
+            param_group: 0,
+            len,
+        })
+        .collect();
+    let root = std::env::temp_dir().join(format!("flashopt-sharded-{}", std::process::id()));
+    for world in worlds() {
+        let whole_run = run_world(&spec, world, false);
+        let gpu_dir = root.join(format!("gpu-{world}"));
+        let cpu_dir = root.join(format!("cpu-from-gpu-{world}"));
+        run_world_between(&spec, world, false, 1..=3, None, Some(&gpu_dir));
+        let on_cpu = cpu_world(2, &gpu_dir, &cpu_dir) == gpu_state(&whole_run, 2, &plan, &infos);
+        let resumed = run_world_between(&spec, world, false, 4..=5, Some(&gpu_dir), None);
+        let from_cpu = run_world_between(&spec, world, false, 4..=5, Some(&cpu_dir), None);
+        let same = |ranks: &[Seen]| {
+            (0..2).all(|k| {
+                gpu_state(ranks, k, &plan, &infos) == gpu_state(&whole_run, k + 3, &plan, &infos)
+            })
+        };
+        let line = format!(
+            "| sharded AdamW-24 checkpoint | {world} GPU(s) save after step 3 | 2 CPU ranks load it: {} | {world} GPU(s) resume from it, steps 4-5: {} | and from the CPU ranks' save: {} |",
+            yes(on_cpu),
+            yes(same(&resumed)),
+            yes(same(&from_cpu)),
+        );
+        report(&line);
+        assert!(on_cpu && same(&resumed) && same(&from_cpu), "{line}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn yes(ok: bool) -> &'static str {
+    if ok { "bit-equal" } else { "DIFFERENT" }
 }

@@ -17,15 +17,39 @@
 //! this rank's pieces for the current world; the ranks agree that every load
 //! succeeded before any changes anything.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use flashopt_ir::interp::HostTensor;
+use flashopt_ir::{HyperValues, Plan};
 
 use super::collective::Collective;
 use super::cpu::{ShardedCpuOptimizer, assemble};
-use super::layout::{self, ShardLayout};
+use super::layout::{self, Piece, ShardLayout};
 use crate::checkpoint::{self, CheckpointError, Entry, Expected, Restored};
+use crate::core::TensorInfo;
 use crate::segments::segments;
+
+/// What saving and loading need of a rank, CPU or GPU: the whole tensors, this
+/// rank's pieces and their state, and a way to agree with the other ranks.
+pub(super) trait CheckpointedRank {
+    fn rank(&self) -> usize;
+    fn world(&self) -> usize;
+    fn plan(&self) -> &Plan;
+    /// One set of values per parameter group.
+    fn hyper(&self) -> &[HyperValues];
+    fn steps_taken(&self) -> u64;
+    /// The whole tensors, in order.
+    fn tensors(&self) -> &[TensorInfo];
+    fn pieces(&self) -> &[Piece];
+    /// One per piece: its parameter and states, read where they live.
+    fn shard_state(&self) -> Cow<'_, [HostTensor]>;
+    /// The element-wise sum over ranks, in place.
+    fn all_reduce(&self, values: &mut [f64]) -> Result<(), CheckpointError>;
+    /// Take the whole tensors' state (this rank keeps every parameter and its
+    /// pieces' states), the step counter and the hyper-parameters of a checkpoint.
+    fn restore(&mut self, whole: Vec<HostTensor>, steps_taken: u64, hyper: Vec<HyperValues>);
+}
 
 /// The file of rank `rank` in a world of `world` ranks.
 pub fn shard_file(dir: &Path, rank: usize, world: usize) -> PathBuf {
@@ -56,214 +80,264 @@ fn saved_worlds(dir: &Path) -> Result<Vec<usize>, CheckpointError> {
     Ok(worlds)
 }
 
+/// Save `r`'s pieces into the folder `dir` (see the module's documentation).
+pub(super) fn save(r: &impl CheckpointedRank, dir: &Path) -> Result<u64, CheckpointError> {
+    let (rank, world) = (r.rank(), r.world());
+    // One id for the save, rank 0's.
+    let mut id = [0.0f64];
+    if rank == 0 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        id[0] = (nanos % (1u128 << 52)) as f64;
+    }
+    r.all_reduce(&mut id)?;
+    let target = shard_file(dir, rank, world);
+    let staged = dir.join(format!(".shard-{rank:05}-of-{world:05}.staged"));
+    let written = std::fs::create_dir_all(dir)
+        .map_err(|source| CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+        .and_then(|()| write_pieces(r, &staged, id[0] as u64));
+    let failed = agree(r, written.is_err());
+    let written = written.map_err(|e| in_shard(r, e))?;
+    let failed = failed?;
+    if failed > 0 {
+        let _ = std::fs::remove_file(&staged);
+        return Err(CheckpointError::PeerFailed { ranks: failed });
+    }
+    let renamed = std::fs::rename(&staged, &target).map_err(|source| CheckpointError::Io {
+        path: target.clone(),
+        source,
+    });
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    // Every rank's file is in place before rank 0 tidies up. A rank whose rename
+    // failed leaves a mixed folder, which loading refuses (`shard.save` differs).
+    let failed = agree(r, renamed.is_err());
+    renamed.map_err(|e| in_shard(r, e))?;
+    let failed = failed?;
+    if failed > 0 {
+        return Err(CheckpointError::PeerFailed { ranks: failed });
+    }
+    if rank == 0 {
+        for old in saved_worlds(dir)?.into_iter().filter(|&w| w != world) {
+            for r in 0..old {
+                let _ = std::fs::remove_file(shard_file(dir, r, old));
+            }
+        }
+    }
+    Ok(written)
+}
+
+fn write_pieces(r: &impl CheckpointedRank, path: &Path, id: u64) -> Result<u64, CheckpointError> {
+    let tensors = r.tensors();
+    let names: Vec<String> = r
+        .pieces()
+        .iter()
+        .map(|p| piece_name(&tensors[p.tensor].name, p.elements.start))
+        .collect();
+    let state = r.shard_state();
+    let entries: Vec<Entry<'_>> = r
+        .pieces()
+        .iter()
+        .zip(state.iter())
+        .zip(&names)
+        .map(|((p, tensor), name)| Entry {
+            name,
+            param_group: tensors[p.tensor].param_group,
+            tensor,
+        })
+        .collect();
+    let extra = vec![
+        ("shard.rank".into(), r.rank().to_string()),
+        ("shard.world".into(), r.world().to_string()),
+        ("shard.save".into(), id.to_string()),
+    ];
+    checkpoint::save_with_metadata(path, r.plan(), r.hyper(), r.steps_taken(), &entries, extra)
+}
+
+/// Restore a checkpoint saved by any number of ranks into `r` (see the module's
+/// documentation).
+pub(super) fn load(r: &mut impl CheckpointedRank, dir: &Path) -> Result<(), CheckpointError> {
+    let read = read_checkpoint(&*r, dir);
+    let failed = agree(&*r, read.is_err());
+    let (restored, whole) = read?;
+    let failed = failed?;
+    if failed > 0 {
+        return Err(CheckpointError::PeerFailed { ranks: failed });
+    }
+    r.restore(whole, restored.steps_taken, restored.hyper);
+    Ok(())
+}
+
+/// Every shard file of the saved world, checked, and the whole tensors they hold.
+fn read_checkpoint(
+    r: &impl CheckpointedRank,
+    dir: &Path,
+) -> Result<(Restored, Vec<HostTensor>), CheckpointError> {
+    let world = match saved_worlds(dir)?.as_slice() {
+        [] => {
+            return Err(CheckpointError::NoShards {
+                dir: dir.to_path_buf(),
+            });
+        }
+        [w] => *w,
+        worlds => {
+            return Err(CheckpointError::WorldSizes {
+                dir: dir.to_path_buf(),
+                worlds: worlds.to_vec(),
+            });
+        }
+    };
+    let tensors = r.tensors();
+    let (segs, groups) = segments(tensors);
+    let saved = ShardLayout::new(groups, world);
+    let mut first: Option<Restored> = None;
+    let mut pieces = Vec::new();
+    for rank in 0..world {
+        let in_rank = |source| CheckpointError::Shard {
+            rank,
+            world,
+            source: Box::new(source),
+        };
+        let layout_pieces = saved.pieces(rank, &segs);
+        let names: Vec<String> = layout_pieces
+            .iter()
+            .map(|p| piece_name(&tensors[p.tensor].name, p.elements.start))
+            .collect();
+        let expected: Vec<Expected<'_>> = layout_pieces
+            .iter()
+            .zip(&names)
+            .map(|(p, name)| Expected {
+                name,
+                len: p.elements.len(),
+                param_group: tensors[p.tensor].param_group,
+            })
+            .collect();
+        let path = shard_file(dir, rank, world);
+        let restored = checkpoint::load(&path, r.plan(), r.hyper(), &expected).map_err(in_rank)?;
+        let field = |r: &Restored, key: &str| r.metadata.get(key).cloned().unwrap_or_default();
+        if field(&restored, "shard.rank") != rank.to_string() {
+            return Err(in_rank(CheckpointError::Mismatch {
+                path,
+                field: "shard.rank".into(),
+                found: field(&restored, "shard.rank"),
+                expected: rank.to_string(),
+            }));
+        }
+        if let Some(first) = &first {
+            for key in ["shard.save", "steps_taken"] {
+                let (found, expected) = (field(&restored, key), field(first, key));
+                if found != expected {
+                    return Err(CheckpointError::ShardsDisagree {
+                        rank,
+                        world,
+                        field: key.into(),
+                        found,
+                        expected,
+                    });
+                }
+            }
+        }
+        let Restored {
+            tensors: piece_state,
+            steps_taken,
+            hyper,
+            metadata,
+        } = restored;
+        pieces.extend(layout_pieces.into_iter().zip(piece_state));
+        first.get_or_insert(Restored {
+            tensors: Vec::new(),
+            steps_taken,
+            hyper,
+            metadata,
+        });
+    }
+    let whole = assemble(r.plan(), tensors, pieces.iter().map(|(p, t)| (p, t)));
+    Ok((first.expect("a world has a rank"), whole))
+}
+
+/// Tell every rank whether this one failed; returns how many others did.
+fn agree(r: &impl CheckpointedRank, failed: bool) -> Result<usize, CheckpointError> {
+    let mut count = [f64::from(u8::from(failed))];
+    r.all_reduce(&mut count)?;
+    Ok(count[0] as usize - usize::from(failed))
+}
+
+fn in_shard(r: &impl CheckpointedRank, source: CheckpointError) -> CheckpointError {
+    CheckpointError::Shard {
+        rank: r.rank(),
+        world: r.world(),
+        source: Box::new(source),
+    }
+}
+
 impl<C: Collective> ShardedCpuOptimizer<C> {
     /// Save this rank's pieces into the folder `dir` (created if missing); every rank
     /// calls it with the same folder (a file system all ranks share). Returns this
     /// rank's file size. Shard files of other world sizes left in the folder by older
     /// saves are removed once this save is in place.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<u64, CheckpointError> {
-        let dir = dir.as_ref();
-        let (rank, world) = (self.collective.rank(), self.collective.world());
-        // One id for the save, rank 0's.
-        let mut id = [0.0f64];
-        if rank == 0 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            id[0] = (nanos % (1u128 << 52)) as f64;
-        }
-        self.collective.all_reduce_f64(&mut id);
-        let target = shard_file(dir, rank, world);
-        let staged = dir.join(format!(".shard-{rank:05}-of-{world:05}.staged"));
-        let written = std::fs::create_dir_all(dir)
-            .map_err(|source| CheckpointError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })
-            .and_then(|()| self.write_pieces(&staged, id[0] as u64));
-        let failed = self.agree(written.is_err());
-        let written = written.map_err(|e| self.in_shard(e))?;
-        if failed > 0 {
-            let _ = std::fs::remove_file(&staged);
-            return Err(CheckpointError::PeerFailed { ranks: failed });
-        }
-        let renamed = std::fs::rename(&staged, &target).map_err(|source| CheckpointError::Io {
-            path: target.clone(),
-            source,
-        });
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        // Every rank's file is in place before rank 0 tidies up. A rank whose rename
-        // failed leaves a mixed folder, which loading refuses (`shard.save` differs).
-        let failed = self.agree(renamed.is_err());
-        renamed.map_err(|e| self.in_shard(e))?;
-        if failed > 0 {
-            return Err(CheckpointError::PeerFailed { ranks: failed });
-        }
-        if rank == 0 {
-            for old in saved_worlds(dir)?.into_iter().filter(|&w| w != world) {
-                for r in 0..old {
-                    let _ = std::fs::remove_file(shard_file(dir, r, old));
-                }
-            }
-        }
-        Ok(written)
+        save(self, dir.as_ref())
     }
 
-    fn write_pieces(&self, path: &Path, id: u64) -> Result<u64, CheckpointError> {
-        let names: Vec<String> = self
-            .pieces
-            .iter()
-            .map(|p| piece_name(&self.core.tensors[p.tensor].name, p.elements.start))
-            .collect();
-        let entries: Vec<Entry<'_>> = self
-            .pieces
-            .iter()
-            .zip(&self.shard)
-            .zip(&names)
-            .map(|((p, tensor), name)| Entry {
-                name,
-                param_group: self.core.tensors[p.tensor].param_group,
-                tensor,
-            })
-            .collect();
-        let extra = vec![
-            ("shard.rank".into(), self.collective.rank().to_string()),
-            ("shard.world".into(), self.collective.world().to_string()),
-            ("shard.save".into(), id.to_string()),
-        ];
-        checkpoint::save_with_metadata(
-            path,
-            &self.core.plan,
-            &self.core.hyper,
-            self.core.steps_taken,
-            &entries,
-            extra,
-        )
-    }
-
-    /// Restore a checkpoint saved by any number of ranks into this rank (every rank
-    /// calls it). Everything is read and checked, and every rank agrees it succeeded,
-    /// before anything changes.
+    /// Restore a checkpoint saved by any number of ranks, CPU or GPU, into this rank
+    /// (every rank calls it). Everything is read and checked, and every rank agrees
+    /// it succeeded, before anything changes.
     pub fn load(&mut self, dir: impl AsRef<Path>) -> Result<(), CheckpointError> {
-        let read = self.read_checkpoint(dir.as_ref());
-        let failed = self.agree(read.is_err());
-        let (restored, whole) = read?;
-        if failed > 0 {
-            return Err(CheckpointError::PeerFailed { ranks: failed });
-        }
+        load(self, dir.as_ref())
+    }
+}
+
+impl<C: Collective> CheckpointedRank for ShardedCpuOptimizer<C> {
+    fn rank(&self) -> usize {
+        self.collective.rank()
+    }
+
+    fn world(&self) -> usize {
+        self.collective.world()
+    }
+
+    fn plan(&self) -> &Plan {
+        &self.core.plan
+    }
+
+    fn hyper(&self) -> &[HyperValues] {
+        &self.core.hyper
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.core.steps_taken
+    }
+
+    fn tensors(&self) -> &[TensorInfo] {
+        &self.core.tensors
+    }
+
+    fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+
+    fn shard_state(&self) -> Cow<'_, [HostTensor]> {
+        Cow::Borrowed(&self.shard)
+    }
+
+    fn all_reduce(&self, values: &mut [f64]) -> Result<(), CheckpointError> {
+        self.collective.all_reduce_f64(values);
+        Ok(())
+    }
+
+    fn restore(&mut self, whole: Vec<HostTensor>, steps_taken: u64, hyper: Vec<HyperValues>) {
         for (s, p) in self.shard.iter_mut().zip(&self.pieces) {
             *s = layout::cut(&self.core.plan, &whole[p.tensor], p);
         }
         for (param, t) in self.params.iter_mut().zip(&whole) {
             *param = t.param().clone();
         }
-        self.core.steps_taken = restored.steps_taken;
-        self.core.hyper = restored.hyper;
-        Ok(())
-    }
-
-    /// Every shard file of the saved world, checked, and the whole tensors they hold.
-    fn read_checkpoint(&self, dir: &Path) -> Result<(Restored, Vec<HostTensor>), CheckpointError> {
-        let world = match saved_worlds(dir)?.as_slice() {
-            [] => {
-                return Err(CheckpointError::NoShards {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            [w] => *w,
-            worlds => {
-                return Err(CheckpointError::WorldSizes {
-                    dir: dir.to_path_buf(),
-                    worlds: worlds.to_vec(),
-                });
-            }
-        };
-        let (segs, groups) = segments(&self.core.tensors);
-        let saved = ShardLayout::new(groups, world);
-        let mut first: Option<Restored> = None;
-        let mut pieces = Vec::new();
-        for rank in 0..world {
-            let in_rank = |source| CheckpointError::Shard {
-                rank,
-                world,
-                source: Box::new(source),
-            };
-            let layout_pieces = saved.pieces(rank, &segs);
-            let names: Vec<String> = layout_pieces
-                .iter()
-                .map(|p| piece_name(&self.core.tensors[p.tensor].name, p.elements.start))
-                .collect();
-            let expected: Vec<Expected<'_>> = layout_pieces
-                .iter()
-                .zip(&names)
-                .map(|(p, name)| Expected {
-                    name,
-                    len: p.elements.len(),
-                    param_group: self.core.tensors[p.tensor].param_group,
-                })
-                .collect();
-            let path = shard_file(dir, rank, world);
-            let restored = checkpoint::load(&path, &self.core.plan, &self.core.hyper, &expected)
-                .map_err(in_rank)?;
-            let field = |r: &Restored, key: &str| r.metadata.get(key).cloned().unwrap_or_default();
-            if field(&restored, "shard.rank") != rank.to_string() {
-                return Err(in_rank(CheckpointError::Mismatch {
-                    path,
-                    field: "shard.rank".into(),
-                    found: field(&restored, "shard.rank"),
-                    expected: rank.to_string(),
-                }));
-            }
-            if let Some(first) = &first {
-                for key in ["shard.save", "steps_taken"] {
-                    let (found, expected) = (field(&restored, key), field(first, key));
-                    if found != expected {
-                        return Err(CheckpointError::ShardsDisagree {
-                            rank,
-                            world,
-                            field: key.into(),
-                            found,
-                            expected,
-                        });
-                    }
-                }
-            }
-            let Restored {
-                tensors,
-                steps_taken,
-                hyper,
-                metadata,
-            } = restored;
-            pieces.extend(layout_pieces.into_iter().zip(tensors));
-            first.get_or_insert(Restored {
-                tensors: Vec::new(),
-                steps_taken,
-                hyper,
-                metadata,
-            });
-        }
-        let whole = assemble(
-            &self.core.plan,
-            &self.core.tensors,
-            pieces.iter().map(|(p, t)| (p, t)),
-        );
-        Ok((first.expect("a world has a rank"), whole))
-    }
-
-    /// Tell every rank whether this one failed; returns how many others did.
-    fn agree(&self, failed: bool) -> usize {
-        let mut count = [f64::from(u8::from(failed))];
-        self.collective.all_reduce_f64(&mut count);
-        count[0] as usize - usize::from(failed)
-    }
-
-    fn in_shard(&self, source: CheckpointError) -> CheckpointError {
-        CheckpointError::Shard {
-            rank: self.collective.rank(),
-            world: self.collective.world(),
-            source: Box::new(source),
-        }
+        self.core.steps_taken = steps_taken;
+        self.core.hyper = hyper;
     }
 }

@@ -17,9 +17,13 @@ use flashopt_cubecl::nccl::Communicator;
 use flashopt_cubecl::transfer::HostTransfers;
 use flashopt_ir::interp::{self, GradBuf, HostTensor, PartData};
 use flashopt_ir::{Extent, GROUP_SIZE, HyperValues, Plan, Role};
+use std::borrow::Cow;
+use std::path::Path;
 
+use super::checkpoint::{self, CheckpointedRank};
 use super::cpu::Reduction;
 use super::layout::{self, Piece, ShardLayout};
+use crate::checkpoint::CheckpointError;
 use crate::core::{Optimizer, TensorId, TensorInfo, check_tensors};
 use crate::error::RuntimeError;
 use crate::gpu::GpuOptimizer;
@@ -78,30 +82,18 @@ impl ShardedGpuOptimizer {
         let param_storage = plan.part(plan.part_with_role(Role::Param)).storage;
         let grad_bytes = plan.config.grad.size_bytes();
         let padded = comm.world() * layout.block_elements();
-        let params = {
-            let flat = FlatPart::new(
-                tensors.iter().map(|(_, t)| t.param().view()),
-                &segments,
-                Extent::Element,
-                param_storage.size_bytes(),
-                0,
-            );
-            upload_padded(&client, &flat, padded * param_storage.size_bytes())
-        };
+        let params = Self::upload_params(
+            &client,
+            param_storage,
+            tensors.iter().map(|(_, t)| t.param()),
+            &segments,
+            padded,
+        );
         let none = FlatPart::new(std::iter::empty(), &[], Extent::Element, grad_bytes, 0);
         let grads = upload_padded(&client, &none, padded * grad_bytes);
         let block_grads = upload_padded(&client, &none, layout.block_elements() * grad_bytes);
-        let mut pieces_opt = GpuOptimizer::from_host(client, plan, hyper, cut)?;
-        let block_start = layout.block(comm.rank()).start * GROUP_SIZE;
-        pieces_opt.rebind(
-            Role::Param,
-            params
-                .clone()
-                .offset_start((block_start * param_storage.size_bytes()) as u64),
-            layout.block_elements(),
-        );
-        pieces_opt.rebind(Role::Gradient, block_grads.clone(), layout.block_elements());
-        Ok(ShardedGpuOptimizer {
+        let pieces_opt = GpuOptimizer::from_host(client, plan, hyper, cut)?;
+        let mut opt = ShardedGpuOptimizer {
             pieces_opt,
             comm,
             tensors: infos,
@@ -112,7 +104,52 @@ impl ShardedGpuOptimizer {
             grads,
             block_grads,
             reduction: Reduction::Sum,
-        })
+        };
+        opt.bind_views();
+        Ok(opt)
+    }
+
+    /// Bind the pieces' optimizer to this rank's block of the whole parameter buffer
+    /// and to the reduce-scatter's output.
+    fn bind_views(&mut self) {
+        let size = self.param_storage().size_bytes();
+        let block_start = self.layout.block(self.comm.rank()).start * GROUP_SIZE;
+        let count = self.layout.block_elements();
+        let block_params = self
+            .params
+            .clone()
+            .offset_start((block_start * size) as u64);
+        self.pieces_opt.rebind(Role::Param, block_params, count);
+        self.pieces_opt
+            .rebind(Role::Gradient, self.block_grads.clone(), count);
+    }
+
+    /// The whole parameter buffer holding `params` (one per whole tensor), padded to
+    /// `world` blocks.
+    fn upload_params<'a>(
+        client: &ComputeClient<CudaRuntime>,
+        storage: flashopt_ir::Storage,
+        params: impl IntoIterator<Item = &'a PartData>,
+        segments: &[Segment],
+        padded: usize,
+    ) -> Handle {
+        let parts = params.into_iter().map(|p| p.view());
+        let flat = FlatPart::new(parts, segments, Extent::Element, storage.size_bytes(), 0);
+        upload_padded(client, &flat, padded * storage.size_bytes())
+    }
+
+    /// Save this rank's pieces into the folder `dir` (every rank calls it with the
+    /// same folder): the files of [`crate::shard::checkpoint`], which CPU and GPU
+    /// ranks of any world size read. Returns this rank's file size.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<u64, CheckpointError> {
+        checkpoint::save(self, dir.as_ref())
+    }
+
+    /// Restore a sharded checkpoint of any world size (every rank calls it); on any
+    /// rank's error nothing changes on any rank. The parameter buffer is a fresh
+    /// one: take [`Self::param_handle`]s again.
+    pub fn load(&mut self, dir: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        checkpoint::load(self, dir.as_ref())
     }
 
     pub fn set_reduction(&mut self, reduction: Reduction) {
@@ -267,6 +304,72 @@ impl ShardedGpuOptimizer {
 
     pub fn rank(&self) -> usize {
         self.comm.rank()
+    }
+}
+
+impl CheckpointedRank for ShardedGpuOptimizer {
+    fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+
+    fn world(&self) -> usize {
+        self.comm.world()
+    }
+
+    fn plan(&self) -> &Plan {
+        self.pieces_opt.plan()
+    }
+
+    fn hyper(&self) -> &[HyperValues] {
+        &self.pieces_opt.core().hyper
+    }
+
+    fn steps_taken(&self) -> u64 {
+        self.pieces_opt.steps_taken()
+    }
+
+    fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+
+    fn shard_state(&self) -> Cow<'_, [HostTensor]> {
+        let state = self.pieces_opt.download().into_iter().map(|(_, t)| t);
+        Cow::Owned(state.collect())
+    }
+
+    fn all_reduce(&self, values: &mut [f64]) -> Result<(), CheckpointError> {
+        self.comm
+            .all_reduce_f64(values)
+            .map_err(|e| CheckpointError::Collective {
+                message: e.to_string(),
+            })
+    }
+
+    fn restore(&mut self, whole: Vec<HostTensor>, steps_taken: u64, hyper: Vec<HyperValues>) {
+        let plan = self.pieces_opt.plan().clone();
+        let cut = self
+            .pieces
+            .iter()
+            .map(|p| layout::cut(&plan, &whole[p.tensor], p));
+        self.pieces_opt.replace_tensors(cut.collect());
+        let padded = self.comm.world() * self.layout.block_elements();
+        let client = self.pieces_opt.client().clone();
+        let params = whole.iter().map(|t| t.param());
+        self.params = Self::upload_params(
+            &client,
+            self.param_storage(),
+            params,
+            &self.segments,
+            padded,
+        );
+        self.bind_views();
+        let core = self.pieces_opt.core_mut();
+        core.steps_taken = steps_taken;
+        core.hyper = hyper;
     }
 }
 
