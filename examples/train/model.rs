@@ -1,12 +1,13 @@
 //! A small GPT (decoder-only transformer, pre-norm, learned positions, GELU MLP)
-//! written against burn's tensor API. Every parameter is cast to f32 where it is
-//! used, so the same code trains f32 parameters (burn's AdamW) and the bf16
-//! parameters flashopt keeps; the activations are f32 in both runs.
+//! written against burn's tensor API. Every parameter is cast to the backend's float
+//! type where it is used, so the same code trains f32 parameters (burn's AdamW) and
+//! the bf16 parameters flashopt keeps: on an f32 backend the activations are f32 in
+//! both runs, on a bf16 backend the casts do nothing and everything computes in bf16.
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{gelu, log_softmax, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Element, FloatDType, Int, Tensor, TensorData};
 
 use crate::data::Rng;
 
@@ -19,9 +20,11 @@ pub struct GptConfig {
     pub context: usize,
 }
 
-/// A parameter as the f32 the arithmetic uses (a no-op for f32 parameters).
-fn f32_of<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> Tensor<B, D> {
-    p.val().cast(FloatDType::F32)
+/// A parameter in the backend's float type, which the arithmetic uses (a no-op where
+/// they agree).
+fn compute_of<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> Tensor<B, D> {
+    p.val()
+        .cast(FloatDType::from(<B::FloatElem as Element>::dtype()))
 }
 
 fn normal<B: Backend, const D: usize>(
@@ -58,7 +61,7 @@ impl<B: Backend> Linear<B> {
 
     /// `x`: [n, d_in].
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        x.matmul(f32_of(&self.weight)) + f32_of(&self.bias).unsqueeze::<2>()
+        x.matmul(compute_of(&self.weight)) + compute_of(&self.bias).unsqueeze::<2>()
     }
 }
 
@@ -81,7 +84,7 @@ impl<B: Backend> LayerNorm<B> {
         let centered = x - mean;
         let var = centered.clone().powi_scalar(2).mean_dim(1);
         let normed = centered / (var + 1e-5).sqrt();
-        normed * f32_of(&self.gamma).unsqueeze::<2>() + f32_of(&self.beta).unsqueeze::<2>()
+        normed * compute_of(&self.gamma).unsqueeze::<2>() + compute_of(&self.beta).unsqueeze::<2>()
     }
 }
 
@@ -175,8 +178,8 @@ impl<B: Backend> Gpt<B> {
     ) -> Tensor<B, 1> {
         let [b, t] = inputs.dims();
         let d = self.tokens.dims()[1];
-        let x = f32_of(&self.tokens).select(0, inputs.reshape([b * t]));
-        let pos = f32_of(&self.positions).narrow(0, 0, t).unsqueeze::<3>();
+        let x = compute_of(&self.tokens).select(0, inputs.reshape([b * t]));
+        let pos = compute_of(&self.positions).narrow(0, 0, t).unsqueeze::<3>();
         let mut x = (x.reshape([b, t, d]) + pos).reshape([b * t, d]);
         for block in &self.blocks {
             x = block.forward(x, b, t, mask.clone());

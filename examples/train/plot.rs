@@ -1,10 +1,19 @@
-//! The loss curves of every `loss-*.csv` in a folder, as one PNG: training loss
-//! (thin, averaged over 20 steps) and validation loss (thick, with points).
+//! Plots of a folder of runs: the loss curves, training loss (thin, averaged over 20
+//! steps) and validation loss (thick, with points), and a bar chart of memory.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+
+use crate::runs::RunResult;
+
+const COLORS: [RGBColor; 4] = [
+    RGBColor(200, 60, 40),
+    RGBColor(40, 90, 200),
+    RGBColor(40, 150, 70),
+    RGBColor(150, 90, 170),
+];
 
 struct Curve {
     label: String,
@@ -12,88 +21,60 @@ struct Curve {
     valid: Vec<(f64, f64)>,
 }
 
-fn read(path: &Path) -> Result<Vec<(f64, f64, Option<f64>)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<&str> = line.split(',').collect();
-            let num = |s: &str| {
-                s.parse::<f64>()
-                    .map_err(|e| format!("{}: `{line}`: {e}", path.display()))
-            };
-            if f.len() != 5 {
-                return Err(format!("{}: `{line}`: expected 5 fields", path.display()));
-            }
-            let valid = if f[3].is_empty() {
-                None
-            } else {
-                Some(num(f[3])?)
-            };
-            Ok((num(f[0])?, num(f[2])?, valid))
-        })
-        .collect()
-}
-
-fn curves(dir: &Path) -> Result<Vec<Curve>, String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("loss-") && n.ends_with(".csv"))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(format!("no loss-*.csv in {}", dir.display()));
-    }
-    files
-        .iter()
-        .map(|path| {
-            let rows = read(path)?;
-            let label = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("run")
-                .trim_start_matches("loss-")
-                .to_string();
+/// Each run's training loss (averaged over the last 20 steps) and validation loss.
+fn curves(runs: &[RunResult]) -> Vec<Curve> {
+    runs.iter()
+        .map(|run| {
+            let rows = &run.rows;
             let window = 20;
             let train = rows
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
                     let from = i.saturating_sub(window - 1);
-                    let mean =
-                        rows[from..=i].iter().map(|r| r.1).sum::<f64>() / (i + 1 - from) as f64;
-                    (r.0, mean)
+                    let sum: f64 = rows[from..=i].iter().map(|r| f64::from(r.train)).sum();
+                    (r.step as f64, sum / (i + 1 - from) as f64)
                 })
                 .collect();
-            let valid = rows.iter().filter_map(|r| r.2.map(|v| (r.0, v))).collect();
-            Ok(Curve {
-                label,
+            let valid = rows
+                .iter()
+                .filter_map(|r| r.valid.map(|v| (r.step as f64, f64::from(v))))
+                .collect();
+            Curve {
+                label: run.label.clone(),
                 train,
                 valid,
-            })
+            }
         })
         .collect()
 }
 
-/// Draw `dir`'s curves into `out`, in the TrueType `font` if given, else in the
+/// Register `font` (a TrueType file), or the DejaVu Sans built into the binary, as
+/// the plots' sans-serif, once.
+fn register_font(font: Option<&Path>) -> Result<(), String> {
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let bytes: &'static [u8] = match font {
+                Some(font) => {
+                    let bytes = std::fs::read(font).map_err(|e| {
+                        format!("font {}: {e} (pass --font FILE.ttf)", font.display())
+                    })?;
+                    Box::leak(bytes.into_boxed_slice())
+                }
+                None => dejavu::sans::regular(),
+            };
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| "the font is not a TrueType font".to_string())
+        })
+        .clone()
+}
+
+/// Draw the runs' loss curves into `out`, in the TrueType `font` if given, else in the
 /// DejaVu Sans built into the binary.
-pub fn render(dir: &Path, out: &Path, font: Option<&Path>) -> Result<(), String> {
-    let curves = curves(dir)?;
-    let bytes: &'static [u8] = match font {
-        Some(font) => {
-            let bytes = std::fs::read(font)
-                .map_err(|e| format!("font {}: {e} (pass --font FILE.ttf)", font.display()))?;
-            Box::leak(bytes.into_boxed_slice())
-        }
-        None => dejavu::sans::regular(),
-    };
-    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-        .map_err(|_| "the font is not a TrueType font".to_string())?;
+pub fn render(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Result<(), String> {
+    let curves = curves(runs);
+    register_font(font)?;
     let error = |e: &dyn std::fmt::Display| format!("plot {}: {e}", out.display());
     let last = curves
         .iter()
@@ -130,12 +111,7 @@ pub fn render(dir: &Path, out: &Path, font: Option<&Path>) -> Result<(), String>
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(|e| error(&e))?;
-    let colors = [
-        RGBColor(200, 60, 40),
-        RGBColor(40, 90, 200),
-        RGBColor(40, 150, 70),
-    ];
-    for (c, color) in curves.iter().zip(colors.iter().cycle()) {
+    for (c, color) in curves.iter().zip(COLORS.iter().cycle()) {
         let color = *color;
         chart
             .draw_series(LineSeries::new(
@@ -161,6 +137,87 @@ pub fn render(dir: &Path, out: &Path, font: Option<&Path>) -> Result<(), String>
                     .map(|&p| Circle::new(p, 4, color.filled())),
             )
             .map_err(|e| error(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()
+        .map_err(|e| error(&e))?;
+    root.present().map_err(|e| error(&e))?;
+    Ok(())
+}
+
+/// A bar chart of each run's memory in GB: what its optimizer holds, and the peaks of
+/// the three views (cubecl in use, cubecl reserved, the driver's).
+pub fn render_memory(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Result<(), String> {
+    let runs: Vec<&RunResult> = runs.iter().filter(|r| r.peak.is_some()).collect();
+    if runs.is_empty() {
+        return Err("no run measured device memory".into());
+    }
+    register_font(font)?;
+    let gb = |b: Option<u64>| b.map_or(0.0, |b| b as f64 / 1e9);
+    let bars: Vec<[f64; 4]> = runs
+        .iter()
+        .map(|r| {
+            let p = r.peak.expect("filtered");
+            [
+                gb(r.optimizer_bytes),
+                gb(Some(p.in_use)),
+                gb(Some(p.reserved)),
+                gb(Some(p.driver)),
+            ]
+        })
+        .collect();
+    let names = [
+        "optimizer (params, grads, states)",
+        "peak in use (cubecl)",
+        "peak reserved (cubecl)",
+        "peak on the device (driver)",
+    ];
+    let top = bars.iter().flatten().fold(0.0f64, |a, &b| a.max(b)) * 1.15;
+    let error = |e: &dyn std::fmt::Display| format!("plot {}: {e}", out.display());
+    let root = BitMapBackend::new(out, (1100, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let n = runs.len();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Device memory per run, {} parameters (GB)", runs[0].params),
+            ("sans-serif", 24),
+        )
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..n as f64, 0f64..top)
+        .map_err(|e| error(&e))?;
+    let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            match (x - x.floor() - 0.5).abs() < 1e-6 && i < n {
+                true => labels[i].clone(),
+                false => String::new(),
+            }
+        })
+        .y_desc("GB")
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| error(&e))?;
+    let width = 0.8 / names.len() as f64;
+    for (k, (name, color)) in names.iter().zip(COLORS).enumerate() {
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, b)| {
+                let x = i as f64 + 0.1 + k as f64 * width;
+                Rectangle::new([(x, 0.0), (x + width * 0.9, b[k])], color.filled())
+            }))
+            .map_err(|e| error(&e))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
     }
     chart
         .configure_series_labels()

@@ -165,7 +165,9 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
             .sum()
     };
     let grad_bytes = workload.params() as f64 * 2.0;
-    let state_bytes = opt.device_bytes() as f64 - grad_bytes;
+    let device_bytes = opt.device_bytes();
+    let state_bytes = device_bytes as f64 - grad_bytes;
+    let in_place = time_in_place(client, &mut opt, grads);
     let rate = |name: &str, bytes: f64| {
         let s = phases.iter().find(|(n, _)| *n == name).map_or(0.0, |p| p.1);
         format!("{name} {s:.2} s = {:.1} GB/s", bytes / s / 1e9)
@@ -173,7 +175,9 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
     eprintln!(
         "  ({} {master:?} {} {:?}: setup {:.1} s [host state {:.1} s, {}, {}, {}], timing {timed:.1} s; \
          step with the device gradient check {:.4} ms, check {:.4} ms = {:.0} GB/s of gradients, \
-         its reduction pass alone {:.4} ms = {:.0} GB/s)",
+         its reduction pass alone {:.4} ms = {:.0} GB/s; \
+         gradients read in place (one launch per tensor, no gradient buffer: {:.3} bytes per parameter): \
+         step {:.4} ms, with the device gradient check {:.4} ms)",
         S::NAME,
         workload.name,
         shape.arithmetic,
@@ -187,12 +191,56 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
         grad_bytes / (checked - t) / 1e9,
         reduction * 1e3,
         gradient_buffer_bytes / reduction / 1e9,
+        in_place.bytes_per_param,
+        in_place.ms,
+        in_place.checked_ms,
     );
     Ok(Measured {
         ms: t * 1e3,
         model_gbps: bytes as f64 / t / 1e9,
-        device_bytes_per_param: opt.device_bytes() as f64 / workload.params() as f64,
+        device_bytes_per_param: device_bytes as f64 / workload.params() as f64,
     })
+}
+
+struct InPlace {
+    ms: f64,
+    checked_ms: f64,
+    bytes_per_param: f64,
+}
+
+/// The step reading each tensor's gradient from a buffer of its own, as a trainer
+/// leaves them (`step_with_grads`), with the flat gradient buffer released: without
+/// and with the device gradient check. Leaves `opt` without its gradient buffer.
+fn time_in_place<R: HostTransfers>(
+    client: &ComputeClient<R>,
+    opt: &mut GpuOptimizer<R>,
+    grads: &[Vec<bf16>],
+) -> InPlace {
+    let handles: Vec<_> = grads
+        .iter()
+        .map(|g| {
+            let bytes: Vec<u8> = g.iter().flat_map(|x| x.to_le_bytes()).collect();
+            client.create_from_slice(&bytes)
+        })
+        .collect();
+    let refs: Vec<_> = handles.iter().collect();
+    opt.release_grad_buffer();
+    let params: usize = grads.iter().map(Vec::len).sum();
+    let bytes_per_param = opt.device_bytes() as f64 / params as f64;
+    let step = |opt: &mut GpuOptimizer<R>| {
+        let outcome = opt.step_with_grads(&refs).expect("step");
+        assert!(outcome.applied(), "bench gradients are finite");
+    };
+    opt.set_check_device_grads(false);
+    let ms = time_per_call(client, || step(opt)) * 1e3;
+    opt.set_check_device_grads(true);
+    let checked_ms = time_per_call(client, || step(opt)) * 1e3;
+    opt.set_check_device_grads(false);
+    InPlace {
+        ms,
+        checked_ms,
+        bytes_per_param,
+    }
 }
 
 fn dispatch<R: HostTransfers>(

@@ -12,10 +12,13 @@ use burn::module::{AutodiffModule, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, FloatDType, Shape, Tensor};
+/// The float types burn's CUDA backend computes in (f32, bf16, f16).
+pub use burn_cubecl::FloatElement;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, IntElement};
 use cubecl::cuda::CudaRuntime;
 use cubecl::hip::HipRuntime;
+use cubecl::server::Handle;
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::{FloatDtype, OptimizerSpec, PlanConfig};
 use flashopt_runtime::gpu::HostTransfers;
@@ -99,7 +102,9 @@ impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
             .iter()
             .map(|(info, values)| (info.name.clone(), HostTensor::from_f32(&plan, values)))
             .collect();
-        let gpu = GpuOptimizer::from_host(client.clone(), plan, hyper, tensors)?;
+        let mut gpu = GpuOptimizer::from_host(client.clone(), plan, hyper, tensors)?;
+        // Each step reads burn's gradients where they lie.
+        gpu.release_grad_buffer();
         let params: Vec<ParamInfo> = collected.into_iter().map(|(info, _)| info).collect();
         let dtype = burn_dtype(config.param);
         let views = params
@@ -142,11 +147,12 @@ impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
         })
     }
 
-    /// One step at learning rate `lr`, like burn's `Optimizer::step`: every gradient
-    /// is copied into the flat gradient buffer on the device (cast to the plan's
-    /// gradient dtype if burn's differs; a parameter without one gets zeros) and
-    /// dropped, then ONE fused launch updates every parameter in place. NaN or
-    /// infinity in the gradients (found on the device) skips the step.
+    /// One step at learning rate `lr`, like burn's `Optimizer::step`: the fused step
+    /// reads each gradient where burn's backward pass left it (cast to the plan's
+    /// gradient dtype first if burn's differs; a parameter without one gets zeros),
+    /// one launch per parameter, and every gradient is dropped once the launches are
+    /// queued. The optimizer holds no gradient buffer of its own. NaN or infinity in
+    /// the gradients (found on the device) skips the step.
     pub fn step<F, I, BT, M>(
         &mut self,
         lr: f64,
@@ -161,8 +167,7 @@ impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
     {
         self.gpu.set_learning_rate(lr)?;
         let grad_dtype = self.gpu.plan().config.grad;
-        let mut found = vec![false; self.params.len()];
-        let mut failure = None;
+        let mut handles: Vec<Option<Handle>> = vec![None; self.params.len()];
         module.visit(&mut TakeGrads::<CubeAutodiff<R, F, I, BT>, _> {
             grads: &mut grads,
             index: &self.index,
@@ -170,19 +175,21 @@ impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
             on_grad: |i: usize, g: Tensor<CubeInner<R, F, I, BT>, 1>| {
                 let g = g.cast(burn_float_dtype(grad_dtype));
                 let g = burn_cubecl::kernel::into_contiguous(g.into_primitive().tensor());
-                if let Err(e) = self.gpu.copy_grad_from(TensorId(i), &g.handle) {
-                    failure.get_or_insert(e);
-                }
-                found[i] = true;
+                handles[i] = Some(g.handle);
             },
         });
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
-        for (i, _) in found.iter().enumerate().filter(|(_, f)| !**f) {
-            self.gpu.zero_grad(TensorId(i))?;
-        }
-        let outcome = self.gpu.step()?;
+        let client = self.gpu.client().clone();
+        let handles: Vec<Handle> = handles
+            .into_iter()
+            .zip(&self.params)
+            .map(|(h, p)| {
+                h.unwrap_or_else(|| {
+                    client.create_from_slice(&vec![0; p.len() * grad_dtype.size_bytes()])
+                })
+            })
+            .collect();
+        let refs: Vec<&Handle> = handles.iter().collect();
+        let outcome = self.gpu.step_with_grads(&refs)?;
         Ok((self.attach::<F, I, BT, M>(module), outcome))
     }
 

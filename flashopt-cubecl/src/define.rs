@@ -20,7 +20,7 @@ use cubecl::ir::{DeviceProperties, ManagedVariable, TargetProperties};
 use cubecl::prelude::*;
 use flashopt_ir::graph::{Func1, Func2};
 use flashopt_ir::program::{InstOp, ValueId};
-use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Storage};
+use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role as PartRole, Storage};
 use half::{bf16, f16};
 
 use crate::bindings::{
@@ -61,6 +61,8 @@ pub fn define(
     let first = builder.scalar(U32);
     // Always 0 at launch: see `ops::veiled`.
     let veil = builder.scalar(F32);
+    // How many groups the gradient binding starts before group 0 (`ops::gradient_group`).
+    let gradient_first = builder.scalar(U32);
     let kernel = KernelBody {
         plan,
         shape,
@@ -74,7 +76,13 @@ pub fn define(
     let group = ops::unit_group::expand(scope, first.into(), count.clone().into(), units);
     let sub = ops::unit_part::expand(scope, units);
     let in_range = ops::unit_in_range::expand(scope, count.into(), units);
-    let place = Place { group, sub, shape };
+    let gradient_group = ops::gradient_group::expand(scope, group.clone(), gradient_first.into());
+    let place = Place {
+        group,
+        gradient_group,
+        sub,
+        shape,
+    };
     match shape.arithmetic {
         Arithmetic::Exact => kernel.step_group(scope, &place, in_range),
         // What cubecl needs to emit `a / b` as `__fdividef`; square roots stay as
@@ -106,11 +114,21 @@ pub enum Scheduling {
 #[derive(Clone)]
 struct Place {
     group: NativeExpand<usize>,
+    /// The group's index in the gradient binding.
+    gradient_group: NativeExpand<usize>,
     sub: NativeExpand<usize>,
     shape: KernelShape,
 }
 
 impl Place {
+    /// The same unit, indexing the gradient binding.
+    fn in_gradient(&self) -> Place {
+        Place {
+            group: self.gradient_group.clone(),
+            ..self.clone()
+        }
+    }
+
     /// Index of this unit's `c`-th vector of `width` elements.
     fn vector_index(&self, scope: &mut Scope, width: usize, c: usize) -> NativeExpand<usize> {
         ops::vector_index::expand(
@@ -333,6 +351,14 @@ impl KernelBody<'_> {
     fn load(&self, scope: &mut Scope, p: PartId, place: &Place) -> Reg {
         let part = self.plan.part(p);
         let var = self.var(Role::Part(p.index()));
+        let in_gradient;
+        let place = match part.role {
+            PartRole::Gradient => {
+                in_gradient = place.in_gradient();
+                &in_gradient
+            }
+            _ => place,
+        };
         match part.extent {
             Extent::Group => Reg::Uniform(load_group(scope, var, part.storage, place)),
             Extent::Element => Reg::Lanes(load_elements(scope, var, part.storage, place)),

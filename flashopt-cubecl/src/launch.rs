@@ -121,6 +121,28 @@ pub unsafe fn launch<R: Runtime>(
     first: u32,
     count: u32,
 ) {
+    unsafe { launch_with_gradient_at(client, kernel, handles, first, count, 0) }
+}
+
+/// As [`launch`], with a gradient binding whose element 0 is group
+/// `gradient_first`'s first element (a tensor's gradient where the trainer left it):
+/// group `g` reads its gradient at `(g - gradient_first) * 32`.
+///
+/// # Safety
+/// As [`launch`], except that the gradient binding must hold
+/// `(first + count - gradient_first) * 32` elements, and `gradient_first <= first`.
+pub unsafe fn launch_with_gradient_at<R: Runtime>(
+    client: &ComputeClient<R>,
+    kernel: &FusedStep<R>,
+    handles: &[(Handle, usize)],
+    first: u32,
+    count: u32,
+    gradient_first: u32,
+) {
+    assert!(
+        gradient_first <= first,
+        "the gradient binding starts at or before the launch"
+    );
     if count == 0 {
         return;
     }
@@ -137,6 +159,7 @@ pub unsafe fn launch<R: Runtime>(
     launcher.register_scalar(first);
     // The contraction barrier's operand (`ops::veiled`): always 0.
     launcher.register_scalar(0.0f32);
+    launcher.register_scalar(gradient_first);
     let units = count
         .checked_mul(kernel.shape.units_per_group() as u32)
         .expect("fewer than 2^32 units per launch");

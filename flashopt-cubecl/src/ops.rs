@@ -291,6 +291,14 @@ pub fn unit_group(first: u32, count: u32, #[comptime] units: usize) -> usize {
     min(own, usize::cast_from(count) - 1) + usize::cast_from(first)
 }
 
+/// The group's place in the gradient buffer bound to this launch: `gradient_first`
+/// groups before the optimizer's (0 for the flat gradient buffer; the tensor's first
+/// group for a gradient read where the trainer left it).
+#[cube]
+pub fn gradient_group(group: usize, gradient_first: u32) -> usize {
+    group - usize::cast_from(gradient_first)
+}
+
 /// Which of its group's `units` parts this unit holds.
 #[cube]
 pub fn unit_part(#[comptime] units: usize) -> usize {

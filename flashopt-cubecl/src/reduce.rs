@@ -92,20 +92,44 @@ pub unsafe fn launch_square_sums<R: Runtime>(
     info: &Handle,
     groups: usize,
 ) -> Handle {
+    let partials = client.empty(partial_count(groups) * 8);
+    unsafe { launch_square_sums_into(client, dtype, grad, info, groups, &partials, 0) };
+    partials
+}
+
+/// How many partial sums the reduction of `groups` groups writes.
+pub fn partial_count(groups: usize) -> usize {
+    partition(groups).0 as usize
+}
+
+/// As [`launch_square_sums`], writing the partial sums into `partials` from index
+/// `at` on: several buffers' reductions (a gradient per tensor) share one read.
+///
+/// # Safety
+/// As [`launch_square_sums`], and `partials` must hold `at + partial_count(groups)`
+/// f64 values.
+pub unsafe fn launch_square_sums_into<R: Runtime>(
+    client: &ComputeClient<R>,
+    dtype: FloatDtype,
+    grad: &Handle,
+    info: &Handle,
+    groups: usize,
+    partials: &Handle,
+    at: usize,
+) {
     let (cubes, rounds) = partition(groups);
-    let partials = client.empty(cubes as usize * 8);
     let vectors = groups * (GROUP_SIZE / VECTOR);
     let count = CubeCount::Static(cubes, 1, 1);
     let dim = CubeDim::new_1d(UNITS);
+    let partials = partials.clone().offset_start(at as u64 * 8);
     unsafe {
         let g = ArrayArg::from_raw_parts(grad.clone(), vectors * VECTOR);
         let i = ArrayArg::from_raw_parts(info.clone(), groups);
-        let p = ArrayArg::from_raw_parts(partials.clone(), cubes as usize);
+        let p = ArrayArg::from_raw_parts(partials, cubes as usize);
         with_float_type!(dtype, F => square_sums::launch_unchecked::<F, R>(
             client, count, dim, g, i, p, vectors, rounds
         ))
     }
-    partials
 }
 
 /// The sum of squares from the partial sums [`launch_square_sums`] gave, added on the

@@ -47,6 +47,10 @@ pub enum RuntimeError {
     PeerRefused { ranks: usize },
     #[error("collective: {0}")]
     Collective(String),
+    #[error(
+        "step() reads the gradient buffer, which was released (release_grad_buffer): use step_with_grads, or write gradients first (write_grads, copy_grad_from)"
+    )]
+    NoGradBuffer,
     #[error("tensor id {id} does not exist ({tensors} tensor(s))")]
     UnknownTensor { id: usize, tensors: usize },
     #[error(

@@ -14,9 +14,9 @@ use half::bf16;
 use crate::common::Rng;
 use crate::{Client, client, report, same_bits};
 
-type Gpu = GpuOptimizer<CudaRuntime>;
+pub(crate) type Gpu = GpuOptimizer<CudaRuntime>;
 
-fn spec() -> AdamW {
+pub(crate) fn spec() -> AdamW {
     AdamW {
         lr: 1e-2,
         weight_decay: 0.1,
@@ -24,12 +24,12 @@ fn spec() -> AdamW {
     }
 }
 
-fn config() -> PlanConfig {
+pub(crate) fn config() -> PlanConfig {
     PlanConfig::bf16(MasterMode::Int8)
 }
 
 /// The same AdamW-24 tensors on the CPU reference and on the GPU (padding poisoned).
-fn pair(client: &Client, lens: &[usize], seed: u64) -> (CpuOptimizer, Gpu, Rng) {
+pub(crate) fn pair(client: &Client, lens: &[usize], seed: u64) -> (CpuOptimizer, Gpu, Rng) {
     let plan = AdamW::plan(config()).unwrap();
     let mut rng = Rng::new(seed);
     let inits: Vec<Vec<f32>> = lens.iter().map(|&n| rng.normals(n, 0.5)).collect();
@@ -53,7 +53,7 @@ fn pair(client: &Client, lens: &[usize], seed: u64) -> (CpuOptimizer, Gpu, Rng) 
     (cpu, gpu, rng)
 }
 
-fn grads(rng: &mut Rng, lens: &[usize]) -> Vec<Vec<bf16>> {
+pub(crate) fn grads(rng: &mut Rng, lens: &[usize]) -> Vec<Vec<bf16>> {
     lens.iter()
         .map(|&n| {
             rng.normals(n, 0.02)
@@ -70,7 +70,7 @@ fn step_both(cpu: &mut CpuOptimizer, gpu: &mut Gpu, g: &[Vec<bf16>]) -> (StepOut
     (cpu.step(&bufs).unwrap(), gpu.step().unwrap())
 }
 
-fn same(cpu: &CpuOptimizer, gpu: &Gpu) -> bool {
+pub(crate) fn same(cpu: &CpuOptimizer, gpu: &Gpu) -> bool {
     gpu.download()
         .iter()
         .enumerate()

@@ -15,6 +15,7 @@ mod common;
 
 mod configs;
 mod guards;
+mod in_place;
 mod sharded;
 mod transfer;
 

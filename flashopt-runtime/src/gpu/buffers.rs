@@ -39,8 +39,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     }
 
     /// As [`Self::param_handle`], for the tensor's gradient in the gradient buffer the
-    /// next step reads: a trainer may write the gradient there itself.
+    /// next step reads: a trainer may write the gradient there itself. Panics after
+    /// [`Self::release_grad_buffer`] (until something allocates it again).
     pub fn grad_handle(&self, id: TensorId) -> Handle {
+        self.assert_grad_buffer();
         self.segment_handle(PartRole::Gradient, id)
     }
 
@@ -58,6 +60,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// and infinity on the device (unless turned off).
     pub fn copy_grad_from(&mut self, id: TensorId, src: &Handle) -> Result<(), RuntimeError> {
         let name = self.core.tensor(id)?.name.clone();
+        self.ensure_grad_buffer();
         let s = &self.segments[id.0];
         let dtype = self.core.plan.config.grad;
         let needed = (s.len * dtype.size_bytes()) as u64;
@@ -91,6 +94,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// reach).
     pub fn zero_grad(&mut self, id: TensorId) -> Result<(), RuntimeError> {
         self.core.tensor(id)?;
+        self.ensure_grad_buffer();
         let r = self.segments[id.0].elements();
         // SAFETY: the gradient buffer holds the segment.
         unsafe {
@@ -106,8 +110,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         Ok(())
     }
 
-    /// The flat gradient buffer the next step reads.
+    /// The flat gradient buffer the next step reads. Panics after
+    /// [`Self::release_grad_buffer`] (until something allocates it again).
     pub fn grad_buffer(&self) -> &Handle {
+        self.assert_grad_buffer();
         &self.buffers[self.part_slot(PartRole::Gradient)].0
     }
 
@@ -120,6 +126,13 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             .zip(&self.buffers)
             .map(|(b, (_, len))| b.element_bytes() * len)
             .sum()
+    }
+
+    fn assert_grad_buffer(&self) {
+        assert!(
+            self.flat_grads,
+            "the gradient buffer was released (release_grad_buffer): step with step_with_grads, or allocate it again with copy_grad_from, zero_grad or write_grads"
+        );
     }
 
     /// Wait for the device.

@@ -5,9 +5,12 @@
 //! - [`layout`]: the flat, group-aligned buffers and the bytes in and out;
 //! - [`step`]: gradients from the host, the device checks, the launches;
 //! - [`buffers`]: the raw device buffers, for trainers that read weights and write
-//!   gradients on the device.
+//!   gradients on the device;
+//! - [`in_place`]: steps reading each gradient where the trainer left it, without
+//!   the flat gradient buffer.
 
 mod buffers;
+mod in_place;
 pub(crate) mod layout;
 mod step;
 
@@ -79,6 +82,8 @@ pub struct GpuOptimizer<R: Runtime> {
     grads_scanned: bool,
     /// Scan gradients written on the device for NaN/infinity before each step.
     check_device_grads: bool,
+    /// The flat gradient buffer is allocated (see [`Self::release_grad_buffer`]).
+    flat_grads: bool,
 }
 
 impl<R: HostTransfers> GpuOptimizer<R> {
@@ -147,6 +152,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             pending_non_finite: None,
             grads_scanned: false,
             check_device_grads: true,
+            flat_grads: true,
         };
         let hosts: Vec<&HostTensor> = tensors.iter().map(|(_, _, t)| t).collect();
         opt.buffers = opt.upload(&hosts);
@@ -179,6 +185,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                             let handle = R::upload(&self.client, flat.len(), &fill);
                             return (handle, flat.len() / size);
                         }
+                        // A released gradient buffer stays released.
+                        None if buffer.role == self.gradient_role() && !self.flat_grads => {
+                            vec![0; 4]
+                        }
                         None => vec![self.pad; self.groups * flashopt_ir::GROUP_SIZE * size],
                     },
                     Role::Scalars => {
@@ -193,6 +203,15 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 )
             })
             .collect()
+    }
+
+    fn gradient_role(&self) -> Role {
+        Role::Part(
+            self.core
+                .plan
+                .part_with_role(flashopt_ir::Role::Gradient)
+                .index(),
+        )
     }
 
     fn slot(&self, role: Role) -> usize {

@@ -45,7 +45,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         if flat.len() > 0 {
             // Written straight into the transfer's chunks.
             let fill = |offset: usize, out: &mut [u8]| flat.write(offset, out);
-            self.buffers[slot].0 = R::upload(&self.client, flat.len(), &fill);
+            let handle = R::upload(&self.client, flat.len(), &fill);
+            self.buffers[slot] = (handle, flat.len() / dtype.size_bytes());
+            self.flat_grads = true;
         }
         let named = self.core.tensors.iter().map(|t| t.name.as_str());
         self.pending_non_finite = numerics::scan_step(named.zip(grads.iter().copied()));
@@ -128,7 +130,11 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         Ok(self.core.clip_factor(sum))
     }
 
-    fn upload_scalars(&mut self, step: u64, grad_scale: f32) -> Result<(), RuntimeError> {
+    pub(super) fn upload_scalars(
+        &mut self,
+        step: u64,
+        grad_scale: f32,
+    ) -> Result<(), RuntimeError> {
         let scalars: Vec<f32> = self
             .core
             .kernel_scalars(step, grad_scale)?
@@ -149,6 +155,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// clipping is on or device-written gradients are scanned). Skipped, with nothing
     /// changed, when the gradients hold NaN or infinity.
     pub fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
+        if !self.flat_grads {
+            return Err(RuntimeError::NoGradBuffer);
+        }
         let grad_scale = match self.check_grads() {
             Ok(scale) => scale,
             Err(found) => return Ok(StepOutcome::Skipped(found)),
@@ -185,6 +194,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     pub fn step_tensor(&mut self, id: TensorId) -> Result<StepOutcome, RuntimeError> {
         if self.core.max_grad_norm.is_some() {
             return Err(RuntimeError::ClipNeedsWholeStep);
+        }
+        if !self.flat_grads {
+            return Err(RuntimeError::NoGradBuffer);
         }
         self.core.tensor(id)?;
         if let Some(found) = &self.pending_non_finite {

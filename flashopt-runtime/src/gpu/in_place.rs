@@ -1,0 +1,319 @@
+//! Steps that read each tensor's gradient where the trainer left it: no
+//! optimizer-owned gradient buffer, no copy. The fused kernel runs once per tensor,
+//! its gradient binding the trainer's buffer (the launch tells it where that buffer
+//! starts: [`launch_with_gradient_at`]). A tensor whose length is not a multiple of 32
+//! has its last, partial group's few gradient values copied into a small staging
+//! buffer, because the kernel reads whole groups and the trainer's buffer ends at the
+//! tensor's last element. The NaN/infinity check and clipping's norm reduce each
+//! tensor's buffer into one array of partial sums, read once.
+
+use flashopt_cubecl::bindings::Role;
+use flashopt_cubecl::copy;
+use flashopt_cubecl::cubecl::server::Handle;
+use flashopt_cubecl::launch::launch_with_gradient_at;
+use flashopt_cubecl::reduce;
+use flashopt_cubecl::transfer::{self, HostTransfers};
+use flashopt_ir::{GROUP_SIZE, Role as PartRole};
+
+use super::GpuOptimizer;
+use super::layout::info_word;
+use crate::core::TensorId;
+use crate::error::RuntimeError;
+use crate::numerics::{self, NonFinite, StepOutcome};
+use crate::raw;
+
+/// The byte alignment the kernel's widest gradient loads need.
+const ALIGNMENT: u64 = 16;
+
+/// One step's gradients, as the launches bind them.
+struct Bound {
+    /// Per tensor of the step: its id, and the buffer holding its whole groups'
+    /// gradients from the first (`None`: the tensor is one partial group).
+    whole: Vec<(TensorId, Option<Handle>)>,
+    /// The partial last groups, one group each, and their group info words.
+    tails: Option<(Handle, Handle)>,
+    /// Per tensor of the step: its slot in `tails`.
+    tail_slots: Vec<Option<usize>>,
+}
+
+impl<R: HostTransfers> GpuOptimizer<R> {
+    /// Free the flat gradient buffer (2 bytes per parameter for bf16 gradients): for
+    /// trainers that step with [`Self::step_with_grads`] or
+    /// [`Self::step_tensor_with_grad`] only. [`Self::write_grads`],
+    /// [`Self::copy_grad_from`] and [`Self::zero_grad`] allocate it again;
+    /// [`Self::step`] without it is an error.
+    pub fn release_grad_buffer(&mut self) {
+        let slot = self.part_slot(PartRole::Gradient);
+        self.buffers[slot] = (transfer::upload_bytes(&self.client, &[0; 4]), 0);
+        self.flat_grads = false;
+        self.pending_non_finite = None;
+        self.grads_scanned = false;
+    }
+
+    /// Whether the flat gradient buffer is allocated (see
+    /// [`Self::release_grad_buffer`]).
+    pub fn has_grad_buffer(&self) -> bool {
+        self.flat_grads
+    }
+
+    /// The flat gradient buffer again, zeroed, if it was released.
+    pub(super) fn ensure_grad_buffer(&mut self) {
+        if self.flat_grads {
+            return;
+        }
+        let size = self.core.plan.config.grad.size_bytes();
+        let len = self.groups * GROUP_SIZE;
+        let bytes = vec![self.pad; len * size];
+        let slot = self.part_slot(PartRole::Gradient);
+        self.buffers[slot] = (transfer::upload_bytes(&self.client, &bytes), len);
+        self.flat_grads = true;
+    }
+
+    /// One step of every tensor, each reading its gradient in `grads` (one per tensor,
+    /// in order) where it lies: each handle holds the tensor's gradient contiguously
+    /// from its first byte, in the plan's gradient dtype, on this optimizer's client.
+    /// Nothing is copied (but a partial last group's values) and the trainer may drop
+    /// each gradient once this returns. One launch per tensor (two where the length is
+    /// not a multiple of 32). NaN or infinity skips the step (scanned on the device
+    /// unless [`Self::set_check_device_grads`] turned it off); clipping applies.
+    pub fn step_with_grads(&mut self, grads: &[&Handle]) -> Result<StepOutcome, RuntimeError> {
+        if grads.len() != self.segments.len() {
+            return Err(RuntimeError::GradCount {
+                expected: self.segments.len(),
+                found: grads.len(),
+            });
+        }
+        let ids = (0..grads.len()).map(TensorId);
+        let bound = self.bind_grads(ids.zip(grads.iter().copied()))?;
+        self.pending_non_finite = None;
+        self.grads_scanned = false;
+        let scan = self.check_device_grads || self.core.max_grad_norm.is_some();
+        let mut grad_scale = 1.0;
+        if scan && self.groups > 0 {
+            let sum = self.square_sum_of(&bound);
+            if !sum.is_finite() {
+                let found = self.locate_non_finite_in(grads);
+                return Ok(StepOutcome::Skipped(found.unwrap_or(NonFinite {
+                    // The gradients changed between the reduction and the read back.
+                    tensor: String::new(),
+                    index: 0,
+                    value: sum as f32,
+                    count: 0,
+                })));
+            }
+            grad_scale = self.core.clip_factor(sum);
+        }
+        let step = self.core.steps_taken + 1;
+        self.upload_scalars(step, grad_scale)?;
+        self.launch_bound(&bound);
+        self.core.steps_taken = step;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// Step one tensor alone from its gradient where it lies (gradient release
+    /// without a gradient buffer: the trainer drops the gradient once this returns).
+    /// As [`Self::step_tensor`]: call [`Self::finish_step`] once every tensor of the
+    /// step is done; the gradient is not scanned; clipping is an error.
+    pub fn step_tensor_with_grad(
+        &mut self,
+        id: TensorId,
+        grad: &Handle,
+    ) -> Result<StepOutcome, RuntimeError> {
+        if self.core.max_grad_norm.is_some() {
+            return Err(RuntimeError::ClipNeedsWholeStep);
+        }
+        let bound = self.bind_grads([(id, grad)])?;
+        let step = self.core.steps_taken + 1;
+        self.upload_scalars(step, 1.0)?;
+        self.launch_bound(&bound);
+        Ok(StepOutcome::Applied)
+    }
+
+    /// Check every gradient against its tensor before anything is queued, then copy
+    /// the partial groups' values (and any misaligned gradient) where the kernel
+    /// reads them.
+    fn bind_grads<'a>(
+        &self,
+        grads: impl IntoIterator<Item = (TensorId, &'a Handle)>,
+    ) -> Result<Bound, RuntimeError> {
+        let grads: Vec<(TensorId, &Handle)> = grads.into_iter().collect();
+        let dtype = self.core.plan.config.grad;
+        let size = dtype.size_bytes();
+        for &(id, src) in &grads {
+            let name = &self.core.tensor(id)?.name;
+            let len = self.segments[id.0].len;
+            let needed = (len * size) as u64;
+            if src.size_in_used() < needed {
+                return Err(RuntimeError::SourceTooSmall {
+                    name: name.clone(),
+                    bytes: src.size_in_used(),
+                    needed,
+                    dtype: dtype.to_string(),
+                    len,
+                });
+            }
+        }
+        let tails: Vec<usize> = grads
+            .iter()
+            .map(|(id, _)| id.0)
+            .filter(|&t| self.segments[t].len % GROUP_SIZE != 0)
+            .collect();
+        let staging = (!tails.is_empty()).then(|| {
+            let words: Vec<u32> = tails
+                .iter()
+                .map(|&t| {
+                    let group = self.core.tensors[t].param_group;
+                    info_word(self.segments[t].len % GROUP_SIZE, group)
+                })
+                .collect();
+            let info = transfer::upload_bytes(&self.client, &raw::le_bytes(&words));
+            (self.client.empty(tails.len() * GROUP_SIZE * size), info)
+        });
+        let mut whole = Vec::with_capacity(grads.len());
+        let mut tail_slots = Vec::with_capacity(grads.len());
+        for (id, src) in grads {
+            let s = &self.segments[id.0];
+            let full = s.len / GROUP_SIZE;
+            let slot = tails.iter().position(|&t| t == id.0);
+            if let (Some(k), Some((buffer, _))) = (slot, &staging) {
+                let from = src.clone().offset_start((full * GROUP_SIZE * size) as u64);
+                // SAFETY: `src` holds the tensor's `len` elements (checked above), the
+                // staging buffer a group per partial group.
+                unsafe {
+                    copy::copy_elements(
+                        &self.client,
+                        dtype,
+                        &from,
+                        buffer,
+                        k * GROUP_SIZE,
+                        s.len % GROUP_SIZE,
+                    )
+                };
+            }
+            let aligned = src.offset_start.unwrap_or(0) % ALIGNMENT == 0;
+            let source = match (full, aligned) {
+                (0, _) => None,
+                (_, true) => Some(src.clone()),
+                (_, false) => {
+                    let copy = self.client.empty(full * GROUP_SIZE * size);
+                    // SAFETY: as above; the copy holds the whole groups.
+                    unsafe {
+                        copy::copy_elements(&self.client, dtype, src, &copy, 0, full * GROUP_SIZE)
+                    };
+                    Some(copy)
+                }
+            };
+            whole.push((id, source));
+            tail_slots.push(slot);
+        }
+        Ok(Bound {
+            whole,
+            tails: staging,
+            tail_slots,
+        })
+    }
+
+    /// The sum of squares of the bound gradients' real elements, on the device, with
+    /// one read of every buffer's partial sums.
+    fn square_sum_of(&self, bound: &Bound) -> f64 {
+        let info = &self.buffers[self.slot(Role::GroupInfo)].0;
+        let dtype = self.core.plan.config.grad;
+        let mut reductions: Vec<(&Handle, Handle, usize)> = Vec::new();
+        for (id, source) in &bound.whole {
+            let s = &self.segments[id.0];
+            let full = s.len / GROUP_SIZE;
+            if let Some(grad) = source {
+                let words = info.clone().offset_start((s.first_group * 4) as u64);
+                reductions.push((grad, words, full));
+            }
+        }
+        if let Some((buffer, words)) = &bound.tails {
+            let count = bound.tail_slots.iter().flatten().count();
+            reductions.push((buffer, words.clone(), count));
+        }
+        let total: usize = reductions.iter().map(|r| reduce::partial_count(r.2)).sum();
+        let partials = self.client.empty(total.max(1) * 8);
+        let mut at = 0;
+        for (grad, words, groups) in reductions {
+            // SAFETY: each buffer holds `groups` whole groups (`bind_grads`), the info
+            // view a word per group, the partials buffer every reduction's sums.
+            unsafe {
+                reduce::launch_square_sums_into(
+                    &self.client,
+                    dtype,
+                    grad,
+                    &words,
+                    groups,
+                    &partials,
+                    at,
+                )
+            };
+            at += reduce::partial_count(groups);
+        }
+        reduce::sum_partials(&self.client, partials)
+    }
+
+    /// The fused step of every bound tensor: its whole groups from its buffer, its
+    /// partial group from the staging buffer.
+    fn launch_bound(&self, bound: &Bound) {
+        let slot = self.part_slot(PartRole::Gradient);
+        let mut buffers = self.buffers.clone();
+        for ((id, source), tail) in bound.whole.iter().zip(&bound.tail_slots) {
+            let s = &self.segments[id.0];
+            let full = s.len / GROUP_SIZE;
+            if let Some(grad) = source {
+                buffers[slot] = (grad.clone(), full * GROUP_SIZE);
+                let first = s.first_group as u32;
+                // SAFETY: the gradient binding holds the tensor's whole groups from
+                // group `first`; every other buffer holds every group.
+                unsafe {
+                    launch_with_gradient_at(
+                        &self.client,
+                        &self.kernel,
+                        &buffers,
+                        first,
+                        full as u32,
+                        first,
+                    )
+                };
+            }
+            if let (Some(k), Some((staging, _))) = (tail, &bound.tails) {
+                buffers[slot] = (staging.clone(), (k + 1) * GROUP_SIZE);
+                let group = (s.first_group + full) as u32;
+                // SAFETY: the staging buffer holds this tensor's partial group in
+                // slot `k`, read as group `group` when the binding starts `group - k`
+                // groups before group 0 (`k` <= `group`: one slot per tensor before).
+                unsafe {
+                    launch_with_gradient_at(
+                        &self.client,
+                        &self.kernel,
+                        &buffers,
+                        group,
+                        1,
+                        group - *k as u32,
+                    )
+                };
+            }
+        }
+    }
+
+    /// Where the non-finite values of gradients a step found some in are: each is
+    /// copied into a fresh buffer and read back.
+    fn locate_non_finite_in(&self, grads: &[&Handle]) -> Option<NonFinite> {
+        let dtype = self.core.plan.config.grad;
+        let size = dtype.size_bytes();
+        let values: Vec<_> = grads
+            .iter()
+            .zip(&self.segments)
+            .map(|(src, s)| {
+                let copy = self.client.empty(transfer::padded_len(s.len * size));
+                // SAFETY: `src` holds the tensor's elements (`bind_grads` checked).
+                unsafe { copy::copy_elements(&self.client, dtype, src, &copy, 0, s.len) };
+                let bytes = transfer::download(&self.client, &copy, s.len * size);
+                raw::part_data(dtype.into(), &bytes)
+            })
+            .collect();
+        let named = self.core.tensors.iter().map(|t| t.name.as_str());
+        numerics::scan_step(named.zip(values.iter().map(|v| v.as_grad().expect("floats"))))
+    }
+}
