@@ -8,11 +8,13 @@ use plotters::style::FontStyle;
 
 use crate::runs::RunResult;
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 6] = [
     RGBColor(200, 60, 40),
     RGBColor(40, 90, 200),
     RGBColor(40, 150, 70),
     RGBColor(150, 90, 170),
+    RGBColor(230, 150, 30),
+    RGBColor(90, 90, 90),
 ];
 
 struct Curve {
