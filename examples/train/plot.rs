@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -140,16 +142,7 @@ pub fn render(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Result<(),
             )
             .map_err(|e| error(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 16))
-        .draw()
-        .map_err(|e| error(&e))?;
-    root.present().map_err(|e| error(&e))?;
-    Ok(())
+    finish(chart, &root, out)
 }
 
 /// A bar chart of each run's memory in GB: what its optimizer holds, and the peaks of
@@ -221,6 +214,19 @@ pub fn render_memory(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Res
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
     }
+    finish(chart, &root, out)
+}
+
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The legend in the upper right, then the file written.
+fn finish<'a, 'b: 'a>(
+    mut chart: Chart<'a, 'b>,
+    root: &DrawingArea<BitMapBackend<'b>, Shift>,
+    out: &Path,
+) -> Result<(), String> {
+    let error = |e: &dyn std::fmt::Display| format!("plot {}: {e}", out.display());
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -229,6 +235,5 @@ pub fn render_memory(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Res
         .label_font(("sans-serif", 16))
         .draw()
         .map_err(|e| error(&e))?;
-    root.present().map_err(|e| error(&e))?;
-    Ok(())
+    root.present().map_err(|e| error(&e))
 }

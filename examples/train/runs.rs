@@ -76,6 +76,16 @@ impl RunResult {
         ms[ms.len() / 2]
     }
 
+    /// The peaks in use, reserved and on the device, as bytes or empty.
+    fn peak_fields(&self) -> [String; 3] {
+        let p = self.peak;
+        [
+            field(p.map(|m| m.in_use)),
+            field(p.map(|m| m.reserved)),
+            field(p.map(|m| m.driver)),
+        ]
+    }
+
     /// `loss-LABEL.csv` and `run-LABEL.txt` in `dir`.
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         let mut csv = String::from("step,lr,train_loss,valid_loss,ms\n");
@@ -85,15 +95,12 @@ impl RunResult {
         }
         let path = dir.join(format!("loss-{}.csv", self.label));
         std::fs::write(&path, csv)?;
-        let field = |v: Option<u64>| v.map(|b| b.to_string()).unwrap_or_default();
+        let [in_use, reserved, driver] = self.peak_fields();
         let figures = format!(
-            "setup={}\nparams={}\noptimizer_bytes={}\npeak_in_use={}\npeak_reserved={}\npeak_driver={}\nresident_bytes={}\nskipped={}\nseconds={}\n",
+            "setup={}\nparams={}\noptimizer_bytes={}\npeak_in_use={in_use}\npeak_reserved={reserved}\npeak_driver={driver}\nresident_bytes={}\nskipped={}\nseconds={}\n",
             self.setup,
             self.params,
             field(self.optimizer_bytes),
-            field(self.peak.map(|m| m.in_use)),
-            field(self.peak.map(|m| m.reserved)),
-            field(self.peak.map(|m| m.driver)),
             field(self.resident_bytes),
             self.skipped,
             self.seconds
@@ -191,6 +198,11 @@ pub fn read_all(dir: &Path, labels: &[&str]) -> Result<Vec<RunResult>, String> {
     found.iter().map(|l| RunResult::read(dir, l)).collect()
 }
 
+/// A byte count as written in run files and CSVs: empty when not measured.
+fn field(v: Option<u64>) -> String {
+    v.map(|b| b.to_string()).unwrap_or_default()
+}
+
 fn bytes(b: Option<u64>) -> String {
     b.map_or("n/a".into(), |b| format!("{:.3} GB", b as f64 / 1e9))
 }
@@ -260,16 +272,12 @@ pub fn summary(backend: &str, runs: &[RunResult], baseline: &str) -> String {
 pub fn memory_csv(runs: &[RunResult]) -> String {
     let mut s = String::from("run,params,optimizer_bytes,peak_in_use,peak_reserved,peak_driver\n");
     for r in runs {
-        let field = |v: Option<u64>| v.map(|b| b.to_string()).unwrap_or_default();
+        let [in_use, reserved, driver] = r.peak_fields();
+        let bytes = field(r.optimizer_bytes);
         writeln!(
             s,
-            "{},{},{},{},{},{}",
-            r.label,
-            r.params,
-            field(r.optimizer_bytes),
-            field(r.peak.map(|m| m.in_use)),
-            field(r.peak.map(|m| m.reserved)),
-            field(r.peak.map(|m| m.driver)),
+            "{},{},{bytes},{in_use},{reserved},{driver}",
+            r.label, r.params
         )
         .unwrap();
     }
