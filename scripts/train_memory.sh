@@ -7,11 +7,12 @@
 #   cargo build --release --example train && cp target/release/examples/train .dev/bin/
 #
 # Usage on the GPU machine: scripts/train_memory.sh OUT [RUNS]  (RUNS: a comma list of
-# flashopt-bf16, burn-bf16, flashopt, burn-fp32; all four by default). Then, anywhere:
+# flashopt-bf16-bounded, flashopt-bounded, flashopt-bf16, burn-bf16, flashopt, burn-fp32;
+# all six by default). Then, anywhere:
 #   cargo run --release --example train -- --plot-only OUT
 set -uo pipefail
 out=${1:?OUT folder}
-runs=${2:-flashopt-bf16,burn-bf16,flashopt,burn-fp32}
+runs=${2:-flashopt-bf16-bounded,flashopt-bounded,flashopt-bf16,burn-bf16,flashopt,burn-fp32}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
 for run in ${runs//,/ }; do

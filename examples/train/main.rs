@@ -8,7 +8,7 @@
 //! # the measured runs (CUDA; docs/TRAINING.md)
 //! cargo run --release --example train -- --backend cuda --config small --out runs/train
 //! # 353M parameters, one process per run so each starts with an empty device
-//! for r in flashopt-bf16 burn-bf16 flashopt burn-fp32; do
+//! for r in flashopt-bf16-bounded flashopt-bounded flashopt-bf16 burn-bf16 flashopt burn-fp32; do
 //!   cargo run --release --example train -- --backend cuda --config gpt350m --runs $r --out runs/gpt350m
 //! done
 //! # the tiny configuration CI runs on the CPU (burn's NdArray backend, flashopt's
