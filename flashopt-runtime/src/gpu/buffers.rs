@@ -59,21 +59,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// gradient dtype, from its first byte. The next [`Self::step`] scans it for NaN
     /// and infinity on the device (unless turned off).
     pub fn copy_grad_from(&mut self, id: TensorId, src: &Handle) -> Result<(), RuntimeError> {
-        let name = self.core.tensor(id)?.name.clone();
+        self.check_grad_source(id, src)?;
         self.ensure_grad_buffer();
-        let s = &self.segments[id.0];
         let dtype = self.core.plan.config.grad;
-        let needed = (s.len * dtype.size_bytes()) as u64;
-        if src.size_in_used() < needed {
-            return Err(RuntimeError::SourceTooSmall {
-                name,
-                bytes: src.size_in_used(),
-                needed,
-                dtype: dtype.to_string(),
-                len: s.len,
-            });
-        }
-        let r = s.elements();
+        let r = self.segments[id.0].elements();
         // SAFETY: `src` holds the tensor's elements (checked), the gradient buffer
         // holds the segment.
         unsafe {
@@ -87,6 +76,25 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             );
         }
         self.grads_scanned = false;
+        Ok(())
+    }
+
+    /// That `src` can hold tensor `id`'s gradient: its `len` values in the plan's
+    /// gradient dtype.
+    pub(super) fn check_grad_source(&self, id: TensorId, src: &Handle) -> Result<(), RuntimeError> {
+        let name = &self.core.tensor(id)?.name;
+        let len = self.segments[id.0].len;
+        let dtype = self.core.plan.config.grad;
+        let needed = (len * dtype.size_bytes()) as u64;
+        if src.size_in_used() < needed {
+            return Err(RuntimeError::SourceTooSmall {
+                name: name.clone(),
+                bytes: src.size_in_used(),
+                needed,
+                dtype: dtype.to_string(),
+                len,
+            });
+        }
         Ok(())
     }
 

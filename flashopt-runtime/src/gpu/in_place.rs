@@ -13,13 +13,14 @@ use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::launch::launch_with_gradient_at;
 use flashopt_cubecl::reduce;
 use flashopt_cubecl::transfer::{self, HostTransfers};
+use flashopt_ir::interp::PartData;
 use flashopt_ir::{GROUP_SIZE, Role as PartRole};
 
 use super::GpuOptimizer;
 use super::layout::info_word;
 use crate::core::TensorId;
 use crate::error::RuntimeError;
-use crate::numerics::{self, NonFinite, StepOutcome};
+use crate::numerics::{NonFinite, StepOutcome};
 use crate::raw;
 
 /// The byte alignment the kernel's widest gradient loads need.
@@ -140,18 +141,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let dtype = self.core.plan.config.grad;
         let size = dtype.size_bytes();
         for &(id, src) in &grads {
-            let name = &self.core.tensor(id)?.name;
-            let len = self.segments[id.0].len;
-            let needed = (len * size) as u64;
-            if src.size_in_used() < needed {
-                return Err(RuntimeError::SourceTooSmall {
-                    name: name.clone(),
-                    bytes: src.size_in_used(),
-                    needed,
-                    dtype: dtype.to_string(),
-                    len,
-                });
-            }
+            self.check_grad_source(id, src)?;
         }
         let tails: Vec<usize> = grads
             .iter()
@@ -302,7 +292,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     fn locate_non_finite_in(&self, grads: &[&Handle]) -> Option<NonFinite> {
         let dtype = self.core.plan.config.grad;
         let size = dtype.size_bytes();
-        let values: Vec<_> = grads
+        let values: Vec<PartData> = grads
             .iter()
             .zip(&self.segments)
             .map(|(src, s)| {
@@ -313,7 +303,6 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 raw::part_data(dtype.into(), &bytes)
             })
             .collect();
-        let named = self.core.tensors.iter().map(|t| t.name.as_str());
-        numerics::scan_step(named.zip(values.iter().map(|v| v.as_grad().expect("floats"))))
+        self.scan_grads(&values)
     }
 }

@@ -15,13 +15,13 @@ use crate::raw;
 
 pub(crate) use crate::segments::{Segment, segments};
 
-/// The group info words: element count in bits 0..6, parameter group from bit 8.
 /// A group's info word: its element count in bits 0..6, its parameter group from
 /// bit 8 (what `flashopt_cubecl::ops::group_len` and `scalar_base` read).
 pub(crate) fn info_word(len: usize, param_group: usize) -> u32 {
     len as u32 | ((param_group as u32) << 8)
 }
 
+/// The group info words of every tensor's groups (see [`info_word`]).
 pub(crate) fn group_info(tensors: &[TensorInfo], segments: &[Segment]) -> Vec<u8> {
     let mut info = Vec::with_capacity(segments.iter().map(|s| s.groups).sum::<usize>() * 4);
     for (t, s) in tensors.iter().zip(segments) {

@@ -186,7 +186,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                             return (handle, flat.len() / size);
                         }
                         // A released gradient buffer stays released.
-                        None if buffer.role == self.gradient_role() && !self.flat_grads => {
+                        None if buffer.role == self.part_role(flashopt_ir::Role::Gradient)
+                            && !self.flat_grads =>
+                        {
                             vec![0; 4]
                         }
                         None => vec![self.pad; self.groups * flashopt_ir::GROUP_SIZE * size],
@@ -205,15 +207,6 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             .collect()
     }
 
-    fn gradient_role(&self) -> Role {
-        Role::Part(
-            self.core
-                .plan
-                .part_with_role(flashopt_ir::Role::Gradient)
-                .index(),
-        )
-    }
-
     fn slot(&self, role: Role) -> usize {
         bindings::slot(&self.layout, role)
     }
@@ -230,9 +223,14 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         self.buffers[slot] = (handle, len);
     }
 
+    /// The kernel buffer role of the plan's part with `role`.
+    fn part_role(&self, role: flashopt_ir::Role) -> Role {
+        Role::Part(self.core.plan.part_with_role(role).index())
+    }
+
     /// The kernel buffer of the plan's part with `role`.
     fn part_slot(&self, role: flashopt_ir::Role) -> usize {
-        self.slot(Role::Part(self.core.plan.part_with_role(role).index()))
+        self.slot(self.part_role(role))
     }
 
     /// Spread each group over units differently (tuning; the default shape is the
@@ -266,7 +264,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             .collect()
     }
 
-    fn download_tensors(&self) -> Vec<HostTensor> {
+    /// Every tensor's state read back, in registration order.
+    pub(crate) fn download_tensors(&self) -> Vec<HostTensor> {
         let plan = &self.core.plan;
         let resident = |role: Role| matches!(role, Role::Part(i) if plan.parts[i].is_resident());
         // Only the resident parts: not the gradients, scalars, group info or tables.

@@ -6,7 +6,7 @@ use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::launch::launch;
 use flashopt_cubecl::reduce;
 use flashopt_cubecl::transfer::HostTransfers;
-use flashopt_ir::interp::{self, GradBuf};
+use flashopt_ir::interp::{self, GradBuf, PartData};
 use flashopt_ir::{Extent, Role as PartRole};
 
 use super::GpuOptimizer;
@@ -93,15 +93,16 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// Where the non-finite gradient values are: reads the gradients back (only
     /// after the reduction found some).
     pub(crate) fn locate_non_finite(&self) -> Option<NonFinite> {
-        let grads = self.read_per_tensor(PartRole::Gradient);
+        self.scan_grads(&self.read_per_tensor(PartRole::Gradient))
+    }
+
+    /// The non-finite values of gradients read back, one per tensor in order.
+    pub(super) fn scan_grads(&self, grads: &[PartData]) -> Option<NonFinite> {
         let named = self.core.tensors.iter().map(|t| t.name.as_str());
-        numerics::scan_step(
-            named.zip(
-                grads
-                    .iter()
-                    .map(|g| g.as_grad().expect("gradients are floats")),
-            ),
-        )
+        let values = grads
+            .iter()
+            .map(|g| g.as_grad().expect("gradients are floats"));
+        numerics::scan_step(named.zip(values))
     }
 
     /// Before a step: reduce the gradients if clipping or the device scan asks for

@@ -282,12 +282,8 @@ impl ShardedGpuOptimizer {
 
     /// This rank's pieces and their state (parameter and states), read back.
     pub fn download_shard(&self) -> Vec<(Piece, HostTensor)> {
-        let tensors = self.pieces_opt.download();
-        self.pieces
-            .iter()
-            .cloned()
-            .zip(tensors.into_iter().map(|(_, t)| t))
-            .collect()
+        let tensors = self.pieces_opt.download_tensors();
+        self.pieces.iter().cloned().zip(tensors).collect()
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -337,8 +333,7 @@ impl CheckpointedRank for ShardedGpuOptimizer {
     }
 
     fn shard_state(&self) -> Cow<'_, [HostTensor]> {
-        let state = self.pieces_opt.download().into_iter().map(|(_, t)| t);
-        Cow::Owned(state.collect())
+        Cow::Owned(self.pieces_opt.download_tensors())
     }
 
     fn all_reduce(&self, values: &mut [f64]) -> Result<(), CheckpointError> {
