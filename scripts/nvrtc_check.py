@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 
-OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw"]
+OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw", "boundedadamw"]
 CONFIGS = [
     ["--master", "24"],
     ["--master", "32"],

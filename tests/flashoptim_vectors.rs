@@ -191,7 +191,7 @@ fn one_step_lands_on_flashoptims_state() {
     let mut report = String::from(
         "| config | narrow params bit-equal (f64 scalars) | 8-bit codes equal / within 1 (f64) | int16 corrections within 1 (f64) | master within 1e-4 (f64) |\n| --- | --- | --- | --- | --- |\n",
     );
-    for optimizer in optimizers::NAMES {
+    for optimizer in optimizers::FLASHOPTIM_NAMES {
         for bits in [24, 32] {
             let f = read(&format!("{optimizer}-{bits}.safetensors"));
             let a = agreement(&f, HostArithmetic::F32);
@@ -218,7 +218,7 @@ fn one_step_lands_on_flashoptims_state() {
         }
     }
     println!("{report}");
-    for optimizer in optimizers::NAMES {
+    for optimizer in optimizers::FLASHOPTIM_NAMES {
         for bits in [24, 32] {
             let a = agreement(
                 &read(&format!("{optimizer}-{bits}.safetensors")),

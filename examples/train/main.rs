@@ -19,7 +19,6 @@
 //! ```
 
 mod adapter_check;
-mod bounded;
 mod data;
 mod model;
 mod plot;
@@ -31,7 +30,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use flashopt::optimizers::AdamW;
+use flashopt::optimizers::{AdamW, BoundedAdamW};
 use flashopt::{MasterMode, PlanConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -160,15 +159,16 @@ impl Setup {
         }
     }
 
-    /// [`Self::adamw`] with the update clamped to exact Adam's bound.
-    fn bounded_adamw(&self) -> bounded::BoundedAdamW {
+    /// [`Self::adamw`] with each step capped at exact Adam's largest.
+    fn bounded_adamw(&self) -> BoundedAdamW {
         let a = self.adamw();
-        bounded::BoundedAdamW {
+        BoundedAdamW {
             lr: a.lr,
             b1: a.b1,
             b2: a.b2,
             eps: a.eps,
             weight_decay: a.weight_decay,
+            ..BoundedAdamW::default()
         }
     }
 

@@ -137,6 +137,20 @@ pub(crate) fn device_address_after_queued_work(
     resource.resource().ptr
 }
 
+/// Runs `allocate` with every device allocation it makes on this thread's stream of
+/// `client` sized exactly and owned alone (cubecl's persistent pool), for buffers that
+/// live as long as an optimizer. cubecl's default pools cut allocations of hundreds of
+/// MB from pages of up to a quarter of device memory and keep the pages: on an H200 a
+/// 353M-parameter model's 1.86 GB of optimizer buffers left 13.2 GB reserved.
+pub fn long_lived<R: Runtime, T: Send>(
+    client: &ComputeClient<R>,
+    allocate: impl FnOnce() -> T + Send,
+) -> T {
+    client
+        .memory_persistent_allocation((), |()| allocate())
+        .expect("cubecl's persistent allocation mode cannot fail to switch")
+}
+
 /// A new device buffer holding `bytes` (see [`HostTransfers::upload`]).
 pub fn upload_bytes<R: HostTransfers>(client: &ComputeClient<R>, bytes: &[u8]) -> Handle {
     R::upload(client, bytes.len(), &|offset, chunk| {

@@ -133,12 +133,12 @@ impl HostProgram {
         let names = |i: Input| input_name(hypers, &[], i);
         let mut out = String::new();
         for (k, s) in self.scalars.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "  ${k}: {} = {}",
-                s.ty,
-                expr_text(&self.graph, s.value, &names)
-            );
+            let expr = expr_text(&self.graph, s.value, &names);
+            let _ = if s.reciprocal {
+                writeln!(out, "  ${k}: {} = 1 / f32({expr})", s.ty)
+            } else {
+                writeln!(out, "  ${k}: {} = {expr}", s.ty)
+            };
         }
         out
     }

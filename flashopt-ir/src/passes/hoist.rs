@@ -23,6 +23,10 @@ pub struct HostScalar {
     /// Its expression in [`HostProgram::graph`].
     pub value: Handle,
     pub ty: Type,
+    /// The scalar is `1 / x`, divided in f32, where `x` is the expression's value as
+    /// the kernel receives it (rounded to f32): the correctly rounded reciprocal of
+    /// another kernel scalar, for a division by it ([`crate::passes::reciprocals`]).
+    pub reciprocal: bool,
 }
 
 /// The uniform part of a rule.
@@ -45,7 +49,14 @@ impl HostProgram {
         Ok(self
             .scalars
             .iter()
-            .map(|s| values[s.value.index()])
+            .map(|s| {
+                let value = values[s.value.index()];
+                if s.reciprocal {
+                    Value::Float(f64::from(1.0 / crate::semantics::to_kernel_f32(value)))
+                } else {
+                    value
+                }
+            })
             .collect())
     }
 
@@ -146,6 +157,7 @@ pub fn hoist(rule: &Rule) -> Result<Hoisted, HostEvalError> {
             host.scalars.push(HostScalar {
                 value: host_map[&h],
                 ty: node.ty,
+                reciprocal: false,
             });
             host.scalars.len() - 1
         });

@@ -66,7 +66,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let len = self.groups * GROUP_SIZE;
         let bytes = vec![self.pad; len * size];
         let slot = self.part_slot(PartRole::Gradient);
-        self.buffers[slot] = (transfer::upload_bytes(&self.client, &bytes), len);
+        let buffer = transfer::long_lived(&self.client, || {
+            transfer::upload_bytes(&self.client, &bytes)
+        });
+        self.buffers[slot] = (buffer, len);
         self.flat_grads = true;
     }
 

@@ -155,7 +155,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             flat_grads: true,
         };
         let hosts: Vec<&HostTensor> = tensors.iter().map(|(_, _, t)| t).collect();
-        opt.buffers = opt.upload(&hosts);
+        opt.buffers = transfer::long_lived(&opt.client, || opt.upload(&hosts));
         Ok(opt)
     }
 
@@ -311,7 +311,7 @@ impl<R: HostTransfers> Optimizer for GpuOptimizer<R> {
     /// the weights) must be taken again.
     fn replace_tensors(&mut self, tensors: Vec<HostTensor>) {
         let refs: Vec<&HostTensor> = tensors.iter().collect();
-        self.buffers = self.upload(&refs);
+        self.buffers = transfer::long_lived(&self.client, || self.upload(&refs));
         self.pending_non_finite = None;
         self.grads_scanned = false;
     }

@@ -5,7 +5,7 @@ use flashopt_cubecl::bindings::Role;
 use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::launch::launch;
 use flashopt_cubecl::reduce;
-use flashopt_cubecl::transfer::HostTransfers;
+use flashopt_cubecl::transfer::{self, HostTransfers};
 use flashopt_ir::interp::{self, GradBuf, PartData};
 use flashopt_ir::{Extent, Role as PartRole};
 
@@ -45,7 +45,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         if flat.len() > 0 {
             // Written straight into the transfer's chunks.
             let fill = |offset: usize, out: &mut [u8]| flat.write(offset, out);
-            let handle = R::upload(&self.client, flat.len(), &fill);
+            let handle =
+                transfer::long_lived(&self.client, || R::upload(&self.client, flat.len(), &fill));
             self.buffers[slot] = (handle, flat.len() / dtype.size_bytes());
             self.flat_grads = true;
         }
