@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
-use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::optimizers::{Adam, AdamW, BoundedAdamW, Lion, Sgd, SgdW};
 use flashopt::runtime::GpuOptimizer;
 use flashopt::runtime::gpu::HostTransfers;
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
@@ -253,6 +253,14 @@ fn dispatch<R: HostTransfers>(
 ) -> Result<Measured, String> {
     match optimizer {
         "AdamW" => measure(client, &AdamW::default(), master, workload, grads, shape),
+        "BoundedAdamW" => measure(
+            client,
+            &BoundedAdamW::default(),
+            master,
+            workload,
+            grads,
+            shape,
+        ),
         "Adam" => measure(client, &Adam::default(), master, workload, grads, shape),
         "Lion" => measure(client, &Lion::default(), master, workload, grads, shape),
         "SGD" => measure(
@@ -281,7 +289,7 @@ fn dispatch<R: HostTransfers>(
     }
 }
 
-pub const OPTIMIZERS: [&str; 5] = ["AdamW", "Adam", "Lion", "SGD", "SGDW"];
+pub const OPTIMIZERS: [&str; 6] = ["AdamW", "Adam", "Lion", "SGD", "SGDW", "BoundedAdamW"];
 pub const MASTERS: [(&str, MasterMode); 3] = [
     ("24", MasterMode::Int8),
     ("32", MasterMode::Int16),
