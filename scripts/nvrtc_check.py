@@ -27,6 +27,8 @@ CONFIGS = [
     ["--param", "f32", "--master", "none"],
     # The opt-in approximate divisions and square roots (`Arithmetic::Approximate`).
     ["--master", "24", "--approximate"],
+    # Gradients read from several buffers per launch (steps in place).
+    ["--master", "24", "--gradient-regions", "8"],
 ]
 
 

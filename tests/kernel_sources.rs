@@ -211,3 +211,30 @@ fn approximate_arithmetic_uses_the_fast_intrinsics_on_cuda_only() {
     let hip = emit_shaped(&plan, Target::Hip, approximate).unwrap();
     assert_eq!(hip.matches("__fdividef(").count(), 0);
 }
+
+/// The variant that steps several tensors' gradients in one launch binds one gradient
+/// buffer per region and reads each under its region's condition; the one-region
+/// kernel is unchanged by it.
+#[test]
+fn gradient_regions_bind_a_buffer_each() {
+    use flashopt_cubecl::bindings::MAX_GRADIENT_REGIONS;
+    use flashopt_cubecl::emit::emit_shaped;
+
+    let plan = flashopt::ir::compile(
+        &optimizers::by_name("adamw").unwrap(),
+        PlanConfig::bf16(MasterMode::Int8),
+    )
+    .unwrap();
+    let one = emit(&plan, Target::Cuda).unwrap();
+    assert_eq!(one.matches("const __nv_bfloat16_4* __restrict__").count(), 1);
+    for (target, gradient) in [
+        (Target::Cuda, "const __nv_bfloat16_4* __restrict__"),
+        (Target::Hip, "const __hip_bfloat16_4* __restrict__"),
+    ] {
+        let shape = KernelShape::default().with_gradient_regions(MAX_GRADIENT_REGIONS);
+        let source = emit_shaped(&plan, target, shape).unwrap();
+        assert_eq!(source.matches(gradient).count(), MAX_GRADIENT_REGIONS, "{target:?}");
+        // Each region's load sits in its own conditional block.
+        assert!(source.matches("\nif (").count() >= MAX_GRADIENT_REGIONS, "{target:?}");
+    }
+}

@@ -176,7 +176,7 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
         "  ({} {master:?} {} {:?}: setup {:.1} s [host state {:.1} s, {}, {}, {}], timing {timed:.1} s; \
          step with the device gradient check {:.4} ms, check {:.4} ms = {:.0} GB/s of gradients, \
          its reduction pass alone {:.4} ms = {:.0} GB/s; \
-         gradients read in place (one launch per tensor, no gradient buffer: {:.3} bytes per parameter): \
+         gradients read in place (up to 8 tensors per launch, no gradient buffer: {:.3} bytes per parameter): \
          step {:.4} ms, with the device gradient check {:.4} ms)",
         S::NAME,
         workload.name,

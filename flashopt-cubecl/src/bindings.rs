@@ -15,6 +15,9 @@ pub enum Role {
     GroupInfo,
     /// Every code table's values, one after the other.
     Tables,
+    /// The gradient of region `k >= 1` of a launch (region 0 reads the gradient
+    /// part's binding): kernels with [`KernelShape::gradient_regions`] above 1.
+    GradientRegion(usize),
 }
 
 /// One kernel buffer: its role, element type and vector width.
@@ -56,7 +59,15 @@ pub struct KernelShape {
     /// Elements each unit steps: 4, 8, 16 or 32 (then `32 / lanes` units share a group).
     pub lanes_per_unit: usize,
     pub arithmetic: Arithmetic,
+    /// Gradient bindings per launch: 1, or up to [`MAX_GRADIENT_REGIONS`] regions of
+    /// consecutive groups, each reading its gradient from its own buffer (tensors'
+    /// gradients where a trainer left them, stepped in one launch).
+    pub gradient_regions: usize,
 }
+
+/// The most gradient regions a launch binds. Each costs the kernel a comparison and a
+/// predicated load per unit.
+pub const MAX_GRADIENT_REGIONS: usize = 8;
 
 /// How the kernel computes the plan's divisions and square roots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -96,6 +107,7 @@ impl Default for KernelShape {
         KernelShape {
             lanes_per_unit: 4,
             arithmetic: Arithmetic::Exact,
+            gradient_regions: 1,
         }
     }
 }
@@ -104,12 +116,25 @@ impl KernelShape {
     pub fn new(lanes_per_unit: usize) -> Option<KernelShape> {
         matches!(lanes_per_unit, 4 | 8 | 16 | 32).then_some(KernelShape {
             lanes_per_unit,
-            arithmetic: Arithmetic::Exact,
+            ..KernelShape::default()
         })
     }
 
     pub fn with_arithmetic(self, arithmetic: Arithmetic) -> KernelShape {
         KernelShape { arithmetic, ..self }
+    }
+
+    /// # Panics
+    /// Outside `1..=MAX_GRADIENT_REGIONS`.
+    pub fn with_gradient_regions(self, gradient_regions: usize) -> KernelShape {
+        assert!(
+            (1..=MAX_GRADIENT_REGIONS).contains(&gradient_regions),
+            "1 to {MAX_GRADIENT_REGIONS} gradient regions per launch"
+        );
+        KernelShape {
+            gradient_regions,
+            ..self
+        }
     }
 
     pub fn units_per_group(self) -> usize {
@@ -123,7 +148,8 @@ impl KernelShape {
 }
 
 /// The buffers of a plan's kernel, in binding order: one per part, then the host
-/// scalars, the group info words and, if the plan has any, its code tables.
+/// scalars, the group info words, if the plan has any, its code tables, and the
+/// gradient bindings of regions 1.. (see [`KernelShape::gradient_regions`]).
 pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     let mut out: Vec<Buffer> = plan
         .parts
@@ -152,6 +178,18 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     out.push(scalar(Role::GroupInfo, U32));
     if !plan.tables.is_empty() {
         out.push(scalar(Role::Tables, F32));
+    }
+    if let Some(grad) = out
+        .iter()
+        .find(|b| matches!(b.role, Role::Part(i) if plan.parts[i].role == PartRole::Gradient))
+        .copied()
+    {
+        for k in 1..shape.gradient_regions {
+            out.push(Buffer {
+                role: Role::GradientRegion(k),
+                ..grad
+            });
+        }
     }
     out
 }

@@ -63,6 +63,11 @@ pub fn define(
     let veil = builder.scalar(F32);
     // How many groups the gradient binding starts before group 0 (`ops::gradient_group`).
     let gradient_first = builder.scalar(U32);
+    // Regions 1.. of a launch with several gradient bindings: each one's first group
+    // and where its binding starts (as `gradient_first`).
+    let regions: Vec<(ManagedVariable, ManagedVariable)> = (1..shape.gradient_regions)
+        .map(|_| (builder.scalar(U32), builder.scalar(U32)))
+        .collect();
     let kernel = KernelBody {
         plan,
         shape,
@@ -77,9 +82,11 @@ pub fn define(
     let sub = ops::unit_part::expand(scope, units);
     let in_range = ops::unit_in_range::expand(scope, count.into(), units);
     let gradient_group = ops::gradient_group::expand(scope, group.clone(), gradient_first.into());
+    let gradient_regions = gradient_regions(scope, &group, gradient_group.clone(), &regions);
     let place = Place {
         group,
         gradient_group,
+        gradient_regions,
         sub,
         shape,
     };
@@ -110,12 +117,46 @@ pub enum Scheduling {
     Lockstep,
 }
 
+/// For a launch with several gradient regions, whether the unit's group is in each
+/// region and its index in that region's binding. Region `k` runs from its first group
+/// to the next region's, so the group's region is the number of regions 1.. starting
+/// at or before it.
+fn gradient_regions(
+    scope: &mut Scope,
+    group: &NativeExpand<usize>,
+    first_gradient_group: NativeExpand<usize>,
+    regions: &[(ManagedVariable, ManagedVariable)],
+) -> Vec<(NativeExpand<bool>, NativeExpand<usize>)> {
+    if regions.is_empty() {
+        return Vec::new();
+    }
+    let mut index = ops::region_count::expand(scope, group.clone(), regions[0].0.clone().into());
+    for (start, _) in &regions[1..] {
+        let after = ops::region_count::expand(scope, group.clone(), start.clone().into());
+        index = ops::add_u32::expand(scope, index, after);
+    }
+    let mut out = vec![(
+        ops::is_region::expand(scope, index.clone(), 0),
+        first_gradient_group,
+    )];
+    for (k, (_, first)) in regions.iter().enumerate() {
+        out.push((
+            ops::is_region::expand(scope, index.clone(), k as u32 + 1),
+            ops::gradient_group::expand(scope, group.clone(), first.clone().into()),
+        ));
+    }
+    out
+}
+
 /// Where a unit's lanes lie: its group and which part of the group it holds.
 #[derive(Clone)]
 struct Place {
     group: NativeExpand<usize>,
     /// The group's index in the gradient binding.
     gradient_group: NativeExpand<usize>,
+    /// With several gradient regions: whether the group lies in each, and its index in
+    /// that region's binding (empty with one binding).
+    gradient_regions: Vec<(NativeExpand<bool>, NativeExpand<usize>)>,
     sub: NativeExpand<usize>,
     shape: KernelShape,
 }
@@ -351,6 +392,9 @@ impl KernelBody<'_> {
     fn load(&self, scope: &mut Scope, p: PartId, place: &Place) -> Reg {
         let part = self.plan.part(p);
         let var = self.var(Role::Part(p.index()));
+        if part.role == PartRole::Gradient && !place.gradient_regions.is_empty() {
+            return Reg::Lanes(self.load_from_regions(scope, var, part.storage, place));
+        }
         let in_gradient;
         let place = match part.role {
             PartRole::Gradient => {
@@ -362,6 +406,51 @@ impl KernelBody<'_> {
         match part.extent {
             Extent::Group => Reg::Uniform(load_group(scope, var, part.storage, place)),
             Extent::Element => Reg::Lanes(load_elements(scope, var, part.storage, place)),
+        }
+    }
+
+    /// The unit's gradient lanes from its group's region: one predicated load per
+    /// region (the region is the same for the whole group), widened once.
+    fn load_from_regions(
+        &self,
+        scope: &mut Scope,
+        first: ManagedVariable,
+        storage: Storage,
+        place: &Place,
+    ) -> Vec<Scalar> {
+        with_storage_type!(storage, E => self
+            .load_raw_from_regions::<E>(scope, first, place)
+            .into_iter()
+            .map(|x| widen::<E>(scope, x, storage.is_float()))
+            .collect())
+    }
+
+    fn load_raw_from_regions<E: Numeric>(
+        &self,
+        scope: &mut Scope,
+        first: ManagedVariable,
+        place: &Place,
+    ) -> Vec<NativeExpand<E>> {
+        let regions: Vec<(NativeExpand<bool>, ManagedVariable, Place)> = place
+            .gradient_regions
+            .iter()
+            .enumerate()
+            .map(|(k, (inside, group))| {
+                let var = match k {
+                    0 => first.clone(),
+                    k => self.var(Role::GradientRegion(k)),
+                };
+                let region = Place {
+                    group: group.clone(),
+                    ..place.clone()
+                };
+                (inside.clone(), var, region)
+            })
+            .collect();
+        match width_of::<E>(place) {
+            16 => load_lanes_from_regions::<E, Const<16>>(scope, &regions, place),
+            8 => load_lanes_from_regions::<E, Const<8>>(scope, &regions, place),
+            _ => load_lanes_from_regions::<E, Const<4>>(scope, &regions, place),
         }
     }
 
@@ -472,6 +561,32 @@ fn load_lanes<E: Numeric, N: Size>(
     for c in 0..place.shape.lanes_per_unit / width {
         let at = place.vector_index(scope, width, c);
         let v = ops::load_vector::expand::<E, N>(scope, array.clone(), at);
+        for k in 0..width {
+            lanes.push(ops::lane::expand::<E, N>(scope, v.clone(), k));
+        }
+    }
+    lanes
+}
+
+/// As [`load_lanes`], each vector from the binding of the region the group lies in:
+/// the vectors are assigned under the regions' conditions, the lanes taken once.
+fn load_lanes_from_regions<E: Numeric, N: Size>(
+    scope: &mut Scope,
+    regions: &[(NativeExpand<bool>, ManagedVariable, Place)],
+    place: &Place,
+) -> Vec<NativeExpand<E>> {
+    let width = N::try_value_const().expect("constant vector width");
+    let mut lanes = Vec::with_capacity(place.shape.lanes_per_unit);
+    for c in 0..place.shape.lanes_per_unit / width {
+        let mut v = ops::empty_vector::expand::<E, N>(scope);
+        for (inside, var, region) in regions {
+            let array: NativeExpand<Array<Vector<E, N>>> = var.clone().into();
+            cubecl::frontend::branch::if_expand(scope, inside.clone(), |scope| {
+                let at = region.vector_index(scope, width, c);
+                let loaded = ops::load_vector::expand::<E, N>(scope, array, at);
+                v.expand_assign(scope, loaded);
+            });
+        }
         for k in 0..width {
             lanes.push(ops::lane::expand::<E, N>(scope, v.clone(), k));
         }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use cubecl::ir::{AddressType, DeviceProperties, StorageType};
 use cubecl::prelude::*;
 use cubecl::server::Handle;
+use flashopt_ir::Role as PartRole;
 use flashopt_ir::plan::Plan;
 
-use crate::bindings::{Buffer, KernelShape, buffers};
+use crate::bindings::{Buffer, KernelShape, Role, buffers};
 use crate::define::{Scheduling, define};
 use crate::emit::{CUBE_DIM, settings};
 
@@ -143,15 +144,135 @@ pub unsafe fn launch_with_gradient_at<R: Runtime>(
         gradient_first <= first,
         "the gradient binding starts at or before the launch"
     );
+    assert_eq!(
+        kernel.shape.gradient_regions, 1,
+        "a kernel with several gradient regions launches through `launch_regions`"
+    );
+    unsafe {
+        launch_bound(
+            client,
+            kernel,
+            handles.to_vec(),
+            first,
+            count,
+            &[gradient_first],
+        )
+    }
+}
+
+/// Consecutive groups that read their gradient from one buffer, in a launch of
+/// several ([`launch_regions`]).
+#[derive(Clone, Debug)]
+pub struct GradientRegion {
+    /// The gradient buffer and its length in elements.
+    pub handle: Handle,
+    pub len: usize,
+    /// The region's groups: `start..start + groups`.
+    pub start: u32,
+    pub groups: u32,
+    /// The group whose first element is the buffer's element 0 (`<= start`).
+    pub gradient_first: u32,
+}
+
+/// One launch over consecutive gradient regions (at most the kernel's
+/// [`KernelShape::gradient_regions`]), each reading its groups' gradients from its own
+/// buffer: tensors whose gradients lie in separate buffers, stepped at once. `handles`
+/// as for [`launch`]; its gradient entry is not read.
+///
+/// # Safety
+/// As [`launch`] for every buffer but the gradient's; each region's buffer must hold
+/// `(start + groups - gradient_first) * 32` elements.
+pub unsafe fn launch_regions<R: Runtime>(
+    client: &ComputeClient<R>,
+    kernel: &FusedStep<R>,
+    handles: &[(Handle, usize)],
+    regions: &[GradientRegion],
+) {
+    let most = kernel.shape.gradient_regions;
+    assert!(
+        !regions.is_empty() && regions.len() <= most,
+        "1 to {most} gradient regions per launch, got {}",
+        regions.len()
+    );
+    for pair in regions.windows(2) {
+        assert_eq!(
+            pair[0].start + pair[0].groups,
+            pair[1].start,
+            "gradient regions tile the launch's groups"
+        );
+    }
+    for r in regions {
+        assert!(
+            r.gradient_first <= r.start,
+            "a region's binding starts at or before it"
+        );
+    }
+    let layout = kernel.buffers();
+    assert_eq!(
+        handles.len(),
+        layout.len() + 1 - most,
+        "one handle per buffer of the one-region kernel"
+    );
+    let plan = kernel.plan();
+    let arrays = layout
+        .iter()
+        .zip(handles.iter().chain(std::iter::repeat(&handles[0])))
+        .map(|(buffer, own)| {
+            let region = match buffer.role {
+                Role::Part(i) if plan.parts[i].role == PartRole::Gradient => Some(0),
+                Role::GradientRegion(k) => Some(k),
+                _ => None,
+            };
+            match region {
+                // Regions a launch does not use bind region 0's buffer; no group reads it.
+                Some(k) => {
+                    let r = regions.get(k).unwrap_or(&regions[0]);
+                    (r.handle.clone(), r.len)
+                }
+                None => own.clone(),
+            }
+        })
+        .collect();
+    let mut scalars = vec![regions[0].gradient_first];
+    for k in 1..most {
+        scalars.extend(match regions.get(k) {
+            Some(r) => [r.start, r.gradient_first],
+            // A region no group reaches.
+            None => [u32::MAX, 0],
+        });
+    }
+    let last = &regions[regions.len() - 1];
+    let first = regions[0].start;
+    unsafe {
+        launch_bound(
+            client,
+            kernel,
+            arrays,
+            first,
+            last.start + last.groups - first,
+            &scalars,
+        )
+    }
+}
+
+/// Register `arrays` (one per kernel buffer) and the scalars, and launch.
+unsafe fn launch_bound<R: Runtime>(
+    client: &ComputeClient<R>,
+    kernel: &FusedStep<R>,
+    arrays: Vec<(Handle, usize)>,
+    first: u32,
+    count: u32,
+    gradient_scalars: &[u32],
+) {
     if count == 0 {
         return;
     }
     let layout = kernel.buffers();
-    assert_eq!(layout.len(), handles.len(), "one handle per kernel buffer");
+    assert_eq!(layout.len(), arrays.len(), "one handle per kernel buffer");
     let mut launcher = KernelLauncher::<R>::new(kernel.settings.clone());
-    for (buffer, (handle, len)) in layout.iter().zip(handles) {
+    for (buffer, (handle, len)) in layout.iter().zip(arrays) {
         launcher.register_array(
-            unsafe { ArrayArg::from_raw_parts(handle.clone(), *len) },
+            unsafe { ArrayArg::from_raw_parts(handle, len) },
             buffer.ty(),
         );
     }
@@ -159,7 +280,9 @@ pub unsafe fn launch_with_gradient_at<R: Runtime>(
     launcher.register_scalar(first);
     // The contraction barrier's operand (`ops::veiled`): always 0.
     launcher.register_scalar(0.0f32);
-    launcher.register_scalar(gradient_first);
+    for &s in gradient_scalars {
+        launcher.register_scalar(s);
+    }
     let units = count
         .checked_mul(kernel.shape.units_per_group() as u32)
         .expect("fewer than 2^32 units per launch");

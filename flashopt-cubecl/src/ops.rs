@@ -291,6 +291,23 @@ pub fn unit_group(first: u32, count: u32, #[comptime] units: usize) -> usize {
     min(own, usize::cast_from(count) - 1) + usize::cast_from(first)
 }
 
+/// 1 if `group` lies at or after a gradient region's first group `start`, else 0.
+#[cube]
+pub fn region_count(group: usize, start: u32) -> u32 {
+    select(group >= usize::cast_from(start), 1u32, 0u32)
+}
+
+#[cube]
+pub fn add_u32(a: u32, b: u32) -> u32 {
+    a + b
+}
+
+/// Whether the group's region (`index`) is region `k`.
+#[cube]
+pub fn is_region(index: u32, #[comptime] k: u32) -> bool {
+    index == k
+}
+
 /// The group's place in the gradient buffer bound to this launch: `gradient_first`
 /// groups before the optimizer's (0 for the flat gradient buffer; the tensor's first
 /// group for a gradient read where the trainer left it).

@@ -1,17 +1,19 @@
-//! `flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--approximate]`
+//! `flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--gradient-regions 1..8] [--approximate]`
 //!
 //! Prints the fused step kernel of a shipped optimizer as CUDA or HIP source (no GPU
 //! needed), or with `--plan` the lowered plan it is generated from. `--approximate`
-//! emits the opt-in approximate divisions and square roots (`Arithmetic::Approximate`).
+//! emits the opt-in approximate divisions and square roots (`Arithmetic::Approximate`);
+//! `--gradient-regions 8` the variant that reads gradients from several buffers per
+//! launch (steps that read gradients where the trainer left them).
 
 use std::process::ExitCode;
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
-use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
+use flashopt_cubecl::bindings::{Arithmetic, KernelShape, MAX_GRADIENT_REGIONS};
 use flashopt_cubecl::emit::{Target, emit_shaped};
 
-const USAGE: &str = "usage: flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--approximate] [--plan]";
+const USAGE: &str = "usage: flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--gradient-regions 1..8] [--approximate] [--plan]";
 
 fn dtype(s: &str) -> Result<FloatDtype, String> {
     FloatDtype::ALL
@@ -37,6 +39,7 @@ fn run(args: &[String]) -> Result<String, String> {
         (None, None, FloatDtype::Bf16, None, false);
     let mut shape = KernelShape::default();
     let mut arithmetic = Arithmetic::Exact;
+    let mut gradient_regions = 1;
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -71,6 +74,16 @@ fn run(args: &[String]) -> Result<String, String> {
                     .and_then(KernelShape::new)
                     .ok_or_else(|| format!("`--lanes {lanes}`: 4, 8, 16 or 32 lanes per unit"))?
             }
+            "--gradient-regions" => {
+                let regions = value()?;
+                gradient_regions = regions
+                    .parse()
+                    .ok()
+                    .filter(|r| (1..=MAX_GRADIENT_REGIONS).contains(r))
+                    .ok_or_else(|| {
+                        format!("`--gradient-regions {regions}`: 1 to {MAX_GRADIENT_REGIONS}")
+                    })?
+            }
             other => return Err(format!("unknown flag `{other}`\n{USAGE}")),
         }
     }
@@ -90,7 +103,10 @@ fn run(args: &[String]) -> Result<String, String> {
         return Ok(plan.to_string());
     }
     let target = target.ok_or_else(|| format!("`--target` is required\n{USAGE}"))?;
-    emit_shaped(&plan, target, shape.with_arithmetic(arithmetic)).map_err(|e| e.to_string())
+    let shape = shape
+        .with_arithmetic(arithmetic)
+        .with_gradient_regions(gradient_regions);
+    emit_shaped(&plan, target, shape).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -12,8 +12,10 @@ use half::bf16;
 use crate::guards::{Gpu, grads, pair, same};
 use crate::{Client, client, report};
 
-/// Tensors of every tail length kind, and one large enough to time nothing but bytes.
-const LENS: [usize; 8] = [1, 33, 95, 100, 7, 64, 257, 1 << 20];
+/// Tensors of every tail length kind: more regions than one launch binds (so small
+/// tensors share launches), one large enough to launch alone (2^16 whole groups and a
+/// tail) between them, and one of 2^20 elements.
+const LENS: [usize; 9] = [1, 33, 95, 100, (1 << 21) + 3, 7, 64, 257, 1 << 20];
 
 /// Each gradient in a buffer of its own, exactly its bytes, as a trainer holds them;
 /// tensor 2's behind two leading bytes (a view no 16-byte load may read in place).

@@ -1,16 +1,18 @@
 //! Steps that read each tensor's gradient where the trainer left it: no
-//! optimizer-owned gradient buffer, no copy. The fused kernel runs once per tensor,
-//! its gradient binding the trainer's buffer (the launch tells it where that buffer
-//! starts: [`launch_with_gradient_at`]). A tensor whose length is not a multiple of 32
-//! has its last, partial group's few gradient values copied into a small staging
-//! buffer, because the kernel reads whole groups and the trainer's buffer ends at the
+//! optimizer-owned gradient buffer, no copy. The fused kernel's variant with several
+//! gradient bindings ([`launch_regions`]) steps up to [`MAX_GRADIENT_REGIONS`]
+//! consecutive regions of groups per launch, each region reading the trainer's buffer
+//! of one tensor. A tensor whose length is not a multiple of 32 has its last, partial
+//! group's few gradient values copied into a small staging buffer (a region of its
+//! own), because the kernel reads whole groups and the trainer's buffer ends at the
 //! tensor's last element. The NaN/infinity check and clipping's norm reduce each
 //! tensor's buffer into one array of partial sums, read once.
 
+use flashopt_cubecl::bindings::MAX_GRADIENT_REGIONS;
 use flashopt_cubecl::bindings::Role;
 use flashopt_cubecl::copy;
 use flashopt_cubecl::cubecl::server::Handle;
-use flashopt_cubecl::launch::launch_with_gradient_at;
+use flashopt_cubecl::launch::{GradientRegion, launch_regions, launch_with_gradient_at};
 use flashopt_cubecl::reduce;
 use flashopt_cubecl::transfer::{self, HostTransfers};
 use flashopt_ir::interp::PartData;
@@ -25,6 +27,12 @@ use crate::raw;
 
 /// The byte alignment the kernel's widest gradient loads need.
 const ALIGNMENT: u64 = 16;
+
+/// Regions of at least this many groups (2M elements) launch alone with the
+/// one-binding kernel: their step outlasts a launch, so the launch costs nothing,
+/// while the kernel with several bindings spends more instructions per element
+/// (choosing the binding, its scalars).
+const ALONE_GROUPS: u32 = 1 << 16;
 
 /// One step's gradients, as the launches bind them.
 struct Bound {
@@ -77,8 +85,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// in order) where it lies: each handle holds the tensor's gradient contiguously
     /// from its first byte, in the plan's gradient dtype, on this optimizer's client.
     /// Nothing is copied (but a partial last group's values) and the trainer may drop
-    /// each gradient once this returns. One launch per tensor (two where the length is
-    /// not a multiple of 32). NaN or infinity skips the step (scanned on the device
+    /// each gradient once this returns. One launch per [`MAX_GRADIENT_REGIONS`] gradient
+    /// buffers (a partial last group counts as one more). NaN or infinity skips the
+    /// step (scanned on the device
     /// unless [`Self::set_check_device_grads`] turned it off); clipping applies.
     pub fn step_with_grads(&mut self, grads: &[&Handle]) -> Result<StepOutcome, RuntimeError> {
         if grads.len() != self.segments.len() {
@@ -247,47 +256,84 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     }
 
     /// The fused step of every bound tensor: its whole groups from its buffer, its
-    /// partial group from the staging buffer.
+    /// partial group from the staging buffer; consecutive regions of groups share a
+    /// launch, up to [`MAX_GRADIENT_REGIONS`] buffers each.
     fn launch_bound(&self, bound: &Bound) {
-        let slot = self.part_slot(PartRole::Gradient);
-        let mut buffers = self.buffers.clone();
+        let mut regions: Vec<GradientRegion> = Vec::new();
         for ((id, source), tail) in bound.whole.iter().zip(&bound.tail_slots) {
             let s = &self.segments[id.0];
             let full = s.len / GROUP_SIZE;
+            let first = s.first_group as u32;
             if let Some(grad) = source {
-                buffers[slot] = (grad.clone(), full * GROUP_SIZE);
-                let first = s.first_group as u32;
-                // SAFETY: the gradient binding holds the tensor's whole groups from
-                // group `first`; every other buffer holds every group.
-                unsafe {
-                    launch_with_gradient_at(
-                        &self.client,
-                        &self.kernel,
-                        &buffers,
-                        first,
-                        full as u32,
-                        first,
-                    )
-                };
+                regions.push(GradientRegion {
+                    handle: grad.clone(),
+                    len: full * GROUP_SIZE,
+                    start: first,
+                    groups: full as u32,
+                    gradient_first: first,
+                });
             }
             if let (Some(k), Some((staging, _))) = (tail, &bound.tails) {
-                buffers[slot] = (staging.clone(), (k + 1) * GROUP_SIZE);
+                // Slot `k` of the staging buffer is group `group` when the binding
+                // starts `k` groups before it (`k <= group`: one slot per tensor before).
                 let group = (s.first_group + full) as u32;
-                // SAFETY: the staging buffer holds this tensor's partial group in
-                // slot `k`, read as group `group` when the binding starts `group - k`
-                // groups before group 0 (`k` <= `group`: one slot per tensor before).
-                unsafe {
-                    launch_with_gradient_at(
-                        &self.client,
-                        &self.kernel,
-                        &buffers,
-                        group,
-                        1,
-                        group - *k as u32,
-                    )
-                };
+                regions.push(GradientRegion {
+                    handle: staging.clone(),
+                    len: (k + 1) * GROUP_SIZE,
+                    start: group,
+                    groups: 1,
+                    gradient_first: group - *k as u32,
+                });
             }
         }
+        let mut batch: Vec<GradientRegion> = Vec::with_capacity(MAX_GRADIENT_REGIONS);
+        for region in regions {
+            if region.groups >= ALONE_GROUPS {
+                if !batch.is_empty() {
+                    self.launch_regions(&batch);
+                    batch.clear();
+                }
+                self.launch_alone(&region);
+                continue;
+            }
+            let joins = batch.len() < MAX_GRADIENT_REGIONS
+                && batch
+                    .last()
+                    .is_some_and(|last| last.start + last.groups == region.start);
+            if !joins && !batch.is_empty() {
+                self.launch_regions(&batch);
+                batch.clear();
+            }
+            batch.push(region);
+        }
+        if !batch.is_empty() {
+            self.launch_regions(&batch);
+        }
+    }
+
+    /// A large region with the one-binding kernel, which costs fewer instructions
+    /// per element; its launch overlaps the work queued before it.
+    fn launch_alone(&self, region: &GradientRegion) {
+        let mut buffers = self.buffers.clone();
+        buffers[self.part_slot(PartRole::Gradient)] = (region.handle.clone(), region.len);
+        // SAFETY: the region's buffer holds its groups from `gradient_first`; every
+        // other buffer holds every group.
+        unsafe {
+            launch_with_gradient_at(
+                &self.client,
+                &self.kernel,
+                &buffers,
+                region.start,
+                region.groups,
+                region.gradient_first,
+            )
+        };
+    }
+
+    fn launch_regions(&self, regions: &[GradientRegion]) {
+        // SAFETY: each region's buffer holds its whole groups (or, for the staging
+        // buffer, slot `k` at the region's group); every other buffer every group.
+        unsafe { launch_regions(&self.client, &self.regions_kernel, &self.buffers, regions) };
     }
 
     /// Where the non-finite values of gradients a step found some in are: each is

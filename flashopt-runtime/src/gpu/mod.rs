@@ -14,7 +14,9 @@ mod in_place;
 pub(crate) mod layout;
 mod step;
 
-use flashopt_cubecl::bindings::{self, Buffer, Role, table_values};
+use std::sync::Arc;
+
+use flashopt_cubecl::bindings::{self, Buffer, MAX_GRADIENT_REGIONS, Role, table_values};
 pub use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::client::ComputeClient;
@@ -67,6 +69,9 @@ use layout::Segment;
 pub struct GpuOptimizer<R: Runtime> {
     client: ComputeClient<R>,
     kernel: FusedStep<R>,
+    /// The same step reading gradients from several buffers per launch (steps that
+    /// read each tensor's gradient where the trainer left it).
+    regions_kernel: FusedStep<R>,
     core: Core,
     segments: Vec<Segment>,
     groups: usize,
@@ -138,11 +143,13 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             tensors.iter().map(|(name, _, t)| (name.as_str(), t)),
         )?;
         let kernel = FusedStep::<R>::new(&client, core.plan.clone());
+        let regions_kernel = regions_kernel(&client, &core.plan, &kernel);
         let layout = kernel.buffers();
         let (segments, groups) = layout::segments(&core.tensors);
         let mut opt = GpuOptimizer {
             client,
             kernel,
+            regions_kernel,
             core,
             segments,
             groups,
@@ -198,6 +205,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                     }
                     Role::GroupInfo => layout::group_info(&self.core.tensors, &self.segments),
                     Role::Tables => raw::le_bytes(&table_values(plan).0),
+                    Role::GradientRegion(_) => {
+                        unreachable!("the one-region kernel's layout has no region bindings")
+                    }
                 };
                 (
                     transfer::upload_bytes(&self.client, &bytes),
@@ -236,7 +246,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// Spread each group over units differently (tuning; the default shape is the
     /// measured best, see docs/BENCHMARKS.md). The buffers stay as they are.
     pub fn set_kernel_shape(&mut self, shape: KernelShape) {
+        let shape = shape.with_gradient_regions(1);
         self.kernel = FusedStep::with_shape(&self.client, self.core.plan.clone(), shape);
+        self.regions_kernel = regions_kernel(&self.client, &self.core.plan, &self.kernel);
         self.layout = self.kernel.buffers();
     }
 
@@ -327,4 +339,14 @@ impl<R: HostTransfers> Optimizer for GpuOptimizer<R> {
         let shape = self.kernel_shape();
         self.set_kernel_shape(shape);
     }
+}
+
+/// `kernel`'s step with the most gradient regions per launch.
+fn regions_kernel<R: Runtime>(
+    client: &ComputeClient<R>,
+    plan: &Arc<Plan>,
+    kernel: &FusedStep<R>,
+) -> FusedStep<R> {
+    let shape = kernel.shape().with_gradient_regions(MAX_GRADIENT_REGIONS);
+    FusedStep::with_shape(client, plan.clone(), shape)
 }
