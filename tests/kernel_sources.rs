@@ -226,15 +226,25 @@ fn gradient_regions_bind_a_buffer_each() {
     )
     .unwrap();
     let one = emit(&plan, Target::Cuda).unwrap();
-    assert_eq!(one.matches("const __nv_bfloat16_4* __restrict__").count(), 1);
+    assert_eq!(
+        one.matches("const __nv_bfloat16_4* __restrict__").count(),
+        1
+    );
     for (target, gradient) in [
         (Target::Cuda, "const __nv_bfloat16_4* __restrict__"),
         (Target::Hip, "const __hip_bfloat16_4* __restrict__"),
     ] {
         let shape = KernelShape::default().with_gradient_regions(MAX_GRADIENT_REGIONS);
         let source = emit_shaped(&plan, target, shape).unwrap();
-        assert_eq!(source.matches(gradient).count(), MAX_GRADIENT_REGIONS, "{target:?}");
+        assert_eq!(
+            source.matches(gradient).count(),
+            MAX_GRADIENT_REGIONS,
+            "{target:?}"
+        );
         // Each region's load sits in its own conditional block.
-        assert!(source.matches("\nif (").count() >= MAX_GRADIENT_REGIONS, "{target:?}");
+        assert!(
+            source.matches("\nif (").count() >= MAX_GRADIENT_REGIONS,
+            "{target:?}"
+        );
     }
 }
