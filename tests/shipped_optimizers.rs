@@ -285,10 +285,14 @@ fn compiled_element_rules_agree_with_the_interpreter() {
         },
         SgdW::element_rule,
     );
-    assert_eq!(
-        AdamW::SCALARS,
-        AdamW::plan(PlanConfig::f32()).unwrap().host.scalars.len()
-    );
+    // The plan's host scalars: the rule's, which `element_rule` takes, then the
+    // reciprocals of the divisors among them (`passes::reciprocals`: `1 - b1^t`,
+    // `1 - b2^t`), which only the plan's programs read.
+    let plan = AdamW::plan(PlanConfig::f32()).unwrap();
+    let (rule, derived) = plan.host.scalars.split_at(AdamW::SCALARS);
+    assert!(rule.iter().all(|s| !s.reciprocal));
+    assert_eq!(derived.len(), 2);
+    assert!(derived.iter().all(|s| s.reciprocal));
 }
 
 #[test]

@@ -38,11 +38,15 @@
 //! ```
 
 mod config;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod optimizer;
 
 pub use candle_core::Var;
 pub use candle_core::backprop::GradStore;
 pub use config::Config;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaFlashOptimizer;
 pub use flashopt_runtime::{NonFinite, StepOutcome};
 pub use optimizer::FlashOptimizer;
 
@@ -66,6 +70,12 @@ pub enum CandleError {
     },
     #[error("tensor `{name}`: the variable is not contiguous; flashopt sets variables in place")]
     NotContiguous { name: String },
+    #[error("tensor `{name}`: not on a CUDA device; CudaFlashOptimizer takes variables on one")]
+    NotOnCuda { name: String },
+    #[error("no float variable on a CUDA device to optimize")]
+    NoCudaVariable,
+    #[error("CUDA device copy: {0}")]
+    Device(String),
     #[error("the learning rate {lr} was refused: {source}")]
     LearningRate {
         lr: f64,

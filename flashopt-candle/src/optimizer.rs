@@ -58,15 +58,7 @@ impl FlashOptimizer {
     /// checkpoint made by one process loads in the next: `VarMap::all_vars` comes in
     /// hash order, and `Optimizer::new` names variables by position).
     pub fn from_varmap(varmap: &VarMap, config: Config) -> Result<FlashOptimizer, CandleError> {
-        let mut named: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .expect("a VarMap's lock is poisoned only by a panic inside candle")
-            .iter()
-            .map(|(name, var)| (name.clone(), var.clone()))
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        FlashOptimizer::from_named(named, config)
+        FlashOptimizer::from_named(by_name(varmap), config)
     }
 
     /// One step, returning whether it was applied. Every gradient is read and checked
@@ -193,11 +185,24 @@ impl candle_nn::Optimizer for FlashOptimizer {
     }
 }
 
-fn to_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+/// A VarMap's variables with their paths, in name order.
+pub(crate) fn by_name(varmap: &VarMap) -> Vec<(String, Var)> {
+    let mut named: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .expect("a VarMap's lock is poisoned only by a panic inside candle")
+        .iter()
+        .map(|(name, var)| (name.clone(), var.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+pub(crate) fn to_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
-fn in_tensor(name: &str) -> impl FnOnce(candle_core::Error) -> CandleError + '_ {
+pub(crate) fn in_tensor(name: &str) -> impl FnOnce(candle_core::Error) -> CandleError + '_ {
     move |source| CandleError::Candle {
         name: name.to_string(),
         source,

@@ -126,7 +126,7 @@ impl HostTransfers for cubecl::cuda::CudaRuntime {
 
 /// The device address of `handle`'s first byte, once everything queued on the
 /// client's stream has run: copies outside cubecl's stream must not overtake it.
-pub(crate) fn device_address_after_queued_work(
+pub fn device_address_after_queued_work(
     client: &ComputeClient<cubecl::cuda::CudaRuntime>,
     handle: &Handle,
 ) -> u64 {

@@ -132,7 +132,8 @@ pub fn expand(input: &OptimizerInput) -> syn::Result<TokenStream> {
         }
 
         impl #ident {
-            /// Number of host scalars `element_rule` takes (see the plan's host program).
+            /// Number of host scalars `element_rule` takes: the first of the plan's host
+            /// scalars (the plan appends reciprocals of divisors among them).
             pub const SCALARS: usize = #scalars;
 
             /// The token dump of [`Self::element_rule`]: the rule's per-element

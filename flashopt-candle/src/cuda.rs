@@ -1,0 +1,284 @@
+//! [`CudaFlashOptimizer`]: candle variables on a CUDA device, stepped there by
+//! flashopt's fused kernel (feature `cuda`).
+//!
+//! candle 0.11 and cubecl-cuda 0.10 both reach the device through cudarc 0.19 and its
+//! primary context, so device addresses of one are valid for the other and a step
+//! moves bytes on the device only: candle converts each gradient to the format's
+//! gradient dtype, each is copied into the optimizer's flat gradient buffer, one
+//! launch steps every tensor (NaN/infinity scanned on the device), and each variable
+//! is set from the optimizer's narrow parameters, copied out the same way. The two
+//! libraries queue work on their own streams; every crossing waits for both.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, DeviceLocation, Storage, Tensor, Var};
+use cudarc::driver::{DevicePtr, result};
+use flashopt_cubecl::cubecl::Runtime;
+use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
+use flashopt_cubecl::transfer::device_address_after_queued_work;
+use flashopt_ir::FloatDtype;
+use flashopt_ir::interp::HostTensor;
+use flashopt_runtime::{GpuOptimizer, Optimizer as _, StepOutcome, TensorId};
+
+use crate::optimizer::{by_name, in_tensor, to_f32};
+use crate::{CandleError, Config};
+
+/// A flashopt optimizer over candle variables on one CUDA device, its state on that
+/// device: the fused step of [`GpuOptimizer`], bit for bit the CPU reference's.
+pub struct CudaFlashOptimizer {
+    gpu: GpuOptimizer<CudaRuntime>,
+    vars: Vec<Var>,
+    device: candle_core::CudaDevice,
+    last: Option<StepOutcome>,
+    refused: Option<CandleError>,
+}
+
+impl CudaFlashOptimizer {
+    /// Take over named variables, all on one CUDA device: as
+    /// [`crate::FlashOptimizer::from_named`], with the state uploaded to that device.
+    pub fn from_named(
+        vars: impl IntoIterator<Item = (String, Var)>,
+        config: Config,
+    ) -> Result<CudaFlashOptimizer, CandleError> {
+        let mut cpu = config.empty;
+        let mut kept = Vec::new();
+        let mut device = None;
+        for (name, var) in vars {
+            if !var.dtype().is_float() {
+                continue;
+            }
+            let Device::Cuda(d) = var.device() else {
+                return Err(CandleError::NotOnCuda { name });
+            };
+            device.get_or_insert_with(|| d.clone());
+            if !var.as_tensor().is_contiguous() {
+                return Err(CandleError::NotContiguous { name });
+            }
+            let values = to_f32(var.as_tensor()).map_err(in_tensor(&name))?;
+            cpu.add_tensor(&name, &values)?;
+            kept.push(var);
+        }
+        let device = device.ok_or(CandleError::NoCudaVariable)?;
+        let DeviceLocation::Cuda { gpu_id } = Device::Cuda(device.clone()).location() else {
+            unreachable!("a CUDA device has a CUDA location")
+        };
+        let client = CudaRuntime::client(&CudaDevice::new(gpu_id));
+        let tensors: Vec<(String, HostTensor)> = (0..kept.len())
+            .map(|i| {
+                let id = TensorId(i);
+                (cpu.tensor_info(id).name.clone(), cpu.tensor(id).clone())
+            })
+            .collect();
+        let gpu =
+            GpuOptimizer::from_host(client, cpu.plan().clone(), cpu.hyper(0).clone(), tensors)?;
+        let opt = CudaFlashOptimizer {
+            gpu,
+            vars: kept,
+            device,
+            last: None,
+            refused: None,
+        };
+        opt.write_back()?;
+        Ok(opt)
+    }
+
+    /// Every variable of `varmap` (all on one CUDA device), named by its path, in
+    /// name order: see [`crate::FlashOptimizer::from_varmap`].
+    pub fn from_varmap(
+        varmap: &candle_nn::VarMap,
+        config: Config,
+    ) -> Result<CudaFlashOptimizer, CandleError> {
+        CudaFlashOptimizer::from_named(by_name(varmap), config)
+    }
+
+    /// One step; see [`crate::FlashOptimizer::try_step`]. A variable without a
+    /// gradient steps with a zero gradient.
+    pub fn try_step(&mut self, grads: &GradStore) -> Result<StepOutcome, CandleError> {
+        if let Some(e) = self.refused.take() {
+            return Err(e);
+        }
+        let dtype = candle_dtype(self.gpu.plan().config.grad);
+        let mut narrow = Vec::with_capacity(self.vars.len());
+        for (i, var) in self.vars.iter().enumerate() {
+            let name = self.name(i);
+            narrow.push(match grads.get(var.as_tensor()) {
+                None => None,
+                Some(g) if g.dims() != var.dims() => {
+                    return Err(CandleError::GradShape {
+                        name: name.to_string(),
+                        expected: var.dims().to_vec(),
+                        found: g.dims().to_vec(),
+                    });
+                }
+                Some(g) => Some(
+                    g.to_dtype(dtype)
+                        .and_then(|g| g.contiguous())
+                        .map_err(in_tensor(name))?,
+                ),
+            });
+        }
+        Device::Cuda(self.device.clone())
+            .synchronize()
+            .map_err(in_tensor(self.name(0)))?;
+        let size = self.gpu.plan().config.grad.size_bytes();
+        let base = device_address_after_queued_work(self.gpu.client(), self.gpu.grad_buffer());
+        self.bind_context()?;
+        for (i, g) in narrow.iter().enumerate() {
+            let id = TensorId(i);
+            let dst = base + (self.gpu.tensor_range(id).start * size) as u64;
+            match g {
+                // SAFETY: the gradient buffer holds the tensor's range; the source is
+                // a contiguous tensor of the same element count and dtype.
+                Some(g) => unsafe {
+                    copy(
+                        dst,
+                        address(g, size).map_err(in_tensor(self.name(i)))?,
+                        g.elem_count() * size,
+                    )?
+                },
+                None => self.gpu.zero_grad(id)?,
+            }
+        }
+        result::ctx::synchronize().map_err(|e| CandleError::Device(e.to_string()))?;
+        let outcome = self.gpu.step()?;
+        if outcome.applied() {
+            self.write_back()?;
+        }
+        self.last = Some(outcome.clone());
+        Ok(outcome)
+    }
+
+    /// The outcome of the last step (`None` before the first).
+    pub fn last_outcome(&self) -> Option<&StepOutcome> {
+        self.last.as_ref()
+    }
+
+    /// The variables, in registration order (`TensorId(i)` is `vars()[i]`).
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// The GPU optimizer underneath: checkpoints, clipping, state read-back.
+    pub fn optimizer(&self) -> &GpuOptimizer<CudaRuntime> {
+        &self.gpu
+    }
+
+    pub fn optimizer_mut(&mut self) -> &mut GpuOptimizer<CudaRuntime> {
+        &mut self.gpu
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.gpu.tensor_info(TensorId(i)).name
+    }
+
+    /// cudarc's driver calls below act on the current context: candle's, the
+    /// device's primary context, which cubecl uses too.
+    fn bind_context(&self) -> Result<(), CandleError> {
+        self.device
+            .cuda_stream()
+            .context()
+            .bind_to_thread()
+            .map_err(|e| CandleError::Device(e.to_string()))
+    }
+
+    /// Set every variable to the optimizer's narrow parameters, copied on the device
+    /// into fresh candle tensors (then converted to the variable's dtype by candle).
+    fn write_back(&self) -> Result<(), CandleError> {
+        let param = self.gpu.plan().config.param;
+        let size = param.size_bytes();
+        let base = device_address_after_queued_work(self.gpu.client(), self.gpu.param_buffer());
+        self.bind_context()?;
+        let mut made = Vec::with_capacity(self.vars.len());
+        for (i, var) in self.vars.iter().enumerate() {
+            let name = self.name(i);
+            let t = Tensor::zeros(
+                var.shape(),
+                candle_dtype(param),
+                &Device::Cuda(self.device.clone()),
+            )
+            .map_err(in_tensor(name))?;
+            Device::Cuda(self.device.clone())
+                .synchronize()
+                .map_err(in_tensor(name))?;
+            let src = base + (self.gpu.tensor_range(TensorId(i)).start * size) as u64;
+            // SAFETY: `t` is a fresh contiguous tensor of the tensor's element count
+            // in the parameter dtype; the parameter buffer holds the tensor's range.
+            unsafe {
+                copy(
+                    address(&t, size).map_err(in_tensor(name))?,
+                    src,
+                    t.elem_count() * size,
+                )?
+            };
+            made.push(t);
+        }
+        result::ctx::synchronize().map_err(|e| CandleError::Device(e.to_string()))?;
+        for (i, (var, t)) in self.vars.iter().zip(made).enumerate() {
+            t.to_dtype(var.dtype())
+                .and_then(|t| var.set(&t))
+                .map_err(in_tensor(self.name(i)))?;
+        }
+        Ok(())
+    }
+}
+
+impl candle_nn::Optimizer for CudaFlashOptimizer {
+    type Config = Config;
+
+    /// Variables named `var0`, `var1`, ... by position.
+    fn new(vars: Vec<Var>, config: Config) -> candle_core::Result<Self> {
+        let named = vars
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("var{i}"), v));
+        Ok(CudaFlashOptimizer::from_named(named, config)?)
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.try_step(grads)?;
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.gpu.learning_rate(0).unwrap_or(f64::NAN)
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        if let Err(source) = self.gpu.set_learning_rate(lr) {
+            self.refused = Some(CandleError::LearningRate { lr, source });
+        }
+    }
+}
+
+fn candle_dtype(dtype: FloatDtype) -> DType {
+    match dtype {
+        FloatDtype::Bf16 => DType::BF16,
+        FloatDtype::F16 => DType::F16,
+        FloatDtype::F32 => DType::F32,
+    }
+}
+
+/// The device address of a contiguous CUDA tensor's first element.
+fn address(t: &Tensor, size: usize) -> candle_core::Result<u64> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cuda) = &*storage else {
+        candle_core::bail!("not on a CUDA device")
+    };
+    let stream = cuda.device.cuda_stream();
+    let base = match t.dtype() {
+        DType::BF16 => cuda.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0,
+        DType::F16 => cuda.as_cuda_slice::<half::f16>()?.device_ptr(&stream).0,
+        DType::F32 => cuda.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
+        other => candle_core::bail!("unexpected dtype {other:?}"),
+    };
+    Ok(base + (layout.start_offset() * size) as u64)
+}
+
+/// # Safety
+/// Both addresses must hold `bytes` bytes on the current context's device.
+unsafe fn copy(dst: u64, src: u64, bytes: usize) -> Result<(), CandleError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    unsafe { result::memcpy_dtod_sync(dst, src, bytes) }
+        .map_err(|e| CandleError::Device(e.to_string()))
+}
