@@ -19,7 +19,7 @@ use flashopt_ir::FloatDtype;
 use flashopt_ir::interp::HostTensor;
 use flashopt_runtime::{GpuOptimizer, Optimizer as _, StepOutcome, TensorId};
 
-use crate::optimizer::{by_name, in_tensor, to_f32};
+use crate::optimizer::{by_name, grad_of, in_tensor, to_f32};
 use crate::{CandleError, Config};
 
 /// A flashopt optimizer over candle variables on one CUDA device, its state on that
@@ -100,15 +100,8 @@ impl CudaFlashOptimizer {
         let mut narrow = Vec::with_capacity(self.vars.len());
         for (i, var) in self.vars.iter().enumerate() {
             let name = self.name(i);
-            narrow.push(match grads.get(var.as_tensor()) {
+            narrow.push(match grad_of(grads, var, name)? {
                 None => None,
-                Some(g) if g.dims() != var.dims() => {
-                    return Err(CandleError::GradShape {
-                        name: name.to_string(),
-                        expected: var.dims().to_vec(),
-                        found: g.dims().to_vec(),
-                    });
-                }
                 Some(g) => Some(
                     g.to_dtype(dtype)
                         .and_then(|g| g.contiguous())

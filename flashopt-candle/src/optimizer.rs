@@ -75,15 +75,8 @@ impl FlashOptimizer {
         let mut rounded = Vec::with_capacity(self.vars.len());
         for (i, var) in self.vars.iter().enumerate() {
             let name = &self.cpu.tensor_info(TensorId(i)).name;
-            let values = match grads.get(var.as_tensor()) {
+            let values = match grad_of(grads, var, name)? {
                 None => vec![0.0; var.elem_count()],
-                Some(g) if g.dims() != var.dims() => {
-                    return Err(CandleError::GradShape {
-                        name: name.clone(),
-                        expected: var.dims().to_vec(),
-                        found: g.dims().to_vec(),
-                    });
-                }
                 Some(g) => to_f32(g).map_err(in_tensor(name))?,
             };
             rounded.push(PartData::round_from_f32(dtype, &values));
@@ -182,6 +175,23 @@ impl candle_nn::Optimizer for FlashOptimizer {
         if let Err(source) = self.cpu.set_learning_rate(lr) {
             self.refused = Some(CandleError::LearningRate { lr, source });
         }
+    }
+}
+
+/// `var`'s gradient in `grads`, if the loss reached it; a gradient of another shape
+/// is an error naming the variable.
+pub(crate) fn grad_of<'a>(
+    grads: &'a GradStore,
+    var: &Var,
+    name: &str,
+) -> Result<Option<&'a Tensor>, CandleError> {
+    match grads.get(var.as_tensor()) {
+        Some(g) if g.dims() != var.dims() => Err(CandleError::GradShape {
+            name: name.to_string(),
+            expected: var.dims().to_vec(),
+            found: g.dims().to_vec(),
+        }),
+        g => Ok(g),
     }
 }
 

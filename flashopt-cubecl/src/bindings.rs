@@ -179,17 +179,12 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     if !plan.tables.is_empty() {
         out.push(scalar(Role::Tables, F32));
     }
-    if let Some(grad) = out
-        .iter()
-        .find(|b| matches!(b.role, Role::Part(i) if plan.parts[i].role == PartRole::Gradient))
-        .copied()
-    {
-        for k in 1..shape.gradient_regions {
-            out.push(Buffer {
-                role: Role::GradientRegion(k),
-                ..grad
-            });
-        }
+    let grad = out[plan.part_with_role(PartRole::Gradient).index()];
+    for k in 1..shape.gradient_regions {
+        out.push(Buffer {
+            role: Role::GradientRegion(k),
+            ..grad
+        });
     }
     out
 }

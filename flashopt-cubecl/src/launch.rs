@@ -213,13 +213,13 @@ pub unsafe fn launch_regions<R: Runtime>(
         layout.len() + 1 - most,
         "one handle per buffer of the one-region kernel"
     );
-    let plan = kernel.plan();
+    let gradient = Role::Part(kernel.plan().part_with_role(PartRole::Gradient).index());
     let arrays = layout
         .iter()
         .zip(handles.iter().chain(std::iter::repeat(&handles[0])))
         .map(|(buffer, own)| {
             let region = match buffer.role {
-                Role::Part(i) if plan.parts[i].role == PartRole::Gradient => Some(0),
+                role if role == gradient => Some(0),
                 Role::GradientRegion(k) => Some(k),
                 _ => None,
             };

@@ -288,15 +288,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         }
         let mut batch: Vec<GradientRegion> = Vec::with_capacity(MAX_GRADIENT_REGIONS);
         for region in regions {
-            if region.groups >= ALONE_GROUPS {
-                if !batch.is_empty() {
-                    self.launch_regions(&batch);
-                    batch.clear();
-                }
-                self.launch_alone(&region);
-                continue;
-            }
-            let joins = batch.len() < MAX_GRADIENT_REGIONS
+            let alone = region.groups >= ALONE_GROUPS;
+            let joins = !alone
+                && batch.len() < MAX_GRADIENT_REGIONS
                 && batch
                     .last()
                     .is_some_and(|last| last.start + last.groups == region.start);
@@ -304,7 +298,11 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 self.launch_regions(&batch);
                 batch.clear();
             }
-            batch.push(region);
+            if alone {
+                self.launch_alone(&region);
+            } else {
+                batch.push(region);
+            }
         }
         if !batch.is_empty() {
             self.launch_regions(&batch);
