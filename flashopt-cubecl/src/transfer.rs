@@ -37,6 +37,17 @@ fn copy_words(
     }
 }
 
+#[cube(launch_unchecked)]
+fn fill_words(
+    pattern: &Array<Vector<u32, Const<4>>>,
+    dst: &mut Array<Vector<u32, Const<4>>>,
+    len: usize,
+) {
+    if ABSOLUTE_POS < len {
+        dst[ABSOLUTE_POS] = pattern[0];
+    }
+}
+
 /// `dst[dst_offset..][..words] = src[src_offset..][..words]`, in 16-byte words.
 ///
 /// # Safety
@@ -81,9 +92,16 @@ pub trait HostTransfers: Runtime {
     }
 
     /// The first `len` bytes of a device buffer allocated by [`Self::upload`] or
-    /// holding [`padded_len`] bytes. Blocks until they are here.
-    fn download(client: &ComputeClient<Self>, src: &Handle, len: usize) -> Vec<u8> {
-        download_through_device_copies(client, src, len)
+    /// holding [`padded_len`] bytes, given to `take(offset, piece)` in order, piece
+    /// by piece, on this thread (the next piece may be on its way meanwhile). Blocks
+    /// until every piece is taken.
+    fn download_with(
+        client: &ComputeClient<Self>,
+        src: &Handle,
+        len: usize,
+        take: &mut dyn FnMut(usize, &[u8]),
+    ) {
+        take(0, &download_through_device_copies(client, src, len));
     }
 }
 
@@ -111,16 +129,22 @@ impl HostTransfers for cubecl::cuda::CudaRuntime {
         }
     }
 
-    fn download(client: &ComputeClient<Self>, src: &Handle, len: usize) -> Vec<u8> {
-        if padded_len(len) <= CHUNK_BYTES {
-            return download_through_device_copies(client, src, len);
+    fn download_with(
+        client: &ComputeClient<Self>,
+        src: &Handle,
+        len: usize,
+        take: &mut dyn FnMut(usize, &[u8]),
+    ) {
+        if padded_len(len) > CHUNK_BYTES {
+            // Kernels queued before the read may still write the buffer.
+            let ptr = device_address_after_queued_work(client, src);
+            match pinned::download(ptr, len, take) {
+                Ok(()) => return,
+                // Pieces already taken are taken again, with the same bytes.
+                Err(e) => pinned::warn_once(&e),
+            }
         }
-        // Kernels queued before the read may still write the buffer.
-        let ptr = device_address_after_queued_work(client, src);
-        pinned::download(ptr, len).unwrap_or_else(|e| {
-            pinned::warn_once(&e);
-            download_through_device_copies(client, src, len)
-        })
+        take(0, &download_through_device_copies(client, src, len));
     }
 }
 
@@ -151,6 +175,32 @@ pub fn long_lived<R: Runtime, T: Send>(
         .expect("cubecl's persistent allocation mode cannot fail to switch")
 }
 
+/// A new device buffer of `len` bytes ([`padded_len`] allocated, the padding too)
+/// with every byte `byte`, written on the device: a buffer that starts as padding
+/// (the flat gradients before the first step) costs no host memory and no bus time.
+pub fn filled<R: Runtime>(client: &ComputeClient<R>, len: usize, byte: u8) -> Handle {
+    let total = padded_len(len);
+    if total <= CHUNK_BYTES {
+        return client.create_from_slice(&vec![byte; total]);
+    }
+    let pattern = client.create_from_slice(&[byte; WORD]);
+    let dst = client.empty(total);
+    let words = total / WORD;
+    let cubes = u32::try_from(words.div_ceil(UNITS as usize)).expect("fewer than 2^32 cubes");
+    // SAFETY: `pattern` holds one word, `dst` `words` of them.
+    unsafe {
+        fill_words::launch_unchecked::<R>(
+            client,
+            CubeCount::Static(cubes, 1, 1),
+            CubeDim::new_1d(UNITS),
+            ArrayArg::from_raw_parts(pattern, 4),
+            ArrayArg::from_raw_parts(dst.clone(), words * 4),
+            words,
+        );
+    }
+    dst
+}
+
 /// A new device buffer holding `bytes` (see [`HostTransfers::upload`]).
 pub fn upload_bytes<R: HostTransfers>(client: &ComputeClient<R>, bytes: &[u8]) -> Handle {
     R::upload(client, bytes.len(), &|offset, chunk| {
@@ -158,9 +208,103 @@ pub fn upload_bytes<R: HostTransfers>(client: &ComputeClient<R>, bytes: &[u8]) -
     })
 }
 
-/// The first `len` bytes of a device buffer (see [`HostTransfers::download`]).
+/// The first `len` bytes of a device buffer (see [`HostTransfers::download_with`]).
 pub fn download<R: HostTransfers>(client: &ComputeClient<R>, src: &Handle, len: usize) -> Vec<u8> {
-    R::download(client, src, len)
+    let mut out = huge_page_buffer(len);
+    download_into(client, src, vec![(0, out.as_mut_slice())]);
+    out
+}
+
+/// Bytes of a device buffer straight into host slices: `targets` are `(offset,
+/// slice)` pairs, each slice receiving the buffer's bytes `offset..offset +
+/// slice.len()` (ranges apart from each other; bytes outside every range are not
+/// read back). Large pieces are copied on several threads: one thread copies (and
+/// first touches) host memory at a fraction of the bus's speed.
+pub fn download_into<R: HostTransfers>(
+    client: &ComputeClient<R>,
+    src: &Handle,
+    targets: Vec<(usize, &mut [u8])>,
+) {
+    let mut scatter = Scatter::new(targets);
+    let len = scatter.end();
+    if len > 0 {
+        R::download_with(client, src, len, &mut |offset, piece| {
+            scatter.write(offset, piece)
+        });
+    }
+}
+
+/// Host slices that receive the pieces of a download, by their offsets in it.
+struct Scatter<'a> {
+    /// Sorted by offset, apart from each other.
+    targets: Vec<(usize, &'a mut [u8])>,
+}
+
+impl<'a> Scatter<'a> {
+    fn new(mut targets: Vec<(usize, &'a mut [u8])>) -> Scatter<'a> {
+        targets.retain(|(_, t)| !t.is_empty());
+        targets.sort_by_key(|(offset, _)| *offset);
+        for pair in targets.windows(2) {
+            assert!(
+                pair[0].0 + pair[0].1.len() <= pair[1].0,
+                "download targets overlap at byte {}",
+                pair[1].0
+            );
+        }
+        Scatter { targets }
+    }
+
+    /// One past the last byte any target wants.
+    fn end(&self) -> usize {
+        self.targets.last().map_or(0, |(o, t)| o + t.len())
+    }
+
+    /// Copy `piece`, bytes `offset..` of the buffer, into the targets it overlaps.
+    fn write(&mut self, offset: usize, piece: &[u8]) {
+        const PER_THREAD: usize = 1 << 20;
+        let end = offset + piece.len();
+        let mut jobs: Vec<(&mut [u8], &[u8])> = Vec::new();
+        for (start, target) in self.targets.iter_mut() {
+            let (from, to) = ((*start).max(offset), (*start + target.len()).min(end));
+            if from < to {
+                let dst = &mut target[from - *start..to - *start];
+                let src = &piece[from - offset..to - offset];
+                jobs.extend(dst.chunks_mut(PER_THREAD).zip(src.chunks(PER_THREAD)));
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if jobs.len() < 2 || threads < 2 {
+            jobs.into_iter().for_each(|(d, s)| d.copy_from_slice(s));
+            return;
+        }
+        let per_thread = jobs.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let mut jobs = jobs;
+            while !jobs.is_empty() {
+                let batch: Vec<_> = jobs.drain(..per_thread.min(jobs.len())).collect();
+                scope.spawn(move || batch.into_iter().for_each(|(d, s)| d.copy_from_slice(s)));
+            }
+        });
+    }
+}
+
+/// `len` zero bytes whose pages are not touched yet, asked to be huge pages: a
+/// fresh buffer's first touch costs the host a fault per page, and with 4 KiB
+/// pages that, not the bus, bounded reads (3.8 GB/s on an H200 host).
+fn huge_page_buffer(len: usize) -> Vec<u8> {
+    let out = vec![0u8; len];
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = (out.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (out.as_ptr() as usize + len) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside `out`; the advice changes no contents.
+            // A kernel without transparent huge pages declines it, harmlessly.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    out
 }
 
 fn upload_through_device_copies<R: Runtime>(
@@ -278,10 +422,46 @@ pub(crate) mod pinned {
         }
     }
 
+    // SAFETY: the pinned buffers and streams belong to the device's primary context,
+    // which any thread may make current; one owner at a time uses them.
+    unsafe impl Send for Lanes {}
+
+    /// Lanes kept between copies, at most one set per device: pinning and unpinning
+    /// host memory and creating streams cost milliseconds a copy (an optimizer's
+    /// upload makes one copy per stored part). Kept for the process's lifetime.
+    static KEPT: std::sync::Mutex<Vec<Lanes>> = std::sync::Mutex::new(Vec::new());
+
     impl Lanes {
-        fn new(ptr: CUdeviceptr) -> Result<Lanes, DriverError> {
+        /// Lanes for the device owning `ptr`, whose primary context is then current on
+        /// this thread: kept ones if there are, else new ones.
+        fn take(ptr: CUdeviceptr) -> Result<Lanes, DriverError> {
+            let device = enter_context_of(ptr)?;
+            let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+            match kept.iter().position(|l| l.device == device) {
+                Some(i) => {
+                    let lanes = kept.swap_remove(i);
+                    // The kept lanes hold a retain of the context already.
+                    unsafe { result::primary_ctx::release(device)? };
+                    Ok(lanes)
+                }
+                None => Lanes::new(device),
+            }
+        }
+
+        /// Keep these lanes for the next copy on their device (after a copy that
+        /// succeeded; their streams are idle).
+        fn keep(self) {
+            let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.iter().all(|l| l.device != self.device) {
+                kept.push(self);
+            }
+        }
+
+        /// New lanes in `device`'s primary context, current on this thread and retained
+        /// once for them.
+        fn new(device: sys::CUdevice) -> Result<Lanes, DriverError> {
             let mut lanes = Lanes {
-                device: enter_context_of(ptr)?,
+                device,
                 buffers: [std::ptr::null_mut(); 2],
                 streams: [std::ptr::null_mut(); 2],
             };
@@ -332,27 +512,6 @@ pub(crate) mod pinned {
         });
     }
 
-    /// `len` zero bytes whose pages are not touched yet, asked to be huge pages: a
-    /// fresh buffer's first touch costs the host a fault per page, and with 4 KiB
-    /// pages that, not the bus, bounded reads (3.8 GB/s on an H200 host).
-    fn huge_page_buffer(len: usize) -> Vec<u8> {
-        let out = vec![0u8; len];
-        #[cfg(target_os = "linux")]
-        {
-            const HUGE: usize = 2 << 20;
-            let start = (out.as_ptr() as usize).next_multiple_of(HUGE);
-            let end = (out.as_ptr() as usize + len) / HUGE * HUGE;
-            if end > start {
-                // SAFETY: the range lies inside `out`; the advice changes no contents.
-                // A kernel without transparent huge pages declines it, harmlessly.
-                unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
-                };
-            }
-        }
-        out
-    }
-
     /// Fill and copy chunk `i` through lane `i % 2` while chunk `i - 1` is in flight.
     pub fn upload(
         ptr: CUdeviceptr,
@@ -360,7 +519,7 @@ pub(crate) mod pinned {
         total: usize,
         fill: &(dyn Fn(usize, &mut [u8]) + Sync),
     ) -> Result<(), DriverError> {
-        let mut lanes = Lanes::new(ptr)?;
+        let mut lanes = Lanes::take(ptr)?;
         for (i, start) in (0..total).step_by(CHUNK_BYTES).enumerate() {
             let k = i % 2;
             let end = (start + CHUNK_BYTES).min(total);
@@ -375,13 +534,18 @@ pub(crate) mod pinned {
             unsafe { result::memcpy_htod_async(ptr + start as u64, chunk, stream)? };
         }
         lanes.wait(0)?;
-        lanes.wait(1)
+        lanes.wait(1)?;
+        lanes.keep();
+        Ok(())
     }
 
-    /// Copy chunk `i` back through lane `i % 2` while chunk `i - 1` is copied out.
-    pub fn download(ptr: CUdeviceptr, len: usize) -> Result<Vec<u8>, DriverError> {
-        let mut lanes = Lanes::new(ptr)?;
-        let mut out = huge_page_buffer(len);
+    /// Copy chunk `i` back through lane `i % 2` while `take` has chunk `i - 1`.
+    pub fn download(
+        ptr: CUdeviceptr,
+        len: usize,
+        take: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<(), DriverError> {
+        let mut lanes = Lanes::take(ptr)?;
         let starts: Vec<usize> = (0..len).step_by(CHUNK_BYTES).collect();
         let request = |lanes: &mut Lanes, i: usize| -> Result<(), DriverError> {
             let (start, k) = (starts[i], i % 2);
@@ -401,18 +565,45 @@ pub(crate) mod pinned {
             lanes.wait(k)?;
             let start = starts[i];
             let n = (len - start).min(CHUNK_BYTES);
-            let chunk = &lanes.buffer(k)[..n];
-            in_parallel(&mut out[start..start + n], &|at, piece| {
-                piece.copy_from_slice(&chunk[at..at + piece.len()])
-            });
+            take(start, &lanes.buffer(k)[..n]);
         }
-        Ok(out)
+        lanes.keep();
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scattered_pieces_land_in_their_targets_only() {
+        let buffer: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+        let (mut a, mut b, mut c) = (vec![0u8; 7], vec![0u8; 3_000_000], vec![0u8; 1]);
+        let mut scatter = Scatter::new(vec![
+            (1_000_003, b.as_mut_slice()),
+            (5, a.as_mut_slice()),
+            (4_999_999, c.as_mut_slice()),
+        ]);
+        assert_eq!(scatter.end(), 5_000_000);
+        // Uneven pieces, in order, as a download gives them.
+        let mut offset = 0;
+        for len in [3, 1 << 20, 2_500_000, 5_000_000] {
+            let end = (offset + len).min(buffer.len());
+            scatter.write(offset, &buffer[offset..end]);
+            offset = end;
+        }
+        assert_eq!(a, buffer[5..12]);
+        assert!(b == buffer[1_000_003..4_000_003]);
+        assert_eq!(c, buffer[4_999_999..]);
+    }
+
+    #[test]
+    #[should_panic(expected = "download targets overlap at byte 10")]
+    fn overlapping_download_targets_are_refused() {
+        let (mut a, mut b) = (vec![0u8; 11], vec![0u8; 4]);
+        Scatter::new(vec![(0, a.as_mut_slice()), (10, b.as_mut_slice())]);
+    }
 
     #[test]
     fn buffers_are_whole_words() {

@@ -106,7 +106,44 @@ pub fn part_data(storage: Storage, bytes: &[u8]) -> PartData {
         Storage::F32 => PartData::F32(from_le(bytes)),
         Storage::I8 => PartData::I8(from_le(bytes)),
         Storage::I16 => PartData::I16(from_le(bytes)),
-        Storage::U8 => PartData::U8(bytes.to_vec()),
+        Storage::U8 => PartData::U8(from_le(bytes)),
+    }
+}
+
+/// `count` zero values of `storage` whose pages are not touched yet (a download
+/// writes them first, on several threads).
+pub fn zeroed_part(storage: Storage, count: usize) -> PartData {
+    match storage {
+        Storage::Bf16 => PartData::Bf16(bytemuck::zeroed_vec(count)),
+        Storage::F16 => PartData::F16(bytemuck::zeroed_vec(count)),
+        Storage::F32 => PartData::F32(bytemuck::zeroed_vec(count)),
+        Storage::I8 => PartData::I8(bytemuck::zeroed_vec(count)),
+        Storage::I16 => PartData::I16(bytemuck::zeroed_vec(count)),
+        Storage::U8 => PartData::U8(bytemuck::zeroed_vec(count)),
+    }
+}
+
+/// The memory of a part's values, to be written with their little-endian bytes
+/// (then [`le_to_native`]).
+pub fn part_bytes_mut(part: &mut PartData) -> &mut [u8] {
+    match part {
+        PartData::Bf16(v) => bytemuck::cast_slice_mut(v),
+        PartData::F16(v) => bytemuck::cast_slice_mut(v),
+        PartData::F32(v) => bytemuck::cast_slice_mut(v),
+        PartData::I8(v) => bytemuck::cast_slice_mut(v),
+        PartData::I16(v) => bytemuck::cast_slice_mut(v),
+        PartData::U8(v) => v,
+    }
+}
+
+/// A part written through [`part_bytes_mut`] with little-endian bytes, in this
+/// host's byte order (nothing to do on little-endian hosts).
+pub fn le_to_native(part: &mut PartData) {
+    if cfg!(target_endian = "big") {
+        let size = part.storage().size_bytes();
+        part_bytes_mut(part)
+            .chunks_exact_mut(size)
+            .for_each(<[u8]>::reverse);
     }
 }
 

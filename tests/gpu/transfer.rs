@@ -22,6 +22,25 @@ fn chunked_transfers_round_trip_every_byte() {
 }
 
 #[test]
+fn buffers_filled_on_the_device_hold_their_byte_everywhere() {
+    let client = client();
+    // Below and above the size filled on the host, with an odd tail.
+    for (len, byte) in [
+        (5, 0xFF),
+        (CHUNK_BYTES + 7, 0xFF),
+        (3 * CHUNK_BYTES + 21, 0x3C),
+    ] {
+        // Poison: the allocator may hand back this memory for the filled buffer.
+        drop(transfer::upload_bytes(&client, &vec![!byte; len]));
+        let handle = transfer::filled(&client, len, byte);
+        assert!(handle.size() as usize >= transfer::padded_len(len));
+        let back = transfer::download(&client, &handle, transfer::padded_len(len));
+        let wrong = back.iter().filter(|&&b| b != byte).count();
+        assert_eq!(wrong, 0, "{len} bytes of {byte:#x}: {wrong} bytes differ");
+    }
+}
+
+#[test]
 fn large_transfers_run_at_bus_speed() {
     let client = client();
     let len = 1usize << 30;

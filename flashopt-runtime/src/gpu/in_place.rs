@@ -72,10 +72,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         }
         let size = self.core.plan.config.grad.size_bytes();
         let len = self.groups * GROUP_SIZE;
-        let bytes = vec![self.pad; len * size];
         let slot = self.part_slot(PartRole::Gradient);
         let buffer = transfer::long_lived(&self.client, || {
-            transfer::upload_bytes(&self.client, &bytes)
+            transfer::filled(&self.client, len * size, self.pad)
         });
         self.buffers[slot] = (buffer, len);
         self.flat_grads = true;

@@ -117,37 +117,67 @@ impl<'a> FlatPart<'a> {
     }
 }
 
-/// Each tensor's values of a flat per-element buffer's bytes, without the padding.
-pub(crate) fn per_tensor(storage: Storage, bytes: &[u8], segments: &[Segment]) -> Vec<PartData> {
+/// Each tensor's values of a flat per-element buffer of `storage`, without the
+/// padding: `read(targets)` fills each target slice with the buffer's bytes from
+/// the target's byte offset (see `transfer::download_into`).
+pub(crate) fn per_tensor(
+    storage: Storage,
+    segments: &[Segment],
+    read: impl FnOnce(Vec<(usize, &mut [u8])>),
+) -> Vec<PartData> {
     let size = storage.size_bytes();
-    segments
+    let mut parts: Vec<PartData> = segments
         .iter()
-        .map(|s| {
-            let r = s.elements();
-            raw::part_data(storage, &bytes[r.start * size..r.end * size])
-        })
-        .collect()
+        .map(|s| raw::zeroed_part(storage, s.len))
+        .collect();
+    read(
+        parts
+            .iter_mut()
+            .zip(segments)
+            .map(|(p, s)| (s.elements().start * size, raw::part_bytes_mut(p)))
+            .collect(),
+    );
+    parts.iter_mut().for_each(raw::le_to_native);
+    parts
 }
 
-/// Every tensor read back from the buffers' bytes (`bytes[i]` for kernel buffer `i`;
-/// only the resident parts' are read).
+/// Every tensor's state, its resident parts read from the kernel buffers:
+/// `read(slot, targets)` fills each target slice with the bytes of kernel buffer
+/// `slot` from the target's byte offset.
 pub(crate) fn download(
     plan: &Plan,
     layout: &[Buffer],
-    bytes: &[Vec<u8>],
     segments: &[Segment],
+    mut read: impl FnMut(usize, Vec<(usize, &mut [u8])>),
 ) -> Vec<HostTensor> {
-    segments
+    let mut tensors: Vec<Vec<PartData>> = segments
         .iter()
         .map(|s| {
-            let tensor = raw::assemble(plan, s.len, |id, part, count| {
-                let slot = bindings::slot(layout, Role::Part(id.index()));
-                let size = part.storage.size_bytes();
-                let start = s.start(part.extent) * size;
-                Ok::<_, std::convert::Infallible>(&bytes[slot][start..start + count * size])
-            });
-            let Ok(tensor) = tensor;
-            tensor
+            plan.resident_parts()
+                .map(|(_, p)| raw::zeroed_part(p.storage, p.count(s.len)))
+                .collect()
+        })
+        .collect();
+    for (k, (id, part)) in plan.resident_parts().enumerate() {
+        let size = part.storage.size_bytes();
+        let targets = tensors
+            .iter_mut()
+            .zip(segments)
+            .map(|(parts, s)| {
+                (
+                    s.start(part.extent) * size,
+                    raw::part_bytes_mut(&mut parts[k]),
+                )
+            })
+            .collect();
+        read(bindings::slot(layout, Role::Part(id.index())), targets);
+    }
+    tensors
+        .into_iter()
+        .zip(segments)
+        .map(|(mut parts, s)| {
+            parts.iter_mut().for_each(raw::le_to_native);
+            HostTensor::from_parts(s.len, parts)
         })
         .collect()
 }

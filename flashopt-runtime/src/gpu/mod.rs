@@ -198,7 +198,11 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         {
                             vec![0; 4]
                         }
-                        None => vec![self.pad; self.groups * flashopt_ir::GROUP_SIZE * size],
+                        None => {
+                            let len = self.groups * flashopt_ir::GROUP_SIZE;
+                            let handle = transfer::filled(&self.client, len * size, self.pad);
+                            return (handle, len);
+                        }
                     },
                     Role::Scalars => {
                         vec![0; plan.scalar_count().max(1) * self.core.hyper.len() * 4]
@@ -278,19 +282,13 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     /// Every tensor's state read back, in registration order.
     pub(crate) fn download_tensors(&self) -> Vec<HostTensor> {
-        let plan = &self.core.plan;
-        let resident = |role: Role| matches!(role, Role::Part(i) if plan.parts[i].is_resident());
         // Only the resident parts: not the gradients, scalars, group info or tables.
-        let bytes: Vec<Vec<u8>> = self
-            .layout
-            .iter()
-            .zip(&self.buffers)
-            .map(|(b, (h, len))| match resident(b.role) {
-                true => transfer::download(&self.client, h, len * b.element_bytes()),
-                false => Vec::new(),
-            })
-            .collect();
-        layout::download(plan, &self.layout, &bytes, &self.segments)
+        layout::download(
+            &self.core.plan,
+            &self.layout,
+            &self.segments,
+            |slot, targets| transfer::download_into(&self.client, &self.buffers[slot].0, targets),
+        )
     }
 
     /// Each tensor's values in the per-element part with `role`, read back without
@@ -298,9 +296,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     fn read_per_tensor(&self, role: flashopt_ir::Role) -> Vec<PartData> {
         let plan = &self.core.plan;
         let storage = plan.part(plan.part_with_role(role)).storage;
-        let (handle, len) = &self.buffers[self.part_slot(role)];
-        let bytes = transfer::download(&self.client, handle, len * storage.size_bytes());
-        layout::per_tensor(storage, &bytes, &self.segments)
+        let (handle, _) = &self.buffers[self.part_slot(role)];
+        layout::per_tensor(storage, &self.segments, |targets| {
+            transfer::download_into(&self.client, handle, targets)
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::cubecl::server::Handle;
 use flashopt_cubecl::nccl::Communicator;
-use flashopt_cubecl::transfer::HostTransfers;
+use flashopt_cubecl::transfer::{self, HostTransfers};
 use flashopt_ir::interp::{self, GradBuf, HostTensor, PartData};
 use flashopt_ir::{Extent, GROUP_SIZE, HyperValues, Plan, Role};
 use std::borrow::Cow;
@@ -89,9 +89,8 @@ impl ShardedGpuOptimizer {
             &segments,
             padded,
         );
-        let none = FlatPart::new(std::iter::empty(), &[], Extent::Element, grad_bytes, 0);
-        let grads = upload_padded(&client, &none, padded * grad_bytes);
-        let block_grads = upload_padded(&client, &none, layout.block_elements() * grad_bytes);
+        let grads = transfer::filled(&client, padded * grad_bytes, 0);
+        let block_grads = transfer::filled(&client, layout.block_elements() * grad_bytes, 0);
         let pieces_opt = GpuOptimizer::from_host(client, plan, hyper, cut)?;
         let mut opt = ShardedGpuOptimizer {
             pieces_opt,
@@ -273,11 +272,9 @@ impl ShardedGpuOptimizer {
 
     /// Every whole tensor's parameters, read back.
     pub fn download_params(&self) -> Vec<PartData> {
-        let storage = self.param_storage();
-        let size = storage.size_bytes();
-        let padded = self.comm.world() * self.layout.block_elements() * size;
-        let bytes = CudaRuntime::download(self.pieces_opt.client(), &self.params, padded);
-        crate::gpu::layout::per_tensor(storage, &bytes, &self.segments)
+        crate::gpu::layout::per_tensor(self.param_storage(), &self.segments, |targets| {
+            transfer::download_into(self.pieces_opt.client(), &self.params, targets)
+        })
     }
 
     /// This rank's pieces and their state (parameter and states), read back.
