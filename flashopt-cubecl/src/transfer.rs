@@ -6,8 +6,10 @@
 //! 0.2 GB/s. Every transfer here moves at most [`CHUNK_BYTES`] at a time.
 //!
 //! - CUDA ([`HostTransfers`] for `CudaRuntime`): through two pinned host buffers and
-//!   two streams of the device's context, so that filling (or emptying) one chunk on
-//!   the host overlaps the DMA of the other.
+//!   two streams of the device's context (kept per device between copies), so that
+//!   filling (or emptying) one chunk on the host overlaps the DMA of the other.
+//!   Reads land straight in their destinations ([`download_into`]).
+//! - Buffers that start as one repeated byte are written on the device ([`filled`]).
 //! - Any runtime (the default methods, used for HIP): a chunk is filled in one reused
 //!   host buffer, created as a small device buffer and copied into place on the
 //!   device; a read copies a chunk on the device into a small buffer, which cubecl
