@@ -49,14 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let format = PlanConfig::bf16(MasterMode::Int8);
     // The CPU reference takes the same variables' values, in the same (name) order.
-    let mut named: Vec<(String, candle_core::Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = flashopt_candle::vars_by_name(&varmap);
     let mut cpu = CpuOptimizer::for_spec(&adamw, format)?;
     for (name, v) in &named {
         cpu.add_tensor(name, &v.as_tensor().flatten_all()?.to_vec1::<f32>()?)?;

@@ -19,7 +19,7 @@ use flashopt_ir::FloatDtype;
 use flashopt_ir::interp::HostTensor;
 use flashopt_runtime::{GpuOptimizer, Optimizer as _, StepOutcome, TensorId};
 
-use crate::optimizer::{by_name, grad_of, in_tensor, to_f32};
+use crate::optimizer::{candle_optimizer, grad_of, in_tensor, take_over, vars_by_name};
 use crate::{CandleError, Config};
 
 /// A flashopt optimizer over candle variables on one CUDA device, its state on that
@@ -39,24 +39,16 @@ impl CudaFlashOptimizer {
         vars: impl IntoIterator<Item = (String, Var)>,
         config: Config,
     ) -> Result<CudaFlashOptimizer, CandleError> {
-        let mut cpu = config.empty;
-        let mut kept = Vec::new();
         let mut device = None;
-        for (name, var) in vars {
-            if !var.dtype().is_float() {
-                continue;
+        let (cpu, kept) = take_over(vars, config, |name, var| match var.device() {
+            Device::Cuda(d) => {
+                device.get_or_insert_with(|| d.clone());
+                Ok(())
             }
-            let Device::Cuda(d) = var.device() else {
-                return Err(CandleError::NotOnCuda { name });
-            };
-            device.get_or_insert_with(|| d.clone());
-            if !var.as_tensor().is_contiguous() {
-                return Err(CandleError::NotContiguous { name });
-            }
-            let values = to_f32(var.as_tensor()).map_err(in_tensor(&name))?;
-            cpu.add_tensor(&name, &values)?;
-            kept.push(var);
-        }
+            _ => Err(CandleError::NotOnCuda {
+                name: name.to_string(),
+            }),
+        })?;
         let device = device.ok_or(CandleError::NoCudaVariable)?;
         let DeviceLocation::Cuda { gpu_id } = Device::Cuda(device.clone()).location() else {
             unreachable!("a CUDA device has a CUDA location")
@@ -87,7 +79,7 @@ impl CudaFlashOptimizer {
         varmap: &candle_nn::VarMap,
         config: Config,
     ) -> Result<CudaFlashOptimizer, CandleError> {
-        CudaFlashOptimizer::from_named(by_name(varmap), config)
+        CudaFlashOptimizer::from_named(vars_by_name(varmap), config)
     }
 
     /// One step; see [`crate::FlashOptimizer::try_step`]. A variable without a
@@ -214,33 +206,7 @@ impl CudaFlashOptimizer {
     }
 }
 
-impl candle_nn::Optimizer for CudaFlashOptimizer {
-    type Config = Config;
-
-    /// Variables named `var0`, `var1`, ... by position.
-    fn new(vars: Vec<Var>, config: Config) -> candle_core::Result<Self> {
-        let named = vars
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (format!("var{i}"), v));
-        Ok(CudaFlashOptimizer::from_named(named, config)?)
-    }
-
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.try_step(grads)?;
-        Ok(())
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.gpu.learning_rate(0).unwrap_or(f64::NAN)
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        if let Err(source) = self.gpu.set_learning_rate(lr) {
-            self.refused = Some(CandleError::LearningRate { lr, source });
-        }
-    }
-}
+candle_optimizer!(CudaFlashOptimizer, gpu);
 
 fn candle_dtype(dtype: FloatDtype) -> DType {
     match dtype {

@@ -11,8 +11,9 @@
 //! gradients from candle's [`GradStore`], runs the update, and writes the narrow
 //! parameters back into the [`Var`]s, on whatever device they live. Made for candle's
 //! CPU device, tests and small models; on a CUDA device it works the same way, with
-//! a copy to the host and back each step (docs/CANDLE.md says what the device path
-//! still lacks).
+//! a copy to the host and back each step. With the `cuda` feature,
+//! `CudaFlashOptimizer` keeps the state and steps on candle's CUDA device instead
+//! (docs/CANDLE.md).
 //!
 //! A step whose gradients hold NaN or infinity changes nothing: [`FlashOptimizer::last_outcome`]
 //! says which value skipped it, [`FlashOptimizer::try_step`] returns it.
@@ -48,7 +49,7 @@ pub use config::Config;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaFlashOptimizer;
 pub use flashopt_runtime::{NonFinite, StepOutcome};
-pub use optimizer::FlashOptimizer;
+pub use optimizer::{FlashOptimizer, vars_by_name};
 
 /// What can go wrong between candle and flashopt; every message names the tensor.
 #[derive(Debug, thiserror::Error)]

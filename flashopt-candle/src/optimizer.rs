@@ -31,19 +31,7 @@ impl FlashOptimizer {
         vars: impl IntoIterator<Item = (String, Var)>,
         config: Config,
     ) -> Result<FlashOptimizer, CandleError> {
-        let mut cpu = config.empty;
-        let mut kept = Vec::new();
-        for (name, var) in vars {
-            if !var.dtype().is_float() {
-                continue;
-            }
-            let values = to_f32(var.as_tensor()).map_err(in_tensor(&name))?;
-            if !var.as_tensor().is_contiguous() {
-                return Err(CandleError::NotContiguous { name });
-            }
-            cpu.add_tensor(&name, &values)?;
-            kept.push(var);
-        }
+        let (cpu, kept) = take_over(vars, config, |_, _| Ok(()))?;
         let opt = FlashOptimizer {
             cpu,
             vars: kept,
@@ -58,7 +46,7 @@ impl FlashOptimizer {
     /// checkpoint made by one process loads in the next: `VarMap::all_vars` comes in
     /// hash order, and `Optimizer::new` names variables by position).
     pub fn from_varmap(varmap: &VarMap, config: Config) -> Result<FlashOptimizer, CandleError> {
-        FlashOptimizer::from_named(by_name(varmap), config)
+        FlashOptimizer::from_named(vars_by_name(varmap), config)
     }
 
     /// One step, returning whether it was applied. Every gradient is read and checked
@@ -143,39 +131,79 @@ impl FlashOptimizer {
     }
 }
 
-impl candle_nn::Optimizer for FlashOptimizer {
-    type Config = Config;
+/// `candle_nn::Optimizer` for an adapter with `from_named`, `try_step`, a `refused`
+/// learning-rate error and its flashopt optimizer in field `$inner`.
+macro_rules! candle_optimizer {
+    ($adapter:ident, $inner:ident) => {
+        impl candle_nn::Optimizer for $adapter {
+            type Config = $crate::Config;
 
-    /// Variables named `var0`, `var1`, ... by position; prefer
-    /// [`FlashOptimizer::from_varmap`] for checkpoints.
-    fn new(vars: Vec<Var>, config: Config) -> candle_core::Result<Self> {
-        let named = vars
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (format!("var{i}"), v));
-        Ok(FlashOptimizer::from_named(named, config)?)
-    }
+            /// Variables named `var0`, `var1`, ... by position; prefer `from_varmap`
+            /// for checkpoints.
+            fn new(
+                vars: Vec<candle_core::Var>,
+                config: $crate::Config,
+            ) -> candle_core::Result<Self> {
+                let named = vars
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("var{i}"), v));
+                Ok($adapter::from_named(named, config)?)
+            }
 
-    /// [`FlashOptimizer::try_step`]; a skipped step is not an error here (see
-    /// [`FlashOptimizer::last_outcome`]).
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.try_step(grads)?;
-        Ok(())
-    }
+            /// `try_step`; a skipped step is not an error here (see `last_outcome`).
+            fn step(
+                &mut self,
+                grads: &candle_core::backprop::GradStore,
+            ) -> candle_core::Result<()> {
+                self.try_step(grads)?;
+                Ok(())
+            }
 
-    /// The definition's learning rate (of parameter group 0); NaN for a definition
-    /// that names none.
-    fn learning_rate(&self) -> f64 {
-        self.cpu.learning_rate(0).unwrap_or(f64::NAN)
-    }
+            /// The definition's learning rate (of parameter group 0); NaN for a
+            /// definition that names none.
+            fn learning_rate(&self) -> f64 {
+                self.$inner.learning_rate(0).unwrap_or(f64::NAN)
+            }
 
-    /// Out-of-range values (negative, NaN) are refused without a change, and the
-    /// next step returns the error: candle's interface has no error here.
-    fn set_learning_rate(&mut self, lr: f64) {
-        if let Err(source) = self.cpu.set_learning_rate(lr) {
-            self.refused = Some(CandleError::LearningRate { lr, source });
+            /// Out-of-range values (negative, NaN) are refused without a change, and
+            /// the next step returns the error: candle's interface has no error here.
+            fn set_learning_rate(&mut self, lr: f64) {
+                if let Err(source) = self.$inner.set_learning_rate(lr) {
+                    self.refused = Some($crate::CandleError::LearningRate { lr, source });
+                }
+            }
         }
+    };
+}
+#[cfg(feature = "cuda")]
+pub(crate) use candle_optimizer;
+
+candle_optimizer!(FlashOptimizer, cpu);
+
+/// The float variables of `vars` (integer ones are left out, as candle's optimizers
+/// do), each passed by `check` and contiguous, registered with their values in
+/// `config`'s empty optimizer, in order.
+pub(crate) fn take_over(
+    vars: impl IntoIterator<Item = (String, Var)>,
+    config: Config,
+    mut check: impl FnMut(&str, &Var) -> Result<(), CandleError>,
+) -> Result<(CpuOptimizer, Vec<Var>), CandleError> {
+    let mut cpu = config.empty;
+    let mut kept = Vec::new();
+    for (name, var) in vars {
+        if !var.dtype().is_float() {
+            continue;
+        }
+        check(&name, &var)?;
+        let values = to_f32(var.as_tensor()).map_err(in_tensor(&name))?;
+        if !var.as_tensor().is_contiguous() {
+            return Err(CandleError::NotContiguous { name });
+        }
+        cpu.add_tensor(&name, &values)?;
+        kept.push(var);
     }
+    Ok((cpu, kept))
 }
 
 /// `var`'s gradient in `grads`, if the loss reached it; a gradient of another shape
@@ -195,8 +223,10 @@ pub(crate) fn grad_of<'a>(
     }
 }
 
-/// A VarMap's variables with their paths, in name order.
-pub(crate) fn by_name(varmap: &VarMap) -> Vec<(String, Var)> {
+/// A VarMap's variables with their paths, in name order: the variables and the order
+/// `from_varmap` takes (`TensorId(i)` is the `i`-th), for building a reference beside
+/// the adapter.
+pub fn vars_by_name(varmap: &VarMap) -> Vec<(String, Var)> {
     let mut named: Vec<(String, Var)> = varmap
         .data()
         .lock()

@@ -7,7 +7,7 @@ use flashopt::ir::interp::{GradBuf, PartData};
 use flashopt::optimizers::{AdamW, Lion};
 use flashopt::runtime::raw::part_bytes;
 use flashopt::{CpuOptimizer, MasterMode, Optimizer as _, PlanConfig};
-use flashopt_candle::{CandleError, Config, FlashOptimizer, GradStore, StepOutcome};
+use flashopt_candle::{CandleError, Config, FlashOptimizer, GradStore, StepOutcome, vars_by_name};
 
 /// A two-layer model and a variable the loss never reaches.
 struct Model {
@@ -59,24 +59,12 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-fn sorted(varmap: &VarMap) -> Vec<(String, Var)> {
-    let mut named: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
-}
-
 /// Five steps of the adapter and of a CpuOptimizer given candle's gradients by hand:
 /// every stored part (parameter, correction, codes, scales) bit-equal after each.
 fn equals_the_reference(dtype: DType, format: PlanConfig) {
     let varmap = VarMap::new();
     let m = model(&varmap, dtype);
-    let named = sorted(&varmap);
+    let named = vars_by_name(&varmap);
     let adamw = AdamW {
         lr: 0.01,
         ..AdamW::default()
@@ -266,7 +254,10 @@ fn a_checkpoint_restores_the_variables_and_the_run_continues_identically() {
     resumed
         .try_step(&m2.loss(&input(3)).backward().unwrap())
         .unwrap();
-    for ((name, a), (_, b)) in sorted(&varmap).iter().zip(sorted(&other).iter()) {
+    for ((name, a), (_, b)) in vars_by_name(&varmap)
+        .iter()
+        .zip(vars_by_name(&other).iter())
+    {
         assert_eq!(bits(&values(a)), bits(&values(b)), "{name}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
