@@ -36,11 +36,11 @@ import torch
 OPTIMIZERS = {
     "adamw": (
         [("m", "exp_avg", "int8_softsign"), ("v", "exp_avg_sq", "uint8_sqrt")],
-        ["lr", "b1", "b2", "eps", "weight_decay", "decouple_lr", "initial_lr"],
+        ["lr", "b1", "b2", "eps", "weight_decay", "decouple_lr", "initial_lr", "bound_momentum"],
     ),
     "adam": (
         [("m", "exp_avg", "int8_softsign"), ("v", "exp_avg_sq", "uint8_sqrt")],
-        ["lr", "b1", "b2", "eps", "weight_decay"],
+        ["lr", "b1", "b2", "eps", "weight_decay", "bound_momentum"],
     ),
     "lion": (
         [("m", "exp_avg", "int8_softsign")],
@@ -77,6 +77,8 @@ def hyper_value(group, name):
         value = group.get("initial_lr", group["lr"])
     elif name == "nesterov":
         value = bool(group.get("nesterov", False))
+    elif name == "bound_momentum":
+        value = False  # flashoptim's arithmetic: no step cap (docs/OPTIMIZERS.md)
     else:
         value = group[name]
     if isinstance(value, bool):

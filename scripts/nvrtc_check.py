@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 
-OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw", "boundedadamw"]
+OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw"]
 CONFIGS = [
     ["--master", "24"],
     ["--master", "32"],

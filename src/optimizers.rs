@@ -23,7 +23,19 @@
 use crate::optimizer;
 
 optimizer! {
-    /// AdamW: Adam with decoupled weight decay (flashoptim's `FlashAdamW`).
+    /// AdamW: Adam with decoupled weight decay (flashoptim's `FlashAdamW`), its
+    /// momentum kept within what its second moment allows (`bound_momentum`).
+    ///
+    /// Exact Adam's moments, started at zero, satisfy `|m| <= (1 - b1) * sqrt((1 - r^t)
+    /// / (1 - r) / (1 - b2)) * sqrt(v)`, `r = b1^2 / b2` (Cauchy-Schwarz; `t` for the
+    /// fraction where `r = 1`), so its step `|m_hat| / sqrt(v_hat)` never exceeds
+    /// `(1 - b1) / (1 - b1^t) * sqrt((1 - b2^t) / (1 - b2)) * sqrt((1 - r^t) / (1 - r))`.
+    /// With f32 states the bound holds and changes nothing. With 8-bit states it
+    /// fails where a group of 32 mixes gradients over 500 times apart: an element's
+    /// second-moment code rounds to 0 while its momentum code does not, and
+    /// flashoptim's arithmetic steps it by `lr * m_hat / eps`, 10^4 times too far
+    /// (docs/OPTIMIZERS.md). The bound clamps the updated momentum back into it.
+    /// `bound_momentum: false` is flashoptim 0.1.4's arithmetic bit for bit.
     #[flashopt(min_step = 0.1)]
     pub AdamW {
         /// Learning rate.
@@ -41,67 +53,33 @@ optimizer! {
         hyper decouple_lr: bool = false;
         /// The learning rate weight decay is relative to with `decouple_lr`.
         hyper initial_lr: f32 = lr in 0.0..;
+        /// Keep the momentum within what the second moment allows exact Adam;
+        /// `false` is flashoptim's arithmetic.
+        hyper bound_momentum: bool = true;
         state m: signed;
         state v: nonneg;
 
         // flashoptim computes the decay in Python (f64) and passes it to its kernel as f32.
         let decay = if decouple_lr { f64(weight_decay * (lr / initial_lr)) } else { f64(weight_decay * lr) };
-        m = fma(m, b1, g * (1.0 - b1));
         v = fma(v, b2, g * g * (1.0 - b2));
         let bias1 = 1.0 - powi(b1, t);
         let bias2 = 1.0 - powi(b2, t);
-        p = fma(p, 1.0 - decay, -(lr * (m / bias1) / ((v / bias2).sqrt() + eps)));
-    }
-}
-
-optimizer! {
-    /// AdamW with each element's step capped at the largest one exact Adam can take:
-    /// [`AdamW`]'s arithmetic, bit for bit, wherever the cap does not bind.
-    ///
-    /// With the moments started at zero, Cauchy-Schwarz bounds exact Adam's
-    /// `|m_hat| / sqrt(v_hat)` at step `t` by `(1 - b1) / (1 - b1^t) * sqrt((1 - b2^t)
-    /// / (1 - b2)) * sqrt((1 - r^t) / (1 - r))`, `r = b1^2 / b2` (`t` where `r = 1`), so
-    /// with f32 states the cap changes nothing. With 8-bit states it catches one
-    /// failure of flashoptim's arithmetic: an element whose second-moment code rounds
-    /// to 0 (its `sqrt(v)` under 1/510 of its group's largest) while its momentum code
-    /// does not moves by `lr * m_hat / eps` on a zero gradient. On a 353M-parameter GPT
-    /// with bf16 compute that made the loss spike to 472 where this trains smoothly
-    /// (docs/TRAINING.md). Not in flashoptim: use [`AdamW`] for its exact arithmetic.
-    #[flashopt(min_step = 0.1)]
-    pub BoundedAdamW {
-        /// Learning rate.
-        #[flashopt(learning_rate)]
-        hyper lr: f32 = 1e-3 in 0.0..;
-        /// Decay of the first moment.
-        hyper b1: f32 = 0.9 in 0.0..1.0;
-        /// Decay of the second moment.
-        hyper b2: f32 = 0.999 in 0.0..1.0;
-        /// Added to the denominator.
-        hyper eps: f32 = 1e-8 in 0.0..;
-        /// Decoupled weight decay: `p *= 1 - weight_decay * lr` each step.
-        hyper weight_decay: f32 = 1e-2 in 0.0..;
-        /// Scale weight decay by `lr / initial_lr` instead of `lr`.
-        hyper decouple_lr: bool = false;
-        /// The learning rate weight decay is relative to with `decouple_lr`.
-        hyper initial_lr: f32 = lr in 0.0..;
-        state m: signed;
-        state v: nonneg;
-
-        let decay = if decouple_lr { f64(weight_decay * (lr / initial_lr)) } else { f64(weight_decay * lr) };
-        m = fma(m, b1, g * (1.0 - b1));
-        v = fma(v, b2, g * g * (1.0 - b2));
-        let bias1 = 1.0 - powi(b1, t);
-        let bias2 = 1.0 - powi(b2, t);
+        let root = (v / bias2).sqrt();
+        let moment = fma(m, b1, g * (1.0 - b1));
         let r = b1 * b1 / b2;
         let growth = if r == 1.0 { float(t) } else { (1.0 - powi(r, t)) / (1.0 - r) };
-        let cap = lr * ((1.0 - b1) / bias1 * (bias2 / (1.0 - b2)).sqrt() * growth.sqrt());
-        p = fma(p, 1.0 - decay, -clamp(lr * (m / bias1) / ((v / bias2).sqrt() + eps), -cap, cap));
+        // 1e-4 of slack: one gradient meets the bound exactly (step 1), and f32
+        // rounding must not clamp it there.
+        let limit = (1.0 - b1) * (growth * bias2 / (1.0 - b2)).sqrt() * 1.0001 * root;
+        m = if bound_momentum { clamp(moment, -limit, limit) } else { moment };
+        p = fma(p, 1.0 - decay, -(lr * (m / bias1) / (root + eps)));
     }
 }
 
 optimizer! {
     /// Adam with L2 regularization: `weight_decay * p` is added to the gradient
-    /// (flashoptim's `FlashAdam`).
+    /// (flashoptim's `FlashAdam`), the momentum bounded by the second moment as in
+    /// [`AdamW`] (`bound_momentum: false` is flashoptim's arithmetic).
     #[flashopt(min_step = 0.1)]
     pub Adam {
         /// Learning rate.
@@ -115,15 +93,25 @@ optimizer! {
         hyper eps: f32 = 1e-8 in 0.0..;
         /// L2 coefficient.
         hyper weight_decay: f32 = 0.0 in 0.0..;
+        /// Keep the momentum within what the second moment allows exact Adam;
+        /// `false` is flashoptim's arithmetic.
+        hyper bound_momentum: bool = true;
         state m: signed;
         state v: nonneg;
 
         let grad = fma(p, weight_decay, g);
-        m = fma(m, b1, grad * (1.0 - b1));
         v = fma(v, b2, grad * grad * (1.0 - b2));
         let bias1 = 1.0 - powi(b1, t);
         let bias2 = 1.0 - powi(b2, t);
-        p = p - lr * (m / bias1) / ((v / bias2).sqrt() + eps);
+        let root = (v / bias2).sqrt();
+        let moment = fma(m, b1, grad * (1.0 - b1));
+        let r = b1 * b1 / b2;
+        let growth = if r == 1.0 { float(t) } else { (1.0 - powi(r, t)) / (1.0 - r) };
+        // 1e-4 of slack: one gradient meets the bound exactly (step 1), and f32
+        // rounding must not clamp it there.
+        let limit = (1.0 - b1) * (growth * bias2 / (1.0 - b2)).sqrt() * 1.0001 * root;
+        m = if bound_momentum { clamp(moment, -limit, limit) } else { moment };
+        p = p - lr * (m / bias1) / (root + eps);
     }
 }
 
@@ -207,14 +195,11 @@ optimizer! {
     }
 }
 
-/// The shipped optimizers that are flashoptim 0.1.4's, operation by operation.
-pub const FLASHOPTIM_NAMES: [&str; 5] = ["adamw", "adam", "lion", "sgd", "sgdw"];
+/// The shipped optimizers' names, as `by_name` takes them. Each is flashoptim
+/// 0.1.4's, operation by operation (Adam and AdamW with `bound_momentum: false`).
+pub const NAMES: [&str; 5] = ["adamw", "adam", "lion", "sgd", "sgdw"];
 
-/// The shipped optimizers' names, as `by_name` takes them.
-pub const NAMES: [&str; 6] = ["adamw", "adam", "lion", "sgd", "sgdw", "boundedadamw"];
-
-/// A shipped optimizer's definition by its name (`adamw`, `adam`, `lion`, `sgd`, `sgdw`,
-/// `boundedadamw`).
+/// A shipped optimizer's definition by its name (`adamw`, `adam`, `lion`, `sgd`, `sgdw`).
 pub fn by_name(name: &str) -> Option<flashopt_ir::OptimizerDef> {
     use flashopt_ir::OptimizerSpec;
     Some(match name {
@@ -223,7 +208,6 @@ pub fn by_name(name: &str) -> Option<flashopt_ir::OptimizerDef> {
         "lion" => Lion::definition(),
         "sgd" => Sgd::definition(),
         "sgdw" => SgdW::definition(),
-        "boundedadamw" => BoundedAdamW::definition(),
         _ => return None,
     })
 }

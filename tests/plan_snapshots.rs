@@ -5,7 +5,7 @@
 //! and init programs. Each codec's lowering alone is in `flashopt-ir/tests/lowering.rs`.
 
 use flashopt::ir::{OptimizerDef, compile, prepare, validate};
-use flashopt::optimizers::{Adam, AdamW, BoundedAdamW, Lion, Sgd, SgdW};
+use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 
 fn shipped() -> Vec<(OptimizerDef, &'static str)> {
@@ -15,10 +15,6 @@ fn shipped() -> Vec<(OptimizerDef, &'static str)> {
         (Lion::definition(), Lion::ELEMENT_RULE_TOKENS),
         (Sgd::definition(), Sgd::ELEMENT_RULE_TOKENS),
         (SgdW::definition(), SgdW::ELEMENT_RULE_TOKENS),
-        (
-            BoundedAdamW::definition(),
-            BoundedAdamW::ELEMENT_RULE_TOKENS,
-        ),
     ]
 }
 

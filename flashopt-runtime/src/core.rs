@@ -14,6 +14,7 @@ use flashopt_ir::{HyperValues, Plan};
 use crate::checkpoint::{self, CheckpointError, Entry, Expected};
 use crate::clip;
 use crate::error::RuntimeError;
+use crate::health::{self, StateHealth};
 use crate::numerics::{self, NumericsWarning};
 
 /// A tensor registered with an optimizer, by registration order.
@@ -333,6 +334,23 @@ pub trait Optimizer {
                 numerics::check_tensor(&t.name, format, lrs[t.param_group], min_step, max_abs)
             })
             .collect())
+    }
+
+    /// The tensors with elements whose second moment decodes to 0 under a non-zero
+    /// momentum (8-bit states; [`health`](crate::health)), where Adam's step is
+    /// `lr * m_hat / eps`: one pass over the stored codes (on a GPU optimizer, after
+    /// reading them back), for a trainer to log every few steps. Empty when no
+    /// element is in that state or the plan has no such pair of states.
+    fn state_health(&self) -> Vec<StateHealth> {
+        let core = self.core();
+        self.with_tensors(|tensors| {
+            core.tensors
+                .iter()
+                .zip(tensors)
+                .filter_map(|(t, &tensor)| health::tensor_health(&core.plan, &t.name, tensor))
+                .filter(|h| h.zero_denominators > 0)
+                .collect()
+        })
     }
 
     /// Save the compressed state, step counter and every parameter group's

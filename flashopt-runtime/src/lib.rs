@@ -5,7 +5,8 @@
 //! cubecl 0.10.0), both behind the [`Optimizer`] trait and its shared [`Core`];
 //! [`checkpoint`] saves and restores either in safetensors, [`numerics`] skips
 //! non-finite steps and checks learning rates, [`clip`] clips the global gradient
-//! norm. Buffers, byte conversion and checkpoint keys all follow the plan's part
+//! norm, [`health`] counts the elements 8-bit states leave with a zero
+//! second moment under a non-zero momentum. Buffers, byte conversion and checkpoint keys all follow the plan's part
 //! list ([`raw`]).
 
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod cpu;
 pub mod error;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod health;
 pub mod numerics;
 pub mod raw;
 pub mod segments;
@@ -26,4 +28,5 @@ pub use cpu::CpuOptimizer;
 pub use error::RuntimeError;
 #[cfg(feature = "gpu")]
 pub use gpu::GpuOptimizer;
+pub use health::StateHealth;
 pub use numerics::{NonFinite, NumericsWarning, StepOutcome};
