@@ -7,12 +7,13 @@
 #   cargo build --release --example train && cp target/release/examples/train .dev/bin/
 #
 # Usage on the GPU machine: scripts/train_memory.sh OUT [RUNS]  (RUNS: a comma list of
-# flashopt-bf16-bounded, flashopt-bounded, flashopt-bf16, burn-bf16, flashopt, burn-fp32;
-# all six by default). Then, anywhere:
+# flashopt-bf16, flashopt-bf16-flashoptim, flashopt, flashopt-flashoptim, burn-bf16,
+# burn-fp32; all six by default; `-flashoptim` is AdamW without its momentum bound).
+# Then, anywhere:
 #   cargo run --release --example train -- --plot-only OUT
 set -uo pipefail
 out=${1:?OUT folder}
-runs=${2:-flashopt-bf16-bounded,flashopt-bounded,flashopt-bf16,burn-bf16,flashopt,burn-fp32}
+runs=${2:-flashopt-bf16,flashopt-bf16-flashoptim,flashopt,flashopt-flashoptim,burn-bf16,burn-fp32}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
 for run in ${runs//,/ }; do

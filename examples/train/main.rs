@@ -8,7 +8,7 @@
 //! # the measured runs (CUDA; docs/TRAINING.md)
 //! cargo run --release --example train -- --backend cuda --config small --out runs/train
 //! # 353M parameters, one process per run so each starts with an empty device
-//! for r in flashopt-bf16-bounded flashopt-bounded flashopt-bf16 burn-bf16 flashopt burn-fp32; do
+//! for r in flashopt-bf16 flashopt burn-fp32 flashopt-bf16-flashoptim; do
 //!   cargo run --release --example train -- --backend cuda --config gpt350m --runs $r --out runs/gpt350m
 //! done
 //! # the tiny configuration CI runs on the CPU (burn's NdArray backend, flashopt's
@@ -16,9 +16,20 @@
 //! cargo run --release --example train -- --backend cpu --config tiny --out /tmp/train
 //! # summary and plots of runs made elsewhere
 //! cargo run --release --example train -- --plot-only runs/train
+//! # a loss spike traced: the optimizer's inputs and outputs at step 27, the
+//! # elements in `state_health`'s failure state after every step, then the capture
+//! # replayed on the CPU reference (scripts/flashoptim_replay.py steps it with
+//! # flashoptim); docs/TRAINING.md
+//! cargo run --release --example train -- --backend cuda --config gpt350m --runs flashopt-bf16-flashoptim \
+//!   --stop-after 45 --capture runs/capture --capture-steps 27 --health-every 1 --out runs/diag
+//! cargo run --release --example train -- --replay runs/capture
 //! ```
+//!
+//! `--seed N` changes the seed (weights and batches); the loss is computed in f32
+//! unless `--bf16-loss` keeps it in the compute dtype (bf16 on the bf16 runs).
 
 mod adapter_check;
+mod capture;
 mod data;
 mod model;
 mod plot;
@@ -30,7 +41,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use flashopt::optimizers::{AdamW, BoundedAdamW};
+use flashopt::optimizers::AdamW;
 use flashopt::{MasterMode, PlanConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -42,12 +53,15 @@ use runs::{Memory, Row, RunResult};
 const BASELINE: &str = "burn-fp32";
 const LABELS: [&str; 6] = [
     "flashopt",
-    "flashopt-bounded",
+    "flashopt-flashoptim",
     "flashopt-bf16",
-    "flashopt-bf16-bounded",
+    "flashopt-bf16-flashoptim",
     "burn-fp32",
     "burn-bf16",
 ];
+/// Runs of earlier versions, read (never run) when summarizing their folders: the
+/// step cap was `BoundedAdamW` then, and AdamW was flashoptim's arithmetic.
+const EARLIER_LABELS: [&str; 2] = ["flashopt-bounded", "flashopt-bf16-bounded"];
 
 /// Everything the runs share.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +75,11 @@ struct Setup {
     eval_every: usize,
     eval_batches: usize,
     seed: u64,
+    /// Log-softmax and loss in the backend's float type (bf16 on the bf16 backend)
+    /// instead of f32, as standard mixed precision computes them.
+    bf16_loss: bool,
+    /// End the run after this many steps (diagnostics: no summary is written).
+    stop_after: Option<usize>,
 }
 
 impl Setup {
@@ -84,6 +103,8 @@ impl Setup {
                 eval_every: 100,
                 eval_batches: 8,
                 seed: 2026,
+                bf16_loss: false,
+                stop_after: None,
             },
             // A few seconds on two CPU cores: keeps the example from rotting in CI.
             "tiny" => Setup {
@@ -96,6 +117,8 @@ impl Setup {
                 eval_every: 10,
                 eval_batches: 2,
                 seed: 2026,
+                bf16_loss: false,
+                stop_after: None,
             },
             // 353M parameters, a small batch: parameters and optimizer state, not
             // activations, dominate the memory (docs/TRAINING.md).
@@ -109,6 +132,8 @@ impl Setup {
                 eval_every: 50,
                 eval_batches: 4,
                 seed: 2026,
+                bf16_loss: false,
+                stop_after: None,
             },
             _ => return None,
         })
@@ -124,7 +149,7 @@ impl Setup {
 
     fn describe(&self, params: usize) -> String {
         format!(
-            "config {}; model: {} layers, d_model {}, {} heads, context {}, {params} parameters; batch {}, {} steps, peak lr {}, warm-up {}, seed {}",
+            "config {}; model: {} layers, d_model {}, {} heads, context {}, {params} parameters; batch {}, {} steps, peak lr {}, warm-up {}, seed {}; log-softmax and loss in {}",
             self.name,
             self.model.layers,
             self.model.d_model,
@@ -134,7 +159,12 @@ impl Setup {
             self.steps,
             self.peak_lr,
             self.warmup,
-            self.seed
+            self.seed,
+            if self.bf16_loss {
+                "the compute dtype"
+            } else {
+                "f32"
+            }
         )
     }
 
@@ -159,16 +189,11 @@ impl Setup {
         }
     }
 
-    /// [`Self::adamw`] with each step capped at exact Adam's largest.
-    fn bounded_adamw(&self) -> BoundedAdamW {
-        let a = self.adamw();
-        BoundedAdamW {
-            lr: a.lr,
-            b1: a.b1,
-            b2: a.b2,
-            eps: a.eps,
-            weight_decay: a.weight_decay,
-            ..BoundedAdamW::default()
+    /// [`Self::adamw`] without its step cap: flashoptim 0.1.4's arithmetic.
+    fn flashoptim_adamw(&self) -> AdamW {
+        AdamW {
+            bound_momentum: false,
+            ..self.adamw()
         }
     }
 
@@ -183,6 +208,15 @@ impl Setup {
 
 /// The optimizer a run steps with: `(model, applied)` from `(lr, model, grads)`.
 type StepFn<'a, M> = dyn FnMut(f64, M, GradientsParams) -> (M, bool) + 'a;
+
+/// A one-element tensor's value, read in its own dtype and widened to f32 (not
+/// through the backend's float element, which would round an f32 loss to bf16).
+fn scalar_f32<B: burn::tensor::backend::Backend>(t: burn::tensor::Tensor<B, 1>) -> f32 {
+    t.into_data()
+        .iter::<f32>()
+        .next()
+        .expect("a one-element tensor")
+}
 
 /// The training loop every run shares. `memory` reads the device's memory.
 fn train<B: AutodiffBackend>(
@@ -224,7 +258,7 @@ fn train<B: AutodiffBackend>(
     for i in 0..setup.steps {
         let step_start = Instant::now();
         let (x, y) = data::batch::<B>(train_text, &mut batches, setup.batch, t, device);
-        let loss = model.loss(x, y, mask.clone());
+        let loss = model.loss(x, y, mask.clone(), setup.bf16_loss);
         note_memory(false);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         note_memory(false);
@@ -232,7 +266,8 @@ fn train<B: AutodiffBackend>(
         let (next, applied) = step(lr, model, grads);
         model = next;
         skipped += usize::from(!applied);
-        let train_loss: f32 = loss.into_scalar().to_string().parse().expect("a number");
+        // Read in the loss's own dtype (f32 unless the loss is in bf16).
+        let train_loss = scalar_f32(loss);
         note_memory(true);
         let ms = step_start.elapsed().as_secs_f64() * 1e3;
         let last = i + 1 == setup.steps;
@@ -248,8 +283,7 @@ fn train<B: AutodiffBackend>(
                         t,
                         device,
                     );
-                    let l = inner.loss(x, y, valid_mask.clone()).into_scalar();
-                    l.to_string().parse::<f32>().expect("a number")
+                    scalar_f32(inner.loss(x, y, valid_mask.clone(), setup.bf16_loss))
                 })
                 .sum();
             sum / setup.eval_batches as f32
@@ -266,6 +300,9 @@ fn train<B: AutodiffBackend>(
             valid,
             ms,
         });
+        if setup.stop_after == Some(i + 1) {
+            break;
+        }
     }
     bar.finish();
     let params = flashopt_burn::params::describe(&model)
@@ -287,7 +324,7 @@ fn train<B: AutodiffBackend>(
 }
 
 /// Runs on burn's NdArray backend, flashopt on its CPU reference (activations f32).
-fn run_cpu(setup: &Setup, which: &[&str]) -> Vec<RunResult> {
+fn run_cpu(setup: &Setup, which: &[&str], diag: &capture::Diagnostics) -> Vec<RunResult> {
     type B = burn::backend::Autodiff<burn::backend::NdArray>;
     let device = Default::default();
     let none = || None;
@@ -300,11 +337,16 @@ fn run_cpu(setup: &Setup, which: &[&str]) -> Vec<RunResult> {
                 let (mut opt, model) =
                     flashopt_burn::HostOptimizer::new(&setup.adamw(), config, model)
                         .expect("flashopt takes the model");
+                let mut probe = capture::Probe::new(diag);
                 let mut step = |lr: f64, m: Gpt<B>, g: GradientsParams| {
+                    probe.before_step::<B, _, _>(opt.optimizer(), &m, &g, lr);
                     let (m, outcome) = opt.step(lr, m, g).expect("flashopt step");
+                    probe.after_step(opt.optimizer());
                     (m, outcome.applied())
                 };
-                train(label, setup, &device, model, &mut step, &none).1
+                let result = train(label, setup, &device, model, &mut step, &none).1;
+                probe.finish(label);
+                result
             }
             BASELINE => {
                 let mut adamw = setup.burn_adamw().init::<B, Gpt<B>>();
@@ -327,19 +369,21 @@ fn unknown_run(label: &str, known: &[&str]) -> ! {
 /// Runs on burn's CUDA backend, flashopt in place on burn's buffers: `flashopt` and
 /// `burn-fp32` compute in f32 (flashopt's bf16 parameters cast where used),
 /// `flashopt-bf16` and `burn-bf16` in bf16 (burn's AdamW then keeps bf16 moments).
-fn run_cuda(setup: &Setup, which: &[&str]) -> Vec<RunResult> {
+fn run_cuda(setup: &Setup, which: &[&str], diag: &capture::Diagnostics) -> Vec<RunResult> {
     use burn::tensor::bf16;
     which
         .iter()
         .map(|&label| match label {
-            "flashopt" => cuda_run::<f32, _>(label, setup, Some(&setup.adamw())),
-            "flashopt-bounded" => cuda_run::<f32, _>(label, setup, Some(&setup.bounded_adamw())),
-            "flashopt-bf16" => cuda_run::<bf16, _>(label, setup, Some(&setup.adamw())),
-            "flashopt-bf16-bounded" => {
-                cuda_run::<bf16, _>(label, setup, Some(&setup.bounded_adamw()))
+            "flashopt" => cuda_run::<f32, _>(label, setup, Some(&setup.adamw()), diag),
+            "flashopt-flashoptim" => {
+                cuda_run::<f32, _>(label, setup, Some(&setup.flashoptim_adamw()), diag)
             }
-            BASELINE => cuda_run::<f32, _>(label, setup, None::<&AdamW>),
-            "burn-bf16" => cuda_run::<bf16, _>(label, setup, None::<&AdamW>),
+            "flashopt-bf16" => cuda_run::<bf16, _>(label, setup, Some(&setup.adamw()), diag),
+            "flashopt-bf16-flashoptim" => {
+                cuda_run::<bf16, _>(label, setup, Some(&setup.flashoptim_adamw()), diag)
+            }
+            BASELINE => cuda_run::<f32, _>(label, setup, None::<&AdamW>, diag),
+            "burn-bf16" => cuda_run::<bf16, _>(label, setup, None::<&AdamW>, diag),
             other => unknown_run(other, &LABELS),
         })
         .collect()
@@ -351,6 +395,7 @@ fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: flashopt::OptimizerSpec>(
     label: &str,
     setup: &Setup,
     flashopt: Option<&S>,
+    diag: &capture::Diagnostics,
 ) -> RunResult {
     use burn::tensor::backend::Backend as _;
     use flashopt_burn::cuda::CudaAutodiff;
@@ -398,12 +443,16 @@ fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: flashopt::OptimizerSpec>(
             .expect("flashopt takes the model");
         cleanup("after flashopt took the model");
         let bytes = opt.optimizer().device_bytes() as u64;
+        let mut probe = capture::Probe::new(diag);
         let mut step = |lr: f64, m: Gpt<B<F>>, g: GradientsParams| {
+            probe.before_step::<B<F>, _, _>(opt.optimizer(), &m, &g, lr);
             let (m, outcome) = opt.step::<F, i32, u8, _>(lr, m, g).expect("flashopt step");
+            probe.after_step(opt.optimizer());
             (m, outcome.applied())
         };
         let mut result = train(label, setup, &device, model, &mut step, &memory).1;
         result.optimizer_bytes = Some(bytes);
+        probe.finish(label);
         result
     } else {
         let mut adamw = setup.burn_adamw().init::<B<F>, Gpt<B<F>>>();
@@ -419,9 +468,11 @@ fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: flashopt::OptimizerSpec>(
 }
 
 /// `summary.md`, `memory.csv` and the plots of every run in `out`; fails when a
-/// flashopt run's final validation loss is more than 2% above the baseline's.
+/// flashopt run's final validation loss is more than 1% above the baseline's or its
+/// training loss after the warm-up ever exceeds 1.5 times the baseline's.
 fn summarize(out: &std::path::Path, backend: &str, font: Option<&std::path::Path>) -> bool {
-    let runs = runs::read_all(out, &LABELS).expect("read the runs");
+    let labels: Vec<&str> = LABELS.iter().chain(&EARLIER_LABELS).copied().collect();
+    let runs = runs::read_all(out, &labels).expect("read the runs");
     if runs.is_empty() {
         eprintln!("no run-*.txt in {}", out.display());
         return false;
@@ -446,12 +497,24 @@ fn summarize(out: &std::path::Path, backend: &str, font: Option<&std::path::Path
         return true;
     };
     let mut ok = true;
-    for r in runs.iter().filter(|r| r.label.starts_with("flashopt")) {
-        // No loss of quality: at most 2% above the baseline (below is fine).
+    // flashoptim's arithmetic (`-flashoptim`) is run to show its failure, not gated.
+    let gated =
+        |r: &&runs::RunResult| r.label.starts_with("flashopt") && !r.label.ends_with("-flashoptim");
+    for r in runs.iter().filter(gated) {
+        // As good as fp32 AdamW: at most 1% above its final validation loss (below is
+        // fine), and no training loss after the warm-up over 1.5 times its own.
         let gap = r.final_valid() / base.final_valid() - 1.0;
-        if !(r.final_valid().is_finite() && gap <= 0.02) {
+        let (ratio, step) = r.worst_train_ratio(base);
+        if !(r.final_valid().is_finite() && gap <= 0.01) {
             eprintln!(
-                "FAILED: {}'s final validation loss is more than 2% above {BASELINE}'s",
+                "FAILED: {}'s final validation loss is more than 1% above {BASELINE}'s",
+                r.label
+            );
+            ok = false;
+        }
+        if ratio.is_nan() || ratio > 1.5 {
+            eprintln!(
+                "FAILED: {}'s training loss at step {step} is {ratio:.2} times {BASELINE}'s",
                 r.label
             );
             ok = false;
@@ -474,6 +537,10 @@ fn main() {
         let ok = summarize(&dir, &backend, font.as_deref());
         std::process::exit(if ok { 0 } else { 1 });
     }
+    if let Some(dir) = value("--replay") {
+        let ok = capture::replay(std::path::Path::new(&dir));
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     if let Some(steps) = value("--check-adapter") {
         let ok = adapter_check::check_adapter(steps.parse().expect("--check-adapter STEPS"));
         println!("adapter check: {}", if ok { "passed" } else { "FAILED" });
@@ -489,6 +556,11 @@ fn main() {
         setup.steps = steps.parse().expect("--steps N");
         setup.warmup = setup.warmup.min(setup.steps / 2).max(1);
     }
+    if let Some(seed) = value("--seed") {
+        setup.seed = seed.parse().expect("--seed N");
+    }
+    setup.bf16_loss = args.iter().any(|a| a == "--bf16-loss");
+    setup.stop_after = value("--stop-after").map(|n| n.parse().expect("--stop-after N"));
     let which = value("--runs");
     let which: Vec<&str> = match &which {
         Some(list) => list.split(',').collect(),
@@ -496,14 +568,37 @@ fn main() {
     };
     let out = PathBuf::from(value("--out").unwrap_or_else(|| "target/train".into()));
     std::fs::create_dir_all(&out).expect("create the output folder");
+    let capture = value("--capture").map(|dir| {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("create the capture folder");
+        let steps = value("--capture-steps").unwrap_or_default();
+        let steps = steps.split(',').filter(|s| !s.is_empty());
+        capture::Capture {
+            dir,
+            steps: steps
+                .map(|s| s.parse().expect("--capture-steps N,M"))
+                .collect(),
+        }
+    });
+    let diag = capture::Diagnostics {
+        capture,
+        health_every: value("--health-every").map(|n| n.parse().expect("--health-every N")),
+        out: out.clone(),
+    };
     let runs = match backend.as_str() {
-        "cpu" => run_cpu(&setup, &which),
-        "cuda" => run_cuda(&setup, &which),
+        "cpu" => run_cpu(&setup, &which, &diag),
+        "cuda" => run_cuda(&setup, &which, &diag),
         other => {
             eprintln!("--backend: `cuda` or `cpu`, got `{other}`");
             std::process::exit(2)
         }
     };
+    if setup.stop_after.is_some() {
+        for r in &runs {
+            println!("{}: stopped after step {}", r.label, r.rows.len());
+        }
+        return;
+    }
     for r in &runs {
         let path = r.write(&out).expect("write the run");
         println!("wrote {}", path.display());

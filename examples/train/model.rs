@@ -169,12 +169,15 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// Mean cross-entropy (nats per byte) of predicting `targets` from `inputs`,
-    /// both [b, t].
+    /// both [b, t]. The log-softmax and the mean are computed in f32, as standard
+    /// mixed precision does, unless `compute_dtype_loss` asks for the backend's
+    /// float type (bf16 on the bf16 backend: a sum over 256 logits rounded to 8 bits).
     pub fn loss(
         &self,
         inputs: Tensor<B, 2, Int>,
         targets: Tensor<B, 2, Int>,
         mask: Tensor<B, 4>,
+        compute_dtype_loss: bool,
     ) -> Tensor<B, 1> {
         let [b, t] = inputs.dims();
         let d = self.tokens.dims()[1];
@@ -185,6 +188,10 @@ impl<B: Backend> Gpt<B> {
             x = block.forward(x, b, t, mask.clone());
         }
         let logits = self.head.forward(self.ln_f.forward(x));
+        let logits = match compute_dtype_loss {
+            true => logits,
+            false => logits.cast(FloatDType::F32),
+        };
         let logp = log_softmax(logits, 1);
         let picked = logp.gather(1, targets.reshape([b * t, 1]));
         picked.mean().neg()

@@ -63,6 +63,27 @@ impl RunResult {
             .expect("the last step is evaluated")
     }
 
+    /// The warm-up's length, from the setup's words.
+    fn warmup(&self) -> usize {
+        self.setup
+            .split("warm-up ")
+            .nth(1)
+            .and_then(|rest| rest.split([',', ';']).next()?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The largest ratio of this run's training loss to `base`'s at the same step
+    /// after the warm-up, and that step: a spike shows here even when the run
+    /// recovers by its end.
+    pub fn worst_train_ratio(&self, base: &RunResult) -> (f32, usize) {
+        self.rows
+            .iter()
+            .zip(&base.rows)
+            .filter(|(r, _)| r.step > self.warmup())
+            .map(|(r, b)| (r.train / b.train, r.step))
+            .fold((0.0, 0), |worst, x| if x.0 > worst.0 { x } else { worst })
+    }
+
     /// Mean training loss over the last 10% of steps.
     pub fn final_train(&self) -> f32 {
         let tail = (self.rows.len() / 10).max(1);
@@ -246,9 +267,10 @@ pub fn summary(backend: &str, runs: &[RunResult], baseline: &str) -> String {
     writeln!(s).unwrap();
     for r in runs.iter().filter(|r| r.label != baseline) {
         let gap = (r.final_valid() / base.final_valid() - 1.0) * 100.0;
+        let (ratio, step) = r.worst_train_ratio(base);
         write!(
             s,
-            "- {}: final validation loss {gap:+.2}% relative to {baseline}'s",
+            "- {}: final validation loss {gap:+.2}% relative to {baseline}'s; worst training loss after warm-up {ratio:.2}x {baseline}'s (step {step})",
             r.label
         )
         .unwrap();

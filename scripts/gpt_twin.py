@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""A PyTorch twin of the train example's GPT (examples/train, config gpt350m by
+default), stepped by flashoptim 0.1.4's FlashAdamW or torch's AdamW, to compare the
+two implementations on the same kind of model. Needs CUDA, torch, and flashoptim for
+`--opt flashoptim`.
+
+Same shape and schedule as the example: byte vocabulary, learned positions, pre-norm
+LayerNorm, GELU MLP, biases everywhere, weights N(0, 0.02) (residual projections
+0.02 / sqrt(2 * layers)), batch 4 x 256 from the first five books of the KJV (90%
+train, 10% validation), linear warm-up then cosine to a tenth of the peak, betas
+0.9 / 0.99, eps 1e-8, weight decay 0.1 on every parameter. Batches come from torch's
+generator, not the example's.
+
+`--layout` decides how each weight matrix is stored, which decides what a group of 32
+consecutive values of flashoptim's 8-bit states mixes: `torch` stores `[out, in]`
+(nn.Linear's; a group is one output's 32 input weights), `burn` stores `[in, out]` as
+the example's burn model does (a group is one input's weights for 32 outputs: for the
+head, 32 different bytes). `--loss f32` computes the log-softmax and loss in f32 from
+bf16 activations; `bf16` keeps them in bf16. `--health` counts, after every step,
+the elements whose second-moment code is 0 (or whose group's scale is) under a
+non-zero momentum (flashoptim only; flashopt's `state_health`).
+
+    python3 scripts/gpt_twin.py --opt flashoptim --layout burn --loss f32 --seed 2026 --out DIR
+
+Writes `DIR/twin-<opt>-<layout>-<loss>-<seed>.csv` (step, lr, train_loss, valid_loss,
+health) and prints the final validation loss and the worst training loss after the
+warm-up.
+"""
+
+import argparse
+import csv
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "train", "data",
+                    "kjv-pentateuch.txt")
+CONFIGS = {
+    # d_model, layers, heads, context, batch, steps, peak lr, warm-up, eval every, eval batches
+    "gpt350m": (1024, 28, 16, 256, 4, 200, 3e-4, 20, 50, 4),
+    "small": (384, 6, 6, 256, 32, 1500, 1e-3, 150, 100, 8),
+}
+
+
+class Linear(torch.nn.Module):
+    """A linear layer whose weight is stored `[out, in]` (torch) or `[in, out]` (burn)."""
+
+    def __init__(self, d_in, d_out, std, layout):
+        super().__init__()
+        shape = (d_out, d_in) if layout == "torch" else (d_in, d_out)
+        self.layout = layout
+        self.weight = torch.nn.Parameter(torch.randn(shape) * std)
+        self.bias = torch.nn.Parameter(torch.zeros(d_out))
+
+    def forward(self, x):
+        w = self.weight if self.layout == "burn" else self.weight.t()
+        return x @ w + self.bias
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d, heads, layers, layout):
+        super().__init__()
+        out_std = 0.02 / math.sqrt(2 * layers)
+        self.heads = heads
+        self.ln1 = torch.nn.LayerNorm(d, eps=1e-5)
+        self.wq, self.wk, self.wv = (Linear(d, d, 0.02, layout) for _ in range(3))
+        self.wo = Linear(d, d, out_std, layout)
+        self.ln2 = torch.nn.LayerNorm(d, eps=1e-5)
+        self.fc1 = Linear(d, 4 * d, 0.02, layout)
+        self.fc2 = Linear(4 * d, d, out_std, layout)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.heads
+        a = self.ln1(x)
+        split = lambda y: y.view(b, t, h, d // h).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.wq(a)), split(self.wk(a)), split(self.wv(a))
+        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.wo(att.transpose(1, 2).reshape(b, t, d))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class Gpt(torch.nn.Module):
+    def __init__(self, d, layers, heads, context, layout):
+        super().__init__()
+        self.tokens = torch.nn.Parameter(torch.randn(256, d) * 0.02)
+        self.positions = torch.nn.Parameter(torch.randn(context, d) * 0.02)
+        self.blocks = torch.nn.ModuleList(Block(d, heads, layers, layout) for _ in range(layers))
+        self.ln_f = torch.nn.LayerNorm(d, eps=1e-5)
+        self.head = Linear(d, 256, 0.02, layout)
+
+    def loss(self, x, y, loss_dtype):
+        t = x.shape[1]
+        h = self.tokens[x] + self.positions[:t]
+        for block in self.blocks:
+            h = block(h)
+        logits = self.head(self.ln_f(h)).to(loss_dtype)
+        return F.cross_entropy(logits.view(-1, 256), y.reshape(-1))
+
+
+def lr_at(step, peak, warmup, steps):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(steps - warmup, 1)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batch(data, gen, b, t):
+    starts = torch.randint(0, len(data) - t - 1, (b,), generator=gen)
+    x = torch.stack([data[s:s + t] for s in starts])
+    y = torch.stack([data[s + 1:s + t + 1] for s in starts])
+    return x.cuda().long(), y.cuda().long()
+
+
+def health(opt):
+    """Elements whose second moment decodes to 0 under a non-zero momentum."""
+    total = 0
+    for state in opt.state.values():
+        if "exp_avg" not in state or not state["exp_avg"].is_quantized():
+            continue
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        n = m.quantized.numel()
+        groups = torch.arange(n, device=m.quantized.device) // 32
+        ms, vs = m.scales.view(torch.float16).float()[groups], v.scales.view(torch.float16).float()[groups]
+        momentum = (m.quantized.reshape(-1) != 0) & (ms != 0)
+        zero_v = (v.quantized.reshape(-1) == 0) | (vs == 0)
+        total += int((momentum & zero_v).sum())
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="gpt350m", choices=sorted(CONFIGS))
+    ap.add_argument("--opt", required=True, choices=["flashoptim", "torch-bf16", "torch-fp32"])
+    ap.add_argument("--layout", default="torch", choices=["torch", "burn"])
+    ap.add_argument("--loss", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--health", action="store_true")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    d, layers, heads, context, b, steps, peak, warmup, eval_every, eval_batches = CONFIGS[args.config]
+    torch.manual_seed(args.seed)
+    model = Gpt(d, layers, heads, context, args.layout).cuda()
+    if args.opt != "torch-fp32":
+        model = model.to(torch.bfloat16)
+    params = list(model.parameters())
+    if args.opt == "flashoptim":
+        import flashoptim
+        opt = flashoptim.FlashAdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1,
+                                    master_weight_bits=24)
+    else:
+        opt = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, fused=True)
+    text = torch.frombuffer(bytearray(open(DATA, "rb").read()), dtype=torch.uint8)
+    split = len(text) * 9 // 10
+    train, valid = text[:split], text[split:]
+    gen = torch.Generator().manual_seed(args.seed ^ 0xBA7C)
+    loss_dtype = torch.float32 if args.loss == "f32" else torch.bfloat16
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"twin-{args.opt}-{args.layout}-{args.loss}-{args.seed}.csv")
+    rows = []
+    start = time.time()
+    for step in range(steps):
+        lr = lr_at(step, peak, warmup, steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = batch(train, gen, b, context)
+        loss = model.loss(x, y, loss_dtype)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        valid_loss = ""
+        if step % eval_every == eval_every - 1 or step + 1 == steps:
+            vgen = torch.Generator().manual_seed(args.seed ^ 0x7A11D)
+            with torch.no_grad():
+                valid_loss = sum(float(model.loss(*batch(valid, vgen, b, context), loss_dtype))
+                                 for _ in range(eval_batches)) / eval_batches
+        count = health(opt) if args.health and args.opt == "flashoptim" else ""
+        rows.append((step + 1, lr, float(loss), valid_loss, count))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "lr", "train_loss", "valid_loss", "health"])
+        w.writerows(rows)
+    worst = max(rows[warmup:], key=lambda r: r[2])
+    print(f"{os.path.basename(path)}: final valid {rows[-1][3]:.4f}, worst train after warm-up "
+          f"{worst[2]:.3f} (step {worst[0]}), {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
