@@ -61,11 +61,11 @@ optimizer! {
 
         // flashoptim computes the decay in Python (f64) and passes it to its kernel as f32.
         let decay = if decouple_lr { f64(weight_decay * (lr / initial_lr)) } else { f64(weight_decay * lr) };
+        let moment = fma(m, b1, g * (1.0 - b1));
         v = fma(v, b2, g * g * (1.0 - b2));
         let bias1 = 1.0 - powi(b1, t);
         let bias2 = 1.0 - powi(b2, t);
         let root = (v / bias2).sqrt();
-        let moment = fma(m, b1, g * (1.0 - b1));
         let r = b1 * b1 / b2;
         let growth = if r == 1.0 { float(t) } else { (1.0 - powi(r, t)) / (1.0 - r) };
         // 1e-4 of slack: one gradient meets the bound exactly (step 1), and f32
@@ -100,11 +100,11 @@ optimizer! {
         state v: nonneg;
 
         let grad = fma(p, weight_decay, g);
+        let moment = fma(m, b1, grad * (1.0 - b1));
         v = fma(v, b2, grad * grad * (1.0 - b2));
         let bias1 = 1.0 - powi(b1, t);
         let bias2 = 1.0 - powi(b2, t);
         let root = (v / bias2).sqrt();
-        let moment = fma(m, b1, grad * (1.0 - b1));
         let r = b1 * b1 / b2;
         let growth = if r == 1.0 { float(t) } else { (1.0 - powi(r, t)) / (1.0 - r) };
         // 1e-4 of slack: one gradient meets the bound exactly (step 1), and f32
