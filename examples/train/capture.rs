@@ -217,17 +217,16 @@ fn adam_cap(b1: f64, b2: f64, t: f64) -> f64 {
     (1.0 - b1) / (1.0 - b1.powf(t)) * ((1.0 - b2.powf(t)) / (1.0 - b2)).sqrt() * geometric.sqrt()
 }
 
-/// A stored part of one tensor as f32 (codes as their integers, scales widened).
-fn part_values(opt: &CpuOptimizer, id: TensorId, name: &str) -> Vec<f32> {
-    let t = opt.tensor(id);
-    t.part(opt.plan(), name)
-        .and_then(|p| match p {
-            flashopt::ir::interp::PartData::I8(c) => Some(c.iter().map(|&x| x as f32).collect()),
-            flashopt::ir::interp::PartData::U8(c) => Some(c.iter().map(|&x| x as f32).collect()),
-            flashopt::ir::interp::PartData::F16(c) => Some(c.iter().map(|x| x.to_f32()).collect()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("part {name}"))
+/// One value of a stored part of one tensor as f32 (a code as its integer, a scale
+/// widened).
+fn part_value(opt: &CpuOptimizer, id: TensorId, name: &str, k: usize) -> f32 {
+    use flashopt::ir::interp::PartData;
+    match opt.tensor(id).part(opt.plan(), name) {
+        Some(PartData::I8(c)) => f32::from(c[k]),
+        Some(PartData::U8(c)) => f32::from(c[k]),
+        Some(PartData::F16(c)) => c[k].to_f32(),
+        other => panic!("part {name}: {other:?}"),
+    }
 }
 
 /// Replays every captured step in `dir` on the CPU reference: the GPU's result
@@ -246,11 +245,11 @@ pub fn replay(dir: &Path) -> bool {
         .collect();
     steps.sort();
     let mut all_equal = true;
+    let capture = Capture {
+        dir: dir.to_path_buf(),
+        steps: steps.clone(),
+    };
     for step in steps {
-        let capture = Capture {
-            dir: dir.to_path_buf(),
-            steps: vec![step],
-        };
         let (report, equal) = replay_step(&capture, step);
         all_equal &= equal;
         print!("{report}");
@@ -324,7 +323,8 @@ fn replay_step(capture: &Capture, step: usize) -> (String, bool) {
         out,
         "| tensor | elements | steps over exact Adam's largest | over 10x it | largest step / lr | flagged by state_health before the step | of those over the bound, flagged |\n| --- | --- | --- | --- | --- | --- | --- |"
     );
-    let mut worst: Vec<(f64, usize, usize)> = Vec::new();
+    // (step / lr, tensor, element, master before)
+    let mut worst: Vec<(f64, usize, usize, f32)> = Vec::new();
     let mut over_total = 0usize;
     let mut far_total = 0usize;
     let mut over_flagged = 0usize;
@@ -344,7 +344,7 @@ fn replay_step(capture: &Capture, step: usize) -> (String, bool) {
                 over += 1;
                 far_over += usize::from(ratio > 10.0 * cap);
                 flagged_over += usize::from(flagged.contains(&k));
-                worst.push((ratio, i, k));
+                worst.push((ratio, i, k, m0[k]));
             }
         }
         over_total += over;
@@ -367,24 +367,20 @@ fn replay_step(capture: &Capture, step: usize) -> (String, bool) {
         out,
         "The largest steps (codes and f16 scales as stored before the step; `g` the bf16 gradient):\n\n| tensor | element | step / lr | g | master before | m code | m scale | v code | v scale | group's largest v code |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
-    for &(ratio, i, k) in worst.iter().take(25) {
+    for &(ratio, i, k, master) in worst.iter().take(25) {
         let id = TensorId(i);
-        let m = part_values(&before, id, "m::codes");
-        let ms = part_values(&before, id, "m::scales");
-        let v = part_values(&before, id, "v::codes");
-        let vs = part_values(&before, id, "v::scales");
-        let group = k / 32..((k / 32 + 1) * 32).min(v.len());
-        let vmax = v[group].iter().cloned().fold(0f32, f32::max);
+        let value = |part: &str, k: usize| part_value(&before, id, part, k);
+        let group = k / 32 * 32..((k / 32 + 1) * 32).min(tensors[i].1);
+        let vmax = group.map(|j| value("v::codes", j)).fold(0f32, f32::max);
         let _ = writeln!(
             out,
-            "| `{}` | {k} | {ratio:.3e} | {:e} | {:e} | {} | {:e} | {} | {:e} | {vmax} |",
+            "| `{}` | {k} | {ratio:.3e} | {:e} | {master:e} | {} | {:e} | {} | {:e} | {vmax} |",
             tensors[i].0,
             grads[i][k].to_f32(),
-            before.master(id)[k],
-            m[k],
-            ms[k / 32],
-            v[k],
-            vs[k / 32],
+            value("m::codes", k),
+            value("m::scales", k / 32),
+            value("v::codes", k),
+            value("v::scales", k / 32),
         );
     }
     let _ = writeln!(out);

@@ -76,10 +76,11 @@ impl RunResult {
     /// after the warm-up, and that step: a spike shows here even when the run
     /// recovers by its end.
     pub fn worst_train_ratio(&self, base: &RunResult) -> (f32, usize) {
+        let warmup = self.warmup();
         self.rows
             .iter()
             .zip(&base.rows)
-            .filter(|(r, _)| r.step > self.warmup())
+            .filter(|(r, _)| r.step > warmup)
             .map(|(r, b)| (r.train / b.train, r.step))
             .fold((0.0, 0), |worst, x| if x.0 > worst.0 { x } else { worst })
     }
