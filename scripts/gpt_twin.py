@@ -1,30 +1,46 @@
 #!/usr/bin/env python3
 """A PyTorch twin of the train example's GPT (examples/train, config gpt350m by
 default), stepped by flashoptim 0.1.4's FlashAdamW or torch's AdamW, to compare the
-two implementations on the same kind of model. Needs CUDA, torch, and flashoptim for
-`--opt flashoptim`.
+two implementations on the same kind of model. Needs torch, CUDA (`--device cuda`, the
+default; `--device cpu` is for smoke tests with `--config tiny`), and flashoptim for
+`--opt flashoptim` (CUDA only: its kernels are Triton's; importable, e.g. with
+`PYTHONPATH=.dev/pylib`).
 
 Same shape and schedule as the example: byte vocabulary, learned positions, pre-norm
 LayerNorm, GELU MLP, biases everywhere, weights N(0, 0.02) (residual projections
 0.02 / sqrt(2 * layers)), batch 4 x 256 from the first five books of the KJV (90%
 train, 10% validation), linear warm-up then cosine to a tenth of the peak, betas
-0.9 / 0.99, eps 1e-8, weight decay 0.1 on every parameter. Batches come from torch's
-generator, not the example's.
+0.9 / 0.99, eps 1e-8, weight decay 0.1 on every parameter (decoupled, as torch's AdamW:
+`p *= 1 - lr * 0.1`). Batches come from torch's generator, not the example's.
+
+`--opt` picks the parameters' dtype and the optimizer:
+  flashoptim  bf16 parameters (bf16 compute), flashoptim.FlashAdamW with 24-bit master
+              weights (bf16 + an int8 correction), momentum and second moment as 8-bit
+              codes with an f16 scale per group of 32 values;
+  torch-bf16  bf16 parameters (bf16 compute), torch.optim.AdamW (fused on CUDA), whose
+              states are then bf16 too and whose update is rounded to bf16: no master
+              weights;
+  torch-fp32  f32 parameters and f32 AdamW states (fused on CUDA), plain f32 compute:
+              no autocast, torch's default matmul precision.
 
 `--layout` decides how each weight matrix is stored, which decides what a group of 32
 consecutive values of flashoptim's 8-bit states mixes: `torch` stores `[out, in]`
 (nn.Linear's; a group is one output's 32 input weights), `burn` stores `[in, out]` as
 the example's burn model does (a group is one input's weights for 32 outputs: for the
 head, 32 different bytes). `--loss f32` computes the log-softmax and loss in f32 from
-bf16 activations; `bf16` keeps them in bf16. `--health` counts, after every step,
+the model's logits (bf16 ones, but for torch-fp32); `bf16` rounds the logits to bf16 and
+computes them in bf16. `--health` counts, after every step,
 the elements whose second-moment code is 0 (or whose group's scale is) under a
 non-zero momentum (flashoptim only; flashopt's `state_health`).
 
     python3 scripts/gpt_twin.py --opt flashoptim --layout burn --loss f32 --seed 2026 --out DIR
+    python3 scripts/gpt_twin.py --config tiny --device cpu --opt torch-bf16 --out DIR
 
 Writes `DIR/twin-<opt>-<layout>-<loss>-<seed>.csv` (step, lr, train_loss, valid_loss,
-health) and prints the final validation loss and the worst training loss after the
-warm-up.
+health; `--config` other than gpt350m adds `-<config>` after `twin`), a row a step,
+flushed as it goes; prints a line at each evaluation and, at the end, the final
+validation loss, the worst training loss after the warm-up and the elapsed seconds.
+Exits non-zero on any exception.
 """
 
 import argparse
@@ -42,6 +58,8 @@ CONFIGS = {
     # d_model, layers, heads, context, batch, steps, peak lr, warm-up, eval every, eval batches
     "gpt350m": (1024, 28, 16, 256, 4, 200, 3e-4, 20, 50, 4),
     "small": (384, 6, 6, 256, 32, 1500, 1e-3, 150, 100, 8),
+    # the example's `tiny`: seconds on a CPU, for smoke tests
+    "tiny": (32, 2, 2, 32, 4, 30, 3e-3, 5, 10, 2),
 }
 
 
@@ -108,27 +126,39 @@ def lr_at(step, peak, warmup, steps):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def batch(data, gen, b, t):
+def batch(data, gen, b, t, device):
     starts = torch.randint(0, len(data) - t - 1, (b,), generator=gen)
     x = torch.stack([data[s:s + t] for s in starts])
     y = torch.stack([data[s + 1:s + t + 1] for s in starts])
-    return x.cuda().long(), y.cuda().long()
+    return x.to(device).long(), y.to(device).long()
+
+
+GROUP = 32  # flashoptim's quantization group (the `group_size` of its kernels)
 
 
 def health(opt):
-    """Elements whose second moment decodes to 0 under a non-zero momentum."""
-    total = 0
+    """Elements whose second moment decodes to 0 under a non-zero momentum.
+
+    flashoptim keeps `state["exp_avg"]` and `state["exp_avg_sq"]` as its
+    `_MaybeQuantizedTensor`: `.quantized` (int8 / uint8 codes, the parameter's shape)
+    and `.scales` (f16, one per GROUP consecutive values of the flattened parameter).
+    A value decodes to 0 when its code or its group's scale is 0."""
+    total = 0  # becomes a tensor on the states' device: one read-back a call, not one a parameter
     for state in opt.state.values():
-        if "exp_avg" not in state or not state["exp_avg"].is_quantized():
+        m, v = state.get("exp_avg"), state.get("exp_avg_sq")
+        if m is None or v is None or isinstance(m, torch.Tensor) or not m.is_quantized():
             continue
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        n = m.quantized.numel()
-        groups = torch.arange(n, device=m.quantized.device) // 32
-        ms, vs = m.scales.view(torch.float16).float()[groups], v.scales.view(torch.float16).float()[groups]
-        momentum = (m.quantized.reshape(-1) != 0) & (ms != 0)
-        zero_v = (v.quantized.reshape(-1) == 0) | (vs == 0)
-        total += int((momentum & zero_v).sum())
-    return total
+        mq, vq = m.quantized.reshape(-1), v.quantized.reshape(-1)
+        n = mq.numel()
+        groups = (n + GROUP - 1) // GROUP
+        assert vq.numel() == n and m.scales.numel() == groups and v.scales.numel() == groups, \
+            (n, vq.numel(), m.scales.numel(), v.scales.numel())
+        ms = m.scales.view(torch.float16).float().repeat_interleave(GROUP)[:n]
+        vs = v.scales.view(torch.float16).float().repeat_interleave(GROUP)[:n]
+        momentum = (mq != 0) & (ms != 0)
+        zero_v = (vq == 0) | (vs == 0)
+        total = total + (momentum & zero_v).sum()
+    return int(total)
 
 
 def main():
@@ -139,54 +169,81 @@ def main():
     ap.add_argument("--loss", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--health", action="store_true")
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke tests)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpt_twin: no CUDA device (use --device cpu for a smoke test)")
+    if args.opt == "flashoptim" and device.type != "cuda":
+        raise SystemExit("gpt_twin: --opt flashoptim needs --device cuda")
     d, layers, heads, context, b, steps, peak, warmup, eval_every, eval_batches = CONFIGS[args.config]
     torch.manual_seed(args.seed)
-    model = Gpt(d, layers, heads, context, args.layout).cuda()
+    model = Gpt(d, layers, heads, context, args.layout).to(device)
     if args.opt != "torch-fp32":
         model = model.to(torch.bfloat16)
     params = list(model.parameters())
+    want = torch.float32 if args.opt == "torch-fp32" else torch.bfloat16
+    assert all(p.dtype == want and p.is_contiguous() for p in params)
     if args.opt == "flashoptim":
         import flashoptim
+        # Decoupled weight decay scaled by the lr, as torch's AdamW (decouple_lr=False);
+        # 8-bit states (quantize=True) and the fused Triton step are its defaults.
         opt = flashoptim.FlashAdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1,
-                                    master_weight_bits=24)
+                                    decouple_lr=False, quantize=True, master_weight_bits=24,
+                                    fused=True)
     else:
-        opt = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, fused=True)
+        opt = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1,
+                                fused=device.type == "cuda")
+    print(f"gpt_twin: config {args.config}, {sum(p.numel() for p in params)} parameters ({want}), "
+          f"opt {args.opt}, layout {args.layout}, loss {args.loss}, seed {args.seed}, "
+          f"device {device}, torch {torch.__version__}", flush=True)
     text = torch.frombuffer(bytearray(open(DATA, "rb").read()), dtype=torch.uint8)
     split = len(text) * 9 // 10
     train, valid = text[:split], text[split:]
     gen = torch.Generator().manual_seed(args.seed ^ 0xBA7C)
     loss_dtype = torch.float32 if args.loss == "f32" else torch.bfloat16
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"twin-{args.opt}-{args.layout}-{args.loss}-{args.seed}.csv")
+    tag = "twin" if args.config == "gpt350m" else f"twin-{args.config}"
+    path = os.path.join(args.out, f"{tag}-{args.opt}-{args.layout}-{args.loss}-{args.seed}.csv")
     rows = []
     start = time.time()
-    for step in range(steps):
-        lr = lr_at(step, peak, warmup, steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, y = batch(train, gen, b, context)
-        loss = model.loss(x, y, loss_dtype)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        valid_loss = ""
-        if step % eval_every == eval_every - 1 or step + 1 == steps:
-            vgen = torch.Generator().manual_seed(args.seed ^ 0x7A11D)
-            with torch.no_grad():
-                valid_loss = sum(float(model.loss(*batch(valid, vgen, b, context), loss_dtype))
-                                 for _ in range(eval_batches)) / eval_batches
-        count = health(opt) if args.health and args.opt == "flashoptim" else ""
-        rows.append((step + 1, lr, float(loss), valid_loss, count))
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "lr", "train_loss", "valid_loss", "health"])
-        w.writerows(rows)
-    worst = max(rows[warmup:], key=lambda r: r[2])
+        f.flush()
+        for step in range(steps):
+            lr = lr_at(step, peak, warmup, steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, y = batch(train, gen, b, context, device)
+            loss = model.loss(x, y, loss_dtype)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            valid_loss = ""
+            if step % eval_every == eval_every - 1 or step + 1 == steps:
+                vgen = torch.Generator().manual_seed(args.seed ^ 0x7A11D)
+                with torch.no_grad():
+                    valid_loss = sum(float(model.loss(*batch(valid, vgen, b, context, device), loss_dtype))
+                                     for _ in range(eval_batches)) / eval_batches
+            count = health(opt) if args.health and args.opt == "flashoptim" else ""
+            row = (step + 1, lr, float(loss.detach()), valid_loss, count)
+            rows.append(row)
+            w.writerow(row)
+            f.flush()
+            if valid_loss != "":
+                print(f"step {step + 1}/{steps}: lr {lr:.3g}, train {row[2]:.4f}, valid {valid_loss:.4f}"
+                      + (f", health {count}" if count != "" else "")
+                      + f", {time.time() - start:.1f} s", flush=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.time() - start
+    # A non-finite loss counts as the worst (max() alone would skip a NaN).
+    worst = max(rows[warmup:] or rows, key=lambda r: r[2] if math.isfinite(r[2]) else math.inf)
     print(f"{os.path.basename(path)}: final valid {rows[-1][3]:.4f}, worst train after warm-up "
-          f"{worst[2]:.3f} (step {worst[0]}), {time.time() - start:.0f} s")
+          f"{worst[2]:.3f} (step {worst[0]}), {elapsed:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    main()  # an uncaught exception exits with status 1

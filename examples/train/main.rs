@@ -27,11 +27,23 @@
 //!
 //! `--seed N` changes the seed (weights and batches); the loss is computed in f32
 //! unless `--bf16-loss` keeps it in the compute dtype (bf16 on the bf16 runs).
+//! `--optimizer lion|sgd` steps the flashopt runs with Lion or SGD instead of AdamW
+//! (their learning rates derived from AdamW's, `optimizer::Rule::peak_lr`);
+//! `--clip MAX_NORM` clips the global gradient norm. A folder with a `flashopt-fp32`
+//! run (the same rule with f32 parameters and states) gates the others against it:
+//!
+//! ```text
+//! for r in flashopt-fp32 flashopt-bf16 flashopt-bf16-32; do
+//!   cargo run --release --example train -- --backend cuda --config small --optimizer lion \
+//!     --clip 1 --runs $r --out runs/small-lion
+//! done
+//! ```
 
 mod adapter_check;
 mod capture;
 mod data;
 mod model;
+mod optimizer;
 mod plot;
 mod runs;
 
@@ -42,23 +54,18 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use flashopt::optimizers::AdamW;
-use flashopt::{MasterMode, PlanConfig};
+use flashopt::{Optimizer as _, OptimizerSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use data::Rng;
 use model::{Gpt, GptConfig, causal_mask};
+use optimizer::{Compute, Rule, RunKind, Stepper};
 use runs::{Memory, Row, RunResult};
 
-/// The run every other is compared with, and the order of runs in summaries.
+/// The run every other is compared with: the same rule in fp32 where the folder has
+/// it, else burn's fp32 AdamW.
+const REFERENCE: &str = "flashopt-fp32";
 const BASELINE: &str = "burn-fp32";
-const LABELS: [&str; 6] = [
-    "flashopt",
-    "flashopt-flashoptim",
-    "flashopt-bf16",
-    "flashopt-bf16-flashoptim",
-    "burn-fp32",
-    "burn-bf16",
-];
 /// Runs of earlier versions, read (never run) when summarizing their folders: the
 /// step cap was `BoundedAdamW` then, and AdamW was flashoptim's arithmetic.
 const EARLIER_LABELS: [&str; 2] = ["flashopt-bounded", "flashopt-bf16-bounded"];
@@ -80,6 +87,10 @@ struct Setup {
     bf16_loss: bool,
     /// End the run after this many steps (diagnostics: no summary is written).
     stop_after: Option<usize>,
+    /// The flashopt runs' rule (`--optimizer`); burn's runs are AdamW.
+    rule: Rule,
+    /// Clip the global gradient norm to this before each step (`--clip`).
+    clip: Option<f64>,
 }
 
 impl Setup {
@@ -105,6 +116,8 @@ impl Setup {
                 seed: 2026,
                 bf16_loss: false,
                 stop_after: None,
+                rule: Rule::AdamW,
+                clip: None,
             },
             // A few seconds on two CPU cores: keeps the example from rotting in CI.
             "tiny" => Setup {
@@ -119,6 +132,8 @@ impl Setup {
                 seed: 2026,
                 bf16_loss: false,
                 stop_after: None,
+                rule: Rule::AdamW,
+                clip: None,
             },
             // 353M parameters, a small batch: parameters and optimizer state, not
             // activations, dominate the memory (docs/TRAINING.md).
@@ -134,6 +149,8 @@ impl Setup {
                 seed: 2026,
                 bf16_loss: false,
                 stop_after: None,
+                rule: Rule::AdamW,
+                clip: None,
             },
             _ => return None,
         })
@@ -142,14 +159,21 @@ impl Setup {
     /// The runs a backend makes of this configuration unless `--runs` says.
     fn default_runs(&self, backend: &str) -> Vec<&'static str> {
         match (backend, self.name) {
-            ("cuda", "gpt350m") => LABELS.to_vec(),
+            ("cuda", "gpt350m") => vec![
+                "flashopt",
+                "flashopt-flashoptim",
+                "flashopt-bf16",
+                "flashopt-bf16-flashoptim",
+                BASELINE,
+                "burn-bf16",
+            ],
             _ => vec!["flashopt", BASELINE],
         }
     }
 
     fn describe(&self, params: usize) -> String {
         format!(
-            "config {}; model: {} layers, d_model {}, {} heads, context {}, {params} parameters; batch {}, {} steps, peak lr {}, warm-up {}, seed {}; log-softmax and loss in {}",
+            "config {}; model: {} layers, d_model {}, {} heads, context {}, {params} parameters; batch {}, {} steps, peak lr {}, warm-up {}, seed {}; log-softmax and loss in {}; flashopt: {}; {}",
             self.name,
             self.model.layers,
             self.model.d_model,
@@ -164,6 +188,11 @@ impl Setup {
                 "the compute dtype"
             } else {
                 "f32"
+            },
+            self.rule.describe(),
+            match self.clip {
+                Some(max) => format!("gradients clipped to global norm {max}"),
+                None => "no gradient clipping".into(),
             }
         )
     }
@@ -178,23 +207,9 @@ impl Setup {
         self.peak_lr * (0.1 + 0.9 * cosine)
     }
 
+    /// The shipped AdamW with this configuration's hyper-parameters.
     fn adamw(&self) -> AdamW {
-        AdamW {
-            lr: self.peak_lr,
-            b1: 0.9,
-            b2: 0.99,
-            eps: 1e-8,
-            weight_decay: 0.1,
-            ..AdamW::default()
-        }
-    }
-
-    /// [`Self::adamw`] without its step cap: flashoptim 0.1.4's arithmetic.
-    fn flashoptim_adamw(&self) -> AdamW {
-        AdamW {
-            bound_momentum: false,
-            ..self.adamw()
-        }
+        Rule::adamw(self.peak_lr, true)
     }
 
     fn burn_adamw(&self) -> AdamWConfig {
@@ -323,78 +338,160 @@ fn train<B: AutodiffBackend>(
     (model, result)
 }
 
+/// The run `label` names, or the reason it cannot run, and exit.
+fn parse_run(label: &str, setup: &Setup) -> RunKind {
+    RunKind::parse(label, setup.rule, setup.clip).unwrap_or_else(|e| {
+        eprintln!("--runs: {e}");
+        std::process::exit(2)
+    })
+}
+
 /// Runs on burn's NdArray backend, flashopt on its CPU reference (activations f32).
 fn run_cpu(setup: &Setup, which: &[&str], diag: &capture::Diagnostics) -> Vec<RunResult> {
     type B = burn::backend::Autodiff<burn::backend::NdArray>;
     let device = Default::default();
-    let none = || None;
     let mut out = Vec::new();
     for &label in which {
+        let kind = parse_run(label, setup);
+        if kind.compute != Compute::F32 {
+            eprintln!("--runs: `{label}` computes in bf16, which the cpu backend does not");
+            std::process::exit(2)
+        }
         let model = Gpt::<B>::new(&setup.model, setup.seed, &device);
-        let result = match label {
-            "flashopt" => {
-                let config = PlanConfig::bf16(MasterMode::Int8);
-                let (mut opt, model) =
-                    flashopt_burn::HostOptimizer::new(&setup.adamw(), config, model)
-                        .expect("flashopt takes the model");
-                let mut probe = capture::Probe::new(diag);
-                let mut step = |lr: f64, m: Gpt<B>, g: GradientsParams| {
-                    probe.before_step::<B, _, _>(opt.optimizer(), &m, &g, lr);
-                    let (m, outcome) = opt.step(lr, m, g).expect("flashopt step");
-                    probe.after_step(opt.optimizer());
-                    (m, outcome.applied())
+        let result = match kind.stepper {
+            Stepper::Flashopt {
+                storage,
+                flashoptim,
+            } => {
+                let host = HostRun {
+                    label,
+                    setup,
+                    diag,
+                    model,
+                    device: &device,
                 };
-                let result = train(label, setup, &device, model, &mut step, &none).1;
-                probe.finish(label);
-                result
+                optimizer::with_optimizer(setup.rule, setup.peak_lr, storage, flashoptim, host)
             }
-            BASELINE => {
+            Stepper::Burn => {
                 let mut adamw = setup.burn_adamw().init::<B, Gpt<B>>();
                 let mut step =
                     |lr: f64, m: Gpt<B>, g: GradientsParams| (adamw.step(lr, m, g), true);
-                train(label, setup, &device, model, &mut step, &none).1
+                train(label, setup, &device, model, &mut step, &|| None).1
             }
-            other => unknown_run(other, &["flashopt", BASELINE]),
         };
         out.push(result);
     }
     out
 }
 
-fn unknown_run(label: &str, known: &[&str]) -> ! {
-    eprintln!("--runs: `{label}` is not one of {known:?}");
-    std::process::exit(2)
+/// One flashopt run on the CPU reference.
+struct HostRun<'a, B: AutodiffBackend> {
+    label: &'a str,
+    setup: &'a Setup,
+    diag: &'a capture::Diagnostics,
+    model: Gpt<B>,
+    device: &'a B::Device,
 }
 
-/// Runs on burn's CUDA backend, flashopt in place on burn's buffers: `flashopt` and
-/// `burn-fp32` compute in f32 (flashopt's bf16 parameters cast where used),
-/// `flashopt-bf16` and `burn-bf16` in bf16 (burn's AdamW then keeps bf16 moments).
+impl<B: AutodiffBackend> optimizer::WithOptimizer for HostRun<'_, B> {
+    type Output = RunResult;
+
+    fn run<S: OptimizerSpec>(self, spec: &S, config: flashopt::PlanConfig) -> RunResult {
+        let (mut opt, model) = flashopt_burn::HostOptimizer::new(spec, config, self.model)
+            .expect("flashopt takes the model");
+        opt.optimizer_mut()
+            .set_grad_clipping(self.setup.clip)
+            .expect("--clip: a positive, finite norm");
+        let mut probe = capture::Probe::new(self.diag);
+        let mut step = |lr: f64, m: Gpt<B>, g: GradientsParams| {
+            probe.before_step::<B, _, _>(opt.optimizer(), &m, &g, lr);
+            let (m, outcome) = opt.step(lr, m, g).expect("flashopt step");
+            probe.after_step(opt.optimizer());
+            (m, outcome.applied())
+        };
+        let result = train(
+            self.label,
+            self.setup,
+            self.device,
+            model,
+            &mut step,
+            &|| None,
+        )
+        .1;
+        probe.finish(self.label);
+        result
+    }
+}
+
+/// Runs on burn's CUDA backend, flashopt in place on burn's buffers, computing in f32
+/// (flashopt's bf16 parameters cast where used) or in bf16 (burn's AdamW then keeps
+/// bf16 moments); the labels say which (`optimizer::RUNS`).
 fn run_cuda(setup: &Setup, which: &[&str], diag: &capture::Diagnostics) -> Vec<RunResult> {
     use burn::tensor::bf16;
     which
         .iter()
-        .map(|&label| match label {
-            "flashopt" => cuda_run::<f32, _>(label, setup, Some(&setup.adamw()), diag),
-            "flashopt-flashoptim" => {
-                cuda_run::<f32, _>(label, setup, Some(&setup.flashoptim_adamw()), diag)
+        .map(|&label| {
+            let kind = parse_run(label, setup);
+            match (kind.stepper, kind.compute) {
+                (Stepper::Burn, Compute::F32) => cuda_run::<f32, AdamW>(label, setup, None, diag),
+                (Stepper::Burn, Compute::Bf16) => cuda_run::<bf16, AdamW>(label, setup, None, diag),
+                (
+                    Stepper::Flashopt {
+                        storage,
+                        flashoptim,
+                    },
+                    compute,
+                ) => {
+                    let (rule, lr) = (setup.rule, setup.peak_lr);
+                    match compute {
+                        Compute::F32 => {
+                            let run = CudaRun::<f32>::new(label, setup, diag);
+                            optimizer::with_optimizer(rule, lr, storage, flashoptim, run)
+                        }
+                        Compute::Bf16 => {
+                            let run = CudaRun::<bf16>::new(label, setup, diag);
+                            optimizer::with_optimizer(rule, lr, storage, flashoptim, run)
+                        }
+                    }
+                }
             }
-            "flashopt-bf16" => cuda_run::<bf16, _>(label, setup, Some(&setup.adamw()), diag),
-            "flashopt-bf16-flashoptim" => {
-                cuda_run::<bf16, _>(label, setup, Some(&setup.flashoptim_adamw()), diag)
-            }
-            BASELINE => cuda_run::<f32, _>(label, setup, None::<&AdamW>, diag),
-            "burn-bf16" => cuda_run::<bf16, _>(label, setup, None::<&AdamW>, diag),
-            other => unknown_run(other, &LABELS),
         })
         .collect()
 }
 
+/// One flashopt run on burn's CUDA backend computing in `F`.
+struct CudaRun<'a, F> {
+    label: &'a str,
+    setup: &'a Setup,
+    diag: &'a capture::Diagnostics,
+    float: std::marker::PhantomData<F>,
+}
+
+impl<'a, F> CudaRun<'a, F> {
+    fn new(label: &'a str, setup: &'a Setup, diag: &'a capture::Diagnostics) -> Self {
+        CudaRun {
+            label,
+            setup,
+            diag,
+            float: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<F: flashopt_burn::cuda::FloatElement> optimizer::WithOptimizer for CudaRun<'_, F> {
+    type Output = RunResult;
+
+    fn run<S: OptimizerSpec>(self, spec: &S, config: flashopt::PlanConfig) -> RunResult {
+        cuda_run::<F, S>(self.label, self.setup, Some((spec, config)), self.diag)
+    }
+}
+
 /// One run on burn's CUDA backend computing in `F`, with the flashopt optimizer
-/// `flashopt` (24-bit master) or, given none, burn's AdamW.
-fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: flashopt::OptimizerSpec>(
+/// `flashopt` stored as its config says or, given none, burn's AdamW.
+fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: OptimizerSpec>(
     label: &str,
     setup: &Setup,
-    flashopt: Option<&S>,
+    flashopt: Option<(&S, flashopt::PlanConfig)>,
     diag: &capture::Diagnostics,
 ) -> RunResult {
     use burn::tensor::backend::Backend as _;
@@ -437,10 +534,12 @@ fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: flashopt::OptimizerSpec>(
         client.memory_cleanup();
         show("after memory_cleanup");
     };
-    if let Some(spec) = flashopt {
-        let config = PlanConfig::bf16(MasterMode::Int8);
+    if let Some((spec, config)) = flashopt {
         let (mut opt, model) = flashopt_burn::CudaOptimizer::new(spec, config, model)
             .expect("flashopt takes the model");
+        opt.optimizer_mut()
+            .set_grad_clipping(setup.clip)
+            .expect("--clip: a positive, finite norm");
         cleanup("after flashopt took the model");
         let bytes = opt.optimizer().device_bytes() as u64;
         let mut probe = capture::Probe::new(diag);
@@ -471,13 +570,18 @@ fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: flashopt::OptimizerSpec>(
 /// flashopt run's final validation loss is more than 1% above the baseline's or its
 /// training loss after the warm-up ever exceeds 1.5 times the baseline's.
 fn summarize(out: &std::path::Path, backend: &str, font: Option<&std::path::Path>) -> bool {
-    let labels: Vec<&str> = LABELS.iter().chain(&EARLIER_LABELS).copied().collect();
+    let mut labels = optimizer::labels();
+    labels.extend(EARLIER_LABELS);
     let runs = runs::read_all(out, &labels).expect("read the runs");
     if runs.is_empty() {
         eprintln!("no run-*.txt in {}", out.display());
         return false;
     }
-    let text = runs::summary(backend, &runs, BASELINE);
+    let baseline = match runs.iter().any(|r| r.label == REFERENCE) {
+        true => REFERENCE,
+        false => BASELINE,
+    };
+    let text = runs::summary(backend, &runs, baseline);
     print!("{text}");
     std::fs::write(out.join("summary.md"), &text).expect("write the summary");
     std::fs::write(out.join("memory.csv"), runs::memory_csv(&runs)).expect("write memory.csv");
@@ -493,28 +597,29 @@ fn summarize(out: &std::path::Path, backend: &str, font: Option<&std::path::Path
             Err(e) => println!("no {what} ({e})"),
         }
     }
-    let Some(base) = runs.iter().find(|r| r.label == BASELINE) else {
+    let Some(base) = runs.iter().find(|r| r.label == baseline) else {
         return true;
     };
     let mut ok = true;
     // flashoptim's arithmetic (`-flashoptim`) is run to show its failure, not gated.
-    let gated =
-        |r: &&runs::RunResult| r.label.starts_with("flashopt") && !r.label.ends_with("-flashoptim");
+    let gated = |r: &&runs::RunResult| {
+        r.label.starts_with("flashopt") && !r.label.ends_with("-flashoptim") && r.label != baseline
+    };
     for r in runs.iter().filter(gated) {
-        // As good as fp32 AdamW: at most 1% above its final validation loss (below is
-        // fine), and no training loss after the warm-up over 1.5 times its own.
+        // As good as the optimizer in fp32: at most 1% above its final validation loss
+        // (below is fine), and no training loss after the warm-up over 1.5 times its own.
         let gap = r.final_valid() / base.final_valid() - 1.0;
         let (ratio, step) = r.worst_train_ratio(base);
         if !(r.final_valid().is_finite() && gap <= 0.01) {
             eprintln!(
-                "FAILED: {}'s final validation loss is more than 1% above {BASELINE}'s",
+                "FAILED: {}'s final validation loss is more than 1% above {baseline}'s",
                 r.label
             );
             ok = false;
         }
         if ratio.is_nan() || ratio > 1.5 {
             eprintln!(
-                "FAILED: {}'s training loss at step {step} is {ratio:.2} times {BASELINE}'s",
+                "FAILED: {}'s training loss at step {step} is {ratio:.2} times {baseline}'s",
                 r.label
             );
             ok = false;
@@ -560,6 +665,20 @@ fn main() {
         setup.seed = seed.parse().expect("--seed N");
     }
     setup.bf16_loss = args.iter().any(|a| a == "--bf16-loss");
+    if let Some(name) = value("--optimizer") {
+        setup.rule = Rule::parse(&name).unwrap_or_else(|| {
+            eprintln!("--optimizer: one of {:?}, got `{name}`", Rule::NAMES);
+            std::process::exit(2)
+        });
+        setup.peak_lr = setup.rule.peak_lr(setup.peak_lr);
+    }
+    setup.clip = value("--clip").map(|n| match n.parse::<f64>() {
+        Ok(max) if max > 0.0 && max.is_finite() => max,
+        _ => {
+            eprintln!("--clip: a positive, finite global gradient norm, got `{n}`");
+            std::process::exit(2)
+        }
+    });
     setup.stop_after = value("--stop-after").map(|n| n.parse().expect("--stop-after N"));
     let which = value("--runs");
     let which: Vec<&str> = match &which {

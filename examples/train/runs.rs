@@ -234,6 +234,9 @@ fn bytes(b: Option<u64>) -> String {
 pub fn summary(backend: &str, runs: &[RunResult], baseline: &str) -> String {
     let mut s = String::new();
     writeln!(s, "backend {backend}; {}", runs[0].setup).unwrap();
+    for r in runs.iter().filter(|r| r.setup != runs[0].setup) {
+        writeln!(s, "\n{} differs: {}", r.label, r.setup).unwrap();
+    }
     writeln!(s).unwrap();
     writeln!(
         s,

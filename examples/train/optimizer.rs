@@ -1,0 +1,266 @@
+//! What a run steps with: the rule (`--optimizer`) and, from the run's label, where
+//! it computes and how flashopt stores the parameters and states.
+
+use flashopt::ir::{HyperError, HyperValues, OptimizerDef};
+use flashopt::optimizers::{AdamW, Lion, Sgd};
+use flashopt::{Codec, MasterMode, OptimizerSpec, PlanConfig};
+
+/// The update rule of every flashopt run in a process (`--optimizer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    AdamW,
+    Lion,
+    Sgd,
+}
+
+impl Rule {
+    pub const NAMES: [&str; 3] = ["adamw", "lion", "sgd"];
+
+    pub fn parse(name: &str) -> Option<Rule> {
+        Some(match name {
+            "adamw" => Rule::AdamW,
+            "lion" => Rule::Lion,
+            "sgd" => Rule::Sgd,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::AdamW => "adamw",
+            Rule::Lion => "lion",
+            Rule::Sgd => "sgd",
+        }
+    }
+
+    /// The peak learning rate, from the configuration's AdamW peak. Lion's update is
+    /// a sign (every element moves by `lr`), so it takes a tenth, with ten times the
+    /// weight decay to keep `lr * weight_decay` (the Lion paper's advice). SGD's step
+    /// is the gradient itself, four orders of magnitude under Adam's normalized one
+    /// on these models, so it takes 300 times AdamW's rate.
+    pub fn peak_lr(self, adamw_peak: f64) -> f64 {
+        match self {
+            Rule::AdamW => adamw_peak,
+            Rule::Lion => adamw_peak / 10.0,
+            Rule::Sgd => adamw_peak * 300.0,
+        }
+    }
+
+    /// The hyper-parameters, in words, for the summary's first line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Rule::AdamW => "AdamW, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1",
+            Rule::Lion => "Lion, betas 0.9 / 0.99, weight decay 1.0",
+            Rule::Sgd => "SGD, momentum 0.9, no weight decay",
+        }
+    }
+
+    pub fn adamw(peak_lr: f64, bound_momentum: bool) -> AdamW {
+        AdamW {
+            lr: peak_lr,
+            b1: 0.9,
+            b2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            bound_momentum,
+            ..AdamW::default()
+        }
+    }
+
+    pub fn lion(peak_lr: f64) -> Lion {
+        Lion {
+            lr: peak_lr,
+            b1: 0.9,
+            b2: 0.99,
+            weight_decay: 1.0,
+            ..Lion::default()
+        }
+    }
+
+    pub fn sgd(peak_lr: f64) -> Sgd {
+        Sgd {
+            lr: peak_lr,
+            momentum: 0.9,
+            ..Sgd::default()
+        }
+    }
+}
+
+/// Where a run's forward and backward passes compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compute {
+    /// f32 activations (flashopt's bf16 parameters cast where used).
+    F32,
+    /// burn's bf16 backend: activations, parameters and gradients in bf16.
+    Bf16,
+}
+
+/// How a flashopt run stores its parameters and states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// bf16 parameters, int8 corrections (24-bit master), 8-bit states: the default.
+    Master24,
+    /// bf16 parameters, int16 corrections (32-bit master), 8-bit states.
+    Master32,
+    /// f32 parameters and f32 states: the same rule in fp32, the reference the
+    /// compressed runs are gated against.
+    Exact,
+}
+
+impl Storage {
+    pub fn config(self) -> PlanConfig {
+        match self {
+            Storage::Master24 => PlanConfig::bf16(MasterMode::Int8),
+            Storage::Master32 => PlanConfig::bf16(MasterMode::Int16),
+            Storage::Exact => PlanConfig::f32(),
+        }
+    }
+}
+
+/// Who steps a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stepper {
+    Flashopt {
+        storage: Storage,
+        /// AdamW without its momentum bound: flashoptim 0.1.4's arithmetic.
+        flashoptim: bool,
+    },
+    /// burn's own AdamW (in the compute dtype).
+    Burn,
+}
+
+/// A run, as its label names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunKind {
+    pub compute: Compute,
+    pub stepper: Stepper,
+}
+
+const fn flashopt(compute: Compute, storage: Storage, flashoptim: bool) -> RunKind {
+    RunKind {
+        compute,
+        stepper: Stepper::Flashopt {
+            storage,
+            flashoptim,
+        },
+    }
+}
+
+/// Every run label, in the order summaries list them.
+pub const RUNS: [(&str, RunKind); 8] = [
+    (
+        "flashopt-fp32",
+        flashopt(Compute::F32, Storage::Exact, false),
+    ),
+    ("flashopt", flashopt(Compute::F32, Storage::Master24, false)),
+    (
+        "flashopt-flashoptim",
+        flashopt(Compute::F32, Storage::Master24, true),
+    ),
+    (
+        "flashopt-bf16",
+        flashopt(Compute::Bf16, Storage::Master24, false),
+    ),
+    (
+        "flashopt-bf16-32",
+        flashopt(Compute::Bf16, Storage::Master32, false),
+    ),
+    (
+        "flashopt-bf16-flashoptim",
+        flashopt(Compute::Bf16, Storage::Master24, true),
+    ),
+    (
+        "burn-fp32",
+        RunKind {
+            compute: Compute::F32,
+            stepper: Stepper::Burn,
+        },
+    ),
+    (
+        "burn-bf16",
+        RunKind {
+            compute: Compute::Bf16,
+            stepper: Stepper::Burn,
+        },
+    ),
+];
+
+/// The labels of [`RUNS`].
+pub fn labels() -> Vec<&'static str> {
+    RUNS.iter().map(|(label, _)| *label).collect()
+}
+
+impl RunKind {
+    /// The run `label` names with `rule`, or why it cannot be run.
+    pub fn parse(label: &str, rule: Rule, clip: Option<f64>) -> Result<RunKind, String> {
+        let Some(&(_, kind)) = RUNS.iter().find(|(l, _)| *l == label) else {
+            return Err(format!("`{label}` is not one of {:?}", labels()));
+        };
+        match kind.stepper {
+            Stepper::Burn if rule != Rule::AdamW => Err(format!(
+                "`{label}` is burn's AdamW; with --optimizer {} compare with `flashopt-fp32`",
+                rule.name()
+            )),
+            // burn clips each parameter's gradient on its own, not their global norm.
+            Stepper::Burn if clip.is_some() => Err(format!(
+                "`{label}` cannot clip the global gradient norm (--clip); compare with `flashopt-fp32`"
+            )),
+            Stepper::Flashopt {
+                flashoptim: true, ..
+            } if rule != Rule::AdamW => Err(format!(
+                "`{label}` is AdamW without its momentum bound; {} is flashoptim's arithmetic already",
+                rule.name()
+            )),
+            _ => Ok(kind),
+        }
+    }
+}
+
+/// `S`'s rule with every state stored as f32: with [`PlanConfig::f32`], the
+/// optimizer in fp32, the same operations on unrounded values.
+pub struct Exact<S>(pub S);
+
+impl<S: OptimizerSpec> OptimizerSpec for Exact<S> {
+    const NAME: &'static str = S::NAME;
+
+    fn definition() -> OptimizerDef {
+        let mut def = S::definition();
+        for state in &mut def.states {
+            state.codec = Some(Codec::F32);
+        }
+        def
+    }
+
+    fn hyper_values(&self) -> Result<HyperValues, HyperError> {
+        self.0.hyper_values()
+    }
+}
+
+/// What runs with a flashopt optimizer of any type: [`with_optimizer`] calls it with
+/// the run's.
+pub trait WithOptimizer {
+    type Output;
+    fn run<S: OptimizerSpec>(self, spec: &S, config: PlanConfig) -> Self::Output;
+}
+
+/// Calls `f` with `rule`'s optimizer (its schedule's peak `lr`) stored as `storage`;
+/// `flashoptim` drops AdamW's momentum bound.
+pub fn with_optimizer<F: WithOptimizer>(
+    rule: Rule,
+    lr: f64,
+    storage: Storage,
+    flashoptim: bool,
+    f: F,
+) -> F::Output {
+    fn stored<S: OptimizerSpec, F: WithOptimizer>(spec: S, storage: Storage, f: F) -> F::Output {
+        match storage {
+            Storage::Exact => f.run(&Exact(spec), storage.config()),
+            _ => f.run(&spec, storage.config()),
+        }
+    }
+    match rule {
+        Rule::AdamW => stored(Rule::adamw(lr, !flashoptim), storage, f),
+        Rule::Lion => stored(Rule::lion(lr), storage, f),
+        Rule::Sgd => stored(Rule::sgd(lr), storage, f),
+    }
+}
