@@ -39,12 +39,14 @@ pub use flashopt_ir as ir;
 pub use flashopt_macros::optimizer;
 pub use flashopt_runtime as runtime;
 
-pub use flashopt_ir::interp::GradBuf;
+pub use flashopt_ir::interp::{GradBuf, HostTensor};
 pub use flashopt_ir::{Codec, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind};
 #[cfg(feature = "gpu")]
 pub use flashopt_runtime::GpuOptimizer;
 #[cfg(feature = "gpu")]
 pub use flashopt_runtime::gpu::{Arithmetic, KernelShape};
-pub use flashopt_runtime::{CheckpointError, CpuOptimizer, Optimizer, RuntimeError, TensorId};
+pub use flashopt_runtime::{
+    CheckpointError, CpuOptimizer, NonFinite, Optimizer, RuntimeError, StepOutcome, TensorId,
+};
 
 pub mod optimizers;

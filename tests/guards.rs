@@ -3,8 +3,9 @@
 use flashopt::Optimizer as _;
 use flashopt::ir::def::{OptimizerDef, Range, name};
 use flashopt::optimizers::AdamW;
-use flashopt::runtime::{NonFinite, StepOutcome};
 use flashopt::{CpuOptimizer, GradBuf, MasterMode, PlanConfig, RuntimeError, TensorId};
+// What a step says comes from the crate's root, as a user imports it.
+use flashopt::{NonFinite, StepOutcome};
 use half::bf16;
 
 fn adamw(lr: f64) -> CpuOptimizer {
@@ -16,6 +17,40 @@ fn adamw(lr: f64) -> CpuOptimizer {
     opt.add_tensor("embed", &[0.5, -1.5, 2.0, 0.25]).unwrap();
     opt.add_tensor("head", &[1.0; 40]).unwrap();
     opt
+}
+
+#[test]
+fn empty_tensors_and_non_finite_initial_values_are_refused() {
+    let mut opt = adamw(1e-3);
+    let err = opt.add_tensor("bias", &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor `bias` is empty: register tensors with at least one element"
+    );
+    let err = opt
+        .add_tensor("scale", &[1.0, f32::NAN, 2.0, f32::INFINITY])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor `scale`: initial value NaN at index 1 is not finite (2 non-finite value(s)); nothing was registered"
+    );
+    // Nothing was registered: the names are free and the optimizer steps as before.
+    assert_eq!(opt.tensor_count(), 2);
+    opt.add_tensor("scale", &[1.0, 2.0]).unwrap();
+    opt.add_tensor("bias", &[0.0]).unwrap();
+}
+
+#[test]
+fn step_outcomes_say_what_happened() {
+    assert_eq!(StepOutcome::Applied.to_string(), "applied");
+    let mut opt = adamw(1e-3);
+    let mut head = [bf16::from_f32(-0.2); 40];
+    head[7] = bf16::NAN;
+    let outcome = opt
+        .step(&[GradBuf::Bf16(&[bf16::ZERO; 4]), GradBuf::Bf16(&head)])
+        .unwrap();
+    assert!(outcome.to_string().starts_with("skipped: "), "{outcome}");
+    assert!(outcome.to_string().contains("head"), "{outcome}");
 }
 
 #[test]

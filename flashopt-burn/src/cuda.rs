@@ -100,8 +100,11 @@ impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
         let hyper = spec.hyper_values()?;
         let tensors = collected
             .iter()
-            .map(|(info, values)| (info.name.clone(), HostTensor::from_f32(&plan, values)))
-            .collect();
+            .map(|(info, values)| {
+                flashopt_runtime::check_initial_values(&info.name, values)?;
+                Ok((info.name.clone(), HostTensor::from_f32(&plan, values)))
+            })
+            .collect::<Result<_, flashopt_runtime::RuntimeError>>()?;
         let mut gpu = GpuOptimizer::from_host(client.clone(), plan, hyper, tensors)?;
         // Each step reads burn's gradients where they lie.
         gpu.release_grad_buffer();

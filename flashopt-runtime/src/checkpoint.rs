@@ -234,16 +234,47 @@ fn serialize(
             (k.clone(), view)
         })
         .collect();
-    let bytes =
-        safetensors::serialize(views, Some(meta)).map_err(|e| CheckpointError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let corrupt = |message: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| corrupt(e.to_string()))?;
+    let bytes = with_sorted_header(bytes).map_err(corrupt)?;
     write_atomically(path, &bytes).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     Ok(bytes.len() as u64)
+}
+
+/// `bytes` (a safetensors file) with its JSON header's keys in sorted order, the
+/// metadata's included: safetensors writes the metadata map in hash order, so two
+/// saves of one state would differ in bytes. The header is padded with spaces to a
+/// multiple of 8 bytes, as safetensors pads it; tensor offsets count from its end.
+fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("no header length")?;
+    let end = 8 + usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|e| e.to_string())?;
+    let header = bytes.get(8..end).ok_or("header past the end")?;
+    let mut top: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    if let Some(meta) = top.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(meta.take()).map_err(|e| e.to_string())?;
+        *meta = serde_json::to_value(sorted).map_err(|e| e.to_string())?;
+    }
+    let mut json = serde_json::to_string(&top).map_err(|e| e.to_string())?;
+    while json.len() % 8 != 0 {
+        json.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - end);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 /// Save the compressed state (exactly the bytes the optimizer holds). Returns the

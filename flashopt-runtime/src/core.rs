@@ -21,6 +21,22 @@ use crate::numerics::{self, NumericsWarning};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TensorId(pub usize);
 
+/// Initial master weights must be finite: a NaN or infinity would never leave the
+/// optimizer's state (every step reads it), so it is refused when the tensor is
+/// registered, naming the first one.
+pub fn check_initial_values(name: &str, values: &[f32]) -> Result<(), RuntimeError> {
+    let mut bad = values.iter().enumerate().filter(|(_, v)| !v.is_finite());
+    match bad.next() {
+        None => Ok(()),
+        Some((index, &value)) => Err(RuntimeError::NonFiniteInitial {
+            name: name.to_string(),
+            index,
+            value,
+            count: 1 + bad.count(),
+        }),
+    }
+}
+
 /// A registered tensor: its name, parameter group and length.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
@@ -57,8 +73,12 @@ impl Core {
         })
     }
 
-    /// Register a tensor; its parameter group must exist and its name be new.
+    /// Register a tensor; it must hold an element, its parameter group must exist
+    /// and its name be new.
     pub(crate) fn add(&mut self, info: TensorInfo) -> Result<TensorId, RuntimeError> {
+        if info.len == 0 {
+            return Err(RuntimeError::EmptyTensor(info.name));
+        }
         if self.tensors.iter().any(|t| t.name == info.name) {
             return Err(RuntimeError::DuplicateName(info.name));
         }

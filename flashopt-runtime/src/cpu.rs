@@ -67,7 +67,10 @@ impl CpuOptimizer {
     }
 
     /// Register a tensor with its initial f32 master weights; its states start at zero.
+    /// An empty tensor, a name already registered or a non-finite value is refused,
+    /// and nothing is registered.
     pub fn add_tensor(&mut self, name: &str, values: &[f32]) -> Result<TensorId, RuntimeError> {
+        crate::core::check_initial_values(name, values)?;
         let id = self.core.add(TensorInfo {
             name: name.to_string(),
             param_group: 0,

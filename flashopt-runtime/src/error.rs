@@ -31,6 +31,17 @@ pub enum RuntimeError {
     NoMinStep { optimizer: String },
     #[error("a tensor named `{0}` is already registered")]
     DuplicateName(String),
+    #[error("tensor `{0}` is empty: register tensors with at least one element")]
+    EmptyTensor(String),
+    #[error(
+        "tensor `{name}`: initial value {value} at index {index} is not finite ({count} non-finite value(s)); nothing was registered"
+    )]
+    NonFiniteInitial {
+        name: String,
+        index: usize,
+        value: f32,
+        count: usize,
+    },
     #[error(
         "step got {found} gradient(s) for {expected} tensor(s); pass one per tensor, in registration order"
     )]

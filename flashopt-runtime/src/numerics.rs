@@ -20,6 +20,16 @@ impl StepOutcome {
     }
 }
 
+/// `applied`, or `skipped: ` and the first non-finite gradient value.
+impl std::fmt::Display for StepOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepOutcome::Applied => write!(f, "applied"),
+            StepOutcome::Skipped(why) => write!(f, "skipped: {why}"),
+        }
+    }
+}
+
 /// The non-finite gradient values of a skipped step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NonFinite {

@@ -124,6 +124,17 @@ fn checkpoints_skipped_steps_and_numerics() {
         &format!("the GPU checkpoint ({bytes} bytes) loads into the CPU reference unchanged"),
         same(&from_file, &gpu),
     );
+    // The same state saves to the same bytes: the GPU's file twice, and the CPU
+    // reference's (the same state) once more.
+    let again = dir.join("adamw24-again.safetensors");
+    gpu.save(&again).unwrap();
+    let from_cpu = dir.join("adamw24-cpu.safetensors");
+    cpu.save(&from_cpu).unwrap();
+    let first = std::fs::read(&path).unwrap();
+    held(
+        "the GPU state saved twice, and the CPU reference's, are the same bytes",
+        std::fs::read(&again).unwrap() == first && std::fs::read(&from_cpu).unwrap() == first,
+    );
     let plan = AdamW::plan(config()).unwrap();
     let zeros = lens
         .iter()

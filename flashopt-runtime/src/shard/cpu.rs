@@ -64,6 +64,7 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
     ) -> Result<Self, RuntimeError> {
         let mut core = Core::new(plan, vec![hyper])?;
         for (name, values) in tensors {
+            crate::core::check_initial_values(name, values)?;
             core.add(TensorInfo {
                 name: name.to_string(),
                 param_group: 0,
