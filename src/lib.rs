@@ -50,3 +50,18 @@ pub use flashopt_runtime::{
 };
 
 pub mod optimizers;
+
+/// The README's Rust snippets, compiled (and run, where not `no_run`) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeSnippets;
+
+/// docs/DSL.md's snippets as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/DSL.md")]
+pub struct DslSnippets;
+
+/// docs/CHECKPOINTS.md's snippets as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/CHECKPOINTS.md")]
+pub struct CheckpointSnippets;

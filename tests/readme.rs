@@ -1,0 +1,75 @@
+//! What README.md and docs/ state that code can check: the bytes-per-parameter table
+//! against the plans, and pages that speak to users (no private folders of the
+//! project's machines, no internal issue numbers). The README's and docs' Rust
+//! snippets are doctests of the `flashopt` crate (`src/lib.rs`).
+
+use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
+
+fn read(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// `| name | held | with a bf16 gradient | fp32 |` as the plan of `S` computes it.
+fn row<S: OptimizerSpec>(name: &str) -> String {
+    let plan = S::plan(PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    let held = plan.resident_bytes_per_param();
+    let with_grad = held + plan.config.grad.size_bytes() as f64;
+    // fp32: an f32 parameter, an f32 gradient and an f32 value per state.
+    let fp32 = 4 * (2 + plan.states.len());
+    format!("| {name} | {held} | {with_grad} | {fp32} |")
+}
+
+#[test]
+fn the_readme_bytes_table_is_what_the_plans_store() {
+    let readme = read("README.md");
+    for expected in [
+        row::<AdamW>("AdamW"),
+        row::<Adam>("Adam"),
+        row::<Lion>("Lion"),
+        row::<Sgd>("SGD (momentum)"),
+        row::<SgdW>("SGDW (momentum)"),
+    ] {
+        assert!(
+            readme.contains(&expected),
+            "README.md lacks the row `{expected}`"
+        );
+    }
+}
+
+#[test]
+fn pages_name_no_private_folders_or_issue_numbers() {
+    let mut pages = vec!["README.md".to_string()];
+    for entry in
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")).unwrap()
+    {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            pages.push(format!("docs/{name}"));
+        }
+    }
+    assert!(pages.len() > 5, "{pages:?}");
+    for page in &pages {
+        for (i, line) in read(page).lines().enumerate() {
+            assert!(
+                !line.contains(".dev/"),
+                "{page}:{}: a private folder: {line}",
+                i + 1
+            );
+            let lower = line.to_lowercase();
+            let numbered = lower.match_indices("issue").any(|(at, _)| {
+                // "issue 14", "issues 14, 15", "issue #14"; not a recorded run's
+                // folder name ("...-issue14/").
+                let rest = lower[at + 5..]
+                    .strip_prefix('s')
+                    .unwrap_or(&lower[at + 5..]);
+                rest.starts_with([' ', '#'])
+                    && rest
+                        .trim_start_matches([' ', '#'])
+                        .starts_with(|c: char| c.is_ascii_digit())
+            });
+            assert!(!numbered, "{page}:{}: an issue number: {line}", i + 1);
+        }
+    }
+}
