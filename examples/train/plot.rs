@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -75,7 +74,10 @@ fn register_font(font: Option<&Path>) -> Result<(), String> {
 }
 
 /// Draw the runs' loss curves into `out`, in the TrueType `font` if given, else in the
-/// DejaVu Sans built into the binary.
+/// DejaVu Sans built into the binary. The loss axis holds every
+/// point (the first steps near ln 256 = 5.5, spikes, the end of training); runs that
+/// end alike stay visible: every other run's validation curve is dashed, and each
+/// run's points have their own marker.
 pub fn render(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Result<(), String> {
     let curves = curves(runs);
     register_font(font)?;
@@ -85,17 +87,18 @@ pub fn render(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Result<(),
         .flat_map(|c| c.train.last().map(|p| p.0))
         .fold(1.0, f64::max);
     let all = || curves.iter().flat_map(|c| c.train.iter().chain(&c.valid));
-    let lo = all().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    // The first steps sit near ln 256 = 5.5; the axis stops a little above the worst
-    // validation loss so that the end of training is readable, and what lies above
-    // it is left out rather than drawn along the edge.
-    let hi = curves
-        .iter()
-        .flat_map(|c| c.valid.iter().map(|p| p.1))
-        .fold(f64::NEG_INFINITY, f64::max)
-        .max(lo)
-        * 1.1;
-    let below = |p: &&(f64, f64)| p.1 <= hi;
+    let finite = |p: &&(f64, f64)| p.1.is_finite();
+    let lo = all()
+        .filter(finite)
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min);
+    let hi = all()
+        .filter(finite)
+        .map(|p| p.1)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Err("no finite loss to plot".into());
+    }
     let root = BitMapBackend::new(out, (1100, 650)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| error(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -106,40 +109,51 @@ pub fn render(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Result<(),
         .margin(20)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..last, (lo * 0.95)..hi)
+        .build_cartesian_2d(0f64..last, (lo - 0.05 * (hi - lo))..(hi + 0.05 * (hi - lo)))
         .map_err(|e| error(&e))?;
     chart
         .configure_mesh()
         .x_desc("step")
         .y_desc("loss")
+        // Steps are whole numbers: a fractional tick label is dropped.
+        .x_label_formatter(&|x| match x.fract() == 0.0 {
+            true => format!("{x:.0}"),
+            false => String::new(),
+        })
+        .y_label_formatter(&|y| format!("{y:.2}"))
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(|e| error(&e))?;
-    for (c, color) in curves.iter().zip(COLORS.iter().cycle()) {
+    for (i, (c, color)) in curves.iter().zip(COLORS.iter().cycle()).enumerate() {
         let color = *color;
+        let train = c.train.iter().filter(finite).copied();
+        let valid = || c.valid.iter().filter(finite).copied();
         chart
-            .draw_series(LineSeries::new(
-                c.train.iter().filter(below).copied(),
-                color.mix(0.5),
-            ))
+            .draw_series(LineSeries::new(train, color.mix(0.5)))
             .map_err(|e| error(&e))?
             .label(format!("{} train (20-step mean)", c.label))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.mix(0.5)));
-        chart
-            .draw_series(LineSeries::new(
-                c.valid.iter().filter(below).copied(),
-                color.stroke_width(3),
+        let thick = color.stroke_width(3);
+        let legend = chart
+            .draw_series(DashedLineSeries::new(
+                valid(),
+                if i % 2 == 0 { 1000 } else { 10 },
+                if i % 2 == 0 { 0 } else { 6 },
+                thick,
             ))
-            .map_err(|e| error(&e))?
+            .map_err(|e| error(&e))?;
+        legend
             .label(format!("{} validation", c.label))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], thick));
+        let marker = |p: (f64, f64)| -> DynElement<'static, BitMapBackend<'_>, (f64, f64)> {
+            match i % 3 {
+                0 => Circle::new(p, 5, color.filled()).into_dyn(),
+                1 => TriangleMarker::new(p, 7, color.filled()).into_dyn(),
+                _ => Cross::new(p, 6, color.stroke_width(2)).into_dyn(),
+            }
+        };
         chart
-            .draw_series(
-                c.valid
-                    .iter()
-                    .filter(below)
-                    .map(|&p| Circle::new(p, 4, color.filled())),
-            )
+            .draw_series(valid().map(marker))
             .map_err(|e| error(&e))?;
     }
     finish(chart, &root, out)
@@ -217,12 +231,9 @@ pub fn render_memory(runs: &[RunResult], out: &Path, font: Option<&Path>) -> Res
     finish(chart, &root, out)
 }
 
-type Chart<'a, 'b> =
-    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
-
 /// The legend in the upper right, then the file written.
-fn finish<'a, 'b: 'a>(
-    mut chart: Chart<'a, 'b>,
+fn finish<'a, 'b: 'a, X: Ranged, Y: Ranged>(
+    mut chart: ChartContext<'a, BitMapBackend<'b>, Cartesian2d<X, Y>>,
     root: &DrawingArea<BitMapBackend<'b>, Shift>,
     out: &Path,
 ) -> Result<(), String> {

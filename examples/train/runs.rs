@@ -265,6 +265,20 @@ pub fn summary(backend: &str, runs: &[RunResult], baseline: &str) -> String {
         )
         .unwrap();
     }
+    if runs.iter().all(|r| r.peak.is_none()) {
+        writeln!(
+            s,
+            "\nMemory columns are n/a: no run measured device memory (the {backend} backend has none to read)."
+        )
+        .unwrap();
+    }
+    if backend == "cpu" {
+        writeln!(
+            s,
+            "On the cpu backend flashopt steps on its CPU reference, an interpreter of the plan, one instruction at a time; its ms/step is not a speed figure (docs/GPU.md has the kernels' times)."
+        )
+        .unwrap();
+    }
     let Some(base) = runs.iter().find(|r| r.label == baseline) else {
         return s;
     };
