@@ -1,7 +1,7 @@
 //! What README.md and docs/ state that code can check: the bytes-per-parameter table
 //! against the plans, and pages that speak to users (no private folders of the
-//! project's machines, no internal issue numbers). The README's and docs' Rust
-//! snippets are doctests of the `flashopt` crate (`src/lib.rs`).
+//! project's machines, no internal issue numbers), and every page with Rust snippets
+//! compiled as a crate's doctests.
 
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
@@ -38,8 +38,37 @@ fn the_readme_bytes_table_is_what_the_plans_store() {
     }
 }
 
+/// Each page with a ```rust block, and the crate root whose doctests include it.
+const COMPILED_PAGES: [(&str, &str); 5] = [
+    ("README.md", "src/lib.rs"),
+    ("docs/DSL.md", "src/lib.rs"),
+    ("docs/CHECKPOINTS.md", "src/lib.rs"),
+    ("docs/CANDLE.md", "flashopt-candle/src/lib.rs"),
+    ("docs/TRAINING.md", "flashopt-burn/src/lib.rs"),
+];
+
 #[test]
-fn pages_name_no_private_folders_or_issue_numbers() {
+fn every_rust_snippet_in_the_pages_is_a_doctest() {
+    for page in pages() {
+        if !read(&page).lines().any(|l| l.starts_with("```rust")) {
+            continue;
+        }
+        let Some((_, root)) = COMPILED_PAGES.iter().find(|(p, _)| *p == page) else {
+            panic!("{page} has Rust snippets but no crate compiles them as doctests")
+        };
+        let included = format!(
+            "include_str!(\"{}{page}\")",
+            "../".repeat(root.matches('/').count())
+        );
+        assert!(
+            read(root).contains(&included),
+            "{root} does not include {page} as doctests (`{included}`)"
+        );
+    }
+}
+
+/// README.md and every page under docs/.
+fn pages() -> Vec<String> {
     let mut pages = vec!["README.md".to_string()];
     for entry in
         std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")).unwrap()
@@ -49,6 +78,13 @@ fn pages_name_no_private_folders_or_issue_numbers() {
             pages.push(format!("docs/{name}"));
         }
     }
+    pages.sort();
+    pages
+}
+
+#[test]
+fn pages_name_no_private_folders_or_issue_numbers() {
+    let pages = pages();
     assert!(pages.len() > 5, "{pages:?}");
     for page in &pages {
         for (i, line) in read(page).lines().enumerate() {

@@ -77,6 +77,11 @@ pub use flashopt_runtime::{NonFinite, StepOutcome};
 pub use host::HostOptimizer;
 pub use params::ParamInfo;
 
+/// docs/TRAINING.md's snippet, compiled as a doctest (it needs a CUDA device to run).
+#[cfg(all(doctest, feature = "cuda"))]
+#[doc = include_str!("../../docs/TRAINING.md")]
+pub struct TrainingSnippets;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BurnError {
     #[error(transparent)]

@@ -51,6 +51,11 @@ pub use cuda::CudaFlashOptimizer;
 pub use flashopt_runtime::{NonFinite, StepOutcome};
 pub use optimizer::{FlashOptimizer, vars_by_name};
 
+/// docs/CANDLE.md's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/CANDLE.md")]
+pub struct CandleSnippets;
+
 /// What can go wrong between candle and flashopt; every message names the tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum CandleError {
