@@ -12,7 +12,7 @@
 use flashopt::Optimizer as _;
 use flashopt::ir::interp::GradBuf;
 use flashopt::optimizers::AdamW;
-use flashopt::{Codec, CpuOptimizer, MasterMode, OptimizerSpec, PlanConfig, TensorId};
+use flashopt::{CpuOptimizer, F32States, MasterMode, OptimizerSpec, PlanConfig, TensorId};
 use half::bf16;
 
 const SAMPLES: usize = 512;
@@ -107,11 +107,8 @@ fn main() {
     flash.set_learning_rate(2e-2).expect("in range");
     flash.set_hyper("weight_decay", 0.0).expect("in range");
 
-    let mut fp32_def = AdamW::definition();
-    for s in &mut fp32_def.states {
-        s.codec = Some(Codec::F32);
-    }
-    let mut fp32 = CpuOptimizer::new(&fp32_def, PlanConfig::f32()).expect("AdamW compiles");
+    let mut fp32 = CpuOptimizer::for_spec(&F32States(AdamW::default()), PlanConfig::f32_params())
+        .expect("AdamW compiles");
     fp32.set_learning_rate(2e-2).expect("in range");
     fp32.set_hyper("weight_decay", 0.0).expect("in range");
 

@@ -31,7 +31,7 @@ pub use flashopt_ir as ir;
 /// }
 ///
 /// let spec = Signum { lr: 0.25, ..Signum::default() };
-/// let mut opt = CpuOptimizer::for_spec(&spec, PlanConfig::f32()).unwrap();
+/// let mut opt = CpuOptimizer::for_spec(&spec, PlanConfig::f32_params()).unwrap();
 /// let w = opt.add_tensor("w", &[1.0, -1.0, 0.0]).unwrap();
 /// opt.step(&[GradBuf::F32(&[2.0, -3.0, 0.0])]).unwrap();
 /// assert_eq!(opt.master(w), vec![0.75, -0.75, 0.0]);
@@ -40,7 +40,9 @@ pub use flashopt_macros::optimizer;
 pub use flashopt_runtime as runtime;
 
 pub use flashopt_ir::interp::{GradBuf, HostTensor};
-pub use flashopt_ir::{Codec, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind};
+pub use flashopt_ir::{
+    Codec, F32States, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind,
+};
 #[cfg(feature = "gpu")]
 pub use flashopt_runtime::GpuOptimizer;
 #[cfg(feature = "gpu")]

@@ -15,7 +15,7 @@
 //! assert_eq!(opt.plan().traffic().total(), 12.25);
 //! // Ranges are checked when the optimizer is built, naming the value.
 //! let bad = AdamW { b2: 1.5, ..AdamW::default() };
-//! let err = CpuOptimizer::for_spec(&bad, PlanConfig::f32()).unwrap_err();
+//! let err = CpuOptimizer::for_spec(&bad, PlanConfig::f32_params()).unwrap_err();
 //! assert_eq!(err.to_string(), "hyper-parameter `b2` = 1.5 is outside its range [0.0, 1.0)");
 //! # let _ = &mut opt;
 //! ```

@@ -20,7 +20,7 @@ fn f32_master_trajectory_tracks_f64_adamw() {
     for s in &mut def.states {
         s.codec = Some(Codec::F32);
     }
-    let plan = compile(&def, PlanConfig::f32()).unwrap();
+    let plan = compile(&def, PlanConfig::f32_params()).unwrap();
     let mut hyper = HyperValues::defaults(&plan.hyper_params);
     hyper
         .set("lr", 1e-2)

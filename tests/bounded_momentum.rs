@@ -22,7 +22,8 @@ fn f32_states<S: OptimizerSpec>(spec: &S) -> CpuOptimizer {
     for s in &mut def.states {
         s.codec = Some(Codec::F32);
     }
-    let mut opt = CpuOptimizer::from_plan(flashopt::ir::compile(&def, PlanConfig::f32()).unwrap());
+    let mut opt =
+        CpuOptimizer::from_plan(flashopt::ir::compile(&def, PlanConfig::f32_params()).unwrap());
     for (h, value) in def
         .hyper_params
         .iter()

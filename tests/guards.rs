@@ -94,7 +94,7 @@ fn a_step_with_nan_or_inf_changes_nothing_and_says_where() {
     assert_eq!(opt.steps_taken(), 1, "a skipped step is not counted");
 
     // f32 gradients are scanned too; the next finite step proceeds as step 2.
-    let mut f32_opt = CpuOptimizer::for_spec(&AdamW::default(), PlanConfig::f32()).unwrap();
+    let mut f32_opt = CpuOptimizer::for_spec(&AdamW::default(), PlanConfig::f32_params()).unwrap();
     f32_opt.add_tensor("w", &[1.0, 2.0]).unwrap();
     let skipped = f32_opt
         .step(&[GradBuf::F32(&[f32::INFINITY, 0.0])])
@@ -141,7 +141,7 @@ fn check_numerics_needs_a_learning_rate() {
     let mut def = OptimizerDef::new("plain");
     def.hyper("step", 0.5, Range::at_least(0.0));
     def.assign("p", name("p") - name("step") * name("g"));
-    let mut opt = CpuOptimizer::new(&def, PlanConfig::f32()).unwrap();
+    let mut opt = CpuOptimizer::new(&def, PlanConfig::f32_params()).unwrap();
     opt.add_tensor("w", &[1.0]).unwrap();
     // A hyper-parameter's name does not make it the learning rate: the definition does.
     let err = opt.check_numerics_with(1.0).unwrap_err();
@@ -153,7 +153,7 @@ fn check_numerics_needs_a_learning_rate() {
     assert!(opt.set_learning_rate(0.1).is_err());
 
     def.learning_rate("step");
-    let mut opt = CpuOptimizer::new(&def, PlanConfig::f32()).unwrap();
+    let mut opt = CpuOptimizer::new(&def, PlanConfig::f32_params()).unwrap();
     opt.add_tensor("w", &[1.0]).unwrap();
     let err = opt.check_numerics().unwrap_err();
     assert!(matches!(err, RuntimeError::NoMinStep { .. }), "{err}");

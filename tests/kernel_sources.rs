@@ -25,7 +25,7 @@ fn configs() -> Vec<(String, String, PlanConfig)> {
         master: MasterMode::Int8,
     };
     out.push(("adamw".into(), "f16_24".into(), f16));
-    out.push(("adamw".into(), "f32".into(), PlanConfig::f32()));
+    out.push(("adamw".into(), "f32".into(), PlanConfig::f32_params()));
     out
 }
 
@@ -139,7 +139,7 @@ fn hipcc_accepts_the_hip_source_when_present() {
     .any(|p| std::path::Path::new(p).exists());
     let adamw = optimizers::by_name("adamw").unwrap();
     for (label, config) in [
-        ("f32", PlanConfig::f32()),
+        ("f32", PlanConfig::f32_params()),
         (
             "f16_24",
             PlanConfig {

@@ -46,7 +46,7 @@ fn adamw_with_other_dtypes() {
                 master: MasterMode::Int8,
             },
         ),
-        ("f32", PlanConfig::f32()),
+        ("f32", PlanConfig::f32_params()),
     ] {
         let plan = compile(&AdamW::definition(), config).unwrap();
         insta::assert_snapshot!(format!("adamw_plan_{label}"), plan.to_string());
@@ -81,7 +81,7 @@ fn adamw_24_bit_moves_12_25_bytes_per_parameter() {
     assert_eq!(plan.resident_bytes_per_param(), 5.125);
     // A 33-element tensor has two groups, the second short: scales are not prorated.
     assert_eq!(plan.bytes_for(33), (33 * 7 + 2 * 4, 33 * 5 + 2 * 4));
-    let fp32 = AdamW::plan(PlanConfig::f32()).unwrap();
+    let fp32 = AdamW::plan(PlanConfig::f32_params()).unwrap();
     assert_eq!(
         fp32.traffic().total(),
         4.0 + 4.0 + 2.0 * (1.0 + 1.0 / 16.0) + 4.0 + 2.0 * (1.0 + 1.0 / 16.0)

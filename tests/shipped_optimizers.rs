@@ -12,7 +12,7 @@ mod common;
 use common::{Rng, powif};
 use flashopt::ir::interp::{GradBuf, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
-use flashopt::{Codec, CpuOptimizer, Optimizer, OptimizerSpec, PlanConfig};
+use flashopt::{Codec, CpuOptimizer, F32States, Optimizer, OptimizerSpec, PlanConfig};
 
 const N: usize = 1000;
 const STEPS: u64 = 6;
@@ -29,7 +29,14 @@ fn check<S: OptimizerSpec>(spec: &S, reference: impl Fn(&mut [f32], &mut [Vec<f3
     for s in &mut def.states {
         s.codec = Some(Codec::F32);
     }
-    let plan = flashopt::ir::compile(&def, PlanConfig::f32()).unwrap();
+    let plan = flashopt::ir::compile(&def, PlanConfig::f32_params()).unwrap();
+    // F32States is this optimizer in fp32: the same plan.
+    let f32_states = F32States::<S>::plan(PlanConfig::f32_params()).unwrap();
+    assert_eq!(f32_states.to_string(), plan.to_string(), "{}", S::NAME);
+    assert_eq!(
+        f32_states.resident_bytes_per_param(),
+        4.0 * (1 + def.states.len()) as f64
+    );
     let mut opt = CpuOptimizer::from_plan(plan);
     for (name, value) in def
         .hyper_params
@@ -218,7 +225,14 @@ fn element_rule_agrees<S: OptimizerSpec, const K: usize>(spec: &S, rule: Element
     for s in &mut def.states {
         s.codec = Some(Codec::F32);
     }
-    let plan = flashopt::ir::compile(&def, PlanConfig::f32()).unwrap();
+    let plan = flashopt::ir::compile(&def, PlanConfig::f32_params()).unwrap();
+    // F32States is this optimizer in fp32: the same plan.
+    let f32_states = F32States::<S>::plan(PlanConfig::f32_params()).unwrap();
+    assert_eq!(f32_states.to_string(), plan.to_string(), "{}", S::NAME);
+    assert_eq!(
+        f32_states.resident_bytes_per_param(),
+        4.0 * (1 + def.states.len()) as f64
+    );
     let mut opt = CpuOptimizer::from_plan(plan.clone());
     for (name, value) in def
         .hyper_params
@@ -288,7 +302,7 @@ fn compiled_element_rules_agree_with_the_interpreter() {
     // The plan's host scalars: the rule's, which `element_rule` takes, then the
     // reciprocals of the divisors among them (`passes::reciprocals`: `1 - b1^t`,
     // `1 - b2^t`), which only the plan's programs read.
-    let plan = AdamW::plan(PlanConfig::f32()).unwrap();
+    let plan = AdamW::plan(PlanConfig::f32_params()).unwrap();
     let (rule, derived) = plan.host.scalars.split_at(AdamW::SCALARS);
     assert!(rule.iter().all(|s| !s.reciprocal));
     assert_eq!(derived.len(), 2);

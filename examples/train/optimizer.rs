@@ -1,9 +1,8 @@
 //! What a run steps with: the rule (`--optimizer`) and, from the run's label, where
 //! it computes and how flashopt stores the parameters and states.
 
-use flashopt::ir::{HyperError, HyperValues, OptimizerDef};
 use flashopt::optimizers::{AdamW, Lion, Sgd};
-use flashopt::{Codec, MasterMode, OptimizerSpec, PlanConfig};
+use flashopt::{F32States, MasterMode, OptimizerSpec, PlanConfig};
 
 /// The update rule of every flashopt run in a process (`--optimizer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +101,8 @@ pub enum Storage {
     Master24,
     /// bf16 parameters, int16 corrections (32-bit master), 8-bit states.
     Master32,
-    /// f32 parameters and f32 states: the same rule in fp32, the reference the
-    /// compressed runs are gated against.
+    /// f32 parameters and f32 states ([`F32States`]): the same rule in fp32, the
+    /// reference the compressed runs are gated against.
     Exact,
 }
 
@@ -112,7 +111,7 @@ impl Storage {
         match self {
             Storage::Master24 => PlanConfig::bf16(MasterMode::Int8),
             Storage::Master32 => PlanConfig::bf16(MasterMode::Int16),
-            Storage::Exact => PlanConfig::f32(),
+            Storage::Exact => PlanConfig::f32_params(),
         }
     }
 }
@@ -216,26 +215,6 @@ impl RunKind {
     }
 }
 
-/// `S`'s rule with every state stored as f32: with [`PlanConfig::f32`], the
-/// optimizer in fp32, the same operations on unrounded values.
-pub struct Exact<S>(pub S);
-
-impl<S: OptimizerSpec> OptimizerSpec for Exact<S> {
-    const NAME: &'static str = S::NAME;
-
-    fn definition() -> OptimizerDef {
-        let mut def = S::definition();
-        for state in &mut def.states {
-            state.codec = Some(Codec::F32);
-        }
-        def
-    }
-
-    fn hyper_values(&self) -> Result<HyperValues, HyperError> {
-        self.0.hyper_values()
-    }
-}
-
 /// What runs with a flashopt optimizer of any type: [`with_optimizer`] calls it with
 /// the run's.
 pub trait WithOptimizer {
@@ -254,7 +233,7 @@ pub fn with_optimizer<F: WithOptimizer>(
 ) -> F::Output {
     fn stored<S: OptimizerSpec, F: WithOptimizer>(spec: S, storage: Storage, f: F) -> F::Output {
         match storage {
-            Storage::Exact => f.run(&Exact(spec), storage.config()),
+            Storage::Exact => f.run(&F32States(spec), storage.config()),
             _ => f.run(&spec, storage.config()),
         }
     }

@@ -267,7 +267,7 @@ fn a_checkpoint_restores_the_variables_and_the_run_continues_identically() {
 fn integer_variables_are_left_out_as_candle_does() {
     let w = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
     let count = Var::new(&[3u32], &Device::Cpu).unwrap();
-    let config = Config::new(&AdamW::default(), PlanConfig::f32()).unwrap();
+    let config = Config::new(&AdamW::default(), PlanConfig::f32_params()).unwrap();
     let opt = FlashOptimizer::new(vec![count, w], config).unwrap();
     assert_eq!(opt.vars().len(), 1);
     assert_eq!(

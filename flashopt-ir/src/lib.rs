@@ -78,6 +78,50 @@ pub trait OptimizerSpec {
     }
 }
 
+/// `S` with every state stored as plain f32 instead of its declared codec. With
+/// [`PlanConfig::f32_params`] it is the optimizer in fp32 (f32 parameters, gradients
+/// and states: 12 bytes per parameter for AdamW), the same operations on unrounded
+/// values: the reference a compressed run is compared with.
+///
+/// ```
+/// use flashopt_ir::{Codec, F32States, OptimizerSpec, PlanConfig};
+/// # use flashopt_ir::def::*;
+/// # struct Sgd;
+/// # impl OptimizerSpec for Sgd {
+/// #     const NAME: &'static str = "sgd";
+/// #     fn definition() -> OptimizerDef {
+/// #         let mut d = OptimizerDef::new("sgd");
+/// #         d.hyper("lr", 0.1, Range::at_least(0.0)).learning_rate("lr");
+/// #         d.state("m", flashopt_ir::StateKind::Signed);
+/// #         d.assign("m", name("m") * 0.9 + name("g"));
+/// #         d.assign("p", name("p") - name("lr") * name("m"));
+/// #         d
+/// #     }
+/// #     fn hyper_values(&self) -> Result<flashopt_ir::HyperValues, flashopt_ir::HyperError> {
+/// #         Ok(flashopt_ir::HyperValues::defaults(&Self::definition().hyper_params))
+/// #     }
+/// # }
+/// let plan = F32States::<Sgd>::plan(PlanConfig::f32_params()).unwrap();
+/// assert_eq!(plan.resident_bytes_per_param(), 8.0); // f32 parameter + f32 momentum
+/// ```
+pub struct F32States<S>(pub S);
+
+impl<S: OptimizerSpec> OptimizerSpec for F32States<S> {
+    const NAME: &'static str = S::NAME;
+
+    fn definition() -> OptimizerDef {
+        let mut def = S::definition();
+        for state in &mut def.states {
+            state.codec = Some(Codec::F32);
+        }
+        def
+    }
+
+    fn hyper_values(&self) -> Result<HyperValues, HyperError> {
+        self.0.hyper_values()
+    }
+}
+
 /// Any failure on the way from a definition to a plan.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum CompileError {

@@ -23,7 +23,8 @@ pub struct PlanConfig {
 }
 
 impl PlanConfig {
-    /// bf16 parameters and gradients with the given master mode.
+    /// bf16 parameters and gradients with the given master mode (the states keep the
+    /// codecs their definition declares).
     pub fn bf16(master: MasterMode) -> PlanConfig {
         PlanConfig {
             param: FloatDtype::Bf16,
@@ -41,8 +42,10 @@ impl PlanConfig {
         }
     }
 
-    /// f32 parameters and gradients (no correction).
-    pub fn f32() -> PlanConfig {
+    /// f32 parameters and gradients (no correction). The states keep the codecs their
+    /// definition declares (8-bit for the shipped optimizers); `F32States` stores
+    /// them as f32 too.
+    pub fn f32_params() -> PlanConfig {
         PlanConfig {
             param: FloatDtype::F32,
             grad: FloatDtype::F32,

@@ -21,7 +21,7 @@ use crate::numerics::{self, StepOutcome};
 /// sgd.hyper("lr", 0.5, Range::at_least(0.0)).learning_rate("lr");
 /// sgd.assign("p", name("p") - name("lr") * name("g"));
 ///
-/// let mut opt = CpuOptimizer::new(&sgd, PlanConfig::f32()).unwrap();
+/// let mut opt = CpuOptimizer::new(&sgd, PlanConfig::f32_params()).unwrap();
 /// let w = opt.add_tensor("w", &[1.0, 2.0]).unwrap();
 /// opt.step(&[GradBuf::F32(&[1.0, -1.0])]).unwrap();
 /// assert_eq!(opt.master(w), vec![0.5, 2.5]);

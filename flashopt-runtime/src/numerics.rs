@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(format(PlanConfig::bf16(MasterMode::None)).1, 16);
         assert_eq!(format(PlanConfig::bf16(MasterMode::Int8)).1, 24);
         assert_eq!(format(PlanConfig::bf16(MasterMode::Int16)).1, 32);
-        assert_eq!(format(PlanConfig::f32()).1, 32);
+        assert_eq!(format(PlanConfig::f32_params()).1, 32);
     }
 
     #[test]

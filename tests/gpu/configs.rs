@@ -252,7 +252,7 @@ fn adamw_f16_and_f32_parameters() {
             grad: FloatDtype::F32,
             master: MasterMode::Int16,
         },
-        PlanConfig::f32(),
+        PlanConfig::f32_params(),
     ] {
         check::<AdamW>(
             "AdamW",

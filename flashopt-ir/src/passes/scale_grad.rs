@@ -76,7 +76,7 @@ mod tests {
             "p",
             name("p") - name("lr") * (name("g") + name("wd") * name("p")),
         );
-        compile(&def, PlanConfig::f32()).unwrap()
+        compile(&def, PlanConfig::f32_params()).unwrap()
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! let mut sgd = OptimizerDef::new("sgd");
 //! sgd.hyper("lr", 0.5, Range::at_least(0.0));
 //! sgd.assign("p", name("p") - name("lr") * name("g"));
-//! let plan = flashopt_ir::compile(&sgd, PlanConfig::f32()).unwrap();
+//! let plan = flashopt_ir::compile(&sgd, PlanConfig::f32_params()).unwrap();
 //! let hyper = HyperValues::defaults(&plan.hyper_params);
 //! let w = vec![1.0f32; 40]; // two groups of 32: one per rank
 //!
