@@ -77,7 +77,7 @@ fn train(opt: &mut CpuOptimizer, problem: &Problem, steps: usize, bf16_model: bo
                 values
             }
         };
-        let (wv, bv) = (model(opt.master(w)), model(opt.master(b)));
+        let (wv, bv) = (model(opt.master(w).unwrap()), model(opt.master(b).unwrap()));
         let (loss, grad_w, grad_b) = problem.loss_and_grad(&wv, bv[0]);
         curve.push(loss);
         if bf16_model {
@@ -150,8 +150,14 @@ fn main() {
     let loss_at = |w: &[f32], b: f32| problem.loss_and_grad(w, b).0;
     let round =
         |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect() };
-    let (fw, fb) = (flash.master(TensorId(0)), flash.master(TensorId(1)));
-    let (pw, pb) = (fp32.master(TensorId(0)), fp32.master(TensorId(1)));
+    let (fw, fb) = (
+        flash.master(TensorId(0)).unwrap(),
+        flash.master(TensorId(1)).unwrap(),
+    );
+    let (pw, pb) = (
+        fp32.master(TensorId(0)).unwrap(),
+        fp32.master(TensorId(1)).unwrap(),
+    );
     println!("\n== Why the bf16 run's loss stops higher\n");
     let flash_bf16 = loss_at(&round(fw.clone()), round(fb.clone())[0]);
     let flash_master = loss_at(&fw, fb[0]);

@@ -34,7 +34,7 @@ pub use flashopt_ir as ir;
 /// let mut opt = CpuOptimizer::for_spec(&spec, PlanConfig::f32_params()).unwrap();
 /// let w = opt.add_tensor("w", &[1.0, -1.0, 0.0]).unwrap();
 /// opt.step(&[GradBuf::F32(&[2.0, -3.0, 0.0])]).unwrap();
-/// assert_eq!(opt.master(w), vec![0.75, -0.75, 0.0]);
+/// assert_eq!(opt.master(w).unwrap(), vec![0.75, -0.75, 0.0]);
 /// ```
 pub use flashopt_macros::optimizer;
 pub use flashopt_runtime as runtime;

@@ -77,7 +77,11 @@ fn the_cap_changes_nothing_with_exact_states() {
             g[..1024].iter_mut().for_each(|x| *x = x.abs());
             a.step(&[GradBuf::F32(&g)]).unwrap();
             b.step(&[GradBuf::F32(&g)]).unwrap();
-            assert_eq!(bits(&a.master(ia)), bits(&b.master(ib)), "step {t}");
+            assert_eq!(
+                bits(&a.master(ia).unwrap()),
+                bits(&b.master(ib).unwrap()),
+                "step {t}"
+            );
         }
     }
 }
@@ -87,7 +91,7 @@ fn bf16(v: &[f32]) -> Vec<half::bf16> {
 }
 
 fn code(opt: &CpuOptimizer, id: TensorId, part: &str, i: usize) -> i32 {
-    match opt.tensor(id).part(opt.plan(), part) {
+    match opt.tensor(id).unwrap().part(opt.plan(), part) {
         Some(PartData::I8(c)) => i32::from(c[i]),
         Some(PartData::U8(c)) => i32::from(c[i]),
         other => panic!("{part}: {other:?}"),
@@ -132,16 +136,19 @@ fn runaway_is_capped(mut capped: CpuOptimizer, mut flashoptim: CpuOptimizer) {
     );
     // The cap binds on element 0 only.
     assert_eq!(
-        bits(&capped.master(ic)[1..]),
-        bits(&flashoptim.master(ifo)[1..])
+        bits(&capped.master(ic).unwrap()[1..]),
+        bits(&flashoptim.master(ifo).unwrap()[1..])
     );
 
-    let (before, capped_before) = (flashoptim.master(ifo)[0], capped.master(ic)[0]);
+    let (before, capped_before) = (
+        flashoptim.master(ifo).unwrap()[0],
+        capped.master(ic).unwrap()[0],
+    );
     let g: Vec<f32> = (0..32).map(|i| if i == 0 { 0.0 } else { 1.0 }).collect();
     capped.step(&[GradBuf::Bf16(&bf16(&g))]).unwrap();
     flashoptim.step(&[GradBuf::Bf16(&bf16(&g))]).unwrap();
-    let runaway = (flashoptim.master(ifo)[0] - before).abs();
-    let step = (capped.master(ic)[0] - capped_before).abs();
+    let runaway = (flashoptim.master(ifo).unwrap()[0] - before).abs();
+    let step = (capped.master(ic).unwrap()[0] - capped_before).abs();
     assert!(
         runaway > 100.0 * LR as f32,
         "flashoptim's arithmetic steps {runaway}"
@@ -150,8 +157,8 @@ fn runaway_is_capped(mut capped: CpuOptimizer, mut flashoptim: CpuOptimizer) {
     assert!(step < 2.0 * LR as f32, "the capped step {step}");
     // The other 31 elements step alike.
     assert_eq!(
-        bits(&capped.master(ic)[1..]),
-        bits(&flashoptim.master(ifo)[1..])
+        bits(&capped.master(ic).unwrap()[1..]),
+        bits(&flashoptim.master(ifo).unwrap()[1..])
     );
 }
 

@@ -59,7 +59,7 @@ fn adamw(master: MasterMode, steps: u32) -> CpuOptimizer {
 
 fn state(opt: &CpuOptimizer) -> (u64, Vec<flashopt::ir::interp::HostTensor>, String) {
     let tensors = (0..LENS.len())
-        .map(|i| opt.tensor(flashopt::TensorId(i)).clone())
+        .map(|i| opt.tensor(flashopt::TensorId(i)).unwrap().clone())
         .collect();
     (opt.steps_taken(), tensors, format!("{:?}", opt.hyper(0)))
 }
@@ -184,12 +184,17 @@ fn f32_masters_import_into_another_optimizer() {
     trained.export_f32(&path).unwrap();
     let mut other = adamw(MasterMode::Int8, 0);
     let states_before: Vec<_> = (0..3)
-        .map(|i| other.tensor(flashopt::TensorId(i)).parts[2..].to_vec())
+        .map(|i| other.tensor(flashopt::TensorId(i)).unwrap().parts[2..].to_vec())
         .collect();
     other.import_master_f32(&path).unwrap();
     for (i, before) in states_before.iter().enumerate() {
         let id = flashopt::TensorId(i);
-        for (a, b) in trained.master(id).iter().zip(other.master(id)) {
+        for (a, b) in trained
+            .master(id)
+            .unwrap()
+            .iter()
+            .zip(other.master(id).unwrap())
+        {
             // 24-bit master: the narrow bf16 value plus 7 bits of correction.
             assert!(
                 (a - b).abs() <= a.abs() * 2f32.powi(-14) + 1e-30,
@@ -197,7 +202,7 @@ fn f32_masters_import_into_another_optimizer() {
             );
         }
         // Parts after the parameter's two (param, correction) are the states'.
-        assert_eq!(&other.tensor(id).parts[2..], before, "states stay");
+        assert_eq!(&other.tensor(id).unwrap().parts[2..], before, "states stay");
     }
     assert_eq!(other.steps_taken(), 0);
 }

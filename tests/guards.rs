@@ -40,6 +40,25 @@ fn empty_tensors_and_non_finite_initial_values_are_refused() {
     opt.add_tensor("bias", &[0.0]).unwrap();
 }
 
+/// Ids are registration indices: one past this optimizer's tensors (from an optimizer
+/// with more of them) is an error on every accessor, as is a group that does not exist.
+#[test]
+fn unknown_tensor_ids_and_groups_are_errors() {
+    let mut bigger = adamw(1e-3);
+    let foreign = bigger.add_tensor("extra", &[1.0]).unwrap();
+    let opt = adamw(1e-3);
+    let unknown = "tensor id 2 does not exist (2 tensor(s))";
+    assert_eq!(opt.master(foreign).unwrap_err().to_string(), unknown);
+    assert_eq!(opt.param(foreign).unwrap_err().to_string(), unknown);
+    assert_eq!(opt.tensor(foreign).unwrap_err().to_string(), unknown);
+    assert_eq!(opt.tensor_info(foreign).unwrap_err().to_string(), unknown);
+    assert_eq!(
+        opt.learning_rate(1).unwrap_err().to_string(),
+        "parameter group 1 does not exist (1 group(s))"
+    );
+    assert_eq!(opt.tensor_info(TensorId(1)).unwrap().name, "head");
+}
+
 #[test]
 fn step_outcomes_say_what_happened() {
     assert_eq!(StepOutcome::Applied.to_string(), "applied");
@@ -64,8 +83,8 @@ fn a_step_with_nan_or_inf_changes_nothing_and_says_where() {
         StepOutcome::Applied
     );
     let before = (
-        opt.tensor(TensorId(0)).clone(),
-        opt.tensor(TensorId(1)).clone(),
+        opt.tensor(TensorId(0)).unwrap().clone(),
+        opt.tensor(TensorId(1)).unwrap().clone(),
     );
 
     let mut bad_head = head;
@@ -86,8 +105,8 @@ fn a_step_with_nan_or_inf_changes_nothing_and_says_where() {
     assert_eq!((tensor.as_str(), *index, *count), ("head", 7, 2));
     assert_eq!(
         (
-            opt.tensor(TensorId(0)).clone(),
-            opt.tensor(TensorId(1)).clone()
+            opt.tensor(TensorId(0)).unwrap().clone(),
+            opt.tensor(TensorId(1)).unwrap().clone()
         ),
         before
     );
@@ -218,8 +237,8 @@ fn clipping_scales_the_widened_gradient_like_torch() {
             .unwrap();
         for i in 0..2 {
             assert_eq!(
-                clipped.tensor(TensorId(i)),
-                by_hand.tensor(TensorId(i)),
+                clipped.tensor(TensorId(i)).unwrap(),
+                by_hand.tensor(TensorId(i)).unwrap(),
                 "step {step}, tensor {i}"
             );
         }
@@ -237,8 +256,14 @@ fn clipping_under_the_threshold_changes_nothing() {
     for opt in [&mut clipped, &mut plain] {
         opt.step(&[GradBuf::Bf16(&a), GradBuf::Bf16(&b)]).unwrap();
     }
-    assert_eq!(clipped.tensor(TensorId(0)), plain.tensor(TensorId(0)));
-    assert_eq!(clipped.tensor(TensorId(1)), plain.tensor(TensorId(1)));
+    assert_eq!(
+        clipped.tensor(TensorId(0)).unwrap(),
+        plain.tensor(TensorId(0)).unwrap()
+    );
+    assert_eq!(
+        clipped.tensor(TensorId(1)).unwrap(),
+        plain.tensor(TensorId(1)).unwrap()
+    );
     assert_eq!(plain.last_grad_norm(), None, "only measured when clipping");
 }
 
@@ -246,13 +271,13 @@ fn clipping_under_the_threshold_changes_nothing() {
 fn a_non_finite_step_is_skipped_before_clipping_sees_it() {
     let mut opt = adamw_with(PlanConfig::bf16(MasterMode::Int8));
     opt.set_grad_clipping(Some(1.0)).unwrap();
-    let before = opt.tensor(TensorId(1)).clone();
+    let before = opt.tensor(TensorId(1)).unwrap().clone();
     let mut b = bf16s([0.5; 40]);
     b[3] = bf16::INFINITY;
     let a = bf16s([0.0; 5]);
     let outcome = opt.step(&[GradBuf::Bf16(&a), GradBuf::Bf16(&b)]).unwrap();
     assert!(!outcome.applied());
-    assert_eq!(opt.tensor(TensorId(1)), &before);
+    assert_eq!(opt.tensor(TensorId(1)).unwrap(), &before);
     assert_eq!(opt.last_grad_norm(), None);
     let err = opt.set_grad_clipping(Some(-1.0)).unwrap_err();
     assert!(matches!(err, RuntimeError::MaxNorm(_)), "{err}");

@@ -83,7 +83,10 @@ fn run_ranks<S: OptimizerSpec + Sync>(
                         seen.params.push(
                             (0..LENS.len())
                                 .map(|i| {
-                                    PartData::round_from_f32(config.param, &opt.param(TensorId(i)))
+                                    PartData::round_from_f32(
+                                        config.param,
+                                        &opt.param(TensorId(i)).unwrap(),
+                                    )
                                 })
                                 .collect(),
                         );
@@ -129,7 +132,7 @@ fn equals_one_optimizer<S: OptimizerSpec + Sync>(
             assert!(reference.step(&bufs(&g)).unwrap().applied());
             let k = (step - 1) as usize;
             let want: Vec<HostTensor> = (0..LENS.len())
-                .map(|i| reference.tensor(TensorId(i)).clone())
+                .map(|i| reference.tensor(TensorId(i)).unwrap().clone())
                 .collect();
             for (rank, seen) in ranks.iter().enumerate() {
                 for (i, p) in seen.params[k].iter().enumerate() {
@@ -222,12 +225,14 @@ fn one_step(world: usize, grads_of: impl Fn(usize) -> Vec<PartData> + Sync) -> V
                     let mut opt =
                         ShardedCpuOptimizer::for_spec(&AdamW::default(), config, &tensors, c)
                             .unwrap();
-                    let before: Vec<Vec<f32>> =
-                        (0..LENS.len()).map(|i| opt.param(TensorId(i))).collect();
+                    let before: Vec<Vec<f32>> = (0..LENS.len())
+                        .map(|i| opt.param(TensorId(i)).unwrap())
+                        .collect();
                     let g = grads_of(rank);
                     let result = opt.step(&bufs(&g));
-                    let after: Vec<Vec<f32>> =
-                        (0..LENS.len()).map(|i| opt.param(TensorId(i))).collect();
+                    let after: Vec<Vec<f32>> = (0..LENS.len())
+                        .map(|i| opt.param(TensorId(i)).unwrap())
+                        .collect();
                     (result, before != after, opt.steps_taken())
                 })
             })

@@ -63,7 +63,7 @@ fn state(ranks: &[Rank]) -> Vec<Vec<u8>> {
         .flat_map(|t| t.parts.iter().map(part_bytes))
         .collect();
     for i in 0..LENS.len() {
-        let p = PartData::round_from_f32(FloatDtype::Bf16, &ranks[0].param(TensorId(i)));
+        let p = PartData::round_from_f32(FloatDtype::Bf16, &ranks[0].param(TensorId(i)).unwrap());
         out.push(part_bytes(&p));
     }
     out

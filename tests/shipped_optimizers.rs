@@ -57,14 +57,14 @@ fn check<S: OptimizerSpec>(spec: &S, reference: impl Fn(&mut [f32], &mut [Vec<f3
         reference(&mut p, &mut states, &g, t);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(
-            bits(&opt.master(id)),
+            bits(&opt.master(id).unwrap()),
             bits(&p),
             "{} step {t}: parameters",
             S::NAME
         );
         for (k, state) in states.iter().enumerate() {
             let part = format!("{}::codes", def.states[k].name);
-            let Some(PartData::F32(ours)) = opt.tensor(id).part(opt.plan(), &part) else {
+            let Some(PartData::F32(ours)) = opt.tensor(id).unwrap().part(opt.plan(), &part) else {
                 panic!("{part}")
             };
             assert_eq!(bits(ours), bits(state), "{} step {t}: state {k}", S::NAME);
@@ -254,7 +254,7 @@ fn element_rule_agrees<S: OptimizerSpec, const K: usize>(spec: &S, rule: Element
         for i in 0..256 {
             (p[i], states[i]) = rule(p[i], g[i], states[i], &scalars);
         }
-        let master = opt.master(id);
+        let master = opt.master(id).unwrap();
         for i in 0..256 {
             assert_eq!(
                 master[i].to_bits(),

@@ -122,7 +122,7 @@ pub fn train<S: flashopt::OptimizerSpec>(
     let w = opt.add_tensor("w", &problem.initial()).expect("one tensor");
     let mut losses = Vec::with_capacity(steps);
     for _ in 0..steps {
-        let (loss, grad) = problem.loss_and_grad(&opt.param(w));
+        let (loss, grad) = problem.loss_and_grad(&opt.param(w).unwrap());
         losses.push(loss);
         let grad: Vec<bf16> = grad.iter().map(|&g| bf16::from_f32(g)).collect();
         opt.step(&[GradBuf::Bf16(&grad)])

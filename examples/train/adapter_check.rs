@@ -130,7 +130,9 @@ pub fn check_adapter(steps: usize) -> bool {
                 .iter()
                 .enumerate()
                 .map(|(i, (_, g))| match g.is_empty() {
-                    true => vec![half::bf16::ZERO; cpu.tensor_info(flashopt::TensorId(i)).len],
+                    true => {
+                        vec![half::bf16::ZERO; cpu.tensor_info(flashopt::TensorId(i)).unwrap().len]
+                    }
                     false => g.iter().map(|&x| half::bf16::from_f32(x)).collect(),
                 })
                 .collect();
@@ -141,7 +143,7 @@ pub fn check_adapter(steps: usize) -> bool {
                 .download()
                 .iter()
                 .enumerate()
-                .filter(|(i, (_, t))| t == cpu.tensor(flashopt::TensorId(*i)))
+                .filter(|(i, (_, t))| t == cpu.tensor(flashopt::TensorId(*i)).unwrap())
                 .count();
             println!(
                 "  the GPU state after step 1 equals the CPU reference stepped with the GPU's gradients in {same} of {} tensors",

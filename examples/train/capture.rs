@@ -221,7 +221,7 @@ fn adam_cap(b1: f64, b2: f64, t: f64) -> f64 {
 /// widened).
 fn part_value(opt: &CpuOptimizer, id: TensorId, name: &str, k: usize) -> f32 {
     use flashopt::ir::interp::PartData;
-    match opt.tensor(id).part(opt.plan(), name) {
+    match opt.tensor(id).unwrap().part(opt.plan(), name) {
         Some(PartData::I8(c)) => f32::from(c[k]),
         Some(PartData::U8(c)) => f32::from(c[k]),
         Some(PartData::F16(c)) => c[k].to_f32(),
@@ -300,7 +300,10 @@ fn replay_step(capture: &Capture, step: usize) -> (String, bool) {
     let mut differing = 0usize;
     let mut total = 0usize;
     for (i, _) in tensors.iter().enumerate() {
-        let (a, b) = (cpu.tensor(TensorId(i)), gpu_after.tensor(TensorId(i)));
+        let (a, b) = (
+            cpu.tensor(TensorId(i)).unwrap(),
+            gpu_after.tensor(TensorId(i)).unwrap(),
+        );
         for (pa, pb) in a.parts.iter().zip(&b.parts) {
             let (va, vb) = (pa.view(), pb.view());
             let count = pa.len();
@@ -330,7 +333,7 @@ fn replay_step(capture: &Capture, step: usize) -> (String, bool) {
     let mut over_flagged = 0usize;
     for (i, (name, len)) in tensors.iter().enumerate() {
         let id = TensorId(i);
-        let (m0, m1) = (before.master(id), cpu.master(id));
+        let (m0, m1) = (before.master(id).unwrap(), cpu.master(id).unwrap());
         let flagged = flagged_elements(&before, id);
         let mut over = 0usize;
         let mut far_over = 0usize;
@@ -401,7 +404,7 @@ fn element(part: flashopt::ir::interp::PartRef<'_>, k: usize) -> u32 {
 
 /// The elements of one tensor `state_health` counts, by index.
 fn flagged_elements(opt: &CpuOptimizer, id: TensorId) -> HashSet<usize> {
-    zero_denominator_elements(opt.plan(), opt.tensor(id))
+    zero_denominator_elements(opt.plan(), opt.tensor(id).unwrap())
         .unwrap_or_default()
         .into_iter()
         .collect()

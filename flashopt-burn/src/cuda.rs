@@ -114,15 +114,15 @@ impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                CubeTensor::new_contiguous(
+                Ok(CubeTensor::new_contiguous(
                     client.clone(),
                     device.clone(),
                     Shape::from(p.shape.clone()),
-                    gpu.param_handle(TensorId(i)),
+                    gpu.param_handle(TensorId(i))?,
                     dtype,
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, flashopt_runtime::RuntimeError>>()?;
         let opt = DeviceOptimizer {
             gpu,
             index: params::index_of(&params),
@@ -226,7 +226,10 @@ impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
     {
         self.gpu.load(path)?;
         for (i, view) in self.views.iter_mut().enumerate() {
-            view.handle = self.gpu.param_handle(TensorId(i));
+            view.handle = self
+                .gpu
+                .param_handle(TensorId(i))
+                .expect("a loaded checkpoint keeps the registered tensors");
         }
         Ok(self.attach::<F, I, BT, M>(module))
     }

@@ -63,7 +63,10 @@ impl HostOptimizer {
     /// The module with every parameter set to the optimizer's narrow values.
     fn write_back<B: AutodiffBackend, M: AutodiffModule<B>>(&self, module: M) -> M {
         let mut make = |i: usize, shape: Vec<usize>, device: &B::Device| {
-            let values = self.cpu.param(TensorId(i));
+            let values = self
+                .cpu
+                .param(TensorId(i))
+                .expect("every parameter was registered, in this order");
             let data = TensorData::new(values, shape).convert::<B::FloatElem>();
             let t = B::float_from_data(data, device);
             match self.module_dtype {

@@ -57,9 +57,9 @@ impl CudaFlashOptimizer {
         let tensors: Vec<(String, HostTensor)> = (0..kept.len())
             .map(|i| {
                 let id = TensorId(i);
-                (cpu.tensor_info(id).name.clone(), cpu.tensor(id).clone())
+                Ok((cpu.tensor_info(id)?.name.clone(), cpu.tensor(id)?.clone()))
             })
-            .collect();
+            .collect::<Result<_, flashopt_runtime::RuntimeError>>()?;
         let gpu =
             GpuOptimizer::from_host(client, cpu.plan().clone(), cpu.hyper(0).clone(), tensors)?;
         let opt = CudaFlashOptimizer {
@@ -109,7 +109,7 @@ impl CudaFlashOptimizer {
         self.bind_context()?;
         for (i, g) in narrow.iter().enumerate() {
             let id = TensorId(i);
-            let dst = base + (self.gpu.tensor_range(id).start * size) as u64;
+            let dst = base + (self.gpu.tensor_range(id)?.start * size) as u64;
             match g {
                 // SAFETY: the gradient buffer holds the tensor's range; the source is
                 // a contiguous tensor of the same element count and dtype.
@@ -152,7 +152,9 @@ impl CudaFlashOptimizer {
     }
 
     fn name(&self, i: usize) -> &str {
-        &self.gpu.tensor_info(TensorId(i)).name
+        self.gpu
+            .tensor_info(TensorId(i))
+            .map_or("(unregistered)", |t| t.name.as_str())
     }
 
     /// cudarc's driver calls below act on the current context: candle's, the
@@ -184,7 +186,7 @@ impl CudaFlashOptimizer {
             Device::Cuda(self.device.clone())
                 .synchronize()
                 .map_err(in_tensor(name))?;
-            let src = base + (self.gpu.tensor_range(TensorId(i)).start * size) as u64;
+            let src = base + (self.gpu.tensor_range(TensorId(i))?.start * size) as u64;
             // SAFETY: `t` is a fresh contiguous tensor of the tensor's element count
             // in the parameter dtype; the parameter buffer holds the tensor's range.
             unsafe {

@@ -62,7 +62,7 @@ impl FlashOptimizer {
         let dtype = self.cpu.plan().config.grad;
         let mut rounded = Vec::with_capacity(self.vars.len());
         for (i, var) in self.vars.iter().enumerate() {
-            let name = &self.cpu.tensor_info(TensorId(i)).name;
+            let name = &self.cpu.tensor_info(TensorId(i))?.name;
             let values = match grad_of(grads, var, name)? {
                 None => vec![0.0; var.elem_count()],
                 Some(g) => to_f32(g).map_err(in_tensor(name))?,
@@ -116,8 +116,8 @@ impl FlashOptimizer {
         let mut made = Vec::with_capacity(self.vars.len());
         for (i, var) in self.vars.iter().enumerate() {
             let id = TensorId(i);
-            let name = &self.cpu.tensor_info(id).name;
-            let t = Tensor::from_vec(self.cpu.param(id), var.shape(), &Device::Cpu)
+            let name = &self.cpu.tensor_info(id)?.name;
+            let t = Tensor::from_vec(self.cpu.param(id)?, var.shape(), &Device::Cpu)
                 .and_then(|t| t.to_dtype(var.dtype()))
                 .and_then(|t| t.to_device(var.device()))
                 .map_err(in_tensor(name))?;
@@ -125,7 +125,7 @@ impl FlashOptimizer {
         }
         for (i, (var, t)) in self.vars.iter().zip(&made).enumerate() {
             var.set(t)
-                .map_err(in_tensor(&self.cpu.tensor_info(TensorId(i)).name))?;
+                .map_err(in_tensor(&self.cpu.tensor_info(TensorId(i))?.name))?;
         }
         Ok(())
     }

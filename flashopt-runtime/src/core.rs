@@ -288,10 +288,18 @@ pub trait Optimizer {
         self.core_mut().set_learning_rate(lr)
     }
 
-    /// A parameter group's learning rate.
+    /// A parameter group's learning rate; a group that does not exist is an error.
     fn learning_rate(&self, group: usize) -> Result<f64, RuntimeError> {
+        let hyper = self
+            .core()
+            .hyper
+            .get(group)
+            .ok_or(RuntimeError::UnknownGroup {
+                group,
+                groups: self.param_groups(),
+            })?;
         self.plan()
-            .learning_rate(self.hyper(group))
+            .learning_rate(hyper)
             .ok_or_else(|| RuntimeError::NoLearningRate {
                 optimizer: self.plan().optimizer.clone(),
             })
@@ -321,8 +329,10 @@ pub trait Optimizer {
     }
 
     /// A tensor's registered name, parameter group and length.
-    fn tensor_info(&self, id: TensorId) -> &TensorInfo {
-        &self.core().tensors[id.0]
+    /// A registered tensor's name, parameter group and length; an id past the
+    /// registered tensors (from an optimizer with more of them) is an error.
+    fn tensor_info(&self, id: TensorId) -> Result<&TensorInfo, RuntimeError> {
+        self.core().tensor(id)
     }
 
     /// flashoptim's `check_numerics`: the tensors whose largest weight a step of

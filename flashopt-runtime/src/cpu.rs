@@ -24,11 +24,11 @@ use crate::numerics::{self, StepOutcome};
 /// let mut opt = CpuOptimizer::new(&sgd, PlanConfig::f32_params()).unwrap();
 /// let w = opt.add_tensor("w", &[1.0, 2.0]).unwrap();
 /// opt.step(&[GradBuf::F32(&[1.0, -1.0])]).unwrap();
-/// assert_eq!(opt.master(w), vec![0.5, 2.5]);
+/// assert_eq!(opt.master(w).unwrap(), vec![0.5, 2.5]);
 /// // A bad gradient is refused and changes nothing.
 /// let err = opt.step(&[GradBuf::F32(&[1.0])]).unwrap_err();
 /// assert_eq!(err.to_string(), "tensor `w`: gradient: 1 elements, expected 2 (the parameter's length)");
-/// assert_eq!((opt.master(w), opt.steps_taken()), (vec![0.5, 2.5], 1));
+/// assert_eq!((opt.master(w).unwrap(), opt.steps_taken()), (vec![0.5, 2.5], 1));
 /// // The learning rate is the hyper-parameter the definition names.
 /// opt.set_learning_rate(0.25).unwrap();
 /// assert_eq!(opt.learning_rate(0).unwrap(), 0.25);
@@ -81,18 +81,20 @@ impl CpuOptimizer {
         Ok(id)
     }
 
-    pub fn tensor(&self, id: TensorId) -> &HostTensor {
-        &self.tensors[id.0]
+    /// A registered tensor's stored parts; an unknown id is an error.
+    pub fn tensor(&self, id: TensorId) -> Result<&HostTensor, RuntimeError> {
+        self.core.tensor(id)?;
+        Ok(&self.tensors[id.0])
     }
 
     /// The parameter values the model computes with: bf16/f16 widened to f32.
-    pub fn param(&self, id: TensorId) -> Vec<f32> {
-        self.tensors[id.0].param_f32()
+    pub fn param(&self, id: TensorId) -> Result<Vec<f32>, RuntimeError> {
+        Ok(self.tensor(id)?.param_f32())
     }
 
     /// The decoded f32 master weights of a tensor.
-    pub fn master(&self, id: TensorId) -> Vec<f32> {
-        self.tensors[id.0].master_f32(&self.core.plan)
+    pub fn master(&self, id: TensorId) -> Result<Vec<f32>, RuntimeError> {
+        Ok(self.tensor(id)?.master_f32(&self.core.plan))
     }
 
     /// One step of every tensor, one gradient per tensor in registration order.

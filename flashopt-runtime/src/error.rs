@@ -62,6 +62,8 @@ pub enum RuntimeError {
         "step() reads the gradient buffer, which was released (release_grad_buffer): use step_with_grads, or write gradients first (write_grads, copy_grad_from)"
     )]
     NoGradBuffer,
+    #[error("parameter group {group} does not exist ({groups} group(s))")]
+    UnknownGroup { group: usize, groups: usize },
     #[error("tensor id {id} does not exist ({tensors} tensor(s))")]
     UnknownTensor { id: usize, tensors: usize },
     #[error(

@@ -74,7 +74,7 @@ pub(crate) fn same(cpu: &CpuOptimizer, gpu: &Gpu) -> bool {
     gpu.download()
         .iter()
         .enumerate()
-        .all(|(i, (_, t))| same_bits(t, cpu.tensor(TensorId(i))))
+        .all(|(i, (_, t))| same_bits(t, cpu.tensor(TensorId(i)).unwrap()))
         && cpu.steps_taken() == gpu.steps_taken()
 }
 
@@ -229,7 +229,7 @@ fn clipping_and_the_device_scan() {
             .zip(&before)
             .all(|((_, a), (_, b))| same_bits(a, b))
     };
-    let at = gpu.tensor_range(TensorId(3)).start + 17;
+    let at = gpu.tensor_range(TensorId(3)).unwrap().start + 17;
     let set = |gpu: &Gpu, value: f32| unsafe {
         poke::launch::<bf16, CudaRuntime>(
             &client,
@@ -315,7 +315,7 @@ fn least_squares_1000_steps() {
     let start = Instant::now();
     let (mut cpu_loss, mut gpu_loss) = (0.0, 0.0);
     for _ in 0..1000 {
-        let (l, g) = loss_grad(&cpu.param(w));
+        let (l, g) = loss_grad(&cpu.param(w).unwrap());
         cpu_loss = l;
         cpu.step(&[GradBuf::Bf16(&g)]).unwrap();
         let on_gpu = gpu.download().remove(0).1;
@@ -328,7 +328,7 @@ fn least_squares_1000_steps() {
     let diff = last
         .master_f32(&plan)
         .iter()
-        .zip(cpu.master(w))
+        .zip(cpu.master(w).unwrap())
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     held(

@@ -129,7 +129,7 @@ fn check<S: OptimizerSpec + Sync>(label: &str, spec: &S, world: usize, poison: b
         reference.add_tensor(&format!("t{i}"), v).unwrap();
     }
     let infos: Vec<_> = (0..LENS.len())
-        .map(|i| reference.tensor_info(TensorId(i)).clone())
+        .map(|i| reference.tensor_info(TensorId(i)).unwrap().clone())
         .collect();
     let mut equal = true;
     for step in 1..=STEPS {
@@ -150,7 +150,8 @@ fn check<S: OptimizerSpec + Sync>(label: &str, spec: &S, world: usize, poison: b
                 "{label}: rank {rank}, step {step}"
             );
             for (i, p) in seen.params[k].iter().enumerate() {
-                equal &= part_bytes(p) == part_bytes(reference.tensor(TensorId(i)).param());
+                equal &=
+                    part_bytes(p) == part_bytes(reference.tensor(TensorId(i)).unwrap().param());
             }
         }
         let plan = reference.plan();
@@ -162,7 +163,7 @@ fn check<S: OptimizerSpec + Sync>(label: &str, spec: &S, world: usize, poison: b
                 .flat_map(|r| r.shards[k].iter().map(|(p, t)| (p, t))),
         );
         for (i, t) in whole.iter().enumerate() {
-            equal &= crate::same_bits(t, reference.tensor(TensorId(i)));
+            equal &= crate::same_bits(t, reference.tensor(TensorId(i)).unwrap());
         }
     }
     let line = format!(
@@ -246,7 +247,7 @@ fn cpu_world(world: usize, load: &Path, save: &Path) -> Vec<Vec<u8>> {
     let params = (0..LENS.len()).map(|i| {
         part_bytes(&PartData::round_from_f32(
             FloatDtype::Bf16,
-            &ranks[0].param(TensorId(i)),
+            &ranks[0].param(TensorId(i)).unwrap(),
         ))
     });
     state_bytes(&whole).chain(params).collect()

@@ -17,8 +17,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// in the plan's dtypes; a trainer on the same cubecl client (burn 0.21 uses
     /// cubecl 0.10 too) reads weights and writes gradients there in place, with no
     /// host copies, and calls [`Self::step`].
-    pub fn tensor_range(&self, id: TensorId) -> std::ops::Range<usize> {
-        self.segments[id.0].elements()
+    pub fn tensor_range(&self, id: TensorId) -> Result<std::ops::Range<usize>, RuntimeError> {
+        self.core.tensor(id)?;
+        Ok(self.segments[id.0].elements())
     }
 
     /// The flat buffer of narrow (or f32) parameters, every tensor's segment in it.
@@ -34,22 +35,26 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// The handle is not cut at the tensor's end: cubecl 0.10 reads such handles
     /// wrongly (burn's element-wise kernels saw zeros in their last 128 elements, a
     /// host read failed; docs/TRAINING.md).
-    pub fn param_handle(&self, id: TensorId) -> Handle {
-        self.segment_handle(PartRole::Param, id)
+    pub fn param_handle(&self, id: TensorId) -> Result<Handle, RuntimeError> {
+        self.core.tensor(id)?;
+        Ok(self.segment_handle(PartRole::Param, id))
     }
 
     /// As [`Self::param_handle`], for the tensor's gradient in the gradient buffer the
-    /// next step reads: a trainer may write the gradient there itself. Panics after
+    /// next step reads: a trainer may write the gradient there itself. An error after
     /// [`Self::release_grad_buffer`] (until something allocates it again).
-    pub fn grad_handle(&self, id: TensorId) -> Handle {
-        self.assert_grad_buffer();
-        self.segment_handle(PartRole::Gradient, id)
+    pub fn grad_handle(&self, id: TensorId) -> Result<Handle, RuntimeError> {
+        self.core.tensor(id)?;
+        if !self.flat_grads {
+            return Err(RuntimeError::NoGradBuffer);
+        }
+        Ok(self.segment_handle(PartRole::Gradient, id))
     }
 
     fn segment_handle(&self, role: PartRole, id: TensorId) -> Handle {
         let slot = self.part_slot(role);
         let size = self.layout[slot].element_bytes() as u64;
-        let start = self.tensor_range(id).start as u64;
+        let start = self.segments[id.0].elements().start as u64;
         self.buffers[slot].0.clone().offset_start(start * size)
     }
 

@@ -59,7 +59,7 @@ use layout::Segment;
 /// let hyper = HyperValues::defaults(&plan.hyper_params);
 /// let mut opt = GpuOptimizer::from_host(client, plan, hyper, vec![("w".into(), w)])?;
 /// // Every step: the forward pass reads the first 1000 bf16 values behind this handle...
-/// let weights = opt.param_handle(TensorId(0));
+/// let weights = opt.param_handle(TensorId(0))?;
 /// // ...the backward pass leaves a bf16 gradient in a buffer of its own...
 /// opt.copy_grad_from(TensorId(0), &my_grad)?;
 /// // ...and one launch updates the weights in place (skipped on NaN/Inf gradients).

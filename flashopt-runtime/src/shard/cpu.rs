@@ -212,10 +212,11 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
     }
 
     /// The parameter values the model computes with (every rank holds them all).
-    pub fn param(&self, id: TensorId) -> Vec<f32> {
-        self.params[id.0]
+    pub fn param(&self, id: TensorId) -> Result<Vec<f32>, RuntimeError> {
+        self.core.tensor(id)?;
+        Ok(self.params[id.0]
             .to_f32()
-            .expect("the parameter part holds floats")
+            .expect("the parameter part holds floats"))
     }
 
     /// This rank's pieces of tensors and their storage (parameter and states).

@@ -189,17 +189,24 @@ impl ShardedGpuOptimizer {
 
     /// A whole tensor's gradient in the buffer the next step reduces (its first
     /// `len` values, in the plan's gradient dtype).
-    pub fn grad_handle(&self, id: TensorId) -> Handle {
+    pub fn grad_handle(&self, id: TensorId) -> Result<Handle, RuntimeError> {
         let size = self.pieces_opt.plan().config.grad.size_bytes();
-        let start = self.segments[id.0].elements().start;
-        self.grads.clone().offset_start((start * size) as u64)
+        let start = self.segment(id)?.elements().start;
+        Ok(self.grads.clone().offset_start((start * size) as u64))
     }
 
     /// A whole tensor's parameters, which every step updates in place (on every rank).
-    pub fn param_handle(&self, id: TensorId) -> Handle {
+    pub fn param_handle(&self, id: TensorId) -> Result<Handle, RuntimeError> {
         let size = self.param_storage().size_bytes();
-        let start = self.segments[id.0].elements().start;
-        self.params.clone().offset_start((start * size) as u64)
+        let start = self.segment(id)?.elements().start;
+        Ok(self.params.clone().offset_start((start * size) as u64))
+    }
+
+    fn segment(&self, id: TensorId) -> Result<&Segment, RuntimeError> {
+        self.segments.get(id.0).ok_or(RuntimeError::UnknownTensor {
+            id: id.0,
+            tensors: self.segments.len(),
+        })
     }
 
     fn param_storage(&self) -> flashopt_ir::Storage {
@@ -261,8 +268,11 @@ impl ShardedGpuOptimizer {
                 count: 0,
             };
         };
-        let piece = (0..self.pieces.len())
-            .find(|&i| self.pieces_opt.tensor_info(TensorId(i)).name == found.tensor);
+        let piece = (0..self.pieces.len()).find(|&i| {
+            self.pieces_opt
+                .tensor_info(TensorId(i))
+                .is_ok_and(|t| t.name == found.tensor)
+        });
         if let Some(p) = piece.map(|i| &self.pieces[i]) {
             found.tensor = self.tensors[p.tensor].name.clone();
             found.index += p.elements.start;

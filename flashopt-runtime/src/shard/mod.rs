@@ -32,7 +32,7 @@
 //!                 let mut opt = ShardedCpuOptimizer::new(plan, hyper, &[("w", w)], c).unwrap();
 //!                 let g = vec![rank as f32; 40]; // summed: 0 + 1 = 1
 //!                 opt.step(&[GradBuf::F32(&g)]).unwrap();
-//!                 opt.param(TensorId(0))
+//!                 opt.param(TensorId(0)).unwrap()
 //!             })
 //!         })
 //!         .collect();
