@@ -287,3 +287,40 @@ fn a_non_finite_step_is_skipped_before_clipping_sees_it() {
         "a refused threshold changes nothing"
     );
 }
+
+/// `replace_tensors` checks the count, each tensor's length and every part against the
+/// plan before anything changes (the GPU's kernels write every registered element).
+#[test]
+fn replace_tensors_refuses_tensors_that_do_not_fit() {
+    use flashopt::HostTensor;
+    let mut opt = adamw(1e-3);
+    let before: Vec<HostTensor> = (0..2)
+        .map(|i| opt.tensor(TensorId(i)).unwrap().clone())
+        .collect();
+    let plan = opt.plan().clone();
+    let fresh = |n: usize| HostTensor::from_f32(&plan, &vec![0.5; n]);
+
+    let err = opt.replace_tensors(vec![fresh(4)]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "got 1 tensor(s) for 2 registered; pass one per tensor, in registration order"
+    );
+    let err = opt.replace_tensors(vec![fresh(4), fresh(41)]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor `head`: 41 elements, expected 40 (its registered length)"
+    );
+    let other = CpuOptimizer::for_spec(&AdamW::default(), PlanConfig::bf16(MasterMode::Int16))
+        .unwrap()
+        .plan()
+        .clone();
+    let err = opt
+        .replace_tensors(vec![fresh(4), HostTensor::from_f32(&other, &[0.5; 40])])
+        .unwrap_err();
+    assert!(err.to_string().starts_with("tensor `head`: "), "{err}");
+    for (i, t) in before.iter().enumerate() {
+        assert_eq!(opt.tensor(TensorId(i)).unwrap(), t, "nothing changed");
+    }
+    opt.replace_tensors(vec![fresh(4), fresh(40)]).unwrap();
+    assert_eq!(opt.master(TensorId(1)).unwrap(), vec![0.5; 40]);
+}

@@ -277,6 +277,15 @@ fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// For `map_err`: a restored state that does not fit the optimizer (the loader's checks
+/// make this unreachable for files it read), as a checkpoint error naming the file.
+pub(crate) fn unfit(path: &Path) -> impl FnOnce(crate::RuntimeError) -> CheckpointError + '_ {
+    move |e| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
 /// Save the compressed state (exactly the bytes the optimizer holds). Returns the
 /// file's size in bytes.
 pub fn save(

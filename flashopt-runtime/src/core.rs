@@ -37,6 +37,21 @@ pub fn check_initial_values(name: &str, values: &[f32]) -> Result<(), RuntimeErr
     }
 }
 
+/// Tensors checked against an optimizer's plan and registered tensors. Only
+/// [`Optimizer::replace_tensors`] makes one, so a back end storing them relies on the
+/// check (the GPU's kernels write every registered element without bounds checks).
+pub struct CheckedTensors(Vec<HostTensor>);
+
+impl CheckedTensors {
+    pub fn as_slice(&self) -> &[HostTensor] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<HostTensor> {
+        self.0
+    }
+}
+
 /// A registered tensor: its name, parameter group and length.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
@@ -211,8 +226,35 @@ pub trait Optimizer {
     /// them back).
     fn with_tensors<T>(&self, f: impl FnOnce(&[&HostTensor]) -> T) -> T;
 
-    /// Replace every tensor's stored parts (same tensors, checked to fit the plan).
-    fn replace_tensors(&mut self, tensors: Vec<HostTensor>);
+    /// Store tensors [`Self::replace_tensors`] checked (a back end implements this;
+    /// users call `replace_tensors`).
+    fn store_tensors(&mut self, tensors: CheckedTensors);
+
+    /// Replace every tensor's stored parts: one per registered tensor, in registration
+    /// order, each of its registered length, every part in the plan's storage and of
+    /// the plan's length. Everything is checked before anything changes; a mismatch
+    /// is an error naming the tensor.
+    fn replace_tensors(&mut self, tensors: Vec<HostTensor>) -> Result<(), RuntimeError> {
+        let core = self.core();
+        if tensors.len() != core.tensors.len() {
+            return Err(RuntimeError::TensorCount {
+                expected: core.tensors.len(),
+                found: tensors.len(),
+            });
+        }
+        for (info, t) in core.tensors.iter().zip(&tensors) {
+            if t.len() != info.len {
+                return Err(RuntimeError::TensorLength {
+                    name: info.name.clone(),
+                    expected: info.len,
+                    found: t.len(),
+                });
+            }
+            interp::check_tensor(&core.plan, t).map_err(RuntimeError::in_tensor(&info.name))?;
+        }
+        self.store_tensors(CheckedTensors(tensors));
+        Ok(())
+    }
 
     /// Called after the plan changed (gradient clipping turned on).
     fn plan_changed(&mut self) {}
@@ -419,7 +461,8 @@ pub trait Optimizer {
     fn load(&mut self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
         let core = self.core();
         let restored = checkpoint::load(path.as_ref(), &core.plan, &core.hyper, &core.expected())?;
-        self.replace_tensors(restored.tensors);
+        self.replace_tensors(restored.tensors)
+            .map_err(checkpoint::unfit(path.as_ref()))?;
         let core = self.core_mut();
         core.hyper = restored.hyper;
         core.steps_taken = restored.steps_taken;
@@ -443,8 +486,8 @@ pub trait Optimizer {
                 })
                 .collect()
         });
-        self.replace_tensors(tensors);
-        Ok(())
+        self.replace_tensors(tensors)
+            .map_err(checkpoint::unfit(path.as_ref()))
     }
 }
 

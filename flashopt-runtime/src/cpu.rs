@@ -5,7 +5,7 @@ use flashopt_ir::interp::{self, GradBuf, HostTensor};
 use flashopt_ir::{HyperValues, OptimizerDef, OptimizerSpec, Plan, PlanConfig};
 
 use crate::clip;
-use crate::core::{Core, Optimizer, TensorId, TensorInfo};
+use crate::core::{CheckedTensors, Core, Optimizer, TensorId, TensorInfo};
 use crate::error::RuntimeError;
 use crate::numerics::{self, StepOutcome};
 
@@ -190,12 +190,7 @@ impl Optimizer for CpuOptimizer {
         f(&refs)
     }
 
-    fn replace_tensors(&mut self, tensors: Vec<HostTensor>) {
-        assert_eq!(
-            tensors.len(),
-            self.tensors.len(),
-            "one per registered tensor"
-        );
-        self.tensors = tensors;
+    fn store_tensors(&mut self, tensors: CheckedTensors) {
+        self.tensors = tensors.into_vec();
     }
 }

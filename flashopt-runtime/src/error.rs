@@ -46,6 +46,16 @@ pub enum RuntimeError {
         "step got {found} gradient(s) for {expected} tensor(s); pass one per tensor, in registration order"
     )]
     GradCount { expected: usize, found: usize },
+    #[error(
+        "got {found} tensor(s) for {expected} registered; pass one per tensor, in registration order"
+    )]
+    TensorCount { expected: usize, found: usize },
+    #[error("tensor `{name}`: {found} elements, expected {expected} (its registered length)")]
+    TensorLength {
+        name: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("gradient clipping: max_norm must be positive and finite, got {0}")]
     MaxNorm(f64),
     #[error(

@@ -23,7 +23,7 @@ pub mod segments;
 pub mod shard;
 
 pub use checkpoint::CheckpointError;
-pub use core::{Core, Optimizer, TensorId, TensorInfo, check_initial_values};
+pub use core::{CheckedTensors, Core, Optimizer, TensorId, TensorInfo, check_initial_values};
 pub use cpu::CpuOptimizer;
 pub use error::RuntimeError;
 #[cfg(feature = "gpu")]

@@ -136,7 +136,7 @@ fn run<S: OptimizerSpec>(client: &Client, r: Run<'_>) -> Compared {
         }
         if r.shape.arithmetic == Arithmetic::Approximate {
             // Each step starts from the reference's state: one step's error, measured.
-            flashopt::Optimizer::replace_tensors(&mut gpu, cpu.clone());
+            flashopt::Optimizer::replace_tensors(&mut gpu, cpu.clone()).unwrap();
         }
     }
     c

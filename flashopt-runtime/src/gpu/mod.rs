@@ -27,7 +27,7 @@ pub use flashopt_cubecl::transfer::HostTransfers;
 use flashopt_ir::interp::{HostTensor, PartData};
 use flashopt_ir::{HyperValues, Plan};
 
-use crate::core::{Core, Optimizer, TensorInfo, check_tensors};
+use crate::core::{CheckedTensors, Core, Optimizer, TensorInfo, check_tensors};
 use crate::error::RuntimeError;
 use crate::numerics::{self, NonFinite};
 use crate::raw;
@@ -320,8 +320,8 @@ impl<R: HostTransfers> Optimizer for GpuOptimizer<R> {
 
     /// Fresh buffers for the new state: handles taken before (a trainer's views of
     /// the weights) must be taken again.
-    fn replace_tensors(&mut self, tensors: Vec<HostTensor>) {
-        let refs: Vec<&HostTensor> = tensors.iter().collect();
+    fn store_tensors(&mut self, tensors: CheckedTensors) {
+        let refs: Vec<&HostTensor> = tensors.as_slice().iter().collect();
         self.buffers = transfer::long_lived(&self.client, || self.upload(&refs));
         self.pending_non_finite = None;
         self.grads_scanned = false;

@@ -174,7 +174,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let step = self.core.steps_taken + 1;
         self.upload_scalars(step, grad_scale)?;
         // SAFETY: every buffer was sized for `self.groups` groups by `upload` (or
-        // rebound to one at least as long, `rebind`).
+        // rebound to one at least as long, `rebind`), from tensors checked against the
+        // registered ones: `from_host_grouped` registers each with its own length and
+        // checks its parts against the plan; `store_tensors` takes only
+        // `CheckedTensors`, one per registered tensor, of its length.
         unsafe {
             launch(
                 &self.client,

@@ -357,7 +357,9 @@ impl CheckpointedRank for ShardedGpuOptimizer {
             .pieces
             .iter()
             .map(|p| layout::cut(&plan, &whole[p.tensor], p));
-        self.pieces_opt.replace_tensors(cut.collect());
+        self.pieces_opt
+            .replace_tensors(cut.collect())
+            .expect("pieces cut from checked whole tensors fit the pieces' optimizer");
         let padded = self.comm.world() * self.layout.block_elements();
         let client = self.pieces_opt.client().clone();
         let params = whole.iter().map(|t| t.param());
