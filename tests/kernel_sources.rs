@@ -50,7 +50,7 @@ fn kernel_sources() {
             // cubecl marks what a target cannot do with `#error` (HIP has no warp sync).
             assert!(!source.contains("#error"), "{name} {label} {target:?}");
             // Parameters load as vectors of a unit's lanes (at most 16 bytes).
-            let lanes = KernelShape::default().lanes_per_unit;
+            let lanes = KernelShape::default().lanes_per_unit();
             let width = lanes.min(16 / config.param.size_bytes());
             assert!(
                 source.contains(&format!("_{width} ")),
@@ -234,7 +234,9 @@ fn gradient_regions_bind_a_buffer_each() {
         (Target::Cuda, "const __nv_bfloat16_4* __restrict__"),
         (Target::Hip, "const __hip_bfloat16_4* __restrict__"),
     ] {
-        let shape = KernelShape::default().with_gradient_regions(MAX_GRADIENT_REGIONS);
+        let shape = KernelShape::default()
+            .with_gradient_regions(MAX_GRADIENT_REGIONS)
+            .unwrap();
         let source = emit_shaped(&plan, target, shape).unwrap();
         assert_eq!(
             source.matches(gradient).count(),
@@ -247,4 +249,30 @@ fn gradient_regions_bind_a_buffer_each() {
             "{target:?}"
         );
     }
+}
+
+/// A kernel shape is built only through its checks: no shape the kernel cannot run
+/// (zero or uneven lanes would divide by zero or skip elements).
+#[test]
+fn kernel_shapes_the_kernel_cannot_run_are_refused() {
+    use flashopt_cubecl::bindings::MAX_GRADIENT_REGIONS;
+    for lanes in [0, 1, 3, 5, 64] {
+        assert_eq!(KernelShape::new(lanes), None, "{lanes} lanes");
+    }
+    for lanes in [4, 8, 16, 32] {
+        let shape = KernelShape::new(lanes).unwrap();
+        assert_eq!(
+            (shape.lanes_per_unit(), shape.units_per_group()),
+            (lanes, 32 / lanes)
+        );
+    }
+    let shape = KernelShape::default();
+    assert_eq!(shape.with_gradient_regions(0), None);
+    assert_eq!(shape.with_gradient_regions(MAX_GRADIENT_REGIONS + 1), None);
+    assert_eq!(
+        shape
+            .with_gradient_regions(MAX_GRADIENT_REGIONS)
+            .map(KernelShape::gradient_regions),
+        Some(MAX_GRADIENT_REGIONS)
+    );
 }

@@ -142,7 +142,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: Option<&Path>) -> Result<St
         (Vec::new(), BTreeMap::new())
     };
     let default_lanes = flashopt_cubecl::bindings::KernelShape::default()
-        .lanes_per_unit
+        .lanes_per_unit()
         .to_string();
     let mut out = String::new();
     writeln!(out, "Copy ceiling (read + write): {copy:.0} GB/s\n").unwrap();

@@ -180,7 +180,7 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
          step {:.4} ms, with the device gradient check {:.4} ms)",
         S::NAME,
         workload.name,
-        shape.arithmetic,
+        shape.arithmetic(),
         timing.duration_since(setup).as_secs_f64(),
         phases[0].1,
         rate("upload state", state_bytes),
@@ -387,12 +387,12 @@ fn run_on<R: HostTransfers>(out: &Path, selection: &Selection, needs: &str) -> R
             w.name,
             w.params(),
             w.tensors.len(),
-            shape.lanes_per_unit,
+            shape.lanes_per_unit(),
             m.ms,
             m.model_gbps,
             100.0 * m.model_gbps / copy,
             m.device_bytes_per_param,
-            shape.arithmetic.name(),
+            shape.arithmetic().name(),
         );
         println!("{line}");
         writeln!(csv, "{line}").expect("string write");

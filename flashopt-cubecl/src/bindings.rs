@@ -53,16 +53,18 @@ fn storage_type(storage: Storage) -> StorageType {
 pub(crate) const U32: StorageType = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
 pub(crate) const F32: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::F32));
 
-/// How the kernel spreads a group over units, and how it divides.
+/// How the kernel spreads a group over units, and how it divides. Built only
+/// through [`KernelShape::new`] and the `with_` methods, which refuse shapes the
+/// kernel cannot run (a unit count of zero, regions past the binding limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KernelShape {
     /// Elements each unit steps: 4, 8, 16 or 32 (then `32 / lanes` units share a group).
-    pub lanes_per_unit: usize,
-    pub arithmetic: Arithmetic,
+    pub(crate) lanes_per_unit: usize,
+    pub(crate) arithmetic: Arithmetic,
     /// Gradient bindings per launch: 1, or up to [`MAX_GRADIENT_REGIONS`] regions of
     /// consecutive groups, each reading its gradient from its own buffer (tensors'
     /// gradients where a trainer left them, stepped in one launch).
-    pub gradient_regions: usize,
+    pub(crate) gradient_regions: usize,
 }
 
 /// The most gradient regions a launch binds. Each costs the kernel a comparison and a
@@ -124,17 +126,28 @@ impl KernelShape {
         KernelShape { arithmetic, ..self }
     }
 
-    /// # Panics
-    /// Outside `1..=MAX_GRADIENT_REGIONS`.
-    pub fn with_gradient_regions(self, gradient_regions: usize) -> KernelShape {
-        assert!(
-            (1..=MAX_GRADIENT_REGIONS).contains(&gradient_regions),
-            "1 to {MAX_GRADIENT_REGIONS} gradient regions per launch"
-        );
-        KernelShape {
-            gradient_regions,
-            ..self
-        }
+    /// `None` outside `1..=MAX_GRADIENT_REGIONS`.
+    pub fn with_gradient_regions(self, gradient_regions: usize) -> Option<KernelShape> {
+        (1..=MAX_GRADIENT_REGIONS)
+            .contains(&gradient_regions)
+            .then_some(KernelShape {
+                gradient_regions,
+                ..self
+            })
+    }
+
+    /// Elements each unit steps: 4, 8, 16 or 32.
+    pub fn lanes_per_unit(self) -> usize {
+        self.lanes_per_unit
+    }
+
+    pub fn arithmetic(self) -> Arithmetic {
+        self.arithmetic
+    }
+
+    /// Gradient bindings per launch, 1 to [`MAX_GRADIENT_REGIONS`].
+    pub fn gradient_regions(self) -> usize {
+        self.gradient_regions
     }
 
     pub fn units_per_group(self) -> usize {

@@ -105,7 +105,12 @@ fn run(args: &[String]) -> Result<String, String> {
     let target = target.ok_or_else(|| format!("`--target` is required\n{USAGE}"))?;
     let shape = shape
         .with_arithmetic(arithmetic)
-        .with_gradient_regions(gradient_regions);
+        .with_gradient_regions(gradient_regions)
+        .ok_or_else(|| {
+            format!(
+                "`--gradient-regions`: 1 to {MAX_GRADIENT_REGIONS}, got {gradient_regions}\n{USAGE}"
+            )
+        })?;
     emit_shaped(&plan, target, shape).map_err(|e| e.to_string())
 }
 

@@ -134,7 +134,7 @@ fn run<S: OptimizerSpec>(client: &Client, r: Run<'_>) -> Compared {
                     .count() as u64;
             }
         }
-        if r.shape.arithmetic == Arithmetic::Approximate {
+        if r.shape.arithmetic() == Arithmetic::Approximate {
             // Each step starts from the reference's state: one step's error, measured.
             flashopt::Optimizer::replace_tensors(&mut gpu, cpu.clone()).unwrap();
         }

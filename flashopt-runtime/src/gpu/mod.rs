@@ -250,7 +250,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// Spread each group over units differently (tuning; the default shape is the
     /// measured best, see docs/BENCHMARKS.md). The buffers stay as they are.
     pub fn set_kernel_shape(&mut self, shape: KernelShape) {
-        let shape = shape.with_gradient_regions(1);
+        let shape = shape.with_gradient_regions(1).expect("one region");
         self.kernel = FusedStep::with_shape(&self.client, self.core.plan.clone(), shape);
         self.regions_kernel = regions_kernel(&self.client, &self.core.plan, &self.kernel);
         self.layout = self.kernel.buffers();
@@ -346,6 +346,9 @@ fn regions_kernel<R: Runtime>(
     plan: &Arc<Plan>,
     kernel: &FusedStep<R>,
 ) -> FusedStep<R> {
-    let shape = kernel.shape().with_gradient_regions(MAX_GRADIENT_REGIONS);
+    let shape = kernel
+        .shape()
+        .with_gradient_regions(MAX_GRADIENT_REGIONS)
+        .expect("the most regions a launch binds");
     FusedStep::with_shape(client, plan.clone(), shape)
 }
