@@ -233,3 +233,21 @@ fn saving_with_another_world_size_replaces_the_old_shards() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A stray file named like a shard of an impossible world (0 ranks, or a rank past
+/// its world) is an error naming it, on every rank, and nothing is loaded.
+#[test]
+fn stray_shard_files_of_impossible_worlds_are_refused() {
+    for stray in [
+        "shard-00000-of-00000.safetensors",
+        "shard-00003-of-00002.safetensors",
+    ] {
+        let dir = scratch("stray");
+        save_after_two_steps(2, &dir);
+        std::fs::write(dir.join(stray), b"not a shard").unwrap();
+        for err in load_error(2, &dir) {
+            assert!(err.contains(stray) && err.contains("cannot exist"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -60,21 +60,41 @@ fn piece_name(tensor: &str, first_element: usize) -> String {
     format!("{tensor}@{first_element}")
 }
 
-/// The world sizes of the shard files in `dir`.
+/// The world sizes of the shard files in `dir`. A file named like a shard whose
+/// rank or world cannot be (a world of 0 ranks, a rank past its world) is an error
+/// naming it.
 fn saved_worlds(dir: &Path) -> Result<Vec<usize>, CheckpointError> {
     let entries = std::fs::read_dir(dir).map_err(|source| CheckpointError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    let mut worlds: Vec<usize> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let rest = name.strip_prefix("shard-")?.strip_suffix(".safetensors")?;
-            let (_, world) = rest.split_once("-of-")?;
-            world.parse().ok()
-        })
-        .collect();
+    let mut worlds = Vec::new();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(rest) = name
+            .strip_prefix("shard-")
+            .and_then(|r| r.strip_suffix(".safetensors"))
+        else {
+            continue;
+        };
+        let Some((rank, world)) = rest.split_once("-of-") else {
+            continue;
+        };
+        let (Ok(rank), Ok(world)) = (rank.parse::<usize>(), world.parse::<usize>()) else {
+            continue;
+        };
+        if rank >= world {
+            return Err(CheckpointError::Corrupt {
+                path: entry.path(),
+                message: format!(
+                    "a shard of rank {rank} in a world of {world} rank(s) cannot exist; remove the file"
+                ),
+            });
+        }
+        worlds.push(world);
+    }
     worlds.sort_unstable();
     worlds.dedup();
     Ok(worlds)
