@@ -397,3 +397,63 @@ fn a_save_into_a_missing_folder_fails_and_names_the_path() {
     assert!(matches!(err, CheckpointError::Io { .. }));
     assert!(err.to_string().contains("no/such/folder"), "{err}");
 }
+
+/// Loading never panics, whatever the file holds: every truncation of a real
+/// checkpoint, every single-byte change of its header, and random bytes are each
+/// refused with an error (or, for a changed data byte, loaded), and a refused load
+/// changes nothing. Counts the cases it ran.
+#[test]
+fn loading_arbitrary_bytes_never_panics_and_changes_nothing_on_error() {
+    let dir = scratch("fuzz");
+    let path = dir.join("c.safetensors");
+    adamw(MasterMode::Int8, 2).save(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let mut opt = adamw(MasterMode::Int8, 1);
+    let before = state(&opt);
+    let probe = dir.join("probe.safetensors");
+    let (mut cases, mut refused) = (0usize, 0usize);
+    let mut try_bytes = |bytes: &[u8], opt: &mut CpuOptimizer| {
+        std::fs::write(&probe, bytes).unwrap();
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opt.load(&probe)));
+        cases += 1;
+        match loaded {
+            Err(_) => panic!("load panicked on case {cases} ({} bytes)", bytes.len()),
+            Ok(Err(_)) => {
+                refused += 1;
+                assert!(state(opt) == before, "a refused load changed the state");
+            }
+            Ok(Ok(())) => *opt = adamw(MasterMode::Int8, 1),
+        }
+    };
+    for len in 0..good.len() {
+        try_bytes(&good[..len], &mut opt);
+    }
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for at in 0..header_end {
+        let mut bytes = good.clone();
+        bytes[at] = (next() % 256) as u8;
+        try_bytes(&bytes, &mut opt);
+    }
+    for _ in 0..500 {
+        let len = (next() % 4096) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if len >= 8 && next() % 2 == 0 {
+            // A plausible header length, so the JSON parser sees the bytes.
+            let n = (len - 8) as u64;
+            bytes[..8].copy_from_slice(&n.to_le_bytes());
+        }
+        try_bytes(&bytes, &mut opt);
+    }
+    println!("{cases} cases, {refused} refused, none panicked");
+    assert!(
+        cases > 1000 && refused > 900,
+        "{cases} cases, {refused} refused"
+    );
+}
