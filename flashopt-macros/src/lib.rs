@@ -39,6 +39,8 @@
 //! not made here: the GPU back end translates a plan's program at run time.
 
 mod expand;
+#[cfg(test)]
+mod fuzz;
 mod parse;
 
 use proc_macro::TokenStream;
