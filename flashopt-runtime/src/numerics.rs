@@ -53,7 +53,7 @@ impl std::fmt::Display for NonFinite {
 
 /// The first non-finite value of a gradient and how many there are. A value is NaN
 /// or infinite exactly when its exponent bits are all ones, so the count is one
-/// vectorizable pass over the bits (on several threads for large gradients); the
+/// vectorizable pass over the bits (on rayon's pool for large gradients); the
 /// first one is looked for only when there is one.
 pub fn scan(grad: &GradBuf<'_>) -> Option<(usize, f32, usize)> {
     fn go<T: Copy + Sync>(
@@ -66,16 +66,8 @@ pub fn scan(grad: &GradBuf<'_>) -> Option<(usize, f32, usize)> {
         let count = if v.len() < 2 * PIECE {
             count_in(v)
         } else {
-            std::thread::scope(|scope| {
-                let counts: Vec<_> = v
-                    .chunks(PIECE)
-                    .map(|part| scope.spawn(move || count_in(part)))
-                    .collect();
-                counts
-                    .into_iter()
-                    .map(|c| c.join().expect("a scan thread"))
-                    .sum()
-            })
+            use rayon::prelude::*;
+            v.par_chunks(PIECE).map(count_in).sum()
         };
         if count == 0 {
             return None;
@@ -293,5 +285,18 @@ mod tests {
             "step skipped: 3 non-finite gradient value(s), the first NaN at `a`[1]"
         );
         assert!(scan_step([("c", GradBuf::Bf16(&c))]).is_none());
+    }
+
+    /// Past 8M values the count runs on rayon's pool, piece by piece: every
+    /// non-finite value is counted once, the first is found.
+    #[test]
+    fn a_large_gradient_is_counted_in_pieces() {
+        let mut g = vec![0.5f32; (1 << 23) + 5];
+        for i in [3, 1 << 22, (1 << 22) + 1, (1 << 23) + 4] {
+            g[i] = f32::INFINITY;
+        }
+        g[(1 << 22) + 7] = f32::NAN;
+        let (first, value, count) = scan(&GradBuf::F32(&g)).unwrap();
+        assert_eq!((first, value, count), (3, f32::INFINITY, 5));
     }
 }

@@ -36,20 +36,19 @@ pub fn from_le<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
     }
 }
 
-/// `dst.copy_from_slice(src)`, in 16 MiB pieces on their own threads when there are
+/// `dst.copy_from_slice(src)`, in 16 MiB pieces on rayon's pool when there are
 /// several: one thread copies (and first touches) memory at a fraction of what the
 /// host can.
 fn copy_in_parallel(dst: &mut [u8], src: &[u8]) {
+    use rayon::prelude::*;
     const PIECE: usize = 16 << 20;
     if dst.len() < 2 * PIECE {
         dst.copy_from_slice(src);
         return;
     }
-    std::thread::scope(|scope| {
-        for (to, from) in dst.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
-            scope.spawn(move || to.copy_from_slice(from));
-        }
-    });
+    dst.par_chunks_mut(PIECE)
+        .zip(src.par_chunks(PIECE))
+        .for_each(|(to, from)| to.copy_from_slice(from));
 }
 
 /// The little-endian bytes of `values`.
