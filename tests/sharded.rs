@@ -294,3 +294,47 @@ fn a_bad_gradient_on_one_rank_is_refused_by_every_rank() {
             .all(|(_, changed, steps)| !changed && *steps == 0)
     );
 }
+
+/// Ranks that disagree on the tensors, or one whose input is refused, fail together
+/// when they build: every rank returns an error (none hangs in a later collective).
+#[test]
+fn ranks_that_disagree_fail_together_instead_of_hanging() {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let build = |lens: [usize; 2], nan_on: Option<usize>| -> Vec<String> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = LocalCollective::world_of(2)
+                .into_iter()
+                .enumerate()
+                .map(|(rank, c)| {
+                    s.spawn(move || {
+                        let mut a = vec![0.5f32; 40];
+                        if nan_on == Some(rank) {
+                            a[3] = f32::NAN;
+                        }
+                        let b = vec![0.25f32; lens[rank]];
+                        let tensors: [(&str, &[f32]); 2] = [("a", &a), ("b", &b)];
+                        match ShardedCpuOptimizer::for_spec(&AdamW::default(), config, &tensors, c)
+                        {
+                            Ok(_) => "built".to_string(),
+                            Err(e) => e.to_string(),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    assert_eq!(build([64, 64], None), ["built", "built"]);
+    let disagree = "rank 1 of 2 shards other tensors or another plan than rank 0: every rank must pass the same plan and the same tensor names and lengths, in the same order";
+    assert_eq!(build([64, 65], None), [disagree, disagree]);
+    let refused = build([64, 64], Some(1));
+    assert_eq!(
+        refused[0],
+        "1 other rank(s) could not build their optimizer (their errors say why); no rank did"
+    );
+    assert!(
+        refused[1].starts_with("tensor `a`: initial value NaN"),
+        "{}",
+        refused[1]
+    );
+}

@@ -76,7 +76,9 @@ pub struct Communicator {
 // time (`&mut self` or `&self` calls that enter the context first).
 unsafe impl Send for Communicator {}
 
-const SCRATCH_VALUES: usize = 16;
+/// Values `all_reduce_f64` sums at once: a checkpoint's few sums, and the ranks'
+/// agreement on their layout before they build (3 values per rank, up to 1024 ranks).
+const SCRATCH_VALUES: usize = 3 * 1024;
 
 impl Communicator {
     /// Join communicator `id` as `rank` of `world`, on the device `client` runs on.

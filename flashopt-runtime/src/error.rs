@@ -66,6 +66,14 @@ pub enum RuntimeError {
         "{ranks} other rank(s) refused their gradients (their errors name the tensor); no rank stepped"
     )]
     PeerRefused { ranks: usize },
+    #[error(
+        "{ranks} other rank(s) could not build their optimizer (their errors say why); no rank did"
+    )]
+    PeerFailed { ranks: usize },
+    #[error(
+        "rank {rank} of {world} shards other tensors or another plan than rank 0: every rank must pass the same plan and the same tensor names and lengths, in the same order"
+    )]
+    RankDisagreement { rank: usize, world: usize },
     #[error("collective: {0}")]
     Collective(String),
     #[error(

@@ -62,28 +62,15 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
         tensors: &[(&str, &[f32])],
         collective: C,
     ) -> Result<Self, RuntimeError> {
-        let mut core = Core::new(plan, vec![hyper])?;
-        for (name, values) in tensors {
-            crate::core::check_initial_values(name, values)?;
-            core.add(TensorInfo {
-                name: name.to_string(),
-                param_group: 0,
-                len: values.len(),
+        let (rank, world) = (collective.rank(), collective.world());
+        let fingerprint =
+            super::layout_fingerprint(&plan, tensors.iter().map(|(n, v)| (*n, v.len())));
+        let local = Self::build(plan, hyper, tensors, rank, world);
+        let (core, segments, layout, pieces, params, shard) =
+            super::agree(rank, world, fingerprint, local, |slots| {
+                collective.all_reduce_f64(slots);
+                Ok(())
             })?;
-        }
-        let (segments, groups) = segments(&core.tensors);
-        let layout = ShardLayout::new(groups, collective.world());
-        let pieces = layout.pieces(collective.rank(), &segments);
-        let mut params = Vec::with_capacity(tensors.len());
-        let mut shard = Vec::with_capacity(pieces.len());
-        let mut pieces_left = pieces.iter().peekable();
-        for (i, (_, values)) in tensors.iter().enumerate() {
-            let whole = HostTensor::from_f32(&core.plan, values);
-            while let Some(p) = pieces_left.next_if(|p| p.tensor == i) {
-                shard.push(layout::cut(&core.plan, &whole, p));
-            }
-            params.push(whole.parts.into_iter().next().expect("a parameter part"));
-        }
         Ok(ShardedCpuOptimizer {
             core,
             collective,
@@ -94,6 +81,50 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
             pieces,
             shard,
         })
+    }
+
+    /// This rank's state, checked; [`Self::new`] makes the ranks agree on it.
+    #[allow(clippy::type_complexity)]
+    fn build(
+        plan: Plan,
+        hyper: HyperValues,
+        tensors: &[(&str, &[f32])],
+        rank: usize,
+        world: usize,
+    ) -> Result<
+        (
+            Core,
+            Vec<Segment>,
+            ShardLayout,
+            Vec<Piece>,
+            Vec<PartData>,
+            Vec<HostTensor>,
+        ),
+        RuntimeError,
+    > {
+        let mut core = Core::new(plan, vec![hyper])?;
+        for (name, values) in tensors {
+            crate::core::check_initial_values(name, values)?;
+            core.add(TensorInfo {
+                name: name.to_string(),
+                param_group: 0,
+                len: values.len(),
+            })?;
+        }
+        let (segments, groups) = segments(&core.tensors);
+        let layout = ShardLayout::new(groups, world);
+        let pieces = layout.pieces(rank, &segments);
+        let mut params = Vec::with_capacity(tensors.len());
+        let mut shard = Vec::with_capacity(pieces.len());
+        let mut pieces_left = pieces.iter().peekable();
+        for (i, (_, values)) in tensors.iter().enumerate() {
+            let whole = HostTensor::from_f32(&core.plan, values);
+            while let Some(p) = pieces_left.next_if(|p| p.tensor == i) {
+                shard.push(layout::cut(&core.plan, &whole, p));
+            }
+            params.push(whole.parts.into_iter().next().expect("a parameter part"));
+        }
+        Ok((core, segments, layout, pieces, params, shard))
     }
 
     pub fn set_reduction(&mut self, reduction: Reduction) {

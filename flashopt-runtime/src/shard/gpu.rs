@@ -56,8 +56,18 @@ impl ShardedGpuOptimizer {
         tensors: Vec<(String, HostTensor)>,
         comm: Communicator,
     ) -> Result<ShardedGpuOptimizer, RuntimeError> {
-        flashopt_ir::verify::verify(&plan)?;
-        check_tensors(&plan, tensors.iter().map(|(n, t)| (n.as_str(), t)))?;
+        // The checks every rank makes, then one meeting: ranks that disagree on the
+        // plan or the tensors, or one whose input is refused, fail together here
+        // instead of hanging in NCCL or summing mismatched blocks.
+        let local = flashopt_ir::verify::verify(&plan)
+            .map_err(RuntimeError::from)
+            .and_then(|()| check_tensors(&plan, tensors.iter().map(|(n, t)| (n.as_str(), t))));
+        let fingerprint =
+            super::layout_fingerprint(&plan, tensors.iter().map(|(n, t)| (n.as_str(), t.len())));
+        super::agree(comm.rank(), comm.world(), fingerprint, local, |slots| {
+            comm.all_reduce_f64(slots)
+                .map_err(|e| RuntimeError::Collective(e.to_string()))
+        })?;
         let infos: Vec<TensorInfo> = tensors
             .iter()
             .map(|(name, t)| TensorInfo {

@@ -50,6 +50,57 @@ pub mod gpu;
 pub mod layout;
 
 pub use collective::{Collective, LocalCollective};
+
+use flashopt_ir::Plan;
+
+use crate::error::RuntimeError;
+
+/// A fingerprint of what a rank shards: the plan as printed, every tensor's name and
+/// length, in order. Equal on ranks that agree (`DefaultHasher::new` has fixed keys).
+pub(crate) fn layout_fingerprint<'a>(
+    plan: &Plan,
+    tensors: impl IntoIterator<Item = (&'a str, usize)>,
+) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    plan.to_string().hash(&mut h);
+    for (name, len) in tensors {
+        (name, len).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Every rank builds its optimizer (`local`), then all meet once in `all_reduce`
+/// (the first collective the ranks share) with their fingerprints and whether they
+/// succeeded: a rank that failed returns its error, the others
+/// [`RuntimeError::PeerFailed`]; ranks whose fingerprints differ from rank 0's make
+/// every rank return [`RuntimeError::RankDisagreement`]. So ranks that disagree on
+/// the tensors or the plan fail together instead of hanging in a later collective
+/// or summing blocks that do not match.
+pub(crate) fn agree<T>(
+    rank: usize,
+    world: usize,
+    fingerprint: u64,
+    local: Result<T, RuntimeError>,
+    all_reduce: impl FnOnce(&mut [f64]) -> Result<(), RuntimeError>,
+) -> Result<T, RuntimeError> {
+    // Each rank's fingerprint in two 32-bit halves (exact in f64) and a failure flag.
+    let mut slots = vec![0.0f64; 3 * world];
+    slots[3 * rank] = (fingerprint >> 32) as f64;
+    slots[3 * rank + 1] = (fingerprint & 0xffff_ffff) as f64;
+    slots[3 * rank + 2] = f64::from(u8::from(local.is_err()));
+    all_reduce(&mut slots)?;
+    let local = local?;
+    let failed = (0..world).filter(|&r| slots[3 * r + 2] != 0.0).count();
+    if failed > 0 {
+        return Err(RuntimeError::PeerFailed { ranks: failed });
+    }
+    let of = |r: usize| (slots[3 * r], slots[3 * r + 1]);
+    match (1..world).find(|&r| of(r) != of(0)) {
+        Some(other) => Err(RuntimeError::RankDisagreement { rank: other, world }),
+        None => Ok(local),
+    }
+}
 pub use cpu::{Reduction, ShardedCpuOptimizer, assemble};
 #[cfg(feature = "gpu")]
 pub use gpu::ShardedGpuOptimizer;
