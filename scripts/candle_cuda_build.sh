@@ -3,6 +3,8 @@
 # with no CUDA toolkit and no GPU, to run on a GPU machine that has no Rust:
 #
 #   scripts/candle_cuda_build.sh WORK [cargo profile flags...]
+#   scripts/candle_cuda_build.sh WORK --check   # compile and lint only (CI): clippy on
+#                                               # flashopt-candle with `cuda`, no link
 #
 # 1. candle-kernels runs `nvcc` when it builds. Debian 12's non-free CUDA 11.8
 #    toolkit is fetched into WORK (apt-get download with a private state, dpkg -x:
@@ -55,6 +57,10 @@ export CUDA_COMPUTE_CAP=80 CUDARC_CUDA_VERSION=13040
 export NVCC_APPEND_FLAGS="-allow-unsupported-compiler -ccbin /usr/bin/g++"
 export CARGO_TARGET_DIR=$work/target
 cd "$repo"
+if [ "${1:-}" = --check ]; then
+    cargo clippy -p flashopt-candle --features cuda --all-targets -- -D warnings
+    exit
+fi
 # Everything but the final link (which fails without the libraries).
 cargo build -p flashopt-candle --features cuda --example cuda_check "$@" 2>/dev/null || true
 
