@@ -2,7 +2,9 @@
 //! `CudaFlashOptimizer` (AdamW-24, state and step on the device), and beside it
 //! flashopt's CPU reference fed the very gradients candle computed on the device.
 //! After every step every stored byte of the two optimizers and every variable must
-//! be equal; exits with an error otherwise. Needs a CUDA device and the `cuda`
+//! be equal; exits with an error otherwise. Both clip the global gradient norm to
+//! 0.05 (configured on the CPU optimizer the device path is built from, so the check
+//! covers every setting `Config` carries). Needs a CUDA device and the `cuda`
 //! feature (docs/CANDLE.md):
 //!
 //! ```text
@@ -13,7 +15,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use flashopt::ir::interp::{GradBuf, PartData};
 use flashopt::optimizers::AdamW;
-use flashopt::{CpuOptimizer, MasterMode, PlanConfig, TensorId};
+use flashopt::{CpuOptimizer, MasterMode, Optimizer as _, PlanConfig, TensorId};
 use flashopt_candle::{Config, CudaFlashOptimizer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,11 +52,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let format = PlanConfig::bf16(MasterMode::Int8);
     // The CPU reference takes the same variables' values, in the same (name) order.
     let named = flashopt_candle::vars_by_name(&varmap);
+    const MAX_NORM: f64 = 0.05;
     let mut cpu = CpuOptimizer::for_spec(&adamw, format)?;
+    cpu.set_grad_clipping(Some(MAX_NORM))?;
     for (name, v) in &named {
         cpu.add_tensor(name, &v.as_tensor().flatten_all()?.to_vec1::<f32>()?)?;
     }
-    let mut gpu = CudaFlashOptimizer::from_varmap(&varmap, Config::new(&adamw, format)?)?;
+    let mut configured = CpuOptimizer::for_spec(&adamw, format)?;
+    configured.set_grad_clipping(Some(MAX_NORM))?;
+    let mut gpu = CudaFlashOptimizer::from_varmap(&varmap, Config::from_optimizer(configured))?;
+    if gpu.optimizer().grad_clipping() != Some(MAX_NORM) {
+        return Err("the device path lost the clipping its Config set".into());
+    }
     let params: usize = named.iter().map(|(_, v)| v.elem_count()).sum();
     println!(
         "cuda check: {params} parameters in {} tensors, AdamW-24, {steps} steps",
@@ -98,9 +107,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let equal = outcome.applied() && same_state == state.len() && same_vars == params;
         all_equal &= equal;
+        let norm = cpu.last_grad_norm().unwrap_or(f64::NAN);
         println!(
-            "cuda check: step {step}: loss {:.6}; state {same_state} of {} tensors and variables {same_vars} of {params} values bit-equal to the CPU reference: {}",
+            "cuda check: step {step}: loss {:.6}, gradient norm {norm:.4} ({}); state {same_state} of {} tensors and variables {same_vars} of {params} values bit-equal to the CPU reference: {}",
             l.to_scalar::<f32>()?,
+            if norm > MAX_NORM {
+                "clipped"
+            } else {
+                "not clipped"
+            },
             state.len(),
             if equal { "yes" } else { "NO" }
         );

@@ -39,12 +39,20 @@ impl CudaFlashOptimizer {
         vars: impl IntoIterator<Item = (String, Var)>,
         config: Config,
     ) -> Result<CudaFlashOptimizer, CandleError> {
-        let mut device = None;
-        let (cpu, kept) = take_over(vars, config, |name, var| match var.device() {
-            Device::Cuda(d) => {
-                device.get_or_insert_with(|| d.clone());
+        let mut device: Option<candle_core::CudaDevice> = None;
+        let (cpu, kept) = take_over(vars, config, |name, var| match (var.device(), &device) {
+            (Device::Cuda(d), None) => {
+                device = Some(d.clone());
                 Ok(())
             }
+            (Device::Cuda(_), Some(first))
+                if Device::Cuda(first.clone()).same_device(var.device()) =>
+            {
+                Ok(())
+            }
+            (Device::Cuda(_), Some(_)) => Err(CandleError::OtherCudaDevice {
+                name: name.to_string(),
+            }),
             _ => Err(CandleError::NotOnCuda {
                 name: name.to_string(),
             }),
@@ -54,14 +62,22 @@ impl CudaFlashOptimizer {
             unreachable!("a CUDA device has a CUDA location")
         };
         let client = CudaRuntime::client(&CudaDevice::new(gpu_id));
-        let tensors: Vec<(String, HostTensor)> = (0..kept.len())
+        // Everything the configured optimizer holds comes along: every parameter
+        // group's hyper-parameters and each tensor's group, clipping, the step count.
+        let tensors: Vec<(String, usize, HostTensor)> = (0..kept.len())
             .map(|i| {
                 let id = TensorId(i);
-                Ok((cpu.tensor_info(id)?.name.clone(), cpu.tensor(id)?.clone()))
+                let info = cpu.tensor_info(id)?;
+                Ok((info.name.clone(), info.param_group, cpu.tensor(id)?.clone()))
             })
             .collect::<Result<_, flashopt_runtime::RuntimeError>>()?;
-        let gpu =
-            GpuOptimizer::from_host(client, cpu.plan().clone(), cpu.hyper(0).clone(), tensors)?;
+        let groups = (0..cpu.param_groups())
+            .map(|g| cpu.hyper(g).clone())
+            .collect();
+        let mut gpu =
+            GpuOptimizer::from_host_grouped(client, cpu.plan().clone(), groups, tensors, 0)?;
+        gpu.set_grad_clipping(cpu.grad_clipping())?;
+        gpu.set_steps_taken(cpu.steps_taken());
         let opt = CudaFlashOptimizer {
             gpu,
             vars: kept,

@@ -78,6 +78,10 @@ pub enum CandleError {
     NotContiguous { name: String },
     #[error("tensor `{name}`: not on a CUDA device; CudaFlashOptimizer takes variables on one")]
     NotOnCuda { name: String },
+    #[error(
+        "tensor `{name}`: on another CUDA device than the first variable's; CudaFlashOptimizer takes variables on one"
+    )]
+    OtherCudaDevice { name: String },
     #[error("no float variable on a CUDA device to optimize")]
     NoCudaVariable,
     #[error("CUDA device copy: {0}")]
