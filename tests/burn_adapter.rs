@@ -206,3 +206,23 @@ fn a_module_without_float_parameters_is_refused() {
         "the module has no float parameters to optimize"
     );
 }
+
+/// A parameter whose shape changed since the optimizer took it (same id) is an error
+/// naming it, before anything steps: the step would write it back in the old shape.
+#[test]
+fn a_parameter_whose_shape_changed_is_refused() {
+    let (mut opt, mut model) =
+        HostOptimizer::new(&adamw(), PlanConfig::bf16(MasterMode::Int8), net()).unwrap();
+    let id = model.unused.id;
+    model.unused = Param::initialized(
+        id,
+        Tensor::from_data(TensorData::new(vec![0.5f32; 7], [7]), &Default::default()),
+    );
+    let grads = GradientsParams::from_grads(loss(&model, &input()).backward(), &model);
+    let err = opt.step(1e-2, model, grads).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "parameter `unused`: shape [7], the optimizer took it as [5]; build a new optimizer for a changed model"
+    );
+    assert_eq!(opt.optimizer().steps_taken(), 0);
+}

@@ -168,6 +168,7 @@ impl<R: HostTransfers + CubeRuntime> DeviceOptimizer<R> {
         BT: BoolElement,
         M: AutodiffModule<CubeAutodiff<R, F, I, BT>>,
     {
+        crate::check_shapes(&self.params, &self.index, &module)?;
         self.gpu.set_learning_rate(lr)?;
         let grad_dtype = self.gpu.plan().config.grad;
         let mut handles: Vec<Option<Handle>> = vec![None; self.params.len()];

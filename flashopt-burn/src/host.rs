@@ -95,6 +95,7 @@ impl HostOptimizer {
         B: AutodiffBackend,
         M: AutodiffModule<B>,
     {
+        crate::check_shapes(&self.params, &self.index, &module)?;
         self.cpu.set_learning_rate(lr)?;
         let mut host: Vec<Option<Vec<f32>>> = vec![None; self.params.len()];
         module.visit(&mut TakeGrads::<B, _> {

@@ -92,6 +92,36 @@ pub enum BurnError {
     Hyper(#[from] HyperError),
     #[error("the module has no float parameters to optimize")]
     NoParameters,
+    #[error(
+        "parameter `{name}`: shape {found:?}, the optimizer took it as {expected:?}; build a new optimizer for a changed model"
+    )]
+    ShapeChanged {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+}
+
+/// Every parameter of `module` the optimizer took still has the shape it took it
+/// with (a step writes each back in that shape).
+pub(crate) fn check_shapes<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(
+    taken: &[ParamInfo],
+    index: &HashMap<ParamId, usize>,
+    module: &M,
+) -> Result<(), BurnError> {
+    for now in params::describe(module) {
+        let Some(&i) = index.get(&now.id) else {
+            continue;
+        };
+        if taken[i].shape != now.shape {
+            return Err(BurnError::ShapeChanged {
+                name: taken[i].name.clone(),
+                expected: taken[i].shape.clone(),
+                found: now.shape,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Takes each visited parameter's gradient out of `grads` (so it is freed as soon as
