@@ -41,13 +41,13 @@
 
 mod adapter_check;
 mod capture;
+mod cli;
 mod data;
 mod model;
 mod optimizer;
 mod plot;
 mod runs;
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -629,88 +629,58 @@ fn summarize(out: &std::path::Path, backend: &str, font: Option<&std::path::Path
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let font = value("--font").map(PathBuf::from);
-    if let Some(dir) = value("--plot-only") {
-        let dir = PathBuf::from(dir);
-        let backend = value("--backend").unwrap_or_else(|| "cuda".into());
-        let ok = summarize(&dir, &backend, font.as_deref());
+    use clap::Parser as _;
+    let args = cli::Args::parse();
+    let font = args.font.as_deref();
+    if let Some(dir) = &args.plot_only {
+        let backend = args.backend.unwrap_or(cli::Backend::Cuda).name();
+        let ok = summarize(dir, backend, font);
         std::process::exit(if ok { 0 } else { 1 });
     }
-    if let Some(dir) = value("--replay") {
-        let ok = capture::replay(std::path::Path::new(&dir));
+    if let Some(dir) = &args.replay {
+        let ok = capture::replay(dir);
         std::process::exit(if ok { 0 } else { 1 });
     }
-    if let Some(steps) = value("--check-adapter") {
-        let ok = adapter_check::check_adapter(steps.parse().expect("--check-adapter STEPS"));
+    if let Some(steps) = args.check_adapter {
+        let ok = adapter_check::check_adapter(steps);
         println!("adapter check: {}", if ok { "passed" } else { "FAILED" });
         std::process::exit(if ok { 0 } else { 1 });
     }
-    let backend = value("--backend").unwrap_or_else(|| "cpu".into());
-    let config = value("--config").unwrap_or_else(|| "tiny".into());
-    let mut setup = Setup::named(&config).unwrap_or_else(|| {
-        eprintln!("--config: `small`, `gpt350m` or `tiny`, got `{config}`");
-        std::process::exit(2)
-    });
-    if let Some(steps) = value("--steps") {
-        setup.steps = steps.parse().expect("--steps N");
+    let backend = args.backend.unwrap_or(cli::Backend::Cpu);
+    let mut setup = Setup::named(args.config.name()).expect("every configuration has a setup");
+    if let Some(steps) = args.steps {
+        setup.steps = steps;
         setup.warmup = setup.warmup.min(setup.steps / 2).max(1);
     }
-    if let Some(seed) = value("--seed") {
-        setup.seed = seed.parse().expect("--seed N");
+    if let Some(seed) = args.seed {
+        setup.seed = seed;
     }
-    setup.bf16_loss = args.iter().any(|a| a == "--bf16-loss");
-    if let Some(name) = value("--optimizer") {
-        setup.rule = Rule::parse(&name).unwrap_or_else(|| {
-            eprintln!("--optimizer: one of {:?}, got `{name}`", Rule::NAMES);
-            std::process::exit(2)
-        });
-        setup.peak_lr = setup.rule.peak_lr(setup.peak_lr);
-    }
-    setup.clip = value("--clip").map(|n| match n.parse::<f64>() {
-        Ok(max) if max > 0.0 && max.is_finite() => max,
-        _ => {
-            eprintln!("--clip: a positive, finite global gradient norm, got `{n}`");
-            std::process::exit(2)
-        }
-    });
-    setup.stop_after = value("--stop-after").map(|n| n.parse().expect("--stop-after N"));
-    let which = value("--runs");
-    let which: Vec<&str> = match &which {
-        Some(list) => list.split(',').collect(),
-        None => setup.default_runs(&backend),
+    setup.bf16_loss = args.bf16_loss;
+    setup.rule = args.optimizer;
+    setup.peak_lr = setup.rule.peak_lr(setup.peak_lr);
+    setup.clip = args.clip;
+    setup.stop_after = args.stop_after;
+    let which: Vec<&str> = match args.runs.is_empty() {
+        false => args.runs.iter().map(String::as_str).collect(),
+        true => setup.default_runs(backend.name()),
     };
-    let out = PathBuf::from(value("--out").unwrap_or_else(|| "target/train".into()));
+    let out = args.out.clone();
     std::fs::create_dir_all(&out).expect("create the output folder");
-    let capture = value("--capture").map(|dir| {
-        let dir = PathBuf::from(dir);
+    let capture = args.capture.clone().map(|dir| {
         std::fs::create_dir_all(&dir).expect("create the capture folder");
-        let steps = value("--capture-steps").unwrap_or_default();
-        let steps = steps.split(',').filter(|s| !s.is_empty());
         capture::Capture {
             dir,
-            steps: steps
-                .map(|s| s.parse().expect("--capture-steps N,M"))
-                .collect(),
+            steps: args.capture_steps.clone(),
         }
     });
     let diag = capture::Diagnostics {
         capture,
-        health_every: value("--health-every").map(|n| n.parse().expect("--health-every N")),
+        health_every: args.health_every,
         out: out.clone(),
     };
-    let runs = match backend.as_str() {
-        "cpu" => run_cpu(&setup, &which, &diag),
-        "cuda" => run_cuda(&setup, &which, &diag),
-        other => {
-            eprintln!("--backend: `cuda` or `cpu`, got `{other}`");
-            std::process::exit(2)
-        }
+    let runs = match backend {
+        cli::Backend::Cpu => run_cpu(&setup, &which, &diag),
+        cli::Backend::Cuda => run_cuda(&setup, &which, &diag),
     };
     if setup.stop_after.is_some() {
         for r in &runs {
@@ -723,7 +693,7 @@ fn main() {
         println!("wrote {}", path.display());
     }
     // Every run in the folder, those of earlier processes (`--runs`) included.
-    if !summarize(&out, &backend, font.as_deref()) {
+    if !summarize(&out, backend.name(), font) {
         std::process::exit(1);
     }
 }

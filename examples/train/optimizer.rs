@@ -5,25 +5,15 @@ use flashopt::optimizers::{AdamW, Lion, Sgd};
 use flashopt::{F32States, MasterMode, OptimizerSpec, PlanConfig};
 
 /// The update rule of every flashopt run in a process (`--optimizer`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Rule {
+    #[value(name = "adamw")]
     AdamW,
     Lion,
     Sgd,
 }
 
 impl Rule {
-    pub const NAMES: [&str; 3] = ["adamw", "lion", "sgd"];
-
-    pub fn parse(name: &str) -> Option<Rule> {
-        Some(match name {
-            "adamw" => Rule::AdamW,
-            "lion" => Rule::Lion,
-            "sgd" => Rule::Sgd,
-            _ => return None,
-        })
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Rule::AdamW => "adamw",
