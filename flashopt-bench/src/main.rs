@@ -1,5 +1,5 @@
 //! `flashopt-bench`: step times of flashopt's fused kernels on CUDA, beside flashoptim
-//! 0.1.4 and torch's fused AdamW (issue 5).
+//! 0.1.4 and torch's fused AdamW.
 //!
 //! ```text
 //! flashopt-bench run [--out DIR] [FILTERS]  # on the GPU machine: DIR/flashopt.csv
@@ -22,62 +22,83 @@ mod workloads;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  flashopt-bench run [--out DIR] [--only W,..] [--optimizers O,..] [--masters 24,32,none] [--lanes 4,8,16,32] [--arithmetic exact,approximate] [--runtime cuda|hip]
-  flashopt-bench report DIR [--plot FILE.png] [--font FILE.ttf]";
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flashopt-bench",
+    about = "Step times of flashopt's fused kernels, and their report"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Measure the copy ceiling, then every selected optimizer, master mode and kernel
+    /// shape on every selected workload, into DIR/flashopt.csv (needs a GPU).
+    Run {
+        /// The folder for flashopt.csv.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Workloads by name, comma-separated (all by default); a name that matches
+        /// none is an error.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Optimizers (AdamW, Adam, Lion, SGD, SGDW, AdamW-flashoptim).
+        #[arg(long, value_delimiter = ',')]
+        optimizers: Vec<String>,
+        /// Master modes: 24, 32, none.
+        #[arg(long, value_delimiter = ',')]
+        masters: Vec<String>,
+        /// Lanes per unit (kernel shapes): 4, 8, 16, 32.
+        #[arg(long, value_delimiter = ',')]
+        lanes: Vec<usize>,
+        /// exact, approximate.
+        #[arg(long, value_delimiter = ',')]
+        arithmetic: Vec<String>,
+        /// cuda (default) or hip.
+        #[arg(long)]
+        runtime: Option<String>,
+    },
+    /// The markdown tables (stdout) and a plot from DIR/flashopt.csv and
+    /// DIR/reference.csv.
+    Report {
+        dir: PathBuf,
+        /// Draw GB/s per workload into this PNG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// A TrueType font for the plot (DejaVu Sans is built in).
+        #[arg(long)]
+        font: Option<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return if args.is_empty() {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    let flag = |name: &str| -> Option<String> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let result = match args.first().map(String::as_str) {
-        Some("run") => {
-            let out = PathBuf::from(flag("--out").unwrap_or_else(|| ".".into()));
-            let list = |name: &str| -> Vec<String> {
-                flag(name)
-                    .map(|v| v.split(',').map(|x| x.trim().to_string()).collect())
-                    .unwrap_or_default()
-            };
-            let lanes: Result<Vec<usize>, String> = list("--lanes")
-                .iter()
-                .map(|l| {
-                    l.parse()
-                        .map_err(|_| format!("--lanes: `{l}` is not a number"))
-                })
-                .collect();
-            lanes.and_then(|lanes| {
-                let selection = run::Selection {
-                    workloads: list("--only"),
-                    optimizers: list("--optimizers"),
-                    masters: list("--masters"),
-                    lanes,
-                    arithmetic: list("--arithmetic"),
-                    runtime: flag("--runtime"),
-                };
-                run::run(&out, &selection)
-            })
+    let result = match Cli::parse().command {
+        Command::Run {
+            out,
+            only,
+            optimizers,
+            masters,
+            lanes,
+            arithmetic,
+            runtime,
+        } => run::run(
+            &out,
+            &run::Selection {
+                workloads: only,
+                optimizers,
+                masters,
+                lanes,
+                arithmetic,
+                runtime,
+            },
+        ),
+        Command::Report { dir, plot, font } => {
+            report::report(&dir, plot.as_deref(), font.as_deref()).map(|text| print!("{text}"))
         }
-        Some("report") => match args.get(1) {
-            Some(dir) => report::report(
-                &PathBuf::from(dir),
-                flag("--plot").map(PathBuf::from).as_deref(),
-                flag("--font").map(PathBuf::from).as_deref(),
-            )
-            .map(|text| print!("{text}")),
-            None => Err(USAGE.to_string()),
-        },
-        _ => Err(USAGE.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

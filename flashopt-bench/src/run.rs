@@ -340,6 +340,17 @@ fn client<R: HostTransfers>(needs: &str) -> Result<ComputeClient<R>, String> {
 /// Measure on CUDA (`--runtime cuda`, the default) or HIP (`--runtime hip`: the same
 /// code built for cubecl-hip; no AMD GPU has run it).
 pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
+    let workloads: Vec<&str> = workloads::all().iter().map(|w| w.name).collect();
+    let masters: Vec<&str> = MASTERS.iter().map(|(m, _)| *m).collect();
+    for (flag, filter, known) in [
+        ("--only", &selection.workloads, &workloads[..]),
+        ("--optimizers", &selection.optimizers, &OPTIMIZERS[..]),
+        ("--masters", &selection.masters, &masters[..]),
+    ] {
+        if let Some(unknown) = filter.iter().find(|f| !known.contains(&f.as_str())) {
+            return Err(format!("{flag} {unknown}: not one of {known:?}"));
+        }
+    }
     match selection.runtime.as_deref().unwrap_or("cuda") {
         "cuda" => run_on::<CudaRuntime>(out, selection, "a CUDA GPU and driver"),
         "hip" => run_on::<HipRuntime>(out, selection, "an AMD GPU and ROCm"),
@@ -405,9 +416,6 @@ fn run_on<R: HostTransfers>(out: &Path, selection: &Selection, needs: &str) -> R
         .into_iter()
         .filter(|w| keeps(&selection.workloads, w.name))
         .collect();
-    if workloads.is_empty() {
-        return Err("--only matches no workload".into());
-    }
     let gradients = |w: &Workload| -> Vec<Vec<bf16>> {
         w.tensors
             .iter()
