@@ -93,6 +93,11 @@ impl Communicator {
         let ptr = device_address(client, &probe);
         let device =
             crate::transfer::pinned::device_of(ptr).map_err(|e| failed("device")(e.to_string()))?;
+        // SAFETY: `device` is the ordinal of a live allocation's device; its primary
+        // context is retained before it is made current (released in Drop); the
+        // stream and scratch buffer are created in that context and owned by the
+        // communicator; `comm_init_rank` gets a valid out-pointer and the id every
+        // rank of the world shares.
         unsafe {
             let context = driver::primary_ctx::retain(device)
                 .map_err(|e| failed("context")(e.to_string()))?;
@@ -143,6 +148,9 @@ impl Communicator {
             true => nccl_sys::ncclRedOp_t::ncclAvg,
             false => nccl_sys::ncclRedOp_t::ncclSum,
         };
+        // SAFETY: the caller guarantees `send` holds `world * count` values and
+        // `recv` `count` (this function's contract); both are allocations of
+        // `client`'s device, whose context `run` makes current.
         self.run("reduce-scatter", |comm, stream| unsafe {
             nccl::reduce_scatter(
                 send as *const _,
@@ -170,6 +178,9 @@ impl Communicator {
     ) -> Result<(), NcclError> {
         let base = device_address(client, buffer);
         let own = base + (self.rank * count * storage.size_bytes()) as u64;
+        // SAFETY: the caller guarantees `buffer` holds `world * count` values, so
+        // block `rank` and all `world` blocks lie inside it; `run` makes the
+        // context of `client`'s device current.
         self.run("all-gather", |comm, stream| unsafe {
             nccl::all_gather(
                 own as *const _,
@@ -187,10 +198,13 @@ impl Communicator {
         assert!(values.len() <= SCRATCH_VALUES, "a few values");
         self.enter()?;
         let scratch = self.scratch;
+        // SAFETY: `scratch` holds SCRATCH_VALUES f64s and `values` at most that many
+        // (asserted above); the stream is the communicator's, in the current context.
         unsafe {
             driver::memcpy_htod_async(scratch, &*values, self.stream)
                 .map_err(|e| failed("all-reduce")(e.to_string()))?;
         }
+        // SAFETY: as above: `values.len()` f64s of `scratch`, summed in place.
         self.run("all-reduce", |comm, stream| unsafe {
             nccl::all_reduce(
                 scratch as *const _,
@@ -202,6 +216,8 @@ impl Communicator {
                 stream,
             )
         })?;
+        // SAFETY: as above; `values` outlives the copy: the stream is synchronized
+        // before this returns.
         unsafe {
             driver::memcpy_dtoh_async(values, scratch, self.stream)
                 .map_err(|e| failed("all-reduce")(e.to_string()))?;
@@ -210,6 +226,7 @@ impl Communicator {
     }
 
     fn enter(&self) -> Result<(), NcclError> {
+        // SAFETY: `context` was retained in `new` and is released only in Drop.
         unsafe { driver::ctx::set_current(self.context) }
             .map_err(|e| failed("context")(e.to_string()))
     }
@@ -226,6 +243,7 @@ impl Communicator {
         self.enter()?;
         call(self.comm, self.stream as nccl_sys::cudaStream_t)
             .map_err(|e| failed(during)(format!("{e:?}")))?;
+        // SAFETY: the stream was created in `new` and is destroyed only in Drop.
         unsafe { stream::synchronize(self.stream) }.map_err(|e| failed(during)(e.to_string()))
     }
 }
@@ -233,6 +251,8 @@ impl Communicator {
 impl Drop for Communicator {
     fn drop(&mut self) {
         if self.enter().is_ok() {
+            // SAFETY: each handle was created in `new` and is destroyed once, here,
+            // with its context current.
             unsafe {
                 let _ = nccl::comm_destroy(self.comm);
                 let _ = driver::free_sync(self.scratch);

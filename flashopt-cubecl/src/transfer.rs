@@ -61,6 +61,8 @@ unsafe fn copy<R: Runtime>(
     words: usize,
 ) {
     let cubes = u32::try_from(words.div_ceil(UNITS as usize)).expect("fewer than 2^32 cubes");
+    // SAFETY: the caller guarantees both buffers hold the words named (this
+    // function's contract); the kernel touches words `offset..offset + words` only.
     unsafe {
         copy_words::launch_unchecked::<R>(
             client,
@@ -395,6 +397,7 @@ pub(crate) mod pinned {
     /// The device that owns the memory at `ptr`.
     pub fn device_of(ptr: CUdeviceptr) -> Result<sys::CUdevice, DriverError> {
         let device = enter_context_of(ptr)?;
+        // SAFETY: `enter_context_of` retained this context once; this releases it.
         unsafe { result::primary_ctx::release(device)? };
         Ok(device)
     }
@@ -406,6 +409,9 @@ pub(crate) mod pinned {
         // device's answers for every pointer.
         let probe = result::device::get(0)?;
         let mut ordinal: std::ffi::c_int = 0;
+        // SAFETY: the probe's context is retained before it is made current and
+        // released after; the attribute query writes one c_int into `ordinal`; the
+        // found device's context is retained once, for the caller to release.
         unsafe {
             result::ctx::set_current(result::primary_ctx::retain(probe)?)?;
             let found = sys::cuPointerGetAttribute(
@@ -443,6 +449,7 @@ pub(crate) mod pinned {
                 Some(i) => {
                     let lanes = kept.swap_remove(i);
                     // The kept lanes hold a retain of the context already.
+                    // SAFETY: releases the retain `enter_context_of` just took.
                     unsafe { result::primary_ctx::release(device)? };
                     Ok(lanes)
                 }
@@ -468,6 +475,8 @@ pub(crate) mod pinned {
                 streams: [std::ptr::null_mut(); 2],
             };
             for k in 0..2 {
+                // SAFETY: pinned host memory in the current (the device's) context,
+                // freed once in Drop.
                 lanes.buffers[k] = unsafe { result::malloc_host(CHUNK_BYTES, 0)? }.cast();
                 lanes.streams[k] = stream::create(stream::StreamKind::NonBlocking)?;
             }
@@ -481,6 +490,7 @@ pub(crate) mod pinned {
         }
 
         fn wait(&self, k: usize) -> Result<(), DriverError> {
+            // SAFETY: the stream was created in `new` and is destroyed only in Drop.
             unsafe { stream::synchronize(self.streams[k]) }
         }
     }
@@ -488,6 +498,8 @@ pub(crate) mod pinned {
     impl Drop for Lanes {
         fn drop(&mut self) {
             for k in 0..2 {
+                // SAFETY: each stream and buffer was created in `new` (null where
+                // creation failed) and is destroyed once, here, after its work ended.
                 unsafe {
                     if !self.streams[k].is_null() {
                         let _ = stream::synchronize(self.streams[k]);
@@ -498,6 +510,7 @@ pub(crate) mod pinned {
                     }
                 }
             }
+            // SAFETY: releases the retain these lanes held since `new`.
             let _ = unsafe { result::primary_ctx::release(self.device) };
         }
     }
