@@ -221,20 +221,9 @@ type ElementRule<const K: usize> = fn(f32, f32, [f32; K], &[f32]) -> (f32, [f32;
 
 /// The compiled per-element rule the macro emits computes what the interpreter does.
 fn element_rule_agrees<S: OptimizerSpec, const K: usize>(spec: &S, rule: ElementRule<K>) {
-    let mut def = S::definition();
-    for s in &mut def.states {
-        s.codec = Some(Codec::F32);
-    }
-    let plan = flashopt::ir::compile(&def, PlanConfig::f32_params()).unwrap();
-    // F32States is this optimizer in fp32: the same plan.
-    let f32_states = F32States::<S>::plan(PlanConfig::f32_params()).unwrap();
-    assert_eq!(f32_states.to_string(), plan.to_string(), "{}", S::NAME);
-    assert_eq!(
-        f32_states.resident_bytes_per_param(),
-        4.0 * (1 + def.states.len()) as f64
-    );
+    let plan = F32States::<S>::plan(PlanConfig::f32_params()).unwrap();
     let mut opt = CpuOptimizer::from_plan(plan.clone());
-    for (name, value) in def
+    for (name, value) in plan
         .hyper_params
         .iter()
         .map(|h| &h.name)
