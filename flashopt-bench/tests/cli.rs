@@ -11,16 +11,36 @@ fn bench(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn help_works_anywhere() {
-    for args in [&["--help"][..], &["run", "--help"], &["report", "-h"]] {
+    for (args, names) in [
+        (&["--help"][..], "Usage: flashopt-bench <COMMAND>"),
+        (&["run", "--help"], "--only <ONLY>"),
+        (&["report", "-h"], "<DIR>"),
+    ] {
         let out = bench(args);
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(
-            text.starts_with("usage:") && text.contains("flashopt-bench run"),
-            "{text}"
-        );
+        assert!(text.contains(names), "{args:?}: {text}");
     }
     assert!(!bench(&[]).status.success());
+}
+
+/// Unknown flags and filters that name nothing are errors, before any GPU is needed.
+#[test]
+fn unknown_flags_and_filters_are_errors() {
+    let out = bench(&["run", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unexpected argument '--bogus'")
+    );
+    let out = bench(&["run", "--only", "268M,Bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("flashopt-bench: --only Bogus: not one of"),
+        "{err}"
+    );
 }
 
 #[test]
