@@ -250,8 +250,9 @@ pub trait Optimizer {
                     found: t.len(),
                 });
             }
-            interp::check_tensor(&core.plan, t).map_err(RuntimeError::in_tensor(&info.name))?;
         }
+        let names = core.tensors.iter().map(|info| info.name.as_str());
+        check_tensors(&core.plan, names.zip(&tensors))?;
         self.store_tensors(CheckedTensors(tensors));
         Ok(())
     }
