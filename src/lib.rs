@@ -6,7 +6,8 @@
 //! and runs the whole step as one pass over memory.
 //!
 //! This crate is the one users depend on: it re-exports the IR ([`ir`]), the runtime
-//! ([`runtime`]) and the shipped optimizers ([`optimizers`]).
+//! ([`runtime`]), the GPU optimizers and the cubecl they run on ([`cubecl`]), and
+//! the shipped optimizers ([`optimizers`]).
 
 // The macro's output names `::flashopt`, which must resolve inside this crate too.
 extern crate self as flashopt;
@@ -39,14 +40,16 @@ pub use flashopt_ir as ir;
 pub use flashopt_macros::optimizer;
 pub use flashopt_runtime as runtime;
 
+/// cubecl 0.10.0, which the GPU optimizers run on: its CUDA and HIP runtimes, compute
+/// clients and buffer handles.
+#[cfg(feature = "gpu")]
+pub use flashopt_cubecl::cubecl;
+#[cfg(feature = "gpu")]
+pub use flashopt_cubecl::{Arithmetic, GpuOptimizer, KernelShape, ShardedGpuOptimizer};
 pub use flashopt_ir::interp::{GradBuf, HostTensor};
 pub use flashopt_ir::{
     Codec, F32States, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind,
 };
-#[cfg(feature = "gpu")]
-pub use flashopt_runtime::GpuOptimizer;
-#[cfg(feature = "gpu")]
-pub use flashopt_runtime::gpu::{Arithmetic, KernelShape};
 pub use flashopt_runtime::{
     CheckpointError, CpuOptimizer, NonFinite, Optimizer, RuntimeError, StepOutcome, TensorId,
 };

@@ -100,8 +100,8 @@ optimizer! {
         state v: nonneg;
 
         let grad = fma(p, weight_decay, g);
-        let moment = fma(m, b1, grad * (1.0 - b1));
         v = fma(v, b2, grad * grad * (1.0 - b2));
+        let moment = fma(m, b1, grad * (1.0 - b1));
         let bias1 = 1.0 - powi(b1, t);
         let bias2 = 1.0 - powi(b2, t);
         let root = (v / bias2).sqrt();
@@ -165,28 +165,16 @@ optimizer! {
         buf = fma(buf, momentum, grad * f64(1.0 - dampening));
         p = fma(-(if nesterov { fma(momentum, buf, grad) } else { buf }), lr, p);
     }
-}
 
-optimizer! {
-    /// SGD with decoupled weight decay (flashoptim's `FlashSGDW`).
-    #[flashopt(min_step = 1.0)]
-    pub SgdW {
-        /// Learning rate.
-        #[flashopt(learning_rate)]
-        hyper lr: f32 = 1e-3 in 0.0..;
-        /// Momentum factor.
-        hyper momentum: f32 = 0.0 in 0.0..;
-        /// Dampening of the gradient in the momentum buffer.
-        hyper dampening: f32 = 0.0 in 0.0..=1.0;
+    /// SGD with decoupled weight decay (flashoptim's `FlashSGDW`): [`Sgd`]'s
+    /// hyper-parameters and state, its weight decay decoupled.
+    pub SgdW extends Sgd {
         /// Decoupled weight decay: `p *= 1 - weight_decay * lr` each step.
         hyper weight_decay: f32 = 0.0 in 0.0..;
-        /// Nesterov momentum (meant with momentum > 0 and dampening 0).
-        hyper nesterov: bool = false;
         /// Scale weight decay by `lr / initial_lr` instead of `lr`.
         hyper decouple_lr: bool = false;
         /// The learning rate weight decay is relative to with `decouple_lr`.
         hyper initial_lr: f32 = lr in 0.0..;
-        state buf: signed;
 
         // flashoptim computes the decay in Python (f64) and passes it to its kernel as f32.
         let decay = if decouple_lr { f64(weight_decay * (lr / initial_lr)) } else { f64(weight_decay * lr) };

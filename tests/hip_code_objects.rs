@@ -1,4 +1,5 @@
-//! Every shipped optimizer's HIP kernel, in every master mode and parameter dtype,
+//! Every shipped optimizer's HIP kernel, in every master mode and parameter dtype, and
+//! the approximate and multi-gradient-region variants the runtime can launch,
 //! compiled to AMDGPU code objects for MI300 (gfx942) and MI200 (gfx90a) by the
 //! private toolchain of `scripts/hip_toolchain.sh` (clang 19, HIP 6.4 headers, ROCm
 //! device libraries; no AMD GPU or ROCm install needed). Fails on a compile error or a
@@ -14,11 +15,13 @@ use std::process::Command;
 use flashopt::ir::HyperValues;
 use flashopt::ir::interp::{GradBuf, HostTensor};
 use flashopt::optimizers;
+use flashopt::{Arithmetic, KernelShape};
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
 use flashopt::{GpuOptimizer, Optimizer};
+use flashopt_cubecl::codegen::bindings::MAX_GRADIENT_REGIONS;
+use flashopt_cubecl::codegen::emit::{Target, emit, emit_shaped};
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::hip::HipRuntime;
-use flashopt_cubecl::emit::{Target, emit};
 
 const ARCHS: [&str; 2] = ["gfx942", "gfx90a"];
 /// ELF machine number of AMDGPU code objects.
@@ -134,9 +137,29 @@ fn hip_kernels_compile_to_code_objects_without_spills() {
     let mut jobs = Vec::new();
     for name in optimizers::NAMES {
         let def = optimizers::by_name(name).unwrap();
+        let mut kernels = Vec::new();
         for (format, config) in configs() {
             let plan = flashopt::ir::compile(&def, config).unwrap();
-            let source = emit(&plan, Target::Hip).unwrap();
+            kernels.push((format.to_string(), emit(&plan, Target::Hip).unwrap()));
+        }
+        // The other kernels the runtime launches, as scripts/nvrtc_check.py compiles
+        // them for CUDA: the opt-in approximate arithmetic, and the variant that reads
+        // gradients from several buffers per launch (steps in place).
+        let plan = flashopt::ir::compile(&def, PlanConfig::bf16(MasterMode::Int8)).unwrap();
+        let approximate = KernelShape::default().with_arithmetic(Arithmetic::Approximate);
+        let regions = KernelShape::default()
+            .with_gradient_regions(MAX_GRADIENT_REGIONS)
+            .unwrap();
+        for (label, shape) in [
+            ("bf16 24 approximate".to_string(), approximate),
+            (
+                format!("bf16 24, {MAX_GRADIENT_REGIONS} gradient regions"),
+                regions,
+            ),
+        ] {
+            kernels.push((label, emit_shaped(&plan, Target::Hip, shape).unwrap()));
+        }
+        for (format, source) in kernels {
             for arch in ARCHS {
                 jobs.push((format!("{name} {format}"), source.clone(), arch));
             }

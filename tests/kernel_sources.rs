@@ -5,8 +5,8 @@
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
-use flashopt_cubecl::bindings::KernelShape;
-use flashopt_cubecl::emit::{Target, emit};
+use flashopt_cubecl::codegen::bindings::KernelShape;
+use flashopt_cubecl::codegen::emit::{Target, emit};
 
 fn configs() -> Vec<(String, String, PlanConfig)> {
     let mut out = Vec::new();
@@ -188,8 +188,8 @@ fn hipcc_accepts_the_hip_source_when_present() {
 /// zero shortcuts. HIP (cubecl-hip has no fast-math support) keeps exact ones.
 #[test]
 fn approximate_arithmetic_uses_the_fast_intrinsics_on_cuda_only() {
-    use flashopt_cubecl::bindings::Arithmetic;
-    use flashopt_cubecl::emit::emit_shaped;
+    use flashopt_cubecl::codegen::bindings::Arithmetic;
+    use flashopt_cubecl::codegen::emit::emit_shaped;
 
     let plan = flashopt::ir::compile(
         &optimizers::by_name("adamw").unwrap(),
@@ -217,8 +217,8 @@ fn approximate_arithmetic_uses_the_fast_intrinsics_on_cuda_only() {
 /// kernel is unchanged by it.
 #[test]
 fn gradient_regions_bind_a_buffer_each() {
-    use flashopt_cubecl::bindings::MAX_GRADIENT_REGIONS;
-    use flashopt_cubecl::emit::emit_shaped;
+    use flashopt_cubecl::codegen::bindings::MAX_GRADIENT_REGIONS;
+    use flashopt_cubecl::codegen::emit::emit_shaped;
 
     let plan = flashopt::ir::compile(
         &optimizers::by_name("adamw").unwrap(),
@@ -255,7 +255,7 @@ fn gradient_regions_bind_a_buffer_each() {
 /// (zero or uneven lanes would divide by zero or skip elements).
 #[test]
 fn kernel_shapes_the_kernel_cannot_run_are_refused() {
-    use flashopt_cubecl::bindings::MAX_GRADIENT_REGIONS;
+    use flashopt_cubecl::codegen::bindings::MAX_GRADIENT_REGIONS;
     for lanes in [0, 1, 3, 5, 64] {
         assert_eq!(KernelShape::new(lanes), None, "{lanes} lanes");
     }

@@ -60,17 +60,6 @@ fn adamw_decode_and_init_programs() {
     insta::assert_snapshot!("adamw_bf16_24_side_programs", plan.side_programs_text());
 }
 
-/// Clipping: the gradient is multiplied by one more kernel scalar right after its
-/// load, and every later use reads the product.
-#[test]
-fn adamw_with_a_gradient_scale() {
-    let plan = AdamW::plan(PlanConfig::bf16(MasterMode::Int8))
-        .unwrap()
-        .with_grad_scale();
-    assert_eq!(plan.scalar_count(), plan.host.scalars.len() + 1);
-    insta::assert_snapshot!("adamw_plan_bf16_24_grad_scale", plan.to_string());
-}
-
 #[test]
 fn adamw_24_bit_moves_12_25_bytes_per_parameter() {
     // DESIGN.md: read p(2) ecc(1) g(2) m(1) v(1), write p ecc m v, plus 2/32 bytes of

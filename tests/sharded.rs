@@ -19,6 +19,11 @@ use half::bf16;
 const LENS: [usize; 7] = [1, 33, 95, 100, 7, 64, 257];
 const STEPS: u64 = 4;
 
+/// A learning-rate schedule every rank and the reference follow.
+fn learning_rate(step: u64) -> f64 {
+    1e-3 * (1.0 + step as f64) / 2.0
+}
+
 fn initial() -> Vec<Vec<f32>> {
     common::uniform_tensors(&LENS, 0x1234_5678_9abc_def1, 1.0)
 }
@@ -48,6 +53,7 @@ fn bufs(parts: &[PartData]) -> Vec<GradBuf<'_>> {
 struct Seen {
     params: Vec<Vec<PartData>>,
     shards: Vec<Vec<(shard::Piece, HostTensor)>>,
+    norms: Vec<Option<f64>>,
 }
 
 fn run_ranks<S: OptimizerSpec + Sync>(
@@ -76,10 +82,13 @@ fn run_ranks<S: OptimizerSpec + Sync>(
                     let mut seen = Seen {
                         params: Vec::new(),
                         shards: Vec::new(),
+                        norms: Vec::new(),
                     };
                     for step in 1..=STEPS {
                         let g = as_bf16(&rank_grads(rank, step));
+                        opt.set_learning_rate(learning_rate(step)).unwrap();
                         assert!(opt.step(&bufs(&g)).unwrap().applied());
+                        seen.norms.push(opt.last_grad_norm());
                         seen.params.push(
                             (0..LENS.len())
                                 .map(|i| {
@@ -129,8 +138,19 @@ fn equals_one_optimizer<S: OptimizerSpec + Sync>(
         reference.set_grad_clipping(clip).unwrap();
         for step in 1..=STEPS {
             let g = summed(world, step);
+            reference.set_learning_rate(learning_rate(step)).unwrap();
             assert!(reference.step(&bufs(&g)).unwrap().applied());
             let k = (step - 1) as usize;
+            // The global norm clipping used: the same squares, summed in another order.
+            if let Some(want) = reference.last_grad_norm() {
+                for (rank, seen) in ranks.iter().enumerate() {
+                    let got = seen.norms[k].expect("every rank measures the norm");
+                    assert!(
+                        (got - want).abs() <= 1e-12 * want,
+                        "{label}, world {world}, rank {rank}, step {step}: norm {got} against {want}"
+                    );
+                }
+            }
             let want: Vec<HostTensor> = (0..LENS.len())
                 .map(|i| reference.tensor(TensorId(i)).unwrap().clone())
                 .collect();

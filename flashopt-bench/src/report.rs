@@ -141,7 +141,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: Option<&Path>) -> Result<St
     } else {
         (Vec::new(), BTreeMap::new())
     };
-    let default_lanes = flashopt_cubecl::bindings::KernelShape::default()
+    let default_lanes = flashopt_cubecl::codegen::bindings::KernelShape::default()
         .lanes_per_unit()
         .to_string();
     let mut out = String::new();

@@ -4,17 +4,17 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
+use flashopt::GpuOptimizer;
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
-use flashopt::runtime::GpuOptimizer;
-use flashopt::runtime::gpu::HostTransfers;
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
-use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
+use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::cubecl::hip::HipRuntime;
 use flashopt_cubecl::cubecl::prelude::*;
+use flashopt_cubecl::device::transfer::HostTransfers;
 use half::bf16;
 
 use crate::workloads::{self, Workload};

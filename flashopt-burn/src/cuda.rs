@@ -19,10 +19,11 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, IntElement};
 use cubecl::cuda::CudaRuntime;
 use cubecl::hip::HipRuntime;
 use cubecl::server::Handle;
+use flashopt_cubecl::GpuOptimizer;
+use flashopt_cubecl::device::transfer::HostTransfers;
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::{FloatDtype, OptimizerSpec, PlanConfig};
-use flashopt_runtime::gpu::HostTransfers;
-use flashopt_runtime::{CheckpointError, GpuOptimizer, Optimizer, StepOutcome, TensorId};
+use flashopt_runtime::{CheckpointError, Optimizer, StepOutcome, TensorId};
 
 use crate::params::{self, ParamInfo, Replace};
 use crate::{BurnError, TakeGrads};

@@ -12,12 +12,13 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, DeviceLocation, Storage, Tensor, Var};
 use cudarc::driver::{DevicePtr, result};
+use flashopt_cubecl::GpuOptimizer;
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
-use flashopt_cubecl::transfer::device_address_after_queued_work;
+use flashopt_cubecl::device::transfer::device_address_after_queued_work;
 use flashopt_ir::FloatDtype;
 use flashopt_ir::interp::HostTensor;
-use flashopt_runtime::{GpuOptimizer, Optimizer as _, StepOutcome, TensorId};
+use flashopt_runtime::{Optimizer as _, StepOutcome, TensorId};
 
 use crate::optimizer::{candle_optimizer, grad_of, in_tensor, take_over, vars_by_name};
 use crate::{CandleError, Config};

@@ -1,9 +1,17 @@
 //! # flashopt-cubecl: the GPU back end
 //!
-//! A lowered [`flashopt_ir::Plan`] becomes ONE fused cubecl kernel ([`define`]) that
-//! steps every tensor of a model: loads, decodes, the rule in f32, encodes and stores
-//! in a single pass over memory. [`emit`] compiles it to CUDA or HIP source on any
-//! machine (snapshots, `flashopt emit`).
+//! A lowered [`flashopt_ir::Plan`] becomes ONE fused cubecl kernel that steps every
+//! tensor of a model: loads, decodes, the rule in f32, encodes and stores in a single
+//! pass over memory.
+//!
+//! - [`codegen`]: pure code generation, no device: the plan's kernel instruction by
+//!   instruction ([`codegen::define`]), its buffers ([`codegen::bindings`]), CUDA or
+//!   HIP source on any machine ([`codegen::emit`]; snapshots, `flashopt emit`);
+//! - [`device`]: what touches a device: launches, the gradient reduction, copies,
+//!   host transfers, NCCL;
+//! - [`optimizer`] ([`GpuOptimizer`]) and [`shard`] ([`ShardedGpuOptimizer`]): the
+//!   runtime's optimizers on cubecl's CUDA and HIP runtimes, each a `Stepper` of the
+//!   runtime's step protocol.
 
 pub use cubecl;
 
@@ -61,12 +69,11 @@ macro_rules! with_storage_type {
     };
 }
 
-pub mod bindings;
-pub mod copy;
-pub mod define;
-pub mod emit;
-pub mod launch;
-pub mod nccl;
-pub mod ops;
-pub mod reduce;
-pub mod transfer;
+pub mod codegen;
+pub mod device;
+pub mod optimizer;
+pub mod shard;
+
+pub use codegen::bindings::{Arithmetic, KernelShape};
+pub use optimizer::GpuOptimizer;
+pub use shard::ShardedGpuOptimizer;

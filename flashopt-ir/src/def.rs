@@ -19,6 +19,7 @@
 
 use std::fmt;
 
+pub use crate::graph::Func2;
 use crate::types::{Codec, StateKind, Type};
 
 /// Where a node came from, as an index the front end hands out (a token number,
@@ -44,36 +45,14 @@ pub enum UnaryOp {
     Not,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-    And,
-    Or,
-}
-
-impl BinaryOp {
-    pub fn symbol(self) -> &'static str {
-        crate::graph::Func2::from(self)
-            .symbol()
-            .expect("every binary operator has a symbol")
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExprKind {
     Lit(Literal),
     Name(String),
     Unary(UnaryOp, Box<Expr>),
-    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// An operator: a [`Func2`] with an infix [`symbol`](Func2::symbol) (`+`, `<`,
+    /// `&&`, ..). A named function of two arguments (`min`, `powi`) is a [`call`].
+    Binary(Func2, Box<Expr>, Box<Expr>),
     /// A built-in function by name; validation resolves it (see [`crate::graph::Func`]).
     Call(String, Vec<Expr>),
 }
@@ -117,7 +96,12 @@ pub fn call(func: &str, args: Vec<Expr>) -> Expr {
     Expr::new(ExprKind::Call(func.to_string(), args), Span::NONE)
 }
 
-pub fn binary(op: BinaryOp, lhs: Expr, rhs: Expr) -> Expr {
+pub fn unary(op: UnaryOp, operand: Expr) -> Expr {
+    Expr::new(ExprKind::Unary(op, Box::new(operand)), Span::NONE)
+}
+
+/// An operator (`Func2::Add`, `Func2::Lt`, ..) applied to two expressions.
+pub fn binary(op: Func2, lhs: Expr, rhs: Expr) -> Expr {
     Expr::new(
         ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
         Span::NONE,
@@ -129,19 +113,19 @@ macro_rules! impl_operator {
         impl std::ops::$trait for Expr {
             type Output = Expr;
             fn $method(self, rhs: Expr) -> Expr {
-                binary(BinaryOp::$op, self, rhs)
+                binary(Func2::$op, self, rhs)
             }
         }
         impl std::ops::$trait<f64> for Expr {
             type Output = Expr;
             fn $method(self, rhs: f64) -> Expr {
-                binary(BinaryOp::$op, self, float(rhs))
+                binary(Func2::$op, self, float(rhs))
             }
         }
         impl std::ops::$trait<Expr> for f64 {
             type Output = Expr;
             fn $method(self, rhs: Expr) -> Expr {
-                binary(BinaryOp::$op, float(self), rhs)
+                binary(Func2::$op, float(self), rhs)
             }
         }
     };
@@ -154,7 +138,7 @@ impl_operator!(Div, div, Div);
 impl std::ops::Neg for Expr {
     type Output = Expr;
     fn neg(self) -> Expr {
-        Expr::new(ExprKind::Unary(UnaryOp::Neg, Box::new(self)), Span::NONE)
+        unary(UnaryOp::Neg, self)
     }
 }
 

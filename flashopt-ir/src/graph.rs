@@ -194,26 +194,6 @@ impl Func2 {
     }
 }
 
-impl From<crate::def::BinaryOp> for Func2 {
-    fn from(op: crate::def::BinaryOp) -> Func2 {
-        use crate::def::BinaryOp as B;
-        match op {
-            B::Add => Func2::Add,
-            B::Sub => Func2::Sub,
-            B::Mul => Func2::Mul,
-            B::Div => Func2::Div,
-            B::Lt => Func2::Lt,
-            B::Le => Func2::Le,
-            B::Gt => Func2::Gt,
-            B::Ge => Func2::Ge,
-            B::Eq => Func2::Eq,
-            B::Ne => Func2::Ne,
-            B::And => Func2::And,
-            B::Or => Func2::Or,
-        }
-    }
-}
-
 impl Func3 {
     pub fn name(self) -> &'static str {
         match self {

@@ -7,9 +7,9 @@
 //! The pipeline:
 //!
 //! ```text
-//! OptimizerDef --validate--> Rule --fold--> Rule --hoist--> Hoisted --lower(config)--> Plan --optimize--> Plan
-//!   (def)                   (typed graph)              (host scalars     (parts, codecs as       (tables,
-//!                                                       split off)         instructions)           reciprocals)
+//! OptimizerDef --validate--> Rule --fold--> Rule --hoist--> Hoisted --lower(config)--> Plan --optimize--> Plan --scale_grad--> Plan
+//!   (def)                   (typed graph)              (host scalars     (parts, codecs as       (tables,         (the gradient read
+//!                                                       split off)         instructions)           reciprocals)      through its scale)
 //! ```
 //!
 //! ```
@@ -157,7 +157,7 @@ pub fn compile(def: &OptimizerDef, config: PlanConfig) -> Result<Plan, CompileEr
         optimizer: def.name.clone(),
         error,
     })?;
-    let plan = passes::optimize(&plan);
+    let plan = passes::scale_grad(&passes::optimize(&plan));
     if let Err(e) = verify::verify(&plan) {
         panic!("flashopt made a plan that does not verify (a compiler bug): {e}\n{plan}");
     }

@@ -94,9 +94,6 @@ pub struct Plan {
     /// Input 0 is an f32 master weight; stores the parameter parts. States start as
     /// zero bytes, every codec's zero.
     pub init: Program,
-    /// The kernel scalar that scales the gradient (global-norm clipping), after the
-    /// host program's; set by [`crate::passes::scale_grad`].
-    pub grad_scale: Option<usize>,
 }
 
 /// Bytes moved through device memory per parameter by one step.
@@ -201,15 +198,17 @@ impl Plan {
     }
 
     /// Kernel scalars per parameter group: the host program's, then the gradient
-    /// scale if the plan has one.
+    /// scale.
     pub fn scalar_count(&self) -> usize {
-        self.host.scalars.len() + usize::from(self.grad_scale.is_some())
+        self.host.scalars.len() + 1
     }
 
-    /// `self` with its gradient multiplied by a per-step scalar
-    /// ([`crate::passes::scale_grad`]); [`Self::kernel_scalars`] sets it to 1.
-    pub fn with_grad_scale(&self) -> Plan {
-        crate::passes::scale_grad(self)
+    /// The kernel scalar every use of the gradient is multiplied by
+    /// ([`crate::passes::scale_grad`]), after the host program's: the runtime sets
+    /// it every step (global-norm clipping; 1 without). Every plan has it, so a plan
+    /// never changes after compile.
+    pub fn grad_scale(&self) -> usize {
+        self.host.scalars.len()
     }
 
     /// `self` with host scalars computed in another arithmetic.
@@ -236,8 +235,8 @@ impl Plan {
         hyper.values().get(i).and_then(|v| v.as_f64())
     }
 
-    /// The host scalars of one step, as the kernel receives them (f32 lanes); a
-    /// gradient scale, if the plan has one, is 1 (clipping sets it afterwards).
+    /// The host scalars of one step, as the kernel receives them (f32 lanes), the
+    /// gradient scale last and 1 (clipping sets it afterwards).
     pub fn kernel_scalars(
         &self,
         hyper: &HyperValues,
@@ -257,9 +256,7 @@ impl Plan {
             .into_iter()
             .map(to_kernel_f32)
             .collect();
-        if self.grad_scale.is_some() {
-            scalars.push(1.0);
-        }
+        scalars.push(1.0);
         Ok(scalars)
     }
 }

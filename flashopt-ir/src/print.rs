@@ -206,12 +206,11 @@ impl fmt::Display for Plan {
         };
         writeln!(f, "host scalars ({arithmetic}; once per step):")?;
         f.write_str(&self.host.to_text(&self.hyper_params))?;
-        if let Some(k) = self.grad_scale {
-            writeln!(
-                f,
-                "  ${k}: f32 = gradient scale (global-norm clipping, set every step)"
-            )?;
-        }
+        writeln!(
+            f,
+            "  ${}: f32 = gradient scale (global-norm clipping, set every step; 1 without)",
+            self.grad_scale()
+        )?;
         writeln!(f, "parts:")?;
         for p in &self.parts {
             let role = match p.role {

@@ -219,6 +219,18 @@ impl Program {
             .map(|(i, inst)| (ValueId(i as u32), inst))
     }
 
+    /// The same program with each instruction's operation replaced by `f` of it
+    /// (types and order kept).
+    pub fn map_ops(&self, mut f: impl FnMut(InstOp) -> InstOp) -> Program {
+        let insts = self.insts.iter().map(|inst| Inst {
+            op: f(inst.op),
+            ty: inst.ty,
+        });
+        Program {
+            insts: insts.collect(),
+        }
+    }
+
     /// The parts the program reads.
     pub fn loads(&self) -> impl Iterator<Item = PartId> + '_ {
         self.insts.iter().filter_map(|i| match i.op {

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::def::{
-    BinaryOp, Expr, ExprKind, HyperParamDef, Literal, OptimizerDef, Range, Span, Stmt, UnaryOp,
-    Value,
+    Expr, ExprKind, HyperParamDef, Literal, OptimizerDef, Range, Span, Stmt, UnaryOp, Value,
 };
 use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op};
 use crate::types::{Codec, StateKind, Type};
@@ -535,10 +534,14 @@ impl Validator<'_> {
                 }
                 Some((self.graph.add(Op::Unary(func, h), ty), ty))
             }
-            ExprKind::Binary(op, lhs, rhs) => {
+            ExprKind::Binary(func, lhs, rhs) => {
+                let Some(result) = operator_class(*func) else {
+                    // A function of two arguments built as an operator: checked as its call.
+                    let args = [lhs.as_ref().clone(), rhs.as_ref().clone()];
+                    return self.call(func.name(), &args, e.span);
+                };
                 let (l, r) = self.pair(lhs, rhs);
                 let ((lh, lt), (rh, rt)) = (l?, r?);
-                let (func, result) = binary_signature(*op);
                 let ok = lt == rt
                     && match result {
                         BinaryResult::Arithmetic => matches!(lt, Type::F32 | Type::Int),
@@ -558,7 +561,7 @@ impl Validator<'_> {
                         e.span,
                         format!(
                             "type mismatch: `{}` needs {needs}, found {lt} and {rt}",
-                            op.symbol()
+                            func.symbol().expect("an operator")
                         ),
                     );
                     return None;
@@ -567,7 +570,7 @@ impl Validator<'_> {
                     BinaryResult::Arithmetic => lt,
                     _ => Type::Bool,
                 };
-                Some((self.graph.add(Op::Binary(func, lh, rh), ty), ty))
+                Some((self.graph.add(Op::Binary(*func, lh, rh), ty), ty))
             }
             ExprKind::Call(name, args) => self.call(name, args, e.span),
         }
@@ -678,15 +681,16 @@ enum BinaryResult {
     Logic,
 }
 
-fn binary_signature(op: BinaryOp) -> (Func2, BinaryResult) {
+/// How an operator types its operands; `None` for functions that are not operators.
+fn operator_class(func: Func2) -> Option<BinaryResult> {
     use BinaryResult::*;
-    let class = match op {
-        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => Arithmetic,
-        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => Order,
-        BinaryOp::Eq | BinaryOp::Ne => Equality,
-        BinaryOp::And | BinaryOp::Or => Logic,
-    };
-    (Func2::from(op), class)
+    Some(match func {
+        Func2::Add | Func2::Sub | Func2::Mul | Func2::Div => Arithmetic,
+        Func2::Lt | Func2::Le | Func2::Gt | Func2::Ge => Order,
+        Func2::Eq | Func2::Ne => Equality,
+        Func2::And | Func2::Or => Logic,
+        Func2::Min | Func2::Max | Func2::Powf | Func2::Powi => return None,
+    })
 }
 
 /// The value of an integer literal, possibly negated.

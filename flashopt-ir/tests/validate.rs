@@ -107,7 +107,7 @@ fn inputs_hyper_parameters_and_bindings_are_read_only() {
 fn type_mismatches_say_what_was_found() {
     let mut def = base();
     def.bind("bad", name("g") * name("t"));
-    def.bind("cmp", binary(BinaryOp::Lt, name("g"), float(0.0)));
+    def.bind("cmp", binary(Func2::Lt, name("g"), float(0.0)));
     def.assign("buf", name("cmp"));
     def.assign("p", call("powi", vec![name("p"), float(2.0)]));
     assert_eq!(
@@ -117,6 +117,32 @@ fn type_mismatches_say_what_was_found() {
             "`buf` holds f32 values but is assigned a bool",
             "type mismatch: `powi` takes (f32, int), found (f32, f32)",
         ]
+    );
+}
+
+/// A named function of two arguments built as an operator node is checked (and
+/// lowered) as the call of its name.
+#[test]
+fn functions_built_as_operators_are_checked_as_their_calls() {
+    let mut def = base();
+    def.assign("buf", binary(Func2::Min, name("buf"), name("g")));
+    def.assign("p", binary(Func2::Powi, name("p"), float(2.0)));
+    assert_eq!(
+        errors(&def),
+        ["type mismatch: `powi` takes (f32, int), found (f32, f32)"]
+    );
+    let as_operator = |f| {
+        let mut def = base();
+        def.assign("buf", binary(f, name("buf"), name("g")));
+        def.assign("p", name("p") - name("lr") * name("buf"));
+        validate(&def).unwrap().to_string()
+    };
+    let mut called = base();
+    called.assign("buf", call("min", vec![name("buf"), name("g")]));
+    called.assign("p", name("p") - name("lr") * name("buf"));
+    assert_eq!(
+        as_operator(Func2::Min),
+        validate(&called).unwrap().to_string()
     );
 }
 

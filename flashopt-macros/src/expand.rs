@@ -209,87 +209,88 @@ fn bound_tokens(b: Bound) -> TokenStream {
     }
 }
 
+/// An expression as calls of `flashopt_ir::def`'s builders.
 fn expr_tokens(e: &Expr) -> TokenStream {
-    let kind = match &e.kind {
+    match &e.kind {
         ExprKind::Lit(Lit::Float(v)) => {
             let v = f64_tokens(*v);
-            quote!(ExprKind::Lit(Literal::Float(#v)))
+            quote!(float(#v))
         }
-        ExprKind::Lit(Lit::Int(v)) => quote!(ExprKind::Lit(Literal::Int(#v))),
-        ExprKind::Lit(Lit::Bool(v)) => quote!(ExprKind::Lit(Literal::Bool(#v))),
-        ExprKind::Name(n) => quote!(ExprKind::Name(#n.to_string())),
+        ExprKind::Lit(Lit::Int(v)) => quote!(int(#v)),
+        ExprKind::Lit(Lit::Bool(v)) => quote!(boolean(#v)),
+        ExprKind::Name(n) => quote!(name(#n)),
         ExprKind::Unary(op, a) => {
             let op = variant(op);
             let a = expr_tokens(a);
-            quote!(ExprKind::Unary(UnaryOp::#op, Box::new(#a)))
+            quote!(unary(UnaryOp::#op, #a))
         }
         ExprKind::Binary(op, a, b) => {
             let op = variant(op);
             let (a, b) = (expr_tokens(a), expr_tokens(b));
-            quote!(ExprKind::Binary(BinaryOp::#op, Box::new(#a), Box::new(#b)))
+            quote!(binary(Func2::#op, #a, #b))
         }
         ExprKind::Call(f, args) => {
             let args = args.iter().map(expr_tokens);
-            quote!(ExprKind::Call(#f.to_string(), vec![#(#args),*]))
+            quote!(call(#f, vec![#(#args),*]))
         }
-    };
-    quote!(Expr::new(#kind, Span::NONE))
+    }
 }
 
+/// The definition as `OptimizerDef`'s builder calls, so that the generated code
+/// names no field of the model.
 fn definition_tokens(def: &OptimizerDef) -> TokenStream {
     let name = &def.name;
     let hypers = def.hyper_params.iter().map(|h: &HyperParamDef| {
-        let (n, default, lo, hi) = (&h.name, value_tokens(h.default), bound_tokens(h.range.lo), bound_tokens(h.range.hi));
-        let follows = match &h.follows {
-            Some(f) => quote!(Some(#f.to_string())),
-            None => quote!(None),
-        };
-        quote!(HyperParamDef { name: #n.to_string(), default: #default, range: Range { lo: #lo, hi: #hi }, follows: #follows, span: Span::NONE })
+        let n = &h.name;
+        let (lo, hi) = (bound_tokens(h.range.lo), bound_tokens(h.range.hi));
+        let range = quote!(Range { lo: #lo, hi: #hi });
+        match &h.follows {
+            Some(source) => quote!(def.hyper_following(#n, #source, #range);),
+            None => {
+                let default = value_tokens(h.default);
+                quote!(def.hyper_value(#n, #default, #range);)
+            }
+        }
     });
     let states = def.states.iter().map(|s: &StateDef| {
         let n = &s.name;
         let kind = variant(s.kind);
-        let codec = match s.codec {
+        let kind = quote!(::flashopt::ir::StateKind::#kind);
+        match s.codec {
             Some(c) => {
                 let c = variant(c);
-                quote!(Some(::flashopt::ir::Codec::#c))
+                quote!(def.state_with(#n, #kind, ::flashopt::ir::Codec::#c);)
             }
-            None => quote!(None),
-        };
-        quote!(StateDef { name: #n.to_string(), kind: ::flashopt::ir::StateKind::#kind, codec: #codec, span: Span::NONE })
+            None => quote!(def.state(#n, #kind);),
+        }
     });
     let body = def.body.iter().map(|s| match s {
         Stmt::Let { name, value, .. } => {
             let v = expr_tokens(value);
-            quote!(Stmt::Let { name: #name.to_string(), value: #v, span: Span::NONE })
+            quote!(def.bind(#name, #v);)
         }
         Stmt::Assign { target, value, .. } => {
             let v = expr_tokens(value);
-            quote!(Stmt::Assign { target: #target.to_string(), value: #v, span: Span::NONE })
+            quote!(def.assign(#target, #v);)
         }
     });
-    let learning_rate = match &def.learning_rate {
-        Some((lr, _)) => quote!(Some((#lr.to_string(), Span::NONE))),
-        None => quote!(None),
-    };
-    let min_step = match def.min_step_relative_to_lr {
-        Some((v, _)) => {
-            let v = Literal::f64_unsuffixed(v);
-            quote!(Some((#v, Span::NONE)))
-        }
-        None => quote!(None),
-    };
+    let learning_rate = def
+        .learning_rate
+        .as_ref()
+        .map(|(lr, _)| quote!(def.learning_rate(#lr);));
+    let min_step = def.min_step_relative_to_lr.map(|(v, _)| {
+        let v = Literal::f64_unsuffixed(v);
+        quote!(def.min_step_relative_to_lr(#v);)
+    });
     quote! {
         use ::flashopt::ir::def::*;
-        OptimizerDef {
-            name: #name.to_string(),
-            hyper_params: vec![#(#hypers),*],
-            states: vec![#(#states),*],
-            body: vec![#(#body),*],
-            span: Span::NONE,
-            learning_rate: #learning_rate,
-            min_step_relative_to_lr: #min_step,
-        }
+        let mut def = OptimizerDef::new(#name);
+        #(#hypers)*
+        #(#states)*
+        #learning_rate
+        #min_step
+        #(#body)*
+        def
     }
 }
 

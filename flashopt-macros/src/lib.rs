@@ -20,6 +20,11 @@
 //!         h = h + g * g;
 //!         p -= lr * sign(step) / (h.sqrt() + 1e-8); // methods: x.sqrt() == sqrt(x)
 //!     }
+//!
+//!     /// Starts from Signum's declarations and rule (docs/DSL.md, "Extending").
+//!     pub SlowSignum extends Signum {
+//!         hyper beta: f32 = 0.99 in 0.0..1.0;     // replaces Signum's in place
+//!     }
 //! }
 //! ```
 //!
@@ -48,9 +53,20 @@ use proc_macro::TokenStream;
 /// Define an optimizer: see the crate documentation for the grammar.
 #[proc_macro]
 pub fn optimizer(input: TokenStream) -> TokenStream {
-    let input = syn::parse_macro_input!(input as parse::OptimizerInput);
-    match expand::expand(&input) {
-        Ok(tokens) => tokens.into(),
-        Err(err) => err.to_compile_error().into(),
+    let block = syn::parse_macro_input!(input as parse::OptimizerBlock);
+    let mut tokens = proc_macro2::TokenStream::new();
+    let mut errors: Option<syn::Error> = None;
+    for item in &block.items {
+        match expand::expand(item) {
+            Ok(t) => tokens.extend(t),
+            Err(e) => match &mut errors {
+                Some(all) => all.combine(e),
+                None => errors = Some(e),
+            },
+        }
+    }
+    match errors {
+        Some(err) => err.to_compile_error().into(),
+        None => tokens.into(),
     }
 }

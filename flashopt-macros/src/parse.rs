@@ -2,7 +2,7 @@
 //! gets a span id that indexes [`OptimizerInput::spans`].
 
 use flashopt_ir::def::{
-    BinaryOp, Bound, Expr, ExprKind, HyperParamDef, Literal, OptimizerDef, Range, Span, StateDef,
+    Bound, Expr, ExprKind, Func2, HyperParamDef, Literal, OptimizerDef, Range, Span, StateDef,
     Stmt, UnaryOp, Value,
 };
 use flashopt_ir::{Codec, StateKind};
@@ -19,9 +19,11 @@ mod kw {
     syn::custom_keyword!(f32);
     syn::custom_keyword!(i64);
     syn::custom_keyword!(bool);
+    syn::custom_keyword!(extends);
 }
 
 /// Doc comments and other attributes of one hyper-parameter, for its field.
+#[derive(Clone)]
 pub struct HyperField {
     pub attrs: Vec<Attribute>,
     pub ident: Ident,
@@ -43,6 +45,25 @@ impl OptimizerInput {
             .get(span.0 as usize)
             .copied()
             .unwrap_or_else(|| self.ident.span())
+    }
+}
+
+/// Everything inside one `optimizer! { .. }`: one or more definitions, each able to
+/// extend one written before it.
+pub struct OptimizerBlock {
+    pub items: Vec<OptimizerInput>,
+}
+
+impl Parse for OptimizerBlock {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut items: Vec<OptimizerInput> = Vec::new();
+        loop {
+            let item = OptimizerInput::parse_after(input, &items)?;
+            items.push(item);
+            if input.is_empty() {
+                return Ok(OptimizerBlock { items });
+            }
+        }
     }
 }
 
@@ -98,7 +119,11 @@ fn hyper_options(
     for attr in attrs {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("learning_rate") {
-                if def.learning_rate.is_some() {
+                if def
+                    .learning_rate
+                    .as_ref()
+                    .is_some_and(|(lr, _)| ident != lr)
+                {
                     return Err(meta.error("only one hyper-parameter can be the learning rate"));
                 }
                 def.learning_rate = Some((ident.to_string(), b.span(ident.span())));
@@ -111,23 +136,40 @@ fn hyper_options(
     Ok(())
 }
 
-impl Parse for OptimizerInput {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
+impl OptimizerInput {
+    /// One definition; `earlier` are the definitions before it in the same block, which
+    /// `extends` may name.
+    fn parse_after(input: ParseStream, earlier: &[OptimizerInput]) -> syn::Result<Self> {
         let (options, attrs) = split_attrs(input.call(Attribute::parse_outer)?);
         let vis: Visibility = input.parse()?;
         let _ = input.parse::<Option<Token![struct]>>()?;
         let ident: Ident = input.parse()?;
+        let base = match input.parse::<Option<kw::extends>>()? {
+            Some(_) => Some(base_named(input.parse()?, earlier)?),
+            None => None,
+        };
         let body;
         syn::braced!(body in input);
-        if !input.is_empty() {
-            return Err(input.error("unexpected tokens after the optimizer's `{ ... }`"));
-        }
 
-        let mut b = Builder { spans: Vec::new() };
-        let mut def = OptimizerDef::new(&ident.to_string().to_lowercase());
+        // An extension starts from its base: its span table (so the base's nodes keep
+        // their spans), declarations, options and rule.
+        let (mut b, mut def, mut fields) = match base {
+            Some(base) => (
+                Builder {
+                    spans: base.spans.clone(),
+                },
+                base.def.clone(),
+                base.fields.clone(),
+            ),
+            None => (
+                Builder { spans: Vec::new() },
+                OptimizerDef::new(""),
+                Vec::new(),
+            ),
+        };
+        def.name = ident.to_string().to_lowercase();
         def.span = b.span(ident.span());
         optimizer_options(&options, &mut def, &mut b)?;
-        let mut fields = Vec::new();
         loop {
             let fork = body.fork();
             let field_attrs = fork.call(Attribute::parse_outer)?;
@@ -136,17 +178,35 @@ impl Parse for OptimizerInput {
                 let (options, field_attrs) = split_attrs(field_attrs);
                 let (field, hyper) = parse_hyper(&body, &mut b, field_attrs)?;
                 hyper_options(&options, &field.ident, &mut def, &mut b)?;
-                fields.push(field);
-                def.hyper_params.push(hyper);
+                // A declaration the base has replaces it in place.
+                match def.hyper_params.iter().position(|h| h.name == hyper.name) {
+                    Some(i) => {
+                        fields[i] = field;
+                        def.hyper_params[i] = hyper;
+                    }
+                    None => {
+                        fields.push(field);
+                        def.hyper_params.push(hyper);
+                    }
+                }
             } else if fork.peek(kw::state) {
                 body.call(Attribute::parse_outer)?;
-                def.states.push(parse_state(&body, &mut b)?);
+                let state = parse_state(&body, &mut b)?;
+                match def.states.iter().position(|s| s.name == state.name) {
+                    Some(i) => def.states[i] = state,
+                    None => def.states.push(state),
+                }
             } else {
                 break;
             }
         }
-        for stmt in syn::Block::parse_within(&body)? {
-            def.body.push(statement(&stmt, &mut b)?);
+        let stmts = syn::Block::parse_within(&body)?;
+        // An extension with statements writes its whole rule; without, it keeps the base's.
+        if base.is_none() || !stmts.is_empty() {
+            def.body.clear();
+            for stmt in &stmts {
+                def.body.push(statement(stmt, &mut b)?);
+            }
         }
         Ok(OptimizerInput {
             attrs,
@@ -157,6 +217,18 @@ impl Parse for OptimizerInput {
             spans: b.spans,
         })
     }
+}
+
+/// The definition `extends` names, written earlier in the same block.
+fn base_named(name: Ident, earlier: &[OptimizerInput]) -> syn::Result<&OptimizerInput> {
+    earlier.iter().find(|d| d.ident == name).ok_or_else(|| {
+        syn::Error::new(
+            name.span(),
+            format!(
+                "`extends {name}`: no optimizer `{name}` earlier in this `optimizer!` block (a definition extends one written before it in the same block)"
+            ),
+        )
+    })
 }
 
 fn parse_hyper(
@@ -352,10 +424,10 @@ fn statement(stmt: &syn::Stmt, b: &mut Builder) -> syn::Result<Stmt> {
                 syn::Expr::Assign(a) => (&*a.left, expr(&a.right, b)?),
                 syn::Expr::Binary(bin) => {
                     let op = match bin.op {
-                        syn::BinOp::AddAssign(_) => BinaryOp::Add,
-                        syn::BinOp::SubAssign(_) => BinaryOp::Sub,
-                        syn::BinOp::MulAssign(_) => BinaryOp::Mul,
-                        syn::BinOp::DivAssign(_) => BinaryOp::Div,
+                        syn::BinOp::AddAssign(_) => Func2::Add,
+                        syn::BinOp::SubAssign(_) => Func2::Sub,
+                        syn::BinOp::MulAssign(_) => Func2::Mul,
+                        syn::BinOp::DivAssign(_) => Func2::Div,
                         _ => return Err(unsupported(e)),
                     };
                     let lhs = expr(&bin.left, b)?;
@@ -416,18 +488,18 @@ fn expr(e: &syn::Expr, b: &mut Builder) -> syn::Result<Expr> {
         }
         syn::Expr::Binary(bin) => {
             let op = match bin.op {
-                syn::BinOp::Add(_) => BinaryOp::Add,
-                syn::BinOp::Sub(_) => BinaryOp::Sub,
-                syn::BinOp::Mul(_) => BinaryOp::Mul,
-                syn::BinOp::Div(_) => BinaryOp::Div,
-                syn::BinOp::Lt(_) => BinaryOp::Lt,
-                syn::BinOp::Le(_) => BinaryOp::Le,
-                syn::BinOp::Gt(_) => BinaryOp::Gt,
-                syn::BinOp::Ge(_) => BinaryOp::Ge,
-                syn::BinOp::Eq(_) => BinaryOp::Eq,
-                syn::BinOp::Ne(_) => BinaryOp::Ne,
-                syn::BinOp::And(_) => BinaryOp::And,
-                syn::BinOp::Or(_) => BinaryOp::Or,
+                syn::BinOp::Add(_) => Func2::Add,
+                syn::BinOp::Sub(_) => Func2::Sub,
+                syn::BinOp::Mul(_) => Func2::Mul,
+                syn::BinOp::Div(_) => Func2::Div,
+                syn::BinOp::Lt(_) => Func2::Lt,
+                syn::BinOp::Le(_) => Func2::Le,
+                syn::BinOp::Gt(_) => Func2::Gt,
+                syn::BinOp::Ge(_) => Func2::Ge,
+                syn::BinOp::Eq(_) => Func2::Eq,
+                syn::BinOp::Ne(_) => Func2::Ne,
+                syn::BinOp::And(_) => Func2::And,
+                syn::BinOp::Or(_) => Func2::Or,
                 _ => {
                     return Err(syn::Error::new(
                         bin.op.span(),

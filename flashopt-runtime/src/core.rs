@@ -88,9 +88,35 @@ impl Core {
         })
     }
 
+    /// The plan every step runs (it never changes).
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// One set of hyper-parameter values per parameter group.
+    pub fn hyper(&self) -> &[HyperValues] {
+        &self.hyper
+    }
+
+    pub fn steps_taken(&self) -> u64 {
+        self.steps_taken
+    }
+
+    /// The registered tensors, in registration order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Continue from a checkpoint's hyper-parameters and step count (checked against
+    /// the plan where the checkpoint was read).
+    pub fn restore(&mut self, hyper: Vec<HyperValues>, steps_taken: u64) {
+        self.hyper = hyper;
+        self.steps_taken = steps_taken;
+    }
+
     /// Register a tensor; it must hold an element, its parameter group must exist
     /// and its name be new.
-    pub(crate) fn add(&mut self, info: TensorInfo) -> Result<TensorId, RuntimeError> {
+    pub fn add(&mut self, info: TensorInfo) -> Result<TensorId, RuntimeError> {
         if info.len == 0 {
             return Err(RuntimeError::EmptyTensor(info.name));
         }
@@ -108,16 +134,16 @@ impl Core {
         Ok(TensorId(self.tensors.len() - 1))
     }
 
-    pub(crate) fn tensor(&self, id: TensorId) -> Result<&TensorInfo, RuntimeError> {
+    pub fn tensor(&self, id: TensorId) -> Result<&TensorInfo, RuntimeError> {
         self.tensors.get(id.0).ok_or(RuntimeError::UnknownTensor {
             id: id.0,
             tensors: self.tensors.len(),
         })
     }
 
-    /// Each parameter group's kernel scalars for step `step`, the gradient scale (if
-    /// the plan has one) set to `grad_scale`.
-    pub(crate) fn kernel_scalars(
+    /// Each parameter group's kernel scalars for step `step`, the gradient scale set
+    /// to `grad_scale`.
+    pub fn kernel_scalars(
         &self,
         step: u64,
         grad_scale: f32,
@@ -129,9 +155,7 @@ impl Core {
                     .plan
                     .kernel_scalars(h, step)
                     .map_err(|source| RuntimeError::HostScalars { step, source })?;
-                if let Some(slot) = self.plan.grad_scale {
-                    scalars[slot] = grad_scale;
-                }
+                scalars[self.plan.grad_scale()] = grad_scale;
                 Ok(scalars)
             })
             .collect()
@@ -166,19 +190,10 @@ impl Core {
     }
 
     /// Clip later steps' global gradient norm to `max_norm` (`None`: no clipping).
-    /// Returns whether the plan changed (it gained its gradient scale), so that a
-    /// back end recompiles its kernel.
-    pub(crate) fn set_grad_clipping(
-        &mut self,
-        max_norm: Option<f64>,
-    ) -> Result<bool, RuntimeError> {
-        let max_norm = max_norm.map(clip::check_max_norm).transpose()?;
-        self.max_grad_norm = max_norm;
-        let scale_added = max_norm.is_some() && self.plan.grad_scale.is_none();
-        if scale_added {
-            self.plan = Arc::new(self.plan.with_grad_scale());
-        }
-        Ok(scale_added)
+    /// Only the gradient-scale scalar changes; the plan and its kernel stay.
+    pub(crate) fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
+        self.max_grad_norm = max_norm.map(clip::check_max_norm).transpose()?;
+        Ok(())
     }
 
     /// The clipping factor for a step whose gradients' squares sum to `square_sum`,
@@ -256,9 +271,6 @@ pub trait Optimizer {
         self.store_tensors(CheckedTensors(tensors));
         Ok(())
     }
-
-    /// Called after the plan changed (gradient clipping turned on).
-    fn plan_changed(&mut self) {}
 
     /// The largest `|w|` of each tensor's parameters (a GPU reads the parameters
     /// alone back, not the states).
@@ -351,10 +363,7 @@ pub trait Optimizer {
     /// Clip the global gradient norm of every later step to `max_norm` (torch's
     /// `clip_grad_norm_`; see [`crate::clip`]), or stop clipping with `None`.
     fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
-        if self.core_mut().set_grad_clipping(max_norm)? {
-            self.plan_changed();
-        }
-        Ok(())
+        self.core_mut().set_grad_clipping(max_norm)
     }
 
     fn grad_clipping(&self) -> Option<f64> {
@@ -493,7 +502,7 @@ pub trait Optimizer {
 }
 
 /// Check tensors against a plan before anything keeps them.
-pub(crate) fn check_tensors<'a>(
+pub fn check_tensors<'a>(
     plan: &Plan,
     tensors: impl IntoIterator<Item = (&'a str, &'a HostTensor)>,
 ) -> Result<(), RuntimeError> {

@@ -8,6 +8,7 @@ use crate::clip;
 use crate::core::{CheckedTensors, Core, Optimizer, TensorId, TensorInfo};
 use crate::error::RuntimeError;
 use crate::numerics::{self, StepOutcome};
+use crate::step::{self, GradSource, Inspection, Scope, Stepper};
 
 /// An optimizer over a set of named tensors, stepped on the CPU.
 ///
@@ -102,44 +103,9 @@ impl CpuOptimizer {
     /// NaN or infinity is skipped and reported ([`StepOutcome::Skipped`]): nothing
     /// changes, the step counter included.
     pub fn step(&mut self, grads: &[GradBuf<'_>]) -> Result<StepOutcome, RuntimeError> {
-        let core = &mut self.core;
-        if grads.len() != core.tensors.len() {
-            return Err(RuntimeError::GradCount {
-                expected: core.tensors.len(),
-                found: grads.len(),
-            });
-        }
-        let named = core
-            .tensors
-            .iter()
-            .map(|t| t.name.as_str())
-            .zip(grads.iter().copied());
-        if let Some(found) = numerics::scan_step(named) {
-            return Ok(StepOutcome::Skipped(found));
-        }
-        let step = core.steps_taken + 1;
-        // Everything is checked (with a placeholder gradient scale) before anything,
-        // the recorded norm included, changes.
-        let mut scalars = core.kernel_scalars(step, 1.0)?;
-        for ((info, tensor), &grad) in core.tensors.iter().zip(&self.tensors).zip(grads) {
-            let scalars = &scalars[info.param_group];
-            interp::check(&core.plan, scalars, tensor, grad)
-                .map_err(RuntimeError::in_tensor(&info.name))?;
-        }
-        if core.max_grad_norm.is_some() {
-            let factor = core.clip_factor(grads.iter().map(clip::square_sum).sum());
-            scalars = core.kernel_scalars(step, factor)?;
-        }
-        for ((info, tensor), &grad) in core.tensors.iter().zip(&mut self.tensors).zip(grads) {
-            interp::run(&core.plan, &scalars[info.param_group], tensor, grad)
-                .expect("checked above");
-        }
-        core.steps_taken = step;
-        Ok(StepOutcome::Applied)
+        step::step(self, Scope::All, GradSource::Host(grads))
     }
-}
 
-impl CpuOptimizer {
     /// Step one tensor alone (gradient release: a trainer that produces gradients
     /// layer by layer steps each tensor as its gradient arrives and drops it). The step
     /// counter is shared: call [`Self::finish_step`] once every tensor of the step is
@@ -151,28 +117,83 @@ impl CpuOptimizer {
         id: TensorId,
         grad: GradBuf<'_>,
     ) -> Result<StepOutcome, RuntimeError> {
-        let core = &self.core;
-        if core.max_grad_norm.is_some() {
-            return Err(RuntimeError::ClipNeedsWholeStep);
-        }
-        let info = core.tensor(id)?;
-        if let Some(found) = numerics::scan_step([(info.name.as_str(), grad)]) {
-            return Ok(StepOutcome::Skipped(found));
-        }
-        let scalars = core.kernel_scalars(core.steps_taken + 1, 1.0)?;
-        interp::run(
-            &core.plan,
-            &scalars[info.param_group],
-            &mut self.tensors[id.0],
-            grad,
-        )
-        .map_err(RuntimeError::in_tensor(&info.name))?;
-        Ok(StepOutcome::Applied)
+        step::step(self, Scope::Tensor(id), GradSource::Host(&[grad]))
     }
 
     /// Count a step whose tensors were stepped one by one with [`Self::step_tensor`].
     pub fn finish_step(&mut self) {
-        self.core.steps_taken += 1;
+        step::finish_step(self);
+    }
+}
+
+/// The interpreter's side of the step protocol: host gradients only.
+impl Stepper for CpuOptimizer {
+    type Buffer = std::convert::Infallible;
+    type Bound<'g> = &'g [GradBuf<'g>];
+
+    fn stepper_core(&self) -> &Core {
+        &self.core
+    }
+
+    fn stepper_core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn bind<'g>(
+        &mut self,
+        scope: Scope,
+        grads: GradSource<'g, Self::Buffer>,
+        scalars: &[Vec<f32>],
+    ) -> Result<&'g [GradBuf<'g>], RuntimeError> {
+        let GradSource::Host(grads) = grads else {
+            return Err(grads.unsupported());
+        };
+        step::check_count(&self.core, scope, grads.len())?;
+        for (id, &grad) in step::tensor_ids(&self.core, scope).zip(grads) {
+            let info = &self.core.tensors[id.0];
+            interp::check(
+                &self.core.plan,
+                &scalars[info.param_group],
+                &self.tensors[id.0],
+                grad,
+            )
+            .map_err(RuntimeError::in_tensor(&info.name))?;
+        }
+        Ok(grads)
+    }
+
+    fn inspect(
+        &mut self,
+        scope: Scope,
+        grads: &mut &[GradBuf<'_>],
+        norm: bool,
+    ) -> Result<Inspection, RuntimeError> {
+        let ids = step::tensor_ids(&self.core, scope);
+        let names = ids.map(|id| self.core.tensors[id.0].name.as_str());
+        if let Some(found) = numerics::scan_step(names.zip(grads.iter().copied())) {
+            return Ok(Inspection::NonFinite(found));
+        }
+        let square_sum = norm.then(|| grads.iter().map(clip::square_sum).sum());
+        Ok(Inspection::Finite { square_sum })
+    }
+
+    fn apply(
+        &mut self,
+        scope: Scope,
+        grads: &[GradBuf<'_>],
+        scalars: &[Vec<f32>],
+    ) -> Result<(), RuntimeError> {
+        for (id, &grad) in step::tensor_ids(&self.core, scope).zip(grads) {
+            let group = self.core.tensors[id.0].param_group;
+            interp::run(
+                &self.core.plan,
+                &scalars[group],
+                &mut self.tensors[id.0],
+                grad,
+            )
+            .expect("checked by bind");
+        }
+        Ok(())
     }
 }
 

@@ -80,6 +80,8 @@ pub enum RuntimeError {
         "step() reads the gradient buffer, which was released (release_grad_buffer): use step_with_grads, or write gradients first (write_grads, copy_grad_from)"
     )]
     NoGradBuffer,
+    #[error("this optimizer cannot read a step's gradients from {0}")]
+    GradSource(&'static str),
     #[error("parameter group {group} does not exist ({groups} group(s))")]
     UnknownGroup { group: usize, groups: usize },
     #[error("tensor id {id} does not exist ({tensors} tensor(s))")]
@@ -98,7 +100,7 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     /// For `map_err`: a tensor check's error, naming the tensor.
-    pub(crate) fn in_tensor(name: &str) -> impl FnOnce(InterpError) -> RuntimeError + '_ {
+    pub fn in_tensor(name: &str) -> impl FnOnce(InterpError) -> RuntimeError + '_ {
         move |source| RuntimeError::Tensor {
             name: name.to_string(),
             source,

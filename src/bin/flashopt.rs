@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
-use flashopt_cubecl::bindings::{Arithmetic, KernelShape, MAX_GRADIENT_REGIONS};
-use flashopt_cubecl::emit::{Target, emit_shaped};
+use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape, MAX_GRADIENT_REGIONS};
+use flashopt_cubecl::codegen::emit::{Target, emit_shaped};
 
 const USAGE: &str = "usage: flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--gradient-regions 1..8] [--approximate] [--plan]";
 

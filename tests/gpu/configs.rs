@@ -5,13 +5,13 @@
 
 use std::time::Instant;
 
+use flashopt::GpuOptimizer;
 use flashopt::ir::interp::{self, GradBuf, HostTensor, PartData};
 use flashopt::ir::{HyperValues, compile};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
-use flashopt::runtime::GpuOptimizer;
 use flashopt::runtime::raw;
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig, TensorId};
-use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
+use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape};
 
 use crate::common::Rng;
 use crate::{Client, client, gpt2_shapes, report, same_bits};

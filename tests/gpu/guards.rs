@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
+use flashopt::GpuOptimizer;
 use flashopt::ir::interp::{GradBuf, HostTensor};
 use flashopt::optimizers::{AdamW, Lion};
-use flashopt::runtime::{CpuOptimizer, GpuOptimizer, StepOutcome};
+use flashopt::runtime::{CpuOptimizer, StepOutcome};
 use flashopt::{MasterMode, Optimizer, OptimizerSpec, PlanConfig, TensorId};
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::cubecl::{self, prelude::*};

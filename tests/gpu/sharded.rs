@@ -4,18 +4,19 @@
 //! reduce-scatter, all-reduce and all-gather); with more, every world size from 2 to
 //! the GPU count runs too.
 
+use flashopt::ShardedGpuOptimizer;
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{AdamW, Lion};
 use flashopt::runtime::TensorInfo;
 use flashopt::runtime::raw::part_bytes;
-use flashopt::runtime::shard::{self, LocalCollective, ShardedCpuOptimizer, ShardedGpuOptimizer};
+use flashopt::runtime::shard::{self, LocalCollective, ShardedCpuOptimizer};
 use flashopt::{
     CpuOptimizer, FloatDtype, MasterMode, Optimizer as _, OptimizerSpec, PlanConfig, TensorId,
 };
 use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
-use flashopt_cubecl::nccl::{Communicator, NcclId};
+use flashopt_cubecl::device::nccl::{Communicator, NcclId};
 
 use std::path::Path;
 

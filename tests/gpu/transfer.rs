@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use flashopt_cubecl::transfer::{self, CHUNK_BYTES};
+use flashopt_cubecl::device::transfer::{self, CHUNK_BYTES};
 
 use crate::{client, report};
 

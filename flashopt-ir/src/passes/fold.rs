@@ -140,7 +140,7 @@ mod tests {
         let mut def = OptimizerDef::new("t");
         def.assign(
             "p",
-            name("p") * call("float", vec![binary(BinaryOp::Div, int(1), int(0))]),
+            name("p") * call("float", vec![binary(Func2::Div, int(1), int(0))]),
         );
         assert!(fold(&validate(&def).unwrap()).is_err());
     }

@@ -248,11 +248,7 @@ mod tests {
         let mut def = OptimizerDef::new("t");
         let int_per_element = call(
             "select",
-            vec![
-                binary(BinaryOp::Gt, name("g"), float(0.0)),
-                name("t"),
-                int(1),
-            ],
+            vec![binary(Func2::Gt, name("g"), float(0.0)), name("t"), int(1)],
         );
         def.assign("p", name("p") * call("float", vec![int_per_element]));
         assert!(hoist(&validate(&def).unwrap()).is_err());

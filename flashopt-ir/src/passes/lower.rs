@@ -81,7 +81,6 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
         init: init_program(config, &layout),
         parts: layout.parts,
         tables: Vec::new(),
-        grad_scale: None,
     })
 }
 

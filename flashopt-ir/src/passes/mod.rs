@@ -10,8 +10,8 @@
 //!    at once: [`code_tables`] (8-bit code decodes become lookups), then
 //!    [`reciprocals`] (divisions by constants become a multiply and a correction,
 //!    where checked exact), then each computation once (`Program::deduplicated`).
-//! 5. [`scale_grad`] (optional, on a plan): multiply the gradient by a per-step
-//!    kernel scalar, for global-norm clipping.
+//! 5. [`scale_grad`]: multiply the gradient by a per-step kernel scalar (global-norm
+//!    clipping; 1 without), so that the plan stays the same whether clipping is on.
 
 pub mod code_tables;
 pub mod fold;

@@ -30,11 +30,27 @@ use crate::program::{Inst, InstOp, Program, ValueId, ValueType};
 use crate::types::Type;
 
 pub fn reciprocals(plan: &Plan) -> Plan {
+    // The gradient scale stays the last kernel scalar, after the reciprocals this
+    // adds: its reads are marked first, then pointed at its new index.
+    const GRAD_SCALE: usize = usize::MAX;
+    let grad_scale = plan.grad_scale();
+    let plan = &plan.with_programs(|p| {
+        p.map_ops(|op| match op {
+            InstOp::Scalar(k) if k == grad_scale => InstOp::Scalar(GRAD_SCALE),
+            op => op,
+        })
+    });
     let mut out = plan.clone();
     out.step = rewrite(&plan.step, plan, &mut out.host);
     out.decode = rewrite(&plan.decode, plan, &mut out.host);
     out.init = rewrite(&plan.init, plan, &mut out.host);
-    out
+    let grad_scale = out.grad_scale();
+    out.with_programs(|p| {
+        p.map_ops(|op| match op {
+            InstOp::Scalar(GRAD_SCALE) => InstOp::Scalar(grad_scale),
+            op => op,
+        })
+    })
 }
 
 /// `a / d` by the corrected reciprocal, as the rewritten program computes it.
@@ -245,6 +261,38 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Host scalars added here go before the gradient scale, which a plan scaled
+    /// first still reads, at its new index.
+    #[test]
+    fn the_gradient_scale_stays_the_last_scalar() {
+        use crate::def::{OptimizerDef, Range, name};
+        use crate::{PlanConfig, passes};
+        let mut def = OptimizerDef::new("scaled_by_c");
+        def.hyper("c", 2.0, Range::at_least(1.0));
+        def.assign("p", name("p") - name("g") / name("c"));
+        let hoisted = crate::prepare(&def).unwrap();
+        let lowered = passes::lower(&hoisted, PlanConfig::f32_params()).unwrap();
+        let scaled = passes::scale_grad(&lowered);
+        let reads = |p: &Plan| -> Vec<usize> {
+            p.step
+                .insts
+                .iter()
+                .filter_map(|i| match i.op {
+                    InstOp::Scalar(k) => Some(k),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(reads(&scaled), vec![1, 0], "the gradient scale, then c");
+        let out = reciprocals(&scaled);
+        assert_eq!(out.grad_scale(), 2, "`1 / c` added before it");
+        assert_eq!(
+            reads(&out),
+            vec![2, 0, 1],
+            "the gradient scale, c, `1 / c`: {out}"
+        );
     }
 
     #[test]

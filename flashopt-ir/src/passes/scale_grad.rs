@@ -13,14 +13,11 @@ use crate::layout::Role;
 use crate::plan::Plan;
 use crate::program::{Inst, InstOp, Program, ValueId, ValueType};
 
-/// `plan` with its gradient multiplied by a per-step kernel scalar. Idempotent.
+/// `plan` (as [`crate::passes::lower`] made it) with its gradient multiplied by its
+/// gradient-scale kernel scalar. [`crate::compile`] applies it once, last.
 pub fn scale_grad(plan: &Plan) -> Plan {
     let mut out = plan.clone();
-    if plan.grad_scale.is_some() {
-        return out;
-    }
-    let slot = plan.host.scalars.len();
-    out.grad_scale = Some(slot);
+    let slot = plan.grad_scale();
     let grad_part = plan.part_with_role(Role::Gradient);
     let body = &plan.step.insts;
     let Some(grad) = body
@@ -65,9 +62,9 @@ pub fn scale_grad(plan: &Plan) -> Plan {
 mod tests {
     use super::*;
     use crate::def::{OptimizerDef, Range, name};
-    use crate::{PlanConfig, compile};
+    use crate::{PlanConfig, prepare};
 
-    fn sgd_like() -> Plan {
+    fn sgd_def() -> OptimizerDef {
         // The scaled gradient meets an addition: p - lr * (g + wd * p).
         let mut def = OptimizerDef::new("sgd_wd");
         def.hyper("lr", 1e-3, Range::at_least(0.0));
@@ -76,14 +73,20 @@ mod tests {
             "p",
             name("p") - name("lr") * (name("g") + name("wd") * name("p")),
         );
-        compile(&def, PlanConfig::f32_params()).unwrap()
+        def
+    }
+
+    /// The plan before this pass (`compile` without its last step).
+    fn sgd_like() -> Plan {
+        let hoisted = prepare(&sgd_def()).unwrap();
+        crate::passes::optimize(&crate::passes::lower(&hoisted, PlanConfig::f32_params()).unwrap())
     }
 
     #[test]
     fn every_use_of_the_gradient_reads_the_scaled_value() {
         let plan = sgd_like();
         let scaled = scale_grad(&plan);
-        assert_eq!(scaled.grad_scale, Some(plan.host.scalars.len()));
+        assert_eq!(scaled.grad_scale(), plan.host.scalars.len());
         assert_eq!(scaled.step.len(), plan.step.len() + 2);
         let grad_part = plan.part_with_role(Role::Gradient);
         let grad = scaled
@@ -131,6 +134,12 @@ mod tests {
                 .iter()
                 .any(|i| i.op.operands().contains(&product))
         );
-        assert_eq!(scale_grad(&scaled).step, scaled.step, "idempotent");
+    }
+
+    #[test]
+    fn compiled_plans_read_the_gradient_through_its_scale() {
+        let plan = crate::compile(&sgd_def(), PlanConfig::f32_params()).unwrap();
+        assert_eq!(plan.step, scale_grad(&sgd_like()).step);
+        assert_eq!(plan.scalar_count(), plan.host.scalars.len() + 1);
     }
 }

@@ -32,7 +32,7 @@ use crate::segments::segments;
 
 /// What saving and loading need of a rank, CPU or GPU: the whole tensors, this
 /// rank's pieces and their state, and a way to agree with the other ranks.
-pub(super) trait CheckpointedRank {
+pub trait CheckpointedRank {
     fn rank(&self) -> usize;
     fn world(&self) -> usize;
     fn plan(&self) -> &Plan;
@@ -101,7 +101,7 @@ fn saved_worlds(dir: &Path) -> Result<Vec<usize>, CheckpointError> {
 }
 
 /// Save `r`'s pieces into the folder `dir` (see the module's documentation).
-pub(super) fn save(r: &impl CheckpointedRank, dir: &Path) -> Result<u64, CheckpointError> {
+pub fn save(r: &impl CheckpointedRank, dir: &Path) -> Result<u64, CheckpointError> {
     let (rank, world) = (r.rank(), r.world());
     // One id for the save, rank 0's.
     let mut id = [0.0f64];
@@ -181,7 +181,7 @@ fn write_pieces(r: &impl CheckpointedRank, path: &Path, id: u64) -> Result<u64, 
 
 /// Restore a checkpoint saved by any number of ranks into `r` (see the module's
 /// documentation).
-pub(super) fn load(r: &mut impl CheckpointedRank, dir: &Path) -> Result<(), CheckpointError> {
+pub fn load(r: &mut impl CheckpointedRank, dir: &Path) -> Result<(), CheckpointError> {
     let read = read_checkpoint(&*r, dir);
     let failed = agree(&*r, read.is_err());
     let (restored, whole) = read?;

@@ -11,6 +11,7 @@ use crate::error::RuntimeError;
 use crate::numerics::{self, NonFinite, StepOutcome};
 use crate::raw;
 use crate::segments::{Segment, segments};
+use crate::step::{self, GradSource, Inspection, Scope, Stepper};
 
 /// How the ranks' gradients combine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,90 +138,13 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
     /// or infinity, no rank changes anything: the rank with the bad gradient gets its
     /// error, the others [`RuntimeError::PeerRefused`].
     pub fn step(&mut self, grads: &[GradBuf<'_>]) -> Result<StepOutcome, RuntimeError> {
-        let own = self.check_grads(grads);
-        let mut send = vec![0.0f32; self.layout.world() * self.layout.block_elements()];
-        if own.is_ok() {
-            for (s, g) in self.segments.iter().zip(grads) {
-                widen(*g, &mut send[s.elements()]);
-            }
-        }
-        let mut block = vec![0.0f32; self.layout.block_elements()];
-        self.collective.reduce_scatter_f32(&send, &mut block);
-        if self.reduction == Reduction::Mean {
-            let world = self.layout.world() as f32;
-            block.iter_mut().for_each(|x| *x /= world);
-        }
-        let dtype = self.core.plan.config.grad;
-        let piece_grads: Vec<PartData> = self
-            .pieces
-            .iter()
-            .map(|p| {
-                let at = p.block_group * GROUP_SIZE;
-                PartData::round_from_f32(dtype, &block[at..at + p.elements.len()])
-            })
-            .collect();
-        let bufs: Vec<GradBuf<'_>> = piece_grads
-            .iter()
-            .map(|g| g.as_grad().expect("floats"))
-            .collect();
-        let found = numerics::scan_step(
-            self.pieces
-                .iter()
-                .zip(&bufs)
-                .map(|(p, g)| (self.core.tensors[p.tensor].name.as_str(), *g)),
-        );
-        // [sum of squares, ranks with bad gradients, non-finite values]
-        let mut decision = [
-            bufs.iter().map(clip::square_sum).sum::<f64>(),
-            f64::from(u8::from(own.is_err())),
-            found.as_ref().map_or(0.0, |f| f.count as f64),
-        ];
-        self.collective.all_reduce_f64(&mut decision);
-        own?;
-        if decision[1] > 0.0 {
-            return Err(RuntimeError::PeerRefused {
-                ranks: decision[1] as usize,
-            });
-        }
-        if decision[2] > 0.0 || !decision[0].is_finite() {
-            return Ok(StepOutcome::Skipped(found.unwrap_or_else(|| NonFinite {
-                // Found on another rank.
-                tensor: String::new(),
-                index: 0,
-                value: f32::NAN,
-                count: decision[2] as usize,
-            })));
-        }
-        let step = self.core.steps_taken + 1;
-        let factor = match self.core.max_grad_norm {
-            Some(_) => self.core.clip_factor(decision[0]),
-            None => 1.0,
-        };
-        let scalars = self.core.kernel_scalars(step, factor)?;
-        for ((p, tensor), g) in self.pieces.iter().zip(&mut self.shard).zip(&bufs) {
-            let group = self.core.tensors[p.tensor].param_group;
-            interp::run(&self.core.plan, &scalars[group], tensor, *g)
-                .map_err(RuntimeError::in_tensor(&self.core.tensors[p.tensor].name))?;
-        }
-        self.gather_params();
-        self.core.steps_taken = step;
-        Ok(StepOutcome::Applied)
+        step::step(self, Scope::All, GradSource::Host(grads))
     }
 
     /// This rank's gradients against the tensors, before any collective (a rank that
     /// returned early would leave the others waiting).
     fn check_grads(&self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
-        if grads.len() != self.core.tensors.len() {
-            return Err(RuntimeError::GradCount {
-                expected: self.core.tensors.len(),
-                found: grads.len(),
-            });
-        }
-        for (t, g) in self.core.tensors.iter().zip(grads) {
-            interp::check_grad(&self.core.plan, t.len, *g)
-                .map_err(RuntimeError::in_tensor(&t.name))?;
-        }
-        Ok(())
+        step::check_host_grads(&self.core.plan, &self.core.tensors, grads)
     }
 
     /// Every rank's updated parameters, from every rank's block.
@@ -282,7 +206,12 @@ impl<C: Collective> ShardedCpuOptimizer<C> {
     /// Clip the global gradient norm (over every rank's block) of later steps to
     /// `max_norm`, or stop with `None`.
     pub fn set_grad_clipping(&mut self, max_norm: Option<f64>) -> Result<(), RuntimeError> {
-        self.core.set_grad_clipping(max_norm).map(|_| ())
+        self.core.set_grad_clipping(max_norm)
+    }
+
+    /// The global gradient norm of the last step (every rank's, combined).
+    pub fn last_grad_norm(&self) -> Option<f64> {
+        self.core.last_grad_norm
     }
 
     /// Set the learning rate (the hyper-parameter the definition names).
@@ -314,4 +243,127 @@ fn widen(grad: GradBuf<'_>, out: &mut [f32]) {
         GradBuf::F16(v) => out.iter_mut().zip(v).for_each(|(o, x)| *o = x.to_f32()),
         GradBuf::F32(v) => out.copy_from_slice(v),
     }
+}
+
+/// A rank's gradients after the reduce-scatter: its own check's result (reported
+/// after the collective, so that no rank leaves the others waiting) and its pieces'
+/// combined gradients.
+pub struct RankGrads {
+    own: Result<(), RuntimeError>,
+    pieces: Vec<PartData>,
+}
+
+/// A rank's side of the step protocol: gradients summed (or averaged) across ranks
+/// as f32 and rounded once to the plan's gradient dtype; one all-reduce decides for
+/// every rank (bad gradients on a rank, NaN or infinity anywhere, the global norm);
+/// the pieces stepped by the interpreter; the parameters all-gathered.
+impl<C: Collective> Stepper for ShardedCpuOptimizer<C> {
+    type Buffer = std::convert::Infallible;
+    type Bound<'g> = RankGrads;
+
+    fn stepper_core(&self) -> &Core {
+        &self.core
+    }
+
+    fn stepper_core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn bind<'g>(
+        &mut self,
+        scope: Scope,
+        grads: GradSource<'g, Self::Buffer>,
+        _scalars: &[Vec<f32>],
+    ) -> Result<RankGrads, RuntimeError> {
+        let (Scope::All, GradSource::Host(grads)) = (scope, grads) else {
+            return Err(grads.unsupported());
+        };
+        let own = self.check_grads(grads);
+        let mut send = vec![0.0f32; self.layout.world() * self.layout.block_elements()];
+        if own.is_ok() {
+            for (s, g) in self.segments.iter().zip(grads) {
+                widen(*g, &mut send[s.elements()]);
+            }
+        }
+        let mut block = vec![0.0f32; self.layout.block_elements()];
+        self.collective.reduce_scatter_f32(&send, &mut block);
+        if self.reduction == Reduction::Mean {
+            let world = self.layout.world() as f32;
+            block.iter_mut().for_each(|x| *x /= world);
+        }
+        let dtype = self.core.plan.config.grad;
+        let pieces = self
+            .pieces
+            .iter()
+            .map(|p| {
+                let at = p.block_group * GROUP_SIZE;
+                PartData::round_from_f32(dtype, &block[at..at + p.elements.len()])
+            })
+            .collect();
+        Ok(RankGrads { own, pieces })
+    }
+
+    fn inspect(
+        &mut self,
+        _: Scope,
+        grads: &mut RankGrads,
+        _norm: bool,
+    ) -> Result<Inspection, RuntimeError> {
+        let bufs = piece_grads(grads);
+        let found = numerics::scan_step(
+            self.pieces
+                .iter()
+                .zip(&bufs)
+                .map(|(p, g)| (self.core.tensors[p.tensor].name.as_str(), *g)),
+        );
+        // [sum of squares, ranks with bad gradients, non-finite values]
+        let mut decision = [
+            bufs.iter().map(clip::square_sum).sum::<f64>(),
+            f64::from(u8::from(grads.own.is_err())),
+            found.as_ref().map_or(0.0, |f| f.count as f64),
+        ];
+        self.collective.all_reduce_f64(&mut decision);
+        std::mem::replace(&mut grads.own, Ok(()))?;
+        if decision[1] > 0.0 {
+            return Err(RuntimeError::PeerRefused {
+                ranks: decision[1] as usize,
+            });
+        }
+        if decision[2] > 0.0 || !decision[0].is_finite() {
+            return Ok(Inspection::NonFinite(found.unwrap_or_else(|| NonFinite {
+                // Found on another rank.
+                tensor: String::new(),
+                index: 0,
+                value: f32::NAN,
+                count: decision[2] as usize,
+            })));
+        }
+        Ok(Inspection::Finite {
+            square_sum: Some(decision[0]),
+        })
+    }
+
+    fn apply(
+        &mut self,
+        _: Scope,
+        grads: RankGrads,
+        scalars: &[Vec<f32>],
+    ) -> Result<(), RuntimeError> {
+        let bufs = piece_grads(&grads);
+        for ((p, tensor), g) in self.pieces.iter().zip(&mut self.shard).zip(&bufs) {
+            let info = &self.core.tensors[p.tensor];
+            interp::run(&self.core.plan, &scalars[info.param_group], tensor, *g)
+                .map_err(RuntimeError::in_tensor(&info.name))?;
+        }
+        self.gather_params();
+        Ok(())
+    }
+}
+
+fn piece_grads(grads: &RankGrads) -> Vec<GradBuf<'_>> {
+    grads
+        .pieces
+        .iter()
+        .map(|g| g.as_grad().expect("floats"))
+        .collect()
 }

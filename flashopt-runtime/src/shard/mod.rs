@@ -2,8 +2,9 @@
 //! block of the flat buffers ([`layout`]); a step reduce-scatters the gradients, steps
 //! the block, all-gathers the parameters ([`collective`]); [`checkpoint`] saves each
 //! rank's pieces and loads them into any world size. [`cpu`] is one rank on the
-//! CPU reference and [`gpu`] one rank on a CUDA GPU through NCCL; docs/DISTRIBUTED.md
-//! has the design and the memory per rank.
+//! CPU reference; `flashopt_cubecl::shard` is one rank on a CUDA GPU through NCCL,
+//! over the same layout, checkpoints and step protocol. docs/DISTRIBUTED.md has the
+//! design and the memory per rank.
 //!
 //! Two ranks as threads of one process, each with its own gradient; both end with
 //! the parameters one optimizer would reach from the summed gradient:
@@ -45,8 +46,6 @@
 pub mod checkpoint;
 pub mod collective;
 pub mod cpu;
-#[cfg(feature = "gpu")]
-pub mod gpu;
 pub mod layout;
 
 pub use collective::{Collective, LocalCollective};
@@ -57,7 +56,7 @@ use crate::error::RuntimeError;
 
 /// A fingerprint of what a rank shards: the plan as printed, every tensor's name and
 /// length, in order. Equal on ranks that agree (`DefaultHasher::new` has fixed keys).
-pub(crate) fn layout_fingerprint<'a>(
+pub fn layout_fingerprint<'a>(
     plan: &Plan,
     tensors: impl IntoIterator<Item = (&'a str, usize)>,
 ) -> u64 {
@@ -77,7 +76,7 @@ pub(crate) fn layout_fingerprint<'a>(
 /// every rank return [`RuntimeError::RankDisagreement`]. So ranks that disagree on
 /// the tensors or the plan fail together instead of hanging in a later collective
 /// or summing blocks that do not match.
-pub(crate) fn agree<T>(
+pub fn agree<T>(
     rank: usize,
     world: usize,
     fingerprint: u64,
@@ -102,6 +101,4 @@ pub(crate) fn agree<T>(
     }
 }
 pub use cpu::{Reduction, ShardedCpuOptimizer, assemble};
-#[cfg(feature = "gpu")]
-pub use gpu::ShardedGpuOptimizer;
 pub use layout::{Piece, ShardLayout};

@@ -9,8 +9,8 @@ use cubecl::server::ExecutionMode;
 use cubecl_cpp::shared::CompilationOptions;
 use flashopt_ir::plan::Plan;
 
-use crate::bindings::KernelShape;
-use crate::define::{Scheduling, define};
+use crate::codegen::bindings::KernelShape;
+use crate::codegen::define::{Scheduling, define};
 
 /// The source languages cubecl compiles kernels to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -27,6 +27,8 @@ impl Target {
         }
     }
 
+    /// How a plane's units run: CUDA's warps schedule their threads independently,
+    /// HIP's wavefronts run in lockstep.
     pub fn scheduling(self) -> Scheduling {
         match self {
             Target::Cuda => Scheduling::Independent,
@@ -40,6 +42,20 @@ impl Target {
             Target::Hip => <cubecl::hip::HipRuntime as Runtime>::target_properties(),
         }
     }
+}
+
+/// A cubecl runtime flashopt launches on, with its target's facts (where cubecl
+/// keeps none): the one place a runtime type maps to a [`Target`].
+pub trait TargetRuntime: Runtime {
+    const TARGET: Target;
+}
+
+impl TargetRuntime for cubecl::cuda::CudaRuntime {
+    const TARGET: Target = Target::Cuda;
+}
+
+impl TargetRuntime for cubecl::hip::HipRuntime {
+    const TARGET: Target = Target::Hip;
 }
 
 #[derive(Debug, thiserror::Error)]

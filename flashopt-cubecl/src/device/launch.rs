@@ -6,17 +6,17 @@ use std::sync::Arc;
 use cubecl::ir::{AddressType, DeviceProperties, StorageType};
 use cubecl::prelude::*;
 use cubecl::server::Handle;
-use flashopt_ir::Role as PartRole;
+use flashopt_ir::Role;
 use flashopt_ir::plan::Plan;
 
-use crate::bindings::{Buffer, KernelShape, Role, buffers};
-use crate::define::{Scheduling, define};
-use crate::emit::{CUBE_DIM, settings};
+use crate::codegen::bindings::{Binding, Buffer, KernelShape, buffers};
+use crate::codegen::define::{Scheduling, define};
+use crate::codegen::emit::{CUBE_DIM, TargetRuntime, settings};
 
 /// The fused step of one plan, as cubecl compiles and caches it. Kernels are cached by
 /// the plan's full text and shape: two plans share a kernel exactly when they print
 /// alike and spread over units alike.
-pub struct FusedStep<R: Runtime> {
+pub struct FusedStep<R: TargetRuntime> {
     plan: Arc<Plan>,
     shape: KernelShape,
     key: String,
@@ -26,7 +26,7 @@ pub struct FusedStep<R: Runtime> {
     runtime: PhantomData<R>,
 }
 
-impl<R: Runtime> Clone for FusedStep<R> {
+impl<R: TargetRuntime> Clone for FusedStep<R> {
     fn clone(&self) -> Self {
         FusedStep {
             plan: self.plan.clone(),
@@ -40,7 +40,7 @@ impl<R: Runtime> Clone for FusedStep<R> {
     }
 }
 
-impl<R: Runtime> FusedStep<R> {
+impl<R: TargetRuntime> FusedStep<R> {
     pub fn new(client: &ComputeClient<R>, plan: Arc<Plan>) -> FusedStep<R> {
         FusedStep::with_shape(client, plan, KernelShape::default())
     }
@@ -55,11 +55,7 @@ impl<R: Runtime> FusedStep<R> {
             shape,
             settings: settings(&plan),
             device: client.properties().clone(),
-            // HIP's wavefronts run in lockstep; anything else is treated as CUDA.
-            scheduling: match R::name(client) {
-                "hip" => Scheduling::Lockstep,
-                _ => Scheduling::Independent,
-            },
+            scheduling: R::TARGET.scheduling(),
             plan,
             runtime: PhantomData,
         }
@@ -79,7 +75,7 @@ impl<R: Runtime> FusedStep<R> {
     }
 }
 
-impl<R: Runtime> KernelMetadata for FusedStep<R> {
+impl<R: TargetRuntime> KernelMetadata for FusedStep<R> {
     fn name(&self) -> &'static str {
         "flashopt_fused_step"
     }
@@ -96,7 +92,7 @@ impl<R: Runtime> KernelMetadata for FusedStep<R> {
     }
 }
 
-impl<R: Runtime> CubeKernel for FusedStep<R> {
+impl<R: TargetRuntime> CubeKernel for FusedStep<R> {
     fn define(&self) -> KernelDefinition {
         define(
             &self.plan,
@@ -114,8 +110,8 @@ impl<R: Runtime> CubeKernel for FusedStep<R> {
 /// # Safety
 /// Every buffer must hold at least `(first + count) * 32` elements (scales and group
 /// info: `first + count`, scalars: what the group info words index), laid out as
-/// [`crate::define`] describes.
-pub unsafe fn launch<R: Runtime>(
+/// [`crate::codegen::define`] describes.
+pub unsafe fn launch<R: TargetRuntime>(
     client: &ComputeClient<R>,
     kernel: &FusedStep<R>,
     handles: &[(Handle, usize)],
@@ -132,7 +128,7 @@ pub unsafe fn launch<R: Runtime>(
 /// # Safety
 /// As [`launch`], except that the gradient binding must hold
 /// `(first + count - gradient_first) * 32` elements, and `gradient_first <= first`.
-pub unsafe fn launch_with_gradient_at<R: Runtime>(
+pub unsafe fn launch_with_gradient_at<R: TargetRuntime>(
     client: &ComputeClient<R>,
     kernel: &FusedStep<R>,
     handles: &[(Handle, usize)],
@@ -182,7 +178,7 @@ pub struct GradientRegion {
 /// # Safety
 /// As [`launch`] for every buffer but the gradient's; each region's buffer must hold
 /// `(start + groups - gradient_first) * 32` elements.
-pub unsafe fn launch_regions<R: Runtime>(
+pub unsafe fn launch_regions<R: TargetRuntime>(
     client: &ComputeClient<R>,
     kernel: &FusedStep<R>,
     handles: &[(Handle, usize)],
@@ -213,14 +209,14 @@ pub unsafe fn launch_regions<R: Runtime>(
         layout.len() + 1 - most,
         "one handle per buffer of the one-region kernel"
     );
-    let gradient = Role::Part(kernel.plan().part_with_role(PartRole::Gradient).index());
+    let gradient = Binding::Part(kernel.plan().part_with_role(Role::Gradient).index());
     let arrays = layout
         .iter()
         .zip(handles.iter().chain(std::iter::repeat(&handles[0])))
         .map(|(buffer, own)| {
             let region = match buffer.role {
                 role if role == gradient => Some(0),
-                Role::GradientRegion(k) => Some(k),
+                Binding::GradientRegion(k) => Some(k),
                 _ => None,
             };
             match region {
@@ -256,7 +252,7 @@ pub unsafe fn launch_regions<R: Runtime>(
 }
 
 /// Register `arrays` (one per kernel buffer) and the scalars, and launch.
-unsafe fn launch_bound<R: Runtime>(
+unsafe fn launch_bound<R: TargetRuntime>(
     client: &ComputeClient<R>,
     kernel: &FusedStep<R>,
     arrays: Vec<(Handle, usize)>,

@@ -8,28 +8,30 @@
 //! gradient dtype), the block's sum of squares (the device reduction), one all-reduce
 //! of that number (a non-finite sum skips the step on every rank; its square root is
 //! the global norm for clipping), the fused launch, an in-place all-gather of the
-//! parameters. The ordering with cubecl's stream is [`flashopt_cubecl::nccl`]'s.
+//! parameters. The ordering with cubecl's stream is [`crate::device::nccl`]'s.
 
-use flashopt_cubecl::cubecl::client::ComputeClient;
-use flashopt_cubecl::cubecl::cuda::CudaRuntime;
-use flashopt_cubecl::cubecl::server::Handle;
-use flashopt_cubecl::nccl::Communicator;
-use flashopt_cubecl::transfer::{self, HostTransfers};
-use flashopt_ir::interp::{self, GradBuf, HostTensor, PartData};
-use flashopt_ir::{Extent, GROUP_SIZE, HyperValues, Plan, Role};
 use std::borrow::Cow;
 use std::path::Path;
 
-use super::checkpoint::{self, CheckpointedRank};
-use super::cpu::Reduction;
-use super::layout::{self, Piece, ShardLayout};
-use crate::checkpoint::CheckpointError;
-use crate::core::{Optimizer, TensorId, TensorInfo, check_tensors};
-use crate::error::RuntimeError;
-use crate::gpu::GpuOptimizer;
-use crate::gpu::layout::FlatPart;
-use crate::numerics::{NonFinite, StepOutcome};
-use crate::segments::{Segment, segments};
+use flashopt_ir::interp::{GradBuf, HostTensor, PartData};
+use flashopt_ir::{Extent, GROUP_SIZE, HyperValues, Plan, Role};
+use flashopt_runtime::checkpoint::CheckpointError;
+use flashopt_runtime::core::{Core, Optimizer, TensorId, TensorInfo, check_tensors};
+use flashopt_runtime::error::RuntimeError;
+use flashopt_runtime::numerics::{NonFinite, StepOutcome};
+use flashopt_runtime::segments::{Segment, segments};
+use flashopt_runtime::shard::Reduction;
+use flashopt_runtime::shard::checkpoint::{self, CheckpointedRank};
+use flashopt_runtime::shard::layout::{self, Piece, ShardLayout};
+use flashopt_runtime::step::{self, GradSource, Inspection, Scope, Stepper};
+
+use crate::cubecl::client::ComputeClient;
+use crate::cubecl::cuda::CudaRuntime;
+use crate::cubecl::server::Handle;
+use crate::device::nccl::Communicator;
+use crate::device::transfer::{self, HostTransfers};
+use crate::optimizer::GpuOptimizer;
+use crate::optimizer::layout::FlatPart;
 
 /// One rank of a sharded optimizer on a CUDA device (see the module's documentation).
 pub struct ShardedGpuOptimizer {
@@ -62,11 +64,12 @@ impl ShardedGpuOptimizer {
         let local = flashopt_ir::verify::verify(&plan)
             .map_err(RuntimeError::from)
             .and_then(|()| check_tensors(&plan, tensors.iter().map(|(n, t)| (n.as_str(), t))));
-        let fingerprint =
-            super::layout_fingerprint(&plan, tensors.iter().map(|(n, t)| (n.as_str(), t.len())));
-        super::agree(comm.rank(), comm.world(), fingerprint, local, |slots| {
-            comm.all_reduce_f64(slots)
-                .map_err(|e| RuntimeError::Collective(e.to_string()))
+        let fingerprint = flashopt_runtime::shard::layout_fingerprint(
+            &plan,
+            tensors.iter().map(|(n, t)| (n.as_str(), t.len())),
+        );
+        flashopt_runtime::shard::agree(comm.rank(), comm.world(), fingerprint, local, |slots| {
+            comm.all_reduce_f64(slots).map_err(collective_error)
         })?;
         let infos: Vec<TensorInfo> = tensors
             .iter()
@@ -148,7 +151,7 @@ impl ShardedGpuOptimizer {
     }
 
     /// Save this rank's pieces into the folder `dir` (every rank calls it with the
-    /// same folder): the files of [`crate::shard::checkpoint`], which CPU and GPU
+    /// same folder): the files of [`flashopt_runtime::shard::checkpoint`], which CPU and GPU
     /// ranks of any world size read. Returns this rank's file size.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<u64, CheckpointError> {
         checkpoint::save(self, dir.as_ref())
@@ -170,20 +173,28 @@ impl ShardedGpuOptimizer {
         self.pieces_opt.set_grad_clipping(max_norm)
     }
 
+    /// Set the learning rate (the hyper-parameter the definition names) of later
+    /// steps; every rank sets the same.
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<(), RuntimeError> {
+        self.pieces_opt.set_learning_rate(lr)
+    }
+
+    /// The learning rate of the next step.
+    pub fn learning_rate(&self) -> Result<f64, RuntimeError> {
+        self.pieces_opt.learning_rate(0)
+    }
+
+    /// The global gradient norm of the last step (every rank's, combined).
+    pub fn last_grad_norm(&self) -> Option<f64> {
+        self.pieces_opt.last_grad_norm()
+    }
+
     /// This rank's gradients (one per whole tensor, in order) from the host into the
     /// whole gradient buffer. Trainers whose gradients are on the device write them
     /// through [`Self::grad_handle`] instead.
     pub fn write_grads(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
-        if grads.len() != self.tensors.len() {
-            return Err(RuntimeError::GradCount {
-                expected: self.tensors.len(),
-                found: grads.len(),
-            });
-        }
         let plan = self.pieces_opt.plan();
-        for (t, g) in self.tensors.iter().zip(grads) {
-            interp::check_grad(plan, t.len, *g).map_err(RuntimeError::in_tensor(&t.name))?;
-        }
+        step::check_host_grads(plan, &self.tensors, grads)?;
         let size = plan.config.grad.size_bytes();
         let flat = FlatPart::new(
             grads.iter().map(|g| g.as_part()),
@@ -226,45 +237,7 @@ impl ShardedGpuOptimizer {
 
     /// One step of every rank (each calls it; see the module's documentation).
     pub fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
-        let collective =
-            |e: flashopt_cubecl::nccl::NcclError| RuntimeError::Collective(e.to_string());
-        let client = self.pieces_opt.client().clone();
-        let count = self.layout.block_elements();
-        let grad_storage = flashopt_ir::Storage::from(self.pieces_opt.plan().config.grad);
-        // SAFETY: the gradient buffer holds `world` blocks, the block buffer one.
-        unsafe {
-            self.comm.reduce_scatter(
-                &client,
-                grad_storage,
-                &self.grads,
-                &self.block_grads,
-                count,
-                self.reduction == Reduction::Mean,
-            )
-        }
-        .map_err(collective)?;
-        let local = self.pieces_opt.grad_square_sum();
-        let mut global = [local];
-        self.comm.all_reduce_f64(&mut global).map_err(collective)?;
-        if !global[0].is_finite() {
-            let found = match local.is_finite() {
-                true => None,
-                false => self.pieces_opt.locate_non_finite(),
-            };
-            return Ok(StepOutcome::Skipped(self.in_whole_tensor(found)));
-        }
-        let factor = match self.pieces_opt.grad_clipping() {
-            Some(_) => self.pieces_opt.core_mut().clip_factor(global[0]),
-            None => 1.0,
-        };
-        self.pieces_opt.apply(factor)?;
-        // SAFETY: the parameter buffer holds `world` blocks.
-        unsafe {
-            self.comm
-                .all_gather_in_place(&client, self.param_storage(), &self.params, count)
-        }
-        .map_err(collective)?;
-        Ok(StepOutcome::Applied)
+        step::step(self, Scope::All, GradSource::Flat)
     }
 
     /// A non-finite value found in a piece, named by its whole tensor.
@@ -292,7 +265,7 @@ impl ShardedGpuOptimizer {
 
     /// Every whole tensor's parameters, read back.
     pub fn download_params(&self) -> Vec<PartData> {
-        crate::gpu::layout::per_tensor(self.param_storage(), &self.segments, |targets| {
+        crate::optimizer::layout::per_tensor(self.param_storage(), &self.segments, |targets| {
             transfer::download_into(self.pieces_opt.client(), &self.params, targets)
         })
     }
@@ -334,7 +307,7 @@ impl CheckpointedRank for ShardedGpuOptimizer {
     }
 
     fn hyper(&self) -> &[HyperValues] {
-        &self.pieces_opt.core().hyper
+        self.pieces_opt.core().hyper()
     }
 
     fn steps_taken(&self) -> u64 {
@@ -381,9 +354,7 @@ impl CheckpointedRank for ShardedGpuOptimizer {
             padded,
         );
         self.bind_views();
-        let core = self.pieces_opt.core_mut();
-        core.steps_taken = steps_taken;
-        core.hyper = hyper;
+        self.pieces_opt.core_mut().restore(hyper, steps_taken);
     }
 }
 
@@ -399,4 +370,80 @@ fn upload_padded(client: &ComputeClient<CudaRuntime>, flat: &FlatPart<'_>, len: 
         out[head..].fill(0);
     };
     CudaRuntime::upload(client, len, &fill)
+}
+
+fn collective_error(e: crate::device::nccl::NcclError) -> RuntimeError {
+    RuntimeError::Collective(e.to_string())
+}
+
+/// A rank's side of the step protocol: the whole gradient buffer reduce-scattered to
+/// the rank's block, the block's sum of squares all-reduced (a non-finite sum skips the
+/// step on every rank), the pieces' fused launch, the parameters all-gathered.
+impl Stepper for ShardedGpuOptimizer {
+    type Buffer = Handle;
+    type Bound<'g> = ();
+
+    fn stepper_core(&self) -> &Core {
+        self.pieces_opt.core()
+    }
+
+    fn stepper_core_mut(&mut self) -> &mut Core {
+        self.pieces_opt.core_mut()
+    }
+
+    fn bind<'g>(
+        &mut self,
+        scope: Scope,
+        grads: GradSource<'g, Handle>,
+        _scalars: &[Vec<f32>],
+    ) -> Result<(), RuntimeError> {
+        if scope != Scope::All || !matches!(grads, GradSource::Flat) {
+            return Err(grads.unsupported());
+        }
+        let client = self.pieces_opt.client().clone();
+        let count = self.layout.block_elements();
+        let grad_storage = flashopt_ir::Storage::from(self.pieces_opt.plan().config.grad);
+        // SAFETY: the gradient buffer holds `world` blocks, the block buffer one.
+        unsafe {
+            self.comm.reduce_scatter(
+                &client,
+                grad_storage,
+                &self.grads,
+                &self.block_grads,
+                count,
+                self.reduction == Reduction::Mean,
+            )
+        }
+        .map_err(collective_error)
+    }
+
+    fn inspect(&mut self, _: Scope, _: &mut (), _norm: bool) -> Result<Inspection, RuntimeError> {
+        let local = self.pieces_opt.grad_square_sum();
+        let mut global = [local];
+        self.comm
+            .all_reduce_f64(&mut global)
+            .map_err(collective_error)?;
+        if global[0].is_finite() {
+            return Ok(Inspection::Finite {
+                square_sum: Some(global[0]),
+            });
+        }
+        let found = match local.is_finite() {
+            true => None,
+            false => self.pieces_opt.locate_non_finite(),
+        };
+        Ok(Inspection::NonFinite(self.in_whole_tensor(found)))
+    }
+
+    fn apply(&mut self, _: Scope, _: (), scalars: &[Vec<f32>]) -> Result<(), RuntimeError> {
+        self.pieces_opt.launch_all(scalars);
+        let client = self.pieces_opt.client().clone();
+        let count = self.layout.block_elements();
+        // SAFETY: the parameter buffer holds `world` blocks.
+        unsafe {
+            self.comm
+                .all_gather_in_place(&client, self.param_storage(), &self.params, count)
+        }
+        .map_err(collective_error)
+    }
 }

@@ -1,5 +1,5 @@
 //! Per-lane building blocks in cubecl's `#[cube]` language. The kernel definition
-//! ([`crate::define`]) calls their expansions once per lane and instruction. Each one
+//! ([`crate::codegen::define`]) calls their expansions once per lane and instruction. Each one
 //! performs what `flashopt_ir::semantics` says its instruction computes.
 
 use cubecl::prelude::*;

@@ -1,12 +1,12 @@
 //! How a plan's kernel binds its buffers, and how it spreads groups over units: what
-//! the runtime allocates and launches with, and what [`crate::define`] indexes.
+//! the runtime allocates and launches with, and what [`crate::codegen::define`] indexes.
 
 use cubecl::ir::{ElemType, FloatKind, IntKind, StorageType, UIntKind};
-use flashopt_ir::{Extent, GROUP_SIZE, Plan, Role as PartRole, Storage};
+use flashopt_ir::{Extent, GROUP_SIZE, Plan, Role, Storage};
 
 /// What a kernel buffer holds, in binding order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
+pub enum Binding {
     /// A part of the plan's layout, by index.
     Part(usize),
     /// Host scalars, `scalars` per parameter group.
@@ -23,7 +23,7 @@ pub enum Role {
 /// One kernel buffer: its role, element type and vector width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Buffer {
-    pub role: Role,
+    pub role: Binding,
     pub storage: StorageType,
     pub vector: usize,
     pub writable: bool,
@@ -171,13 +171,13 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
         .map(|(i, p)| {
             let storage = storage_type(p.storage);
             Buffer {
-                role: Role::Part(i),
+                role: Binding::Part(i),
                 storage,
                 vector: match p.extent {
                     Extent::Element => shape.vector_width(storage.size()),
                     Extent::Group => 1,
                 },
-                writable: p.role != PartRole::Gradient,
+                writable: p.role != Role::Gradient,
             }
         })
         .collect();
@@ -187,15 +187,15 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
         vector: 1,
         writable: false,
     };
-    out.push(scalar(Role::Scalars, F32));
-    out.push(scalar(Role::GroupInfo, U32));
+    out.push(scalar(Binding::Scalars, F32));
+    out.push(scalar(Binding::GroupInfo, U32));
     if !plan.tables.is_empty() {
-        out.push(scalar(Role::Tables, F32));
+        out.push(scalar(Binding::Tables, F32));
     }
-    let grad = out[plan.part_with_role(PartRole::Gradient).index()];
+    let grad = out[plan.part_with_role(Role::Gradient).index()];
     for k in 1..shape.gradient_regions {
         out.push(Buffer {
-            role: Role::GradientRegion(k),
+            role: Binding::GradientRegion(k),
             ..grad
         });
     }
@@ -206,14 +206,14 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
 ///
 /// # Panics
 /// If the plan has no such buffer (tables, for a plan without any).
-pub fn slot(buffers: &[Buffer], role: Role) -> usize {
+pub fn slot(buffers: &[Buffer], role: Binding) -> usize {
     buffers
         .iter()
         .position(|b| b.role == role)
         .expect("the plan has this buffer")
 }
 
-/// Every table's values, in the order [`Role::Tables`] holds them, and where each
+/// Every table's values, in the order [`Binding::Tables`] holds them, and where each
 /// table starts.
 pub fn table_values(plan: &Plan) -> (Vec<f32>, Vec<usize>) {
     let mut values = Vec::new();

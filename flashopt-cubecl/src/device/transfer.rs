@@ -83,7 +83,7 @@ pub fn padded_len(len: usize) -> usize {
 }
 
 /// Host <-> device copies of whole buffers, as fast as the runtime allows.
-pub trait HostTransfers: Runtime {
+pub trait HostTransfers: crate::codegen::emit::TargetRuntime {
     /// A new device buffer of `len` bytes ([`padded_len`] allocated; the padding is
     /// zero), chunk by chunk: `fill(offset, chunk)` writes bytes `offset..offset +
     /// chunk.len()` of the buffer into `chunk`.

@@ -1,15 +1,15 @@
 //! The raw device buffers, for trainers on the same cubecl client: weights read in
 //! place, gradients copied or written into the flat gradient buffer.
 
-use flashopt_cubecl::copy;
-use flashopt_cubecl::cubecl::client::ComputeClient;
-use flashopt_cubecl::cubecl::server::Handle;
-use flashopt_cubecl::transfer::HostTransfers;
-use flashopt_ir::Role as PartRole;
+use flashopt_ir::Role;
+use flashopt_runtime::core::TensorId;
+use flashopt_runtime::error::RuntimeError;
 
 use super::GpuOptimizer;
-use crate::core::TensorId;
-use crate::error::RuntimeError;
+use crate::cubecl::client::ComputeClient;
+use crate::cubecl::server::Handle;
+use crate::device::copy;
+use crate::device::transfer::HostTransfers;
 
 impl<R: HostTransfers> GpuOptimizer<R> {
     /// Where a tensor lives in the flat device buffers: its element range. Its
@@ -24,7 +24,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     /// The flat buffer of narrow (or f32) parameters, every tensor's segment in it.
     pub fn param_buffer(&self) -> &Handle {
-        &self.buffers[self.part_slot(PartRole::Param)].0
+        &self.buffers[self.part_slot(Role::Param)].0
     }
 
     /// A handle to [`Self::param_buffer`] from one tensor's first parameter on: the
@@ -37,7 +37,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// host read failed; docs/TRAINING.md).
     pub fn param_handle(&self, id: TensorId) -> Result<Handle, RuntimeError> {
         self.core.tensor(id)?;
-        Ok(self.segment_handle(PartRole::Param, id))
+        Ok(self.segment_handle(Role::Param, id))
     }
 
     /// As [`Self::param_handle`], for the tensor's gradient in the gradient buffer the
@@ -48,10 +48,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         if !self.flat_grads {
             return Err(RuntimeError::NoGradBuffer);
         }
-        Ok(self.segment_handle(PartRole::Gradient, id))
+        Ok(self.segment_handle(Role::Gradient, id))
     }
 
-    fn segment_handle(&self, role: PartRole, id: TensorId) -> Handle {
+    fn segment_handle(&self, role: Role, id: TensorId) -> Handle {
         let slot = self.part_slot(role);
         let size = self.layout[slot].element_bytes() as u64;
         let start = self.segments[id.0].elements().start as u64;
@@ -66,7 +66,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     pub fn copy_grad_from(&mut self, id: TensorId, src: &Handle) -> Result<(), RuntimeError> {
         self.check_grad_source(id, src)?;
         self.ensure_grad_buffer();
-        let dtype = self.core.plan.config.grad;
+        let dtype = self.core.plan().config.grad;
         let r = self.segments[id.0].elements();
         // SAFETY: `src` holds the tensor's elements (checked), the gradient buffer
         // holds the segment.
@@ -89,7 +89,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     pub(super) fn check_grad_source(&self, id: TensorId, src: &Handle) -> Result<(), RuntimeError> {
         let name = &self.core.tensor(id)?.name;
         let len = self.segments[id.0].len;
-        let dtype = self.core.plan.config.grad;
+        let dtype = self.core.plan().config.grad;
         let needed = (len * dtype.size_bytes()) as u64;
         if src.size_in_used() < needed {
             return Err(RuntimeError::SourceTooSmall {
@@ -113,7 +113,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         unsafe {
             copy::zero_elements(
                 &self.client,
-                self.core.plan.config.grad,
+                self.core.plan().config.grad,
                 self.grad_buffer(),
                 r.start,
                 r.len(),
@@ -127,7 +127,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// [`Self::release_grad_buffer`] (until something allocates it again).
     pub fn grad_buffer(&self) -> &Handle {
         self.assert_grad_buffer();
-        &self.buffers[self.part_slot(PartRole::Gradient)].0
+        &self.buffers[self.part_slot(Role::Gradient)].0
     }
 
     /// Bytes this optimizer holds on the device: every buffer it allocated (every part
@@ -150,7 +150,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     /// Wait for the device.
     pub fn sync(&self) {
-        flashopt_cubecl::cubecl::future::block_on(self.client.sync()).expect("device sync");
+        crate::cubecl::future::block_on(self.client.sync()).expect("device sync");
     }
 
     pub fn client(&self) -> &ComputeClient<R> {

@@ -16,23 +16,22 @@ mod step;
 
 use std::sync::Arc;
 
-use flashopt_cubecl::bindings::{self, Buffer, MAX_GRADIENT_REGIONS, Role, table_values};
-pub use flashopt_cubecl::bindings::{Arithmetic, KernelShape};
-use flashopt_cubecl::cubecl::Runtime;
-use flashopt_cubecl::cubecl::client::ComputeClient;
-use flashopt_cubecl::cubecl::server::Handle;
-use flashopt_cubecl::launch::FusedStep;
-use flashopt_cubecl::transfer;
-pub use flashopt_cubecl::transfer::HostTransfers;
 use flashopt_ir::interp::{HostTensor, PartData};
 use flashopt_ir::{HyperValues, Plan};
+use flashopt_runtime::core::{CheckedTensors, Core, Optimizer, TensorInfo, check_tensors};
+use flashopt_runtime::error::RuntimeError;
+use flashopt_runtime::numerics::{self, NonFinite};
+use flashopt_runtime::raw;
 
-use crate::core::{CheckedTensors, Core, Optimizer, TensorInfo, check_tensors};
-use crate::error::RuntimeError;
-use crate::numerics::{self, NonFinite};
-use crate::raw;
-
+use crate::codegen::bindings::{self, Binding, Buffer, MAX_GRADIENT_REGIONS, table_values};
+use crate::cubecl::client::ComputeClient;
+use crate::cubecl::server::Handle;
+use crate::device::launch::FusedStep;
+use crate::device::transfer;
 use layout::Segment;
+
+pub use crate::codegen::bindings::{Arithmetic, KernelShape};
+pub use crate::device::transfer::HostTransfers;
 
 /// An optimizer whose state lives on a cubecl device.
 ///
@@ -47,7 +46,8 @@ use layout::Segment;
 /// use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
 /// use flashopt_ir::interp::HostTensor;
 /// use flashopt_ir::{HyperValues, MasterMode, PlanConfig, def::*};
-/// use flashopt_runtime::{GpuOptimizer, TensorId};
+/// use flashopt_cubecl::GpuOptimizer;
+/// use flashopt_runtime::TensorId;
 ///
 /// let mut def = OptimizerDef::new("sgd");
 /// def.hyper("lr", 0.1, Range::at_least(0.0));
@@ -66,7 +66,7 @@ use layout::Segment;
 /// let outcome = opt.step()?;
 /// # let _ = (weights, outcome); Ok(()) }
 /// ```
-pub struct GpuOptimizer<R: Runtime> {
+pub struct GpuOptimizer<R: HostTransfers> {
     client: ComputeClient<R>,
     kernel: FusedStep<R>,
     /// The same step reading gradients from several buffers per launch (steps that
@@ -139,13 +139,13 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             })?;
         }
         check_tensors(
-            &core.plan,
+            core.plan(),
             tensors.iter().map(|(name, _, t)| (name.as_str(), t)),
         )?;
-        let kernel = FusedStep::<R>::new(&client, core.plan.clone());
-        let regions_kernel = regions_kernel(&client, &core.plan, &kernel);
+        let kernel = FusedStep::<R>::new(&client, core.plan().clone());
+        let regions_kernel = regions_kernel(&client, core.plan(), &kernel);
         let layout = kernel.buffers();
-        let (segments, groups) = layout::segments(&core.tensors);
+        let (segments, groups) = layout::segments(core.tensors());
         let mut opt = GpuOptimizer {
             client,
             kernel,
@@ -169,7 +169,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// Fresh device buffers holding `tensors` (one per registered tensor), the
     /// gradients set to the padding byte.
     fn upload(&self, tensors: &[&HostTensor]) -> Vec<(Handle, usize)> {
-        let plan = &self.core.plan;
+        let plan = self.core.plan();
         let resident: Vec<usize> = plan.resident_parts().map(|(id, _)| id.index()).collect();
         self.layout
             .iter()
@@ -178,7 +178,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 // A model without elements binds a buffer of zeros (cubecl rejects empty
                 // allocations; `transfer` allocates at least one word).
                 let bytes: Vec<u8> = match buffer.role {
-                    Role::Part(i) => match resident.iter().position(|&r| r == i) {
+                    Binding::Part(i) => match resident.iter().position(|&r| r == i) {
                         Some(k) => {
                             // Written straight into the transfer's chunks.
                             let flat = layout::FlatPart::of_tensors(
@@ -204,12 +204,12 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                             return (handle, len);
                         }
                     },
-                    Role::Scalars => {
-                        vec![0; plan.scalar_count().max(1) * self.core.hyper.len() * 4]
+                    Binding::Scalars => {
+                        vec![0; plan.scalar_count().max(1) * self.core.hyper().len() * 4]
                     }
-                    Role::GroupInfo => layout::group_info(&self.core.tensors, &self.segments),
-                    Role::Tables => raw::le_bytes(&table_values(plan).0),
-                    Role::GradientRegion(_) => {
+                    Binding::GroupInfo => layout::group_info(self.core.tensors(), &self.segments),
+                    Binding::Tables => raw::le_bytes(&table_values(plan).0),
+                    Binding::GradientRegion(_) => {
                         unreachable!("the one-region kernel's layout has no region bindings")
                     }
                 };
@@ -221,7 +221,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             .collect()
     }
 
-    fn slot(&self, role: Role) -> usize {
+    fn slot(&self, role: Binding) -> usize {
         bindings::slot(&self.layout, role)
     }
 
@@ -238,8 +238,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     }
 
     /// The kernel buffer role of the plan's part with `role`.
-    fn part_role(&self, role: flashopt_ir::Role) -> Role {
-        Role::Part(self.core.plan.part_with_role(role).index())
+    fn part_role(&self, role: flashopt_ir::Role) -> Binding {
+        Binding::Part(self.core.plan().part_with_role(role).index())
     }
 
     /// The kernel buffer of the plan's part with `role`.
@@ -251,8 +251,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// measured best, see docs/BENCHMARKS.md). The buffers stay as they are.
     pub fn set_kernel_shape(&mut self, shape: KernelShape) {
         let shape = shape.with_gradient_regions(1).expect("one region");
-        self.kernel = FusedStep::with_shape(&self.client, self.core.plan.clone(), shape);
-        self.regions_kernel = regions_kernel(&self.client, &self.core.plan, &self.kernel);
+        self.kernel = FusedStep::with_shape(&self.client, self.core.plan().clone(), shape);
+        self.regions_kernel = regions_kernel(&self.client, self.core.plan(), &self.kernel);
         self.layout = self.kernel.buffers();
     }
 
@@ -273,7 +273,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     pub fn download(&self) -> Vec<(String, HostTensor)> {
         let tensors = self.download_tensors();
         self.core
-            .tensors
+            .tensors()
             .iter()
             .map(|t| t.name.clone())
             .zip(tensors)
@@ -284,7 +284,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     pub(crate) fn download_tensors(&self) -> Vec<HostTensor> {
         // Only the resident parts: not the gradients, scalars, group info or tables.
         layout::download(
-            &self.core.plan,
+            self.core.plan(),
             &self.layout,
             &self.segments,
             |slot, targets| transfer::download_into(&self.client, &self.buffers[slot].0, targets),
@@ -294,7 +294,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// Each tensor's values in the per-element part with `role`, read back without
     /// the padding.
     fn read_per_tensor(&self, role: flashopt_ir::Role) -> Vec<PartData> {
-        let plan = &self.core.plan;
+        let plan = self.core.plan();
         let storage = plan.part(plan.part_with_role(role)).storage;
         let (handle, _) = &self.buffers[self.part_slot(role)];
         layout::per_tensor(storage, &self.segments, |targets| {
@@ -333,15 +333,10 @@ impl<R: HostTransfers> Optimizer for GpuOptimizer<R> {
             .map(numerics::max_abs)
             .collect()
     }
-
-    fn plan_changed(&mut self) {
-        let shape = self.kernel_shape();
-        self.set_kernel_shape(shape);
-    }
 }
 
 /// `kernel`'s step with the most gradient regions per launch.
-fn regions_kernel<R: Runtime>(
+fn regions_kernel<R: HostTransfers>(
     client: &ComputeClient<R>,
     plan: &Arc<Plan>,
     kernel: &FusedStep<R>,

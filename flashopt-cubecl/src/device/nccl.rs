@@ -17,7 +17,7 @@ use cudarc::nccl::result as nccl;
 use cudarc::nccl::sys as nccl_sys;
 use flashopt_ir::Storage;
 
-use crate::transfer::device_address_after_queued_work as device_address;
+use crate::device::transfer::device_address_after_queued_work as device_address;
 
 /// A collective call failed; the message is NCCL's or the driver's.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +91,8 @@ impl Communicator {
     ) -> Result<Communicator, NcclError> {
         let probe = client.create_from_slice(&[0u8; 4]);
         let ptr = device_address(client, &probe);
-        let device =
-            crate::transfer::pinned::device_of(ptr).map_err(|e| failed("device")(e.to_string()))?;
+        let device = crate::device::transfer::pinned::device_of(ptr)
+            .map_err(|e| failed("device")(e.to_string()))?;
         // SAFETY: `device` is the ordinal of a live allocation's device; its primary
         // context is retained before it is made current (released in Drop); the
         // stream and scratch buffer are created in that context and owned by the

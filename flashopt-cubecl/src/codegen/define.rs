@@ -20,13 +20,13 @@ use cubecl::ir::{DeviceProperties, ManagedVariable, TargetProperties};
 use cubecl::prelude::*;
 use flashopt_ir::graph::{Func1, Func2};
 use flashopt_ir::program::{InstOp, ValueId};
-use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role as PartRole, Storage};
+use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role, Storage};
 use half::{bf16, f16};
 
-use crate::bindings::{
-    Arithmetic, Buffer, F32, KernelShape, Role, U32, buffers, slot, table_values,
+use crate::codegen::bindings::{
+    Arithmetic, Binding, Buffer, F32, KernelShape, U32, buffers, slot, table_values,
 };
-use crate::ops;
+use crate::codegen::ops;
 
 type F = NativeExpand<f32>;
 type I = NativeExpand<i32>;
@@ -235,7 +235,7 @@ struct KernelBody<'a> {
 }
 
 impl KernelBody<'_> {
-    fn var(&self, role: Role) -> ManagedVariable {
+    fn var(&self, role: Binding) -> ManagedVariable {
         self.vars[slot(self.layout, role)].clone()
     }
 
@@ -253,12 +253,12 @@ impl KernelBody<'_> {
         let scalar_count = plan.scalar_count();
         let info = ops::load_scalar::expand::<u32>(
             scope,
-            self.var(Role::GroupInfo).into(),
+            self.var(Binding::GroupInfo).into(),
             place.group.clone(),
         );
         let valid = ops::group_len::expand(scope, info.clone());
         let base = ops::scalar_base::expand(scope, info, scalar_count);
-        let scalars_array: NativeExpand<Array<f32>> = self.var(Role::Scalars).into();
+        let scalars_array: NativeExpand<Array<f32>> = self.var(Binding::Scalars).into();
         let scalars: Vec<F> = (0..scalar_count)
             .map(|k| {
                 let at = ops::block_index::expand(scope, base.clone(), 1, k);
@@ -291,7 +291,7 @@ impl KernelBody<'_> {
                     valid.clone(),
                 ))),
                 InstOp::Table(t, v) => {
-                    let tables: NativeExpand<Array<f32>> = self.var(Role::Tables).into();
+                    let tables: NativeExpand<Array<f32>> = self.var(Binding::Tables).into();
                     let offset = table_starts[t.index()] as i32 - plan.tables[t.index()].first;
                     self.map(scope, uniform[index], |scope, l| {
                         let code = regs[v.index()].lane(l).i();
@@ -391,13 +391,13 @@ impl KernelBody<'_> {
 
     fn load(&self, scope: &mut Scope, p: PartId, place: &Place) -> Reg {
         let part = self.plan.part(p);
-        let var = self.var(Role::Part(p.index()));
-        if part.role == PartRole::Gradient && !place.gradient_regions.is_empty() {
+        let var = self.var(Binding::Part(p.index()));
+        if part.role == Role::Gradient && !place.gradient_regions.is_empty() {
             return Reg::Lanes(self.load_from_regions(scope, var, part.storage, place));
         }
         let in_gradient;
         let place = match part.role {
-            PartRole::Gradient => {
+            Role::Gradient => {
                 in_gradient = place.in_gradient();
                 &in_gradient
             }
@@ -438,7 +438,7 @@ impl KernelBody<'_> {
             .map(|(k, (inside, group))| {
                 let var = match k {
                     0 => first.clone(),
-                    k => self.var(Role::GradientRegion(k)),
+                    k => self.var(Binding::GradientRegion(k)),
                 };
                 let region = Place {
                     group: group.clone(),
@@ -456,7 +456,7 @@ impl KernelBody<'_> {
 
     fn store(&self, scope: &mut Scope, p: PartId, value: &Reg, place: &Place) {
         let part = self.plan.part(p);
-        let var = self.var(Role::Part(p.index()));
+        let var = self.var(Binding::Part(p.index()));
         match part.extent {
             Extent::Group => store_group(scope, var, part.storage, place, value.lane(0).f()),
             Extent::Element => {

@@ -8,22 +8,23 @@
 //! tensor's last element. The NaN/infinity check and clipping's norm reduce each
 //! tensor's buffer into one array of partial sums, read once.
 
-use flashopt_cubecl::bindings::MAX_GRADIENT_REGIONS;
-use flashopt_cubecl::bindings::Role;
-use flashopt_cubecl::copy;
-use flashopt_cubecl::cubecl::server::Handle;
-use flashopt_cubecl::launch::{GradientRegion, launch_regions, launch_with_gradient_at};
-use flashopt_cubecl::reduce;
-use flashopt_cubecl::transfer::{self, HostTransfers};
 use flashopt_ir::interp::PartData;
-use flashopt_ir::{GROUP_SIZE, Role as PartRole};
+use flashopt_ir::{GROUP_SIZE, Role};
+use flashopt_runtime::core::TensorId;
+use flashopt_runtime::error::RuntimeError;
+use flashopt_runtime::numerics::{NonFinite, StepOutcome};
+use flashopt_runtime::raw;
+use flashopt_runtime::step::{self, GradSource, Scope};
 
 use super::GpuOptimizer;
 use super::layout::info_word;
-use crate::core::TensorId;
-use crate::error::RuntimeError;
-use crate::numerics::{NonFinite, StepOutcome};
-use crate::raw;
+use crate::codegen::bindings::Binding;
+use crate::codegen::bindings::MAX_GRADIENT_REGIONS;
+use crate::cubecl::server::Handle;
+use crate::device::copy;
+use crate::device::launch::{GradientRegion, launch_regions, launch_with_gradient_at};
+use crate::device::reduce;
+use crate::device::transfer::{self, HostTransfers};
 
 /// The byte alignment the kernel's widest gradient loads need.
 const ALIGNMENT: u64 = 16;
@@ -35,7 +36,7 @@ const ALIGNMENT: u64 = 16;
 const ALONE_GROUPS: u32 = 1 << 16;
 
 /// One step's gradients, as the launches bind them.
-struct Bound {
+pub struct Bound {
     /// Per tensor of the step: its id, and the buffer holding its whole groups'
     /// gradients from the first (`None`: the tensor is one partial group).
     whole: Vec<(TensorId, Option<Handle>)>,
@@ -52,7 +53,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// [`Self::copy_grad_from`] and [`Self::zero_grad`] allocate it again;
     /// [`Self::step`] without it is an error.
     pub fn release_grad_buffer(&mut self) {
-        let slot = self.part_slot(PartRole::Gradient);
+        let slot = self.part_slot(Role::Gradient);
         self.buffers[slot] = (transfer::upload_bytes(&self.client, &[0; 4]), 0);
         self.flat_grads = false;
         self.pending_non_finite = None;
@@ -70,9 +71,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         if self.flat_grads {
             return;
         }
-        let size = self.core.plan.config.grad.size_bytes();
+        let size = self.core.plan().config.grad.size_bytes();
         let len = self.groups * GROUP_SIZE;
-        let slot = self.part_slot(PartRole::Gradient);
+        let slot = self.part_slot(Role::Gradient);
         let buffer = transfer::long_lived(&self.client, || {
             transfer::filled(&self.client, len * size, self.pad)
         });
@@ -89,37 +90,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// step (scanned on the device
     /// unless [`Self::set_check_device_grads`] turned it off); clipping applies.
     pub fn step_with_grads(&mut self, grads: &[&Handle]) -> Result<StepOutcome, RuntimeError> {
-        if grads.len() != self.segments.len() {
-            return Err(RuntimeError::GradCount {
-                expected: self.segments.len(),
-                found: grads.len(),
-            });
-        }
-        let ids = (0..grads.len()).map(TensorId);
-        let bound = self.bind_grads(ids.zip(grads.iter().copied()))?;
-        self.pending_non_finite = None;
-        self.grads_scanned = false;
-        let scan = self.check_device_grads || self.core.max_grad_norm.is_some();
-        let mut grad_scale = 1.0;
-        if scan && self.groups > 0 {
-            let sum = self.square_sum_of(&bound);
-            if !sum.is_finite() {
-                let found = self.locate_non_finite_in(grads);
-                return Ok(StepOutcome::Skipped(found.unwrap_or(NonFinite {
-                    // The gradients changed between the reduction and the read back.
-                    tensor: String::new(),
-                    index: 0,
-                    value: sum as f32,
-                    count: 0,
-                })));
-            }
-            grad_scale = self.core.clip_factor(sum);
-        }
-        let step = self.core.steps_taken + 1;
-        self.upload_scalars(step, grad_scale)?;
-        self.launch_bound(&bound);
-        self.core.steps_taken = step;
-        Ok(StepOutcome::Applied)
+        step::step(self, Scope::All, GradSource::Device(grads))
     }
 
     /// Step one tensor alone from its gradient where it lies (gradient release
@@ -131,25 +102,18 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         id: TensorId,
         grad: &Handle,
     ) -> Result<StepOutcome, RuntimeError> {
-        if self.core.max_grad_norm.is_some() {
-            return Err(RuntimeError::ClipNeedsWholeStep);
-        }
-        let bound = self.bind_grads([(id, grad)])?;
-        let step = self.core.steps_taken + 1;
-        self.upload_scalars(step, 1.0)?;
-        self.launch_bound(&bound);
-        Ok(StepOutcome::Applied)
+        step::step(self, Scope::Tensor(id), GradSource::Device(&[grad]))
     }
 
     /// Check every gradient against its tensor before anything is queued, then copy
     /// the partial groups' values (and any misaligned gradient) where the kernel
     /// reads them.
-    fn bind_grads<'a>(
+    pub(super) fn bind_grads<'a>(
         &self,
         grads: impl IntoIterator<Item = (TensorId, &'a Handle)>,
     ) -> Result<Bound, RuntimeError> {
         let grads: Vec<(TensorId, &Handle)> = grads.into_iter().collect();
-        let dtype = self.core.plan.config.grad;
+        let dtype = self.core.plan().config.grad;
         let size = dtype.size_bytes();
         for &(id, src) in &grads {
             self.check_grad_source(id, src)?;
@@ -163,7 +127,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             let words: Vec<u32> = tails
                 .iter()
                 .map(|&t| {
-                    let group = self.core.tensors[t].param_group;
+                    let group = self.core.tensors()[t].param_group;
                     info_word(self.segments[t].len % GROUP_SIZE, group)
                 })
                 .collect();
@@ -216,9 +180,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     /// The sum of squares of the bound gradients' real elements, on the device, with
     /// one read of every buffer's partial sums.
-    fn square_sum_of(&self, bound: &Bound) -> f64 {
-        let info = &self.buffers[self.slot(Role::GroupInfo)].0;
-        let dtype = self.core.plan.config.grad;
+    pub(super) fn square_sum_of(&self, bound: &Bound) -> f64 {
+        let info = &self.buffers[self.slot(Binding::GroupInfo)].0;
+        let dtype = self.core.plan().config.grad;
         let mut reductions: Vec<(&Handle, Handle, usize)> = Vec::new();
         for (id, source) in &bound.whole {
             let s = &self.segments[id.0];
@@ -257,7 +221,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// The fused step of every bound tensor: its whole groups from its buffer, its
     /// partial group from the staging buffer; consecutive regions of groups share a
     /// launch, up to [`MAX_GRADIENT_REGIONS`] buffers each.
-    fn launch_bound(&self, bound: &Bound) {
+    pub(super) fn launch_bound(&self, bound: &Bound) {
         let mut regions: Vec<GradientRegion> = Vec::new();
         for ((id, source), tail) in bound.whole.iter().zip(&bound.tail_slots) {
             let s = &self.segments[id.0];
@@ -312,7 +276,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// per element; its launch overlaps the work queued before it.
     fn launch_alone(&self, region: &GradientRegion) {
         let mut buffers = self.buffers.clone();
-        buffers[self.part_slot(PartRole::Gradient)] = (region.handle.clone(), region.len);
+        buffers[self.part_slot(Role::Gradient)] = (region.handle.clone(), region.len);
         // SAFETY: the region's buffer holds its groups from `gradient_first`; every
         // other buffer holds every group.
         unsafe {
@@ -335,8 +299,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     /// Where the non-finite values of gradients a step found some in are: each is
     /// copied into a fresh buffer and read back.
-    fn locate_non_finite_in(&self, grads: &[&Handle]) -> Option<NonFinite> {
-        let dtype = self.core.plan.config.grad;
+    pub(super) fn locate_non_finite_in(&self, grads: &[&Handle]) -> Option<NonFinite> {
+        let dtype = self.core.plan().config.grad;
         let size = dtype.size_bytes();
         let values: Vec<PartData> = grads
             .iter()

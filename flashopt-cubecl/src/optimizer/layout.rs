@@ -6,17 +6,17 @@
 //! the group's real length (padding never enters a group maximum) and its parameter
 //! group.
 
-use flashopt_cubecl::bindings::{self, Buffer, Role};
 use flashopt_ir::interp::{HostTensor, PartData, PartRef};
 use flashopt_ir::{Extent, GROUP_SIZE, Plan, Storage};
+use flashopt_runtime::core::TensorInfo;
+use flashopt_runtime::raw;
 
-use crate::core::TensorInfo;
-use crate::raw;
+use crate::codegen::bindings::{self, Binding, Buffer};
 
-pub(crate) use crate::segments::{Segment, segments};
+pub(crate) use flashopt_runtime::segments::{Segment, segments};
 
 /// A group's info word: its element count in bits 0..6, its parameter group from
-/// bit 8 (what `flashopt_cubecl::ops::group_len` and `scalar_base` read).
+/// bit 8 (what `crate::codegen::ops::group_len` and `scalar_base` read).
 pub(crate) fn info_word(len: usize, param_group: usize) -> u32 {
     len as u32 | ((param_group as u32) << 8)
 }
@@ -170,7 +170,7 @@ pub(crate) fn download(
                 )
             })
             .collect();
-        read(bindings::slot(layout, Role::Part(id.index())), targets);
+        read(bindings::slot(layout, Binding::Part(id.index())), targets);
     }
     tensors
         .into_iter()
