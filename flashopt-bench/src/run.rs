@@ -320,21 +320,12 @@ fn keeps(filter: &[String], name: &str) -> bool {
     filter.is_empty() || filter.iter().any(|f| f == name)
 }
 
-/// The runtime's client, or why there is none: cubecl panics inside its driver
-/// bindings where no driver or device exists.
+/// The runtime's client, or why there is none (asked of the driver first: cubecl
+/// panics inside its bindings where no driver or device exists).
 fn client<R: HostTransfers>(needs: &str) -> Result<ComputeClient<R>, String> {
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let client = std::panic::catch_unwind(|| R::client(&Default::default()));
-    std::panic::set_hook(quiet);
-    client.map_err(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown reason");
-        format!("`run` needs {needs}, and cubecl found none ({why}); `report` works anywhere")
-    })
+    flashopt_cubecl::device::probe::devices(R::TARGET)
+        .map_err(|e| format!("`run` needs {needs}: {e}; `report` works anywhere"))?;
+    Ok(R::client(&Default::default()))
 }
 
 /// Measure on CUDA (`--runtime cuda`, the default) or HIP (`--runtime hip`: the same

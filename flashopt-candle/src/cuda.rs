@@ -122,7 +122,8 @@ impl CudaFlashOptimizer {
             .synchronize()
             .map_err(in_tensor(self.name(0)))?;
         let size = self.gpu.plan().config.grad.size_bytes();
-        let base = device_address_after_queued_work(self.gpu.client(), self.gpu.grad_buffer());
+        let base = device_address_after_queued_work(self.gpu.client(), self.gpu.grad_buffer())
+            .map_err(|e| CandleError::Device(e.to_string()))?;
         self.bind_context()?;
         for (i, g) in narrow.iter().enumerate() {
             let id = TensorId(i);
@@ -189,7 +190,8 @@ impl CudaFlashOptimizer {
     fn write_back(&self) -> Result<(), CandleError> {
         let param = self.gpu.plan().config.param;
         let size = param.size_bytes();
-        let base = device_address_after_queued_work(self.gpu.client(), self.gpu.param_buffer());
+        let base = device_address_after_queued_work(self.gpu.client(), self.gpu.param_buffer())
+            .map_err(|e| CandleError::Device(e.to_string()))?;
         self.bind_context()?;
         let mut made = Vec::with_capacity(self.vars.len());
         for (i, var) in self.vars.iter().enumerate() {

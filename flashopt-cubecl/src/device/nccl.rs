@@ -90,7 +90,7 @@ impl Communicator {
         world: usize,
     ) -> Result<Communicator, NcclError> {
         let probe = client.create_from_slice(&[0u8; 4]);
-        let ptr = device_address(client, &probe);
+        let ptr = device_address(client, &probe).map_err(|e| failed("device")(e.to_string()))?;
         let device = crate::device::transfer::pinned::device_of(ptr)
             .map_err(|e| failed("device")(e.to_string()))?;
         // SAFETY: `device` is the ordinal of a live allocation's device; its primary
@@ -143,7 +143,9 @@ impl Communicator {
         count: usize,
         mean: bool,
     ) -> Result<(), NcclError> {
-        let (send, recv) = (device_address(client, send), device_address(client, recv));
+        let address =
+            |h| device_address(client, h).map_err(|e| failed("reduce-scatter")(e.to_string()));
+        let (send, recv) = (address(send)?, address(recv)?);
         let op = match mean {
             true => nccl_sys::ncclRedOp_t::ncclAvg,
             false => nccl_sys::ncclRedOp_t::ncclSum,
@@ -176,7 +178,8 @@ impl Communicator {
         buffer: &Handle,
         count: usize,
     ) -> Result<(), NcclError> {
-        let base = device_address(client, buffer);
+        let base =
+            device_address(client, buffer).map_err(|e| failed("all-gather")(e.to_string()))?;
         let own = base + (self.rank * count * storage.size_bytes()) as u64;
         // SAFETY: the caller guarantees `buffer` holds `world * count` values, so
         // block `rank` and all `world` blocks lie inside it; `run` makes the

@@ -123,8 +123,10 @@ impl HostTransfers for cubecl::cuda::CudaRuntime {
         }
         let dst = client.empty(total);
         // The new buffer may reuse memory a queued kernel still reads.
-        let ptr = device_address_after_queued_work(client, &dst);
-        match pinned::upload(ptr, len, total, fill) {
+        let pinned = device_address_after_queued_work(client, &dst)
+            .map_err(|e| e.to_string())
+            .and_then(|ptr| pinned::upload(ptr, len, total, fill).map_err(|e| e.to_string()));
+        match pinned {
             Ok(()) => dst,
             Err(e) => {
                 pinned::warn_once(&e);
@@ -141,8 +143,10 @@ impl HostTransfers for cubecl::cuda::CudaRuntime {
     ) {
         if padded_len(len) > CHUNK_BYTES {
             // Kernels queued before the read may still write the buffer.
-            let ptr = device_address_after_queued_work(client, src);
-            match pinned::download(ptr, len, take) {
+            let pinned = device_address_after_queued_work(client, src)
+                .map_err(|e| e.to_string())
+                .and_then(|ptr| pinned::download(ptr, len, take).map_err(|e| e.to_string()));
+            match pinned {
                 Ok(()) => return,
                 // Pieces already taken are taken again, with the same bytes.
                 Err(e) => pinned::warn_once(&e),
@@ -152,17 +156,33 @@ impl HostTransfers for cubecl::cuda::CudaRuntime {
     }
 }
 
+/// A device call that failed: what flashopt asked and what cubecl or the driver said.
+#[derive(Debug, thiserror::Error)]
+#[error("device: {during}: {message}")]
+pub struct DeviceError {
+    pub during: &'static str,
+    pub message: String,
+}
+
 /// The device address of `handle`'s first byte, once everything queued on the
 /// client's stream has run: copies outside cubecl's stream must not overtake it.
+/// An error where cubecl has no such buffer or the queued work failed (a kernel
+/// fault leaves the context unusable: every later call fails too).
 pub fn device_address_after_queued_work(
     client: &ComputeClient<cubecl::cuda::CudaRuntime>,
     handle: &Handle,
-) -> u64 {
+) -> Result<u64, DeviceError> {
     let resource = client
         .get_resource(handle.clone())
-        .expect("a device buffer");
-    cubecl::future::block_on(client.sync()).expect("device sync");
-    resource.resource().ptr
+        .map_err(|e| DeviceError {
+            during: "looking up a buffer's address",
+            message: e.to_string(),
+        })?;
+    cubecl::future::block_on(client.sync()).map_err(|e| DeviceError {
+        during: "waiting for the queued work",
+        message: e.to_string(),
+    })?;
+    Ok(resource.resource().ptr)
 }
 
 /// Runs `allocate` with every device allocation it makes on this thread's stream of
@@ -376,7 +396,7 @@ pub(crate) mod pinned {
 
     /// The pinned path failed (the driver said why): the copies still happen, through
     /// cubecl, slower. Said once per process.
-    pub fn warn_once(error: &DriverError) {
+    pub fn warn_once(error: &str) {
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
             eprintln!(

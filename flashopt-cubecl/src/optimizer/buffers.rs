@@ -148,11 +148,6 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         );
     }
 
-    /// Wait for the device.
-    pub fn sync(&self) {
-        crate::cubecl::future::block_on(self.client.sync()).expect("device sync");
-    }
-
     pub fn client(&self) -> &ComputeClient<R> {
         &self.client
     }
