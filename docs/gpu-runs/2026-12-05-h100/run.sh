@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Planned, not yet run (no device could be started at the end of the session that wrote
-# it, then too little device time was left). One device command: the whole GPU suite of this build (device failures now returned
-# as errors on the pinned-transfer and NCCL paths), `flashopt-bench run` on one small
-# workload (the driver probe that replaced the panic hook must find the GPU), and the
-# candle CUDA adapter's check (clipping and parameter groups through its Config).
+# Planned, not yet run (no device could be started at the end of the session that
+# wrote it, then too little device time was left). One device command: the whole GPU
+# suite of this build (device failures now returned as errors on the pinned-transfer
+# and NCCL paths), `flashopt-bench run` on one small workload (the driver probe that
+# replaced the panic hook must find the GPU), and the candle CUDA adapter's check
+# (clipping and parameter groups through its Config).
 # Binaries built on the CPU machine, stripped, carried in .dev/bin:
 #   cargo test --release --features gpu-tests --test gpu --no-run    -> gpu-tests
 #   cargo build --release -p flashopt-bench                          -> flashopt-bench
