@@ -123,9 +123,9 @@ mod tests {
         for target in [Target::Cuda, Target::Hip] {
             match devices(target) {
                 Ok(n) => assert!(n > 0),
-                Err(ProbeError::NoDriver { library, .. }) => {
+                Err(e @ ProbeError::NoDriver { library, .. }) => {
                     assert_eq!(library, driver(target).library);
-                    let message = devices(target).unwrap_err().to_string();
+                    let message = e.to_string();
                     assert!(message.starts_with(&format!("no {} driver: ", target.name())));
                 }
                 Err(e) => assert!(!e.to_string().is_empty()),
