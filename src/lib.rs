@@ -48,7 +48,8 @@ pub use flashopt_cubecl::cubecl;
 pub use flashopt_cubecl::{Arithmetic, GpuOptimizer, KernelShape, ShardedGpuOptimizer};
 pub use flashopt_ir::interp::{GradBuf, HostTensor};
 pub use flashopt_ir::{
-    Codec, F32States, FloatDtype, MasterMode, OptimizerSpec, PlanConfig, StateKind,
+    Codec, F32States, FloatDtype, MasterMode, NearestRounding, OptimizerSpec, PlanConfig, Rounding,
+    StateKind,
 };
 pub use flashopt_runtime::{
     CheckpointError, CpuOptimizer, NonFinite, Optimizer, RuntimeError, StepOutcome, TensorId,

@@ -116,7 +116,9 @@ optimizer! {
 }
 
 optimizer! {
-    /// Lion with decoupled weight decay (flashoptim's `FlashLion`).
+    /// Lion with decoupled weight decay (flashoptim's `FlashLion`), its momentum's
+    /// codes rounded with a dither so that they decay when the gradient stops
+    /// (`NearestRounding<Lion>` is flashoptim's arithmetic bit for bit).
     #[flashopt(min_step = 1.0)]
     pub Lion {
         /// Learning rate.
@@ -132,6 +134,7 @@ optimizer! {
         hyper decouple_lr: bool = false;
         /// The learning rate weight decay is relative to with `decouple_lr`.
         hyper initial_lr: f32 = lr in 0.0..;
+        #[flashopt(dithered)]
         state m: signed;
 
         // flashoptim computes the decay in Python (f64) and passes it to its kernel as f32.
@@ -145,7 +148,9 @@ optimizer! {
 optimizer! {
     /// SGD with momentum, dampening, Nesterov and L2 regularization (flashoptim's
     /// `FlashSGD`). As in flashoptim, `1 - dampening` applies on every step, the first
-    /// included (torch's SGD skips it on the first).
+    /// included (torch's SGD skips it on the first). The momentum's codes are rounded
+    /// with a dither so that they decay when the gradient stops (`NearestRounding<Sgd>`
+    /// is flashoptim's arithmetic bit for bit).
     #[flashopt(min_step = 1.0)]
     pub Sgd {
         /// Learning rate.
@@ -159,6 +164,7 @@ optimizer! {
         hyper weight_decay: f32 = 0.0 in 0.0..;
         /// Nesterov momentum (meant with momentum > 0 and dampening 0).
         hyper nesterov: bool = false;
+        #[flashopt(dithered)]
         state buf: signed;
 
         let grad = fma(p, weight_decay, g);
@@ -184,7 +190,8 @@ optimizer! {
 }
 
 /// The shipped optimizers' names, as `by_name` takes them. Each is flashoptim
-/// 0.1.4's, operation by operation (Adam and AdamW with `bound_momentum: false`).
+/// 0.1.4's, operation by operation (Adam and AdamW with `bound_momentum: false`; Lion,
+/// Sgd and SgdW under `NearestRounding`).
 pub const NAMES: [&str; 5] = ["adamw", "adam", "lion", "sgd", "sgdw"];
 
 /// A shipped optimizer's definition by its name (`adamw`, `adam`, `lion`, `sgd`, `sgdw`).

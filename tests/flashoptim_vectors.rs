@@ -25,7 +25,7 @@ use flashopt::ir::interp::{self, GradBuf, HostTensor, PartData};
 use flashopt::ir::{HostArithmetic, HyperValues, Plan, compile};
 use flashopt::optimizers;
 use flashopt::runtime::raw;
-use flashopt::{MasterMode, PlanConfig};
+use flashopt::{MasterMode, PlanConfig, Rounding};
 use half::bf16;
 use safetensors::SafeTensors;
 
@@ -110,7 +110,12 @@ fn ints(data: &PartData) -> Vec<i32> {
 
 /// Step the fixture's state once with `arithmetic` and compare with flashoptim's.
 fn agreement(f: &Fixture, arithmetic: HostArithmetic) -> Agreement {
-    let def = optimizers::by_name(&f.optimizer).expect("a shipped optimizer");
+    let mut def = optimizers::by_name(&f.optimizer).expect("a shipped optimizer");
+    // flashoptim's arithmetic: codes rounded to nearest (Lion, Sgd and SgdW dither
+    // theirs; `NearestRounding` does this to a spec).
+    for state in &mut def.states {
+        state.rounding = Rounding::Nearest;
+    }
     let plan = compile(&def, PlanConfig::bf16(f.master))
         .unwrap()
         .with_host_arithmetic(arithmetic);

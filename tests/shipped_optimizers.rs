@@ -12,7 +12,7 @@ mod common;
 use common::{Rng, powif};
 use flashopt::ir::interp::{GradBuf, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
-use flashopt::{Codec, CpuOptimizer, F32States, Optimizer, OptimizerSpec, PlanConfig};
+use flashopt::{Codec, CpuOptimizer, F32States, Optimizer, OptimizerSpec, PlanConfig, Rounding};
 
 const N: usize = 1000;
 const STEPS: u64 = 6;
@@ -28,6 +28,7 @@ fn check<S: OptimizerSpec>(spec: &S, reference: impl Fn(&mut [f32], &mut [Vec<f3
     let mut def = S::definition();
     for s in &mut def.states {
         s.codec = Some(Codec::F32);
+        s.rounding = Rounding::Nearest;
     }
     let plan = flashopt::ir::compile(&def, PlanConfig::f32_params()).unwrap();
     // F32States is this optimizer in fp32: the same plan.

@@ -2,7 +2,7 @@
 //! it computes and how flashopt stores the parameters and states.
 
 use flashopt::optimizers::{AdamW, Lion, Sgd};
-use flashopt::{F32States, MasterMode, OptimizerSpec, PlanConfig};
+use flashopt::{F32States, MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 
 /// The update rule of every flashopt run in a process (`--optimizer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -111,7 +111,8 @@ impl Storage {
 pub enum Stepper {
     Flashopt {
         storage: Storage,
-        /// AdamW without its momentum bound: flashoptim 0.1.4's arithmetic.
+        /// flashoptim 0.1.4's arithmetic: AdamW without its momentum bound, Lion and
+        /// SGD with their momentum codes rounded to nearest.
         flashoptim: bool,
     },
     /// burn's own AdamW (in the compute dtype).
@@ -194,12 +195,6 @@ impl RunKind {
             Stepper::Burn if clip.is_some() => Err(format!(
                 "`{label}` cannot clip the global gradient norm (--clip); compare with `flashopt-fp32`"
             )),
-            Stepper::Flashopt {
-                flashoptim: true, ..
-            } if rule != Rule::AdamW => Err(format!(
-                "`{label}` is AdamW without its momentum bound; {} is flashoptim's arithmetic already",
-                rule.name()
-            )),
             _ => Ok(kind),
         }
     }
@@ -213,7 +208,8 @@ pub trait WithOptimizer {
 }
 
 /// Calls `f` with `rule`'s optimizer (its schedule's peak `lr`) stored as `storage`;
-/// `flashoptim` drops AdamW's momentum bound.
+/// `flashoptim` gives flashoptim's arithmetic (AdamW without its momentum bound, Lion
+/// and SGD rounding their momentum codes to nearest instead of dithering).
 pub fn with_optimizer<F: WithOptimizer>(
     rule: Rule,
     lr: f64,
@@ -227,9 +223,11 @@ pub fn with_optimizer<F: WithOptimizer>(
             _ => f.run(&spec, storage.config()),
         }
     }
-    match rule {
-        Rule::AdamW => stored(Rule::adamw(lr, !flashoptim), storage, f),
-        Rule::Lion => stored(Rule::lion(lr), storage, f),
-        Rule::Sgd => stored(Rule::sgd(lr), storage, f),
+    match (rule, flashoptim) {
+        (Rule::AdamW, _) => stored(Rule::adamw(lr, !flashoptim), storage, f),
+        (Rule::Lion, false) => stored(Rule::lion(lr), storage, f),
+        (Rule::Lion, true) => stored(NearestRounding(Rule::lion(lr)), storage, f),
+        (Rule::Sgd, false) => stored(Rule::sgd(lr), storage, f),
+        (Rule::Sgd, true) => stored(NearestRounding(Rule::sgd(lr)), storage, f),
     }
 }

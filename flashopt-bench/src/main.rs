@@ -46,7 +46,7 @@ enum Command {
         /// none is an error.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
-        /// Optimizers (AdamW, Adam, Lion, SGD, SGDW, AdamW-flashoptim).
+        /// Optimizers (AdamW, Adam, Lion, SGD, SGDW, and AdamW-, Lion-, SGD-flashoptim).
         #[arg(long, value_delimiter = ',')]
         optimizers: Vec<String>,
         /// Master modes: 24, 32, none.

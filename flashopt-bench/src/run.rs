@@ -8,7 +8,7 @@ use flashopt::GpuOptimizer;
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
-use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
+use flashopt::{MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
@@ -266,12 +266,18 @@ fn dispatch<R: HostTransfers>(
         ),
         "Adam" => measure(client, &Adam::default(), master, workload, grads, shape),
         "Lion" => measure(client, &Lion::default(), master, workload, grads, shape),
-        "SGD" => measure(
+        "Lion-flashoptim" => measure(
             client,
-            &Sgd {
-                momentum: 0.9,
-                ..Sgd::default()
-            },
+            &NearestRounding(Lion::default()),
+            master,
+            workload,
+            grads,
+            shape,
+        ),
+        "SGD" => measure(client, &sgd(), master, workload, grads, shape),
+        "SGD-flashoptim" => measure(
+            client,
+            &NearestRounding(sgd()),
             master,
             workload,
             grads,
@@ -292,8 +298,26 @@ fn dispatch<R: HostTransfers>(
     }
 }
 
-/// `AdamW-flashoptim` is AdamW without its step cap: flashoptim's arithmetic.
-pub const OPTIMIZERS: [&str; 6] = ["AdamW", "Adam", "Lion", "SGD", "SGDW", "AdamW-flashoptim"];
+/// SGD with momentum 0.9, as the workloads step it.
+fn sgd() -> Sgd {
+    Sgd {
+        momentum: 0.9,
+        ..Sgd::default()
+    }
+}
+
+/// The `-flashoptim` variants are flashoptim's arithmetic: AdamW without its momentum
+/// bound, Lion and SGD with their momentum codes rounded to nearest (not dithered).
+pub const OPTIMIZERS: [&str; 8] = [
+    "AdamW",
+    "Adam",
+    "Lion",
+    "SGD",
+    "SGDW",
+    "AdamW-flashoptim",
+    "Lion-flashoptim",
+    "SGD-flashoptim",
+];
 pub const MASTERS: [(&str, MasterMode); 3] = [
     ("24", MasterMode::Int8),
     ("32", MasterMode::Int16),

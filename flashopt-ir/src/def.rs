@@ -20,7 +20,7 @@
 use std::fmt;
 
 pub use crate::graph::Func2;
-use crate::types::{Codec, StateKind, Type};
+use crate::types::{Codec, Rounding, StateKind, Type};
 
 /// Where a node came from, as an index the front end hands out (a token number,
 /// for the proc macro). `Span::NONE` for definitions built in code.
@@ -282,6 +282,8 @@ pub struct StateDef {
     pub kind: StateKind,
     /// `None`: the kind's default codec.
     pub codec: Option<Codec>,
+    /// How its encoder rounds to a code (8-bit codecs only).
+    pub rounding: Rounding,
     pub span: Span,
 }
 
@@ -372,21 +374,29 @@ impl OptimizerDef {
 
     /// Declare a state with its kind's default codec.
     pub fn state(&mut self, name: &str, kind: StateKind) -> &mut Self {
-        self.states.push(StateDef {
-            name: name.to_string(),
-            kind,
-            codec: None,
-            span: Span::NONE,
-        });
-        self
+        self.state_rounded(name, kind, None, Rounding::Nearest)
     }
 
     /// Declare a state with an explicit codec.
     pub fn state_with(&mut self, name: &str, kind: StateKind, codec: Codec) -> &mut Self {
+        self.state_rounded(name, kind, Some(codec), Rounding::Nearest)
+    }
+
+    /// Declare a state with a codec (`None`: the kind's default) and the rounding of its
+    /// codes ([`Rounding::Dithered`] is for the 8-bit codecs; validation reports it on
+    /// any other).
+    pub fn state_rounded(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        codec: Option<Codec>,
+        rounding: Rounding,
+    ) -> &mut Self {
         self.states.push(StateDef {
             name: name.to_string(),
             kind,
-            codec: Some(codec),
+            codec,
+            rounding,
             span: Span::NONE,
         });
         self

@@ -57,7 +57,7 @@ pub use layout::{Extent, Part, PartId, Role, Storage};
 pub use passes::lower::LowerError;
 pub use plan::{Plan, PlanConfig, Traffic};
 pub use semantics::{HostArithmetic, HostEvalError};
-pub use types::{Codec, FloatDtype, GROUP_SIZE, MasterMode, StateKind, Type};
+pub use types::{Codec, FloatDtype, GROUP_SIZE, MasterMode, Rounding, StateKind, Type};
 pub use validate::{Diagnostic, Numerics, Rule, ValidationError, validate};
 
 /// An optimizer type: its definition and its current hyper-parameter values.
@@ -113,6 +113,50 @@ impl<S: OptimizerSpec> OptimizerSpec for F32States<S> {
         let mut def = S::definition();
         for state in &mut def.states {
             state.codec = Some(Codec::F32);
+            state.rounding = Rounding::Nearest;
+        }
+        def
+    }
+
+    fn hyper_values(&self) -> Result<HyperValues, HyperError> {
+        self.0.hyper_values()
+    }
+}
+
+/// `S` with every state's codes rounded to the nearest code, as flashoptim 0.1.4
+/// encodes them: the shipped Lion, Sgd and SgdW dither their momentum's rounding
+/// ([`Rounding::Dithered`]), and this is their flashoptim arithmetic, bit for bit.
+///
+/// ```
+/// use flashopt_ir::{NearestRounding, OptimizerSpec, Rounding};
+/// # use flashopt_ir::def::*;
+/// # struct Sgd;
+/// # impl OptimizerSpec for Sgd {
+/// #     const NAME: &'static str = "sgd";
+/// #     fn definition() -> OptimizerDef {
+/// #         let mut d = OptimizerDef::new("sgd");
+/// #         d.hyper("lr", 0.1, Range::at_least(0.0)).learning_rate("lr");
+/// #         d.state_rounded("m", flashopt_ir::StateKind::Signed, None, Rounding::Dithered);
+/// #         d.assign("m", name("m") * 0.9 + name("g"));
+/// #         d.assign("p", name("p") - name("lr") * name("m"));
+/// #         d
+/// #     }
+/// #     fn hyper_values(&self) -> Result<flashopt_ir::HyperValues, flashopt_ir::HyperError> {
+/// #         Ok(flashopt_ir::HyperValues::defaults(&Self::definition().hyper_params))
+/// #     }
+/// # }
+/// assert_eq!(Sgd::definition().states[0].rounding, Rounding::Dithered);
+/// assert_eq!(NearestRounding::<Sgd>::definition().states[0].rounding, Rounding::Nearest);
+/// ```
+pub struct NearestRounding<S>(pub S);
+
+impl<S: OptimizerSpec> OptimizerSpec for NearestRounding<S> {
+    const NAME: &'static str = S::NAME;
+
+    fn definition() -> OptimizerDef {
+        let mut def = S::definition();
+        for state in &mut def.states {
+            state.rounding = Rounding::Nearest;
         }
         def
     }

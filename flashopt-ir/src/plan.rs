@@ -11,7 +11,7 @@ use crate::layout::{Extent, Part, PartId, Role};
 use crate::passes::HostProgram;
 use crate::program::{CodeTable, InstOp, Program};
 use crate::semantics::{HostArithmetic, HostEvalError, to_kernel_f32};
-use crate::types::{FloatDtype, MasterMode};
+use crate::types::{FloatDtype, MasterMode, Rounding};
 use crate::validate::{Numerics, State};
 
 /// The storage format a plan is lowered for.
@@ -197,10 +197,20 @@ impl Plan {
             .sum()
     }
 
-    /// Kernel scalars per parameter group: the host program's, then the gradient
-    /// scale.
+    /// Kernel scalars per parameter group: the host program's, the gradient scale, and
+    /// the dither phase where a state is dithered.
     pub fn scalar_count(&self) -> usize {
-        self.host.scalars.len() + 1
+        self.host.scalars.len() + 1 + usize::from(self.dither_phase().is_some())
+    }
+
+    /// The kernel scalar that dithers the rounding of codes ([`crate::codec::dither`]),
+    /// after the gradient scale, if a state's rounding is [`Rounding::Dithered`]: the
+    /// host sets it every step from the step counter alone.
+    pub fn dither_phase(&self) -> Option<usize> {
+        self.states
+            .iter()
+            .any(|s| s.rounding == Rounding::Dithered)
+            .then(|| self.grad_scale() + 1)
     }
 
     /// The kernel scalar every use of the gradient is multiplied by
@@ -235,8 +245,8 @@ impl Plan {
         hyper.values().get(i).and_then(|v| v.as_f64())
     }
 
-    /// The host scalars of one step, as the kernel receives them (f32 lanes), the
-    /// gradient scale last and 1 (clipping sets it afterwards).
+    /// The host scalars of one step, as the kernel receives them (f32 lanes), then the
+    /// gradient scale, 1 (clipping sets it afterwards), and the dither phase if any.
     pub fn kernel_scalars(
         &self,
         hyper: &HyperValues,
@@ -257,6 +267,9 @@ impl Plan {
             .map(to_kernel_f32)
             .collect();
         scalars.push(1.0);
+        if self.dither_phase().is_some() {
+            scalars.push(crate::codec::dither::phase(step));
+        }
         Ok(scalars)
     }
 }

@@ -211,6 +211,12 @@ impl fmt::Display for Plan {
             "  ${}: f32 = gradient scale (global-norm clipping, set every step; 1 without)",
             self.grad_scale()
         )?;
+        if let Some(k) = self.dither_phase() {
+            writeln!(
+                f,
+                "  ${k}: f32 = dither phase frac(t * 0.618..) (rounding of dithered codes)"
+            )?;
+        }
         writeln!(f, "parts:")?;
         for p in &self.parts {
             let role = match p.role {

@@ -177,6 +177,34 @@ pub enum Codec {
     F32,
 }
 
+/// How an 8-bit state's encoder chooses between the two codes around a value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Rounding {
+    /// The nearest code (`floor(c + 0.5)`), as flashoptim 0.1.4 encodes.
+    #[default]
+    Nearest,
+    /// The upper code with a probability equal to the distance from the lower one:
+    /// `floor(c + u)`, `u` in `[0, 1)` a dither of the value and the step
+    /// ([`crate::codec::dither`]). Unbiased over steps, so a decaying state decays
+    /// where rounding to nearest would leave it on a code that re-encodes to itself.
+    Dithered,
+}
+
+impl Rounding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rounding::Nearest => "nearest",
+            Rounding::Dithered => "dithered",
+        }
+    }
+}
+
+impl fmt::Display for Rounding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Elements per quantization group (one f16 scale each).
 pub const GROUP_SIZE: usize = 32;
 
@@ -201,6 +229,15 @@ impl Codec {
 
     pub fn from_name(name: &str) -> Option<Codec> {
         Codec::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether the codec stores codes of a group scale (the 8-bit codecs), the only
+    /// ones a [`Rounding`] applies to.
+    pub fn quantizes(self) -> bool {
+        matches!(
+            self,
+            Codec::Int8Softsign | Codec::Int8Linear | Codec::Uint8Sqrt
+        )
     }
 
     /// Whether a state of `kind` may be stored with this codec.

@@ -9,7 +9,7 @@ use crate::def::{
     Expr, ExprKind, HyperParamDef, Literal, OptimizerDef, Range, Span, Stmt, UnaryOp, Value,
 };
 use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op};
-use crate::types::{Codec, StateKind, Type};
+use crate::types::{Codec, Rounding, StateKind, Type};
 
 /// A declared state, its codec resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +17,7 @@ pub struct State {
     pub name: String,
     pub kind: StateKind,
     pub codec: Codec,
+    pub rounding: Rounding,
 }
 
 /// A validated optimizer: declarations and the typed per-element rule.
@@ -264,10 +265,20 @@ impl Validator<'_> {
                     ),
                 );
             }
+            if s.rounding != Rounding::Nearest && !codec.quantizes() {
+                self.error(
+                    s.span,
+                    format!(
+                        "state `{}` is stored as {codec}, which has no codes to round: {} rounding is for the 8-bit codecs",
+                        s.name, s.rounding
+                    ),
+                );
+            }
             states.push(State {
                 name: s.name.clone(),
                 kind: s.kind,
                 codec,
+                rounding: s.rounding,
             });
         }
         states

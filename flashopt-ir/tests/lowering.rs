@@ -3,10 +3,12 @@
 //! edge cases: zeros, subnormals, huge values, infinities and NaN. The programs run in
 //! the CPU interpreter, the same instructions the GPU back end translates.
 
-use flashopt_ir::codec::{decode_master, encode_master, linear, softsign, sqrt};
+use flashopt_ir::codec::{decode_master, dither, encode_master, linear, softsign, sqrt};
 use flashopt_ir::def::{OptimizerDef, name};
 use flashopt_ir::interp::{self, GradBuf, HostTensor, PartData};
-use flashopt_ir::{Codec, FloatDtype, HyperValues, MasterMode, Plan, PlanConfig, StateKind};
+use flashopt_ir::{
+    Codec, FloatDtype, HyperValues, MasterMode, Plan, PlanConfig, Rounding, StateKind,
+};
 use half::{bf16, f16};
 use proptest::prelude::*;
 
@@ -35,9 +37,14 @@ fn config(param: FloatDtype, master: MasterMode) -> PlanConfig {
 
 /// Step `plan` once with gradient `values` on a zero tensor.
 fn stored(plan: &Plan, values: &[f32]) -> HostTensor {
+    stored_at(plan, values, 1)
+}
+
+/// [`stored`] with the step counter at `step`.
+fn stored_at(plan: &Plan, values: &[f32], step: u64) -> HostTensor {
     let mut t = HostTensor::zeros(plan, values.len());
     let scalars = plan
-        .kernel_scalars(&HyperValues::defaults(&plan.hyper_params), 1)
+        .kernel_scalars(&HyperValues::defaults(&plan.hyper_params), step)
         .unwrap();
     interp::run(plan, &scalars, &mut t, GradBuf::F32(values)).unwrap();
     t
@@ -369,6 +376,49 @@ fn each_state_codec_snapshot() {
         let plan = store_plan(config(FloatDtype::F32, MasterMode::None), codec);
         insta::assert_snapshot!(format!("state_{}", codec.name()), text(&plan));
     }
+}
+
+/// A dithered state: the rounding offset's instructions and the dither-phase scalar.
+#[test]
+fn dithered_state_snapshot() {
+    let mut def = OptimizerDef::new("store");
+    def.state_rounded("s", StateKind::Signed, None, Rounding::Dithered);
+    def.assign("s", name("g"));
+    def.assign("p", name("g"));
+    let plan = flashopt_ir::compile(&def, config(FloatDtype::F32, MasterMode::None)).unwrap();
+    assert_eq!(plan.dither_phase(), Some(plan.grad_scale() + 1));
+    insta::assert_snapshot!("state_int8_softsign_dithered", text(&plan));
+}
+
+/// The lowered dithered encoder stores what the reference computes with the same
+/// offsets, step after step, and differs from rounding to nearest.
+#[test]
+fn dithered_codes_match_the_reference() {
+    let mut def = OptimizerDef::new("store");
+    def.state_rounded("s", StateKind::Signed, None, Rounding::Dithered);
+    def.assign("s", name("g"));
+    def.assign("p", name("g"));
+    let plan = flashopt_ir::compile(&def, config(FloatDtype::F32, MasterMode::None)).unwrap();
+    let values: Vec<f32> = (0..64)
+        .map(|i| ((i * 37 % 64) as f32 - 31.7) * 0.013)
+        .collect();
+    let mut differs = false;
+    for step in [1u64, 2, 3, 17, 1_000_003] {
+        let t = stored_at(&plan, &values, step);
+        let Some(PartData::I8(codes)) = t.part(&plan, "s::codes") else {
+            panic!("int8 codes")
+        };
+        let phase = dither::phase(step);
+        for (g, chunk) in values.chunks(32).enumerate() {
+            let mut expected = [0i8; 32];
+            softsign::encode_group_with(chunk, &mut expected, |x| dither::offset(x, phase));
+            assert_eq!(&codes[g * 32..g * 32 + 32], &expected[..], "step {step}");
+            let mut nearest = [0i8; 32];
+            softsign::encode_group(chunk, &mut nearest);
+            differs |= nearest != expected;
+        }
+    }
+    assert!(differs, "dithering changed no code");
 }
 
 #[test]

@@ -256,13 +256,15 @@ fn definition_tokens(def: &OptimizerDef) -> TokenStream {
         let n = &s.name;
         let kind = variant(s.kind);
         let kind = quote!(::flashopt::ir::StateKind::#kind);
-        match s.codec {
+        let codec = match s.codec {
             Some(c) => {
                 let c = variant(c);
-                quote!(def.state_with(#n, #kind, ::flashopt::ir::Codec::#c);)
+                quote!(::core::option::Option::Some(::flashopt::ir::Codec::#c))
             }
-            None => quote!(def.state(#n, #kind);),
-        }
+            None => quote!(::core::option::Option::None),
+        };
+        let rounding = variant(s.rounding);
+        quote!(def.state_rounded(#n, #kind, #codec, ::flashopt::ir::Rounding::#rounding);)
     });
     let body = def.body.iter().map(|s| match s {
         Stmt::Let { name, value, .. } => {

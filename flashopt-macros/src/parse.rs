@@ -5,7 +5,7 @@ use flashopt_ir::def::{
     Bound, Expr, ExprKind, Func2, HyperParamDef, Literal, OptimizerDef, Range, Span, StateDef,
     Stmt, UnaryOp, Value,
 };
-use flashopt_ir::{Codec, StateKind};
+use flashopt_ir::{Codec, Rounding, StateKind};
 use proc_macro2::Span as SourceSpan;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
@@ -109,6 +109,24 @@ fn optimizer_options(
     Ok(())
 }
 
+/// `#[flashopt(dithered)]` on a state: the rounding of its codes.
+fn state_options(attrs: &[Attribute]) -> syn::Result<Rounding> {
+    let mut rounding = Rounding::Nearest;
+    for attr in attrs {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("dithered") {
+                rounding = Rounding::Dithered;
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown flashopt option: a state takes `dithered` (round its 8-bit codes with a dither instead of to nearest)",
+                ))
+            }
+        })?;
+    }
+    Ok(rounding)
+}
+
 /// `#[flashopt(learning_rate)]` on a hyper-parameter.
 fn hyper_options(
     attrs: &[Attribute],
@@ -191,7 +209,9 @@ impl OptimizerInput {
                 }
             } else if fork.peek(kw::state) {
                 body.call(Attribute::parse_outer)?;
-                let state = parse_state(&body, &mut b)?;
+                let (options, _docs) = split_attrs(field_attrs);
+                let mut state = parse_state(&body, &mut b)?;
+                state.rounding = state_options(&options)?;
                 match def.states.iter().position(|s| s.name == state.name) {
                     Some(i) => def.states[i] = state,
                     None => def.states.push(state),
@@ -385,6 +405,7 @@ fn parse_state(input: ParseStream, b: &mut Builder) -> syn::Result<StateDef> {
         name: ident.to_string(),
         kind,
         codec,
+        rounding: Rounding::Nearest,
         span: b.span(ident.span()),
     })
 }

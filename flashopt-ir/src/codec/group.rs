@@ -5,6 +5,7 @@
 //! f16; decoding multiplies by the f16 value. The two differ by the f16 rounding,
 //! exactly as in flashoptim 0.1.4.
 
+use super::CodeRounding;
 use crate::layout::{Extent, Part, PartId, Role, Storage};
 use crate::program::{Builder, ValueId, ValueType};
 
@@ -54,13 +55,21 @@ pub(crate) fn normalize(b: &mut Builder, x: ValueId, magnitude: ValueId) -> (Val
     (b.div(x, scale), scale)
 }
 
-/// Store `floor(y * code_max + 0.5)` as this element's code and the group's scale
-/// (rounded to f16 by the store).
-pub(crate) fn store(b: &mut Builder, parts: &[PartId], y: ValueId, scale: ValueId, code_max: f32) {
+/// Store `floor(y * code_max + offset)` as this element's code and the group's scale
+/// (rounded to f16 by the store); `offset` is 0.5 to round to nearest, or the dither
+/// of the value being encoded, `rounded.1` ([`super::dither`]).
+pub(crate) fn store(
+    b: &mut Builder,
+    parts: &[PartId],
+    y: ValueId,
+    scale: ValueId,
+    code_max: f32,
+    rounded: (CodeRounding, ValueId),
+) {
     let m = b.constant(code_max);
     let scaled = b.mul(y, m);
-    let half = b.constant(0.5);
-    let shifted = b.add(scaled, half);
+    let offset = rounded.0.offset(b, rounded.1);
+    let shifted = b.add(scaled, offset);
     let code = b.floor(shifted);
     b.store(parts[0], code);
     b.store(parts[1], scale);

@@ -4,7 +4,7 @@
 use half::f16;
 
 use super::group::{self, group_scale_f32};
-use super::{StateCodec, to_code};
+use super::{CodeRounding, StateCodec, to_code};
 use crate::layout::{Part, PartId, Storage};
 use crate::program::{Builder, ValueId};
 
@@ -38,10 +38,10 @@ impl StateCodec for Int8Linear {
         b.mul(y, scale)
     }
 
-    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId) {
+    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId, rounding: CodeRounding) {
         let magnitude = b.abs(x);
         let (y, scale) = group::normalize(b, x, magnitude);
-        group::store(b, parts, y, scale, CODE_MAX);
+        group::store(b, parts, y, scale, CODE_MAX, (rounding, x));
     }
 }
 

@@ -21,6 +21,7 @@
 //! A group whose absmax exceeds f16's largest finite value (65504) also gets an
 //! Inf scale, as in flashoptim: f16 scales are the format.
 
+pub mod dither;
 pub mod group;
 pub mod linear;
 pub mod master;
@@ -28,6 +29,7 @@ pub mod plain;
 pub mod softsign;
 pub mod sqrt;
 
+pub use dither::CodeRounding;
 pub use group::{MIN_SCALE, group_scale_f32};
 pub use master::{decode_master, encode_master, log_scale};
 
@@ -45,8 +47,9 @@ pub trait StateCodec: Sync {
     /// [`Self::parts`], by id, in the same order).
     fn decode(&self, b: &mut Builder, parts: &[PartId]) -> ValueId;
 
-    /// Instructions that store `x` (this element's new value) into `parts`.
-    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId);
+    /// Instructions that store `x` (this element's new value) into `parts`, its code
+    /// rounded as `rounding` says.
+    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId, rounding: CodeRounding);
 }
 
 /// The lowering of a codec.

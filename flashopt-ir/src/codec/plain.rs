@@ -1,6 +1,6 @@
 //! `bf16` and `f32`: states kept as plain floats (bf16 rounded to nearest even).
 
-use super::StateCodec;
+use super::{CodeRounding, StateCodec};
 use crate::layout::{Extent, Part, PartId, Role, Storage};
 use crate::program::{Builder, ValueId, ValueType};
 
@@ -20,7 +20,8 @@ impl StateCodec for Plain {
         b.load(parts[0], ValueType::F32)
     }
 
-    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId) {
+    /// A float storage rounds to nearest even; validation allows no other rounding.
+    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId, _: CodeRounding) {
         b.store(parts[0], x);
     }
 }

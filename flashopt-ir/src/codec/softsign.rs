@@ -5,7 +5,7 @@
 use half::f16;
 
 use super::group::{self, group_scale_f32};
-use super::{StateCodec, to_code};
+use super::{CodeRounding, StateCodec, to_code};
 use crate::layout::{Part, PartId, Storage};
 use crate::program::{Builder, ValueId};
 
@@ -14,12 +14,18 @@ const CODE_MAX: f32 = 127.0;
 /// Encode one group (flashoptim's `_triton_quantize_kernel` with `SOFTSIGN`); returns
 /// the f16 scale.
 pub fn encode_group(values: &[f32], codes: &mut [i8]) -> f16 {
+    encode_group_with(values, codes, |_| 0.5)
+}
+
+/// [`encode_group`] with `offset(value)` in place of the 0.5 that rounds to nearest
+/// (a dither, [`super::dither::offset`]).
+pub fn encode_group_with(values: &[f32], codes: &mut [i8], offset: impl Fn(f32) -> f32) -> f16 {
     debug_assert_eq!(values.len(), codes.len());
     let scale = group_scale_f32(values.iter().map(|v| v.abs()));
     for (code, &v) in codes.iter_mut().zip(values) {
         let y = v / scale;
         let y = (2.0 * y) / (1.0 + y.abs());
-        *code = to_code((y * CODE_MAX + 0.5).floor(), -128.0, 127.0) as i8;
+        *code = to_code((y * CODE_MAX + offset(v)).floor(), -128.0, 127.0) as i8;
     }
     f16::from_f32(scale)
 }
@@ -47,7 +53,7 @@ impl StateCodec for Int8Softsign {
         b.mul(x, scale)
     }
 
-    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId) {
+    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId, rounding: CodeRounding) {
         let magnitude = b.abs(x);
         let (y, scale) = group::normalize(b, x, magnitude);
         let two = b.constant(2.0);
@@ -56,7 +62,7 @@ impl StateCodec for Int8Softsign {
         let y_magnitude = b.abs(y);
         let denominator = b.add(one, y_magnitude);
         let soft = b.div(doubled, denominator);
-        group::store(b, parts, soft, scale, CODE_MAX);
+        group::store(b, parts, soft, scale, CODE_MAX, (rounding, x));
     }
 }
 

@@ -5,7 +5,7 @@
 use half::f16;
 
 use super::group::{self, group_scale_f32};
-use super::{StateCodec, to_code};
+use super::{CodeRounding, StateCodec, to_code};
 use crate::graph::Func1;
 use crate::layout::{Part, PartId, Storage};
 use crate::program::{Builder, ValueId};
@@ -46,10 +46,10 @@ impl StateCodec for Uint8Sqrt {
         b.mul(root, root)
     }
 
-    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId) {
+    fn encode(&self, b: &mut Builder, parts: &[PartId], x: ValueId, rounding: CodeRounding) {
         let root = b.unary(Func1::Sqrt, x);
         let (y, scale) = group::normalize(b, root, root);
-        group::store(b, parts, y, scale, CODE_MAX);
+        group::store(b, parts, y, scale, CODE_MAX, (rounding, x));
     }
 }
 

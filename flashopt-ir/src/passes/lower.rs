@@ -6,13 +6,13 @@
 //! state into their parts; its loads come first. The decode and init programs reuse
 //! the same codec lowerings, so export and initialization compute what a step does.
 
-use crate::codec::{self, master};
+use crate::codec::{self, CodeRounding, master};
 use crate::graph::{Func3, Handle, Input, Op};
 use crate::layout::{Extent, Part, PartId, Role, Storage};
 use crate::plan::{Plan, PlanConfig, const_f32};
 use crate::program::{Builder, InstOp, Program, ValueId, ValueType};
 use crate::semantics::HostArithmetic;
-use crate::types::{FloatDtype, MasterMode, Type};
+use crate::types::{FloatDtype, MasterMode, Rounding, Type};
 use crate::validate::State;
 
 use super::Hoisted;
@@ -139,9 +139,17 @@ fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> Progr
 
     let out = |h: Handle| map[h.index()].expect("outputs are live");
     master::encode(&mut b, config, &layout.param, out(rule.p_out));
+    // The dither phase is the kernel scalar after the gradient scale (`Plan::dither_phase`).
+    let dither_phase = hoisted.host.scalars.len() + 1;
     for (k, &h) in rule.state_out.iter().enumerate() {
-        let codec = codec::state_codec(rule.states[k].codec);
-        codec.encode(&mut b, &layout.states[k], out(h));
+        let state = &rule.states[k];
+        let rounding = match state.rounding {
+            Rounding::Nearest => CodeRounding::Nearest,
+            Rounding::Dithered => CodeRounding::Dithered {
+                phase: dither_phase,
+            },
+        };
+        codec::state_codec(state.codec).encode(&mut b, &layout.states[k], out(h), rounding);
     }
     b.finish().loads_first()
 }

@@ -30,13 +30,14 @@ use crate::program::{Inst, InstOp, Program, ValueId, ValueType};
 use crate::types::Type;
 
 pub fn reciprocals(plan: &Plan) -> Plan {
-    // The gradient scale stays the last kernel scalar, after the reciprocals this
-    // adds: its reads are marked first, then pointed at its new index.
-    const GRAD_SCALE: usize = usize::MAX;
-    let grad_scale = plan.grad_scale();
+    // The kernel's own scalars (the gradient scale, the dither phase) stay after the
+    // host program's, whose count this pass grows: their reads are marked first (by
+    // their distance from usize::MAX), then pointed at their new index.
+    let first_builtin = plan.grad_scale();
+    let mark = |k: usize| usize::MAX - (k - first_builtin);
     let plan = &plan.with_programs(|p| {
         p.map_ops(|op| match op {
-            InstOp::Scalar(k) if k == grad_scale => InstOp::Scalar(GRAD_SCALE),
+            InstOp::Scalar(k) if k >= first_builtin => InstOp::Scalar(mark(k)),
             op => op,
         })
     });
@@ -44,10 +45,13 @@ pub fn reciprocals(plan: &Plan) -> Plan {
     out.step = rewrite(&plan.step, plan, &mut out.host);
     out.decode = rewrite(&plan.decode, plan, &mut out.host);
     out.init = rewrite(&plan.init, plan, &mut out.host);
-    let grad_scale = out.grad_scale();
+    let first_builtin = out.grad_scale();
+    let builtins = plan.scalar_count() - plan.grad_scale();
     out.with_programs(|p| {
         p.map_ops(|op| match op {
-            InstOp::Scalar(GRAD_SCALE) => InstOp::Scalar(grad_scale),
+            InstOp::Scalar(k) if k > usize::MAX - builtins => {
+                InstOp::Scalar(first_builtin + (usize::MAX - k))
+            }
             op => op,
         })
     })
