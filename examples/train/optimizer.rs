@@ -91,6 +91,9 @@ pub enum Storage {
     Master24,
     /// bf16 parameters, int16 corrections (32-bit master), 8-bit states.
     Master32,
+    /// bf16 parameters, int16 corrections (32-bit master), f32 states: separates what
+    /// bf16 parameters and gradients do from what 8-bit states do.
+    Master32F32States,
     /// f32 parameters and f32 states ([`F32States`]): the same rule in fp32, the
     /// reference the compressed runs are gated against.
     Exact,
@@ -100,7 +103,7 @@ impl Storage {
     pub fn config(self) -> PlanConfig {
         match self {
             Storage::Master24 => PlanConfig::bf16(MasterMode::Int8),
-            Storage::Master32 => PlanConfig::bf16(MasterMode::Int16),
+            Storage::Master32 | Storage::Master32F32States => PlanConfig::bf16(MasterMode::Int16),
             Storage::Exact => PlanConfig::f32_params(),
         }
     }
@@ -137,7 +140,7 @@ const fn flashopt(compute: Compute, storage: Storage, flashoptim: bool) -> RunKi
 }
 
 /// Every run label, in the order summaries list them.
-pub const RUNS: [(&str, RunKind); 8] = [
+pub const RUNS: [(&str, RunKind); 9] = [
     (
         "flashopt-fp32",
         flashopt(Compute::F32, Storage::Exact, false),
@@ -154,6 +157,10 @@ pub const RUNS: [(&str, RunKind); 8] = [
     (
         "flashopt-bf16-32",
         flashopt(Compute::Bf16, Storage::Master32, false),
+    ),
+    (
+        "flashopt-bf16-32-f32-states",
+        flashopt(Compute::Bf16, Storage::Master32F32States, false),
     ),
     (
         "flashopt-bf16-flashoptim",
@@ -219,7 +226,9 @@ pub fn with_optimizer<F: WithOptimizer>(
 ) -> F::Output {
     fn stored<S: OptimizerSpec, F: WithOptimizer>(spec: S, storage: Storage, f: F) -> F::Output {
         match storage {
-            Storage::Exact => f.run(&F32States(spec), storage.config()),
+            Storage::Exact | Storage::Master32F32States => {
+                f.run(&F32States(spec), storage.config())
+            }
             _ => f.run(&spec, storage.config()),
         }
     }

@@ -105,9 +105,11 @@ pub enum InstOp {
     /// float storages, widened exactly; i32 for integer storages.
     Load(PartId),
     /// Write an f32 to a part, converted to its storage: rounded to nearest even for
-    /// float storages; truncated toward zero and saturated for integer storages, NaN
-    /// to 0 (the codecs only store integral values). A per-group part's value must be
-    /// the same on every lane of the group.
+    /// float storages; for integer storages an integral value inside the storage's
+    /// range (the codecs only store such values; NaN becomes 0). The CPU reference
+    /// saturates a value out of range, a GPU back end converts it as its hardware
+    /// does (CUDA wraps 128.0 to -128 in an int8), so a program must not produce one.
+    /// A per-group part's value must be the same on every lane of the group.
     Store(PartId, ValueId),
     /// Element of the `k`-th f32 input stream (decode and init programs).
     Input(usize),

@@ -6,8 +6,9 @@
 use std::time::Instant;
 
 use flashopt::GpuOptimizer;
+use flashopt::ir::def::{OptimizerDef, Range, name};
 use flashopt::ir::interp::{self, GradBuf, HostTensor, PartData};
-use flashopt::ir::{HyperValues, compile};
+use flashopt::ir::{HyperValues, Rounding, StateKind, compile};
 use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
 use flashopt::runtime::raw;
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig, TensorId};
@@ -52,6 +53,8 @@ struct Compared {
     /// Stored state values (every part but the parameters) and those that differ.
     state_values: u64,
     state_differing: u64,
+    /// The first stored values that differ: tensor, part, index, CPU bytes, GPU bytes.
+    first_differences: Vec<String>,
 }
 
 /// Tensor `i` belongs to parameter group `i % groups`. Two CPU steps make states that
@@ -115,7 +118,11 @@ fn run<S: OptimizerSpec>(client: &Client, r: Run<'_>) -> Compared {
             assert!(gpu.step().unwrap().applied());
         }
         let got = gpu.download();
-        for ((_, got), want) in got.iter().zip(&cpu) {
+        let resident: Vec<&str> = plan
+            .resident_parts()
+            .map(|(_, p)| p.name.as_str())
+            .collect();
+        for ((name, got), want) in got.iter().zip(&cpu) {
             c.elements += want.len() as u64;
             c.all_bits &= same_bits(got, want);
             let (gm, cm) = (got.master_f32(&plan), want.master_f32(&plan));
@@ -123,9 +130,21 @@ fn run<S: OptimizerSpec>(client: &Client, r: Run<'_>) -> Compared {
                 c.exact_masters += u64::from(a.to_bits() == b.to_bits());
                 c.max_master_diff = c.max_master_diff.max((a - b).abs());
             }
-            for (x, y) in got.parts.iter().zip(&want.parts).skip(1) {
+            for (k, (x, y)) in got.parts.iter().zip(&want.parts).enumerate() {
                 let size = x.storage().size_bytes();
                 let (x, y) = (raw::part_bytes(x), raw::part_bytes(y));
+                for (i, (a, b)) in x.chunks(size).zip(y.chunks(size)).enumerate() {
+                    if a != b && c.first_differences.len() < 8 {
+                        c.first_differences.push(format!(
+                            "step {t} tensor {name} part {} [{i} of {}]: GPU {a:?} CPU {b:?}",
+                            resident[k],
+                            x.len() / size
+                        ));
+                    }
+                }
+                if k == 0 {
+                    continue;
+                }
                 c.state_values += (x.len() / size) as u64;
                 c.state_differing += x
                     .chunks(size)
@@ -156,7 +175,14 @@ fn check<S: OptimizerSpec>(label: &str, r: Run<'_>) {
         start.elapsed().as_secs_f64()
     );
     report(&line);
-    assert!(c.all_bits && c.exact_masters == c.elements, "{line}");
+    for d in &c.first_differences {
+        report(&format!("  - {d}"));
+    }
+    assert!(
+        c.all_bits && c.exact_masters == c.elements,
+        "{line}\n{}",
+        c.first_differences.join("\n")
+    );
 }
 
 fn one_group<S: OptimizerSpec>(spec: &S) -> Vec<HyperValues> {
@@ -224,6 +250,31 @@ fn sgd_every_master_mode() {
             ..Sgd::default()
         },
     );
+}
+
+/// The dither alone: a state that stores the gradient, rounded with a dither.
+struct DitheredStore;
+
+impl OptimizerSpec for DitheredStore {
+    const NAME: &'static str = "dithered_store";
+
+    fn definition() -> OptimizerDef {
+        let mut def = OptimizerDef::new(Self::NAME);
+        def.hyper("lr", 1e-3, Range::at_least(0.0));
+        def.state_rounded("s", StateKind::Signed, None, Rounding::Dithered);
+        def.assign("s", name("g"));
+        def.assign("p", name("p") - name("lr") * name("s"));
+        def
+    }
+
+    fn hyper_values(&self) -> Result<HyperValues, flashopt::ir::HyperError> {
+        Ok(HyperValues::defaults(&Self::definition().hyper_params))
+    }
+}
+
+#[test]
+fn dithered_store_every_master_mode() {
+    every_master("dithered store", &DitheredStore);
 }
 
 #[test]

@@ -18,6 +18,7 @@
 //! a floor, a subtraction), so the CPU reference and every back end give the same
 //! bits, and no element index enters, so a sharded step encodes as a whole one.
 
+use crate::graph::Func2;
 use crate::program::{Builder, InstOp, IntOp, ValueId, ValueType};
 
 /// `(sqrt(5) - 1) / 2`.
@@ -26,6 +27,10 @@ const GOLDEN: f64 = 0.618_033_988_749_894_9;
 const MANTISSA: i32 = 0x007f_ffff;
 /// `2^-23`: a mantissa field as a fraction of one.
 const MANTISSA_UNIT: f32 = 1.0 / 8_388_608.0;
+/// The largest offset, `1 - 2^-16`. An offset closer to 1 would round `c + u` up to
+/// the next integer in f32 where `c` is the largest code (127 + (1 - 2^-23) is 128.0),
+/// a code out of the storage's range; with this cap the largest codes stay themselves.
+pub const MAX_OFFSET: f32 = 1.0 - 1.0 / 65_536.0;
 
 /// The step's dither phase, `frac(t * (sqrt(5) - 1) / 2)` in f64, rounded to f32 once.
 pub fn phase(step: u64) -> f32 {
@@ -33,11 +38,12 @@ pub fn phase(step: u64) -> f32 {
     (x - x.floor()) as f32
 }
 
-/// The offset added before the floor when `x` is encoded at phase `phase`: in `[0, 1)`.
+/// The offset added before the floor when `x` is encoded at phase `phase`: in
+/// `[0, MAX_OFFSET]`.
 pub fn offset(x: f32, phase: f32) -> f32 {
     let fraction = (x.to_bits() as i32 & MANTISSA) as f32 * MANTISSA_UNIT;
     let s = fraction + phase;
-    s - s.floor()
+    (s - s.floor()).min(MAX_OFFSET)
 }
 
 /// How an encoder's lowering rounds: to nearest, or dithered by kernel scalar `phase`
@@ -63,7 +69,9 @@ impl CodeRounding {
                 let phase = b.push(InstOp::Scalar(phase), ValueType::F32);
                 let s = b.add(fraction, phase);
                 let whole = b.floor(s);
-                b.sub(s, whole)
+                let u = b.sub(s, whole);
+                let cap = b.constant(MAX_OFFSET);
+                b.binary(Func2::Min, u, cap)
             }
         }
     }
@@ -89,6 +97,30 @@ mod tests {
             ] {
                 let u = offset(x, p);
                 assert!((0.0..1.0).contains(&u), "offset({x}, {p}) = {u}");
+            }
+        }
+    }
+
+    /// The largest codes (127 signed, 255 unsigned) plus any offset stay below the next
+    /// integer: no dithered code leaves its storage's range. Without the cap a mantissa
+    /// field of all ones at phase 0 would make 127 + u round to 128.0.
+    #[test]
+    fn the_largest_codes_stay_in_range() {
+        let all_ones = f32::from_bits(0x3fff_ffff); // mantissa field 2^23 - 1
+        assert_eq!(
+            127.0f32 + (1.0 - MANTISSA_UNIT),
+            128.0,
+            "the case the cap exists for"
+        );
+        let mut phases: Vec<f32> = (1..5000u64).map(phase).collect();
+        phases.extend([0.0, MANTISSA_UNIT, 0.5, 1.0 - MANTISSA_UNIT, 1.0]);
+        for p in phases {
+            for x in [all_ones, 1.0, -1.0, 0.3, f32::from_bits(0x0080_0001)] {
+                let u = offset(x, p);
+                assert!(u <= MAX_OFFSET, "offset({x}, {p}) = {u}");
+                assert_eq!((127.0f32 + u).floor(), 127.0, "offset({x}, {p}) = {u}");
+                assert_eq!((255.0f32 + u).floor(), 255.0, "offset({x}, {p}) = {u}");
+                assert_eq!((-127.0f32 + u).floor(), -127.0, "offset({x}, {p}) = {u}");
             }
         }
     }

@@ -25,7 +25,7 @@ for opt in Lion Lion-flashoptim; do
   echo "ncu $opt rc=$?"
 done
 echo "== jobs from ${SECONDS}s"
-scripts/train_jobs.sh $W 5 $((585 - SECONDS)) docs/train/2026-12-06-dithered/jobs-1.txt
+scripts/train_jobs.sh $W 5 $((585 - SECONDS)) docs/train/2026-12-06-dithered/run-1/jobs-1.txt
 cat $W/jobs.log
 echo "== done at ${SECONDS}s"
 tar czf "$out/run-1.tgz" -C $W .
