@@ -7,7 +7,7 @@ use flashopt::Optimizer as _;
 use flashopt::optimizers::{AdamW, Lion};
 use flashopt::runtime::checkpoint::{FORMAT, write_atomically};
 use flashopt::runtime::{CheckpointError, CpuOptimizer};
-use flashopt::{GradBuf, MasterMode, PlanConfig};
+use flashopt::{GradBuf, MasterMode, NearestRounding, PlanConfig};
 use half::bf16;
 
 fn scratch(test: &str) -> PathBuf {
@@ -456,4 +456,67 @@ fn loading_arbitrary_bytes_never_panics_and_changes_nothing_on_error() {
         cases > 1000 && refused > 900,
         "{cases} cases, {refused} refused"
     );
+}
+
+/// Dithering changes how codes are chosen, not what they mean: a checkpoint of Lion
+/// rounding to nearest (flashoptim's arithmetic) loads into the shipped, dithered Lion
+/// and back, and both continue from the same state.
+#[test]
+fn nearest_and_dithered_checkpoints_load_into_each_other() {
+    let dir = scratch("rounding");
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let spec = Lion {
+        lr: 1e-2,
+        ..Lion::default()
+    };
+    let build = |opt: &mut CpuOptimizer| {
+        for (i, &n) in LENS.iter().enumerate() {
+            opt.add_tensor(&format!("layer{i}.weight"), &values(n, i as u32))
+                .unwrap();
+        }
+    };
+    let step = |opt: &mut CpuOptimizer, t: u32| {
+        let g = grads(&LENS, t);
+        let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
+        opt.step(&bufs).unwrap();
+    };
+    let mut nearest = CpuOptimizer::for_spec(&NearestRounding(spec.clone()), config).unwrap();
+    build(&mut nearest);
+    for t in 0..3 {
+        step(&mut nearest, t);
+    }
+    let path = dir.join("lion-nearest.safetensors");
+    nearest.save(&path).unwrap();
+
+    let mut dithered = CpuOptimizer::for_spec(&spec, config).unwrap();
+    build(&mut dithered);
+    dithered.load(&path).unwrap();
+    assert_eq!(state(&dithered), state(&nearest));
+
+    // One more step each: the rounding is all that differs, by at most one code.
+    step(&mut dithered, 3);
+    step(&mut nearest, 3);
+    let codes = |opt: &CpuOptimizer| -> Vec<i8> {
+        (0..LENS.len())
+            .flat_map(|i| {
+                let t = opt.tensor(flashopt::TensorId(i)).unwrap();
+                match t.part(opt.plan(), "m::codes") {
+                    Some(flashopt::ir::interp::PartData::I8(c)) => c.clone(),
+                    other => panic!("int8 momentum codes, got {other:?}"),
+                }
+            })
+            .collect()
+    };
+    let (d, n) = (codes(&dithered), codes(&nearest));
+    assert!(
+        d.iter()
+            .zip(&n)
+            .all(|(a, b)| (i16::from(*a) - i16::from(*b)).abs() <= 1)
+    );
+    assert_ne!(d, n, "the dither changed no code");
+
+    let back = dir.join("lion-dithered.safetensors");
+    dithered.save(&back).unwrap();
+    nearest.load(&back).unwrap();
+    assert_eq!(state(&nearest), state(&dithered));
 }

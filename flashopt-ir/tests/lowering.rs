@@ -378,14 +378,19 @@ fn each_state_codec_snapshot() {
     }
 }
 
-/// A dithered state: the rounding offset's instructions and the dither-phase scalar.
-#[test]
-fn dithered_state_snapshot() {
+/// [`store_plan`]'s rule with its state in `int8_softsign`, dithered.
+fn dithered_store_plan() -> Plan {
     let mut def = OptimizerDef::new("store");
     def.state_rounded("s", StateKind::Signed, None, Rounding::Dithered);
     def.assign("s", name("g"));
     def.assign("p", name("g"));
-    let plan = flashopt_ir::compile(&def, config(FloatDtype::F32, MasterMode::None)).unwrap();
+    flashopt_ir::compile(&def, config(FloatDtype::F32, MasterMode::None)).unwrap()
+}
+
+/// A dithered state: the rounding offset's instructions and the dither-phase scalar.
+#[test]
+fn dithered_state_snapshot() {
+    let plan = dithered_store_plan();
     assert_eq!(plan.dither_phase(), Some(plan.grad_scale() + 1));
     insta::assert_snapshot!("state_int8_softsign_dithered", text(&plan));
 }
@@ -394,11 +399,7 @@ fn dithered_state_snapshot() {
 /// offsets, step after step, and differs from rounding to nearest.
 #[test]
 fn dithered_codes_match_the_reference() {
-    let mut def = OptimizerDef::new("store");
-    def.state_rounded("s", StateKind::Signed, None, Rounding::Dithered);
-    def.assign("s", name("g"));
-    def.assign("p", name("g"));
-    let plan = flashopt_ir::compile(&def, config(FloatDtype::F32, MasterMode::None)).unwrap();
+    let plan = dithered_store_plan();
     let values: Vec<f32> = (0..64)
         .map(|i| ((i * 37 % 64) as f32 - 31.7) * 0.013)
         .collect();
