@@ -107,8 +107,9 @@ pub enum InstOp {
     /// Write an f32 to a part, converted to its storage: rounded to nearest even for
     /// float storages; for integer storages an integral value inside the storage's
     /// range (the codecs only store such values; NaN becomes 0). The CPU reference
-    /// saturates a value out of range, a GPU back end converts it as its hardware
-    /// does (CUDA wraps 128.0 to -128 in an int8), so a program must not produce one.
+    /// saturates a value out of range (and panics on one in debug builds, so tests
+    /// find it), a GPU back end converts it as its hardware does (CUDA wraps 128.0 to
+    /// -128 in an int8), so a program must not produce one.
     /// A per-group part's value must be the same on every lane of the group.
     Store(PartId, ValueId),
     /// Element of the `k`-th f32 input stream (decode and init programs).

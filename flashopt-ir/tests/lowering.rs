@@ -422,6 +422,35 @@ fn dithered_codes_match_the_reference() {
     assert!(differs, "dithering changed no code");
 }
 
+/// A group's largest value whose offset, uncapped, would be within 2^-20 of 1: the
+/// lowered encoder stores 127 (uncapped, `127 + u` rounds to 128.0, which the
+/// interpreter refuses in tests and CUDA wraps to -128).
+#[test]
+fn the_largest_dithered_code_stays_127_when_the_offset_nears_1() {
+    let plan = dithered_store_plan();
+    let step = 1;
+    let phase = dither::phase(step);
+    let target = 1.0 - 2.0f64.powi(-21) - f64::from(phase);
+    let field = (target * 8_388_608.0).round() as u32;
+    let largest = f32::from_bits(0x3f80_0000 | field);
+    let fraction = f64::from(field) / 8_388_608.0;
+    let uncapped = fraction + f64::from(phase);
+    assert!(uncapped > f64::from(dither::MAX_OFFSET) && uncapped < 1.0);
+    assert_eq!(
+        127.0f32 + uncapped as f32,
+        128.0,
+        "the case the cap exists for"
+    );
+    let mut values = vec![0.25f32; 32];
+    values[0] = largest;
+    values[1] = -largest;
+    let t = stored_at(&plan, &values, step);
+    let Some(PartData::I8(codes)) = t.part(&plan, "s::codes") else {
+        panic!("int8 codes")
+    };
+    assert_eq!((codes[0], codes[1]), (127, -127));
+}
+
 #[test]
 fn each_master_format_snapshot() {
     for (label, param, master) in [

@@ -118,7 +118,16 @@ macro_rules! int_element {
                 i32::from(self) as u32
             }
             fn from_f32(x: f32) -> Self {
-                to_code(x, <$t>::MIN as f32, <$t>::MAX as f32) as $t
+                let (min, max) = (<$t>::MIN as f32, <$t>::MAX as f32);
+                // The GPU back ends convert as their hardware does (CUDA wraps 128.0
+                // to -128 in an int8): a program that needs this saturation computes
+                // other bits there. Tests run with this check.
+                debug_assert!(
+                    x.is_nan() || (min..=max).contains(&x),
+                    "a program stored {x} in a {} part: out of the storage's range",
+                    stringify!($t)
+                );
+                to_code(x, min, max) as $t
             }
         }
     };
