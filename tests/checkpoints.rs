@@ -7,7 +7,7 @@ use flashopt::Optimizer as _;
 use flashopt::optimizers::{AdamW, Lion};
 use flashopt::runtime::checkpoint::{FORMAT, write_atomically};
 use flashopt::runtime::{CheckpointError, CpuOptimizer};
-use flashopt::{GradBuf, MasterMode, NearestRounding, PlanConfig};
+use flashopt::{GradBuf, MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 use half::bf16;
 
 fn scratch(test: &str) -> PathBuf {
@@ -44,17 +44,27 @@ fn adamw(master: MasterMode, steps: u32) -> CpuOptimizer {
         weight_decay: 0.1,
         ..AdamW::default()
     };
-    let mut opt = CpuOptimizer::for_spec(&spec, PlanConfig::bf16(master)).unwrap();
+    trained(&spec, PlanConfig::bf16(master), steps)
+}
+
+/// `spec` over the tensors of `LENS`, stepped `steps` times with [`grads`].
+fn trained<S: OptimizerSpec>(spec: &S, config: PlanConfig, steps: u32) -> CpuOptimizer {
+    let mut opt = CpuOptimizer::for_spec(spec, config).unwrap();
     for (i, &n) in LENS.iter().enumerate() {
         opt.add_tensor(&format!("layer{i}.weight"), &values(n, i as u32))
             .unwrap();
     }
     for t in 0..steps {
-        let g = grads(&LENS, t);
-        let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
-        opt.step(&bufs).unwrap();
+        step(&mut opt, t);
     }
     opt
+}
+
+/// One step with the gradients of step `t`.
+fn step(opt: &mut CpuOptimizer, t: u32) {
+    let g = grads(&LENS, t);
+    let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
+    opt.step(&bufs).unwrap();
 }
 
 fn state(opt: &CpuOptimizer) -> (u64, Vec<flashopt::ir::interp::HostTensor>, String) {
@@ -76,10 +86,8 @@ fn a_loaded_checkpoint_continues_bit_for_bit() {
     restored.load(&path).unwrap();
     assert_eq!(state(&restored), state(&trained));
 
-    let g = grads(&LENS, 9);
-    let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
-    trained.step(&bufs).unwrap();
-    restored.step(&bufs).unwrap();
+    step(&mut trained, 9);
+    step(&mut restored, 9);
     assert_eq!(state(&restored), state(&trained));
     // Nothing but the checkpoint is left in the folder (the temporary file was renamed).
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
@@ -469,27 +477,11 @@ fn nearest_and_dithered_checkpoints_load_into_each_other() {
         lr: 1e-2,
         ..Lion::default()
     };
-    let build = |opt: &mut CpuOptimizer| {
-        for (i, &n) in LENS.iter().enumerate() {
-            opt.add_tensor(&format!("layer{i}.weight"), &values(n, i as u32))
-                .unwrap();
-        }
-    };
-    let step = |opt: &mut CpuOptimizer, t: u32| {
-        let g = grads(&LENS, t);
-        let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
-        opt.step(&bufs).unwrap();
-    };
-    let mut nearest = CpuOptimizer::for_spec(&NearestRounding(spec.clone()), config).unwrap();
-    build(&mut nearest);
-    for t in 0..3 {
-        step(&mut nearest, t);
-    }
+    let mut nearest = trained(&NearestRounding(spec.clone()), config, 3);
     let path = dir.join("lion-nearest.safetensors");
     nearest.save(&path).unwrap();
 
-    let mut dithered = CpuOptimizer::for_spec(&spec, config).unwrap();
-    build(&mut dithered);
+    let mut dithered = trained(&spec, config, 0);
     dithered.load(&path).unwrap();
     assert_eq!(state(&dithered), state(&nearest));
 

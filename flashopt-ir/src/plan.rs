@@ -210,7 +210,7 @@ impl Plan {
         self.states
             .iter()
             .any(|s| s.rounding == Rounding::Dithered)
-            .then(|| self.grad_scale() + 1)
+            .then(|| dither_phase_slot(self.host.scalars.len()))
     }
 
     /// The kernel scalar every use of the gradient is multiplied by
@@ -272,6 +272,13 @@ impl Plan {
         }
         Ok(scalars)
     }
+}
+
+/// Where the dither phase sits among the kernel scalars of a plan whose host program
+/// has `host_scalars`: after them and the gradient scale. Lowering places it here
+/// before the plan exists; [`Plan::dither_phase`] reads it back.
+pub(crate) fn dither_phase_slot(host_scalars: usize) -> usize {
+    host_scalars + 1
 }
 
 /// A constant as per-element code sees it.

@@ -10,7 +10,7 @@
 //! Counted from the stored codes and scales, so it reads what the next step decodes.
 
 use flashopt_ir::interp::{HostTensor, PartData};
-use flashopt_ir::{Codec, GROUP_SIZE, Plan, StateKind};
+use flashopt_ir::{GROUP_SIZE, Plan, StateKind};
 use half::f16;
 
 /// One tensor's count of elements in the failure state.
@@ -41,7 +41,7 @@ fn quantized<'a>(
 ) -> Vec<(&'a PartData, &'a [f16])> {
     plan.states
         .iter()
-        .filter(|s| s.kind == kind && !matches!(s.codec, Codec::Bf16 | Codec::F32))
+        .filter(|s| s.kind == kind && s.codec.quantizes())
         .filter_map(|s| {
             let codes = tensor.part(plan, &format!("{}::codes", s.name))?;
             match tensor.part(plan, &format!("{}::scales", s.name))? {

@@ -133,8 +133,13 @@ fn run<S: OptimizerSpec>(client: &Client, r: Run<'_>) -> Compared {
             for (k, (x, y)) in got.parts.iter().zip(&want.parts).enumerate() {
                 let size = x.storage().size_bytes();
                 let (x, y) = (raw::part_bytes(x), raw::part_bytes(y));
+                let mut differing = 0u64;
                 for (i, (a, b)) in x.chunks(size).zip(y.chunks(size)).enumerate() {
-                    if a != b && c.first_differences.len() < 8 {
+                    if a == b {
+                        continue;
+                    }
+                    differing += 1;
+                    if c.first_differences.len() < 8 {
                         c.first_differences.push(format!(
                             "step {t} tensor {name} part {} [{i} of {}]: GPU {a:?} CPU {b:?}",
                             resident[k],
@@ -142,15 +147,11 @@ fn run<S: OptimizerSpec>(client: &Client, r: Run<'_>) -> Compared {
                         ));
                     }
                 }
-                if k == 0 {
-                    continue;
+                // Part 0 is the parameter; the rest are state (and correction) values.
+                if k > 0 {
+                    c.state_values += (x.len() / size) as u64;
+                    c.state_differing += differing;
                 }
-                c.state_values += (x.len() / size) as u64;
-                c.state_differing += x
-                    .chunks(size)
-                    .zip(y.chunks(size))
-                    .filter(|(a, b)| a != b)
-                    .count() as u64;
             }
         }
         if r.shape.arithmetic() == Arithmetic::Approximate {

@@ -9,7 +9,7 @@
 use crate::codec::{self, CodeRounding, master};
 use crate::graph::{Func3, Handle, Input, Op};
 use crate::layout::{Extent, Part, PartId, Role, Storage};
-use crate::plan::{Plan, PlanConfig, const_f32};
+use crate::plan::{Plan, PlanConfig, const_f32, dither_phase_slot};
 use crate::program::{Builder, InstOp, Program, ValueId, ValueType};
 use crate::semantics::HostArithmetic;
 use crate::types::{FloatDtype, MasterMode, Rounding, Type};
@@ -139,8 +139,7 @@ fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> Progr
 
     let out = |h: Handle| map[h.index()].expect("outputs are live");
     master::encode(&mut b, config, &layout.param, out(rule.p_out));
-    // The dither phase is the kernel scalar after the gradient scale (`Plan::dither_phase`).
-    let dither_phase = hoisted.host.scalars.len() + 1;
+    let dither_phase = dither_phase_slot(hoisted.host.scalars.len());
     for (k, &h) in rule.state_out.iter().enumerate() {
         let state = &rule.states[k];
         let rounding = match state.rounding {
