@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A PyTorch twin of the train example's GPT (examples/train, config gpt350m by
-default), stepped by flashoptim 0.1.4's FlashAdamW or torch's AdamW, to compare the
-two implementations on the same kind of model. Needs torch, CUDA (`--device cuda`, the
+default), stepped by flashoptim 0.1.4's optimizers or torch's (AdamW, Lion, SGD), to
+compare the implementations on the same kind of model. Needs torch, CUDA (`--device cuda`, the
 default; `--device cpu` is for smoke tests with `--config tiny`), and flashoptim for
 `--opt flashoptim` (CUDA only: its kernels are Triton's; importable, e.g. with
 `PYTHONPATH=.dev/pylib`).
@@ -9,19 +9,31 @@ default; `--device cpu` is for smoke tests with `--config tiny`), and flashoptim
 Same shape and schedule as the example: byte vocabulary, learned positions, pre-norm
 LayerNorm, GELU MLP, biases everywhere, weights N(0, 0.02) (residual projections
 0.02 / sqrt(2 * layers)), batch 4 x 256 from the first five books of the KJV (90%
-train, 10% validation), linear warm-up then cosine to a tenth of the peak, betas
-0.9 / 0.99, eps 1e-8, weight decay 0.1 on every parameter (decoupled, as torch's AdamW:
-`p *= 1 - lr * 0.1`). Batches come from torch's generator, not the example's.
+train, 10% validation), linear warm-up then cosine to a tenth of the peak. Batches come
+from torch's generator, not the example's.
+
+`--rule` is the example's `--optimizer`, with its hyper-parameters:
+  adamw  peak lr as the config's, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1 on every
+         parameter (decoupled, as torch's AdamW: `p *= 1 - lr * 0.1`);
+  lion   a tenth of the peak lr, betas 0.9 / 0.99, decoupled weight decay 1.0 (torch has
+         no Lion: `--opt torch-*` steps the Lion paper's rule written here with foreach
+         operations);
+  sgd    300 times the peak lr, momentum 0.9, no dampening, no weight decay.
+`--clip MAX_NORM` clips the global gradient norm before each step, as the example's.
 
 `--opt` picks the parameters' dtype and the optimizer:
-  flashoptim  bf16 parameters (bf16 compute), flashoptim.FlashAdamW with 24-bit master
-              weights (bf16 + an int8 correction), momentum and second moment as 8-bit
-              codes with an f16 scale per group of 32 values;
-  torch-bf16  bf16 parameters (bf16 compute), torch.optim.AdamW (fused on CUDA), whose
-              states are then bf16 too and whose update is rounded to bf16: no master
-              weights;
-  torch-fp32  f32 parameters and f32 AdamW states (fused on CUDA), plain f32 compute:
-              no autocast, torch's default matmul precision.
+  flashoptim  bf16 parameters (bf16 compute), flashoptim's FlashAdamW / FlashLion /
+              FlashSGD with 24-bit master weights (bf16 + an int8 correction) and 8-bit
+              states (codes with an f16 scale per group of 32 values; momentum codes
+              rounded to nearest);
+  torch-bf16  bf16 parameters (bf16 compute), torch's optimizer (fused on CUDA where
+              torch has one), whose states are then bf16 too and whose update is rounded
+              to bf16: no master weights;
+  torch-amp   f32 parameters and states, the forward and backward under
+              `torch.autocast(bfloat16)` (matmuls in bf16, norms and the loss in f32):
+              standard mixed precision, exact optimizer;
+  torch-fp32  f32 parameters and f32 states, plain f32 compute: no autocast, torch's
+              default matmul precision.
 
 `--layout` decides how each weight matrix is stored, which decides what a group of 32
 consecutive values of flashoptim's 8-bit states mixes: `torch` stores `[out, in]`
@@ -34,10 +46,12 @@ the elements whose second-moment code is 0 (or whose group's scale is) under a
 non-zero momentum (flashoptim only; flashopt's `state_health`).
 
     python3 scripts/gpt_twin.py --opt flashoptim --layout burn --loss f32 --seed 2026 --out DIR
+    python3 scripts/gpt_twin.py --rule sgd --clip 1 --opt torch-amp --layout burn --out DIR
     python3 scripts/gpt_twin.py --config tiny --device cpu --opt torch-bf16 --out DIR
 
 Writes `DIR/twin-<opt>-<layout>-<loss>-<seed>.csv` (step, lr, train_loss, valid_loss,
-health; `--config` other than gpt350m adds `-<config>` after `twin`), a row a step,
+health; `--config` other than gpt350m adds `-<config>` after `twin`, `--rule` other than
+adamw adds `-<rule>` after that, `--clip` adds `-clip<MAX_NORM>` at the end), a row a step,
 flushed as it goes; prints a line at each evaluation and, at the end, the final
 validation loss, the worst training loss after the warm-up and the elapsed seconds.
 Exits non-zero on any exception.
@@ -161,13 +175,64 @@ def health(opt):
     return int(total)
 
 
+class Lion(torch.optim.Optimizer):
+    """The Lion paper's rule (decoupled weight decay scaled by lr), as flashoptim's
+    FlashLion and the example's Lion: `p *= 1 - lr * wd`, `p -= lr * sign(b1 m + (1 - b1) g)`,
+    `m = b2 m + (1 - b2) g`, states in the parameters' dtype."""
+
+    def __init__(self, params, lr, betas, weight_decay):
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            gs = [p.grad for p in ps]
+            ms = [self.state[p].setdefault("exp_avg", torch.zeros_like(p)) for p in ps]
+            b1, b2 = group["betas"]
+            torch._foreach_mul_(ps, 1 - group["lr"] * group["weight_decay"])
+            update = torch._foreach_lerp(ms, gs, 1 - b1)
+            torch._foreach_sign_(update)
+            torch._foreach_add_(ps, update, alpha=-group["lr"])
+            torch._foreach_lerp_(ms, gs, 1 - b2)
+
+
+# The rule's peak learning rate from the config's (AdamW's), as the example's
+# `Rule::peak_lr`: Lion a tenth, SGD 300 times.
+PEAK_SCALE = {"adamw": 1.0, "lion": 0.1, "sgd": 300.0}
+
+
+def make_optimizer(rule, opt, params, peak, fused):
+    """The example's hyper-parameters for `rule` (examples/train/optimizer.rs) at the
+    rule's own `peak` learning rate (the schedule sets it again every step)."""
+    if opt == "flashoptim":
+        import flashoptim
+        # Weight decay scaled by the lr (decouple_lr=False) as the example's; 8-bit
+        # states (quantize=True), 24-bit masters and the fused Triton step.
+        common = dict(quantize=True, master_weight_bits=24, fused=True)
+        if rule == "adamw":
+            return flashoptim.FlashAdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1,
+                                         decouple_lr=False, **common)
+        if rule == "lion":
+            return flashoptim.FlashLion(params, lr=peak, betas=(0.9, 0.99), weight_decay=1.0,
+                                        decouple_lr=False, **common)
+        return flashoptim.FlashSGD(params, lr=peak, momentum=0.9, **common)
+    if rule == "adamw":
+        return torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, fused=fused)
+    if rule == "lion":
+        return Lion(params, lr=peak, betas=(0.9, 0.99), weight_decay=1.0)
+    return torch.optim.SGD(params, lr=peak, momentum=0.9, fused=fused)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="gpt350m", choices=sorted(CONFIGS))
-    ap.add_argument("--opt", required=True, choices=["flashoptim", "torch-bf16", "torch-fp32"])
+    ap.add_argument("--rule", default="adamw", choices=["adamw", "lion", "sgd"])
+    ap.add_argument("--opt", required=True, choices=["flashoptim", "torch-bf16", "torch-amp", "torch-fp32"])
     ap.add_argument("--layout", default="torch", choices=["torch", "burn"])
     ap.add_argument("--loss", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--clip", type=float, help="clip the global gradient norm to this")
     ap.add_argument("--health", action="store_true")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke tests)")
     ap.add_argument("--out", required=True)
@@ -175,29 +240,27 @@ def main():
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpt_twin: no CUDA device (use --device cpu for a smoke test)")
-    if args.opt == "flashoptim" and device.type != "cuda":
-        raise SystemExit("gpt_twin: --opt flashoptim needs --device cuda")
-    d, layers, heads, context, b, steps, peak, warmup, eval_every, eval_batches = CONFIGS[args.config]
+    if args.opt in ("flashoptim", "torch-amp") and device.type != "cuda":
+        raise SystemExit(f"gpt_twin: --opt {args.opt} needs --device cuda")
+    if args.clip is not None and not args.clip > 0:
+        raise SystemExit("gpt_twin: --clip must be a positive norm")
+    if args.opt == "torch-amp" and args.loss == "bf16":
+        raise SystemExit("gpt_twin: --opt torch-amp computes the loss in f32 (autocast's choice)")
+    d, layers, heads, context, b, steps, adamw_peak, warmup, eval_every, eval_batches = CONFIGS[args.config]
+    peak = adamw_peak * PEAK_SCALE[args.rule]
     torch.manual_seed(args.seed)
     model = Gpt(d, layers, heads, context, args.layout).to(device)
-    if args.opt != "torch-fp32":
+    f32_params = args.opt in ("torch-fp32", "torch-amp")
+    if not f32_params:
         model = model.to(torch.bfloat16)
     params = list(model.parameters())
-    want = torch.float32 if args.opt == "torch-fp32" else torch.bfloat16
+    want = torch.float32 if f32_params else torch.bfloat16
     assert all(p.dtype == want and p.is_contiguous() for p in params)
-    if args.opt == "flashoptim":
-        import flashoptim
-        # Decoupled weight decay scaled by the lr, as torch's AdamW (decouple_lr=False);
-        # 8-bit states (quantize=True) and the fused Triton step are its defaults.
-        opt = flashoptim.FlashAdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1,
-                                    decouple_lr=False, quantize=True, master_weight_bits=24,
-                                    fused=True)
-    else:
-        opt = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1,
-                                fused=device.type == "cuda")
+    opt = make_optimizer(args.rule, args.opt, params, peak, fused=device.type == "cuda")
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.opt == "torch-amp")
     print(f"gpt_twin: config {args.config}, {sum(p.numel() for p in params)} parameters ({want}), "
-          f"opt {args.opt}, layout {args.layout}, loss {args.loss}, seed {args.seed}, "
-          f"device {device}, torch {torch.__version__}", flush=True)
+          f"rule {args.rule} (peak lr {peak:g}), opt {args.opt}, layout {args.layout}, loss {args.loss}, seed {args.seed}, "
+          f"clip {args.clip}, device {device}, torch {torch.__version__}", flush=True)
     text = torch.frombuffer(bytearray(open(DATA, "rb").read()), dtype=torch.uint8)
     split = len(text) * 9 // 10
     train, valid = text[:split], text[split:]
@@ -205,7 +268,9 @@ def main():
     loss_dtype = torch.float32 if args.loss == "f32" else torch.bfloat16
     os.makedirs(args.out, exist_ok=True)
     tag = "twin" if args.config == "gpt350m" else f"twin-{args.config}"
-    path = os.path.join(args.out, f"{tag}-{args.opt}-{args.layout}-{args.loss}-{args.seed}.csv")
+    tag += "" if args.rule == "adamw" else f"-{args.rule}"
+    clip = "" if args.clip is None else f"-clip{args.clip:g}"
+    path = os.path.join(args.out, f"{tag}-{args.opt}-{args.layout}-{args.loss}-{args.seed}{clip}.csv")
     rows = []
     start = time.time()
     with open(path, "w", newline="") as f:
@@ -217,14 +282,17 @@ def main():
             for group in opt.param_groups:
                 group["lr"] = lr
             x, y = batch(train, gen, b, context, device)
-            loss = model.loss(x, y, loss_dtype)
+            with amp:
+                loss = model.loss(x, y, loss_dtype)
             loss.backward()
+            if args.clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, args.clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             valid_loss = ""
             if step % eval_every == eval_every - 1 or step + 1 == steps:
                 vgen = torch.Generator().manual_seed(args.seed ^ 0x7A11D)
-                with torch.no_grad():
+                with torch.no_grad(), amp:
                     valid_loss = sum(float(model.loss(*batch(valid, vgen, b, context, device), loss_dtype))
                                      for _ in range(eval_batches)) / eval_batches
             count = health(opt) if args.health and args.opt == "flashoptim" else ""
