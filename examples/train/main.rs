@@ -307,6 +307,16 @@ fn train<B: AutodiffBackend>(
             Some(v) => format!("loss {train_loss:.4} valid {v:.4}"),
             None => format!("loss {train_loss:.4}"),
         });
+        // The bar draws nothing when stderr is not a terminal (a job's log): a line at
+        // every evaluation then says how far a run got, and how fast.
+        if let (Some(v), true) = (valid, bar.is_hidden()) {
+            println!(
+                "{label}: step {}/{}: train {train_loss:.4}, valid {v:.4}, {:.1} s",
+                i + 1,
+                setup.steps,
+                start.elapsed().as_secs_f64()
+            );
+        }
         bar.inc(1);
         rows.push(Row {
             step: i + 1,
