@@ -197,31 +197,33 @@ class Lion(torch.optim.Optimizer):
             torch._foreach_lerp_(ms, gs, 1 - b2)
 
 
-# The rule's peak learning rate from the config's (AdamW's), as the example's
-# `Rule::peak_lr`: Lion a tenth, SGD 300 times.
-PEAK_SCALE = {"adamw": 1.0, "lion": 0.1, "sgd": 300.0}
+# Each rule as the example's `Rule` (examples/train/optimizer.rs): its peak learning rate
+# from the config's (AdamW's; `Rule::peak_lr`: Lion a tenth, SGD 300 times) and its
+# hyper-parameters, the same for every `--opt`.
+RULES = {
+    "adamw": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
+    "lion": (0.1, dict(betas=(0.9, 0.99), weight_decay=1.0)),
+    "sgd": (300.0, dict(momentum=0.9)),
+}
 
 
 def make_optimizer(rule, opt, params, peak, fused):
-    """The example's hyper-parameters for `rule` (examples/train/optimizer.rs) at the
-    rule's own `peak` learning rate (the schedule sets it again every step)."""
+    """`rule`'s optimizer (`RULES`) at its own `peak` learning rate (the schedule sets
+    it again every step)."""
+    hyper = RULES[rule][1]
     if opt == "flashoptim":
         import flashoptim
-        # Weight decay scaled by the lr (decouple_lr=False) as the example's; 8-bit
-        # states (quantize=True), 24-bit masters and the fused Triton step.
+        # 8-bit states (quantize=True), 24-bit masters and the fused Triton step; weight
+        # decay scaled by the lr (decouple_lr=False) as the example's.
         common = dict(quantize=True, master_weight_bits=24, fused=True)
-        if rule == "adamw":
-            return flashoptim.FlashAdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1,
-                                         decouple_lr=False, **common)
-        if rule == "lion":
-            return flashoptim.FlashLion(params, lr=peak, betas=(0.9, 0.99), weight_decay=1.0,
-                                        decouple_lr=False, **common)
-        return flashoptim.FlashSGD(params, lr=peak, momentum=0.9, **common)
-    if rule == "adamw":
-        return torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, fused=fused)
-    if rule == "lion":
-        return Lion(params, lr=peak, betas=(0.9, 0.99), weight_decay=1.0)
-    return torch.optim.SGD(params, lr=peak, momentum=0.9, fused=fused)
+        if rule != "sgd":  # FlashSGD's weight decay is L2, without decouple_lr
+            common["decouple_lr"] = False
+        cls = {"adamw": flashoptim.FlashAdamW, "lion": flashoptim.FlashLion, "sgd": flashoptim.FlashSGD}[rule]
+        return cls(params, lr=peak, **hyper, **common)
+    if rule == "lion":  # torch has no Lion
+        return Lion(params, lr=peak, **hyper)
+    cls = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[rule]
+    return cls(params, lr=peak, **hyper, fused=fused)
 
 
 def main():
@@ -247,7 +249,7 @@ def main():
     if args.opt == "torch-amp" and args.loss == "bf16":
         raise SystemExit("gpt_twin: --opt torch-amp computes the loss in f32 (autocast's choice)")
     d, layers, heads, context, b, steps, adamw_peak, warmup, eval_every, eval_batches = CONFIGS[args.config]
-    peak = adamw_peak * PEAK_SCALE[args.rule]
+    peak = adamw_peak * RULES[args.rule][0]
     torch.manual_seed(args.seed)
     model = Gpt(d, layers, heads, context, args.layout).to(device)
     f32_params = args.opt in ("torch-fp32", "torch-amp")
