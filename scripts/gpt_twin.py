@@ -18,7 +18,7 @@ from torch's generator, not the example's.
   lion   a tenth of the peak lr, betas 0.9 / 0.99, decoupled weight decay 1.0 (torch has
          no Lion: `--opt torch-*` steps the Lion paper's rule written here with foreach
          operations);
-  sgd    300 times the peak lr, momentum 0.9, no dampening, no weight decay.
+  sgd    100 times the peak lr, momentum 0.9, no dampening, no weight decay.
 `--clip MAX_NORM` clips the global gradient norm before each step, as the example's.
 
 `--opt` picks the parameters' dtype and the optimizer:
@@ -198,12 +198,12 @@ class Lion(torch.optim.Optimizer):
 
 
 # Each rule as the example's `Rule` (examples/train/optimizer.rs): its peak learning rate
-# from the config's (AdamW's; `Rule::peak_lr`: Lion a tenth, SGD 300 times) and its
+# from the config's (AdamW's; `Rule::peak_lr`: Lion a tenth, SGD 100 times) and its
 # hyper-parameters, the same for every `--opt`.
 RULES = {
     "adamw": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
     "lion": (0.1, dict(betas=(0.9, 0.99), weight_decay=1.0)),
-    "sgd": (300.0, dict(momentum=0.9)),
+    "sgd": (100.0, dict(momentum=0.9)),
 }
 
 
@@ -235,6 +235,7 @@ def main():
     ap.add_argument("--loss", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--clip", type=float, help="clip the global gradient norm to this")
+    ap.add_argument("--peak-lr", type=float, help="the schedule's peak, instead of the rule's own (RULES)")
     ap.add_argument("--health", action="store_true")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke tests)")
     ap.add_argument("--out", required=True)
@@ -246,10 +247,12 @@ def main():
         raise SystemExit(f"gpt_twin: --opt {args.opt} needs --device cuda")
     if args.clip is not None and not args.clip > 0:
         raise SystemExit("gpt_twin: --clip must be a positive norm")
+    if args.peak_lr is not None and not (0 < args.peak_lr < float("inf")):
+        raise SystemExit("gpt_twin: --peak-lr must be a positive, finite rate")
     if args.opt == "torch-amp" and args.loss == "bf16":
         raise SystemExit("gpt_twin: --opt torch-amp computes the loss in f32 (autocast's choice)")
     d, layers, heads, context, b, steps, adamw_peak, warmup, eval_every, eval_batches = CONFIGS[args.config]
-    peak = adamw_peak * RULES[args.rule][0]
+    peak = args.peak_lr if args.peak_lr is not None else adamw_peak * RULES[args.rule][0]
     torch.manual_seed(args.seed)
     model = Gpt(d, layers, heads, context, args.layout).to(device)
     f32_params = args.opt in ("torch-fp32", "torch-amp")

@@ -33,6 +33,10 @@ pub struct Args {
     /// The flashopt runs' rule (burn's runs are AdamW).
     #[arg(long, value_enum, default_value_t = Rule::AdamW)]
     pub optimizer: Rule,
+    /// The schedule's peak learning rate, instead of the rule's own (derived from
+    /// the configuration's AdamW peak: a tenth of it for Lion, a multiple for SGD).
+    #[arg(long, value_parser = positive_rate)]
+    pub peak_lr: Option<f64>,
     /// Clip the global gradient norm to this before each step.
     #[arg(long, value_parser = positive_norm)]
     pub clip: Option<f64>,
@@ -101,6 +105,13 @@ impl Config {
             Config::Tiny => "tiny",
             Config::Gpt350m => "gpt350m",
         }
+    }
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(lr) if lr > 0.0 && lr.is_finite() => Ok(lr),
+        _ => Err(format!("a positive, finite learning rate, got `{s}`")),
     }
 }
 

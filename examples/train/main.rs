@@ -667,7 +667,9 @@ fn main() {
     }
     setup.bf16_loss = args.bf16_loss;
     setup.rule = args.optimizer;
-    setup.peak_lr = setup.rule.peak_lr(setup.peak_lr);
+    setup.peak_lr = args
+        .peak_lr
+        .unwrap_or_else(|| setup.rule.peak_lr(setup.peak_lr));
     setup.clip = args.clip;
     setup.stop_after = args.stop_after;
     let which: Vec<&str> = match args.runs.is_empty() {

@@ -26,12 +26,14 @@ impl Rule {
     /// a sign (every element moves by `lr`), so it takes a tenth, with ten times the
     /// weight decay to keep `lr * weight_decay` (the Lion paper's advice). SGD's step
     /// is the gradient itself, four orders of magnitude under Adam's normalized one
-    /// on these models, so it takes 300 times AdamW's rate.
+    /// on these models, so it takes 100 times AdamW's rate (at 300 times, SGD in
+    /// fp32 spiked after the warm-up on two seeds of four on the 353M GPT; at 100
+    /// times on none: docs/TRAINING.md).
     pub fn peak_lr(self, adamw_peak: f64) -> f64 {
         match self {
             Rule::AdamW => adamw_peak,
             Rule::Lion => adamw_peak / 10.0,
-            Rule::Sgd => adamw_peak * 300.0,
+            Rule::Sgd => adamw_peak * 100.0,
         }
     }
 
