@@ -3,7 +3,7 @@
 //! every gradient multiplied by `max_norm / (norm + 1e-6)`.
 //!
 //! flashopt applies the factor inside the update kernel, to the gradient once widened
-//! to f32 ([`flashopt_ir::passes::scale_grad`]); torch multiplies the stored gradient
+//! to f32 ([`flashopt_ir::passes::scale_grad`](mod@flashopt_ir::passes::scale_grad)); torch multiplies the stored gradient
 //! and rounds it to its dtype again. The norm is summed in f64.
 
 use flashopt_ir::interp::GradBuf;

@@ -230,7 +230,7 @@ impl Core {
 }
 
 /// An optimizer over a set of named tensors: what the CPU reference
-/// ([`crate::CpuOptimizer`]) and the GPU ([`crate::GpuOptimizer`]) both do. Adapters
+/// ([`crate::CpuOptimizer`]) and the GPU (`flashopt_cubecl::GpuOptimizer`) both do. Adapters
 /// for trainers are written once against it.
 pub trait Optimizer {
     fn core(&self) -> &Core;
@@ -419,7 +419,7 @@ pub trait Optimizer {
     }
 
     /// The tensors with elements whose second moment decodes to 0 under a non-zero
-    /// momentum (8-bit states; [`health`](crate::health)), where Adam's step is
+    /// momentum (8-bit states; [`health`]), where Adam's step is
     /// `lr * m_hat / eps`: one pass over the stored codes (on a GPU optimizer, after
     /// reading them back), for a trainer to log every few steps. Empty when no
     /// element is in that state or the plan has no such pair of states.

@@ -62,6 +62,8 @@ pub enum RuntimeError {
         "gradient clipping needs the norm of the whole step: use step(), not step_tensor() (gradient release)"
     )]
     ClipNeedsWholeStep,
+    #[error("a sharded optimizer steps every tensor at once: use step(), not one tensor at a time")]
+    ShardedTensorStep,
     #[error(
         "{ranks} other rank(s) refused their gradients (their errors name the tensor); no rank stepped"
     )]

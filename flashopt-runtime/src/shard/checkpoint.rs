@@ -23,9 +23,7 @@ use std::path::{Path, PathBuf};
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::{HyperValues, Plan};
 
-use super::collective::Collective;
-use super::cpu::{ShardedCpuOptimizer, assemble};
-use super::layout::{self, Piece, ShardLayout};
+use super::layout::{Piece, ShardLayout, assemble};
 use crate::checkpoint::{self, CheckpointError, Entry, Expected, Restored};
 use crate::core::TensorInfo;
 use crate::segments::segments;
@@ -292,72 +290,5 @@ fn in_shard(r: &impl CheckpointedRank, source: CheckpointError) -> CheckpointErr
         rank: r.rank(),
         world: r.world(),
         source: Box::new(source),
-    }
-}
-
-impl<C: Collective> ShardedCpuOptimizer<C> {
-    /// Save this rank's pieces into the folder `dir` (created if missing); every rank
-    /// calls it with the same folder (a file system all ranks share). Returns this
-    /// rank's file size. Shard files of other world sizes left in the folder by older
-    /// saves are removed once this save is in place.
-    pub fn save(&self, dir: impl AsRef<Path>) -> Result<u64, CheckpointError> {
-        save(self, dir.as_ref())
-    }
-
-    /// Restore a checkpoint saved by any number of ranks, CPU or GPU, into this rank
-    /// (every rank calls it). Everything is read and checked, and every rank agrees
-    /// it succeeded, before anything changes.
-    pub fn load(&mut self, dir: impl AsRef<Path>) -> Result<(), CheckpointError> {
-        load(self, dir.as_ref())
-    }
-}
-
-impl<C: Collective> CheckpointedRank for ShardedCpuOptimizer<C> {
-    fn rank(&self) -> usize {
-        self.collective.rank()
-    }
-
-    fn world(&self) -> usize {
-        self.collective.world()
-    }
-
-    fn plan(&self) -> &Plan {
-        &self.core.plan
-    }
-
-    fn hyper(&self) -> &[HyperValues] {
-        &self.core.hyper
-    }
-
-    fn steps_taken(&self) -> u64 {
-        self.core.steps_taken
-    }
-
-    fn tensors(&self) -> &[TensorInfo] {
-        &self.core.tensors
-    }
-
-    fn pieces(&self) -> &[Piece] {
-        &self.pieces
-    }
-
-    fn shard_state(&self) -> Cow<'_, [HostTensor]> {
-        Cow::Borrowed(&self.shard)
-    }
-
-    fn all_reduce(&self, values: &mut [f64]) -> Result<(), CheckpointError> {
-        self.collective.all_reduce_f64(values);
-        Ok(())
-    }
-
-    fn restore(&mut self, whole: Vec<HostTensor>, steps_taken: u64, hyper: Vec<HyperValues>) {
-        for (s, p) in self.shard.iter_mut().zip(&self.pieces) {
-            *s = layout::cut(&self.core.plan, &whole[p.tensor], p);
-        }
-        for (param, t) in self.params.iter_mut().zip(&whole) {
-            *param = t.param().clone();
-        }
-        self.core.steps_taken = steps_taken;
-        self.core.hyper = hyper;
     }
 }

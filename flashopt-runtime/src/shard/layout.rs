@@ -5,6 +5,7 @@ use std::ops::Range;
 use flashopt_ir::interp::{HostTensor, PartData};
 use flashopt_ir::{Extent, GROUP_SIZE, Plan};
 
+use crate::core::TensorInfo;
 use crate::raw;
 use crate::segments::Segment;
 
@@ -136,6 +137,23 @@ pub fn overwrite(dst: &mut PartData, at: usize, src: &PartData) {
     let src = raw::part_bytes(src);
     bytes[at * size..at * size + src.len()].copy_from_slice(&src);
     *dst = raw::part_data(dst.storage(), &bytes);
+}
+
+/// Whole tensors (what one unsharded optimizer holds) from the pieces of every rank
+/// (each rank's `download_shard`, chained), which cover every element once.
+pub fn assemble<'a>(
+    plan: &Plan,
+    tensors: &[TensorInfo],
+    pieces: impl IntoIterator<Item = (&'a Piece, &'a HostTensor)>,
+) -> Vec<HostTensor> {
+    let mut whole: Vec<HostTensor> = tensors
+        .iter()
+        .map(|t| HostTensor::zeros(plan, t.len))
+        .collect();
+    for (piece, data) in pieces {
+        paste(plan, &mut whole[piece.tensor], piece, data);
+    }
+    whole
 }
 
 #[cfg(test)]

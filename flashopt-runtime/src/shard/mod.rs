@@ -1,10 +1,11 @@
 //! ZeRO-1 sharding: N ranks each keep every parameter and the optimizer state of one
 //! block of the flat buffers ([`layout`]); a step reduce-scatters the gradients, steps
 //! the block, all-gathers the parameters ([`collective`]); [`checkpoint`] saves each
-//! rank's pieces and loads them into any world size. [`cpu`] is one rank on the
-//! CPU reference; `flashopt_cubecl::shard` is one rank on a CUDA GPU through NCCL,
-//! over the same layout, checkpoints and step protocol. docs/DISTRIBUTED.md has the
-//! design and the memory per rank.
+//! rank's pieces and loads them into any world size. [`rank`] is one rank over any
+//! back end ([`ShardedOptimizer`]: agreement, its side of the step protocol,
+//! checkpoints); [`cpu`] is its back end on the CPU reference, `flashopt_cubecl::shard`
+//! its back end on a CUDA GPU through NCCL. docs/DISTRIBUTED.md has the design and the
+//! memory per rank.
 //!
 //! Two ranks as threads of one process, each with its own gradient; both end with
 //! the parameters one optimizer would reach from the summed gradient:
@@ -47,6 +48,7 @@ pub mod checkpoint;
 pub mod collective;
 pub mod cpu;
 pub mod layout;
+pub mod rank;
 
 pub use collective::{Collective, LocalCollective};
 
@@ -100,5 +102,6 @@ pub fn agree<T>(
         None => Ok(local),
     }
 }
-pub use cpu::{Reduction, ShardedCpuOptimizer, assemble};
-pub use layout::{Piece, ShardLayout};
+pub use cpu::{HostRank, ShardedCpuOptimizer};
+pub use layout::{Piece, ShardLayout, assemble};
+pub use rank::{Agreement, RankBackend, Reduction, ShardedOptimizer, Sharding};
