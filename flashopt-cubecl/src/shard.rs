@@ -5,8 +5,8 @@
 //! The rank's pieces are an ordinary [`GpuOptimizer`] whose parameter binding is a
 //! view of the rank's block of the whole model's parameter buffer and whose gradient
 //! binding is the reduce-scatter's output: the fused kernel and its launch are the
-//! single-GPU ones. A step: reduce-scatter the whole gradient buffer (NCCL, in the
-//! gradient dtype), the block's sum of squares (the device reduction), one all-reduce
+//! single-GPU ones. A step: reduce-scatter the whole gradient buffer (NCCL, in f32 as
+//! the CPU rank: widened, summed, rounded once), the block's sum of squares (the device reduction), one all-reduce
 //! of that number (a non-finite sum skips the step on every rank; its square root is
 //! the global norm for clipping), the fused launch, an in-place all-gather of the
 //! parameters. The ordering with cubecl's stream is [`crate::device::nccl`]'s.
@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 
 use flashopt_ir::interp::{GradBuf, HostTensor, PartData};
-use flashopt_ir::{Extent, GROUP_SIZE, HyperValues, Plan, Role};
+use flashopt_ir::{Extent, GROUP_SIZE, HyperValues, Plan, Role, Storage};
 use flashopt_runtime::core::{Optimizer, TensorId, check_tensors};
 use flashopt_runtime::error::RuntimeError;
 use flashopt_runtime::numerics::{NonFinite, StepOutcome};
@@ -27,6 +27,7 @@ use flashopt_runtime::step::{self, GradSource};
 use crate::cubecl::client::ComputeClient;
 use crate::cubecl::cuda::CudaRuntime;
 use crate::cubecl::server::Handle;
+use crate::device::copy;
 use crate::device::nccl::Communicator;
 use crate::device::transfer::{self, HostTransfers};
 use crate::optimizer::GpuOptimizer;
@@ -46,7 +47,15 @@ pub struct NcclRank {
     params: Handle,
     grads: Handle,
     block_grads: Handle,
+    /// The f32 reduce-scatter's input (one chunk of every rank's block, widened) and
+    /// output (the chunk's sum over ranks).
+    staging: Handle,
+    reduced: Handle,
 }
+
+/// Elements of a block reduced per NCCL call: bounds the f32 staging buffers (the
+/// input holds `world` chunks) whatever the model's size.
+const REDUCE_CHUNK: usize = 1 << 22;
 
 impl Deref for ShardedGpuOptimizer {
     type Target = ShardedOptimizer<NcclRank>;
@@ -180,6 +189,9 @@ impl NcclRank {
         let grads = transfer::filled(&client, padded * grad_bytes, 0);
         let block_grads =
             transfer::filled(&client, sharding.layout.block_elements() * grad_bytes, 0);
+        let chunk = REDUCE_CHUNK.min(sharding.layout.block_elements());
+        let staging = transfer::filled(&client, comm.world() * chunk * 4, 0);
+        let reduced = transfer::filled(&client, chunk * 4, 0);
         let pieces_opt = GpuOptimizer::from_host(client, plan.clone(), hyper, cut)?;
         let mut rank = NcclRank {
             pieces_opt,
@@ -188,6 +200,8 @@ impl NcclRank {
             params,
             grads,
             block_grads,
+            staging,
+            reduced,
         };
         rank.bind_views();
         Ok(rank)
@@ -270,7 +284,7 @@ fn collective_error(e: crate::device::nccl::NcclError) -> RuntimeError {
 }
 
 /// A rank's storage on the device: the whole gradient buffer reduce-scattered to the
-/// rank's block by NCCL (in the gradient dtype), the block's sum of squares by the
+/// rank's block by NCCL (in f32, chunk by chunk, rounded once), the block's sum of squares by the
 /// device reduction, the pieces' fused launch, the parameters all-gathered in place.
 impl RankBackend for NcclRank {
     type Buffer = Handle;
@@ -298,20 +312,46 @@ impl RankBackend for NcclRank {
             }
         }
         let client = self.pieces_opt.client().clone();
-        let count = self.sharding.layout.block_elements();
-        let grad_storage = flashopt_ir::Storage::from(self.pieces_opt.plan().config.grad);
-        // SAFETY: the gradient buffer holds `world` blocks, the block buffer one.
-        unsafe {
-            self.comm.reduce_scatter(
-                &client,
-                grad_storage,
-                &self.grads,
-                &self.block_grads,
-                count,
-                reduction == Reduction::Mean,
-            )
+        let dtype = self.pieces_opt.plan().config.grad;
+        let (block, world) = (self.sharding.layout.block_elements(), self.comm.world());
+        let divisor = match reduction {
+            Reduction::Sum => 1.0,
+            Reduction::Mean => world as f32,
+        };
+        // In f32, as the CPU rank: every rank's chunk widened, summed by NCCL in f32,
+        // divided for the mean and rounded once to the gradient dtype. NCCL summing
+        // bf16 itself would round at every hop of its ring.
+        for start in (0..block).step_by(REDUCE_CHUNK) {
+            let len = REDUCE_CHUNK.min(block - start);
+            // SAFETY: the gradient buffer holds `world` blocks of `block` elements of
+            // `dtype`, `start + len <= block`; the staging buffer holds `world` chunks
+            // of REDUCE_CHUNK (at least `len`) f32s, `reduced` one, the block buffer
+            // `block` elements.
+            unsafe {
+                copy::widen_chunks_f32(
+                    &client,
+                    dtype,
+                    &self.grads,
+                    &self.staging,
+                    (block, world),
+                    start,
+                    len,
+                );
+                self.comm
+                    .reduce_scatter(&client, Storage::F32, &self.staging, &self.reduced, len)
+                    .map_err(collective_error)?;
+                copy::narrow_from_f32(
+                    &client,
+                    dtype,
+                    &self.reduced,
+                    &self.block_grads,
+                    start,
+                    len,
+                    divisor,
+                );
+            }
         }
-        .map_err(collective_error)
+        Ok(())
     }
 
     fn block_square_sum(&mut self) -> Result<f64, RuntimeError> {

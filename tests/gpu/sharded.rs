@@ -30,14 +30,14 @@ fn values(seed: u64, scale: f32) -> Vec<Vec<f32>> {
 }
 
 /// Rank `rank`'s bf16 gradient at `step`, as f32 values; a NaN at step 3 on the last
-/// rank when `poison`. Ranks 0 and 1 hold gradients, the others zeros: the sum of two
-/// bf16 values is exact in f32 and rounded once, in any order NCCL adds them, so the
-/// reference can form the same sum.
+/// rank when `poison`. Every rank holds one, of magnitude 2^-8 to 2^-6 (multiples of
+/// 2^-15): the sum over up to 8 ranks is exact in f32 in any order NCCL adds them, so
+/// the reference forms the same sum, rounded once to bf16 as both ranks round it.
 fn rank_grads(rank: usize, world: usize, step: u64, poison: bool) -> Vec<Vec<f32>> {
-    let scale = if rank < 2 { 0.01 } else { 0.0 };
-    let mut g = values(1000 * step + rank as u64 + 1, scale);
+    let mut g = values(1000 * step + rank as u64 + 1, 1.0);
     for v in g.iter_mut().flatten() {
-        *v = half::bf16::from_f32(*v).to_f32();
+        let magnitude = (1.0 + 3.0 * v.abs().min(1.0)) / 256.0;
+        *v = half::bf16::from_f32(magnitude.copysign(*v)).to_f32();
     }
     if poison && step == 3 && rank + 1 == world {
         g[6][200] = f32::NAN;

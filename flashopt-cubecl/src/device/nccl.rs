@@ -130,7 +130,7 @@ impl Communicator {
     }
 
     /// `send` holds `world` blocks of `count` values; `recv` gets the element-wise sum
-    /// (or mean) over ranks of block `rank`, in the values' own type.
+    /// over ranks of block `rank`, in the values' own type (NCCL's order).
     ///
     /// # Safety
     /// `send` must hold `world * count` values of `storage`, `recv` `count`.
@@ -141,15 +141,11 @@ impl Communicator {
         send: &Handle,
         recv: &Handle,
         count: usize,
-        mean: bool,
     ) -> Result<(), NcclError> {
         let address =
             |h| device_address(client, h).map_err(|e| failed("reduce-scatter")(e.to_string()));
         let (send, recv) = (address(send)?, address(recv)?);
-        let op = match mean {
-            true => nccl_sys::ncclRedOp_t::ncclAvg,
-            false => nccl_sys::ncclRedOp_t::ncclSum,
-        };
+        let op = nccl_sys::ncclRedOp_t::ncclSum;
         // SAFETY: the caller guarantees `send` holds `world * count` values and
         // `recv` `count` (this function's contract); both are allocations of
         // `client`'s device, whose context `run` makes current.
