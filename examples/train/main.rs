@@ -356,42 +356,31 @@ fn parse_run(label: &str, setup: &Setup) -> RunKind {
     })
 }
 
-/// Runs on burn's NdArray backend, flashopt on its CPU reference (activations f32).
-fn run_cpu(setup: &Setup, which: &[&str], diag: &capture::Diagnostics) -> Vec<RunResult> {
+/// A run on burn's NdArray backend, flashopt on its CPU reference (activations f32).
+fn run_cpu(setup: &Setup, label: &str, diag: &capture::Diagnostics) -> RunResult {
     type B = burn::backend::Autodiff<burn::backend::NdArray>;
     let device = Default::default();
-    let mut out = Vec::new();
-    for &label in which {
-        let kind = parse_run(label, setup);
-        if kind.compute != Compute::F32 {
-            eprintln!("--runs: `{label}` computes in bf16, which the cpu backend does not");
-            std::process::exit(2)
+    let model = Gpt::<B>::new(&setup.model, setup.seed, &device);
+    match parse_run(label, setup).stepper {
+        Stepper::Flashopt {
+            storage,
+            flashoptim,
+        } => {
+            let host = HostRun {
+                label,
+                setup,
+                diag,
+                model,
+                device: &device,
+            };
+            optimizer::with_optimizer(setup.rule, setup.peak_lr, storage, flashoptim, host)
         }
-        let model = Gpt::<B>::new(&setup.model, setup.seed, &device);
-        let result = match kind.stepper {
-            Stepper::Flashopt {
-                storage,
-                flashoptim,
-            } => {
-                let host = HostRun {
-                    label,
-                    setup,
-                    diag,
-                    model,
-                    device: &device,
-                };
-                optimizer::with_optimizer(setup.rule, setup.peak_lr, storage, flashoptim, host)
-            }
-            Stepper::Burn => {
-                let mut adamw = setup.burn_adamw().init::<B, Gpt<B>>();
-                let mut step =
-                    |lr: f64, m: Gpt<B>, g: GradientsParams| (adamw.step(lr, m, g), true);
-                train(label, setup, &device, model, &mut step, &|| None).1
-            }
-        };
-        out.push(result);
+        Stepper::Burn => {
+            let mut adamw = setup.burn_adamw().init::<B, Gpt<B>>();
+            let mut step = |lr: f64, m: Gpt<B>, g: GradientsParams| (adamw.step(lr, m, g), true);
+            train(label, setup, &device, model, &mut step, &|| None).1
+        }
     }
-    out
 }
 
 /// One flashopt run on the CPU reference.
@@ -433,40 +422,35 @@ impl<B: AutodiffBackend> optimizer::WithOptimizer for HostRun<'_, B> {
     }
 }
 
-/// Runs on burn's CUDA backend, flashopt in place on burn's buffers, computing in f32
+/// A run on burn's CUDA backend, flashopt in place on burn's buffers, computing in f32
 /// (flashopt's bf16 parameters cast where used) or in bf16 (burn's AdamW then keeps
-/// bf16 moments); the labels say which (`optimizer::RUNS`).
-fn run_cuda(setup: &Setup, which: &[&str], diag: &capture::Diagnostics) -> Vec<RunResult> {
+/// bf16 moments); the label says which (`optimizer::RUNS`).
+fn run_cuda(setup: &Setup, label: &str, diag: &capture::Diagnostics) -> RunResult {
     use burn::tensor::bf16;
-    which
-        .iter()
-        .map(|&label| {
-            let kind = parse_run(label, setup);
-            match (kind.stepper, kind.compute) {
-                (Stepper::Burn, Compute::F32) => cuda_run::<f32, AdamW>(label, setup, None, diag),
-                (Stepper::Burn, Compute::Bf16) => cuda_run::<bf16, AdamW>(label, setup, None, diag),
-                (
-                    Stepper::Flashopt {
-                        storage,
-                        flashoptim,
-                    },
-                    compute,
-                ) => {
-                    let (rule, lr) = (setup.rule, setup.peak_lr);
-                    match compute {
-                        Compute::F32 => {
-                            let run = CudaRun::<f32>::new(label, setup, diag);
-                            optimizer::with_optimizer(rule, lr, storage, flashoptim, run)
-                        }
-                        Compute::Bf16 => {
-                            let run = CudaRun::<bf16>::new(label, setup, diag);
-                            optimizer::with_optimizer(rule, lr, storage, flashoptim, run)
-                        }
-                    }
+    let kind = parse_run(label, setup);
+    match (kind.stepper, kind.compute) {
+        (Stepper::Burn, Compute::F32) => cuda_run::<f32, AdamW>(label, setup, None, diag),
+        (Stepper::Burn, Compute::Bf16) => cuda_run::<bf16, AdamW>(label, setup, None, diag),
+        (
+            Stepper::Flashopt {
+                storage,
+                flashoptim,
+            },
+            compute,
+        ) => {
+            let (rule, lr) = (setup.rule, setup.peak_lr);
+            match compute {
+                Compute::F32 => {
+                    let run = CudaRun::<f32>::new(label, setup, diag);
+                    optimizer::with_optimizer(rule, lr, storage, flashoptim, run)
+                }
+                Compute::Bf16 => {
+                    let run = CudaRun::<bf16>::new(label, setup, diag);
+                    optimizer::with_optimizer(rule, lr, storage, flashoptim, run)
                 }
             }
-        })
-        .collect()
+        }
+    }
 }
 
 /// One flashopt run on burn's CUDA backend computing in `F`.
@@ -690,19 +674,30 @@ fn main() {
         health_every: args.health_every,
         out: out.clone(),
     };
-    let runs = match backend {
-        cli::Backend::Cpu => run_cpu(&setup, &which, &diag),
-        cli::Backend::Cuda => run_cuda(&setup, &which, &diag),
-    };
-    if setup.stop_after.is_some() {
-        for r in &runs {
-            println!("{}: stopped after step {}", r.label, r.rows.len());
+    // Every label checked before the first run starts.
+    for &label in &which {
+        let kind = parse_run(label, &setup);
+        if backend == cli::Backend::Cpu && kind.compute != Compute::F32 {
+            eprintln!("--runs: `{label}` computes in bf16, which the cpu backend does not");
+            std::process::exit(2)
         }
-        return;
     }
-    for r in &runs {
-        let path = r.write(&out).expect("write the run");
-        println!("wrote {}", path.display());
+    // Each run's files are written as soon as it ends: a process killed later (a
+    // device command's limit) keeps the runs it finished.
+    for &label in &which {
+        let r = match backend {
+            cli::Backend::Cpu => run_cpu(&setup, label, &diag),
+            cli::Backend::Cuda => run_cuda(&setup, label, &diag),
+        };
+        if setup.stop_after.is_some() {
+            println!("{}: stopped after step {}", r.label, r.rows.len());
+        } else {
+            let path = r.write(&out).expect("write the run");
+            println!("wrote {}", path.display());
+        }
+    }
+    if setup.stop_after.is_some() {
+        return;
     }
     // Every run in the folder, those of earlier processes (`--runs`) included.
     if !summarize(&out, backend.name(), font) {
