@@ -18,54 +18,58 @@ use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
 use flashopt_cubecl::device::transfer::device_address_after_queued_work;
 use flashopt_ir::FloatDtype;
 use flashopt_ir::interp::HostTensor;
-use flashopt_runtime::{Optimizer as _, StepOutcome, TensorId};
+use flashopt_runtime::{CpuOptimizer, Optimizer as _, StepOutcome, TensorId};
 
-use crate::optimizer::{candle_optimizer, grad_of, in_tensor, take_over, vars_by_name};
-use crate::{CandleError, Config};
+use crate::CandleError;
+use crate::optimizer::{CandleOptimizer, Placement, grad_of, in_tensor};
 
 /// A flashopt optimizer over candle variables on one CUDA device, its state on that
 /// device: the fused step of [`GpuOptimizer`], bit for bit the CPU reference's.
-pub struct CudaFlashOptimizer {
+pub type CudaFlashOptimizer = CandleOptimizer<Cuda>;
+
+/// The state on the variables' CUDA device (all on one), stepped by the fused kernel.
+pub struct Cuda {
     gpu: GpuOptimizer<CudaRuntime>,
-    vars: Vec<Var>,
     device: candle_core::CudaDevice,
-    last: Option<StepOutcome>,
-    refused: Option<CandleError>,
 }
 
-impl CudaFlashOptimizer {
-    /// Take over named variables, all on one CUDA device: as
-    /// [`crate::FlashOptimizer::from_named`], with the state uploaded to that device.
-    pub fn from_named(
-        vars: impl IntoIterator<Item = (String, Var)>,
-        config: Config,
-    ) -> Result<CudaFlashOptimizer, CandleError> {
+impl std::fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cuda")
+            .field("tensors", &self.gpu.tensor_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Placement for Cuda {
+    type Inner = GpuOptimizer<CudaRuntime>;
+
+    /// Every variable on one CUDA device; everything the configured optimizer holds
+    /// comes along: every parameter group's hyper-parameters and each tensor's group,
+    /// clipping, the step count.
+    fn place(cpu: CpuOptimizer, vars: &[Var]) -> Result<Self, CandleError> {
+        let name = |i: usize| {
+            cpu.tensor_info(TensorId(i))
+                .map_or_else(|_| format!("var{i}"), |t| t.name.clone())
+        };
         let mut device: Option<candle_core::CudaDevice> = None;
-        let (cpu, kept) = take_over(vars, config, |name, var| match (var.device(), &device) {
-            (Device::Cuda(d), None) => {
-                device = Some(d.clone());
-                Ok(())
+        for (i, var) in vars.iter().enumerate() {
+            match (var.device(), &device) {
+                (Device::Cuda(d), None) => device = Some(d.clone()),
+                (Device::Cuda(_), Some(first))
+                    if Device::Cuda(first.clone()).same_device(var.device()) => {}
+                (Device::Cuda(_), Some(_)) => {
+                    return Err(CandleError::OtherCudaDevice { name: name(i) });
+                }
+                _ => return Err(CandleError::NotOnCuda { name: name(i) }),
             }
-            (Device::Cuda(_), Some(first))
-                if Device::Cuda(first.clone()).same_device(var.device()) =>
-            {
-                Ok(())
-            }
-            (Device::Cuda(_), Some(_)) => Err(CandleError::OtherCudaDevice {
-                name: name.to_string(),
-            }),
-            _ => Err(CandleError::NotOnCuda {
-                name: name.to_string(),
-            }),
-        })?;
+        }
         let device = device.ok_or(CandleError::NoCudaVariable)?;
         let DeviceLocation::Cuda { gpu_id } = Device::Cuda(device.clone()).location() else {
             unreachable!("a CUDA device has a CUDA location")
         };
         let client = CudaRuntime::client(&CudaDevice::new(gpu_id));
-        // Everything the configured optimizer holds comes along: every parameter
-        // group's hyper-parameters and each tensor's group, clipping, the step count.
-        let tensors: Vec<(String, usize, HostTensor)> = (0..kept.len())
+        let tensors: Vec<(String, usize, HostTensor)> = (0..vars.len())
             .map(|i| {
                 let id = TensorId(i);
                 let info = cpu.tensor_info(id)?;
@@ -79,35 +83,23 @@ impl CudaFlashOptimizer {
             GpuOptimizer::from_host_grouped(client, cpu.plan().clone(), groups, tensors, 0)?;
         gpu.set_grad_clipping(cpu.grad_clipping())?;
         gpu.set_steps_taken(cpu.steps_taken());
-        let opt = CudaFlashOptimizer {
-            gpu,
-            vars: kept,
-            device,
-            last: None,
-            refused: None,
-        };
-        opt.write_back()?;
-        Ok(opt)
+        Ok(Cuda { gpu, device })
     }
 
-    /// Every variable of `varmap` (all on one CUDA device), named by its path, in
-    /// name order: see [`crate::FlashOptimizer::from_varmap`].
-    pub fn from_varmap(
-        varmap: &candle_nn::VarMap,
-        config: Config,
-    ) -> Result<CudaFlashOptimizer, CandleError> {
-        CudaFlashOptimizer::from_named(vars_by_name(varmap), config)
+    fn inner(&self) -> &GpuOptimizer<CudaRuntime> {
+        &self.gpu
     }
 
-    /// One step; see [`crate::FlashOptimizer::try_step`]. A variable without a
-    /// gradient steps with a zero gradient.
-    pub fn try_step(&mut self, grads: &GradStore) -> Result<StepOutcome, CandleError> {
-        if let Some(e) = self.refused.take() {
-            return Err(e);
-        }
+    fn inner_mut(&mut self) -> &mut GpuOptimizer<CudaRuntime> {
+        &mut self.gpu
+    }
+
+    /// candle converts each gradient to the format's gradient dtype; each is copied
+    /// into the flat gradient buffer on the device; one launch steps every tensor.
+    fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<StepOutcome, CandleError> {
         let dtype = candle_dtype(self.gpu.plan().config.grad);
-        let mut narrow = Vec::with_capacity(self.vars.len());
-        for (i, var) in self.vars.iter().enumerate() {
+        let mut narrow = Vec::with_capacity(vars.len());
+        for (i, var) in vars.iter().enumerate() {
             let name = self.name(i);
             narrow.push(match grad_of(grads, var, name)? {
                 None => None,
@@ -142,59 +134,19 @@ impl CudaFlashOptimizer {
             }
         }
         result::ctx::synchronize().map_err(|e| CandleError::Device(e.to_string()))?;
-        let outcome = self.gpu.step()?;
-        if outcome.applied() {
-            self.write_back()?;
-        }
-        self.last = Some(outcome.clone());
-        Ok(outcome)
+        Ok(self.gpu.step()?)
     }
 
-    /// The outcome of the last step (`None` before the first).
-    pub fn last_outcome(&self) -> Option<&StepOutcome> {
-        self.last.as_ref()
-    }
-
-    /// The variables, in registration order (`TensorId(i)` is `vars()[i]`).
-    pub fn vars(&self) -> &[Var] {
-        &self.vars
-    }
-
-    /// The GPU optimizer underneath: checkpoints, clipping, state read-back.
-    pub fn optimizer(&self) -> &GpuOptimizer<CudaRuntime> {
-        &self.gpu
-    }
-
-    pub fn optimizer_mut(&mut self) -> &mut GpuOptimizer<CudaRuntime> {
-        &mut self.gpu
-    }
-
-    fn name(&self, i: usize) -> &str {
-        self.gpu
-            .tensor_info(TensorId(i))
-            .map_or("(unregistered)", |t| t.name.as_str())
-    }
-
-    /// cudarc's driver calls below act on the current context: candle's, the
-    /// device's primary context, which cubecl uses too.
-    fn bind_context(&self) -> Result<(), CandleError> {
-        self.device
-            .cuda_stream()
-            .context()
-            .bind_to_thread()
-            .map_err(|e| CandleError::Device(e.to_string()))
-    }
-
-    /// Set every variable to the optimizer's narrow parameters, copied on the device
-    /// into fresh candle tensors (then converted to the variable's dtype by candle).
-    fn write_back(&self) -> Result<(), CandleError> {
+    /// Copied on the device into fresh candle tensors (then converted to the
+    /// variable's dtype by candle).
+    fn write_back(&self, vars: &[Var]) -> Result<(), CandleError> {
         let param = self.gpu.plan().config.param;
         let size = param.size_bytes();
         let base = device_address_after_queued_work(self.gpu.client(), self.gpu.param_buffer())
             .map_err(|e| CandleError::Device(e.to_string()))?;
         self.bind_context()?;
-        let mut made = Vec::with_capacity(self.vars.len());
-        for (i, var) in self.vars.iter().enumerate() {
+        let mut made = Vec::with_capacity(vars.len());
+        for (i, var) in vars.iter().enumerate() {
             let name = self.name(i);
             let t = Tensor::zeros(
                 var.shape(),
@@ -218,7 +170,7 @@ impl CudaFlashOptimizer {
             made.push(t);
         }
         result::ctx::synchronize().map_err(|e| CandleError::Device(e.to_string()))?;
-        for (i, (var, t)) in self.vars.iter().zip(made).enumerate() {
+        for (i, (var, t)) in vars.iter().zip(made).enumerate() {
             t.to_dtype(var.dtype())
                 .and_then(|t| var.set(&t))
                 .map_err(in_tensor(self.name(i)))?;
@@ -227,7 +179,23 @@ impl CudaFlashOptimizer {
     }
 }
 
-candle_optimizer!(CudaFlashOptimizer, gpu);
+impl Cuda {
+    fn name(&self, i: usize) -> &str {
+        self.gpu
+            .tensor_info(TensorId(i))
+            .map_or("(unregistered)", |t| t.name.as_str())
+    }
+
+    /// cudarc's driver calls below act on the current context: candle's, the
+    /// device's primary context, which cubecl uses too.
+    fn bind_context(&self) -> Result<(), CandleError> {
+        self.device
+            .cuda_stream()
+            .context()
+            .bind_to_thread()
+            .map_err(|e| CandleError::Device(e.to_string()))
+    }
+}
 
 fn candle_dtype(dtype: FloatDtype) -> DType {
     match dtype {

@@ -47,9 +47,9 @@ pub use candle_core::Var;
 pub use candle_core::backprop::GradStore;
 pub use config::Config;
 #[cfg(feature = "cuda")]
-pub use cuda::CudaFlashOptimizer;
+pub use cuda::{Cuda, CudaFlashOptimizer};
 pub use flashopt_runtime::{NonFinite, StepOutcome};
-pub use optimizer::{FlashOptimizer, vars_by_name};
+pub use optimizer::{CandleOptimizer, FlashOptimizer, Host, Placement, vars_by_name};
 
 /// docs/CANDLE.md's snippets, compiled and run as doctests.
 #[cfg(doctest)]

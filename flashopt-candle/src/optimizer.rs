@@ -1,4 +1,6 @@
-//! [`FlashOptimizer`]: candle's optimizer interface over flashopt's CPU reference.
+//! [`CandleOptimizer`]: candle's optimizer interface over a flashopt optimizer, written
+//! once for every [`Placement`] of its state: [`FlashOptimizer`] on the host (the CPU
+//! reference), `CudaFlashOptimizer` on candle's CUDA device (feature `cuda`).
 
 use std::path::Path;
 
@@ -6,14 +8,37 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use flashopt_ir::interp::{GradBuf, PartData};
-use flashopt_runtime::{CpuOptimizer, Optimizer as _, StepOutcome, TensorId};
+use flashopt_runtime::{CpuOptimizer, Optimizer, StepOutcome, TensorId};
 
 use crate::{CandleError, Config};
 
-/// A flashopt optimizer over candle variables (see the crate's documentation).
+/// Where an adapter's optimizer state lives and steps.
+pub trait Placement: Sized {
+    /// The flashopt optimizer holding the state.
+    type Inner: Optimizer;
+
+    /// The state of `vars` (registered in `cpu`, in order, with every setting of the
+    /// `Config`) placed here; a variable that cannot be is an error naming it.
+    fn place(cpu: CpuOptimizer, vars: &[Var]) -> Result<Self, CandleError>;
+
+    fn inner(&self) -> &Self::Inner;
+
+    fn inner_mut(&mut self) -> &mut Self::Inner;
+
+    /// One step from `vars`' gradients in `grads`: every gradient read and checked
+    /// before anything changes; a variable without one steps with zeros.
+    fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<StepOutcome, CandleError>;
+
+    /// Set every variable to the optimizer's narrow parameters (all made before any is
+    /// set).
+    fn write_back(&self, vars: &[Var]) -> Result<(), CandleError>;
+}
+
+/// A flashopt optimizer over candle variables (see the crate's documentation), its
+/// state placed by `P`.
 #[derive(Debug)]
-pub struct FlashOptimizer {
-    cpu: CpuOptimizer,
+pub struct CandleOptimizer<P> {
+    placed: P,
     vars: Vec<Var>,
     last: Option<StepOutcome>,
     /// A learning rate `set_learning_rate` could not apply (candle's interface has no
@@ -21,7 +46,10 @@ pub struct FlashOptimizer {
     refused: Option<CandleError>,
 }
 
-impl FlashOptimizer {
+/// The state on the host, stepped by flashopt's CPU reference.
+pub type FlashOptimizer = CandleOptimizer<Host>;
+
+impl<P: Placement> CandleOptimizer<P> {
     /// Take over named variables (names key checkpoints and error messages). Their
     /// values become the optimizer's master weights, and each variable is set to the
     /// optimizer's narrow parameter (bf16-rounded for a bf16 format), the value the
@@ -30,23 +58,23 @@ impl FlashOptimizer {
     pub fn from_named(
         vars: impl IntoIterator<Item = (String, Var)>,
         config: Config,
-    ) -> Result<FlashOptimizer, CandleError> {
-        let (cpu, kept) = take_over(vars, config, |_, _| Ok(()))?;
-        let opt = FlashOptimizer {
-            cpu,
-            vars: kept,
+    ) -> Result<Self, CandleError> {
+        let (cpu, vars) = take_over(vars, config)?;
+        let placed = P::place(cpu, &vars)?;
+        placed.write_back(&vars)?;
+        Ok(CandleOptimizer {
+            placed,
+            vars,
             last: None,
             refused: None,
-        };
-        opt.write_back()?;
-        Ok(opt)
+        })
     }
 
     /// Every variable of `varmap`, named by its path in the map, in name order (so a
     /// checkpoint made by one process loads in the next: `VarMap::all_vars` comes in
     /// hash order, and `Optimizer::new` names variables by position).
-    pub fn from_varmap(varmap: &VarMap, config: Config) -> Result<FlashOptimizer, CandleError> {
-        FlashOptimizer::from_named(vars_by_name(varmap), config)
+    pub fn from_varmap(varmap: &VarMap, config: Config) -> Result<Self, CandleError> {
+        Self::from_named(vars_by_name(varmap), config)
     }
 
     /// One step, returning whether it was applied. Every gradient is read and checked
@@ -59,23 +87,9 @@ impl FlashOptimizer {
         if let Some(e) = self.refused.take() {
             return Err(e);
         }
-        let dtype = self.cpu.plan().config.grad;
-        let mut rounded = Vec::with_capacity(self.vars.len());
-        for (i, var) in self.vars.iter().enumerate() {
-            let name = &self.cpu.tensor_info(TensorId(i))?.name;
-            let values = match grad_of(grads, var, name)? {
-                None => vec![0.0; var.elem_count()],
-                Some(g) => to_f32(g).map_err(in_tensor(name))?,
-            };
-            rounded.push(PartData::round_from_f32(dtype, &values));
-        }
-        let bufs: Vec<GradBuf<'_>> = rounded
-            .iter()
-            .map(|g| g.as_grad().expect("rounded to a float dtype"))
-            .collect();
-        let outcome = self.cpu.step(&bufs)?;
+        let outcome = self.placed.step(&self.vars, grads)?;
         if outcome.applied() {
-            self.write_back()?;
+            self.placed.write_back(&self.vars)?;
         }
         self.last = Some(outcome.clone());
         Ok(outcome)
@@ -91,30 +105,103 @@ impl FlashOptimizer {
         &self.vars
     }
 
-    /// The CPU optimizer underneath: checkpoints (`save`), clipping, numerics checks,
-    /// per-group hyper-parameters.
-    pub fn optimizer(&self) -> &CpuOptimizer {
-        &self.cpu
+    /// The flashopt optimizer underneath: checkpoints (`save`), clipping, numerics
+    /// checks, per-group hyper-parameters.
+    pub fn optimizer(&self) -> &P::Inner {
+        self.placed.inner()
     }
 
     /// See [`Self::optimizer`]. Parameters changed through it reach the variables at
     /// the next applied step, or at once through [`Self::load`].
-    pub fn optimizer_mut(&mut self) -> &mut CpuOptimizer {
-        &mut self.cpu
+    pub fn optimizer_mut(&mut self) -> &mut P::Inner {
+        self.placed.inner_mut()
     }
 
     /// Restore a checkpoint written by `optimizer().save(..)` and set the variables
     /// to its parameters. A file that does not fit changes nothing.
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), CandleError> {
-        self.cpu.load(path)?;
-        self.write_back()
+        self.placed.inner_mut().load(path)?;
+        self.placed.write_back(&self.vars)
+    }
+}
+
+impl<P: Placement> candle_nn::Optimizer for CandleOptimizer<P> {
+    type Config = Config;
+
+    /// Variables named `var0`, `var1`, ... by position; prefer `from_varmap` for
+    /// checkpoints.
+    fn new(vars: Vec<Var>, config: Config) -> candle_core::Result<Self> {
+        let named = vars
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("var{i}"), v));
+        Ok(Self::from_named(named, config)?)
     }
 
-    /// Set every variable to the optimizer's parameter values (converted to the
-    /// variable's dtype and device). All tensors are made before any is set.
-    fn write_back(&self) -> Result<(), CandleError> {
-        let mut made = Vec::with_capacity(self.vars.len());
-        for (i, var) in self.vars.iter().enumerate() {
+    /// `try_step`; a skipped step is not an error here (see `last_outcome`).
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.try_step(grads)?;
+        Ok(())
+    }
+
+    /// The definition's learning rate (of parameter group 0); NaN for a definition
+    /// that names none.
+    fn learning_rate(&self) -> f64 {
+        self.placed.inner().learning_rate(0).unwrap_or(f64::NAN)
+    }
+
+    /// Out-of-range values (negative, NaN) are refused without a change, and the next
+    /// step returns the error: candle's interface has no error here.
+    fn set_learning_rate(&mut self, lr: f64) {
+        if let Err(source) = self.placed.inner_mut().set_learning_rate(lr) {
+            self.refused = Some(CandleError::LearningRate { lr, source });
+        }
+    }
+}
+
+/// The state on the host: flashopt's CPU reference, the variables on any device.
+#[derive(Debug)]
+pub struct Host {
+    cpu: CpuOptimizer,
+}
+
+impl Placement for Host {
+    type Inner = CpuOptimizer;
+
+    fn place(cpu: CpuOptimizer, _: &[Var]) -> Result<Self, CandleError> {
+        Ok(Host { cpu })
+    }
+
+    fn inner(&self) -> &CpuOptimizer {
+        &self.cpu
+    }
+
+    fn inner_mut(&mut self) -> &mut CpuOptimizer {
+        &mut self.cpu
+    }
+
+    fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<StepOutcome, CandleError> {
+        let dtype = self.cpu.plan().config.grad;
+        let mut rounded = Vec::with_capacity(vars.len());
+        for (i, var) in vars.iter().enumerate() {
+            let name = &self.cpu.tensor_info(TensorId(i))?.name;
+            let values = match grad_of(grads, var, name)? {
+                None => vec![0.0; var.elem_count()],
+                Some(g) => to_f32(g).map_err(in_tensor(name))?,
+            };
+            rounded.push(PartData::round_from_f32(dtype, &values));
+        }
+        let bufs: Vec<GradBuf<'_>> = rounded
+            .iter()
+            .map(|g| g.as_grad().expect("rounded to a float dtype"))
+            .collect();
+        Ok(self.cpu.step(&bufs)?)
+    }
+
+    /// Converted to each variable's dtype and device.
+    fn write_back(&self, vars: &[Var]) -> Result<(), CandleError> {
+        let mut made = Vec::with_capacity(vars.len());
+        for (i, var) in vars.iter().enumerate() {
             let id = TensorId(i);
             let name = &self.cpu.tensor_info(id)?.name;
             let t = Tensor::from_vec(self.cpu.param(id)?, var.shape(), &Device::Cpu)
@@ -123,7 +210,7 @@ impl FlashOptimizer {
                 .map_err(in_tensor(name))?;
             made.push(t);
         }
-        for (i, (var, t)) in self.vars.iter().zip(&made).enumerate() {
+        for (i, (var, t)) in vars.iter().zip(&made).enumerate() {
             var.set(t)
                 .map_err(in_tensor(&self.cpu.tensor_info(TensorId(i))?.name))?;
         }
@@ -131,63 +218,12 @@ impl FlashOptimizer {
     }
 }
 
-/// `candle_nn::Optimizer` for an adapter with `from_named`, `try_step`, a `refused`
-/// learning-rate error and its flashopt optimizer in field `$inner`.
-macro_rules! candle_optimizer {
-    ($adapter:ident, $inner:ident) => {
-        impl candle_nn::Optimizer for $adapter {
-            type Config = $crate::Config;
-
-            /// Variables named `var0`, `var1`, ... by position; prefer `from_varmap`
-            /// for checkpoints.
-            fn new(
-                vars: Vec<candle_core::Var>,
-                config: $crate::Config,
-            ) -> candle_core::Result<Self> {
-                let named = vars
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| (format!("var{i}"), v));
-                Ok($adapter::from_named(named, config)?)
-            }
-
-            /// `try_step`; a skipped step is not an error here (see `last_outcome`).
-            fn step(
-                &mut self,
-                grads: &candle_core::backprop::GradStore,
-            ) -> candle_core::Result<()> {
-                self.try_step(grads)?;
-                Ok(())
-            }
-
-            /// The definition's learning rate (of parameter group 0); NaN for a
-            /// definition that names none.
-            fn learning_rate(&self) -> f64 {
-                self.$inner.learning_rate(0).unwrap_or(f64::NAN)
-            }
-
-            /// Out-of-range values (negative, NaN) are refused without a change, and
-            /// the next step returns the error: candle's interface has no error here.
-            fn set_learning_rate(&mut self, lr: f64) {
-                if let Err(source) = self.$inner.set_learning_rate(lr) {
-                    self.refused = Some($crate::CandleError::LearningRate { lr, source });
-                }
-            }
-        }
-    };
-}
-#[cfg(feature = "cuda")]
-pub(crate) use candle_optimizer;
-
-candle_optimizer!(FlashOptimizer, cpu);
-
 /// The float variables of `vars` (integer ones are left out, as candle's optimizers
-/// do), each passed by `check` and contiguous, registered with their values in
-/// `config`'s empty optimizer, in order.
+/// do), each contiguous, registered with their values in `config`'s empty optimizer,
+/// in order.
 pub(crate) fn take_over(
     vars: impl IntoIterator<Item = (String, Var)>,
     config: Config,
-    mut check: impl FnMut(&str, &Var) -> Result<(), CandleError>,
 ) -> Result<(CpuOptimizer, Vec<Var>), CandleError> {
     let mut cpu = config.empty;
     let mut kept = Vec::new();
@@ -195,7 +231,6 @@ pub(crate) fn take_over(
         if !var.dtype().is_float() {
             continue;
         }
-        check(&name, &var)?;
         let values = to_f32(var.as_tensor()).map_err(in_tensor(&name))?;
         if !var.as_tensor().is_contiguous() {
             return Err(CandleError::NotContiguous { name });
