@@ -440,3 +440,166 @@ impl<B: RankBackend> CheckpointedRank for ShardedOptimizer<B> {
         self.core.restore(hyper, steps_taken);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashopt_ir::PlanConfig;
+    use flashopt_ir::def::{OptimizerDef, Range, name};
+    use flashopt_ir::interp::GradBuf;
+
+    /// One rank of a world of one whose back end records what the wrapper asks of it.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+        square_sum: f64,
+        found: Option<(usize, NonFinite)>,
+    }
+
+    struct Alone;
+
+    impl Agreement for Alone {
+        fn rank(&self) -> usize {
+            0
+        }
+
+        fn world(&self) -> usize {
+            1
+        }
+
+        fn all_reduce_f64(&self, _: &mut [f64]) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+    }
+
+    impl RankBackend for Recorder {
+        type Buffer = ();
+        type Link = Alone;
+
+        fn link(&self) -> &Alone {
+            &Alone
+        }
+
+        fn reduce_scatter(
+            &mut self,
+            grads: Option<GradSource<'_, ()>>,
+            reduction: Reduction,
+        ) -> Result<(), RuntimeError> {
+            let source = match grads {
+                None => "zeros",
+                Some(GradSource::Host(_)) => "host",
+                Some(_) => "other",
+            };
+            self.calls
+                .push(format!("reduce-scatter {source} {reduction:?}"));
+            Ok(())
+        }
+
+        fn block_square_sum(&mut self) -> Result<f64, RuntimeError> {
+            self.calls.push("square sum".into());
+            Ok(self.square_sum)
+        }
+
+        fn locate_non_finite(&mut self) -> Option<(usize, NonFinite)> {
+            self.calls.push("locate".into());
+            self.found.clone()
+        }
+
+        fn apply(&mut self, scalars: &[Vec<f32>]) -> Result<(), RuntimeError> {
+            self.calls.push(format!("apply {}", scalars.len()));
+            Ok(())
+        }
+
+        fn shard_state(&self) -> Cow<'_, [HostTensor]> {
+            Cow::Owned(Vec::new())
+        }
+
+        fn restore(&mut self, _: &Plan, _: &Sharding, _: &[HostTensor]) {}
+    }
+
+    /// Tensors `a` (40 elements: groups 0 and 1) and `b` (3), one rank.
+    fn rank(backend: Recorder) -> ShardedOptimizer<Recorder> {
+        let mut def = OptimizerDef::new("sgd");
+        def.hyper("lr", 0.5, Range::at_least(0.0));
+        def.assign("p", name("p") - name("lr") * name("g"));
+        let plan = flashopt_ir::compile(&def, PlanConfig::f32_params()).unwrap();
+        let hyper = HyperValues::defaults(&plan.hyper_params);
+        let make = |_: &Plan, _: &Sharding, (), _| Ok(backend);
+        ShardedOptimizer::build(plan, hyper, &[("a", 40), ("b", 3)], Alone, |_| Ok(()), make)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_finite_step_reduces_decides_and_applies_once() {
+        let mut r = rank(Recorder::default());
+        r.set_reduction(Reduction::Mean);
+        let (a, b) = (vec![0.0f32; 40], vec![0.0f32; 3]);
+        let grads = [GradBuf::F32(&a), GradBuf::F32(&b)];
+        assert_eq!(
+            r.step_from(GradSource::Host(&grads)).unwrap(),
+            StepOutcome::Applied
+        );
+        let calls = &r.backend().calls;
+        assert_eq!(
+            calls,
+            &["reduce-scatter host Mean", "square sum", "apply 1"]
+        );
+        assert_eq!(r.steps_taken(), 1);
+    }
+
+    #[test]
+    fn refused_gradients_still_contribute_zeros_and_change_nothing() {
+        let mut r = rank(Recorder::default());
+        let short = vec![0.0f32; 39];
+        let b = vec![0.0f32; 3];
+        let grads = [GradBuf::F32(&short), GradBuf::F32(&b)];
+        let refused = r.step_from(GradSource::Host(&grads));
+        assert!(
+            matches!(&refused, Err(RuntimeError::Tensor { name, .. }) if name == "a"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            r.backend().calls,
+            ["reduce-scatter zeros Sum", "square sum"]
+        );
+        assert_eq!(r.steps_taken(), 0);
+    }
+
+    #[test]
+    fn a_non_finite_block_is_located_and_named_by_its_whole_tensor() {
+        let found = NonFinite {
+            tensor: String::new(),
+            index: 1,
+            value: f32::NAN,
+            count: 2,
+        };
+        let recorder = Recorder {
+            square_sum: f64::NAN,
+            // The only rank holds both tensors whole: piece 1 is `b`.
+            found: Some((1, found)),
+            ..Recorder::default()
+        };
+        let mut r = rank(recorder);
+        let outcome = r.step_from(GradSource::Flat).unwrap();
+        let StepOutcome::Skipped(named) = outcome else {
+            panic!("applied a non-finite step")
+        };
+        assert_eq!(
+            (named.tensor.as_str(), named.index, named.count),
+            ("b", 1, 2)
+        );
+        assert_eq!(
+            r.backend().calls,
+            ["reduce-scatter other Sum", "square sum", "locate"]
+        );
+        assert_eq!(r.steps_taken(), 0);
+    }
+
+    #[test]
+    fn a_sharded_rank_does_not_step_one_tensor_alone() {
+        let mut r = rank(Recorder::default());
+        let alone = step::step(&mut r, Scope::Tensor(crate::TensorId(0)), GradSource::Flat);
+        assert!(matches!(alone, Err(RuntimeError::ShardedTensorStep)));
+        assert!(r.backend().calls.is_empty());
+    }
+}
