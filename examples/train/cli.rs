@@ -35,10 +35,10 @@ pub struct Args {
     pub optimizer: Rule,
     /// The schedule's peak learning rate, instead of the rule's own (derived from
     /// the configuration's AdamW peak: a tenth of it for Lion, a multiple for SGD).
-    #[arg(long, value_parser = positive_rate)]
+    #[arg(long, value_parser = |s: &str| positive(s, "learning rate"))]
     pub peak_lr: Option<f64>,
     /// Clip the global gradient norm to this before each step.
-    #[arg(long, value_parser = positive_norm)]
+    #[arg(long, value_parser = |s: &str| positive(s, "global gradient norm"))]
     pub clip: Option<f64>,
     /// End the runs after this many steps (diagnostics: no summary is written).
     #[arg(long)]
@@ -108,18 +108,10 @@ impl Config {
     }
 }
 
-fn positive_rate(s: &str) -> Result<f64, String> {
+/// A positive, finite `what`, or the error naming it and what was given.
+fn positive(s: &str, what: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(lr) if lr > 0.0 && lr.is_finite() => Ok(lr),
-        _ => Err(format!("a positive, finite learning rate, got `{s}`")),
-    }
-}
-
-fn positive_norm(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(max) if max > 0.0 && max.is_finite() => Ok(max),
-        _ => Err(format!(
-            "a positive, finite global gradient norm, got `{s}`"
-        )),
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("a positive, finite {what}, got `{s}`")),
     }
 }

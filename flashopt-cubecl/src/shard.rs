@@ -303,12 +303,12 @@ impl RankBackend for NcclRank {
             Some(GradSource::Flat) => {}
             Some(GradSource::Host(host)) => self.upload_grads(host),
             Some(other @ GradSource::Device(_)) => return Err(other.unsupported()),
-            // Refused: this rank contributes zeros.
+            // Refused: this rank contributes zeros, in the buffer `grad_handle`s view.
             None => {
-                let bytes = self.comm.world()
-                    * self.sharding.layout.block_elements()
-                    * self.pieces_opt.plan().config.grad.size_bytes();
-                self.grads = transfer::filled(self.pieces_opt.client(), bytes, 0);
+                let len = self.comm.world() * self.sharding.layout.block_elements();
+                let dtype = self.pieces_opt.plan().config.grad;
+                // SAFETY: the gradient buffer holds `world` blocks of `dtype`.
+                unsafe { copy::zero_elements(self.pieces_opt.client(), dtype, &self.grads, 0, len) }
             }
         }
         let client = self.pieces_opt.client().clone();

@@ -54,9 +54,10 @@ fn narrow_into<F: Float>(
     }
 }
 
-fn cubes(len: usize) -> CubeCount {
+/// One unit per element of `len`, in cubes of UNITS.
+fn grid(len: usize) -> (CubeCount, CubeDim) {
     let cubes = u32::try_from(len.div_ceil(UNITS as usize)).expect("fewer than 2^32 cubes");
-    CubeCount::Static(cubes, 1, 1)
+    (CubeCount::Static(cubes, 1, 1), CubeDim::new_1d(UNITS))
 }
 
 /// `dst[offset..offset + len] = src[..len]`, elements of `dtype`, in stream order.
@@ -74,7 +75,7 @@ pub unsafe fn copy_elements<R: Runtime>(
     if len == 0 {
         return;
     }
-    let (count, dim) = (cubes(len), CubeDim::new_1d(UNITS));
+    let (count, dim) = grid(len);
     unsafe {
         let s = ArrayArg::from_raw_parts(src.clone(), len);
         let d = ArrayArg::from_raw_parts(dst.clone(), offset + len);
@@ -98,7 +99,7 @@ pub unsafe fn zero_elements<R: Runtime>(
     if len == 0 {
         return;
     }
-    let (count, dim) = (cubes(len), CubeDim::new_1d(UNITS));
+    let (count, dim) = grid(len);
     unsafe {
         let d = ArrayArg::from_raw_parts(dst.clone(), offset + len);
         with_float_type!(dtype, F => fill_zero::launch_unchecked::<F, R>(
@@ -126,7 +127,7 @@ pub unsafe fn widen_chunks_f32<R: Runtime>(
     if len == 0 {
         return;
     }
-    let (count, dim) = (cubes(world * len), CubeDim::new_1d(UNITS));
+    let (count, dim) = grid(world * len);
     unsafe {
         let s = ArrayArg::from_raw_parts(src.clone(), world * block);
         let d = ArrayArg::from_raw_parts(dst.clone(), world * len);
@@ -153,7 +154,7 @@ pub unsafe fn narrow_from_f32<R: Runtime>(
     if len == 0 {
         return;
     }
-    let (count, dim) = (cubes(len), CubeDim::new_1d(UNITS));
+    let (count, dim) = grid(len);
     unsafe {
         let s = ArrayArg::from_raw_parts(src.clone(), len);
         let d = ArrayArg::from_raw_parts(dst.clone(), offset + len);
