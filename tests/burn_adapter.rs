@@ -66,7 +66,7 @@ fn input() -> Tensor<Ad, 2> {
     )
 }
 
-fn values(t: Tensor<Ad, 1>) -> Vec<f32> {
+fn values<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
     t.into_data().into_vec().unwrap()
 }
 
@@ -225,4 +225,100 @@ fn a_parameter_whose_shape_changed_is_refused() {
         "parameter `unused`: shape [7], the optimizer took it as [5]; build a new optimizer for a changed model"
     );
     assert_eq!(opt.optimizer().steps_taken(), 0);
+}
+
+/// An optimizer set up by hand keeps every setting through the adapter: its clipping,
+/// hyper-parameters and step count; two steps equal the CPU optimizer's with the same
+/// settings, gradients clipped to the norm given.
+#[test]
+fn an_optimizer_set_up_by_hand_keeps_its_settings() {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let set_up = || {
+        let mut cpu = CpuOptimizer::for_spec(&adamw(), config).unwrap();
+        cpu.set_grad_clipping(Some(0.05)).unwrap();
+        cpu.set_hyper("weight_decay", 0.3).unwrap();
+        cpu.set_steps_taken(7);
+        cpu
+    };
+    let (mut opt, mut model) = HostOptimizer::from_optimizer(set_up(), net()).unwrap();
+    assert_eq!(opt.optimizer().grad_clipping(), Some(0.05));
+    assert_eq!(opt.optimizer().steps_taken(), 7);
+    let mut reference = set_up();
+    for p in &flashopt_burn::params::collect::<Ad, _>(&net()) {
+        reference.add_tensor(&p.0.name, &p.1).unwrap();
+    }
+    for _ in 0..2 {
+        let raw = loss(&model, &input()).backward();
+        let mut expected: Vec<Vec<bf16>> = Vec::new();
+        let to_bf16 = |v: Vec<f32>| v.into_iter().map(bf16::from_f32).collect::<Vec<_>>();
+        expected.push(to_bf16(values(
+            model.first.weight.grad(&raw).unwrap().flatten(0, 1),
+        )));
+        expected.push(to_bf16(values(model.first.bias.grad(&raw).unwrap())));
+        expected.push(to_bf16(values(
+            model.second.weight.grad(&raw).unwrap().flatten(0, 1),
+        )));
+        expected.push(to_bf16(values(model.second.bias.grad(&raw).unwrap())));
+        expected.push(vec![bf16::ZERO; 5]);
+        let grads = GradientsParams::from_grads(raw, &model);
+        let (next, outcome) = opt.step(1e-2, model, grads).unwrap();
+        assert!(outcome.applied());
+        model = next;
+        reference.set_hyper("lr", 1e-2).unwrap();
+        let bufs: Vec<GradBuf<'_>> = expected.iter().map(|g| GradBuf::Bf16(g)).collect();
+        reference.step(&bufs).unwrap();
+    }
+    let norm = opt.optimizer().last_grad_norm().unwrap();
+    assert!(norm > 0.05, "the gradients were clipped: norm {norm}");
+    assert_eq!(opt.optimizer().last_grad_norm(), reference.last_grad_norm());
+    for i in 0..5 {
+        assert_eq!(
+            opt.optimizer().tensor(TensorId(i)).unwrap(),
+            reference.tensor(TensorId(i)).unwrap(),
+            "tensor {i}"
+        );
+    }
+    assert_eq!(opt.optimizer().steps_taken(), 9);
+}
+
+#[test]
+fn an_optimizer_that_already_holds_tensors_is_refused() {
+    let mut cpu = CpuOptimizer::for_spec(&adamw(), PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    cpu.add_tensor("elsewhere", &[1.0, 2.0]).unwrap();
+    let err = HostOptimizer::from_optimizer(cpu, net()).unwrap_err();
+    assert!(
+        matches!(err, BurnError::OptimizerNotEmpty { tensors: 1 }),
+        "{err}"
+    );
+}
+
+/// A checkpoint saved through the adapter loads into a fresh one and puts its
+/// parameters into the module; a file that is not a checkpoint is an error that
+/// changes nothing.
+#[test]
+fn a_checkpoint_round_trips_through_the_adapter() {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let (mut opt, model) = HostOptimizer::new(&adamw(), config, net()).unwrap();
+    let grads = GradientsParams::from_grads(loss(&model, &input()).backward(), &model);
+    let (model, _) = opt.step(1e-2, model, grads).unwrap();
+    let dir = std::env::temp_dir().join(format!("flashopt-burn-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("opt.safetensors");
+    opt.optimizer().save(&path).unwrap();
+
+    let (mut fresh, fresh_model) = HostOptimizer::new(&adamw(), config, net()).unwrap();
+    let bad = dir.join("not-a-checkpoint.safetensors");
+    std::fs::write(&bad, b"not a checkpoint").unwrap();
+    assert!(matches!(
+        fresh.load(&bad, fresh_model.clone()).unwrap_err(),
+        BurnError::Checkpoint(_)
+    ));
+    assert_eq!(fresh.optimizer().steps_taken(), 0);
+    let loaded = fresh.load(&path, fresh_model).unwrap();
+    assert_eq!(fresh.optimizer().steps_taken(), 1);
+    assert_eq!(
+        values(loaded.first.weight.val().flatten(0, 1)),
+        values(model.first.weight.val().flatten(0, 1))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -15,7 +15,9 @@ use crate::model::{Gpt, causal_mask};
 /// bf16 tensors): the two models are the same computation, so the parameters must
 /// agree bit for bit after every step. A second CUDA adapter on a second copy of the
 /// model shows that burn's backward pass is deterministic, which the comparison
-/// needs.
+/// needs. All three are built from one optimizer set up by hand (gradients clipped to
+/// a global norm the tiny model's exceed, a step count already running): every
+/// setting must reach both placements.
 pub fn check_adapter(steps: usize) -> bool {
     use flashopt_burn::cuda::CudaAutodiff;
     use flashopt_cubecl::cubecl::cuda::CudaDevice;
@@ -24,12 +26,19 @@ pub fn check_adapter(steps: usize) -> bool {
     let device = CudaDevice::default();
     let config = PlanConfig::bf16(MasterMode::Int8);
     let fresh = || Gpt::<B>::new(&setup.model, setup.seed, &device);
+    let set_up = || {
+        let mut cpu = flashopt::runtime::CpuOptimizer::for_spec(&setup.adamw(), config)
+            .expect("the tiny setup's AdamW");
+        cpu.set_grad_clipping(Some(0.5)).expect("a positive norm");
+        cpu.set_steps_taken(3);
+        cpu
+    };
     let (mut cuda, mut on_device) =
-        flashopt_burn::CudaOptimizer::new(&setup.adamw(), config, fresh()).expect("cuda adapter");
+        flashopt_burn::CudaOptimizer::from_optimizer(set_up(), fresh()).expect("cuda adapter");
     let (mut cuda2, mut on_device2) =
-        flashopt_burn::CudaOptimizer::new(&setup.adamw(), config, fresh()).expect("cuda adapter");
+        flashopt_burn::CudaOptimizer::from_optimizer(set_up(), fresh()).expect("cuda adapter");
     let (mut host, on_host) =
-        flashopt_burn::HostOptimizer::new(&setup.adamw(), config, fresh()).expect("host adapter");
+        flashopt_burn::HostOptimizer::from_optimizer(set_up(), fresh()).expect("host adapter");
     let mut on_host = host.set_module_dtype::<B, _>(Some(burn::tensor::FloatDType::BF16), on_host);
     let values = |m: &Gpt<B>| flashopt_burn::params::collect::<B, _>(m);
     // (identical elements, elements, tensors that differ)
@@ -111,15 +120,11 @@ pub fn check_adapter(steps: usize) -> bool {
                 "  step 1 gradients that differ, CUDA model vs CPU-reference model: {differing:?}"
             );
         }
-        on_device = cuda
-            .step::<f32, i32, u8, _>(1e-3, on_device, g1)
-            .expect("cuda step")
-            .0;
+        on_device = cuda.step(1e-3, on_device, g1).expect("cuda step").0;
         if step == 1 {
             // The kernel alone: the CPU reference fed the gradients the GPU read.
-            use flashopt::runtime::CpuOptimizer;
             let gpu = cuda.optimizer();
-            let mut cpu = CpuOptimizer::for_spec(&setup.adamw(), config).expect("cpu");
+            let mut cpu = set_up();
             for (info, v) in flashopt_burn::params::collect::<B, _>(&fresh()) {
                 cpu.add_tensor(&info.name, &v).expect("add");
             }
@@ -150,21 +155,24 @@ pub fn check_adapter(steps: usize) -> bool {
                 gpu.tensor_count()
             );
         }
-        on_device2 = cuda2
-            .step::<f32, i32, u8, _>(1e-3, on_device2, g2)
-            .expect("cuda step")
-            .0;
+        on_device2 = cuda2.step(1e-3, on_device2, g2).expect("cuda step").0;
         on_host = host.step(1e-3, on_host, g3).expect("host step").0;
         let (same, total, differing) = compare(&on_device, &on_host);
         let (same2, _, differing2) = compare(&on_device, &on_device2);
         println!(
-            "adapter check: step {step}: CUDA adapter vs CPU-reference adapter {same} of {total} bit-identical; CUDA adapter vs itself on a second copy {same2} of {total}"
+            "adapter check: step {step}: CUDA adapter vs CPU-reference adapter {same} of {total} bit-identical; CUDA adapter vs itself on a second copy {same2} of {total}; gradient norm {:?} on the device, {:?} on the host (clipped to 0.5); steps taken {} and {}",
+            cuda.optimizer().last_grad_norm(),
+            host.optimizer().last_grad_norm(),
+            cuda.optimizer().steps_taken(),
+            host.optimizer().steps_taken()
         );
         if step == 1 {
             println!("  tensors that differ, CUDA vs CPU reference: {differing:?}");
             println!("  tensors that differ between the two CUDA runs: {differing2:?}");
         }
-        exact &= same == total;
+        exact &= same == total
+            && cuda.optimizer().steps_taken() == host.optimizer().steps_taken()
+            && cuda.optimizer().grad_clipping() == Some(0.5);
     }
     exact
 }

@@ -539,7 +539,7 @@ fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: OptimizerSpec>(
         let mut probe = capture::Probe::new(diag);
         let mut step = |lr: f64, m: Gpt<B<F>>, g: GradientsParams| {
             probe.before_step::<B<F>, _, _>(opt.optimizer(), &m, &g, lr);
-            let (m, outcome) = opt.step::<F, i32, u8, _>(lr, m, g).expect("flashopt step");
+            let (m, outcome) = opt.step(lr, m, g).expect("flashopt step");
             probe.after_step(opt.optimizer());
             (m, outcome.applied())
         };

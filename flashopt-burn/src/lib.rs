@@ -4,11 +4,15 @@
 //! so on CUDA the optimizer shares burn's compute client: [`CudaOptimizer`] keeps the
 //! module's parameters as slices of its flat parameter buffer (bf16 with an int8
 //! correction for 24-bit AdamW: 2 + 1 bytes per parameter, states 2 more) and updates
-//! them in place with ONE fused launch per step. [`HostOptimizer`] runs the same
-//! arithmetic on the CPU reference for any backend (tests, CI, small models).
+//! them in place with the fused step. [`HostOptimizer`] runs the same arithmetic on the
+//! CPU reference for any backend (tests, CI, small models).
 //!
-//! Both are used like burn's optimizers: `(module, outcome) = opt.step(lr, module,
-//! grads)?`. A step whose gradients hold NaN or infinity is skipped, not applied.
+//! Both are one type, [`BurnOptimizer`], with the state placed on the host ([`Host`]) or
+//! on the device of burn's cubecl backend (`Cube<R>`), and are used like burn's
+//! optimizers: `(module, outcome) = opt.step(lr, module, grads)?`. A step whose
+//! gradients hold NaN or infinity is skipped, not applied. [`BurnOptimizer::from_optimizer`]
+//! takes an optimizer set up by hand (clipping, hyper-parameters, a step count) and
+//! carries all of it to either placement.
 //!
 //! ```
 //! use burn::backend::{Autodiff, NdArray};
@@ -56,25 +60,20 @@
 //! assert!(w.iter().all(|x| x.abs() < 1e-3), "{w:?}");
 //! ```
 
-use std::collections::HashMap;
-use std::marker::PhantomData;
-
-use burn::module::{ModuleVisitor, Param, ParamId};
-use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
-use burn::tensor::backend::AutodiffBackend;
 use flashopt_ir::{CompileError, HyperError};
-use flashopt_runtime::RuntimeError;
+use flashopt_runtime::{CheckpointError, RuntimeError};
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod host;
+pub mod optimizer;
 pub mod params;
 
 #[cfg(feature = "cuda")]
-pub use cuda::{CudaOptimizer, DeviceOptimizer, HipOptimizer};
+pub use cuda::{Cube, CudaOptimizer, DeviceOptimizer, HipOptimizer};
 pub use flashopt_runtime::{NonFinite, StepOutcome};
-pub use host::HostOptimizer;
+pub use host::{Host, HostOptimizer};
+pub use optimizer::{BackendPlacement, BurnOptimizer, Placement};
 pub use params::ParamInfo;
 
 /// docs/TRAINING.md's snippet, compiled as a doctest (it needs a CUDA device to run).
@@ -90,8 +89,14 @@ pub enum BurnError {
     Compile(#[from] CompileError),
     #[error(transparent)]
     Hyper(#[from] HyperError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error("the module has no float parameters to optimize")]
     NoParameters,
+    #[error(
+        "the optimizer given to take over a module already holds {tensors} tensors; give one without tensors"
+    )]
+    OptimizerNotEmpty { tensors: usize },
     #[error(
         "parameter `{name}`: shape {found:?}, the optimizer took it as {expected:?}; build a new optimizer for a changed model"
     )]
@@ -100,51 +105,4 @@ pub enum BurnError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-}
-
-/// Every parameter of `module` the optimizer took still has the shape it took it
-/// with (a step writes each back in that shape).
-pub(crate) fn check_shapes<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(
-    taken: &[ParamInfo],
-    index: &HashMap<ParamId, usize>,
-    module: &M,
-) -> Result<(), BurnError> {
-    for now in params::describe(module) {
-        let Some(&i) = index.get(&now.id) else {
-            continue;
-        };
-        if taken[i].shape != now.shape {
-            return Err(BurnError::ShapeChanged {
-                name: taken[i].name.clone(),
-                expected: taken[i].shape.clone(),
-                found: now.shape,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Takes each visited parameter's gradient out of `grads` (so it is freed as soon as
-/// `on_grad` is done with it), flattened, with the parameter's index.
-pub(crate) struct TakeGrads<'a, B: AutodiffBackend, F> {
-    pub grads: &'a mut GradientsParams,
-    pub index: &'a HashMap<ParamId, usize>,
-    pub on_grad: F,
-    #[allow(dead_code)]
-    pub backend: PhantomData<B>,
-}
-
-impl<B, F> ModuleVisitor<B> for TakeGrads<'_, B, F>
-where
-    B: AutodiffBackend,
-    F: FnMut(usize, Tensor<B::InnerBackend, 1>),
-{
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let Some(&i) = self.index.get(&param.id) else {
-            return;
-        };
-        if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            (self.on_grad)(i, grad.flatten(0, D - 1));
-        }
-    }
 }
