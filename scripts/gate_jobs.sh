@@ -9,6 +9,8 @@
 #   CONFIG  the example's --config (small, gpt350m)
 #   BIN     the train binary as the job runs it (e.g. .dev/bin/train)
 # Skip runs already made with SKIP="seed2026-adamw-f32-loss:flashopt-fp32 ..." (folder:label).
+# PER_RUN=1 prints one job per run instead of one per folder (more processes side by side,
+# each compiling its own kernels).
 set -euo pipefail
 config=${1:?CONFIG} bin=${2:?BIN}
 shift 2
@@ -29,8 +31,11 @@ for seed in "$@"; do
         runs="${runs:+$runs,}$label"
       done
       [ -n "$runs" ] || continue
-      echo "$bin --backend cuda --config $config --clip 1 --seed $seed --optimizer $rule$flag" \
-        "--runs $runs --out \$W/$config/$folder > \$W/logs/$config-$folder-${runs//,/-}.log 2>&1"
+      if [ "${PER_RUN:-0}" = 1 ]; then jobs=${runs//,/ }; else jobs=$runs; fi
+      for job in $jobs; do
+        echo "$bin --backend cuda --config $config --clip 1 --seed $seed --optimizer $rule$flag" \
+          "--runs $job --out \$W/$config/$folder > \$W/logs/$config-$folder-${job//,/-}.log 2>&1"
+      done
     done
   done
 done

@@ -9,17 +9,18 @@
 #   JOBS      a file, one shell command per line (`#` lines and blank lines skipped),
 #             run from the repository root; the first word of each is its name in
 #             WORK/jobs.log
-# Writes WORK/jobs.log: one line per job, its exit status and seconds.
+# Writes WORK/jobs.log: one line per job, its exit status and seconds. With MIN_SECONDS=N
+# in the environment, a job is not started with fewer than N seconds left (it could not end).
 set -uo pipefail
 work=${1:?WORK} parallel=${2:?PARALLEL} seconds=${3:?SECONDS} jobs=${4:?JOBS}
 mkdir -p "$work"
 deadline=$(( $(date +%s) + seconds ))
-export W=$work deadline
+export W=$work deadline min_left=${MIN_SECONDS:-1}
 run_one() {
     local line=$1 start left rc
     start=$(date +%s)
     left=$(( deadline - start ))
-    if (( left <= 0 )); then echo "skipped (deadline): $line" >> "$W/jobs.log"; return; fi
+    if (( left < min_left )); then echo "skipped (deadline): $line" >> "$W/jobs.log"; return; fi
     timeout --signal=KILL "$left" bash -c "$line" > "$W/job-$$-$start-$RANDOM.out" 2>&1
     rc=$?
     echo "rc=$rc s=$(( $(date +%s) - start )) $line" >> "$W/jobs.log"
