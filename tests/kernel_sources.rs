@@ -91,14 +91,77 @@ fn the_cli_prints_the_same_source() {
         String::from_utf8(out.stdout).unwrap(),
         emit(&plan, Target::Hip).unwrap()
     );
-    let bad = std::process::Command::new(bin)
-        .args(["emit", "adamw", "--target", "metal"])
+}
+
+/// Every mistake on the command line is an error (exit status 2) that says what is
+/// expected; nothing is ignored.
+#[test]
+fn the_cli_refuses_what_it_does_not_know() {
+    let bin = env!("CARGO_BIN_EXE_flashopt");
+    let refused = |args: &[&str], expected: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        for e in expected {
+            assert!(stderr.contains(e), "{args:?}: `{e}` not in {stderr}");
+        }
+    };
+    refused(
+        &["emit", "adamw", "--target", "metal"],
+        &[
+            "invalid value 'metal' for '--target <TARGET>'",
+            "[possible values: cuda, hip]",
+        ],
+    );
+    refused(
+        &["emit", "adamw", "--target", "cuda", "--unknown"],
+        &["unexpected argument '--unknown'"],
+    );
+    refused(
+        &["emit", "lamb", "--target", "cuda"],
+        &[
+            "invalid value 'lamb'",
+            "shipped: adamw, adam, lion, sgd, sgdw",
+        ],
+    );
+    refused(
+        &["emit", "adamw", "--target", "cuda", "--lanes", "5"],
+        &["invalid value '5' for '--lanes <LANES>'", "4, 8, 16 or 32"],
+    );
+    refused(
+        &[
+            "emit",
+            "adamw",
+            "--target",
+            "cuda",
+            "--gradient-regions",
+            "9",
+        ],
+        &["1 to 8"],
+    );
+    refused(
+        &["emit", "adamw", "--master", "16", "--target", "cuda"],
+        &["[possible values: 24, 32, none]"],
+    );
+    refused(&["emit", "adamw"], &["`--target cuda|hip` is required"]);
+    refused(
+        &["compile", "adamw"],
+        &["unrecognized subcommand 'compile'"],
+    );
+    let plan = std::process::Command::new(bin)
+        .args(["emit", "sgd", "--plan", "--master", "none"])
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
+    assert!(plan.status.success());
     assert_eq!(
-        String::from_utf8(bad.stderr).unwrap().trim(),
-        "unknown target `metal`: cuda or hip"
+        String::from_utf8(plan.stdout).unwrap(),
+        flashopt::ir::compile(
+            &optimizers::by_name("sgd").unwrap(),
+            PlanConfig::bf16(MasterMode::None)
+        )
+        .unwrap()
+        .to_string()
     );
 }
 

@@ -1,4 +1,4 @@
-//! `flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--gradient-regions 1..8] [--approximate]`
+//! `flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--gradient-regions 1..8] [--approximate] [--plan]`
 //!
 //! Prints the fused step kernel of a shipped optimizer as CUDA or HIP source (no GPU
 //! needed), or with `--plan` the lowered plan it is generated from. `--approximate`
@@ -8,121 +8,159 @@
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
 use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape, MAX_GRADIENT_REGIONS};
 use flashopt_cubecl::codegen::emit::{Target, emit_shaped};
 
-const USAGE: &str = "usage: flashopt emit <optimizer> --target cuda|hip [--master 24|32|none] [--param bf16|f16|f32] [--grad bf16|f16|f32] [--lanes 4|8|16|32] [--gradient-regions 1..8] [--approximate] [--plan]";
-
-fn dtype(s: &str) -> Result<FloatDtype, String> {
-    FloatDtype::ALL
-        .into_iter()
-        .find(|d| d.name() == s)
-        .ok_or_else(|| format!("unknown dtype `{s}`: bf16, f16 or f32"))
+/// flashopt's compiler from the command line: no GPU needed.
+#[derive(Parser)]
+#[command(name = "flashopt", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn run(args: &[String]) -> Result<String, String> {
-    let [command, optimizer, rest @ ..] = args else {
-        return Err(USAGE.into());
-    };
-    if command != "emit" {
-        return Err(format!("unknown command `{command}`\n{USAGE}"));
-    }
-    let def = optimizers::by_name(optimizer).ok_or_else(|| {
-        format!(
-            "unknown optimizer `{optimizer}`; shipped: {}",
-            optimizers::NAMES.join(", ")
-        )
-    })?;
-    let (mut target, mut master, mut param, mut grad, mut plan_only) =
-        (None, None, FloatDtype::Bf16, None, false);
-    let mut shape = KernelShape::default();
-    let mut arithmetic = Arithmetic::Exact;
-    let mut gradient_regions = 1;
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("`{flag}` needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--target" => {
-                target = Some(match value()?.as_str() {
-                    "cuda" => Target::Cuda,
-                    "hip" => Target::Hip,
-                    other => return Err(format!("unknown target `{other}`: cuda or hip")),
-                })
-            }
-            "--master" => {
-                master = Some(match value()?.as_str() {
-                    "24" => MasterMode::Int8,
-                    "32" => MasterMode::Int16,
-                    "none" => MasterMode::None,
-                    other => return Err(format!("unknown master mode `{other}`: 24, 32 or none")),
-                })
-            }
-            "--param" => param = dtype(value()?)?,
-            "--grad" => grad = Some(dtype(value()?)?),
-            "--plan" => plan_only = true,
-            "--approximate" => arithmetic = Arithmetic::Approximate,
-            "--lanes" => {
-                let lanes = value()?;
-                shape = lanes
-                    .parse()
-                    .ok()
-                    .and_then(KernelShape::new)
-                    .ok_or_else(|| format!("`--lanes {lanes}`: 4, 8, 16 or 32 lanes per unit"))?
-            }
-            "--gradient-regions" => {
-                let regions = value()?;
-                gradient_regions = regions
-                    .parse()
-                    .ok()
-                    .filter(|r| (1..=MAX_GRADIENT_REGIONS).contains(r))
-                    .ok_or_else(|| {
-                        format!("`--gradient-regions {regions}`: 1 to {MAX_GRADIENT_REGIONS}")
-                    })?
-            }
-            other => return Err(format!("unknown flag `{other}`\n{USAGE}")),
+#[derive(Subcommand)]
+enum Command {
+    /// Print the fused step kernel of a shipped optimizer (or, with --plan, the lowered
+    /// plan it is generated from).
+    Emit(Emit),
+}
+
+#[derive(clap::Args)]
+struct Emit {
+    /// A shipped optimizer: adamw, adam, lion, sgd, sgdw.
+    #[arg(value_parser = shipped_optimizer)]
+    optimizer: String,
+    /// The kernel's language (required unless --plan).
+    #[arg(long, value_enum)]
+    target: Option<TargetArg>,
+    /// The master weight: 24 or 32 bits (an int8 or int16 correction), or none; 24 by
+    /// default for bf16 and f16 parameters, none for f32.
+    #[arg(long, value_enum)]
+    master: Option<MasterArg>,
+    /// The parameters' dtype.
+    #[arg(long, value_enum, default_value = "bf16")]
+    param: DtypeArg,
+    /// The gradients' dtype (the parameters' by default).
+    #[arg(long, value_enum)]
+    grad: Option<DtypeArg>,
+    /// Lanes per unit of the kernel shape.
+    #[arg(long, default_value_t = 4, value_parser = lanes)]
+    lanes: usize,
+    /// Gradient buffers one launch reads (the variant for gradients read in place).
+    #[arg(long, default_value_t = 1, value_parser = gradient_regions)]
+    gradient_regions: usize,
+    /// The opt-in approximate divisions and square roots.
+    #[arg(long)]
+    approximate: bool,
+    /// Print the lowered plan instead of the kernel.
+    #[arg(long)]
+    plan: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    Cuda,
+    Hip,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MasterArg {
+    #[value(name = "24")]
+    Bits24,
+    #[value(name = "32")]
+    Bits32,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    Bf16,
+    F16,
+    F32,
+}
+
+impl From<DtypeArg> for FloatDtype {
+    fn from(d: DtypeArg) -> FloatDtype {
+        match d {
+            DtypeArg::Bf16 => FloatDtype::Bf16,
+            DtypeArg::F16 => FloatDtype::F16,
+            DtypeArg::F32 => FloatDtype::F32,
         }
     }
+}
+
+fn shipped_optimizer(s: &str) -> Result<String, String> {
+    match optimizers::by_name(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!("shipped: {}", optimizers::NAMES.join(", "))),
+    }
+}
+
+fn lanes(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|l| KernelShape::new(*l).is_some())
+        .ok_or_else(|| "4, 8, 16 or 32 lanes per unit".to_string())
+}
+
+fn gradient_regions(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|r| (1..=MAX_GRADIENT_REGIONS).contains(r))
+        .ok_or_else(|| format!("1 to {MAX_GRADIENT_REGIONS}"))
+}
+
+fn emit(args: Emit) -> Result<String, String> {
+    let def = optimizers::by_name(&args.optimizer).expect("checked by the parser");
+    let param = FloatDtype::from(args.param);
     // f32 parameters carry no correction; bf16/f16 default to 24-bit as flashoptim does.
-    let master = master.unwrap_or(if param == FloatDtype::F32 {
-        MasterMode::None
-    } else {
-        MasterMode::Int8
-    });
+    let master = match args.master {
+        Some(MasterArg::Bits24) => MasterMode::Int8,
+        Some(MasterArg::Bits32) => MasterMode::Int16,
+        Some(MasterArg::None) => MasterMode::None,
+        None if param == FloatDtype::F32 => MasterMode::None,
+        None => MasterMode::Int8,
+    };
     let config = PlanConfig {
         param,
-        grad: grad.unwrap_or(param),
+        grad: args.grad.map_or(param, FloatDtype::from),
         master,
     };
     let plan = flashopt::ir::compile(&def, config).map_err(|e| e.to_string())?;
-    if plan_only {
+    if args.plan {
         return Ok(plan.to_string());
     }
-    let target = target.ok_or_else(|| format!("`--target` is required\n{USAGE}"))?;
-    let shape = shape
-        .with_arithmetic(arithmetic)
-        .with_gradient_regions(gradient_regions)
-        .ok_or_else(|| {
-            format!(
-                "`--gradient-regions`: 1 to {MAX_GRADIENT_REGIONS}, got {gradient_regions}\n{USAGE}"
-            )
-        })?;
+    let target = match args.target {
+        Some(TargetArg::Cuda) => Target::Cuda,
+        Some(TargetArg::Hip) => Target::Hip,
+        None => return Err("`--target cuda|hip` is required to emit a kernel".into()),
+    };
+    let arithmetic = match args.approximate {
+        true => Arithmetic::Approximate,
+        false => Arithmetic::Exact,
+    };
+    let shape = KernelShape::new(args.lanes)
+        .and_then(|s| {
+            s.with_arithmetic(arithmetic)
+                .with_gradient_regions(args.gradient_regions)
+        })
+        .expect("lanes and regions checked by the parser");
     emit_shaped(&plan, target, shape).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let Command::Emit(args) = Cli::parse().command;
+    match emit(args) {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
         }
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("error: {message}");
             ExitCode::from(2)
         }
     }

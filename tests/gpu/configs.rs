@@ -410,6 +410,25 @@ fn gpt2_148_tensors_sgd() {
     );
 }
 
+#[test]
+fn gpt2_148_tensors_adam() {
+    gpt2("Adam", &Adam::default(), 6);
+}
+
+#[test]
+fn gpt2_148_tensors_sgdw() {
+    gpt2(
+        "SgdW",
+        &SgdW {
+            momentum: 0.9,
+            dampening: 0.1,
+            weight_decay: 0.01,
+            ..SgdW::default()
+        },
+        7,
+    );
+}
+
 /// The opt-in approximate arithmetic (`Arithmetic::Approximate`) against the exact CPU
 /// reference, one step at a time from the same state: how many master weights and
 /// stored state values differ, and by how much. The bounds fail on a wrong kernel (a
