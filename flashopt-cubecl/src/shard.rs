@@ -234,7 +234,13 @@ impl NcclRank {
             0,
         );
         let padded = self.comm.world() * self.sharding.layout.block_elements() * size;
-        self.grads = upload_padded(self.pieces_opt.client(), &flat, padded);
+        // Into the buffer itself, so that `grad_handle`'s views stay valid.
+        CudaRuntime::upload_into(
+            self.pieces_opt.client(),
+            &self.grads,
+            padded,
+            &then_zeros(&flat),
+        );
     }
 
     fn segment(&self, id: TensorId) -> Result<&Segment, RuntimeError> {
@@ -262,21 +268,20 @@ fn upload_params<'a>(
 ) -> Handle {
     let parts = params.into_iter().map(|p| p.view());
     let flat = FlatPart::new(parts, segments, Extent::Element, storage.size_bytes(), 0);
-    upload_padded(client, &flat, padded * storage.size_bytes())
+    CudaRuntime::upload(client, padded * storage.size_bytes(), &then_zeros(&flat))
 }
 
-/// A device buffer of `len` bytes: `flat`'s bytes, then zeros.
-fn upload_padded(client: &ComputeClient<CudaRuntime>, flat: &FlatPart<'_>, len: usize) -> Handle {
+/// `flat`'s bytes, then zeros: the fill of a buffer longer than `flat`.
+fn then_zeros<'a>(flat: &'a FlatPart<'_>) -> impl Fn(usize, &mut [u8]) + Sync + 'a {
     let filled = flat.len();
-    let fill = |offset: usize, out: &mut [u8]| {
+    move |offset: usize, out: &mut [u8]| {
         let end = offset + out.len();
         let head = filled.clamp(offset, end) - offset;
         if head > 0 {
             flat.write(offset, &mut out[..head]);
         }
         out[head..].fill(0);
-    };
-    CudaRuntime::upload(client, len, &fill)
+    }
 }
 
 fn collective_error(e: crate::device::nccl::NcclError) -> RuntimeError {

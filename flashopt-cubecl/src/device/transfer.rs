@@ -95,6 +95,19 @@ pub trait HostTransfers: crate::codegen::emit::TargetRuntime {
         upload_through_device_copies(client, len, fill)
     }
 
+    /// As [`Self::upload`], into the existing buffer `dst`, which must hold
+    /// [`padded_len`]`(len)` bytes (bytes past them are left alone): handles and
+    /// views of `dst` stay valid, and nothing new is allocated on the device but
+    /// chunk-sized staging.
+    fn upload_into(
+        client: &ComputeClient<Self>,
+        dst: &Handle,
+        len: usize,
+        fill: &(dyn Fn(usize, &mut [u8]) + Sync),
+    ) {
+        upload_into_through_device_copies(client, dst, len, fill)
+    }
+
     /// The first `len` bytes of a device buffer allocated by [`Self::upload`] or
     /// holding [`padded_len`] bytes, given to `take(offset, piece)` in order, piece
     /// by piece, on this thread (the next piece may be on its way meanwhile). Blocks
@@ -122,17 +135,30 @@ impl HostTransfers for cubecl::cuda::CudaRuntime {
             return upload_through_device_copies(client, len, fill);
         }
         let dst = client.empty(total);
-        // The new buffer may reuse memory a queued kernel still reads.
-        let pinned = device_address_after_queued_work(client, &dst)
-            .map_err(|e| e.to_string())
-            .and_then(|ptr| pinned::upload(ptr, len, total, fill).map_err(|e| e.to_string()));
-        match pinned {
-            Ok(()) => dst,
-            Err(e) => {
-                pinned::warn_once(&e);
-                upload_through_device_copies(client, len, fill)
+        Self::upload_into(client, &dst, len, fill);
+        dst
+    }
+
+    fn upload_into(
+        client: &ComputeClient<Self>,
+        dst: &Handle,
+        len: usize,
+        fill: &(dyn Fn(usize, &mut [u8]) + Sync),
+    ) {
+        let total = padded_len(len);
+        if total > CHUNK_BYTES {
+            // A queued kernel may still read the buffer (or the memory a new one
+            // reuses).
+            let pinned = device_address_after_queued_work(client, dst)
+                .map_err(|e| e.to_string())
+                .and_then(|ptr| pinned::upload(ptr, len, total, fill).map_err(|e| e.to_string()));
+            match pinned {
+                Ok(()) => return,
+                // Chunks already copied are copied again, with the same bytes.
+                Err(e) => pinned::warn_once(&e),
             }
         }
+        upload_into_through_device_copies(client, dst, len, fill)
     }
 
     fn download_with(
@@ -343,7 +369,19 @@ fn upload_through_device_copies<R: Runtime>(
         return client.create_from_slice(&bytes);
     }
     let dst = client.empty(total);
-    let mut chunk = vec![0u8; CHUNK_BYTES];
+    upload_into_through_device_copies(client, &dst, len, fill);
+    dst
+}
+
+/// Chunk by chunk into `dst`, which holds at least `padded_len(len)` bytes.
+fn upload_into_through_device_copies<R: Runtime>(
+    client: &ComputeClient<R>,
+    dst: &Handle,
+    len: usize,
+    fill: &(dyn Fn(usize, &mut [u8]) + Sync),
+) {
+    let total = padded_len(len);
+    let mut chunk = vec![0u8; CHUNK_BYTES.min(total)];
     for start in (0..total).step_by(CHUNK_BYTES) {
         let end = (start + CHUNK_BYTES).min(total);
         let chunk = &mut chunk[..end - start];
@@ -351,10 +389,10 @@ fn upload_through_device_copies<R: Runtime>(
         fill(start, &mut chunk[..real]);
         chunk[real..].fill(0);
         let src = client.create_from_slice(chunk);
-        // SAFETY: `src` holds the chunk, `dst` the whole padded buffer.
-        unsafe { copy(client, (&src, 0), (&dst, start / WORD), chunk.len() / WORD) };
+        // SAFETY: `src` holds the chunk, `dst` the whole padded buffer (the caller's
+        // contract).
+        unsafe { copy(client, (&src, 0), (dst, start / WORD), chunk.len() / WORD) };
     }
-    dst
 }
 
 fn download_through_device_copies<R: Runtime>(

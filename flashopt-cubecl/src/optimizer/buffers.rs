@@ -41,8 +41,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     }
 
     /// As [`Self::param_handle`], for the tensor's gradient in the gradient buffer the
-    /// next step reads: a trainer may write the gradient there itself. An error after
-    /// [`Self::release_grad_buffer`] (until something allocates it again).
+    /// next step reads: a trainer may write the gradient there itself. The view stays
+    /// the buffer's across steps and [`Self::write_grads`] (which writes in place);
+    /// [`Self::release_grad_buffer`] ends it, and this is an error after that (until
+    /// something allocates the buffer again).
     pub fn grad_handle(&self, id: TensorId) -> Result<Handle, RuntimeError> {
         self.core.tensor(id)?;
         if !self.flat_grads {

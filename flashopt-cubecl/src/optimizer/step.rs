@@ -38,10 +38,18 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         if flat.len() > 0 {
             // Written straight into the transfer's chunks.
             let fill = |offset: usize, out: &mut [u8]| flat.write(offset, out);
-            let handle =
-                transfer::long_lived(&self.client, || R::upload(&self.client, flat.len(), &fill));
-            self.buffers[slot] = (handle, flat.len() / dtype.size_bytes());
-            self.flat_grads = true;
+            let elements = flat.len() / dtype.size_bytes();
+            if self.flat_grads && self.buffers[slot].1 == elements {
+                // Into the buffer itself: views a trainer took (`grad_handle`) stay
+                // the gradients the next step reads.
+                R::upload_into(&self.client, &self.buffers[slot].0, flat.len(), &fill);
+            } else {
+                let handle = transfer::long_lived(&self.client, || {
+                    R::upload(&self.client, flat.len(), &fill)
+                });
+                self.buffers[slot] = (handle, elements);
+                self.flat_grads = true;
+            }
         }
         let named = self.core.tensors().iter().map(|t| t.name.as_str());
         self.pending_non_finite = numerics::scan_step(named.zip(grads.iter().copied()));
