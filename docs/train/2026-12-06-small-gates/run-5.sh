@@ -17,11 +17,8 @@ echo "burn adapter check rc=$?"; tail -2 $W/gpu/burn-adapter-check.log
 echo "== jobs from ${SECONDS}s"
 scripts/train_jobs.sh $W 9 $((570 - SECONDS)) docs/train/2026-12-06-small-gates/jobs-5.txt &
 jobs_pid=$!
-libs=/tmp/cudalibs; mkdir -p $libs
-for n in libcublas.so.13 libcublasLt.so.13 libnvrtc.so.13 libcurand.so.10 libcudart.so.13; do
-  f=$(find /opt /usr/local /usr/lib -name "$n*" 2>/dev/null | grep -v stubs | head -1)
-  echo "$n -> ${f:-MISSING}"; [ -n "$f" ] && ln -sf "$f" $libs/$n
-done > $W/gpu/candle-libs.txt
+scripts/cuda_libs.sh /tmp/cudalibs > $W/gpu/candle-libs.txt
+libs=$(tail -1 $W/gpu/candle-libs.txt)
 LD_LIBRARY_PATH=$libs timeout 120 .dev/bin/cuda_check 5 > $W/gpu/candle-cuda-check.log 2>&1
 echo "candle cuda_check rc=$?"; tail -2 $W/gpu/candle-cuda-check.log
 FLASHOPT_GPU_REPORT=$W/gpu/gpu.md timeout $((565 - SECONDS)) .dev/bin/gpu-tests --test-threads 1 > $W/gpu/gpu-tests.log 2>&1
