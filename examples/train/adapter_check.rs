@@ -16,8 +16,9 @@ use crate::model::{Gpt, causal_mask};
 /// agree bit for bit after every step. A second CUDA adapter on a second copy of the
 /// model shows that burn's backward pass is deterministic, which the comparison
 /// needs. All three are built from one optimizer set up by hand (gradients clipped to
-/// a global norm the tiny model's exceed, a step count already running): every
-/// setting must reach both placements.
+/// a global norm the tiny model's exceed, weight decay and second-moment decay off
+/// their defaults, a step count already running): every setting must reach both
+/// placements.
 pub fn check_adapter(steps: usize) -> bool {
     use flashopt_burn::cuda::CudaAutodiff;
     use flashopt_cubecl::cubecl::cuda::CudaDevice;
@@ -30,6 +31,10 @@ pub fn check_adapter(steps: usize) -> bool {
         let mut cpu = flashopt::runtime::CpuOptimizer::for_spec(&setup.adamw(), config)
             .expect("the tiny setup's AdamW");
         cpu.set_grad_clipping(Some(0.5)).expect("a positive norm");
+        cpu.set_hyper("weight_decay", 0.05)
+            .expect("AdamW's weight decay");
+        cpu.set_hyper("b2", 0.95)
+            .expect("AdamW's second-moment decay");
         cpu.set_steps_taken(3);
         cpu
     };

@@ -342,17 +342,24 @@ fn least_squares_1000_steps() {
 }
 
 /// `write_grads` writes the gradient buffer in place: a handle of it taken before (as
-/// `grad_handle`'s views are) reads what was written, through the pinned path (a tensor
-/// over one 16 MiB chunk) and through cubecl's copies (the small ones alike), and the
-/// step that follows equals the CPU reference's.
+/// `grad_handle`'s views are) reads what was written, and the step that follows equals
+/// the CPU reference's. A buffer over one 16 MiB chunk goes through the pinned copies,
+/// a smaller one through cubecl's.
 #[test]
 fn write_grads_keeps_the_gradient_buffer() {
+    write_grads_in_place(
+        &[5, 4099, 9_000_001],
+        "over one 16 MiB chunk: pinned copies",
+    );
+    write_grads_in_place(&[5, 4099, 100_003], "under one chunk: cubecl's copies");
+}
+
+fn write_grads_in_place(lens: &[usize], path: &str) {
     let client = client();
-    let lens = [5usize, 4099, 9_000_001];
-    let (mut cpu, mut gpu, mut rng) = pair(&client, &lens, 0x71e5);
-    step_both(&mut cpu, &mut gpu, &grads(&mut rng, &lens));
+    let (mut cpu, mut gpu, mut rng) = pair(&client, lens, 0x71e5);
+    step_both(&mut cpu, &mut gpu, &grads(&mut rng, lens));
     let held_before = gpu.grad_buffer().clone();
-    let next = grads(&mut rng, &lens);
+    let next = grads(&mut rng, lens);
     let bufs: Vec<GradBuf<'_>> = next.iter().map(|g| GradBuf::Bf16(g)).collect();
     gpu.write_grads(&bufs).unwrap();
     let end = gpu.tensor_range(TensorId(lens.len() - 1)).unwrap().end;
@@ -365,7 +372,9 @@ fn write_grads_keeps_the_gradient_buffer() {
     let cpu_outcome = cpu.step(&bufs).unwrap();
     let gpu_outcome = gpu.step().unwrap();
     held(
-        "a handle of the gradient buffer taken before write_grads holds what it wrote (tensors of 5, 4099 and 9,000,001), and the step equals the CPU reference's",
+        &format!(
+            "a handle of the gradient buffer taken before write_grads holds what it wrote (tensors of {lens:?}, {path}), and the step equals the CPU reference's"
+        ),
         in_place && cpu_outcome.applied() && gpu_outcome.applied() && same(&cpu, &gpu),
     );
 }

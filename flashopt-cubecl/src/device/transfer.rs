@@ -95,16 +95,19 @@ pub trait HostTransfers: crate::codegen::emit::TargetRuntime {
         upload_through_device_copies(client, len, fill)
     }
 
-    /// As [`Self::upload`], into the existing buffer `dst`, which must hold
-    /// [`padded_len`]`(len)` bytes (bytes past them are left alone): handles and
-    /// views of `dst` stay valid, and nothing new is allocated on the device but
-    /// chunk-sized staging.
+    /// As [`Self::upload`], into the existing buffer `dst` (bytes past the first
+    /// [`padded_len`]`(len)` are left alone): handles and views of `dst` stay valid,
+    /// and nothing new is allocated on the device but chunk-sized staging.
+    ///
+    /// # Panics
+    /// If `dst` holds fewer than [`padded_len`]`(len)` bytes.
     fn upload_into(
         client: &ComputeClient<Self>,
         dst: &Handle,
         len: usize,
         fill: &(dyn Fn(usize, &mut [u8]) + Sync),
     ) {
+        assert_holds(dst, len);
         upload_into_through_device_copies(client, dst, len, fill)
     }
 
@@ -145,6 +148,7 @@ impl HostTransfers for cubecl::cuda::CudaRuntime {
         len: usize,
         fill: &(dyn Fn(usize, &mut [u8]) + Sync),
     ) {
+        assert_holds(dst, len);
         let total = padded_len(len);
         if total > CHUNK_BYTES {
             // A queued kernel may still read the buffer (or the memory a new one
@@ -373,7 +377,18 @@ fn upload_through_device_copies<R: Runtime>(
     dst
 }
 
-/// Chunk by chunk into `dst`, which holds at least `padded_len(len)` bytes.
+/// The size check every write into an existing buffer rests on: the copies below
+/// are unchecked.
+fn assert_holds(dst: &Handle, len: usize) {
+    let (holds, needs) = (dst.size_in_used(), padded_len(len) as u64);
+    assert!(
+        holds >= needs,
+        "upload_into: the buffer holds {holds} bytes, the upload writes {needs}"
+    );
+}
+
+/// Chunk by chunk into `dst`, which holds at least `padded_len(len)` bytes
+/// ([`assert_holds`]).
 fn upload_into_through_device_copies<R: Runtime>(
     client: &ComputeClient<R>,
     dst: &Handle,
@@ -389,8 +404,8 @@ fn upload_into_through_device_copies<R: Runtime>(
         fill(start, &mut chunk[..real]);
         chunk[real..].fill(0);
         let src = client.create_from_slice(chunk);
-        // SAFETY: `src` holds the chunk, `dst` the whole padded buffer (the caller's
-        // contract).
+        // SAFETY: `src` holds the chunk, `dst` the whole padded buffer (checked by
+        // `assert_holds` in every caller, or allocated so by `upload`).
         unsafe { copy(client, (&src, 0), (dst, start / WORD), chunk.len() / WORD) };
     }
 }

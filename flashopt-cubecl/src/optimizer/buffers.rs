@@ -42,9 +42,11 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 
     /// As [`Self::param_handle`], for the tensor's gradient in the gradient buffer the
     /// next step reads: a trainer may write the gradient there itself. The view stays
-    /// the buffer's across steps and [`Self::write_grads`] (which writes in place);
-    /// [`Self::release_grad_buffer`] ends it, and this is an error after that (until
-    /// something allocates the buffer again).
+    /// the buffer's across steps and [`Self::write_grads`] (which writes in place).
+    /// Calls that replace the buffers end it: [`Self::release_grad_buffer`] (this is an
+    /// error after it, until something allocates the buffer again), and `load`,
+    /// `import_master_f32` and `replace_tensors`, which upload every buffer anew: take
+    /// the views again after them.
     pub fn grad_handle(&self, id: TensorId) -> Result<Handle, RuntimeError> {
         self.core.tensor(id)?;
         if !self.flat_grads {

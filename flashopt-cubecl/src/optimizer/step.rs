@@ -19,8 +19,9 @@ use crate::device::reduce;
 use crate::device::transfer::{self, HostTransfers};
 
 impl<R: HostTransfers> GpuOptimizer<R> {
-    /// Upload this step's gradients (one per tensor, in order) from the host as a new
-    /// gradient buffer. Trainers whose gradients are already on the device write them
+    /// Upload this step's gradients (one per tensor, in order) from the host into the
+    /// gradient buffer, in place (allocating it first if it was released), so that
+    /// [`Self::grad_handle`]'s views see them. Trainers whose gradients are already on the device write them
     /// into [`Self::grad_buffer`] instead (the next [`Self::step`] scans those on the
     /// device). Gradients written here are scanned for NaN and infinity on the way: the
     /// next [`Self::step`] is then skipped.
