@@ -17,7 +17,6 @@ use cubecl::server::Handle;
 use flashopt_cubecl::GpuOptimizer;
 use flashopt_cubecl::device::transfer::HostTransfers;
 use flashopt_ir::FloatDtype;
-use flashopt_ir::interp::HostTensor;
 use flashopt_runtime::{CpuOptimizer, Optimizer, RuntimeError, StepOutcome, TensorId};
 
 use crate::BurnError;
@@ -114,27 +113,9 @@ where
     ) -> Result<Self, BurnError> {
         // cubecl keeps one client per device: this is the client burn runs on.
         let client = R::client(device);
-        let tensors: Vec<(String, usize, HostTensor)> = (0..params.len())
-            .map(|i| {
-                let id = TensorId(i);
-                let info = cpu.tensor_info(id)?;
-                Ok((info.name.clone(), info.param_group, cpu.tensor(id)?.clone()))
-            })
-            .collect::<Result<_, RuntimeError>>()?;
-        let groups = (0..cpu.param_groups())
-            .map(|g| cpu.hyper(g).clone())
-            .collect();
-        let mut gpu = GpuOptimizer::from_host_grouped(
-            client.clone(),
-            cpu.plan().clone(),
-            groups,
-            tensors,
-            0,
-        )?;
-        gpu.set_grad_clipping(cpu.grad_clipping())?;
-        gpu.set_steps_taken(cpu.steps_taken());
+        let mut gpu = GpuOptimizer::from_cpu(client.clone(), cpu)?;
         gpu.release_grad_buffer();
-        let dtype = burn_dtype(cpu.plan().config.param);
+        let dtype = burn_dtype(gpu.plan().config.param);
         let views = params
             .iter()
             .enumerate()

@@ -6,8 +6,7 @@
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{FloatDType, Tensor, TensorData};
-use flashopt_ir::interp::{GradBuf, PartData};
-use flashopt_runtime::{CpuOptimizer, Optimizer, StepOutcome, TensorId};
+use flashopt_runtime::{CpuOptimizer, StepOutcome, TensorId};
 
 use crate::BurnError;
 use crate::optimizer::{BackendPlacement, BurnOptimizer, Placement};
@@ -58,18 +57,7 @@ impl<B: AutodiffBackend> BackendPlacement<B> for Host {
     }
 
     fn step(&mut self, grads: Vec<Option<Vec<f32>>>) -> Result<StepOutcome, BurnError> {
-        let dtype = self.cpu.plan().config.grad;
-        let mut rounded = Vec::with_capacity(grads.len());
-        for (i, g) in grads.into_iter().enumerate() {
-            let len = self.cpu.tensor_info(TensorId(i))?.len;
-            let values = g.unwrap_or_else(|| vec![0.0; len]);
-            rounded.push(PartData::round_from_f32(dtype, &values));
-        }
-        let bufs: Vec<GradBuf<'_>> = rounded
-            .iter()
-            .map(|g| g.as_grad().expect("rounded to a float dtype"))
-            .collect();
-        Ok(self.cpu.step(&bufs)?)
+        Ok(self.cpu.step_rounding(&grads)?)
     }
 
     fn param(&self, index: usize, shape: Vec<usize>, device: &B::Device) -> FloatTensor<B> {

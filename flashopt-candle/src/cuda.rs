@@ -17,7 +17,6 @@ use flashopt_cubecl::cubecl::Runtime;
 use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
 use flashopt_cubecl::device::transfer::device_address_after_queued_work;
 use flashopt_ir::FloatDtype;
-use flashopt_ir::interp::HostTensor;
 use flashopt_runtime::{CpuOptimizer, Optimizer as _, StepOutcome, TensorId};
 
 use crate::CandleError;
@@ -69,20 +68,7 @@ impl Placement for Cuda {
             unreachable!("a CUDA device has a CUDA location")
         };
         let client = CudaRuntime::client(&CudaDevice::new(gpu_id));
-        let tensors: Vec<(String, usize, HostTensor)> = (0..vars.len())
-            .map(|i| {
-                let id = TensorId(i);
-                let info = cpu.tensor_info(id)?;
-                Ok((info.name.clone(), info.param_group, cpu.tensor(id)?.clone()))
-            })
-            .collect::<Result<_, flashopt_runtime::RuntimeError>>()?;
-        let groups = (0..cpu.param_groups())
-            .map(|g| cpu.hyper(g).clone())
-            .collect();
-        let mut gpu =
-            GpuOptimizer::from_host_grouped(client, cpu.plan().clone(), groups, tensors, 0)?;
-        gpu.set_grad_clipping(cpu.grad_clipping())?;
-        gpu.set_steps_taken(cpu.steps_taken());
+        let gpu = GpuOptimizer::from_cpu(client, cpu)?;
         Ok(Cuda { gpu, device })
     }
 

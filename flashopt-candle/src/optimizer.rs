@@ -7,7 +7,6 @@ use std::path::Path;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use flashopt_ir::interp::{GradBuf, PartData};
 use flashopt_runtime::{CpuOptimizer, Optimizer, StepOutcome, TensorId};
 
 use crate::{CandleError, Config};
@@ -181,21 +180,15 @@ impl Placement for Host {
     }
 
     fn step(&mut self, vars: &[Var], grads: &GradStore) -> Result<StepOutcome, CandleError> {
-        let dtype = self.cpu.plan().config.grad;
-        let mut rounded = Vec::with_capacity(vars.len());
+        let mut host = Vec::with_capacity(vars.len());
         for (i, var) in vars.iter().enumerate() {
             let name = &self.cpu.tensor_info(TensorId(i))?.name;
-            let values = match grad_of(grads, var, name)? {
-                None => vec![0.0; var.elem_count()],
-                Some(g) => to_f32(g).map_err(in_tensor(name))?,
-            };
-            rounded.push(PartData::round_from_f32(dtype, &values));
+            host.push(match grad_of(grads, var, name)? {
+                None => None,
+                Some(g) => Some(to_f32(g).map_err(in_tensor(name))?),
+            });
         }
-        let bufs: Vec<GradBuf<'_>> = rounded
-            .iter()
-            .map(|g| g.as_grad().expect("rounded to a float dtype"))
-            .collect();
-        Ok(self.cpu.step(&bufs)?)
+        Ok(self.cpu.step_rounding(&host)?)
     }
 
     /// Converted to each variable's dtype and device.

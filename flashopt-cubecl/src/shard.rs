@@ -233,14 +233,18 @@ impl NcclRank {
             size,
             0,
         );
-        let padded = self.comm.world() * self.sharding.layout.block_elements() * size;
         // Into the buffer itself, so that `grad_handle`'s views stay valid.
         CudaRuntime::upload_into(
             self.pieces_opt.client(),
             &self.grads,
-            padded,
+            self.whole_grad_elements() * size,
             &then_zeros(&flat),
         );
+    }
+
+    /// The elements of the whole gradient buffer: `world` blocks.
+    fn whole_grad_elements(&self) -> usize {
+        self.comm.world() * self.sharding.layout.block_elements()
     }
 
     fn segment(&self, id: TensorId) -> Result<&Segment, RuntimeError> {
@@ -310,7 +314,7 @@ impl RankBackend for NcclRank {
             Some(other @ GradSource::Device(_)) => return Err(other.unsupported()),
             // Refused: this rank contributes zeros, in the buffer `grad_handle`s view.
             None => {
-                let len = self.comm.world() * self.sharding.layout.block_elements();
+                let len = self.whole_grad_elements();
                 let dtype = self.pieces_opt.plan().config.grad;
                 // SAFETY: the gradient buffer holds `world` blocks of `dtype`.
                 unsafe { copy::zero_elements(self.pieces_opt.client(), dtype, &self.grads, 0, len) }

@@ -106,6 +106,39 @@ impl CpuOptimizer {
         step::step(self, Scope::All, GradSource::Host(grads))
     }
 
+    /// One step from f32 gradients (one per tensor, in registration order; `None`: the
+    /// tensor steps with a zero gradient), each rounded to the plan's gradient dtype
+    /// first, to nearest, ties to even, as a device cast does: for trainers whose
+    /// gradients come in another dtype than the plan's. Checked as [`Self::step`].
+    pub fn step_rounding(
+        &mut self,
+        grads: &[Option<Vec<f32>>],
+    ) -> Result<StepOutcome, RuntimeError> {
+        let dtype = self.core.plan.config.grad;
+        let rounded: Vec<interp::PartData> = grads
+            .iter()
+            .enumerate()
+            .map(|(i, g)| match g {
+                Some(values) => interp::PartData::round_from_f32(dtype, values),
+                None => {
+                    let len = self.core.tensors().get(i).map_or(0, |t| t.len);
+                    interp::PartData::round_from_f32(dtype, &vec![0.0; len])
+                }
+            })
+            .collect();
+        let bufs: Vec<GradBuf<'_>> = rounded
+            .iter()
+            .map(|g| g.as_grad().expect("rounded to a float dtype"))
+            .collect();
+        self.step(&bufs)
+    }
+
+    /// The registered tensors' stored parts, in registration order, moved out (the
+    /// settings are read first: `plan`, `hyper`, `tensor_info`, ...).
+    pub fn into_tensors(self) -> Vec<HostTensor> {
+        self.tensors
+    }
+
     /// Step one tensor alone (gradient release: a trainer that produces gradients
     /// layer by layer steps each tensor as its gradient arrives and drops it). The step
     /// counter is shared: call [`Self::finish_step`] once every tensor of the step is

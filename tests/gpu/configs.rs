@@ -278,17 +278,19 @@ fn dithered_store_every_master_mode() {
     every_master("dithered store", &DitheredStore);
 }
 
+/// SgdW with momentum, dampening and weight decay all in play.
+fn sgdw() -> SgdW {
+    SgdW {
+        momentum: 0.9,
+        dampening: 0.1,
+        weight_decay: 0.01,
+        ..SgdW::default()
+    }
+}
+
 #[test]
 fn sgdw_every_master_mode() {
-    every_master(
-        "SgdW",
-        &SgdW {
-            momentum: 0.9,
-            dampening: 0.1,
-            weight_decay: 0.01,
-            ..SgdW::default()
-        },
-    );
+    every_master("SgdW", &sgdw());
 }
 
 #[test]
@@ -417,16 +419,7 @@ fn gpt2_148_tensors_adam() {
 
 #[test]
 fn gpt2_148_tensors_sgdw() {
-    gpt2(
-        "SgdW",
-        &SgdW {
-            momentum: 0.9,
-            dampening: 0.1,
-            weight_decay: 0.01,
-            ..SgdW::default()
-        },
-        7,
-    );
+    gpt2("SgdW", &sgdw(), 7);
 }
 
 /// The opt-in approximate arithmetic (`Arithmetic::Approximate`) against the exact CPU

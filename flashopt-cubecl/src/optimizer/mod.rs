@@ -116,6 +116,31 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         Self::from_host_grouped(client, plan, vec![hyper], tensors, pad)
     }
 
+    /// The state of a CPU optimizer (its tensors moved, not copied) on the device, with
+    /// everything it was set up with: every parameter group's hyper-parameters and each
+    /// tensor's group, gradient clipping, the step count. How a trainer adapter places
+    /// an optimizer configured on the host.
+    pub fn from_cpu(
+        client: ComputeClient<R>,
+        cpu: flashopt_runtime::CpuOptimizer,
+    ) -> Result<GpuOptimizer<R>, RuntimeError> {
+        let plan = cpu.plan().clone();
+        let groups = (0..cpu.param_groups())
+            .map(|g| cpu.hyper(g).clone())
+            .collect();
+        let (clipping, steps) = (cpu.grad_clipping(), cpu.steps_taken());
+        let infos: Vec<TensorInfo> = cpu.core().tensors().to_vec();
+        let tensors = infos
+            .into_iter()
+            .zip(cpu.into_tensors())
+            .map(|(info, t)| (info.name, info.param_group, t))
+            .collect();
+        let mut gpu = Self::from_host_grouped(client, plan, groups, tensors, 0)?;
+        gpu.set_grad_clipping(clipping)?;
+        gpu.set_steps_taken(steps);
+        Ok(gpu)
+    }
+
     /// Tensors in parameter groups, each group with its own hyper-parameter values
     /// (`tensors` name their group by index into `groups_hyper`). Still ONE launch per
     /// step: every 32-element group carries its parameter group, which selects its

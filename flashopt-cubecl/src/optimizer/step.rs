@@ -21,9 +21,9 @@ use crate::device::transfer::{self, HostTransfers};
 impl<R: HostTransfers> GpuOptimizer<R> {
     /// Upload this step's gradients (one per tensor, in order) from the host into the
     /// gradient buffer, in place (allocating it first if it was released), so that
-    /// [`Self::grad_handle`]'s views see them. Trainers whose gradients are already on the device write them
-    /// into [`Self::grad_buffer`] instead (the next [`Self::step`] scans those on the
-    /// device). Gradients written here are scanned for NaN and infinity on the way: the
+    /// [`Self::grad_handle`]'s views see them. Trainers whose gradients are already on
+    /// the device write them into [`Self::grad_buffer`] instead (the next
+    /// [`Self::step`] scans those on the device). Gradients written here are scanned for NaN and infinity on the way: the
     /// next [`Self::step`] is then skipped.
     pub fn write_grads(&mut self, grads: &[GradBuf<'_>]) -> Result<(), RuntimeError> {
         step::check_host_grads(self.core.plan(), self.core.tensors(), grads)?;
