@@ -5,7 +5,9 @@
 
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
-use flashopt_cubecl::codegen::bindings::KernelShape;
+use flashopt_cubecl::codegen::bindings::{
+    Binding, KernelShape, SCALAR_VECTOR, buffers, scalar_stride, slot,
+};
 use flashopt_cubecl::codegen::emit::{Target, emit};
 
 fn configs() -> Vec<(String, String, PlanConfig)> {
@@ -338,4 +340,31 @@ fn kernel_shapes_the_kernel_cannot_run_are_refused() {
             .map(KernelShape::gradient_regions),
         Some(MAX_GRADIENT_REGIONS)
     );
+}
+
+/// A parameter group's host scalars are read as 16-byte vectors, one load per four
+/// (AdamW's 14 were 14 loads per unit, more than its data loads): the binding is a
+/// vector of four, each group's scalars padded to whole vectors and no further.
+#[test]
+fn host_scalars_are_read_four_at_a_time() {
+    for (name, label, config) in configs() {
+        let plan = flashopt::ir::compile(&optimizers::by_name(&name).unwrap(), config).unwrap();
+        let (count, stride) = (plan.scalar_count(), scalar_stride(&plan));
+        assert_eq!(stride % SCALAR_VECTOR, 0, "{name} {label}");
+        assert!(
+            stride >= count.max(1) && stride < count.max(1) + SCALAR_VECTOR,
+            "{name} {label}: {count} scalars padded to {stride}"
+        );
+        let binding = slot(&buffers(&plan, KernelShape::default()), Binding::Scalars);
+        let source = emit(&plan, Target::Cuda).unwrap();
+        assert!(
+            source.contains(&format!("const float_4* __restrict__ buffer_{binding}")),
+            "{name} {label}: the scalar binding is not a vector of four"
+        );
+        assert_eq!(
+            source.matches(&format!("= buffer_{binding}[")).count(),
+            stride / SCALAR_VECTOR,
+            "{name} {label}: one load per four scalars"
+        );
+    }
 }

@@ -9,7 +9,8 @@ use flashopt_ir::{Extent, GROUP_SIZE, Plan, Role, Storage};
 pub enum Binding {
     /// A part of the plan's layout, by index.
     Part(usize),
-    /// Host scalars, `scalars` per parameter group.
+    /// Host scalars, [`scalar_stride`] per parameter group (the plan's scalars, then
+    /// padding to whole vectors).
     Scalars,
     /// One u32 per group: element count in bits 0..6, parameter group from bit 8.
     GroupInfo,
@@ -48,6 +49,16 @@ fn storage_type(storage: Storage) -> StorageType {
         Storage::I16 => ElemType::Int(IntKind::I16),
         Storage::U8 => ElemType::UInt(UIntKind::U8),
     })
+}
+
+/// Host scalars are read as vectors of this many: one 16-byte load for four of them
+/// (AdamW's 14 scalars were 14 loads per unit, more than its data loads).
+pub const SCALAR_VECTOR: usize = 4;
+
+/// How many f32 one parameter group's host scalars take in [`Binding::Scalars`]: the
+/// plan's scalars padded to whole [`SCALAR_VECTOR`]s (at least one).
+pub fn scalar_stride(plan: &Plan) -> usize {
+    plan.scalar_count().div_ceil(SCALAR_VECTOR).max(1) * SCALAR_VECTOR
 }
 
 pub(crate) const U32: StorageType = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
@@ -187,7 +198,10 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
         vector: 1,
         writable: false,
     };
-    out.push(scalar(Binding::Scalars, F32));
+    out.push(Buffer {
+        vector: SCALAR_VECTOR,
+        ..scalar(Binding::Scalars, F32)
+    });
     out.push(scalar(Binding::GroupInfo, U32));
     if !plan.tables.is_empty() {
         out.push(scalar(Binding::Tables, F32));

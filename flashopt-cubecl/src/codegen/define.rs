@@ -24,7 +24,8 @@ use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role, Storage};
 use half::{bf16, f16};
 
 use crate::codegen::bindings::{
-    Arithmetic, Binding, Buffer, F32, KernelShape, U32, buffers, slot, table_values,
+    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, scalar_stride,
+    slot, table_values,
 };
 use crate::codegen::ops;
 
@@ -257,14 +258,27 @@ impl KernelBody<'_> {
             place.group.clone(),
         );
         let valid = ops::group_len::expand(scope, info.clone());
-        let base = ops::scalar_base::expand(scope, info, scalar_count);
-        let scalars_array: NativeExpand<Array<f32>> = self.var(Binding::Scalars).into();
-        let scalars: Vec<F> = (0..scalar_count)
-            .map(|k| {
-                let at = ops::block_index::expand(scope, base.clone(), 1, k);
-                ops::load_scalar::expand::<f32>(scope, scalars_array.clone(), at)
-            })
-            .collect();
+        let vectors = scalar_stride(plan) / SCALAR_VECTOR;
+        let base = ops::scalar_base::expand(scope, info, vectors);
+        let scalars_array: NativeExpand<Array<Vector<f32, Const<SCALAR_VECTOR>>>> =
+            self.var(Binding::Scalars).into();
+        let mut scalars: Vec<F> = Vec::with_capacity(vectors * SCALAR_VECTOR);
+        for c in 0..vectors {
+            let at = ops::block_index::expand(scope, base.clone(), 1, c);
+            let v = ops::load_vector::expand::<f32, Const<SCALAR_VECTOR>>(
+                scope,
+                scalars_array.clone(),
+                at,
+            );
+            for k in 0..SCALAR_VECTOR {
+                scalars.push(ops::lane::expand::<f32, Const<SCALAR_VECTOR>>(
+                    scope,
+                    v.clone(),
+                    k,
+                ));
+            }
+        }
+        scalars.truncate(scalar_count);
         let (_, table_starts) = table_values(plan);
 
         let uniform = plan.uniform_over_group(program);

@@ -333,8 +333,8 @@ pub fn group_len(info: u32) -> u32 {
     info & 63
 }
 
-/// Where this group's parameter group's scalars start.
+/// Where this group's parameter group's scalars start, in vectors of them.
 #[cube]
-pub fn scalar_base(info: u32, #[comptime] scalars: usize) -> usize {
-    usize::cast_from(info >> 8) * scalars
+pub fn scalar_base(info: u32, #[comptime] vectors: usize) -> usize {
+    usize::cast_from(info >> 8) * vectors
 }

@@ -230,7 +230,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         }
                     },
                     Binding::Scalars => {
-                        vec![0; plan.scalar_count().max(1) * self.core.hyper().len() * 4]
+                        vec![0; bindings::scalar_stride(plan) * self.core.hyper().len() * 4]
                     }
                     Binding::GroupInfo => layout::group_info(self.core.tensors(), &self.segments),
                     Binding::Tables => raw::le_bytes(&table_values(plan).0),

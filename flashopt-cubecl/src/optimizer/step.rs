@@ -12,7 +12,7 @@ use flashopt_runtime::step::{self, GradSource, Inspection, Scope, Stepper};
 use super::GpuOptimizer;
 use super::in_place::Bound;
 use super::layout::FlatPart;
-use crate::codegen::bindings::Binding;
+use crate::codegen::bindings::{Binding, scalar_stride};
 use crate::cubecl::server::Handle;
 use crate::device::launch::launch;
 use crate::device::reduce;
@@ -130,9 +130,20 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         Ok(Some(sum))
     }
 
-    /// Every parameter group's kernel scalars, to the device.
+    /// Every parameter group's kernel scalars, to the device, each group's padded to
+    /// the kernel's stride (`bindings::scalar_stride`).
     pub(super) fn upload_scalars(&mut self, scalars: &[Vec<f32>]) {
-        let scalars: Vec<f32> = scalars.concat();
+        let stride = scalar_stride(self.core.plan());
+        let scalars: Vec<f32> = scalars
+            .iter()
+            .flat_map(|group| {
+                debug_assert!(group.len() <= stride);
+                group
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0.0, stride - group.len()))
+            })
+            .collect();
         if !scalars.is_empty() {
             let slot = self.slot(Binding::Scalars);
             self.buffers[slot] = (
