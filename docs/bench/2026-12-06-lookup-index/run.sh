@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Planned, not yet run (one device command): the code-table lookups indexed with a small
+# unsigned place (branch lookup-index) beside main (host scalars as vectors) and c5d5dec
+# (the build before the runtime refactor), AdamW-24 on 268M, GPT-2 124M and Llama-3.1-8B
+# x4, the three builds in turn, twice, each alone on the GPU; ncu of the three on 64M;
+# then the PyTorch twin at SGD's shipped rate (docs/train/2026-12-06-sgd-twin/jobs.txt,
+# eight at a time) once the GPU is free.
+# Binaries in .dev/next.tar.xz (each `cargo build --release -p flashopt-bench`, stripped):
+#   next/flashopt-bench-c5d5dec   (a fresh git worktree of c5d5dec)
+#   next/flashopt-bench-main      (ec30711)
+#   next/flashopt-bench-lookup    (lookup-index)
+# flashoptim 0.1.4 unpacked into .dev/pylib (carried as .dev/pylib.tgz).
+set -uo pipefail
+out=${1:?OUT}
+W=/tmp/lookup-index
+rm -rf $W && mkdir -p $W/logs
+exec > >(tee "$W/run.log") 2>&1
+tar xJf .dev/next.tar.xz -C .dev
+tar xzf .dev/pylib.tgz -C .dev
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+builds="c5d5dec main lookup"
+for round in 1 2; do
+  for b in $builds; do
+    timeout 120 .dev/next/flashopt-bench-$b run --out $W/$b-$round --masters 24 --optimizers AdamW \
+      --only "268M,GPT-2 124M,Llama-3.1-8B x4 layers" > $W/$b-$round.log 2>&1
+    echo "$b round $round rc=$?"; grep -h '^AdamW' $W/$b-$round/flashopt.csv
+  done
+done
+for b in $builds; do
+  timeout 60 ncu --clock-control none -k regex:flashopt --launch-skip 3 --launch-count 1 \
+    --metrics smsp__thread_inst_executed.sum,smsp__inst_executed.sum,launch__registers_per_thread,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio \
+    .dev/next/flashopt-bench-$b run --out $W/ncu-$b --only 64M --optimizers AdamW --masters 24 \
+    > $W/ncu-$b.log 2>&1
+  echo "ncu $b rc=$?"
+done
+echo "== twin from ${SECONDS}s"
+scripts/train_jobs.sh $W 8 $((570 - SECONDS)) docs/train/2026-12-06-sgd-twin/jobs.txt
+cat $W/jobs.log
+grep -h "final valid" $W/logs/*.log
+echo "== done at ${SECONDS}s"
+tar czf "$out/lookup-index.tgz" -C $W .
