@@ -133,15 +133,18 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// Every parameter group's kernel scalars, to the device, each group's padded to
     /// the kernel's stride (`bindings::scalar_stride`).
     pub(super) fn upload_scalars(&mut self, scalars: &[Vec<f32>]) {
-        let stride = scalar_stride(self.core.plan());
+        let plan = self.core.plan();
+        let (count, stride) = (plan.scalar_count(), scalar_stride(plan));
         let scalars: Vec<f32> = scalars
             .iter()
             .flat_map(|group| {
-                debug_assert!(group.len() <= stride);
+                // The plan's host program gives every group its scalars; the padding
+                // below assumes no more.
+                assert_eq!(group.len(), count, "one parameter group's kernel scalars");
                 group
                     .iter()
                     .copied()
-                    .chain(std::iter::repeat_n(0.0, stride - group.len()))
+                    .chain(std::iter::repeat_n(0.0, stride - count))
             })
             .collect();
         if !scalars.is_empty() {
