@@ -265,18 +265,8 @@ impl KernelBody<'_> {
         let mut scalars: Vec<F> = Vec::with_capacity(vectors * SCALAR_VECTOR);
         for c in 0..vectors {
             let at = ops::block_index::expand(scope, base.clone(), 1, c);
-            let v = ops::load_vector::expand::<f32, Const<SCALAR_VECTOR>>(
-                scope,
-                scalars_array.clone(),
-                at,
-            );
-            for k in 0..SCALAR_VECTOR {
-                scalars.push(ops::lane::expand::<f32, Const<SCALAR_VECTOR>>(
-                    scope,
-                    v.clone(),
-                    k,
-                ));
-            }
+            let v = ops::load_vector::expand(scope, scalars_array.clone(), at);
+            push_lanes(scope, &v, &mut scalars);
         }
         scalars.truncate(scalar_count);
         let (_, table_starts) = table_values(plan);
@@ -575,11 +565,21 @@ fn load_lanes<E: Numeric, N: Size>(
     for c in 0..place.shape.lanes_per_unit / width {
         let at = place.vector_index(scope, width, c);
         let v = ops::load_vector::expand::<E, N>(scope, array.clone(), at);
-        for k in 0..width {
-            lanes.push(ops::lane::expand::<E, N>(scope, v.clone(), k));
-        }
+        push_lanes(scope, &v, &mut lanes);
     }
     lanes
+}
+
+/// Every lane of the vector `v`, in order, onto `lanes`.
+fn push_lanes<E: Numeric, N: Size>(
+    scope: &mut Scope,
+    v: &NativeExpand<Vector<E, N>>,
+    lanes: &mut Vec<NativeExpand<E>>,
+) {
+    let width = N::try_value_const().expect("constant vector width");
+    for k in 0..width {
+        lanes.push(ops::lane::expand::<E, N>(scope, v.clone(), k));
+    }
 }
 
 /// As [`load_lanes`], each vector from the binding of the region the group lies in:
@@ -601,9 +601,7 @@ fn load_lanes_from_regions<E: Numeric, N: Size>(
                 v.expand_assign(scope, loaded);
             });
         }
-        for k in 0..width {
-            lanes.push(ops::lane::expand::<E, N>(scope, v.clone(), k));
-        }
+        push_lanes(scope, &v, &mut lanes);
     }
     lanes
 }
