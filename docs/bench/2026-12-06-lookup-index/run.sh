@@ -27,10 +27,7 @@ for round in 1 2; do
   done
 done
 for b in $builds; do
-  timeout 60 ncu --clock-control none -k regex:flashopt --launch-skip 3 --launch-count 1 \
-    --metrics smsp__thread_inst_executed.sum,smsp__inst_executed.sum,launch__registers_per_thread,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio \
-    .dev/next/flashopt-bench-$b run --out $W/ncu-$b --only 64M --optimizers AdamW --masters 24 \
-    > $W/ncu-$b.log 2>&1
+  scripts/ncu_step.sh .dev/next/flashopt-bench-$b $W/ncu-$b > $W/ncu-$b.log 2>&1
   echo "ncu $b rc=$?"
 done
 echo "== twin from ${SECONDS}s"
