@@ -79,9 +79,16 @@ pub fn define(
     };
     let scope = &mut builder.scope;
     let units = shape.units_per_group();
-    let group = ops::unit_group::expand(scope, first.into(), count.clone().into(), units);
-    let sub = ops::unit_part::expand(scope, units);
-    let in_range = ops::unit_in_range::expand(scope, count.into(), units);
+    let unit = ops::unit_index::expand(scope);
+    let group = ops::unit_group::expand(
+        scope,
+        unit.clone(),
+        first.into(),
+        count.clone().into(),
+        units,
+    );
+    let sub = ops::unit_part::expand(scope, unit.clone(), units);
+    let in_range = ops::unit_in_range::expand(scope, unit, count.into(), units);
     let gradient_group = ops::gradient_group::expand(scope, group.clone(), gradient_first.into());
     let gradient_regions = gradient_regions(scope, &group, gradient_group.clone(), &regions);
     let place = Place {
@@ -296,10 +303,19 @@ impl KernelBody<'_> {
                 ))),
                 InstOp::Table(t, v) => {
                     let tables: NativeExpand<Array<f32>> = self.var(Binding::Tables).into();
-                    let offset = table_starts[t.index()] as i32 - plan.tables[t.index()].first;
+                    let table = &plan.tables[t.index()];
+                    let (first, len) = (table.first, table.values.len() as u32);
+                    let start = table_starts[t.index()];
                     self.map(scope, uniform[index], |scope, l| {
                         let code = regs[v.index()].lane(l).i();
-                        Scalar::F(ops::lookup::expand(scope, tables.clone(), code, offset))
+                        Scalar::F(ops::lookup::expand(
+                            scope,
+                            tables.clone(),
+                            code,
+                            first,
+                            len,
+                            start,
+                        ))
                     })
                 }
                 op => self.map(scope, uniform[index], |scope, l| {

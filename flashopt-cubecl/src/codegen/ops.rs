@@ -205,11 +205,20 @@ pub fn int_op(a: i32, b: i32, #[comptime] op: IntOp) -> i32 {
     }
 }
 
-/// `tables[code + offset]`: a code table's entry (`offset` places the table's first
-/// code at its start).
+/// A code table's entry: the table holds codes `first..first + len` from `start` on.
+/// The place is an unsigned offset from the table's first code, so that the address is
+/// one multiply-add with `start` folded into the load (a signed `code + offset`
+/// sign-extends first); the `min` keeps a code outside the table inside its entries.
 #[cube]
-pub fn lookup(tables: &Array<f32>, code: i32, #[comptime] offset: i32) -> f32 {
-    tables[usize::cast_from(code + offset)]
+pub fn lookup(
+    tables: &Array<f32>,
+    code: i32,
+    #[comptime] first: i32,
+    #[comptime] len: u32,
+    #[comptime] start: usize,
+) -> f32 {
+    let place = min(u32::cast_from(code - first), len - 1);
+    tables[usize::cast_from(place) + start]
 }
 
 #[cube]
@@ -286,8 +295,8 @@ pub fn store_group_scalar<E: Numeric>(array: &mut Array<E>, group: usize, sub: u
 /// for gradient release). Units past the launch's last group take that group again
 /// (they join its plane shuffles and store nothing).
 #[cube]
-pub fn unit_group(first: u32, count: u32, #[comptime] units: usize) -> usize {
-    let own = ABSOLUTE_POS / units;
+pub fn unit_group(unit: usize, first: u32, count: u32, #[comptime] units: usize) -> usize {
+    let own = unit / units;
     min(own, usize::cast_from(count) - 1) + usize::cast_from(first)
 }
 
@@ -316,15 +325,22 @@ pub fn gradient_group(group: usize, gradient_first: u32) -> usize {
     group - usize::cast_from(gradient_first)
 }
 
+/// This unit's index in the launch. Steps launch along X alone; `ABSOLUTE_POS` would
+/// compute the index from all three axes.
+#[cube]
+pub fn unit_index() -> usize {
+    usize::cast_from(ABSOLUTE_POS_X)
+}
+
 /// Which of its group's `units` parts this unit holds.
 #[cube]
-pub fn unit_part(#[comptime] units: usize) -> usize {
-    ABSOLUTE_POS % units
+pub fn unit_part(unit: usize, #[comptime] units: usize) -> usize {
+    unit % units
 }
 
 #[cube]
-pub fn unit_in_range(count: u32, #[comptime] units: usize) -> bool {
-    ABSOLUTE_POS < usize::cast_from(count) * units
+pub fn unit_in_range(unit: usize, count: u32, #[comptime] units: usize) -> bool {
+    unit < usize::cast_from(count) * units
 }
 
 /// Low 6 bits of a group's info word: its element count (32, or fewer at a tensor's end).
