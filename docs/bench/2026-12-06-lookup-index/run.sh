@@ -7,8 +7,8 @@
 # eight at a time) once the GPU is free.
 # Binaries in .dev/next.tar.xz (each `cargo build --release -p flashopt-bench`, stripped):
 #   next/flashopt-bench-c5d5dec   (a fresh git worktree of c5d5dec)
-#   next/flashopt-bench-main      (ec30711)
-#   next/flashopt-bench-lookup    (lookup-index)
+#   next/flashopt-bench-main      (b57c3a8: host scalars as vectors)
+#   next/flashopt-bench-lookup    (15ceef9: + lookups and unit index)
 # flashoptim 0.1.4 unpacked into .dev/pylib (carried as .dev/pylib.tgz).
 set -uo pipefail
 out=${1:?OUT}
