@@ -14,8 +14,23 @@ use crate::{Client, client, report};
 
 /// Tensors of every tail length kind: more regions than one launch binds (so small
 /// tensors share launches), one large enough to launch alone (2^16 whole groups and a
-/// tail) between them, and one of 2^20 elements.
-const LENS: [usize; 9] = [1, 33, 95, 100, (1 << 21) + 3, 7, 64, 257, 1 << 20];
+/// tail) between them, one of 2^20 elements, and more tensors with whole groups than
+/// one launch of the gradient check reduces (11: a launch of 8 and one of 3).
+const LENS: [usize; 13] = [
+    1,
+    33,
+    95,
+    100,
+    (1 << 21) + 3,
+    7,
+    64,
+    257,
+    1 << 20,
+    32,
+    4096,
+    96,
+    160,
+];
 
 /// Each gradient in a buffer of its own, exactly its bytes, as a trainer holds them;
 /// tensor 2's behind two leading bytes (a view no 16-byte load may read in place).

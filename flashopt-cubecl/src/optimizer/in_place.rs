@@ -178,42 +178,60 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         })
     }
 
-    /// The sum of squares of the bound gradients' real elements, on the device, with
-    /// one read of every buffer's partial sums.
+    /// The sum of squares of the bound gradients' real elements, on the device: the
+    /// tensors' buffers [`reduce::BATCH`] per launch, the partial last groups in one
+    /// more, and one read of every partial sum.
     pub(super) fn square_sum_of(&self, bound: &Bound) -> f64 {
-        let info = &self.buffers[self.slot(Binding::GroupInfo)].0;
+        let (info, info_words) = &self.buffers[self.slot(Binding::GroupInfo)];
         let dtype = self.core.plan().config.grad;
-        let mut reductions: Vec<(&Handle, Handle, usize)> = Vec::new();
+        let mut whole: Vec<reduce::ReducedBuffer<'_>> = Vec::new();
         for (id, source) in &bound.whole {
             let s = &self.segments[id.0];
-            let full = s.len / GROUP_SIZE;
             if let Some(grad) = source {
-                let words = info.clone().offset_start((s.first_group * 4) as u64);
-                reductions.push((grad, words, full));
+                whole.push(reduce::ReducedBuffer {
+                    grad,
+                    info_first: s.first_group,
+                    groups: s.len / GROUP_SIZE,
+                });
             }
         }
-        if let Some((buffer, words)) = &bound.tails {
+        let tails = bound.tails.as_ref().map(|(buffer, words)| {
             let count = bound.tail_slots.iter().flatten().count();
-            reductions.push((buffer, words.clone(), count));
-        }
-        let total: usize = reductions.iter().map(|r| reduce::partial_count(r.2)).sum();
+            (buffer, words, count)
+        });
+        let total: usize = whole
+            .iter()
+            .map(|b| reduce::partial_count(b.groups))
+            .chain(tails.iter().map(|t| reduce::partial_count(t.2)))
+            .sum();
         let partials = self.client.empty(total.max(1) * 8);
-        let mut at = 0;
-        for (grad, words, groups) in reductions {
-            // SAFETY: each buffer holds `groups` whole groups (`bind_grads`), the info
-            // view a word per group, the partials buffer every reduction's sums.
+        // SAFETY: each buffer holds its tensor's whole groups (`bind_grads`), the info
+        // buffer a word per group of the optimizer, the partials buffer every sum.
+        let at = unsafe {
+            reduce::launch_batched_square_sums(
+                &self.client,
+                dtype,
+                &whole,
+                info,
+                *info_words,
+                &partials,
+                0,
+            )
+        };
+        if let Some((buffer, words, count)) = tails {
+            // SAFETY: the staging buffer holds a group per partial group, `words` their
+            // info words, and the partials buffer their sums after the others'.
             unsafe {
                 reduce::launch_square_sums_into(
                     &self.client,
                     dtype,
-                    grad,
-                    &words,
-                    groups,
+                    buffer,
+                    words,
+                    count,
                     &partials,
                     at,
                 )
             };
-            at += reduce::partial_count(groups);
         }
         reduce::sum_partials(&self.client, partials)
     }
