@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Planned, not yet run (one device command, after run.sh): the GPU tests and both adapter
-# checks of the lookup-index build (every kernel's lookups changed). Binaries in
-# .dev/next.tar.xz, built from lookup-index on the CPU machine and stripped:
+# One device command: the GPU tests and both adapter checks of the build with the
+# lookups, the unit index and the batched in-place gradient check (every kernel's lookups
+# changed). Binaries in .dev/next.tar.xz, built from 41f8e41 on the CPU machine and
+# stripped:
 #   cargo test --release --features gpu-tests --test gpu --no-run   -> next/gpu-tests
 #   cargo build --release --example train                           -> next/train
 #   scripts/candle_cuda_build.sh target/candle-cuda --release       -> next/cuda_check
