@@ -13,7 +13,7 @@
 #   next/flashopt-bench-batched   (41f8e41: + lookups, unit index, batched check)
 # flashoptim 0.1.4 unpacked into .dev/pylib (carried as .dev/pylib.tgz).
 set -uo pipefail
-out=${1:?OUT}
+out=${1:?OUT}  # LIMIT=seconds in the environment: when the twin jobs must end (default 570)
 W=/tmp/lookup-index
 rm -rf $W && mkdir -p $W/logs
 exec > >(tee "$W/run.log") 2>&1
@@ -34,7 +34,7 @@ for b in $builds; do
   echo "ncu $b rc=$?"
 done
 echo "== twin from ${SECONDS}s"
-scripts/train_jobs.sh $W 8 $((570 - SECONDS)) docs/train/2026-12-06-sgd-twin/jobs.txt
+scripts/train_jobs.sh $W 8 $((${LIMIT:-570} - SECONDS)) docs/train/2026-12-06-sgd-twin/jobs.txt
 cat $W/jobs.log
 grep -h "final valid" $W/logs/*.log
 echo "== done at ${SECONDS}s"
