@@ -68,16 +68,17 @@ fn batched_square_sums<F: Float>(
     let cube = CUBE_POS as u32;
     let mut r = 0usize;
     #[unroll]
-    for k in 1..8usize {
-        if cube >= regions[k * 5] {
+    for k in 1..BATCH {
+        if cube >= regions[k * REGION_WORDS] {
             r = k;
         }
     }
-    let first_cube = regions[r * 5];
-    let cubes = regions[r * 5 + 1] as usize;
-    let info_first = regions[r * 5 + 2] as usize;
-    let vectors = regions[r * 5 + 3] as usize;
-    let rounds = regions[r * 5 + 4];
+    let words = r * REGION_WORDS;
+    let first_cube = regions[words];
+    let cubes = regions[words + 1] as usize;
+    let info_first = regions[words + 2] as usize;
+    let vectors = regions[words + 3] as usize;
+    let rounds = regions[words + 4];
     let units = cubes * (CUBE_DIM as usize);
     let unit = ((cube - first_cube) as usize) * (CUBE_DIM as usize) + (UNIT_POS as usize);
     let mut sum = f64::new(0.0);
@@ -152,9 +153,14 @@ fn store_cube_sum(sum: f64, partials: &mut Array<f64>, index: usize) {
     }
 }
 
+/// The vectors (loads) of `groups` groups.
+fn vector_count(groups: usize) -> usize {
+    groups * (GROUP_SIZE / VECTOR)
+}
+
 /// How the reduction spreads `groups` groups over cubes: (cubes, rounds per unit).
 fn partition(groups: usize) -> (u32, u32) {
-    let vectors = groups * (GROUP_SIZE / VECTOR);
+    let vectors = vector_count(groups);
     let cubes = vectors
         .div_ceil(UNITS as usize)
         .clamp(1, MAX_CUBES as usize) as u32;
@@ -205,7 +211,7 @@ pub unsafe fn launch_square_sums_into<R: Runtime>(
     at: usize,
 ) {
     let (cubes, rounds) = partition(groups);
-    let vectors = groups * (GROUP_SIZE / VECTOR);
+    let vectors = vector_count(groups);
     let count = CubeCount::Static(cubes, 1, 1);
     let dim = CubeDim::new_1d(UNITS);
     let partials = partials.clone().offset_start(at as u64 * 8);
@@ -256,9 +262,9 @@ pub unsafe fn launch_batched_square_sums<R: Runtime>(
         let mut first_cube = 0u32;
         for b in batch {
             let (cubes, rounds) = partition(b.groups);
-            let vectors = b.groups * (GROUP_SIZE / VECTOR);
             let word = |x: usize| u32::try_from(x).expect("fewer than 2^32 groups");
-            table.extend([first_cube, cubes, word(b.info_first), word(vectors), rounds]);
+            let vectors = word(vector_count(b.groups));
+            table.extend([first_cube, cubes, word(b.info_first), vectors, rounds]);
             first_cube += cubes;
         }
         for _ in batch.len()..BATCH {
@@ -275,7 +281,7 @@ pub unsafe fn launch_batched_square_sums<R: Runtime>(
         let grad = |i: usize| {
             let b = batch.get(i).unwrap_or(&batch[0]);
             // SAFETY (of the caller): the buffer holds its groups' vectors.
-            unsafe { ArrayArg::from_raw_parts(b.grad.clone(), b.groups * (GROUP_SIZE / VECTOR)) }
+            unsafe { ArrayArg::from_raw_parts(b.grad.clone(), vector_count(b.groups)) }
         };
         let words = BATCH * REGION_WORDS;
         unsafe {
