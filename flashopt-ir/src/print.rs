@@ -144,7 +144,7 @@ impl HostProgram {
     }
 }
 
-fn inst_text(op: InstOp, plan: &Plan) -> String {
+pub(crate) fn inst_text(op: InstOp, plan: &Plan) -> String {
     let part = |p: crate::layout::PartId| plan.part(p).name.as_str();
     match op {
         InstOp::Load(p) => format!("load {}", part(p)),

@@ -19,6 +19,7 @@
 use cubecl::ir::{DeviceProperties, ManagedVariable, TargetProperties};
 use cubecl::prelude::*;
 use flashopt_ir::graph::{Func1, Func2};
+use flashopt_ir::passes::ranges::{OperandFacts, operand_facts};
 use flashopt_ir::program::{InstOp, ValueId};
 use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role, Storage};
 use half::{bf16, f16};
@@ -280,6 +281,7 @@ impl KernelBody<'_> {
 
         let uniform = plan.uniform_over_group(program);
         let veil_needed = products_to_veil(plan);
+        let facts = operand_facts(plan, program);
         let mut regs: Vec<Reg> = Vec::with_capacity(program.len());
         let mut stores: Vec<(PartId, ValueId)> = Vec::new();
         for (index, inst) in program.insts.iter().enumerate() {
@@ -320,7 +322,7 @@ impl KernelBody<'_> {
                 }
                 op => self.map(scope, uniform[index], |scope, l| {
                     let arg = |k: usize| regs[op.operands()[k].index()].lane(l);
-                    self.lane_op(scope, op, &arg, veil_needed[index])
+                    self.lane_op(scope, op, &arg, veil_needed[index], facts[index])
                 }),
             };
             regs.push(reg);
@@ -367,14 +369,26 @@ impl KernelBody<'_> {
         op: InstOp,
         arg: &dyn Fn(usize) -> Scalar,
         veil: bool,
+        facts: OperandFacts,
     ) -> Scalar {
         let veil_var = self.veil.clone();
         match op {
-            InstOp::Unary(f, _) => {
-                Scalar::F(ops::unary::expand(scope, arg(0).f(), f, self.approximate()))
-            }
+            InstOp::Unary(f, _) => Scalar::F(ops::unary::expand(
+                scope,
+                arg(0).f(),
+                f,
+                self.approximate(),
+                facts,
+            )),
             InstOp::Binary(f, ..) => {
-                let out = ops::binary::expand(scope, arg(0).f(), arg(1).f(), f, self.approximate());
+                let out = ops::binary::expand(
+                    scope,
+                    arg(0).f(),
+                    arg(1).f(),
+                    f,
+                    self.approximate(),
+                    facts,
+                );
                 Scalar::F(if veil {
                     ops::veiled::expand(scope, out, veil_var)
                 } else {

@@ -4,6 +4,7 @@
 
 use cubecl::prelude::*;
 use flashopt_ir::graph::{Func1, Func2, Func3};
+use flashopt_ir::passes::ranges::OperandFacts;
 use flashopt_ir::program::IntOp;
 
 /// `x`, behind a barrier the compiler cannot see through: `veil` is a kernel argument
@@ -22,13 +23,18 @@ pub fn veiled(x: f32, veil: f32) -> f32 {
 /// plane on it, and zero gradients, moments and codes are common (embedding rows a
 /// batch did not touch). A zero over a normal or infinite divisor is `a * (1 / b)`,
 /// exactly what IEEE gives (signed zero); other zeros (NaN, zero or subnormal
-/// divisors) still divide.
+/// divisors) still divide. What the plan's value ranges prove shortens this: a
+/// dividend that is never zero needs no shortcut, and over a divisor that is positive
+/// a zero dividend is its own quotient.
 /// With `approximate` (`Arithmetic::Approximate`, inside a fast-math scope) a plain
 /// `a / b`, which cubecl emits as `__fdividef`.
 #[cube]
-pub fn div(a: f32, b: f32, #[comptime] approximate: bool) -> f32 {
-    if approximate {
+pub fn div(a: f32, b: f32, #[comptime] approximate: bool, #[comptime] facts: OperandFacts) -> f32 {
+    if approximate || facts.nonzero_dividend {
         a / b
+    } else if facts.positive_divisor {
+        let zero = a == 0.0;
+        select(zero, a, select(zero, 1.0, a) / b)
     } else {
         let shortcut = a == 0.0 && f32::abs(b) >= 1.1754944e-38;
         let q = select(shortcut, 1.0, a) / b;
@@ -37,36 +43,50 @@ pub fn div(a: f32, b: f32, #[comptime] approximate: bool) -> f32 {
 }
 
 /// IEEE square root; zeros (which NVRTC's `sqrt` sends to its slow path) give
-/// themselves without it. With `approximate`, `x * rsqrtf(x)` (zeros kept).
+/// themselves without it, unless the value ranges prove the operand positive. With
+/// `approximate`, `x * rsqrtf(x)` (zeros kept).
 #[cube]
-pub fn sqrt(x: f32, #[comptime] approximate: bool) -> f32 {
-    let zero = x == 0.0;
-    if approximate {
-        select(zero, x, x * f32::inverse_sqrt(x))
+pub fn sqrt(x: f32, #[comptime] approximate: bool, #[comptime] positive: bool) -> f32 {
+    if positive {
+        if approximate {
+            x * f32::inverse_sqrt(x)
+        } else {
+            f32::sqrt(x)
+        }
     } else {
-        let root = f32::sqrt(select(zero, 1.0, x));
-        select(zero, x, root)
+        let zero = x == 0.0;
+        if approximate {
+            select(zero, x, x * f32::inverse_sqrt(x))
+        } else {
+            let root = f32::sqrt(select(zero, 1.0, x));
+            select(zero, x, root)
+        }
     }
 }
 
 #[cube]
-fn rsqrt(x: f32, #[comptime] approximate: bool) -> f32 {
+fn rsqrt(x: f32, #[comptime] approximate: bool, #[comptime] positive: bool) -> f32 {
     if approximate {
         f32::inverse_sqrt(x)
     } else {
-        1.0 / sqrt(x, false)
+        1.0 / sqrt(x, false, positive)
     }
 }
 
 #[cube]
-pub fn unary(x: f32, #[comptime] op: Func1, #[comptime] approximate: bool) -> f32 {
+pub fn unary(
+    x: f32,
+    #[comptime] op: Func1,
+    #[comptime] approximate: bool,
+    #[comptime] facts: OperandFacts,
+) -> f32 {
     match op {
         Func1::Neg => -x,
         Func1::Not => select(x == 0.0, 1.0, 0.0),
         Func1::Abs => f32::abs(x),
         Func1::Sign => select(x > 0.0, 1.0, select(x < 0.0, -1.0, 0.0)),
-        Func1::Sqrt => sqrt(x, approximate),
-        Func1::Rsqrt => rsqrt(x, approximate),
+        Func1::Sqrt => sqrt(x, approximate, facts.positive_root),
+        Func1::Rsqrt => rsqrt(x, approximate, facts.positive_root),
         Func1::Exp => f32::exp(x),
         // cubecl has no exp2; this is one of the operations whose rounding may differ.
         Func1::Exp2 => f32::powf(2.0, x),
@@ -76,12 +96,18 @@ pub fn unary(x: f32, #[comptime] op: Func1, #[comptime] approximate: bool) -> f3
 }
 
 #[cube]
-pub fn binary(a: f32, b: f32, #[comptime] op: Func2, #[comptime] approximate: bool) -> f32 {
+pub fn binary(
+    a: f32,
+    b: f32,
+    #[comptime] op: Func2,
+    #[comptime] approximate: bool,
+    #[comptime] facts: OperandFacts,
+) -> f32 {
     match op {
         Func2::Add => a + b,
         Func2::Sub => a - b,
         Func2::Mul => a * b,
-        Func2::Div => div(a, b, approximate),
+        Func2::Div => div(a, b, approximate, facts),
         Func2::Lt => select(a < b, 1.0, 0.0),
         Func2::Le => select(a <= b, 1.0, 0.0),
         Func2::Gt => select(a > b, 1.0, 0.0),

@@ -9,7 +9,8 @@
 //! 4. [`optimize`]: exact, cheaper forms of the lowered programs, for every back end
 //!    at once: [`code_tables`] (8-bit code decodes become lookups), then
 //!    [`reciprocals`] (divisions by constants become a multiply and a correction,
-//!    where checked exact), then each computation once (`Program::deduplicated`).
+//!    where checked exact), then [`ranges::decided`] (comparisons and choices the
+//!    value ranges fix), then each computation once (`Program::deduplicated`).
 //! 5. [`scale_grad`]: multiply the gradient by a per-step kernel scalar (global-norm
 //!    clipping; 1 without), so that the plan stays the same whether clipping is on.
 
@@ -17,6 +18,7 @@ pub mod code_tables;
 pub mod fold;
 pub mod hoist;
 pub mod lower;
+pub mod ranges;
 pub mod reciprocals;
 pub mod scale_grad;
 
@@ -29,7 +31,8 @@ pub use scale_grad::scale_grad;
 
 /// The exact optimizations of a lowered plan, in order.
 pub fn optimize(plan: &crate::Plan) -> crate::Plan {
-    reciprocals(&code_tables(plan)).with_programs(|p| p.deduplicated().without_dead_code())
+    let exact = reciprocals(&code_tables(plan));
+    ranges::decided(&exact).with_programs(|p| p.deduplicated().without_dead_code())
 }
 
 use crate::graph::{Graph, Handle, Op};

@@ -1,0 +1,499 @@
+//! Interval arithmetic over f32 (and i32) values with IEEE semantics: every bound is a
+//! value the operation can round to or beyond, and NaN is tracked apart from the
+//! bounds, because one NaN operand in a kernel must give the same bits as on the CPU.
+
+use std::fmt;
+
+use crate::graph::{Func1, Func2, Func3};
+use crate::program::IntOp;
+use crate::semantics::round_to;
+use crate::types::FloatDtype;
+
+/// Every value an instruction can produce lies in `[lo, hi]` (bounds over the reals,
+/// infinities included; `-0.0` and `0.0` are not told apart), or is NaN where `nan`.
+/// i32 values use the same type with integral bounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Interval {
+    pub lo: f64,
+    pub hi: f64,
+    pub nan: bool,
+}
+
+const INF: f64 = f64::INFINITY;
+
+/// The largest f32 at or below `x` (`-inf` for NaN, which only a bound computed
+/// from opposite infinities is).
+fn f32_down(x: f64) -> f64 {
+    if x.is_nan() {
+        return -INF;
+    }
+    let f = x as f32;
+    f64::from(if f64::from(f) > x { f.next_down() } else { f })
+}
+
+/// The smallest f32 at or above `x` (`inf` for NaN).
+fn f32_up(x: f64) -> f64 {
+    if x.is_nan() {
+        return INF;
+    }
+    let f = x as f32;
+    f64::from(if f64::from(f) < x { f.next_up() } else { f })
+}
+
+impl Interval {
+    /// Any value, NaN included: what a load of a float part or an input may be.
+    pub const ANY: Interval = Interval {
+        lo: -INF,
+        hi: INF,
+        nan: true,
+    };
+
+    /// The booleans 0 and 1 (a comparison's result).
+    const BOOL: Interval = Interval {
+        lo: 0.0,
+        hi: 1.0,
+        nan: false,
+    };
+
+    /// One value (a NaN constant: anything, conservatively).
+    pub fn point(x: f64) -> Interval {
+        if x.is_nan() {
+            Interval::ANY
+        } else {
+            Interval::closed(x, x)
+        }
+    }
+
+    pub fn closed(lo: f64, hi: f64) -> Interval {
+        Interval { lo, hi, nan: false }
+    }
+
+    /// The results of an f32 operation whose exact results lie in `[lo, hi]` (each
+    /// bound computed in f64 from f32 operands: any f64 rounding is far below an f32
+    /// half ulp, so the f32 neighbours outward still bound the rounded results).
+    fn rounded(lo: f64, hi: f64, nan: bool) -> Interval {
+        Interval {
+            lo: f32_down(lo),
+            hi: f32_up(hi),
+            nan,
+        }
+    }
+
+    /// The hull of candidate bounds (NaN candidates, from `0 * inf` or `inf / inf`,
+    /// skipped: `nan` records them), rounded to f32.
+    fn hull(candidates: &[f64], nan: bool) -> Interval {
+        let finite = candidates.iter().copied().filter(|x| !x.is_nan());
+        let lo = finite.clone().fold(INF, f64::min);
+        let hi = finite.fold(-INF, f64::max);
+        if lo > hi {
+            return Interval::ANY;
+        }
+        Interval::rounded(lo, hi, nan)
+    }
+
+    pub fn union(self, other: Interval) -> Interval {
+        Interval {
+            lo: self.lo.min(other.lo),
+            hi: self.hi.max(other.hi),
+            nan: self.nan || other.nan,
+        }
+    }
+
+    /// Greater than zero and never NaN.
+    pub fn is_positive(self) -> bool {
+        !self.nan && self.lo > 0.0
+    }
+
+    /// Never zero (of either sign) and never NaN.
+    pub fn excludes_zero(self) -> bool {
+        !self.nan && (self.lo > 0.0 || self.hi < 0.0)
+    }
+
+    /// Whether `x` (an f32 value's bits read as `ty` says) lies in the interval.
+    pub fn contains_f32(self, x: f32) -> bool {
+        if x.is_nan() {
+            self.nan
+        } else {
+            self.lo <= f64::from(x) && f64::from(x) <= self.hi
+        }
+    }
+
+    fn contains_zero(self) -> bool {
+        self.lo <= 0.0 && 0.0 <= self.hi
+    }
+
+    fn has_infinity(self) -> bool {
+        self.lo == -INF || self.hi == INF
+    }
+
+    /// A value other than zero is possible (NaN counts: `select` takes it as true).
+    pub(crate) fn can_be_true(self) -> bool {
+        self.nan || self.lo != 0.0 || self.hi != 0.0
+    }
+
+    pub(crate) fn can_be_false(self) -> bool {
+        self.contains_zero()
+    }
+
+    /// The one non-NaN value, if the interval holds only it.
+    pub(crate) fn single(self) -> Option<f64> {
+        (self.lo == self.hi && !self.nan).then_some(self.lo)
+    }
+
+    fn of_truth(can_true: bool, can_false: bool) -> Interval {
+        match (can_true, can_false) {
+            (true, false) => Interval::point(1.0),
+            (false, true) => Interval::point(0.0),
+            _ => Interval::BOOL,
+        }
+    }
+
+    pub fn neg(self) -> Interval {
+        Interval {
+            lo: -self.hi,
+            hi: -self.lo,
+            nan: self.nan,
+        }
+    }
+
+    pub fn abs(self) -> Interval {
+        let (lo, hi) = if self.lo >= 0.0 {
+            (self.lo, self.hi)
+        } else if self.hi <= 0.0 {
+            (-self.hi, -self.lo)
+        } else {
+            (0.0, self.hi.max(-self.lo))
+        };
+        Interval {
+            lo,
+            hi,
+            nan: self.nan,
+        }
+    }
+
+    fn add_exact(self, b: Interval) -> (f64, f64, bool) {
+        let nan = self.nan
+            || b.nan
+            || (self.hi == INF && b.lo == -INF)
+            || (self.lo == -INF && b.hi == INF);
+        (self.lo + b.lo, self.hi + b.hi, nan)
+    }
+
+    pub fn add(self, b: Interval) -> Interval {
+        let (lo, hi, nan) = self.add_exact(b);
+        Interval::rounded(lo, hi, nan)
+    }
+
+    pub fn sub(self, b: Interval) -> Interval {
+        self.add(b.neg())
+    }
+
+    /// The unrounded products' hull (exact in f64 for f32 bounds), for `mul` and `fma`.
+    fn products(self, b: Interval) -> Interval {
+        let nan = self.nan
+            || b.nan
+            || (self.contains_zero() && b.has_infinity())
+            || (b.contains_zero() && self.has_infinity());
+        let c = [
+            self.lo * b.lo,
+            self.lo * b.hi,
+            self.hi * b.lo,
+            self.hi * b.hi,
+        ];
+        let finite = c.iter().copied().filter(|x| !x.is_nan());
+        let lo = finite.clone().fold(INF, f64::min);
+        let hi = finite.fold(-INF, f64::max);
+        if lo > hi {
+            Interval::ANY
+        } else {
+            Interval { lo, hi, nan }
+        }
+    }
+
+    pub fn mul(self, b: Interval) -> Interval {
+        let p = self.products(b);
+        Interval::rounded(p.lo, p.hi, p.nan)
+    }
+
+    /// `a * b + c`, rounded once.
+    pub fn fma(self, b: Interval, c: Interval) -> Interval {
+        let p = self.products(b);
+        let (lo, hi, nan) = p.add_exact(c);
+        Interval::rounded(lo, hi, nan)
+    }
+
+    pub fn div(self, b: Interval) -> Interval {
+        if b.contains_zero() {
+            return Interval::ANY;
+        }
+        let nan = self.nan || b.nan || (self.has_infinity() && b.has_infinity());
+        Interval::hull(
+            &[
+                self.lo / b.lo,
+                self.lo / b.hi,
+                self.hi / b.lo,
+                self.hi / b.hi,
+            ],
+            nan,
+        )
+    }
+
+    pub fn sqrt(self) -> Interval {
+        if self.hi < 0.0 {
+            return Interval::ANY;
+        }
+        Interval::rounded(
+            self.lo.max(0.0).sqrt(),
+            self.hi.sqrt(),
+            self.nan || self.lo < 0.0,
+        )
+    }
+
+    /// A function that never decreases, applied to both bounds (NaN where `nan`).
+    fn monotone(self, f: impl Fn(f64) -> f64, nan: bool) -> Interval {
+        Interval::rounded(f(self.lo), f(self.hi), nan)
+    }
+
+    /// `f32::min` / `f32::max`: a NaN operand gives the other one.
+    fn min_max(self, b: Interval, pick: fn(f64, f64) -> f64) -> Interval {
+        let both = Interval {
+            lo: pick(self.lo, b.lo),
+            hi: pick(self.hi, b.hi),
+            nan: self.nan && b.nan,
+        };
+        let mut out = both;
+        if self.nan {
+            out = out.union(b);
+        }
+        if b.nan {
+            out = out.union(self);
+        }
+        Interval {
+            nan: self.nan && b.nan,
+            ..out
+        }
+    }
+
+    pub fn max(self, b: Interval) -> Interval {
+        self.min_max(b, f64::max)
+    }
+
+    pub fn min(self, b: Interval) -> Interval {
+        self.min_max(b, f64::min)
+    }
+
+    /// `a < b` (false for NaN), as 0 or 1.
+    fn less(self, b: Interval, or_equal: bool) -> Interval {
+        let can_true = if or_equal {
+            self.lo <= b.hi
+        } else {
+            self.lo < b.hi
+        };
+        let can_false = self.nan
+            || b.nan
+            || if or_equal {
+                self.hi > b.lo
+            } else {
+                self.hi >= b.lo
+            };
+        Interval::of_truth(can_true, can_false)
+    }
+
+    fn equal(self, b: Interval) -> Interval {
+        let overlap = self.lo <= b.hi && b.lo <= self.hi;
+        let same_point = matches!((self.single(), b.single()), (Some(x), Some(y)) if x == y);
+        Interval::of_truth(overlap, !same_point || self.nan || b.nan)
+    }
+
+    pub fn select(self, a: Interval, b: Interval) -> Interval {
+        match (self.can_be_true(), self.can_be_false()) {
+            (true, false) => a,
+            (false, true) => b,
+            _ => a.union(b),
+        }
+    }
+
+    pub fn floor(self) -> Interval {
+        Interval {
+            lo: self.lo.floor(),
+            hi: self.hi.floor(),
+            nan: self.nan,
+        }
+    }
+
+    pub fn round_to(self, dtype: FloatDtype) -> Interval {
+        let r = |x: f64| f64::from(round_to(dtype, x as f32));
+        Interval {
+            lo: r(self.lo),
+            hi: r(self.hi),
+            nan: self.nan,
+        }
+    }
+
+    pub fn unary(self, f: Func1) -> Interval {
+        match f {
+            Func1::Neg => self.neg(),
+            Func1::Abs => self.abs(),
+            Func1::Not => Interval::of_truth(self.can_be_false(), self.can_be_true()),
+            Func1::Sign => {
+                let mut out: Option<Interval> = None;
+                let mut add = |x: f64| {
+                    let p = Interval::point(x);
+                    out = Some(out.map_or(p, |o| o.union(p)));
+                };
+                if self.hi > 0.0 {
+                    add(1.0);
+                }
+                if self.lo < 0.0 {
+                    add(-1.0);
+                }
+                if self.contains_zero() || self.nan {
+                    add(0.0);
+                }
+                out.unwrap_or(Interval::point(0.0))
+            }
+            Func1::Sqrt => self.sqrt(),
+            Func1::Rsqrt => Interval::point(1.0).div(self.sqrt()),
+            Func1::Exp => self.monotone(f64::exp, self.nan),
+            Func1::Exp2 => self.monotone(f64::exp2, self.nan),
+            Func1::Ln => {
+                if self.hi < 0.0 {
+                    return Interval::ANY;
+                }
+                Interval::rounded(
+                    self.lo.max(0.0).ln(),
+                    self.hi.ln(),
+                    self.nan || self.lo < 0.0,
+                )
+            }
+            Func1::ToFloat | Func1::HostF64 => Interval::rounded(self.lo, self.hi, self.nan),
+        }
+    }
+
+    pub fn binary(self, f: Func2, b: Interval) -> Interval {
+        match f {
+            Func2::Add => self.add(b),
+            Func2::Sub => self.sub(b),
+            Func2::Mul => self.mul(b),
+            Func2::Div => self.div(b),
+            Func2::Lt => self.less(b, false),
+            Func2::Le => self.less(b, true),
+            Func2::Gt => b.less(self, false),
+            Func2::Ge => b.less(self, true),
+            Func2::Eq => self.equal(b),
+            Func2::Ne => {
+                let eq = self.equal(b);
+                Interval::of_truth(eq.lo == 0.0, eq.hi == 1.0)
+            }
+            Func2::And => Interval::of_truth(
+                self.can_be_true() && b.can_be_true(),
+                self.can_be_false() || b.can_be_false(),
+            ),
+            Func2::Or => Interval::of_truth(
+                self.can_be_true() || b.can_be_true(),
+                self.can_be_false() && b.can_be_false(),
+            ),
+            Func2::Min => self.min(b),
+            Func2::Max => self.max(b),
+            Func2::Powi => self.powi(b),
+            Func2::Powf => Interval::ANY,
+        }
+    }
+
+    /// `x^n` for integers `n >= 1`: every rounded product of factors in `[0, 1]` stays
+    /// in `[0, x]`, of factors at or above 1 at or above `x`; anything else, unbounded.
+    fn powi(self, n: Interval) -> Interval {
+        if self.nan || n.nan || n.lo < 1.0 {
+            return Interval::ANY;
+        }
+        if self.lo >= 0.0 && self.hi <= 1.0 {
+            return Interval::closed(0.0, self.hi);
+        }
+        if self.lo >= 1.0 {
+            return Interval::closed(self.lo, INF);
+        }
+        Interval::ANY
+    }
+
+    pub fn ternary(self, f: Func3, b: Interval, c: Interval) -> Interval {
+        match f {
+            Func3::Select => self.select(b, c),
+            Func3::Clamp => self.max(b).min(c),
+            Func3::Lerp => self.add(c.mul(b.sub(self))),
+            Func3::Fma => self.fma(b, c),
+        }
+    }
+
+    /// The i32 results of `op` (two's complement, wrapping: a bound outside i32
+    /// gives the whole range).
+    pub fn int_op(self, op: IntOp, b: Interval) -> Interval {
+        let (lo, hi) = match op {
+            IntOp::Add => (self.lo + b.lo, self.hi + b.hi),
+            IntOp::Sub => (self.lo - b.hi, self.hi - b.lo),
+            IntOp::Max => (self.lo.max(b.lo), self.hi.max(b.hi)),
+            IntOp::Shr => match b.single() {
+                Some(k) if (0.0..32.0).contains(&k) => {
+                    let shift = |x: f64| f64::from((x as i32) >> (k as u32));
+                    (shift(self.lo), shift(self.hi))
+                }
+                _ => return Interval::int_any(),
+            },
+            IntOp::And => match (self.lo >= 0.0, b.lo >= 0.0) {
+                (true, true) => (0.0, self.hi.min(b.hi)),
+                (true, false) => (0.0, self.hi),
+                (false, true) => (0.0, b.hi),
+                (false, false) => return Interval::int_any(),
+            },
+        };
+        let i32_range = f64::from(i32::MIN)..=f64::from(i32::MAX);
+        if i32_range.contains(&lo) && i32_range.contains(&hi) {
+            Interval::closed(lo, hi)
+        } else {
+            Interval::int_any()
+        }
+    }
+
+    pub fn int_any() -> Interval {
+        Interval::closed(f64::from(i32::MIN), f64::from(i32::MAX))
+    }
+
+    /// The bits of an f32, as i32: ordered like the values for positive ones.
+    pub fn bits(self) -> Interval {
+        if self.lo > 0.0 && !self.nan {
+            let b = |x: f64| f64::from((x as f32).to_bits() as i32);
+            Interval::closed(b(self.lo), b(self.hi))
+        } else {
+            Interval::int_any()
+        }
+    }
+
+    /// `2^k` built from its bits, exact for `k` in `-126..=127` (anything outside
+    /// builds other bits).
+    pub fn pow2(self) -> Interval {
+        if self.lo >= -126.0 && self.hi <= 127.0 {
+            Interval::closed(self.lo.exp2(), self.hi.exp2())
+        } else {
+            Interval::ANY
+        }
+    }
+}
+
+fn bound_text(x: f64) -> String {
+    if x == INF {
+        "inf".into()
+    } else if x == -INF {
+        "-inf".into()
+    } else {
+        format!("{:?}", x as f32)
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}, {}]", bound_text(self.lo), bound_text(self.hi))?;
+        if self.nan {
+            f.write_str(" or NaN")?;
+        }
+        Ok(())
+    }
+}
