@@ -28,7 +28,7 @@ fn f32_down(x: f64) -> f64 {
         return -INF;
     }
     let f = x as f32;
-    f64::from(if f64::from(f) > x { f.next_down() } else { f })
+    f64::from(if f64::from(f) > x { -next_up(-f) } else { f })
 }
 
 /// The smallest f32 at or above `x` (`inf` for NaN).
@@ -37,7 +37,19 @@ fn f32_up(x: f64) -> f64 {
         return INF;
     }
     let f = x as f32;
-    f64::from(if f64::from(f) < x { f.next_up() } else { f })
+    f64::from(if f64::from(f) < x { next_up(f) } else { f })
+}
+
+/// The next f32 above a non-NaN `f` below infinity (`f32::next_up`, stable only
+/// after this crate's minimum Rust).
+fn next_up(f: f32) -> f32 {
+    if f == 0.0 {
+        f32::from_bits(1)
+    } else if f > 0.0 {
+        f32::from_bits(f.to_bits() + 1)
+    } else {
+        f32::from_bits(f.to_bits() - 1)
+    }
 }
 
 impl Interval {
@@ -148,14 +160,6 @@ impl Interval {
         }
     }
 
-    pub fn neg(self) -> Interval {
-        Interval {
-            lo: -self.hi,
-            hi: -self.lo,
-            nan: self.nan,
-        }
-    }
-
     pub fn abs(self) -> Interval {
         let (lo, hi) = if self.lo >= 0.0 {
             (self.lo, self.hi)
@@ -177,15 +181,6 @@ impl Interval {
             || (self.hi == INF && b.lo == -INF)
             || (self.lo == -INF && b.hi == INF);
         (self.lo + b.lo, self.hi + b.hi, nan)
-    }
-
-    pub fn add(self, b: Interval) -> Interval {
-        let (lo, hi, nan) = self.add_exact(b);
-        Interval::rounded(lo, hi, nan)
-    }
-
-    pub fn sub(self, b: Interval) -> Interval {
-        self.add(b.neg())
     }
 
     /// The unrounded products' hull (exact in f64 for f32 bounds), for `mul` and `fma`.
@@ -210,32 +205,11 @@ impl Interval {
         }
     }
 
-    pub fn mul(self, b: Interval) -> Interval {
-        let p = self.products(b);
-        Interval::rounded(p.lo, p.hi, p.nan)
-    }
-
     /// `a * b + c`, rounded once.
     pub fn fma(self, b: Interval, c: Interval) -> Interval {
         let p = self.products(b);
         let (lo, hi, nan) = p.add_exact(c);
         Interval::rounded(lo, hi, nan)
-    }
-
-    pub fn div(self, b: Interval) -> Interval {
-        if b.contains_zero() {
-            return Interval::ANY;
-        }
-        let nan = self.nan || b.nan || (self.has_infinity() && b.has_infinity());
-        Interval::hull(
-            &[
-                self.lo / b.lo,
-                self.lo / b.hi,
-                self.hi / b.lo,
-                self.hi / b.hi,
-            ],
-            nan,
-        )
     }
 
     pub fn sqrt(self) -> Interval {
@@ -332,7 +306,7 @@ impl Interval {
 
     pub fn unary(self, f: Func1) -> Interval {
         match f {
-            Func1::Neg => self.neg(),
+            Func1::Neg => -self,
             Func1::Abs => self.abs(),
             Func1::Not => Interval::of_truth(self.can_be_false(), self.can_be_true()),
             Func1::Sign => {
@@ -353,7 +327,7 @@ impl Interval {
                 out.unwrap_or(Interval::point(0.0))
             }
             Func1::Sqrt => self.sqrt(),
-            Func1::Rsqrt => Interval::point(1.0).div(self.sqrt()),
+            Func1::Rsqrt => Interval::point(1.0) / self.sqrt(),
             Func1::Exp => self.monotone(f64::exp, self.nan),
             Func1::Exp2 => self.monotone(f64::exp2, self.nan),
             Func1::Ln => {
@@ -372,10 +346,10 @@ impl Interval {
 
     pub fn binary(self, f: Func2, b: Interval) -> Interval {
         match f {
-            Func2::Add => self.add(b),
-            Func2::Sub => self.sub(b),
-            Func2::Mul => self.mul(b),
-            Func2::Div => self.div(b),
+            Func2::Add => self + b,
+            Func2::Sub => self - b,
+            Func2::Mul => self * b,
+            Func2::Div => self / b,
             Func2::Lt => self.less(b, false),
             Func2::Le => self.less(b, true),
             Func2::Gt => b.less(self, false),
@@ -419,7 +393,7 @@ impl Interval {
         match f {
             Func3::Select => self.select(b, c),
             Func3::Clamp => self.max(b).min(c),
-            Func3::Lerp => self.add(c.mul(b.sub(self))),
+            Func3::Lerp => self + c * (b - self),
             Func3::Fma => self.fma(b, c),
         }
     }
@@ -475,6 +449,64 @@ impl Interval {
         } else {
             Interval::ANY
         }
+    }
+}
+
+impl std::ops::Neg for Interval {
+    type Output = Interval;
+
+    fn neg(self) -> Interval {
+        Interval {
+            lo: -self.hi,
+            hi: -self.lo,
+            nan: self.nan,
+        }
+    }
+}
+
+impl std::ops::Add for Interval {
+    type Output = Interval;
+
+    fn add(self, b: Interval) -> Interval {
+        let (lo, hi, nan) = self.add_exact(b);
+        Interval::rounded(lo, hi, nan)
+    }
+}
+
+impl std::ops::Sub for Interval {
+    type Output = Interval;
+
+    fn sub(self, b: Interval) -> Interval {
+        self + -b
+    }
+}
+
+impl std::ops::Mul for Interval {
+    type Output = Interval;
+
+    fn mul(self, b: Interval) -> Interval {
+        let p = self.products(b);
+        Interval::rounded(p.lo, p.hi, p.nan)
+    }
+}
+
+impl std::ops::Div for Interval {
+    type Output = Interval;
+
+    fn div(self, b: Interval) -> Interval {
+        if b.contains_zero() {
+            return Interval::ANY;
+        }
+        let nan = self.nan || b.nan || (self.has_infinity() && b.has_infinity());
+        Interval::hull(
+            &[
+                self.lo / b.lo,
+                self.lo / b.hi,
+                self.hi / b.lo,
+                self.hi / b.hi,
+            ],
+            nan,
+        )
     }
 }
 

@@ -81,7 +81,7 @@ pub fn scalar_ranges(plan: &Plan) -> Vec<Interval> {
         .map(|s| {
             let value = nodes[s.value.index()].unary(Func1::ToFloat);
             if s.reciprocal {
-                Interval::point(1.0).div(value)
+                Interval::point(1.0) / value
             } else {
                 value
             }

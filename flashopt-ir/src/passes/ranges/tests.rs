@@ -219,9 +219,9 @@ fn what_the_shipped_codecs_rely_on() {
     let grad = Interval::ANY;
     // `1 + |x|` is positive unless x is NaN.
     let one = Interval::point(1.0);
-    assert!(one.add(grad.abs()).lo >= 1.0);
-    assert!(!one.add(grad.abs()).is_positive());
-    assert!(one.add(Interval::closed(-3.0, 5.0).abs()).is_positive());
+    assert!((one + grad.abs()).lo >= 1.0);
+    assert!(!(one + grad.abs()).is_positive());
+    assert!((one + Interval::closed(-3.0, 5.0).abs()).is_positive());
     // A group maximum floored at 1e-12 is positive; dividing 1 by it never gives 0.
     let floor = Interval::point(f64::from(1e-12f32));
     let scale = Interval::closed(f64::NEG_INFINITY, f64::INFINITY).max(floor);
