@@ -37,21 +37,37 @@ fn sync<R: HostTransfers>(client: &ComputeClient<R>) {
 }
 
 /// Median seconds per call of `f`, timed in batches between device syncs.
-fn time_per_call<R: HostTransfers>(client: &ComputeClient<R>, mut f: impl FnMut()) -> f64 {
+fn time_per_call<R: HostTransfers>(client: &ComputeClient<R>, f: impl FnMut()) -> f64 {
+    time_and_enqueue(client, f).0
+}
+
+/// The median seconds per call of `f`, and the median host seconds per call spent
+/// before the batch's final sync (queuing its work): where the second comes near the
+/// first, the host, not the GPU, sets the pace.
+fn time_and_enqueue<R: HostTransfers>(
+    client: &ComputeClient<R>,
+    mut f: impl FnMut(),
+) -> (f64, f64) {
     let mut times = Vec::with_capacity(BATCHES);
+    let mut queued = Vec::with_capacity(BATCHES);
     for batch in 0..WARMUP_BATCHES + BATCHES {
         sync(client);
         let start = Instant::now();
         for _ in 0..STEPS_PER_BATCH {
             f();
         }
+        let enqueued = start.elapsed().as_secs_f64();
         sync(client);
         if batch >= WARMUP_BATCHES {
             times.push(start.elapsed().as_secs_f64() / STEPS_PER_BATCH as f64);
+            queued.push(enqueued / STEPS_PER_BATCH as f64);
         }
     }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(times), median(queued))
 }
 
 /// Read + write GB/s of a 16-byte-vector copy of 2 GiB.
@@ -177,7 +193,7 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
          step with the device gradient check {:.4} ms, check {:.4} ms = {:.0} GB/s of gradients, \
          its reduction pass alone {:.4} ms = {:.0} GB/s; \
          gradients read in place (up to 8 tensors per launch, no gradient buffer: {:.3} bytes per parameter): \
-         step {:.4} ms, with the device gradient check {:.4} ms)",
+         step {:.4} ms (host {:.4} ms), with the device gradient check {:.4} ms (host {:.4} ms))",
         S::NAME,
         workload.name,
         shape.arithmetic(),
@@ -193,7 +209,9 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
         gradient_buffer_bytes / reduction / 1e9,
         in_place.bytes_per_param,
         in_place.ms,
+        in_place.host_ms,
         in_place.checked_ms,
+        in_place.checked_host_ms,
     );
     Ok(Measured {
         ms: t * 1e3,
@@ -204,7 +222,11 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
 
 struct InPlace {
     ms: f64,
+    /// Host time per step before the sync (the launches queued, and for the check its
+    /// read of the partial sums).
+    host_ms: f64,
     checked_ms: f64,
+    checked_host_ms: f64,
     bytes_per_param: f64,
 }
 
@@ -232,13 +254,15 @@ fn time_in_place<R: HostTransfers>(
         assert!(outcome.applied(), "bench gradients are finite");
     };
     opt.set_check_device_grads(false);
-    let ms = time_per_call(client, || step(opt)) * 1e3;
+    let (plain, plain_host) = time_and_enqueue(client, || step(opt));
     opt.set_check_device_grads(true);
-    let checked_ms = time_per_call(client, || step(opt)) * 1e3;
+    let (checked, checked_host) = time_and_enqueue(client, || step(opt));
     opt.set_check_device_grads(false);
     InPlace {
-        ms,
-        checked_ms,
+        ms: plain * 1e3,
+        host_ms: plain_host * 1e3,
+        checked_ms: checked * 1e3,
+        checked_host_ms: checked_host * 1e3,
         bytes_per_param,
     }
 }
