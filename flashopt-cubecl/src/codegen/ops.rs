@@ -44,15 +44,12 @@ pub fn div(a: f32, b: f32, #[comptime] approximate: bool, #[comptime] facts: Ope
 
 /// IEEE square root; zeros (which NVRTC's `sqrt` sends to its slow path) give
 /// themselves without it, unless the value ranges prove the operand positive. With
-/// `approximate`, `x * rsqrtf(x)` (zeros kept).
+/// `approximate`, `x * rsqrtf(x)` (zeros kept: the ranges hold for IEEE operands, and
+/// an approximate quotient may be zero where the exact one is not).
 #[cube]
 pub fn sqrt(x: f32, #[comptime] approximate: bool, #[comptime] positive: bool) -> f32 {
-    if positive {
-        if approximate {
-            x * f32::inverse_sqrt(x)
-        } else {
-            f32::sqrt(x)
-        }
+    if positive && !approximate {
+        f32::sqrt(x)
     } else {
         let zero = x == 0.0;
         if approximate {

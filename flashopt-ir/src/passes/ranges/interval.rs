@@ -21,6 +21,9 @@ pub struct Interval {
 
 const INF: f64 = f64::INFINITY;
 
+/// How far (in ulps) a library function's result may lie from the exact one.
+const LIBM_ULPS: usize = 4;
+
 /// The largest f32 at or below `x` (`-inf` for NaN, which only a bound computed
 /// from opposite infinities is).
 fn f32_down(x: f64) -> f64 {
@@ -147,6 +150,14 @@ impl Interval {
         self.contains_zero()
     }
 
+    /// No bound below zero (an exponential's results).
+    fn at_least_zero(self) -> Interval {
+        Interval {
+            lo: self.lo.max(0.0),
+            ..self
+        }
+    }
+
     /// The one non-NaN value, if the interval holds only it.
     pub(crate) fn single(self) -> Option<f64> {
         (self.lo == self.hi && !self.nan).then_some(self.lo)
@@ -224,8 +235,24 @@ impl Interval {
     }
 
     /// A function that never decreases, applied to both bounds (NaN where `nan`).
+    /// `exp`, `exp2` and `ln` are not correctly rounded (the GPU's may differ from
+    /// the CPU's by an ulp or two): their bounds are widened by [`LIBM_ULPS`].
     fn monotone(self, f: impl Fn(f64) -> f64, nan: bool) -> Interval {
-        Interval::rounded(f(self.lo), f(self.hi), nan)
+        let exact = Interval::rounded(f(self.lo), f(self.hi), nan);
+        let (mut lo, mut hi) = (exact.lo as f32, exact.hi as f32);
+        for _ in 0..LIBM_ULPS {
+            if lo > f32::NEG_INFINITY {
+                lo = -next_up(-lo);
+            }
+            if hi < f32::INFINITY {
+                hi = next_up(hi);
+            }
+        }
+        Interval {
+            lo: lo.into(),
+            hi: hi.into(),
+            nan,
+        }
     }
 
     /// `f32::min` / `f32::max`: a NaN operand gives the other one.
@@ -328,17 +355,17 @@ impl Interval {
             }
             Func1::Sqrt => self.sqrt(),
             Func1::Rsqrt => Interval::point(1.0) / self.sqrt(),
-            Func1::Exp => self.monotone(f64::exp, self.nan),
-            Func1::Exp2 => self.monotone(f64::exp2, self.nan),
+            Func1::Exp => self.monotone(f64::exp, self.nan).at_least_zero(),
+            Func1::Exp2 => self.monotone(f64::exp2, self.nan).at_least_zero(),
             Func1::Ln => {
                 if self.hi < 0.0 {
                     return Interval::ANY;
                 }
-                Interval::rounded(
-                    self.lo.max(0.0).ln(),
-                    self.hi.ln(),
-                    self.nan || self.lo < 0.0,
-                )
+                let at_least_zero = Interval {
+                    lo: self.lo.max(0.0),
+                    ..self
+                };
+                at_least_zero.monotone(f64::ln, self.nan || self.lo < 0.0)
             }
             Func1::ToFloat | Func1::HostF64 => Interval::rounded(self.lo, self.hi, self.nan),
         }

@@ -26,11 +26,25 @@ use crate::plan::Plan;
 use crate::program::{Inst, InstOp, IntOp, Program, ValueId, ValueType};
 use crate::types::Type;
 
-/// The largest step counter a range assumes (far beyond any run).
-const MAX_STEP: f64 = (1u64 << 62) as f64;
+/// The largest step counter (`t` is an i64 on the host).
+const MAX_STEP: f64 = i64::MAX as f64;
 
-/// The values a hyper-parameter may take (its checked range; never NaN).
-fn hyper_interval(def: &HyperParamDef) -> Interval {
+/// The values a hyper-parameter may take (its checked range; never NaN). One whose
+/// default follows another's takes that one's value unchecked when built with
+/// defaults: its range joins the other's.
+fn hyper_interval(defs: &[HyperParamDef], i: usize) -> Interval {
+    let def = &defs[i];
+    let own = declared_interval(def);
+    match &def.follows {
+        Some(source) => match defs[..i].iter().position(|d| &d.name == source) {
+            Some(j) => own.union(hyper_interval(defs, j)),
+            None => Interval::ANY,
+        },
+        None => own,
+    }
+}
+
+fn declared_interval(def: &HyperParamDef) -> Interval {
     if def.default.ty() == Type::Bool {
         return Interval::closed(0.0, 1.0);
     }
@@ -45,11 +59,13 @@ fn hyper_interval(def: &HyperParamDef) -> Interval {
     Interval::closed(lo, hi).unary(Func1::ToFloat)
 }
 
-fn const_value(c: Const) -> f64 {
+fn const_range(c: Const) -> Interval {
     match c {
-        Const::Float(x) => x,
-        Const::Int(x) => x as f64,
-        Const::Bool(x) => f64::from(u8::from(x)),
+        Const::Float(x) => Interval::point(x).unary(Func1::ToFloat),
+        // Beyond 2^53 an i64 is not an f64: no bound claimed.
+        Const::Int(x) if x.unsigned_abs() > 1 << 53 => Interval::ANY,
+        Const::Int(x) => Interval::point(x as f64),
+        Const::Bool(x) => Interval::point(f64::from(u8::from(x))),
     }
 }
 
@@ -62,8 +78,8 @@ pub fn scalar_ranges(plan: &Plan) -> Vec<Interval> {
     for (_, node) in graph.iter() {
         let v = |h: crate::graph::Handle| nodes[h.index()];
         let range = match node.op {
-            Op::Const(c) => Interval::point(const_value(c)).unary(Func1::ToFloat),
-            Op::Input(Input::Hyper(i)) => hyper_interval(&plan.hyper_params[i]),
+            Op::Const(c) => const_range(c),
+            Op::Input(Input::Hyper(i)) => hyper_interval(&plan.hyper_params, i),
             Op::Input(Input::Step) => Interval::closed(1.0, MAX_STEP),
             Op::Input(_) => Interval::ANY,
             // Integer division truncates: not the real quotient's range.

@@ -108,6 +108,15 @@ proptest! {
                 check(out, unary_f32(f, x), &format!("{}({x:?}) of {a}", f.name()))?;
             }
         }
+        for &x in &xs {
+            let bits = f64::from(x.to_bits() as i32);
+            let range = a.bits();
+            prop_assert!(range.lo <= bits && bits <= range.hi, "bits of {:?} outside {}", x, range);
+            for n in [1, 2, 3, 7, 40, 1000] {
+                let exponents = Interval::closed(1.0, 1000.0);
+                check(a.binary(Func2::Powi, exponents), crate::semantics::powi(x, n), "powi")?;
+            }
+        }
         for dtype in [FloatDtype::Bf16, FloatDtype::F16] {
             for &x in &xs {
                 check(a.round_to(dtype), round_to(dtype, x), "round")?;
