@@ -1,5 +1,6 @@
 //! Launching the fused step on a cubecl runtime (CUDA, HIP).
 
+use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -15,26 +16,62 @@ use crate::codegen::emit::{CUBE_DIM, TargetRuntime, settings};
 
 /// The fused step of one plan, as cubecl compiles and caches it. Kernels are cached by
 /// the plan's full text and shape: two plans share a kernel exactly when they print
-/// alike and spread over units alike.
+/// alike and spread over units alike. Every launch clones the kernel and asks its id,
+/// so both are cheap: one shared allocation, and a key hashed once.
 pub struct FusedStep<R: TargetRuntime> {
+    inner: Arc<FusedInner>,
+    runtime: PhantomData<R>,
+}
+
+struct FusedInner {
     plan: Arc<Plan>,
     shape: KernelShape,
-    key: String,
+    key: KernelKey,
+    layout: Vec<Buffer>,
     settings: KernelSettings,
     device: DeviceProperties,
     scheduling: Scheduling,
-    runtime: PhantomData<R>,
+}
+
+/// A kernel's cache key: the plan's text and shape, hashed once when the kernel is
+/// made (cubecl hashes and compares the key at every launch).
+#[derive(Clone)]
+struct KernelKey(Arc<(u64, String)>);
+
+impl KernelKey {
+    fn new(text: String) -> KernelKey {
+        // `DefaultHasher::new()` has fixed keys: the same text hashes alike in every
+        // run (cubecl's persistent kernel cache keys on it).
+        let mut hasher = std::hash::DefaultHasher::new();
+        text.hash(&mut hasher);
+        KernelKey(Arc::new((hasher.finish(), text)))
+    }
+}
+
+impl Hash for KernelKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.0.hash(state);
+    }
+}
+
+impl PartialEq for KernelKey {
+    fn eq(&self, other: &KernelKey) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for KernelKey {}
+
+impl std::fmt::Debug for KernelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.1)
+    }
 }
 
 impl<R: TargetRuntime> Clone for FusedStep<R> {
     fn clone(&self) -> Self {
         FusedStep {
-            plan: self.plan.clone(),
-            shape: self.shape,
-            key: self.key.clone(),
-            settings: self.settings.clone(),
-            device: self.device.clone(),
-            scheduling: self.scheduling,
+            inner: self.inner.clone(),
             runtime: PhantomData,
         }
     }
@@ -50,28 +87,32 @@ impl<R: TargetRuntime> FusedStep<R> {
         plan: Arc<Plan>,
         shape: KernelShape,
     ) -> FusedStep<R> {
-        FusedStep {
-            key: format!("{shape:?}\n{plan}"),
+        let inner = FusedInner {
+            key: KernelKey::new(format!("{shape:?}\n{plan}")),
+            layout: buffers(&plan, shape),
             shape,
             settings: settings(&plan),
             device: client.properties().clone(),
             scheduling: R::TARGET.scheduling(),
             plan,
+        };
+        FusedStep {
+            inner: Arc::new(inner),
             runtime: PhantomData,
         }
     }
 
     pub fn plan(&self) -> &Plan {
-        &self.plan
+        &self.inner.plan
     }
 
     /// The buffers to bind, in order.
-    pub fn buffers(&self) -> Vec<Buffer> {
-        buffers(&self.plan, self.shape)
+    pub fn buffers(&self) -> &[Buffer] {
+        &self.inner.layout
     }
 
     pub fn shape(&self) -> KernelShape {
-        self.shape
+        self.inner.shape
     }
 }
 
@@ -82,9 +123,9 @@ impl<R: TargetRuntime> KernelMetadata for FusedStep<R> {
 
     fn id(&self) -> KernelId {
         KernelId::new::<Self>()
-            .cube_dim(self.settings.cube_dim)
+            .cube_dim(self.inner.settings.cube_dim)
             .address_type(AddressType::U32)
-            .info(self.key.clone())
+            .info(self.inner.key.clone())
     }
 
     fn address_type(&self) -> StorageType {
@@ -94,12 +135,13 @@ impl<R: TargetRuntime> KernelMetadata for FusedStep<R> {
 
 impl<R: TargetRuntime> CubeKernel for FusedStep<R> {
     fn define(&self) -> KernelDefinition {
+        let inner = &self.inner;
         define(
-            &self.plan,
-            self.shape,
-            (R::target_properties(), self.scheduling),
-            &self.device,
-            self.settings.clone(),
+            &inner.plan,
+            inner.shape,
+            (R::target_properties(), inner.scheduling),
+            &inner.device,
+            inner.settings.clone(),
         )
     }
 }
@@ -141,7 +183,8 @@ pub unsafe fn launch_with_gradient_at<R: TargetRuntime>(
         "the gradient binding starts at or before the launch"
     );
     assert_eq!(
-        kernel.shape.gradient_regions, 1,
+        kernel.shape().gradient_regions,
+        1,
         "a kernel with several gradient regions launches through `launch_regions`"
     );
     unsafe {
@@ -184,7 +227,7 @@ pub unsafe fn launch_regions<R: TargetRuntime>(
     handles: &[(Handle, usize)],
     regions: &[GradientRegion],
 ) {
-    let most = kernel.shape.gradient_regions;
+    let most = kernel.shape().gradient_regions;
     assert!(
         !regions.is_empty() && regions.len() <= most,
         "1 to {most} gradient regions per launch, got {}",
@@ -265,7 +308,7 @@ unsafe fn launch_bound<R: TargetRuntime>(
     }
     let layout = kernel.buffers();
     assert_eq!(layout.len(), arrays.len(), "one handle per kernel buffer");
-    let mut launcher = KernelLauncher::<R>::new(kernel.settings.clone());
+    let mut launcher = KernelLauncher::<R>::new(kernel.inner.settings.clone());
     for (buffer, (handle, len)) in layout.iter().zip(arrays) {
         launcher.register_array(
             unsafe { ArrayArg::from_raw_parts(handle, len) },
@@ -280,8 +323,27 @@ unsafe fn launch_bound<R: TargetRuntime>(
         launcher.register_scalar(s);
     }
     let units = count
-        .checked_mul(kernel.shape.units_per_group() as u32)
+        .checked_mul(kernel.shape().units_per_group() as u32)
         .expect("fewer than 2^32 units per launch");
     let cubes = units.div_ceil(CUBE_DIM);
     unsafe { launcher.launch_unchecked(CubeCount::Static(cubes, 1, 1), kernel.clone(), client) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, RandomState};
+
+    use super::KernelKey;
+
+    #[test]
+    fn kernel_keys_are_equal_exactly_when_their_texts_are() {
+        let a = KernelKey::new("plan a".into());
+        let b = KernelKey::new("plan a".into());
+        let c = KernelKey::new("plan b".into());
+        let hasher = RandomState::new();
+        assert!(a == b && a == a.clone());
+        assert_eq!(hasher.hash_one(&a), hasher.hash_one(&b));
+        assert!(a != c);
+        assert_eq!(format!("{a:?}"), "plan a");
+    }
 }

@@ -169,7 +169,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         )?;
         let kernel = FusedStep::<R>::new(&client, core.plan().clone());
         let regions_kernel = regions_kernel(&client, core.plan(), &kernel);
-        let layout = kernel.buffers();
+        let layout = kernel.buffers().to_vec();
         let (segments, groups) = layout::segments(core.tensors());
         let mut opt = GpuOptimizer {
             client,
@@ -278,7 +278,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let shape = shape.with_gradient_regions(1).expect("one region");
         self.kernel = FusedStep::with_shape(&self.client, self.core.plan().clone(), shape);
         self.regions_kernel = regions_kernel(&self.client, self.core.plan(), &self.kernel);
-        self.layout = self.kernel.buffers();
+        self.layout = self.kernel.buffers().to_vec();
     }
 
     /// Opt in to approximate divisions and square roots ([`Arithmetic::Approximate`];
