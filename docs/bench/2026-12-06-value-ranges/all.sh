@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# One device command, when only one could be had: run.sh's timings (flashopt beside
-# flashoptim 0.1.4 and torch in the same session), then gpu.sh's ncu counters and GPU
-# tests in the time left. Same binaries (.dev/ranges.tar.xz) and .dev/pylib.tgz.
+# One device command: flashopt beside flashoptim 0.1.4 and torch's fused AdamW on the
+# same GPU, one after the other (flashopt-bench: AdamW-24 exact and approximate on 4M,
+# 268M, GPT-2 124M and Llama-3.1-8B x4, the copy ceiling in the same process, the
+# in-place lines; Lion-24 and SGD-24 on 268M; then scripts/bench_reference.py on the
+# same workloads), ncu's counters of the AdamW-24 step on 64M, and the GPU tests.
+# Binaries in .dev/ranges.tar.xz, built on the CPU machine and stripped:
+#   cargo test --release --features gpu-tests --test gpu --no-run   -> ranges/gpu-tests
+#   cargo build --release -p flashopt-bench                          -> ranges/flashopt-bench
+# flashoptim 0.1.4 unpacked into .dev/pylib (carried as .dev/pylib.tgz).
 set -uo pipefail
 out=${1:?OUT}
 W=/tmp/value-ranges
