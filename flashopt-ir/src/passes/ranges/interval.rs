@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use crate::graph::{Func1, Func2, Func3};
-use crate::program::IntOp;
 use crate::semantics::round_to;
 use crate::types::FloatDtype;
 
@@ -19,7 +17,7 @@ pub struct Interval {
     pub nan: bool,
 }
 
-const INF: f64 = f64::INFINITY;
+pub(super) const INF: f64 = f64::INFINITY;
 
 /// How far (in ulps) a library function's result may lie from the exact one.
 const LIBM_ULPS: usize = 4;
@@ -45,7 +43,7 @@ fn f32_up(x: f64) -> f64 {
 
 /// The next f32 above a non-NaN `f` below infinity (`f32::next_up`, stable only
 /// after this crate's minimum Rust).
-fn next_up(f: f32) -> f32 {
+pub(super) fn next_up(f: f32) -> f32 {
     if f == 0.0 {
         f32::from_bits(1)
     } else if f > 0.0 {
@@ -86,7 +84,7 @@ impl Interval {
     /// The results of an f32 operation whose exact results lie in `[lo, hi]` (each
     /// bound computed in f64 from f32 operands: any f64 rounding is far below an f32
     /// half ulp, so the f32 neighbours outward still bound the rounded results).
-    fn rounded(lo: f64, hi: f64, nan: bool) -> Interval {
+    pub(super) fn rounded(lo: f64, hi: f64, nan: bool) -> Interval {
         Interval {
             lo: f32_down(lo),
             hi: f32_up(hi),
@@ -133,7 +131,7 @@ impl Interval {
         }
     }
 
-    fn contains_zero(self) -> bool {
+    pub(super) fn contains_zero(self) -> bool {
         self.lo <= 0.0 && 0.0 <= self.hi
     }
 
@@ -142,16 +140,16 @@ impl Interval {
     }
 
     /// A value other than zero is possible (NaN counts: `select` takes it as true).
-    pub(crate) fn can_be_true(self) -> bool {
+    pub(super) fn can_be_true(self) -> bool {
         self.nan || self.lo != 0.0 || self.hi != 0.0
     }
 
-    pub(crate) fn can_be_false(self) -> bool {
+    pub(super) fn can_be_false(self) -> bool {
         self.contains_zero()
     }
 
     /// No bound below zero (an exponential's results).
-    fn at_least_zero(self) -> Interval {
+    pub(super) fn at_least_zero(self) -> Interval {
         Interval {
             lo: self.lo.max(0.0),
             ..self
@@ -159,11 +157,11 @@ impl Interval {
     }
 
     /// The one non-NaN value, if the interval holds only it.
-    pub(crate) fn single(self) -> Option<f64> {
+    pub(super) fn single(self) -> Option<f64> {
         (self.lo == self.hi && !self.nan).then_some(self.lo)
     }
 
-    fn of_truth(can_true: bool, can_false: bool) -> Interval {
+    pub(super) fn of_truth(can_true: bool, can_false: bool) -> Interval {
         match (can_true, can_false) {
             (true, false) => Interval::point(1.0),
             (false, true) => Interval::point(0.0),
@@ -237,7 +235,7 @@ impl Interval {
     /// A function that never decreases, applied to both bounds (NaN where `nan`).
     /// `exp`, `exp2` and `ln` are not correctly rounded (the GPU's may differ from
     /// the CPU's by an ulp or two): their bounds are widened by [`LIBM_ULPS`].
-    fn monotone(self, f: impl Fn(f64) -> f64, nan: bool) -> Interval {
+    pub(super) fn monotone(self, f: impl Fn(f64) -> f64, nan: bool) -> Interval {
         let exact = Interval::rounded(f(self.lo), f(self.hi), nan);
         let (mut lo, mut hi) = (exact.lo as f32, exact.hi as f32);
         for _ in 0..LIBM_ULPS {
@@ -256,7 +254,7 @@ impl Interval {
     }
 
     /// `f32::min` / `f32::max`: a NaN operand gives the other one.
-    fn min_max(self, b: Interval, pick: fn(f64, f64) -> f64) -> Interval {
+    pub(super) fn min_max(self, b: Interval, pick: fn(f64, f64) -> f64) -> Interval {
         let both = Interval {
             lo: pick(self.lo, b.lo),
             hi: pick(self.hi, b.hi),
@@ -284,7 +282,7 @@ impl Interval {
     }
 
     /// `a < b` (false for NaN), as 0 or 1.
-    fn less(self, b: Interval, or_equal: bool) -> Interval {
+    pub(super) fn less(self, b: Interval, or_equal: bool) -> Interval {
         let can_true = if or_equal {
             self.lo <= b.hi
         } else {
@@ -300,7 +298,7 @@ impl Interval {
         Interval::of_truth(can_true, can_false)
     }
 
-    fn equal(self, b: Interval) -> Interval {
+    pub(super) fn equal(self, b: Interval) -> Interval {
         let overlap = self.lo <= b.hi && b.lo <= self.hi;
         let same_point = matches!((self.single(), b.single()), (Some(x), Some(y)) if x == y);
         Interval::of_truth(overlap, !same_point || self.nan || b.nan)
@@ -328,153 +326,6 @@ impl Interval {
             lo: r(self.lo),
             hi: r(self.hi),
             nan: self.nan,
-        }
-    }
-
-    pub fn unary(self, f: Func1) -> Interval {
-        match f {
-            Func1::Neg => -self,
-            Func1::Abs => self.abs(),
-            Func1::Not => Interval::of_truth(self.can_be_false(), self.can_be_true()),
-            Func1::Sign => {
-                let mut out: Option<Interval> = None;
-                let mut add = |x: f64| {
-                    let p = Interval::point(x);
-                    out = Some(out.map_or(p, |o| o.union(p)));
-                };
-                if self.hi > 0.0 {
-                    add(1.0);
-                }
-                if self.lo < 0.0 {
-                    add(-1.0);
-                }
-                if self.contains_zero() || self.nan {
-                    add(0.0);
-                }
-                out.unwrap_or(Interval::point(0.0))
-            }
-            Func1::Sqrt => self.sqrt(),
-            Func1::Rsqrt => Interval::point(1.0) / self.sqrt(),
-            Func1::Exp => self.monotone(f64::exp, self.nan).at_least_zero(),
-            Func1::Exp2 => self.monotone(f64::exp2, self.nan).at_least_zero(),
-            Func1::Ln => {
-                if self.hi < 0.0 {
-                    return Interval::ANY;
-                }
-                let at_least_zero = Interval {
-                    lo: self.lo.max(0.0),
-                    ..self
-                };
-                at_least_zero.monotone(f64::ln, self.nan || self.lo < 0.0)
-            }
-            Func1::ToFloat | Func1::HostF64 => Interval::rounded(self.lo, self.hi, self.nan),
-        }
-    }
-
-    pub fn binary(self, f: Func2, b: Interval) -> Interval {
-        match f {
-            Func2::Add => self + b,
-            Func2::Sub => self - b,
-            Func2::Mul => self * b,
-            Func2::Div => self / b,
-            Func2::Lt => self.less(b, false),
-            Func2::Le => self.less(b, true),
-            Func2::Gt => b.less(self, false),
-            Func2::Ge => b.less(self, true),
-            Func2::Eq => self.equal(b),
-            Func2::Ne => {
-                let eq = self.equal(b);
-                Interval::of_truth(eq.lo == 0.0, eq.hi == 1.0)
-            }
-            Func2::And => Interval::of_truth(
-                self.can_be_true() && b.can_be_true(),
-                self.can_be_false() || b.can_be_false(),
-            ),
-            Func2::Or => Interval::of_truth(
-                self.can_be_true() || b.can_be_true(),
-                self.can_be_false() && b.can_be_false(),
-            ),
-            Func2::Min => self.min(b),
-            Func2::Max => self.max(b),
-            Func2::Powi => self.powi(b),
-            Func2::Powf => Interval::ANY,
-        }
-    }
-
-    /// `x^n` for integers `n >= 1`: every rounded product of factors in `[0, 1]` stays
-    /// in `[0, x]`, of factors at or above 1 at or above `x`; anything else, unbounded.
-    fn powi(self, n: Interval) -> Interval {
-        if self.nan || n.nan || n.lo < 1.0 {
-            return Interval::ANY;
-        }
-        if self.lo >= 0.0 && self.hi <= 1.0 {
-            return Interval::closed(0.0, self.hi);
-        }
-        if self.lo >= 1.0 {
-            return Interval::closed(self.lo, INF);
-        }
-        Interval::ANY
-    }
-
-    pub fn ternary(self, f: Func3, b: Interval, c: Interval) -> Interval {
-        match f {
-            Func3::Select => self.select(b, c),
-            Func3::Clamp => self.max(b).min(c),
-            Func3::Lerp => self + c * (b - self),
-            Func3::Fma => self.fma(b, c),
-        }
-    }
-
-    /// The i32 results of `op` (two's complement, wrapping: a bound outside i32
-    /// gives the whole range).
-    pub fn int_op(self, op: IntOp, b: Interval) -> Interval {
-        let (lo, hi) = match op {
-            IntOp::Add => (self.lo + b.lo, self.hi + b.hi),
-            IntOp::Sub => (self.lo - b.hi, self.hi - b.lo),
-            IntOp::Max => (self.lo.max(b.lo), self.hi.max(b.hi)),
-            IntOp::Shr => match b.single() {
-                Some(k) if (0.0..32.0).contains(&k) => {
-                    let shift = |x: f64| f64::from((x as i32) >> (k as u32));
-                    (shift(self.lo), shift(self.hi))
-                }
-                _ => return Interval::int_any(),
-            },
-            IntOp::And => match (self.lo >= 0.0, b.lo >= 0.0) {
-                (true, true) => (0.0, self.hi.min(b.hi)),
-                (true, false) => (0.0, self.hi),
-                (false, true) => (0.0, b.hi),
-                (false, false) => return Interval::int_any(),
-            },
-        };
-        let i32_range = f64::from(i32::MIN)..=f64::from(i32::MAX);
-        if i32_range.contains(&lo) && i32_range.contains(&hi) {
-            Interval::closed(lo, hi)
-        } else {
-            Interval::int_any()
-        }
-    }
-
-    pub fn int_any() -> Interval {
-        Interval::closed(f64::from(i32::MIN), f64::from(i32::MAX))
-    }
-
-    /// The bits of an f32, as i32: ordered like the values for positive ones.
-    pub fn bits(self) -> Interval {
-        if self.lo > 0.0 && !self.nan {
-            let b = |x: f64| f64::from((x as f32).to_bits() as i32);
-            Interval::closed(b(self.lo), b(self.hi))
-        } else {
-            Interval::int_any()
-        }
-    }
-
-    /// `2^k` built from its bits, exact for `k` in `-126..=127` (anything outside
-    /// builds other bits).
-    pub fn pow2(self) -> Interval {
-        if self.lo >= -126.0 && self.hi <= 127.0 {
-            Interval::closed(self.lo.exp2(), self.hi.exp2())
-        } else {
-            Interval::ANY
         }
     }
 }

@@ -14,6 +14,7 @@
 //!   (a division whose dividend is never zero, by a divisor that is positive, a
 //!   square root of a positive value).
 
+mod instructions;
 mod interval;
 #[cfg(test)]
 mod tests;
