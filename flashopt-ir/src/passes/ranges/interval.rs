@@ -95,13 +95,20 @@ impl Interval {
     /// The hull of candidate bounds (NaN candidates, from `0 * inf` or `inf / inf`,
     /// skipped: `nan` records them), rounded to f32.
     fn hull(candidates: &[f64], nan: bool) -> Interval {
-        let finite = candidates.iter().copied().filter(|x| !x.is_nan());
+        let exact = Interval::exact_hull(candidates.iter().copied(), nan);
+        Interval::rounded(exact.lo, exact.hi, exact.nan)
+    }
+
+    /// The smallest interval holding every non-NaN candidate (anything, if none is).
+    pub(super) fn exact_hull(candidates: impl Iterator<Item = f64> + Clone, nan: bool) -> Interval {
+        let finite = candidates.filter(|x| !x.is_nan());
         let lo = finite.clone().fold(INF, f64::min);
         let hi = finite.fold(-INF, f64::max);
         if lo > hi {
-            return Interval::ANY;
+            Interval::ANY
+        } else {
+            Interval { lo, hi, nan }
         }
-        Interval::rounded(lo, hi, nan)
     }
 
     pub fn union(self, other: Interval) -> Interval {
@@ -204,14 +211,7 @@ impl Interval {
             self.hi * b.lo,
             self.hi * b.hi,
         ];
-        let finite = c.iter().copied().filter(|x| !x.is_nan());
-        let lo = finite.clone().fold(INF, f64::min);
-        let hi = finite.fold(-INF, f64::max);
-        if lo > hi {
-            Interval::ANY
-        } else {
-            Interval { lo, hi, nan }
-        }
+        Interval::exact_hull(c.into_iter(), nan)
     }
 
     /// `a * b + c`, rounded once.

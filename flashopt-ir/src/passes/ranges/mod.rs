@@ -133,13 +133,14 @@ pub fn value_ranges(plan: &Plan, program: &Program) -> Vec<Interval> {
             InstOp::Fma(a, b, c) => v(a).fma(v(b), v(c)),
             InstOp::Round(dtype, a) => v(a).round_to(dtype),
             InstOp::Bits(a) => v(a).bits(),
-            InstOp::Int(IntOp::Sub, a, b) if halved(program, a, b).is_some() => {
+            InstOp::Int(op, a, b) => match (op, halved(program, a, b)) {
                 // `a - (a >> k)` never decreases with `a`: its bounds are the ends'.
-                let k = halved(program, a, b).unwrap_or(0);
-                let f = |x: f64| x - f64::from((x as i32) >> k);
-                Interval::closed(f(v(a).lo), f(v(a).hi))
-            }
-            InstOp::Int(op, a, b) => v(a).int_op(op, v(b)),
+                (IntOp::Sub, Some(k)) => {
+                    let f = |x: f64| x - f64::from((x as i32) >> k);
+                    Interval::closed(f(v(a).lo), f(v(a).hi))
+                }
+                _ => v(a).int_op(op, v(b)),
+            },
             InstOp::ToF32(a) => v(a).unary(Func1::ToFloat),
             InstOp::Pow2(a) => v(a).pow2(),
             // NaN lanes are skipped; a group of NaN gives -inf.
@@ -216,14 +217,7 @@ fn table_range(plan: &Plan, t: crate::program::TableId, codes: Interval) -> Inte
         read.extend(table.values.last());
     }
     let nan = read.iter().any(|x| x.is_nan());
-    let finite = read.iter().filter(|x| !x.is_nan()).map(|&x| f64::from(x));
-    let lo = finite.clone().fold(f64::INFINITY, f64::min);
-    let hi = finite.fold(f64::NEG_INFINITY, f64::max);
-    if lo > hi {
-        Interval::ANY
-    } else {
-        Interval { lo, hi, nan }
-    }
+    Interval::exact_hull(read.iter().map(|&x| f64::from(x)), nan)
 }
 
 /// `a` is above `b` for every pair of values, and equal values (if any) are not
@@ -235,7 +229,9 @@ fn above(a: Interval, b: Interval) -> bool {
 /// The value `op` always gives, if the ranges fix it: a constant or one operand.
 fn decision(op: InstOp, own: Interval, r: &[Interval]) -> Option<Decided> {
     let range = |v: ValueId| r[v.index()];
+    // `a` is what `max(a, b)` (`min(a, b)`) always gives.
     let kept = |a: ValueId, b: ValueId| !range(a).nan && above(range(a), range(b));
+    let kept_below = |a: ValueId, b: ValueId| !range(a).nan && above(range(b), range(a));
     match op {
         InstOp::Binary(
             Func2::Lt | Func2::Le | Func2::Gt | Func2::Ge | Func2::Eq | Func2::Ne,
@@ -243,12 +239,8 @@ fn decision(op: InstOp, own: Interval, r: &[Interval]) -> Option<Decided> {
         ) => own.single().map(|x| Decided::Constant(x as f32)),
         InstOp::Binary(Func2::Max, a, b) if kept(a, b) => Some(Decided::Operand(a)),
         InstOp::Binary(Func2::Max, a, b) if kept(b, a) => Some(Decided::Operand(b)),
-        InstOp::Binary(Func2::Min, a, b) if !range(a).nan && above(range(b), range(a)) => {
-            Some(Decided::Operand(a))
-        }
-        InstOp::Binary(Func2::Min, a, b) if !range(b).nan && above(range(a), range(b)) => {
-            Some(Decided::Operand(b))
-        }
+        InstOp::Binary(Func2::Min, a, b) if kept_below(a, b) => Some(Decided::Operand(a)),
+        InstOp::Binary(Func2::Min, a, b) if kept_below(b, a) => Some(Decided::Operand(b)),
         InstOp::Ternary(Func3::Select, c, a, b) => {
             match (range(c).can_be_true(), range(c).can_be_false()) {
                 (true, false) => Some(Decided::Operand(a)),
