@@ -189,15 +189,106 @@ optimizer! {
     }
 }
 
+optimizer! {
+    /// LAMB (You et al., 2019, "Large Batch Optimization for Deep Learning"): Adam's
+    /// update plus decoupled weight decay, scaled per tensor by the trust ratio
+    /// `||p|| / ||update||` (1 where either norm is 0), as timm's `Lamb` computes it
+    /// (bias-corrected moments, no trust clipping). The momentum is bounded by the
+    /// second moment as in [`AdamW`]: with 8-bit states one element stepped by
+    /// `m / eps` would also inflate the tensor's update norm and shrink every other
+    /// element's step.
+    ///
+    /// The two norms need every element before any is updated: the step reads the
+    /// parameter, gradient and states twice (a reduction phase, then the update).
+    #[flashopt(min_step = 0.1)]
+    pub Lamb {
+        /// Learning rate.
+        #[flashopt(learning_rate)]
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Decay of the first moment.
+        hyper b1: f32 = 0.9 in 0.0..1.0;
+        /// Decay of the second moment.
+        hyper b2: f32 = 0.999 in 0.0..1.0;
+        /// Added to the denominator.
+        hyper eps: f32 = 1e-6 in 0.0..;
+        /// Weight decay, added to the update before the trust ratio scales it.
+        hyper weight_decay: f32 = 1e-2 in 0.0..;
+        /// Keep the momentum within what the second moment allows exact Adam.
+        hyper bound_momentum: bool = true;
+        state m: signed;
+        state v: nonneg;
+
+        let moment = fma(m, b1, g * (1.0 - b1));
+        v = fma(v, b2, g * g * (1.0 - b2));
+        let bias1 = 1.0 - powi(b1, t);
+        let bias2 = 1.0 - powi(b2, t);
+        let root = (v / bias2).sqrt();
+        let r = b1 * b1 / b2;
+        let growth = if r == 1.0 { float(t) } else { (1.0 - powi(r, t)) / (1.0 - r) };
+        let limit = (1.0 - b1) * (growth * bias2 / (1.0 - b2)).sqrt() * 1.0001 * root;
+        m = if bound_momentum { clamp(moment, -limit, limit) } else { moment };
+        let update = (m / bias1) / (root + eps) + weight_decay * p;
+        let weight_norm = tensor_norm(p);
+        let update_norm = tensor_norm(update);
+        let trust = if weight_norm > 0.0 && update_norm > 0.0 { weight_norm / update_norm } else { 1.0 };
+        p = p - lr * trust * update;
+    }
+}
+
+optimizer! {
+    /// Cautious AdamW (Liang et al., 2024, "Cautious Optimizers"): AdamW's update
+    /// applied only where it agrees in sign with the gradient, rescaled by the
+    /// fraction of the tensor that agrees (`mask / max(mean(mask), 1e-3)`), as the
+    /// authors' `AdamW` with `cautious` computes it. Momentum bounded as in [`AdamW`].
+    #[flashopt(min_step = 0.1)]
+    pub CautiousAdamW {
+        /// Learning rate.
+        #[flashopt(learning_rate)]
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Decay of the first moment.
+        hyper b1: f32 = 0.9 in 0.0..1.0;
+        /// Decay of the second moment.
+        hyper b2: f32 = 0.999 in 0.0..1.0;
+        /// Added to the denominator.
+        hyper eps: f32 = 1e-8 in 0.0..;
+        /// Decoupled weight decay: `p *= 1 - weight_decay * lr` each step.
+        hyper weight_decay: f32 = 1e-2 in 0.0..;
+        /// Keep the momentum within what the second moment allows exact Adam.
+        hyper bound_momentum: bool = true;
+        state m: signed;
+        state v: nonneg;
+
+        let moment = fma(m, b1, g * (1.0 - b1));
+        v = fma(v, b2, g * g * (1.0 - b2));
+        let bias1 = 1.0 - powi(b1, t);
+        let bias2 = 1.0 - powi(b2, t);
+        let root = (v / bias2).sqrt();
+        let r = b1 * b1 / b2;
+        let growth = if r == 1.0 { float(t) } else { (1.0 - powi(r, t)) / (1.0 - r) };
+        let limit = (1.0 - b1) * (growth * bias2 / (1.0 - b2)).sqrt() * 1.0001 * root;
+        m = if bound_momentum { clamp(moment, -limit, limit) } else { moment };
+        let update = (m / bias1) / (root + eps);
+        let agrees = if update * g > 0.0 { 1.0 } else { 0.0 };
+        let mask = agrees / max(tensor_mean(agrees), 1e-3);
+        p = p * (1.0 - f64(weight_decay * lr)) - lr * (update * mask);
+    }
+}
+
 /// The shipped optimizers' names, as `by_name` takes them. Each is flashoptim
 /// 0.1.4's, operation by operation (Adam and AdamW with `bound_momentum: false`; Lion,
 /// Sgd and SgdW under `NearestRounding`).
 pub const NAMES: [&str; 5] = ["adamw", "adam", "lion", "sgd", "sgdw"];
 
-/// A shipped optimizer's definition by its name (`adamw`, `adam`, `lion`, `sgd`, `sgdw`).
+/// The shipped optimizers that reduce over each tensor (no flashoptim counterpart).
+pub const REDUCING_NAMES: [&str; 2] = ["lamb", "cautious_adamw"];
+
+/// A shipped optimizer's definition by its name (one of [`NAMES`] or
+/// [`REDUCING_NAMES`]).
 pub fn by_name(name: &str) -> Option<flashopt_ir::OptimizerDef> {
     use flashopt_ir::OptimizerSpec;
     Some(match name {
+        "lamb" => Lamb::definition(),
+        "cautious_adamw" => CautiousAdamW::definition(),
         "adamw" => AdamW::definition(),
         "adam" => Adam::definition(),
         "lion" => Lion::definition(),

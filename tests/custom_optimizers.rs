@@ -7,7 +7,7 @@ mod optimizers;
 mod problems;
 
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
-use optimizers::{Adan, Signum, SophiaClip};
+use optimizers::{Adan, Lars, Signum, SophiaClip};
 use problems::{LeastSquares, Rosenbrock, train};
 
 /// The loss falls by at least `factor`, judged on the mean of the last 20 steps.
@@ -85,6 +85,22 @@ fn sophia_clip_trains() {
         3000,
     );
     assert_falls("sophia / rosenbrock", &losses, 1e2);
+}
+
+#[test]
+fn lars_trains() {
+    let losses = train(
+        &Lars {
+            lr: 1.0,
+            ..Lars::default()
+        },
+        &LeastSquares::new(128, 32, 5),
+        400,
+    );
+    assert_falls("lars / least squares", &losses, 1e2);
+    // Its norms make it a plan of two passes over memory.
+    let plan = Lars::plan(PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    assert_eq!((plan.reductions.len(), plan.phases.len()), (2, 1));
 }
 
 #[test]

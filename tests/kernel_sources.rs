@@ -121,11 +121,15 @@ fn the_cli_refuses_what_it_does_not_know() {
         &["unexpected argument '--unknown'"],
     );
     refused(
-        &["emit", "lamb", "--target", "cuda"],
+        &["emit", "adafactor", "--target", "cuda"],
         &[
-            "invalid value 'lamb'",
-            "shipped: adamw, adam, lion, sgd, sgdw",
+            "invalid value 'adafactor'",
+            "shipped: adamw, adam, lion, sgd, sgdw, lamb, cautious_adamw",
         ],
+    );
+    refused(
+        &["emit", "adamw", "--target", "cuda", "--phase", "0"],
+        &["`adamw` has 0 reduction phase(s); there is no phase 0"],
     );
     refused(
         &["emit", "adamw", "--target", "cuda", "--lanes", "5"],
@@ -366,5 +370,39 @@ fn host_scalars_are_read_four_at_a_time() {
             stride / SCALAR_VECTOR,
             "{name} {label}: one load per four scalars"
         );
+    }
+}
+
+/// Every pass of the reducing optimizers compiles for both targets: the phase
+/// kernels shuffle f64 group values across a group's units and write one per group,
+/// and neither they nor the step store what the other stores.
+#[test]
+fn reduction_phase_kernels() {
+    use flashopt_cubecl::codegen::emit::emit_pass;
+    for name in optimizers::REDUCING_NAMES {
+        let plan = flashopt::ir::compile(
+            &optimizers::by_name(name).unwrap(),
+            PlanConfig::bf16(MasterMode::Int8),
+        )
+        .unwrap();
+        let layout = buffers(&plan, KernelShape::default());
+        let partials = slot(&layout, Binding::Partials);
+        let partials_array = format!("buffer_{partials}[");
+        for target in [Target::Cuda, Target::Hip] {
+            let phase = emit_pass(&plan, 0, target, KernelShape::default()).unwrap();
+            let step = emit_pass(&plan, 1, target, KernelShape::default()).unwrap();
+            assert!(
+                phase.contains("double"),
+                "{name} {target:?}: f64 terms\n{phase}"
+            );
+            assert!(
+                phase.contains(&partials_array) && !step.contains(&partials_array),
+                "{name} {target:?}: only the phase writes the partial values\n{phase}"
+            );
+            // The phase stores no part; the step stores the parameter.
+            let param = format!("buffer_{}[", slot(&layout, Binding::Part(0)));
+            let stores = |s: &str| s.lines().any(|l| l.trim_start().starts_with(&param));
+            assert!(!stores(&phase) && stores(&step), "{name} {target:?}");
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! Reviewed snapshots of every shipped optimizer: the validated rule, the host
 //! scalars, the per-element code the macro emits, and the lowered plan (every part
-//! and every instruction a step runs) at 24-bit; AdamW's also at 32-bit, without a
+//! and every instruction a step runs, reduction phases included) at 24-bit; AdamW's also at 32-bit, without a
 //! correction, with f16 and f32 parameters and with a gradient scale, and its decode
 //! and init programs. Each codec's lowering alone is in `flashopt-ir/tests/lowering.rs`.
 
 use flashopt::ir::{OptimizerDef, compile, prepare, validate};
-use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::optimizers::{Adam, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 
 fn shipped() -> Vec<(OptimizerDef, &'static str)> {
@@ -15,6 +15,11 @@ fn shipped() -> Vec<(OptimizerDef, &'static str)> {
         (Lion::definition(), Lion::ELEMENT_RULE_TOKENS),
         (Sgd::definition(), Sgd::ELEMENT_RULE_TOKENS),
         (SgdW::definition(), SgdW::ELEMENT_RULE_TOKENS),
+        (Lamb::definition(), Lamb::ELEMENT_RULE_TOKENS),
+        (
+            CautiousAdamW::definition(),
+            CautiousAdamW::ELEMENT_RULE_TOKENS,
+        ),
     ]
 }
 

@@ -358,3 +358,29 @@ fn ranks_that_disagree_fail_together_instead_of_hanging() {
         refused[1]
     );
 }
+
+/// A plan that reduces over each tensor is refused by every rank, naming what it
+/// reduces (a tensor's pieces lie on several ranks).
+#[test]
+fn reducing_optimizers_are_refused_with_the_reason() {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = LocalCollective::world_of(2)
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let a = vec![0.5f32; 40];
+                    let tensors: [(&str, &[f32]); 1] = [("a", &a)];
+                    let lamb = flashopt::optimizers::Lamb::default();
+                    match ShardedCpuOptimizer::for_spec(&lamb, config, &tensors, c) {
+                        Ok(_) => "built".to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused = "`lamb` reduces over each tensor (tensor_norm, tensor_norm), which ZeRO-1 sharding does not support yet (a tensor's pieces lie on several ranks): use one optimizer per rank";
+    assert_eq!(errors, [refused, refused]);
+}

@@ -9,7 +9,7 @@ mod optimizers;
 mod problems;
 
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
-use optimizers::{Adan, Signum, SophiaClip};
+use optimizers::{Adan, Lars, Signum, SophiaClip};
 use problems::{LeastSquares, Problem, Rosenbrock, train};
 
 fn report<S: OptimizerSpec>(spec: &S, problem: &dyn Problem, label: &str, steps: usize) {
@@ -49,6 +49,15 @@ fn main() {
         &SophiaClip {
             lr: 1e-2,
             ..SophiaClip::default()
+        },
+        &least_squares,
+        "least squares",
+        600,
+    );
+    report(
+        &Lars {
+            lr: 1.0,
+            ..Lars::default()
         },
         &least_squares,
         "least squares",

@@ -62,3 +62,24 @@ optimizer! {
         p = p * (1.0 - lr * weight_decay) - lr * clamp(m / max(rho * h, eps), -1.0, 1.0);
     }
 }
+
+optimizer! {
+    /// LARS (You et al. 2017): momentum SGD whose step is scaled per tensor by
+    /// `trust * ||p|| / ||g + weight_decay * p||`, so every layer moves by a similar
+    /// fraction of its norm. Two per-tensor reductions; the compiler adds a pass.
+    pub Lars {
+        #[flashopt(learning_rate)]
+        hyper lr: f32 = 0.1 in 0.0..;
+        hyper momentum: f32 = 0.9 in 0.0..1.0;
+        hyper weight_decay: f32 = 1e-4 in 0.0..;
+        hyper trust: f32 = 1e-2 in 0.0..;
+        state m: signed;
+
+        let update = g + weight_decay * p;
+        let weights = tensor_norm(p);
+        let size = tensor_norm(update);
+        let ratio = if weights > 0.0 && size > 0.0 { trust * weights / size } else { 1.0 };
+        m = momentum * m + lr * ratio * update;
+        p = p - m;
+    }
+}

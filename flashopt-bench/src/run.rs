@@ -7,7 +7,7 @@ use std::time::Instant;
 use flashopt::GpuOptimizer;
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
-use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::optimizers::{Adam, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
 use flashopt::{MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl;
@@ -318,6 +318,15 @@ fn dispatch<R: HostTransfers>(
             grads,
             shape,
         ),
+        "Lamb" => measure(client, &Lamb::default(), master, workload, grads, shape),
+        "CautiousAdamW" => measure(
+            client,
+            &CautiousAdamW::default(),
+            master,
+            workload,
+            grads,
+            shape,
+        ),
         other => Err(format!("no optimizer `{other}`")),
     }
 }
@@ -332,7 +341,7 @@ fn sgd() -> Sgd {
 
 /// The `-flashoptim` variants are flashoptim's arithmetic: AdamW without its momentum
 /// bound, Lion and SGD with their momentum codes rounded to nearest (not dithered).
-pub const OPTIMIZERS: [&str; 8] = [
+pub const OPTIMIZERS: [&str; 10] = [
     "AdamW",
     "Adam",
     "Lion",
@@ -341,6 +350,8 @@ pub const OPTIMIZERS: [&str; 8] = [
     "AdamW-flashoptim",
     "Lion-flashoptim",
     "SGD-flashoptim",
+    "Lamb",
+    "CautiousAdamW",
 ];
 pub const MASTERS: [(&str, MasterMode); 3] = [
     ("24", MasterMode::Int8),

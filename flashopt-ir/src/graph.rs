@@ -252,6 +252,49 @@ impl Func {
     }
 }
 
+/// A reduction over every element of a tensor: one value per tensor and step, which
+/// the rule reads like a host scalar. [`crate::semantics::reduction`] fixes the order
+/// of its arithmetic, so the CPU reference and the GPU agree bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// `tensor_sum(x)`.
+    Sum,
+    /// `tensor_mean(x)`: the sum over the element count.
+    Mean,
+    /// `tensor_max(x)`: the largest value; NaN if any is.
+    Max,
+    /// `tensor_norm(x)`: the Euclidean norm, squares summed in f64 (exact squares, no
+    /// overflow), the root taken in f64.
+    Norm,
+    /// `tensor_rms(x)`: the root of the mean square, as `Norm` over the count.
+    Rms,
+}
+
+impl Reduction {
+    pub const ALL: [Reduction; 5] = [
+        Reduction::Sum,
+        Reduction::Mean,
+        Reduction::Max,
+        Reduction::Norm,
+        Reduction::Rms,
+    ];
+
+    /// The function a rule calls.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduction::Sum => "tensor_sum",
+            Reduction::Mean => "tensor_mean",
+            Reduction::Max => "tensor_max",
+            Reduction::Norm => "tensor_norm",
+            Reduction::Rms => "tensor_rms",
+        }
+    }
+
+    pub fn by_name(name: &str) -> Option<Reduction> {
+        Reduction::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     Const(Const),
@@ -259,6 +302,8 @@ pub enum Op {
     Unary(Func1, Handle),
     Binary(Func2, Handle, Handle),
     Ternary(Func3, Handle, Handle, Handle),
+    /// A per-tensor reduction of a per-element value.
+    Reduce(Reduction, Handle),
 }
 
 impl Op {
@@ -266,7 +311,7 @@ impl Op {
     pub fn operands(&self) -> Vec<Handle> {
         match *self {
             Op::Const(_) | Op::Input(_) => vec![],
-            Op::Unary(_, a) => vec![a],
+            Op::Unary(_, a) | Op::Reduce(_, a) => vec![a],
             Op::Binary(_, a, b) => vec![a, b],
             Op::Ternary(_, a, b, c) => vec![a, b, c],
         }
@@ -277,6 +322,7 @@ impl Op {
         match *self {
             Op::Const(_) | Op::Input(_) => *self,
             Op::Unary(func, a) => Op::Unary(func, f(a)),
+            Op::Reduce(r, a) => Op::Reduce(r, f(a)),
             Op::Binary(func, a, b) => Op::Binary(func, f(a), f(b)),
             Op::Ternary(func, a, b, c) => Op::Ternary(func, f(a), f(b), f(c)),
         }

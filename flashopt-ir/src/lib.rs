@@ -46,6 +46,7 @@ pub mod passes;
 pub mod plan;
 mod print;
 pub mod program;
+pub mod reduction;
 pub mod semantics;
 pub mod types;
 pub mod validate;
@@ -201,7 +202,7 @@ pub fn compile(def: &OptimizerDef, config: PlanConfig) -> Result<Plan, CompileEr
         optimizer: def.name.clone(),
         error,
     })?;
-    let plan = passes::scale_grad(&passes::optimize(&plan));
+    let plan = passes::phases::split(&passes::scale_grad(&passes::optimize(&plan)));
     if let Err(e) = verify::verify(&plan) {
         panic!("flashopt made a plan that does not verify (a compiler bug): {e}\n{plan}");
     }

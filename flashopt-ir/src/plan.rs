@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::def::{HyperParamDef, Value};
-use crate::graph::Const;
+use crate::graph::{Const, Reduction};
 use crate::hyper::HyperValues;
 use crate::layout::{Extent, Part, PartId, Role};
 use crate::passes::HostProgram;
@@ -86,8 +86,17 @@ pub struct Plan {
     pub parts: Vec<Part>,
     /// Code tables the programs look up ([`crate::passes::code_tables`]).
     pub tables: Vec<CodeTable>,
-    /// One step of one element: loads, decodes, the rule, encodes, stores.
+    /// One step of one element: loads, decodes, the rule, encodes, stores. With
+    /// reductions, it reads their values (`InstOp::Reduced`) and runs after
+    /// [`Plan::phases`].
     pub step: Program,
+    /// The rule's per-tensor reductions, by slot (`InstOp::Reduce(k, ..)`).
+    pub reductions: Vec<Reduction>,
+    /// Passes over each tensor before the step, in order ([`crate::passes::phases`]):
+    /// each computes the terms of its reductions (`InstOp::Reduce`) and stores
+    /// nothing; a phase reads the values of earlier phases' reductions. Empty without
+    /// reductions.
+    pub phases: Vec<Program>,
     /// Reads the resident parts; output 0 is the f32 master weight, output `1 + k`
     /// state `k`'s f32 value.
     pub decode: Program,
@@ -145,6 +154,7 @@ impl Plan {
             let u = match inst.op {
                 InstOp::Load(p) => self.part(p).extent == Extent::Group,
                 InstOp::GroupMax(_)
+                | InstOp::Reduced(_)
                 | InstOp::Scalar(_)
                 | InstOp::Const(_)
                 | InstOp::IntConst(_) => true,
@@ -156,34 +166,47 @@ impl Plan {
         uniform
     }
 
+    /// The passes over memory of one step, in order: the reduction phases, then
+    /// the step.
+    pub fn passes(&self) -> impl Iterator<Item = &Program> {
+        self.phases.iter().chain(std::iter::once(&self.step))
+    }
+
     /// Per-parameter traffic of one step, group parts amortized over full groups:
-    /// what the step program loads and stores.
+    /// what its passes load and store (a reduction phase reads again what it needs;
+    /// its per-group partial sums, 8 bytes per 32 elements and reduction, are not
+    /// counted).
     pub fn traffic(&self) -> Traffic {
         let mut t = Traffic {
             read: 0.0,
             write: 0.0,
         };
-        for (id, part) in self.part_ids() {
-            if self.step.reads(id) {
-                t.read += part.bytes_per_element();
-            }
-            if self.step.writes(id) {
-                t.write += part.bytes_per_element();
+        for program in self.passes() {
+            for (id, part) in self.part_ids() {
+                if program.reads(id) {
+                    t.read += part.bytes_per_element();
+                }
+                if program.writes(id) {
+                    t.write += part.bytes_per_element();
+                }
             }
         }
         t
     }
 
-    /// Exact bytes (read, written) by one step of a tensor of `n` elements.
+    /// Exact bytes (read, written) by one step of a tensor of `n` elements (as
+    /// [`Plan::traffic`] counts them).
     pub fn bytes_for(&self, n: usize) -> (u64, u64) {
         let (mut read, mut write) = (0, 0);
-        for (id, part) in self.part_ids() {
-            let bytes = part.bytes(n) as u64;
-            if self.step.reads(id) {
-                read += bytes;
-            }
-            if self.step.writes(id) {
-                write += bytes;
+        for program in self.passes() {
+            for (id, part) in self.part_ids() {
+                let bytes = part.bytes(n) as u64;
+                if program.reads(id) {
+                    read += bytes;
+                }
+                if program.writes(id) {
+                    write += bytes;
+                }
             }
         }
         (read, write)
@@ -233,6 +256,7 @@ impl Plan {
     pub fn with_programs(&self, mut f: impl FnMut(&Program) -> Program) -> Plan {
         Plan {
             step: f(&self.step),
+            phases: self.phases.iter().map(&mut f).collect(),
             decode: f(&self.decode),
             init: f(&self.init),
             ..self.clone()

@@ -47,6 +47,7 @@ fn expr_text(g: &Graph, h: Handle, names: &dyn Fn(Input) -> String) -> String {
             expr_text(g, b, names),
             expr_text(g, c, names)
         ),
+        Op::Reduce(r, a) => format!("{}({})", r.name(), expr_text(g, a, names)),
     }
 }
 
@@ -78,6 +79,7 @@ fn op_text(op: Op, names: &dyn Fn(Input) -> String) -> String {
         Op::Unary(f, a) => format!("{} {a}", f.name()),
         Op::Binary(f, a, b) => format!("{} {a}, {b}", f.name()),
         Op::Ternary(f, a, b, c) => format!("{} {a}, {b}, {c}", f.name()),
+        Op::Reduce(r, a) => format!("{} {a}", r.name()),
     }
 }
 
@@ -166,6 +168,8 @@ pub(crate) fn inst_text(op: InstOp, plan: &Plan) -> String {
         InstOp::Pow2(a) => format!("pow2 {a}"),
         InstOp::GroupMax(a) => format!("group_max {a}"),
         InstOp::Table(t, a) => format!("table T{}[{a}]", t.index()),
+        InstOp::Reduce(k, a) => format!("reduce R{k}, {a}"),
+        InstOp::Reduced(k) => format!("R{k}"),
     }
 }
 
@@ -238,6 +242,16 @@ impl fmt::Display for Plan {
         }
         for (i, t) in self.tables.iter().enumerate() {
             writeln!(f, "  T{i}: codes {}..={}: {}", t.first, t.last(), t.source)?;
+        }
+        if !self.reductions.is_empty() {
+            writeln!(f, "reductions (per tensor, f64 pairwise; read as R<k>):")?;
+        }
+        for (k, r) in self.reductions.iter().enumerate() {
+            writeln!(f, "  R{k}: {}", r.name())?;
+        }
+        for (p, phase) in self.phases.iter().enumerate() {
+            writeln!(f, "phase {p} (per element; stores nothing):")?;
+            program_text(f, self, phase)?;
         }
         writeln!(f, "step (per element):")?;
         program_text(f, self, &self.step)?;

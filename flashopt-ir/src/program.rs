@@ -140,14 +140,22 @@ pub enum InstOp {
     GroupMax(ValueId),
     /// `table.values[c - table.first]` for an i32 code `c`.
     Table(TableId, ValueId),
+    /// This element's term of the plan's reduction `k` (`Plan::reductions`): an
+    /// effect of a reduction phase (`Plan::phases`), summed over the tensor in the
+    /// order [`crate::semantics::reduction`] fixes.
+    Reduce(usize, ValueId),
+    /// The value of reduction `k` for this element's tensor, computed by an earlier
+    /// phase: the same on every element of the tensor.
+    Reduced(usize),
 }
 
 impl InstOp {
     pub fn operands(&self) -> Vec<ValueId> {
         use InstOp::*;
         match *self {
-            Load(_) | Input(_) | Scalar(_) | Const(_) | IntConst(_) => vec![],
+            Load(_) | Input(_) | Scalar(_) | Const(_) | IntConst(_) | Reduced(_) => vec![],
             Store(_, a)
+            | Reduce(_, a)
             | Output(_, a)
             | Unary(_, a)
             | Floor(a)
@@ -166,8 +174,9 @@ impl InstOp {
     pub fn map_operands(&self, mut f: impl FnMut(ValueId) -> ValueId) -> InstOp {
         use InstOp::*;
         match *self {
-            op @ (Load(_) | Input(_) | Scalar(_) | Const(_) | IntConst(_)) => op,
+            op @ (Load(_) | Input(_) | Scalar(_) | Const(_) | IntConst(_) | Reduced(_)) => op,
             Store(p, a) => Store(p, f(a)),
+            Reduce(k, a) => Reduce(k, f(a)),
             Output(k, a) => Output(k, f(a)),
             Unary(g, a) => Unary(g, f(a)),
             Floor(a) => Floor(f(a)),
@@ -184,9 +193,12 @@ impl InstOp {
         }
     }
 
-    /// Stores and outputs: kept whether or not anything reads them.
+    /// Stores, outputs and reduction terms: kept whether or not anything reads them.
     pub fn is_effect(&self) -> bool {
-        matches!(self, InstOp::Store(..) | InstOp::Output(..))
+        matches!(
+            self,
+            InstOp::Store(..) | InstOp::Output(..) | InstOp::Reduce(..)
+        )
     }
 }
 

@@ -352,6 +352,8 @@ pub fn lane_op(op: &InstOp, args: [u32; 3]) -> Option<u32> {
         | InstOp::Output(..)
         | InstOp::Scalar(_)
         | InstOp::GroupMax(_)
+        | InstOp::Reduce(..)
+        | InstOp::Reduced(_)
         | InstOp::Table(..) => return None,
     })
 }

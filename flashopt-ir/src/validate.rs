@@ -8,7 +8,7 @@ use std::fmt;
 use crate::def::{
     Expr, ExprKind, HyperParamDef, Literal, OptimizerDef, Range, Span, Stmt, UnaryOp, Value,
 };
-use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op};
+use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op, Reduction};
 use crate::types::{Codec, Rounding, StateKind, Type};
 
 /// A declared state, its codec resolved.
@@ -211,7 +211,7 @@ impl Validator<'_> {
             !live[n.index()]
                 || !matches!(
                     node.op,
-                    Op::Input(Input::Param | Input::Grad | Input::State(_))
+                    Op::Input(Input::Param | Input::Grad | Input::State(_)) | Op::Reduce(..)
                 )
         })
     }
@@ -588,12 +588,17 @@ impl Validator<'_> {
     }
 
     fn call(&mut self, name: &str, args: &[Expr], span: Span) -> Typed {
+        if let Some(r) = Reduction::by_name(name) {
+            return self.reduction(r, args, span);
+        }
         let Some(func) = Func::by_name(name) else {
+            let reductions: Vec<&str> = Reduction::ALL.iter().map(|r| r.name()).collect();
             self.error(
                 span,
                 format!(
-                    "unsupported function `{name}`; the built-ins are: {}",
-                    Func::NAMES.join(", ")
+                    "unsupported function `{name}`; the built-ins are: {}; the reductions: {}",
+                    Func::NAMES.join(", "),
+                    reductions.join(", ")
                 ),
             );
             return None;
@@ -682,6 +687,40 @@ impl Validator<'_> {
                 ))
             }
         }
+    }
+}
+
+impl Validator<'_> {
+    /// `tensor_sum(x)` and the other reductions: one f32 argument that varies per
+    /// element.
+    fn reduction(&mut self, r: Reduction, args: &[Expr], span: Span) -> Typed {
+        let name = r.name();
+        if args.len() != 1 {
+            self.error(
+                span,
+                format!("`{name}` takes 1 argument, found {}", args.len()),
+            );
+            return None;
+        }
+        let (h, t) = self.expr_as(&args[0], Type::F32)?;
+        if t != Type::F32 {
+            self.error(
+                span,
+                format!("type mismatch: `{name}` takes (f32), found ({t})"),
+            );
+            return None;
+        }
+        if self.is_uniform(h) {
+            self.error(
+                span,
+                format!(
+                    "`{name}` of a value that is the same for every element (it uses only \
+                     hyper-parameters, `t` and constants): reduce a value of `p`, `g` or a state"
+                ),
+            );
+            return None;
+        }
+        Some((self.graph.add(Op::Reduce(r, h), Type::F32), Type::F32))
     }
 }
 

@@ -4,7 +4,8 @@
 //! have their part's type; nothing stores the gradient; no part is loaded after it is
 //! stored (so a back end may load everything first and store everything last); a
 //! per-group part is stored a value that is the same on every lane of the group;
-//! tables and host scalars exist.
+//! tables and host scalars exist. Each reduction has its terms in exactly one phase,
+//! phases store nothing, and a program reads only reductions of earlier phases.
 
 use crate::layout::{Extent, Role};
 use crate::plan::Plan;
@@ -45,19 +46,59 @@ pub fn verify(plan: &Plan) -> Result<(), VerifyError> {
             "the parameter must be the first part".into(),
         ));
     }
-    for (name, program, is_step) in [
-        ("step", &plan.step, true),
-        ("decode", &plan.decode, false),
-        ("init", &plan.init, false),
+    // Which reductions a program may read: those of the phases before it.
+    let reductions = plan.reductions.len();
+    let mut computed = vec![false; reductions];
+    for (p, phase) in plan.phases.iter().enumerate() {
+        let mut available = computed.clone();
+        verify_program(plan, phase, Pass::Phase(&mut available))
+            .map_err(|(inst, message)| fail("phase", inst, message))?;
+        if phase.stores().next().is_some() {
+            return Err(fail("phase", p, "a reduction phase stores nothing".into()));
+        }
+        // `available` now also marks the reductions this phase computed.
+        for k in 0..reductions {
+            if available[k] && !computed[k] {
+                computed[k] = true;
+            }
+        }
+    }
+    if let Some(k) = computed.iter().position(|c| !c) {
+        return Err(fail(
+            "phase",
+            0,
+            format!("no phase computes reduction R{k}"),
+        ));
+    }
+    for (name, program, pass) in [
+        ("step", &plan.step, Pass::Step(&computed)),
+        ("decode", &plan.decode, Pass::Other),
+        ("init", &plan.init, Pass::Other),
     ] {
-        verify_program(plan, program, is_step)
-            .map_err(|(inst, message)| fail(name, inst, message))?;
+        verify_program(plan, program, pass).map_err(|(inst, message)| fail(name, inst, message))?;
     }
     Ok(())
 }
 
-fn verify_program(plan: &Plan, program: &Program, is_step: bool) -> Result<(), (usize, String)> {
+/// Which program is verified, and what it knows of reductions.
+enum Pass<'a> {
+    /// The step: reads every reduction (`true` where a phase computes it).
+    Step(&'a [bool]),
+    /// A reduction phase: reads the reductions marked (earlier phases'); marks those
+    /// it computes, each once.
+    Phase(&'a mut Vec<bool>),
+    /// Decode and init: no gradient, no reductions.
+    Other,
+}
+
+fn verify_program(plan: &Plan, program: &Program, mut pass: Pass) -> Result<(), (usize, String)> {
     use ValueType::{F32, I32, Unit};
+    let is_step = !matches!(pass, Pass::Other);
+    let readable: Vec<bool> = match &pass {
+        Pass::Step(computed) => computed.to_vec(),
+        Pass::Phase(available) => available.to_vec(),
+        Pass::Other => Vec::new(),
+    };
     let uniform = plan.uniform_over_group(program);
     let mut stored = vec![false; plan.parts.len()];
     for (i, inst) in program.insts.iter().enumerate() {
@@ -109,6 +150,23 @@ fn verify_program(plan: &Plan, program: &Program, is_step: bool) -> Result<(), (
                 (vec![], F32)
             }
             InstOp::IntConst(_) => (vec![], I32),
+            InstOp::Reduced(k) => {
+                if !readable.get(k).copied().unwrap_or(false) {
+                    return Err((i, format!("reads R{k}, which no earlier phase computes")));
+                }
+                (vec![], F32)
+            }
+            InstOp::Reduce(k, _) => {
+                let Pass::Phase(available) = &mut pass else {
+                    return Err((i, "only a reduction phase holds terms".into()));
+                };
+                match available.get(k) {
+                    None => return Err((i, format!("reduction R{k} does not exist"))),
+                    Some(true) => return Err((i, format!("R{k} is reduced twice"))),
+                    Some(false) => available[k] = true,
+                }
+                (vec![F32], Unit)
+            }
             InstOp::Unary(..) | InstOp::Floor(_) | InstOp::Round(..) | InstOp::GroupMax(_) => {
                 (vec![F32], F32)
             }

@@ -1,6 +1,7 @@
 //! Every validation error names the item and says what is wrong.
 
 use flashopt_ir::def::*;
+use flashopt_ir::graph::Func2;
 use flashopt_ir::{Codec, StateKind, validate};
 
 /// A valid momentum-SGD definition to break in one place per test.
@@ -168,10 +169,39 @@ fn unsupported_functions_and_wrong_arity() {
     assert_eq!(
         errors(&def),
         [
-            "unsupported function `tanh`; the built-ins are: abs, sign, sqrt, rsqrt, exp, exp2, ln, float, f64, min, max, powf, powi, select, where, clamp, lerp, fma",
+            "unsupported function `tanh`; the built-ins are: abs, sign, sqrt, rsqrt, exp, exp2, ln, float, f64, min, max, powf, powi, select, where, clamp, lerp, fma; the reductions: tensor_sum, tensor_mean, tensor_max, tensor_norm, tensor_rms",
             "`min` takes 2 argument(s), found 1",
         ]
     );
+}
+
+#[test]
+fn reductions_take_one_per_element_float() {
+    let mut def = base();
+    def.bind("flag", binary(Func2::Gt, name("g"), float(0.0)));
+    def.assign("buf", call("tensor_sum", vec![name("lr")]));
+    def.assign(
+        "p",
+        name("p")
+            - call("tensor_mean", vec![name("g"), name("p")])
+                * call("tensor_max", vec![name("flag")]),
+    );
+    assert_eq!(
+        errors(&def),
+        [
+            "`tensor_sum` of a value that is the same for every element (it uses only hyper-parameters, `t` and constants): reduce a value of `p`, `g` or a state",
+            "`tensor_mean` takes 1 argument, found 2",
+            "type mismatch: `tensor_max` takes (f32), found (bool)",
+        ]
+    );
+    // The norm of a state's new value.
+    let mut def = base();
+    def.assign("buf", name("buf") + name("g"));
+    def.assign(
+        "p",
+        name("p") - name("lr") * call("tensor_norm", vec![name("buf")]),
+    );
+    validate(&def).unwrap();
 }
 
 #[test]

@@ -142,7 +142,9 @@ pub fn expand(input: &OptimizerInput) -> syn::Result<TokenStream> {
 
             /// The per-element rule in f32, in the plan's operation order: the decoded
             /// master weight, the gradient, the decoded states and this step's host
-            /// scalars in; the new master weight and states out.
+            /// scalars in (then, for a rule with reductions, their values for the
+            /// tensor: reduction `k` at `scalars[Self::SCALARS + k]`); the new master
+            /// weight and states out.
             #[allow(clippy::all, unused_variables, unused_parens)]
             pub fn element_rule(p: f32, g: f32, states: [f32; #states], scalars: &[f32]) -> (f32, [f32; #states]) {
                 #rule
@@ -313,6 +315,8 @@ fn element_rule(hoisted: &Hoisted) -> TokenStream {
     let live = g.reachable(&rule.outputs());
     let v = |h: Handle| format_ident!("v{}", h.0);
     let mut lines = Vec::new();
+    let host_scalars = hoisted.host.scalars.len();
+    let mut reductions = 0;
     for (h, node) in g.iter().filter(|(h, _)| live[h.index()]) {
         let out = v(h);
         let value = match node.op {
@@ -356,6 +360,12 @@ fn element_rule(hoisted: &Hoisted) -> TokenStream {
             Op::Ternary(f, a, b, c) => {
                 let (f, a, b, c) = (variant(f), v(a), v(b), v(c));
                 quote!(::flashopt::ir::semantics::ternary_f32(::flashopt::ir::graph::Func3::#f, #a, #b, #c))
+            }
+            // Numbered in graph order, as the lowering numbers them.
+            Op::Reduce(..) => {
+                let k = Literal::usize_unsuffixed(host_scalars + reductions);
+                reductions += 1;
+                quote!(scalars[#k])
             }
         };
         debug_assert!(matches!(node.ty, Type::F32 | Type::Bool));

@@ -65,6 +65,13 @@ pub enum RuntimeError {
     #[error("a sharded optimizer steps every tensor at once: use step(), not one tensor at a time")]
     ShardedTensorStep,
     #[error(
+        "`{optimizer}` reduces over each tensor ({reductions}), which ZeRO-1 sharding does not support yet (a tensor's pieces lie on several ranks): use one optimizer per rank"
+    )]
+    ShardedReductions {
+        optimizer: String,
+        reductions: String,
+    },
+    #[error(
         "{ranks} other rank(s) refused their gradients (their errors name the tensor); no rank stepped"
     )]
     PeerRefused { ranks: usize },

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flashopt::optimizers;
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
 use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape, MAX_GRADIENT_REGIONS};
-use flashopt_cubecl::codegen::emit::{Target, emit_shaped};
+use flashopt_cubecl::codegen::emit::{Target, emit_pass, emit_shaped};
 
 /// flashopt's compiler from the command line: no GPU needed.
 #[derive(Parser)]
@@ -31,7 +31,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Emit {
-    /// A shipped optimizer: adamw, adam, lion, sgd, sgdw.
+    /// A shipped optimizer: adamw, adam, lion, sgd, sgdw, lamb, cautious_adamw.
     #[arg(value_parser = shipped_optimizer)]
     optimizer: String,
     /// The kernel's language (required unless --plan).
@@ -59,6 +59,10 @@ struct Emit {
     /// Print the lowered plan instead of the kernel.
     #[arg(long)]
     plan: bool,
+    /// The kernel of reduction phase N (optimizers that reduce over each tensor run
+    /// their phases before the step) instead of the step's.
+    #[arg(long)]
+    phase: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,7 +100,11 @@ impl From<DtypeArg> for FloatDtype {
 fn shipped_optimizer(s: &str) -> Result<String, String> {
     match optimizers::by_name(s) {
         Some(_) => Ok(s.to_string()),
-        None => Err(format!("shipped: {}", optimizers::NAMES.join(", "))),
+        None => Err(format!(
+            "shipped: {}, {}",
+            optimizers::NAMES.join(", "),
+            optimizers::REDUCING_NAMES.join(", ")
+        )),
     }
 }
 
@@ -149,7 +157,18 @@ fn emit(args: Emit) -> Result<String, String> {
                 .with_gradient_regions(args.gradient_regions)
         })
         .expect("lanes and regions checked by the parser");
-    emit_shaped(&plan, target, shape).map_err(|e| e.to_string())
+    match args.phase {
+        None => emit_shaped(&plan, target, shape),
+        Some(phase) if phase < plan.phases.len() => emit_pass(&plan, phase, target, shape),
+        Some(phase) => {
+            return Err(format!(
+                "`{}` has {} reduction phase(s); there is no phase {phase}",
+                plan.optimizer,
+                plan.phases.len()
+            ));
+        }
+    }
+    .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -9,13 +9,19 @@ use flashopt_ir::{Extent, GROUP_SIZE, Plan, Role, Storage};
 pub enum Binding {
     /// A part of the plan's layout, by index.
     Part(usize),
-    /// Host scalars, [`scalar_stride`] per parameter group (the plan's scalars, then
-    /// padding to whole vectors).
+    /// Host scalars, [`scalar_stride`] per row: per parameter group (the plan's
+    /// scalars, then padding to whole vectors), or for a plan with reductions per
+    /// tensor (its group's scalars, then its reductions' values).
     Scalars,
-    /// One u32 per group: element count in bits 0..6, parameter group from bit 8.
+    /// One u32 per group: element count in bits 0..6, scalar row from bit 8.
     GroupInfo,
     /// Every code table's values, one after the other.
     Tables,
+    /// For a plan with reductions: per group, each reduction's value over the group
+    /// (f64, `group * reductions + k`), which a reduction phase writes
+    /// (`crate::device::reductions` sums them over each tensor). Every pass of such a
+    /// plan binds it, so that all of them take the same buffers.
+    Partials,
     /// The gradient of region `k >= 1` of a launch (region 0 reads the gradient
     /// part's binding): kernels with [`KernelShape::gradient_regions`] above 1.
     GradientRegion(usize),
@@ -55,14 +61,21 @@ fn storage_type(storage: Storage) -> StorageType {
 /// (AdamW's 14 scalars were 14 loads per unit, more than its data loads).
 pub const SCALAR_VECTOR: usize = 4;
 
-/// How many f32 one parameter group's host scalars take in [`Binding::Scalars`]: the
-/// plan's scalars padded to whole [`SCALAR_VECTOR`]s (at least one).
+/// How many f32 one row of [`Binding::Scalars`] takes: the plan's scalars and its
+/// reductions' values, padded to whole [`SCALAR_VECTOR`]s (at least one).
 pub fn scalar_stride(plan: &Plan) -> usize {
-    plan.scalar_count().div_ceil(SCALAR_VECTOR).max(1) * SCALAR_VECTOR
+    row_width(plan).div_ceil(SCALAR_VECTOR).max(1) * SCALAR_VECTOR
+}
+
+/// The values a kernel reads from its row of [`Binding::Scalars`]: the kernel
+/// scalars, then the reductions' values.
+pub fn row_width(plan: &Plan) -> usize {
+    plan.scalar_count() + plan.reductions.len()
 }
 
 pub(crate) const U32: StorageType = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
 pub(crate) const F32: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::F32));
+pub(crate) const F64: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::F64));
 
 /// How the kernel spreads a group over units, and how it divides. Built only
 /// through [`KernelShape::new`] and the `with_` methods, which refuse shapes the
@@ -171,9 +184,10 @@ impl KernelShape {
     }
 }
 
-/// The buffers of a plan's kernel, in binding order: one per part, then the host
-/// scalars, the group info words, if the plan has any, its code tables, and the
-/// gradient bindings of regions 1.. (see [`KernelShape::gradient_regions`]).
+/// The buffers of a plan's kernels, in binding order: one per part, then the host
+/// scalars, the group info words, if the plan has any, its code tables, if it has
+/// reductions, the partial values, and the gradient bindings of regions 1.. (see
+/// [`KernelShape::gradient_regions`]).
 pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     let mut out: Vec<Buffer> = plan
         .parts
@@ -205,6 +219,12 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     out.push(scalar(Binding::GroupInfo, U32));
     if !plan.tables.is_empty() {
         out.push(scalar(Binding::Tables, F32));
+    }
+    if !plan.reductions.is_empty() {
+        out.push(Buffer {
+            writable: true,
+            ..scalar(Binding::Partials, F64)
+        });
     }
     let grad = out[plan.part_with_role(Role::Gradient).index()];
     for k in 1..shape.gradient_regions {

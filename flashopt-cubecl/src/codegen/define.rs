@@ -18,24 +18,26 @@
 
 use cubecl::ir::{DeviceProperties, ManagedVariable, TargetProperties};
 use cubecl::prelude::*;
-use flashopt_ir::graph::{Func1, Func2};
+use flashopt_ir::graph::{Func1, Func2, Reduction};
 use flashopt_ir::passes::ranges::{OperandFacts, operand_facts};
-use flashopt_ir::program::{InstOp, ValueId};
+use flashopt_ir::program::{InstOp, Program, ValueId};
 use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role, Storage};
 use half::{bf16, f16};
 
 use crate::codegen::bindings::{
-    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, scalar_stride,
-    slot, table_values,
+    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, row_width,
+    scalar_stride, slot, table_values,
 };
 use crate::codegen::ops;
 
 type F = NativeExpand<f32>;
 type I = NativeExpand<i32>;
 
-/// Build the kernel definition of `plan` for a target and device.
+/// Build the kernel definition of one pass of `plan` (`pass` indexes
+/// [`Plan::passes`]: its reduction phases, then the step) for a target and device.
 pub fn define(
     plan: &Plan,
+    pass: usize,
     shape: KernelShape,
     target: (TargetProperties, Scheduling),
     device: &DeviceProperties,
@@ -70,8 +72,13 @@ pub fn define(
     let regions: Vec<(ManagedVariable, ManagedVariable)> = (1..shape.gradient_regions)
         .map(|_| (builder.scalar(U32), builder.scalar(U32)))
         .collect();
+    let program = plan
+        .passes()
+        .nth(pass)
+        .expect("a pass of the plan: its phases, then the step");
     let kernel = KernelBody {
         plan,
+        program,
         shape,
         scheduling,
         layout: &layout,
@@ -236,6 +243,8 @@ impl Reg {
 
 struct KernelBody<'a> {
     plan: &'a Plan,
+    /// The pass this kernel runs: a reduction phase or the step.
+    program: &'a Program,
     shape: KernelShape,
     scheduling: Scheduling,
     layout: &'a [Buffer],
@@ -258,7 +267,7 @@ impl KernelBody<'_> {
 
     fn step_group(&self, scope: &mut Scope, place: &Place, in_range: NativeExpand<bool>) {
         let plan = self.plan;
-        let program = &plan.step;
+        let program = self.program;
         let scalar_count = plan.scalar_count();
         let info = ops::load_scalar::expand::<u32>(
             scope,
@@ -276,14 +285,15 @@ impl KernelBody<'_> {
             let v = ops::load_vector::expand(scope, scalars_array.clone(), at);
             push_lanes(scope, &v, &mut scalars);
         }
-        scalars.truncate(scalar_count);
+        scalars.truncate(row_width(plan));
         let (_, table_starts) = table_values(plan);
 
         let uniform = plan.uniform_over_group(program);
-        let veil_needed = products_to_veil(plan);
+        let veil_needed = products_to_veil(program);
         let facts = operand_facts(plan, program);
         let mut regs: Vec<Reg> = Vec::with_capacity(program.len());
         let mut stores: Vec<(PartId, ValueId)> = Vec::new();
+        let mut terms: Vec<(usize, ValueId)> = Vec::new();
         for (index, inst) in program.insts.iter().enumerate() {
             let reg = match inst.op {
                 InstOp::Load(p) => self.load(scope, p, place),
@@ -295,6 +305,11 @@ impl KernelBody<'_> {
                     unreachable!("a step program has no streams")
                 }
                 InstOp::Scalar(k) => Reg::Uniform(Scalar::F(scalars[k].clone())),
+                InstOp::Reduced(k) => Reg::Uniform(Scalar::F(scalars[scalar_count + k].clone())),
+                InstOp::Reduce(k, v) => {
+                    terms.push((k, v));
+                    Reg::None
+                }
                 InstOp::Const(c) => Reg::Uniform(Scalar::F(constant(scope, c, &self.veil))),
                 InstOp::IntConst(c) => Reg::Uniform(Scalar::I(I::from_lit(scope, c))),
                 InstOp::GroupMax(v) => Reg::Uniform(Scalar::F(self.group_max(
@@ -339,13 +354,72 @@ impl KernelBody<'_> {
         {
             cubecl::prelude::sync_plane::expand(scope);
         }
+        // Each reduction's value over the group, through plane shuffles that every
+        // unit joins; the group's first unit writes it.
+        let group_values: Vec<(usize, NativeExpand<f64>)> = terms
+            .iter()
+            .map(|&(k, v)| {
+                let r = plan.reductions[k];
+                let value = self.group_value(scope, r, &regs[v.index()], place, valid.clone());
+                (k, value)
+            })
+            .collect();
         // Every unit took part in the group maxima (plane shuffles) and the barrier;
         // only units inside the launch store.
         cubecl::frontend::branch::if_expand(scope, in_range, |scope| {
             for (p, v) in stores {
                 self.store(scope, p, &regs[v.index()], place);
             }
+            if !group_values.is_empty() {
+                let partials: NativeExpand<Array<f64>> = self.var(Binding::Partials).into();
+                let reductions = plan.reductions.len();
+                for (k, value) in group_values {
+                    ops::store_group_value::expand(
+                        scope,
+                        partials.clone(),
+                        place.group.clone(),
+                        place.sub.clone(),
+                        reductions,
+                        k,
+                        value,
+                    );
+                }
+            }
         });
+    }
+
+    /// Reduction `r`'s value over the group's real elements (`reduction::group_value`):
+    /// the pairwise tree over this unit's lanes, then over the group's units through
+    /// plane shuffles (butterflies pair units as the tree pairs lanes).
+    fn group_value(
+        &self,
+        scope: &mut Scope,
+        r: Reduction,
+        value: &Reg,
+        place: &Place,
+        valid: NativeExpand<u32>,
+    ) -> NativeExpand<f64> {
+        let first_lane =
+            ops::block_index::expand(scope, place.sub.clone(), place.shape.lanes_per_unit, 0);
+        let mut level: Vec<NativeExpand<f64>> = (0..self.lanes())
+            .map(|lane| {
+                let x = value.lane(lane).f();
+                ops::reduction_term::expand(scope, x, valid.clone(), first_lane.clone(), lane, r)
+            })
+            .collect();
+        while level.len() > 1 {
+            level = level
+                .chunks(2)
+                .map(|pair| ops::combine::expand(scope, pair[0].clone(), pair[1].clone(), r))
+                .collect();
+        }
+        let mut acc = level.pop().expect("a unit has lanes");
+        let mut mask = 1;
+        while mask < self.shape.units_per_group() {
+            acc = ops::plane_combine::expand(scope, acc, mask as u32, r);
+            mask *= 2;
+        }
+        acc
     }
 
     /// A per-lane result, or a single one when every operand is group-uniform.
@@ -539,8 +613,7 @@ fn constant(scope: &mut Scope, c: f32, veil: &F) -> F {
 /// (see `ops::veiled`): a `mul` or `powi` with any user that is not another product, a
 /// division, a root, a comparison, a min/max, a floor, an explicit FMA, a conversion,
 /// a group maximum or a store. Products with only such users need no barrier.
-fn products_to_veil(plan: &Plan) -> Vec<bool> {
-    let program = &plan.step;
+fn products_to_veil(program: &Program) -> Vec<bool> {
     let mut contractible_use = vec![false; program.len()];
     for inst in &program.insts {
         let harmless = match inst.op {
@@ -563,6 +636,7 @@ fn products_to_veil(plan: &Plan) -> Vec<bool> {
             | InstOp::Round(..)
             | InstOp::Bits(_)
             | InstOp::GroupMax(_)
+            | InstOp::Reduce(..)
             | InstOp::Store(..)
             | InstOp::Output(..) => true,
             _ => false,

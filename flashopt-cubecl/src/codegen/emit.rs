@@ -127,9 +127,21 @@ pub fn emit(plan: &Plan, target: Target) -> Result<String, EmitError> {
 }
 
 pub fn emit_shaped(plan: &Plan, target: Target, shape: KernelShape) -> Result<String, EmitError> {
+    emit_pass(plan, plan.phases.len(), target, shape)
+}
+
+/// The kernel of one pass of `plan` (an index of [`Plan::passes`]: its reduction
+/// phases, then the step).
+pub fn emit_pass(
+    plan: &Plan,
+    pass: usize,
+    target: Target,
+    shape: KernelShape,
+) -> Result<String, EmitError> {
     let props = offline_device_properties(target);
     let definition = define(
         plan,
+        pass,
         shape,
         (target.target_properties(), target.scheduling()),
         &props,
@@ -157,7 +169,7 @@ pub fn emit_shaped(plan: &Plan, target: Target, shape: KernelShape) -> Result<St
     Ok(canonical_order(&source))
 }
 
-fn compile<C>(
+pub(crate) fn compile<C>(
     definition: KernelDefinition,
     addr: cubecl::ir::StorageType,
     options: &CompilationOptions,

@@ -3,7 +3,7 @@
 //! performs what `flashopt_ir::semantics` says its instruction computes.
 
 use cubecl::prelude::*;
-use flashopt_ir::graph::{Func1, Func2, Func3};
+use flashopt_ir::graph::{Func1, Func2, Func3, Reduction};
 use flashopt_ir::passes::ranges::OperandFacts;
 use flashopt_ir::program::IntOp;
 
@@ -304,6 +304,69 @@ pub fn vector_index(
     #[comptime] c: usize,
 ) -> usize {
     group * per_group + sub * per_unit + c
+}
+
+/// One lane's term of reduction `op` (`flashopt_ir::reduction::term`), or the
+/// identity for a padding lane (at or past the group's `valid` elements).
+#[cube]
+pub fn reduction_term(
+    x: f32,
+    valid: u32,
+    first_lane: usize,
+    #[comptime] lane: usize,
+    #[comptime] op: Reduction,
+) -> f64 {
+    let term = match op {
+        Reduction::Sum | Reduction::Mean => f64::cast_from(x),
+        Reduction::Max => f64::cast_from(x + 0.0),
+        Reduction::Norm | Reduction::Rms => {
+            let wide = f64::cast_from(x);
+            wide * wide
+        }
+    };
+    let real = first_lane + lane < usize::cast_from(valid);
+    if real { term } else { reduction_identity(op) }
+}
+
+/// `flashopt_ir::reduction::identity`.
+#[cube]
+pub fn reduction_identity(#[comptime] op: Reduction) -> f64 {
+    let value = comptime![flashopt_ir::reduction::identity(op)];
+    value.runtime()
+}
+
+/// `flashopt_ir::reduction::combine`: commutative bit for bit.
+#[cube]
+pub fn combine(a: f64, b: f64, #[comptime] op: Reduction) -> f64 {
+    match op {
+        Reduction::Max => {
+            let larger = select(a > b, a, b);
+            select(a.is_nan() || b.is_nan(), a + b, larger)
+        }
+        _ => a + b,
+    }
+}
+
+/// This unit's partial result combined with the unit's `mask` places away: after
+/// masks 1, 2, .. every unit holds the pairwise tree over its aligned block.
+#[cube]
+pub fn plane_combine(x: f64, #[comptime] mask: u32, #[comptime] op: Reduction) -> f64 {
+    combine(x, plane_shuffle_xor(x, mask), op)
+}
+
+/// A group's value of reduction `k` of `reductions`, written by its first unit.
+#[cube]
+pub fn store_group_value(
+    partials: &mut Array<f64>,
+    group: usize,
+    sub: usize,
+    #[comptime] reductions: usize,
+    #[comptime] k: usize,
+    value: f64,
+) {
+    if sub == 0 {
+        partials[group * reductions + k] = value;
+    }
 }
 
 /// A value kept once per group, written by the group's first unit.

@@ -25,6 +25,8 @@ pub struct FusedStep<R: TargetRuntime> {
 
 struct FusedInner {
     plan: Arc<Plan>,
+    /// Which of the plan's passes ([`Plan::passes`]) the kernel runs.
+    pass: usize,
     shape: KernelShape,
     key: KernelKey,
     layout: Vec<Buffer>,
@@ -87,8 +89,22 @@ impl<R: TargetRuntime> FusedStep<R> {
         plan: Arc<Plan>,
         shape: KernelShape,
     ) -> FusedStep<R> {
+        let step = plan.phases.len();
+        FusedStep::for_pass(client, plan, step, shape)
+    }
+
+    /// The kernel of one pass of `plan`: `pass` indexes [`Plan::passes`] (its
+    /// reduction phases, then the step). Every pass binds the same buffers.
+    pub fn for_pass(
+        client: &ComputeClient<R>,
+        plan: Arc<Plan>,
+        pass: usize,
+        shape: KernelShape,
+    ) -> FusedStep<R> {
+        assert!(pass <= plan.phases.len(), "a pass of the plan");
         let inner = FusedInner {
-            key: KernelKey::new(format!("{shape:?}\n{plan}")),
+            key: KernelKey::new(format!("{shape:?} pass {pass}\n{plan}")),
+            pass,
             layout: buffers(&plan, shape),
             shape,
             settings: settings(&plan),
@@ -138,6 +154,7 @@ impl<R: TargetRuntime> CubeKernel for FusedStep<R> {
         let inner = &self.inner;
         define(
             &inner.plan,
+            inner.pass,
             inner.shape,
             (R::target_properties(), inner.scheduling),
             &inner.device,

@@ -8,4 +8,5 @@ pub mod launch;
 pub mod nccl;
 pub mod probe;
 pub mod reduce;
+pub mod reductions;
 pub mod transfer;

@@ -22,7 +22,7 @@ use crate::codegen::bindings::Binding;
 use crate::codegen::bindings::MAX_GRADIENT_REGIONS;
 use crate::cubecl::server::Handle;
 use crate::device::copy;
-use crate::device::launch::{GradientRegion, launch_regions, launch_with_gradient_at};
+use crate::device::launch::{FusedStep, GradientRegion, launch_regions, launch_with_gradient_at};
 use crate::device::reduce;
 use crate::device::transfer::{self, HostTransfers};
 
@@ -244,6 +244,12 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// partial group from the staging buffer; consecutive regions of groups share a
     /// launch, up to [`MAX_GRADIENT_REGIONS`] buffers each.
     pub(super) fn launch_bound(&self, bound: &Bound) {
+        self.launch_bound_with(bound, (&self.kernel, &self.regions_kernel));
+    }
+
+    /// As [`Self::launch_bound`], with another pass's kernels (a reduction phase's):
+    /// the one-binding kernel and the one with the most gradient regions.
+    pub(super) fn launch_bound_with(&self, bound: &Bound, kernels: (&FusedStep<R>, &FusedStep<R>)) {
         let mut regions: Vec<GradientRegion> = Vec::new();
         for ((id, source), tail) in bound.whole.iter().zip(&bound.tail_slots) {
             let s = &self.segments[id.0];
@@ -280,23 +286,23 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                     .last()
                     .is_some_and(|last| last.start + last.groups == region.start);
             if !joins && !batch.is_empty() {
-                self.launch_regions(&batch);
+                self.launch_regions(kernels.1, &batch);
                 batch.clear();
             }
             if alone {
-                self.launch_alone(&region);
+                self.launch_alone(kernels.0, &region);
             } else {
                 batch.push(region);
             }
         }
         if !batch.is_empty() {
-            self.launch_regions(&batch);
+            self.launch_regions(kernels.1, &batch);
         }
     }
 
     /// A large region with the one-binding kernel, which costs fewer instructions
     /// per element; its launch overlaps the work queued before it.
-    fn launch_alone(&self, region: &GradientRegion) {
+    fn launch_alone(&self, kernel: &FusedStep<R>, region: &GradientRegion) {
         let mut buffers = self.buffers.clone();
         buffers[self.part_slot(Role::Gradient)] = (region.handle.clone(), region.len);
         // SAFETY: the region's buffer holds its groups from `gradient_first`; every
@@ -304,7 +310,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         unsafe {
             launch_with_gradient_at(
                 &self.client,
-                &self.kernel,
+                kernel,
                 &buffers,
                 region.start,
                 region.groups,
@@ -313,10 +319,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         };
     }
 
-    fn launch_regions(&self, regions: &[GradientRegion]) {
+    fn launch_regions(&self, kernel: &FusedStep<R>, regions: &[GradientRegion]) {
         // SAFETY: each region's buffer holds its whole groups (or, for the staging
         // buffer, slot `k` at the region's group); every other buffer every group.
-        unsafe { launch_regions(&self.client, &self.regions_kernel, &self.buffers, regions) };
+        unsafe { launch_regions(&self.client, kernel, &self.buffers, regions) };
     }
 
     /// Where the non-finite values of gradients a step found some in are: each is

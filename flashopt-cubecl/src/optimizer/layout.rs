@@ -21,13 +21,23 @@ pub(crate) fn info_word(len: usize, param_group: usize) -> u32 {
     len as u32 | ((param_group as u32) << 8)
 }
 
-/// The group info words of every tensor's groups (see [`info_word`]).
-pub(crate) fn group_info(tensors: &[TensorInfo], segments: &[Segment]) -> Vec<u8> {
+/// The group info words of every tensor's groups (see [`info_word`]): each names its
+/// parameter group's row of scalars, or with `rows_per_tensor` its tensor's.
+pub(crate) fn group_info(
+    tensors: &[TensorInfo],
+    segments: &[Segment],
+    rows_per_tensor: bool,
+) -> Vec<u8> {
     let mut info = Vec::with_capacity(segments.iter().map(|s| s.groups).sum::<usize>() * 4);
-    for (t, s) in tensors.iter().zip(segments) {
+    for (index, (t, s)) in tensors.iter().zip(segments).enumerate() {
+        let row = if rows_per_tensor {
+            index
+        } else {
+            t.param_group
+        };
         for g in 0..s.groups {
             let len = (s.len - g * GROUP_SIZE).min(GROUP_SIZE);
-            info.extend_from_slice(&info_word(len, t.param_group).to_le_bytes());
+            info.extend_from_slice(&info_word(len, row).to_le_bytes());
         }
     }
     info

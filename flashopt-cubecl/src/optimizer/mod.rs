@@ -12,6 +12,7 @@
 mod buffers;
 mod in_place;
 pub(crate) mod layout;
+mod phases;
 mod step;
 
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct GpuOptimizer<R: HostTransfers> {
     /// The same step reading gradients from several buffers per launch (steps that
     /// read each tensor's gradient where the trainer left it).
     regions_kernel: FusedStep<R>,
+    /// The kernels and tables of the plan's reduction phases, if it has any.
+    phases: Option<phases::Phases<R>>,
     core: Core,
     segments: Vec<Segment>,
     groups: usize,
@@ -171,10 +174,12 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let regions_kernel = regions_kernel(&client, core.plan(), &kernel);
         let layout = kernel.buffers().to_vec();
         let (segments, groups) = layout::segments(core.tensors());
+        let phases = phases::Phases::new(&client, core.plan(), kernel.shape(), &segments);
         let mut opt = GpuOptimizer {
             client,
             kernel,
             regions_kernel,
+            phases,
             core,
             segments,
             groups,
@@ -230,9 +235,16 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         }
                     },
                     Binding::Scalars => {
-                        vec![0; bindings::scalar_stride(plan) * self.core.hyper().len() * 4]
+                        vec![0; bindings::scalar_stride(plan) * self.scalar_rows() * 4]
                     }
-                    Binding::GroupInfo => layout::group_info(self.core.tensors(), &self.segments),
+                    Binding::GroupInfo => layout::group_info(
+                        self.core.tensors(),
+                        &self.segments,
+                        self.rows_per_tensor(),
+                    ),
+                    Binding::Partials => {
+                        vec![0; (self.groups * plan.reductions.len()).max(1) * size]
+                    }
                     Binding::Tables => raw::le_bytes(&table_values(plan).0),
                     Binding::GradientRegion(_) => {
                         unreachable!("the one-region kernel's layout has no region bindings")
@@ -278,6 +290,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let shape = shape.with_gradient_regions(1).expect("one region");
         self.kernel = FusedStep::with_shape(&self.client, self.core.plan().clone(), shape);
         self.regions_kernel = regions_kernel(&self.client, self.core.plan(), &self.kernel);
+        self.phases = phases::Phases::new(&self.client, self.core.plan(), shape, &self.segments);
         self.layout = self.kernel.buffers().to_vec();
     }
 

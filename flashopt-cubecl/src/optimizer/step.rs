@@ -131,12 +131,23 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     }
 
     /// Every parameter group's kernel scalars, to the device, each group's padded to
-    /// the kernel's stride (`bindings::scalar_stride`).
+    /// the kernel's stride (`bindings::scalar_stride`); with reductions, a row per
+    /// tensor (its group's scalars; the reductions' values follow, written on the
+    /// device).
     pub(super) fn upload_scalars(&mut self, scalars: &[Vec<f32>]) {
         let plan = self.core.plan();
         let (count, stride) = (plan.scalar_count(), scalar_stride(plan));
-        let scalars: Vec<f32> = scalars
-            .iter()
+        let rows: Vec<&Vec<f32>> = if self.rows_per_tensor() {
+            self.core
+                .tensors()
+                .iter()
+                .map(|t| &scalars[t.param_group])
+                .collect()
+        } else {
+            scalars.iter().collect()
+        };
+        let scalars: Vec<f32> = rows
+            .into_iter()
             .flat_map(|group| {
                 // The plan's host program gives every group its scalars; the padding
                 // below assumes no more.
@@ -167,6 +178,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// protocol; not counted here).
     pub(crate) fn launch_all(&mut self, scalars: &[Vec<f32>]) {
         self.upload_scalars(scalars);
+        self.run_phases(Scope::All, None);
         // SAFETY: every buffer was sized for `self.groups` groups by `upload` (or
         // rebound to one at least as long, `rebind`), from tensors checked against the
         // registered ones: `from_host_grouped` registers each with its own length and
@@ -307,6 +319,7 @@ impl<R: HostTransfers> Stepper for GpuOptimizer<R> {
             (GpuBound::Flat, Scope::All) => self.launch_all(scalars),
             (GpuBound::Flat, Scope::Tensor(id)) => {
                 self.upload_scalars(scalars);
+                self.run_phases(scope, None);
                 let s = &self.segments[id.0];
                 // SAFETY: the tensor's groups lie inside the buffers.
                 unsafe {
@@ -321,6 +334,7 @@ impl<R: HostTransfers> Stepper for GpuOptimizer<R> {
             }
             (GpuBound::InPlace { bound, .. }, _) => {
                 self.upload_scalars(scalars);
+                self.run_phases(scope, Some(&bound));
                 self.launch_bound(&bound);
             }
         }

@@ -151,17 +151,85 @@ pub fn run(
     grad: GradBuf<'_>,
 ) -> Result<(), InterpError> {
     check(plan, scalars, tensor, grad)?;
+    let reduced = reductions(plan, scalars, tensor, grad);
     let len = tensor.len();
     let slots = slots(plan, writable(tensor), Some(grad.as_part()));
-    execute(plan, &plan.step, scalars, slots, &[], Vec::new(), len);
+    let reductions = Reductions {
+        values: &reduced,
+        partials: Vec::new(),
+    };
+    execute(
+        plan,
+        &plan.step,
+        scalars,
+        slots,
+        reductions,
+        &[],
+        Vec::new(),
+        len,
+    );
     Ok(())
+}
+
+/// The values of the plan's reductions over one tensor for this step: each phase's
+/// terms summed per group as it runs, then over the tensor
+/// ([`crate::reduction`]); a phase reads the values of the phases before it.
+pub fn reductions(
+    plan: &Plan,
+    scalars: &[f32],
+    tensor: &HostTensor,
+    grad: GradBuf<'_>,
+) -> Vec<f32> {
+    let len = tensor.len();
+    let groups = len.div_ceil(GROUP_SIZE);
+    let mut values = vec![0.0f32; plan.reductions.len()];
+    for phase in &plan.phases {
+        let mut partials = vec![vec![0.0f64; groups]; plan.reductions.len()];
+        let slots = slots(
+            plan,
+            tensor.parts.iter().map(|d| Slot::Read(d.view())),
+            Some(grad.as_part()),
+        );
+        let reductions = Reductions {
+            values: &values,
+            partials: partials.iter_mut().map(Vec::as_mut_slice).collect(),
+        };
+        execute(
+            plan,
+            phase,
+            scalars,
+            slots,
+            reductions,
+            &[],
+            Vec::new(),
+            len,
+        );
+        for inst in &phase.insts {
+            if let InstOp::Reduce(k, _) = inst.op {
+                let r = plan.reductions[k];
+                let chunks = crate::reduction::chunk_values(r, &partials[k]);
+                values[k] = crate::reduction::finish(r, crate::reduction::total(r, &chunks), len);
+            }
+        }
+    }
+    values
 }
 
 /// Set a tensor's parameter parts from f32 master weights (the init program).
 pub(crate) fn init(plan: &Plan, tensor: &mut HostTensor, master: &[f32]) {
     let len = tensor.len();
     let slots = slots(plan, writable(tensor), None);
-    execute(plan, &plan.init, &[], slots, &[master], Vec::new(), len);
+    let none = Reductions::none();
+    execute(
+        plan,
+        &plan.init,
+        &[],
+        slots,
+        none,
+        &[master],
+        Vec::new(),
+        len,
+    );
 }
 
 /// Decoded values of a tensor: the outputs of the decode program `keep` accepts (the
@@ -191,7 +259,8 @@ pub(crate) fn decode(
         None,
     );
     let outputs = out.iter_mut().map(|v| v.as_mut_slice()).collect();
-    execute(plan, &program, &[], slots, &[], outputs, len);
+    let none = Reductions::none();
+    execute(plan, &program, &[], slots, none, &[], outputs, len);
     out
 }
 
@@ -257,19 +326,39 @@ impl<'a> Slot<'a> {
     }
 }
 
+/// A run's reductions: the values it reads (`Reduced`), and for a reduction phase,
+/// one value per group for each reduction (`Reduce`; empty for the others).
+struct Reductions<'a> {
+    values: &'a [f32],
+    partials: Vec<&'a mut [f64]>,
+}
+
+impl Reductions<'_> {
+    fn none() -> Reductions<'static> {
+        Reductions {
+            values: &[],
+            partials: Vec::new(),
+        }
+    }
+}
+
 /// One parallel work item: whole groups of every slot and stream.
 struct Block<'a> {
     slots: Vec<Option<Slot<'a>>>,
+    /// Per reduction, this block's groups' values.
+    partials: Vec<&'a mut [f64]>,
     inputs: Vec<&'a [f32]>,
     outputs: Vec<&'a mut [f32]>,
     len: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute<'a>(
     plan: &Plan,
     program: &Program,
     scalars: &[f32],
     slots: Vec<Slot<'a>>,
+    reductions: Reductions<'a>,
     inputs: &[&'a [f32]],
     outputs: Vec<&'a mut [f32]>,
     len: usize,
@@ -290,6 +379,11 @@ fn execute<'a>(
             slot.split(per).into_iter()
         })
         .collect();
+    let mut partials: Vec<std::slice::ChunksMut<'a, f64>> = reductions
+        .partials
+        .into_iter()
+        .map(|p| p.chunks_mut(BLOCK_GROUPS))
+        .collect();
     let mut inputs: Vec<std::slice::Chunks<'a, f32>> =
         inputs.iter().map(|s| s.chunks(elements)).collect();
     let mut outputs: Vec<std::slice::ChunksMut<'a, f32>> = outputs
@@ -299,6 +393,10 @@ fn execute<'a>(
     let work: Vec<Block<'a>> = (0..blocks)
         .map(|b| Block {
             slots: split.iter_mut().map(Iterator::next).collect(),
+            partials: partials
+                .iter_mut()
+                .map(|c| c.next().unwrap_or_default())
+                .collect(),
             // A stream the program does not use may be empty: an empty slice each block.
             inputs: inputs
                 .iter_mut()
@@ -326,6 +424,7 @@ fn execute<'a>(
         plan,
         program,
         scalars,
+        reduced: reductions.values,
         operands: &operands,
     };
     work.into_par_iter().for_each_init(
@@ -339,6 +438,8 @@ struct Run<'r> {
     plan: &'r Plan,
     program: &'r Program,
     scalars: &'r [f32],
+    /// The values of the reductions computed before this run.
+    reduced: &'r [f32],
     /// Each instruction's operand indices (unused slots 0).
     operands: &'r [[usize; 3]],
 }
@@ -389,6 +490,16 @@ impl Run<'_> {
                         continue;
                     }
                     InstOp::Scalar(k) => out = [scalars[k].to_bits(); GROUP_SIZE],
+                    InstOp::Reduced(k) => out = [self.reduced[k].to_bits(); GROUP_SIZE],
+                    InstOp::Reduce(k, v) => {
+                        let values: Vec<f32> = regs[v.index()][..len]
+                            .iter()
+                            .map(|&x| f32::from_bits(x))
+                            .collect();
+                        let r = plan.reductions[k];
+                        b.partials[k][group] = crate::reduction::group_value(r, &values);
+                        continue;
+                    }
                     InstOp::GroupMax(v) => {
                         let max = regs[v.index()][..len]
                             .iter()

@@ -96,6 +96,7 @@ impl HostProgram {
                 (Op::Input(Input::Hyper(i)), _) => f32_inputs(hyper.values()[i]),
                 (Op::Input(Input::Step), _) => Value::Int(step),
                 (Op::Input(other), _) => unreachable!("{other:?} is not uniform"),
+                (Op::Reduce(..), _) => unreachable!("a reduction is computed on the device"),
                 (Op::Unary(f, a), HostArithmetic::F64) => unary_host(f, v(a))?,
                 (Op::Binary(f, a, b), HostArithmetic::F64) => binary_host(f, v(a), v(b))?,
                 (Op::Ternary(f, a, b, c), HostArithmetic::F64) => {
@@ -131,7 +132,8 @@ pub fn hoist(rule: &Rule) -> Result<Hoisted, HostEvalError> {
     for (h, node) in g.iter() {
         uniform[h.index()] = match node.op {
             Op::Const(_) | Op::Input(Input::Hyper(_) | Input::Step) => true,
-            Op::Input(_) => false,
+            // One value per tensor, but computed on the device from every element.
+            Op::Input(_) | Op::Reduce(..) => false,
             op => op.operands().iter().all(|o| uniform[o.index()]),
         };
     }

@@ -7,7 +7,7 @@
 //! the same codec lowerings, so export and initialization compute what a step does.
 
 use crate::codec::{self, CodeRounding, master};
-use crate::graph::{Func3, Handle, Input, Op};
+use crate::graph::{Func3, Handle, Input, Op, Reduction};
 use crate::layout::{Extent, Part, PartId, Role, Storage};
 use crate::plan::{Plan, PlanConfig, const_f32, dither_phase_slot};
 use crate::program::{Builder, InstOp, Program, ValueId, ValueType};
@@ -68,6 +68,7 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
     }
     let rule = &hoisted.rule;
     let layout = Layout::new(config, &rule.states);
+    let (step, reductions) = step_program(hoisted, config, &layout);
     Ok(Plan {
         optimizer: rule.name.clone(),
         config,
@@ -76,7 +77,9 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
         numerics: rule.numerics.clone(),
         host: hoisted.host.clone(),
         host_arithmetic: HostArithmetic::default(),
-        step: step_program(hoisted, config, &layout),
+        step,
+        reductions,
+        phases: Vec::new(),
         decode: decode_program(config, &rule.states, &layout),
         init: init_program(config, &layout),
         parts: layout.parts,
@@ -84,8 +87,16 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
     })
 }
 
-fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> Program {
+/// The whole step, reductions included (their terms as `Reduce` effects, their values
+/// as `Reduced`), and the reductions in slot order: [`super::phases`] splits it into
+/// passes over memory.
+fn step_program(
+    hoisted: &Hoisted,
+    config: PlanConfig,
+    layout: &Layout,
+) -> (Program, Vec<Reduction>) {
     let rule = &hoisted.rule;
+    let mut reductions = Vec::new();
     let g = &rule.graph;
     let live = g.reachable(&rule.outputs());
     let mut b = Builder::default();
@@ -133,6 +144,12 @@ fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> Progr
             // One FMA instruction, whether a rule or a pass asks for it.
             Op::Ternary(Func3::Fma, a, c, d) => InstOp::Fma(m(a), m(c), m(d)),
             Op::Ternary(f, a, c, d) => InstOp::Ternary(f, m(a), m(c), m(d)),
+            Op::Reduce(r, a) => {
+                let k = reductions.len();
+                reductions.push(r);
+                b.push(InstOp::Reduce(k, m(a)), ValueType::Unit);
+                InstOp::Reduced(k)
+            }
         };
         map[h.index()] = Some(b.push(op, ValueType::F32));
     }
@@ -150,7 +167,7 @@ fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> Progr
         };
         codec::state_codec(state.codec).encode(&mut b, &layout.states[k], out(h), rounding);
     }
-    b.finish().loads_first()
+    (b.finish().loads_first(), reductions)
 }
 
 fn decode_program(config: PlanConfig, states: &[State], layout: &Layout) -> Program {

@@ -13,11 +13,14 @@
 //!    value ranges fix), then each computation once (`Program::deduplicated`).
 //! 5. [`scale_grad`]: multiply the gradient by a per-step kernel scalar (global-norm
 //!    clipping; 1 without), so that the plan stays the same whether clipping is on.
+//! 6. [`phases`]: a rule with per-tensor reductions becomes passes over memory,
+//!    the reductions' phases, then the step.
 
 pub mod code_tables;
 pub mod fold;
 pub mod hoist;
 pub mod lower;
+pub mod phases;
 pub mod ranges;
 pub mod reciprocals;
 pub mod scale_grad;

@@ -150,6 +150,19 @@ pub struct ShardedOptimizer<B> {
     backend: B,
 }
 
+/// A reduction over a tensor would need every rank's part of it (its partial
+/// sums all-reduced between the phases): not built yet.
+fn refuse_reductions(plan: &Plan) -> Result<(), RuntimeError> {
+    if plan.reductions.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = plan.reductions.iter().map(|r| r.name()).collect();
+    Err(RuntimeError::ShardedReductions {
+        optimizer: plan.optimizer.clone(),
+        reductions: names.join(", "),
+    })
+}
+
 impl<B: RankBackend> ShardedOptimizer<B> {
     /// Every rank's checks of its input (`check`: the tensors' values, say), then one
     /// meeting of the ranks through `link`: ranks that disagree on the plan or the
@@ -167,17 +180,19 @@ impl<B: RankBackend> ShardedOptimizer<B> {
     ) -> Result<Self, RuntimeError> {
         let (rank, world) = (link.rank(), link.world());
         let fingerprint = super::layout_fingerprint(&plan, tensors.iter().copied());
-        let local = check(&plan).and_then(|checked| {
-            let mut core = Core::new(plan, vec![hyper])?;
-            for (name, len) in tensors {
-                core.add(TensorInfo {
-                    name: name.to_string(),
-                    param_group: 0,
-                    len: *len,
-                })?;
-            }
-            Ok((core, checked))
-        });
+        let local = refuse_reductions(&plan)
+            .and_then(|()| check(&plan))
+            .and_then(|checked| {
+                let mut core = Core::new(plan, vec![hyper])?;
+                for (name, len) in tensors {
+                    core.add(TensorInfo {
+                        name: name.to_string(),
+                        param_group: 0,
+                        len: *len,
+                    })?;
+                }
+                Ok((core, checked))
+            });
         let (core, checked) = super::agree(rank, world, fingerprint, local, |slots| {
             link.all_reduce_f64(slots)
         })?;
