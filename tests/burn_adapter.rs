@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use flashopt::Optimizer as _;
 use flashopt::optimizers::AdamW;
-use flashopt::{CpuOptimizer, GradBuf, MasterMode, PlanConfig, TensorId};
+use flashopt::{CpuOptimizer, GradBuf, MasterMode, OptimizerSpec, PlanConfig, TensorId};
 use flashopt_burn::{BurnError, HostOptimizer};
 use half::bf16;
 
@@ -103,9 +103,21 @@ fn parameters_are_named_by_their_module_path_in_visiting_order() {
 /// a parameter the loss does not reach steps with a zero gradient.
 #[test]
 fn the_adapter_steps_exactly_like_the_cpu_optimizer() {
+    steps_like_the_cpu_optimizer(&adamw());
+}
+
+/// The optimizers that reduce over each tensor: each burn parameter is one tensor of
+/// the optimizer, its norms its own.
+#[test]
+fn reducing_optimizers_step_through_the_adapter_as_the_cpu_optimizer() {
+    steps_like_the_cpu_optimizer(&flashopt::optimizers::Lamb::default());
+    steps_like_the_cpu_optimizer(&flashopt::optimizers::CautiousAdamW::default());
+}
+
+fn steps_like_the_cpu_optimizer<S: OptimizerSpec>(spec: &S) {
     let config = PlanConfig::bf16(MasterMode::Int8);
-    let (mut opt, mut model) = HostOptimizer::new(&adamw(), config, net()).unwrap();
-    let mut reference = CpuOptimizer::for_spec(&adamw(), config).unwrap();
+    let (mut opt, mut model) = HostOptimizer::new(spec, config, net()).unwrap();
+    let mut reference = CpuOptimizer::for_spec(spec, config).unwrap();
     let start = net();
     let initial = [
         values(start.first.weight.val().flatten(0, 1)),

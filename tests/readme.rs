@@ -3,7 +3,7 @@
 //! project's machines, no internal issue numbers), and every page with Rust snippets
 //! compiled as a crate's doctests.
 
-use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::optimizers::{Adam, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
 
 fn read(path: &str) -> String {
@@ -30,6 +30,8 @@ fn the_readme_bytes_table_is_what_the_plans_store() {
         row::<Lion>("Lion"),
         row::<Sgd>("SGD (momentum)"),
         row::<SgdW>("SGDW (momentum)"),
+        row::<Lamb>("LAMB"),
+        row::<CautiousAdamW>("Cautious AdamW"),
     ] {
         assert!(
             readme.contains(&expected),

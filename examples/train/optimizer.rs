@@ -1,7 +1,7 @@
 //! What a run steps with: the rule (`--optimizer`) and, from the run's label, where
 //! it computes and how flashopt stores the parameters and states.
 
-use flashopt::optimizers::{AdamW, Lion, Sgd};
+use flashopt::optimizers::{AdamW, CautiousAdamW, Lamb, Lion, Sgd};
 use flashopt::{F32States, MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 
 /// The update rule of every flashopt run in a process (`--optimizer`).
@@ -11,6 +11,9 @@ pub enum Rule {
     AdamW,
     Lion,
     Sgd,
+    Lamb,
+    #[value(name = "cautious_adamw")]
+    CautiousAdamW,
 }
 
 impl Rule {
@@ -19,6 +22,8 @@ impl Rule {
             Rule::AdamW => "adamw",
             Rule::Lion => "lion",
             Rule::Sgd => "sgd",
+            Rule::Lamb => "lamb",
+            Rule::CautiousAdamW => "cautious_adamw",
         }
     }
 
@@ -28,10 +33,14 @@ impl Rule {
     /// is the gradient itself, four orders of magnitude under Adam's normalized one
     /// on these models, so it takes 100 times AdamW's rate (at 300 times, SGD in
     /// fp32 spiked after the warm-up on two seeds of four on the 353M GPT; at 100
-    /// times on none: docs/TRAINING.md).
+    /// times on none: docs/TRAINING.md). LAMB moves each tensor by `lr` times its
+    /// norm (the trust ratio), an element by about `lr` times the tensor's RMS,
+    /// well under Adam's `lr`: it takes 10 times AdamW's rate. Cautious AdamW takes
+    /// AdamW's.
     pub fn peak_lr(self, adamw_peak: f64) -> f64 {
         match self {
-            Rule::AdamW => adamw_peak,
+            Rule::AdamW | Rule::CautiousAdamW => adamw_peak,
+            Rule::Lamb => adamw_peak * 10.0,
             Rule::Lion => adamw_peak / 10.0,
             Rule::Sgd => adamw_peak * 100.0,
         }
@@ -43,6 +52,8 @@ impl Rule {
             Rule::AdamW => "AdamW, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1",
             Rule::Lion => "Lion, betas 0.9 / 0.99, weight decay 1.0",
             Rule::Sgd => "SGD, momentum 0.9, no weight decay",
+            Rule::Lamb => "LAMB, betas 0.9 / 0.99, eps 1e-6, weight decay 0.1",
+            Rule::CautiousAdamW => "Cautious AdamW, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1",
         }
     }
 
@@ -65,6 +76,26 @@ impl Rule {
             b2: 0.99,
             weight_decay: 1.0,
             ..Lion::default()
+        }
+    }
+
+    pub fn lamb(peak_lr: f64) -> Lamb {
+        Lamb {
+            lr: peak_lr,
+            b1: 0.9,
+            b2: 0.99,
+            weight_decay: 0.1,
+            ..Lamb::default()
+        }
+    }
+
+    pub fn cautious_adamw(peak_lr: f64) -> CautiousAdamW {
+        CautiousAdamW {
+            lr: peak_lr,
+            b1: 0.9,
+            b2: 0.99,
+            weight_decay: 0.1,
+            ..CautiousAdamW::default()
         }
     }
 
@@ -240,5 +271,8 @@ pub fn with_optimizer<F: WithOptimizer>(
         (Rule::Lion, true) => stored(NearestRounding(Rule::lion(lr)), storage, f),
         (Rule::Sgd, false) => stored(Rule::sgd(lr), storage, f),
         (Rule::Sgd, true) => stored(NearestRounding(Rule::sgd(lr)), storage, f),
+        // No flashoptim counterpart: its arithmetic is flashopt's.
+        (Rule::Lamb, _) => stored(Rule::lamb(lr), storage, f),
+        (Rule::CautiousAdamW, _) => stored(Rule::cautious_adamw(lr), storage, f),
     }
 }

@@ -6,7 +6,7 @@ use candle_nn::{Optimizer, VarBuilder, VarMap};
 use flashopt::ir::interp::{GradBuf, PartData};
 use flashopt::optimizers::{AdamW, Lion};
 use flashopt::runtime::raw::part_bytes;
-use flashopt::{CpuOptimizer, MasterMode, Optimizer as _, PlanConfig};
+use flashopt::{CpuOptimizer, MasterMode, Optimizer as _, OptimizerSpec, PlanConfig};
 use flashopt_candle::{CandleError, Config, FlashOptimizer, GradStore, StepOutcome, vars_by_name};
 
 /// A two-layer model and a variable the loss never reaches.
@@ -62,19 +62,23 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// Five steps of the adapter and of a CpuOptimizer given candle's gradients by hand:
 /// every stored part (parameter, correction, codes, scales) bit-equal after each.
 fn equals_the_reference(dtype: DType, format: PlanConfig) {
-    let varmap = VarMap::new();
-    let m = model(&varmap, dtype);
-    let named = vars_by_name(&varmap);
     let adamw = AdamW {
         lr: 0.01,
         ..AdamW::default()
     };
-    let mut reference = CpuOptimizer::for_spec(&adamw, format).unwrap();
+    spec_equals_the_reference(&adamw, dtype, format);
+}
+
+fn spec_equals_the_reference<S: OptimizerSpec>(spec: &S, dtype: DType, format: PlanConfig) {
+    let varmap = VarMap::new();
+    let m = model(&varmap, dtype);
+    let named = vars_by_name(&varmap);
+    let mut reference = CpuOptimizer::for_spec(spec, format).unwrap();
     for (name, var) in &named {
         reference.add_tensor(name, &values(var)).unwrap();
     }
     let mut opt =
-        FlashOptimizer::from_varmap(&varmap, Config::new(&adamw, format).unwrap()).unwrap();
+        FlashOptimizer::from_varmap(&varmap, Config::new(spec, format).unwrap()).unwrap();
     let names: Vec<&str> = (0..opt.optimizer().tensor_count())
         .map(|i| {
             opt.optimizer()
@@ -141,6 +145,14 @@ fn equals_the_reference(dtype: DType, format: PlanConfig) {
 #[test]
 fn f32_variables_step_as_the_reference_with_a_24_bit_master() {
     equals_the_reference(DType::F32, PlanConfig::bf16(MasterMode::Int8));
+}
+
+/// LAMB and Cautious AdamW: every variable its own tensor, its own norms.
+#[test]
+fn reducing_optimizers_step_as_the_reference() {
+    let format = PlanConfig::bf16(MasterMode::Int8);
+    spec_equals_the_reference(&flashopt::optimizers::Lamb::default(), DType::F32, format);
+    spec_equals_the_reference(&flashopt::optimizers::CautiousAdamW::default(), DType::F32, format);
 }
 
 #[test]
