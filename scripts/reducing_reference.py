@@ -23,31 +23,42 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_reference import WORKLOADS, make_params, time_step  # noqa: E402
 
 
-class Lamb(torch.optim.Optimizer):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01):
+class _Adam(torch.optim.Optimizer):
+    """Adam's moments and direction m_hat / (sqrt(v_hat) + eps), for every tensor at once."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.t = 0
+
+    def directions(self, group):
+        ps = [p for p in group["params"] if p.grad is not None]
+        gs = [p.grad for p in ps]
+        for p in ps:
+            if not self.state[p]:
+                self.state[p] = dict(m=torch.zeros_like(p), v=torch.zeros_like(p))
+        ms = [self.state[p]["m"] for p in ps]
+        vs = [self.state[p]["v"] for p in ps]
+        b1, b2 = group["betas"]
+        torch._foreach_lerp_(ms, gs, 1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+        denom = torch._foreach_div(vs, 1 - b2**self.t)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, group["eps"])
+        update = torch._foreach_div(ms, 1 - b1**self.t)
+        torch._foreach_div_(update, denom)
+        return ps, gs, update
+
+
+class Lamb(_Adam):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
 
     @torch.no_grad()
     def step(self):
         self.t += 1
         for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            gs = [p.grad for p in ps]
-            for p in ps:
-                if not self.state[p]:
-                    self.state[p] = dict(m=torch.zeros_like(p), v=torch.zeros_like(p))
-            ms = [self.state[p]["m"] for p in ps]
-            vs = [self.state[p]["v"] for p in ps]
-            b1, b2 = group["betas"]
-            torch._foreach_lerp_(ms, gs, 1 - b1)
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
-            denom = torch._foreach_div(vs, 1 - b2**self.t)
-            torch._foreach_sqrt_(denom)
-            torch._foreach_add_(denom, group["eps"])
-            update = torch._foreach_div(ms, 1 - b1**self.t)
-            torch._foreach_div_(update, denom)
+            ps, _, update = self.directions(group)
             torch._foreach_add_(update, ps, alpha=group["weight_decay"])
             w = torch.stack(torch._foreach_norm(ps))
             u = torch.stack(torch._foreach_norm(update))
@@ -56,33 +67,18 @@ class Lamb(torch.optim.Optimizer):
             torch._foreach_add_(ps, update)
 
 
-class CautiousAdamW(torch.optim.Optimizer):
+class CautiousAdamW(_Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-        self.t = 0
+        super().__init__(params, lr, betas, eps, weight_decay)
 
     @torch.no_grad()
     def step(self):
         self.t += 1
         for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            gs = [p.grad for p in ps]
-            for p in ps:
-                if not self.state[p]:
-                    self.state[p] = dict(m=torch.zeros_like(p), v=torch.zeros_like(p))
-            ms = [self.state[p]["m"] for p in ps]
-            vs = [self.state[p]["v"] for p in ps]
-            b1, b2 = group["betas"]
             lr = group["lr"]
+            ps = [p for p in group["params"] if p.grad is not None]
             torch._foreach_mul_(ps, 1 - lr * group["weight_decay"])
-            torch._foreach_lerp_(ms, gs, 1 - b1)
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
-            denom = torch._foreach_div(vs, 1 - b2**self.t)
-            torch._foreach_sqrt_(denom)
-            torch._foreach_add_(denom, group["eps"])
-            update = torch._foreach_div(ms, 1 - b1**self.t)
-            torch._foreach_div_(update, denom)
+            ps, gs, update = self.directions(group)
             agree = torch._foreach_mul(update, gs)
             masks = [(a > 0).to(a.dtype) for a in agree]
             means = torch.stack([m.mean() for m in masks]).clamp_(min=1e-3)

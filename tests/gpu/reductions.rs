@@ -4,16 +4,14 @@
 
 use flashopt::ir::interp::{GradBuf, HostTensor};
 use flashopt::optimizers::{CautiousAdamW, Lamb};
-use flashopt::{CpuOptimizer, MasterMode, Optimizer, OptimizerSpec, PlanConfig, TensorId};
+use flashopt::{CpuOptimizer, MasterMode, OptimizerSpec, PlanConfig, TensorId};
 use flashopt_cubecl::GpuOptimizer;
-use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::cubecl::server::Handle;
 use half::bf16;
 
 use crate::common::Rng;
-use crate::{Client, client, report, same_bits};
-
-type Gpu = GpuOptimizer<CudaRuntime>;
+use crate::guards::{Gpu, same};
+use crate::{Client, client, report};
 
 /// A tensor of one element, short last groups and chunks, one with more chunks than
 /// strands (600001 elements: 587 chunks of 32 groups), one of 2^20.
@@ -40,14 +38,6 @@ fn pair<S: OptimizerSpec>(
     let hyper = spec.hyper_values().unwrap();
     let gpu = GpuOptimizer::from_host_padded(client.clone(), plan, hyper, tensors, 0xFF).unwrap();
     (cpu, gpu, rng)
-}
-
-fn same(cpu: &CpuOptimizer, gpu: &Gpu) -> bool {
-    gpu.download()
-        .iter()
-        .enumerate()
-        .all(|(i, (_, t))| same_bits(t, cpu.tensor(TensorId(i)).unwrap()))
-        && cpu.steps_taken() == gpu.steps_taken()
 }
 
 fn grads(rng: &mut Rng) -> Vec<Vec<f32>> {
