@@ -77,8 +77,7 @@ fn spec_equals_the_reference<S: OptimizerSpec>(spec: &S, dtype: DType, format: P
     for (name, var) in &named {
         reference.add_tensor(name, &values(var)).unwrap();
     }
-    let mut opt =
-        FlashOptimizer::from_varmap(&varmap, Config::new(spec, format).unwrap()).unwrap();
+    let mut opt = FlashOptimizer::from_varmap(&varmap, Config::new(spec, format).unwrap()).unwrap();
     let names: Vec<&str> = (0..opt.optimizer().tensor_count())
         .map(|i| {
             opt.optimizer()
@@ -152,7 +151,11 @@ fn f32_variables_step_as_the_reference_with_a_24_bit_master() {
 fn reducing_optimizers_step_as_the_reference() {
     let format = PlanConfig::bf16(MasterMode::Int8);
     spec_equals_the_reference(&flashopt::optimizers::Lamb::default(), DType::F32, format);
-    spec_equals_the_reference(&flashopt::optimizers::CautiousAdamW::default(), DType::F32, format);
+    spec_equals_the_reference(
+        &flashopt::optimizers::CautiousAdamW::default(),
+        DType::F32,
+        format,
+    );
 }
 
 #[test]
