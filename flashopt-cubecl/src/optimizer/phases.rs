@@ -73,19 +73,11 @@ impl<R: HostTransfers> Phases<R> {
                 }
             })
             .collect();
-        let mut chunk_words: Vec<u32> = Vec::new();
-        let mut tensor_words: Vec<u32> = Vec::new();
-        let mut tensor_chunks = Vec::with_capacity(segments.len());
-        for (row, s) in segments.iter().enumerate() {
-            let first = chunk_words.len() / CHUNK_WORDS;
-            for c in (0..s.groups).step_by(CHUNK_GROUPS) {
-                let groups = CHUNK_GROUPS.min(s.groups - c);
-                chunk_words.extend([word(s.first_group + c), word(groups)]);
-            }
-            let count = chunk_words.len() / CHUNK_WORDS - first;
-            tensor_words.extend([word(first), word(count), word(s.len), word(row)]);
-            tensor_chunks.push((first, count));
-        }
+        let ReductionLayout {
+            chunk_words,
+            tensor_words,
+            tensor_chunks,
+        } = ReductionLayout::of(segments);
         let chunks = tensor_chunks.last().map_or(0, |&(f, c)| f + c);
         let upload = |words: &[u32]| {
             let handle = transfer::upload_bytes(client, &raw::le_bytes(words));
@@ -105,6 +97,39 @@ impl<R: HostTransfers> Phases<R> {
             tables,
             tensor_chunks,
         })
+    }
+}
+
+/// Where each tensor's chunks lie ([`CHUNK_GROUPS`] groups from the tensor's first,
+/// the last short), as the device tables hold them.
+struct ReductionLayout {
+    /// [`CHUNK_WORDS`] per chunk: its first group in the flat buffers, its groups.
+    chunk_words: Vec<u32>,
+    /// [`TENSOR_WORDS`] per tensor: its first chunk, its chunks, its elements, its row.
+    tensor_words: Vec<u32>,
+    tensor_chunks: Vec<(usize, usize)>,
+}
+
+impl ReductionLayout {
+    fn of(segments: &[Segment]) -> ReductionLayout {
+        let mut chunk_words: Vec<u32> = Vec::new();
+        let mut tensor_words: Vec<u32> = Vec::new();
+        let mut tensor_chunks = Vec::with_capacity(segments.len());
+        for (row, s) in segments.iter().enumerate() {
+            let first = chunk_words.len() / CHUNK_WORDS;
+            for c in (0..s.groups).step_by(CHUNK_GROUPS) {
+                let groups = CHUNK_GROUPS.min(s.groups - c);
+                chunk_words.extend([word(s.first_group + c), word(groups)]);
+            }
+            let count = chunk_words.len() / CHUNK_WORDS - first;
+            tensor_words.extend([word(first), word(count), word(s.len), word(row)]);
+            tensor_chunks.push((first, count));
+        }
+        ReductionLayout {
+            chunk_words,
+            tensor_words,
+            tensor_chunks,
+        }
     }
 }
 
@@ -183,6 +208,87 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         tensors,
                     )
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flashopt_ir::GROUP_SIZE;
+    use flashopt_ir::graph::Reduction;
+    use flashopt_ir::reduction::{self, STRANDS};
+    use flashopt_runtime::core::TensorInfo;
+
+    use super::*;
+    use crate::optimizer::layout::segments;
+
+    /// The device's levels 2 to 4 over the tables, performed on the host from the
+    /// flat buffers' group values (padding poisoned, as the GPU tests poison it):
+    /// each tensor's value is `reduction::reduce` of its elements, bit for bit.
+    #[test]
+    fn the_tables_give_each_tensor_its_own_groups_in_order() {
+        let lens = [
+            1usize,
+            33,
+            CHUNK_GROUPS * GROUP_SIZE * (STRANDS + 3) + 5,
+            1024,
+            95,
+        ];
+        let tensors: Vec<TensorInfo> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| TensorInfo {
+                name: format!("t{i}"),
+                param_group: 0,
+                len,
+            })
+            .collect();
+        let (segments, groups) = segments(&tensors);
+        let layout = ReductionLayout::of(&segments);
+        // Flat values, padding NaN: a group's value reads only its real elements.
+        let mut flat = vec![f32::NAN; groups * GROUP_SIZE];
+        let values: Vec<Vec<f32>> = lens
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+                    .collect()
+            })
+            .collect();
+        for (s, v) in segments.iter().zip(&values) {
+            flat[s.elements()].copy_from_slice(v);
+        }
+        for r in Reduction::ALL {
+            let partials: Vec<f64> = (0..groups)
+                .map(|g| {
+                    let s = segments
+                        .iter()
+                        .find(|s| (s.first_group..s.first_group + s.groups).contains(&g))
+                        .unwrap();
+                    let real = (s.len - (g - s.first_group) * GROUP_SIZE).min(GROUP_SIZE);
+                    reduction::group_value(r, &flat[g * GROUP_SIZE..g * GROUP_SIZE + real])
+                })
+                .collect();
+            let chunk_values: Vec<f64> = layout
+                .chunk_words
+                .chunks(CHUNK_WORDS)
+                .map(|w| {
+                    let (start, count) = (w[0] as usize, w[1] as usize);
+                    reduction::chunk_values(r, &partials[start..start + count])[0]
+                })
+                .collect();
+            for (t, w) in layout.tensor_words.chunks(TENSOR_WORDS).enumerate() {
+                let (first, count, len, row) = (w[0] as usize, w[1] as usize, w[2] as usize, w[3]);
+                assert_eq!((row as usize, len), (t, lens[t]));
+                assert_eq!(layout.tensor_chunks[t], (first, count));
+                let total = reduction::total(r, &chunk_values[first..first + count]);
+                let value = reduction::finish(r, total, len);
+                assert_eq!(
+                    value.to_bits(),
+                    reduction::reduce(r, &values[t]).to_bits(),
+                    "{r:?}, tensor {t}"
+                );
             }
         }
     }
