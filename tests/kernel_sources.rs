@@ -406,3 +406,20 @@ fn reduction_phase_kernels() {
         }
     }
 }
+
+/// `tensor_max`'s term keeps its `+ 0.0` in f64 (-0 becomes +0 before the maximum,
+/// as `reduction::term` does): neither cubecl nor the source drops it.
+#[test]
+fn the_maximum_adds_its_zero_in_f64() {
+    use flashopt::ir::def::{OptimizerDef, Range, call, name};
+    use flashopt_cubecl::codegen::emit::emit_pass;
+    let mut def = OptimizerDef::new("max_scaled");
+    def.hyper("lr", 0.1, Range::at_least(0.0));
+    def.assign(
+        "p",
+        name("p") - name("lr") * name("g") / call("tensor_max", vec![name("g") * name("g")]),
+    );
+    let plan = flashopt::ir::compile(&def, PlanConfig::f32_params()).unwrap();
+    let phase = emit_pass(&plan, 0, Target::Cuda, KernelShape::default()).unwrap();
+    assert!(phase.contains("+ double(0.0)"), "{phase}");
+}

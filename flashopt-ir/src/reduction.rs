@@ -30,8 +30,10 @@ pub const STRANDS: usize = 256;
 pub fn term(r: Reduction, x: f32) -> f64 {
     match r {
         Reduction::Sum | Reduction::Mean => f64::from(x),
-        // `+ 0.0` makes -0 +0: the maximum of zeros does not depend on the order.
-        Reduction::Max => f64::from(x + 0.0),
+        // `+ 0.0` makes -0 +0: the maximum of zeros does not depend on the order. In
+        // f64, after the conversion: an f32 `x + 0.0` of a product could be
+        // contracted into an FMA on a GPU, which keeps an underflowing product's -0.
+        Reduction::Max => f64::from(x) + 0.0,
         // Exact in f64 (24-bit significands), and never overflows.
         Reduction::Norm | Reduction::Rms => f64::from(x) * f64::from(x),
     }

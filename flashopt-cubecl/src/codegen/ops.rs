@@ -318,7 +318,9 @@ pub fn reduction_term(
 ) -> f64 {
     let term = match op {
         Reduction::Sum | Reduction::Mean => f64::cast_from(x),
-        Reduction::Max => f64::cast_from(x + 0.0),
+        // As `reduction::term`: the zero added in f64, where no f32 product can be
+        // contracted into it.
+        Reduction::Max => f64::cast_from(x) + 0.0f64,
         Reduction::Norm | Reduction::Rms => {
             let wide = f64::cast_from(x);
             wide * wide
