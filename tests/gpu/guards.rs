@@ -31,10 +31,22 @@ pub(crate) fn config() -> PlanConfig {
 
 /// The same AdamW-24 tensors on the CPU reference and on the GPU (padding poisoned).
 pub(crate) fn pair(client: &Client, lens: &[usize], seed: u64) -> (CpuOptimizer, Gpu, Rng) {
-    let plan = AdamW::plan(config()).unwrap();
+    pair_of(&spec(), config(), client, lens, seed)
+}
+
+/// The same tensors of any optimizer and format on the CPU reference and on the GPU
+/// (padding poisoned), initial values from `seed`.
+pub(crate) fn pair_of<S: OptimizerSpec>(
+    spec: &S,
+    config: PlanConfig,
+    client: &Client,
+    lens: &[usize],
+    seed: u64,
+) -> (CpuOptimizer, Gpu, Rng) {
+    let plan = S::plan(config).unwrap();
     let mut rng = Rng::new(seed);
     let inits: Vec<Vec<f32>> = lens.iter().map(|&n| rng.normals(n, 0.5)).collect();
-    let mut cpu = CpuOptimizer::for_spec(&spec(), config()).unwrap();
+    let mut cpu = CpuOptimizer::for_spec(spec, config).unwrap();
     for (i, init) in inits.iter().enumerate() {
         cpu.add_tensor(&format!("t{i}"), init).unwrap();
     }
@@ -43,14 +55,8 @@ pub(crate) fn pair(client: &Client, lens: &[usize], seed: u64) -> (CpuOptimizer,
         .enumerate()
         .map(|(i, v)| (format!("t{i}"), HostTensor::from_f32(&plan, v)))
         .collect();
-    let gpu = GpuOptimizer::from_host_padded(
-        client.clone(),
-        plan,
-        spec().hyper_values().unwrap(),
-        tensors,
-        0xFF,
-    )
-    .unwrap();
+    let hyper = spec.hyper_values().unwrap();
+    let gpu = GpuOptimizer::from_host_padded(client.clone(), plan, hyper, tensors, 0xFF).unwrap();
     (cpu, gpu, rng)
 }
 

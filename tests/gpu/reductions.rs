@@ -2,43 +2,19 @@
 //! kernels, the per-tensor sums and the step against the CPU reference, bit for bit,
 //! from the flat gradient buffer, from the trainer's buffers, and tensor by tensor.
 
-use flashopt::ir::interp::{GradBuf, HostTensor};
+use flashopt::ir::interp::GradBuf;
 use flashopt::optimizers::{CautiousAdamW, Lamb};
-use flashopt::{CpuOptimizer, MasterMode, OptimizerSpec, PlanConfig, TensorId};
-use flashopt_cubecl::GpuOptimizer;
+use flashopt::{MasterMode, OptimizerSpec, PlanConfig, TensorId};
 use flashopt_cubecl::cubecl::server::Handle;
 use half::bf16;
 
 use crate::common::Rng;
-use crate::guards::{Gpu, same};
+use crate::guards::{pair_of, same};
 use crate::{Client, client, report};
 
 /// A tensor of one element, short last groups and chunks, one with more chunks than
 /// strands (600001 elements: 587 chunks of 32 groups), one of 2^20.
 const LENS: [usize; 6] = [1, 33, 4099, 600_001, 1 << 20, 95];
-
-fn pair<S: OptimizerSpec>(
-    spec: &S,
-    config: PlanConfig,
-    client: &Client,
-    seed: u64,
-) -> (CpuOptimizer, Gpu, Rng) {
-    let plan = S::plan(config).unwrap();
-    let mut rng = Rng::new(seed);
-    let inits: Vec<Vec<f32>> = LENS.iter().map(|&n| rng.normals(n, 0.5)).collect();
-    let mut cpu = CpuOptimizer::for_spec(spec, config).unwrap();
-    for (i, init) in inits.iter().enumerate() {
-        cpu.add_tensor(&format!("t{i}"), init).unwrap();
-    }
-    let tensors = inits
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (format!("t{i}"), HostTensor::from_f32(&plan, v)))
-        .collect();
-    let hyper = spec.hyper_values().unwrap();
-    let gpu = GpuOptimizer::from_host_padded(client.clone(), plan, hyper, tensors, 0xFF).unwrap();
-    (cpu, gpu, rng)
-}
 
 fn grads(rng: &mut Rng) -> Vec<Vec<f32>> {
     LENS.iter().map(|&n| rng.normals(n, 0.02)).collect()
@@ -52,7 +28,7 @@ fn steps_bit_equal<S: OptimizerSpec>(
     config: PlanConfig,
     client: &Client,
 ) -> bool {
-    let (mut cpu, mut gpu, mut rng) = pair(spec, config, client, 71);
+    let (mut cpu, mut gpu, mut rng) = pair_of(spec, config, client, &LENS, 71);
     let bf16_grads = config.grad == flashopt::FloatDtype::Bf16;
     let mut results = Vec::new();
     for round in 0..5 {
