@@ -3,8 +3,9 @@
 
 NVRTC (the run-time compiler cubecl-cuda uses on the device) is a plain library: this
 script loads it from the `nvidia-cuda-nvrtc-cu12` wheel (headers from
-`nvidia-cuda-runtime-cu12`), compiles every shipped optimizer's kernel in every
-master mode and parameter dtype for sm_90 (Hopper) through `flashopt emit`, and fails
+`nvidia-cuda-runtime-cu12`), compiles every shipped optimizer's kernel (and the
+reduction phases' kernels of those that reduce over a tensor) in every master mode
+and parameter dtype for sm_90 (Hopper) through `flashopt emit`, and fails
 on any compile error or register spill. It prints each kernel's registers.
 
     python3 -m pip install --target .dev/nvrtc nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12
@@ -17,7 +18,9 @@ import re
 import subprocess
 import sys
 
-OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw"]
+OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw", "lamb", "cautious_adamw"]
+# The optimizers that reduce over each tensor: their phase kernels too.
+PHASES = {"lamb": 1, "cautious_adamw": 1}
 CONFIGS = [
     ["--master", "24"],
     ["--master", "32"],
@@ -58,25 +61,43 @@ def compile_source(lib, include, source, arch="sm_90"):
     return status, log.value.decode(errors="replace")
 
 
+def emitted(flashopt, name, config):
+    args = [flashopt, "emit", name, "--target", "cuda", *config]
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
 def main():
     site, flashopt = sys.argv[1], sys.argv[2]
     lib, include = nvrtc(site)
+    # (label, source): every step kernel, every reduction phase's kernel, and the
+    # kernels that sum each reduction over each tensor (one source per kernel).
+    kernels = [
+        (f"{name} {' '.join(config)}", emitted(flashopt, name, config))
+        for name in OPTIMIZERS
+        for config in CONFIGS
+    ]
+    for name, phases in PHASES.items():
+        for p in range(phases):
+            for config in CONFIGS:
+                config = config + ["--phase", str(p)]
+                kernels.append((f"{name} {' '.join(config)}", emitted(flashopt, name, config)))
+        pieces = emitted(flashopt, name, ["--reduction-kernels"]).split("// flashopt kernel\n")
+        kernels += [
+            (f"{name} --reduction-kernels #{k}", piece)
+            for k, piece in enumerate(p for p in pieces if p.strip())
+        ]
     failed = False
-    for name in OPTIMIZERS:
-        for config in CONFIGS:
-            args = [flashopt, "emit", name, "--target", "cuda", *config]
-            source = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-            status, log = compile_source(lib, include, source)
-            regs = re.search(r"Used (\d+) registers", log)
-            spills = re.findall(r"(\d+) bytes spill (?:stores|loads)", log)
-            spilled = any(int(s) for s in spills)
-            label = f"{name} {' '.join(config)}"
-            if status or spilled or not regs:
-                failed = True
-                errors = "\n".join(l for l in log.splitlines() if "error" in l or "spill" in l)
-                print(f"FAIL {label}: status {status}\n{errors}")
-            else:
-                print(f"ok   {label}: {regs.group(1)} registers, no spills")
+    for label, source in kernels:
+        status, log = compile_source(lib, include, source)
+        regs = re.search(r"Used (\d+) registers", log)
+        spills = re.findall(r"(\d+) bytes spill (?:stores|loads)", log)
+        spilled = any(int(s) for s in spills)
+        if status or spilled or not regs:
+            failed = True
+            errors = "\n".join(l for l in log.splitlines() if "error" in l or "spill" in l)
+            print(f"FAIL {label}: status {status}\n{errors}")
+        else:
+            print(f"ok   {label}: {regs.group(1)} registers, no spills")
     sys.exit(1 if failed else 0)
 
 

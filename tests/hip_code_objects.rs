@@ -19,7 +19,7 @@ use flashopt::{Arithmetic, KernelShape};
 use flashopt::{FloatDtype, MasterMode, PlanConfig};
 use flashopt::{GpuOptimizer, Optimizer};
 use flashopt_cubecl::codegen::bindings::MAX_GRADIENT_REGIONS;
-use flashopt_cubecl::codegen::emit::{Target, emit, emit_shaped};
+use flashopt_cubecl::codegen::emit::{Target, emit, emit_pass, emit_shaped};
 use flashopt_cubecl::cubecl::client::ComputeClient;
 use flashopt_cubecl::cubecl::hip::HipRuntime;
 
@@ -158,6 +158,26 @@ fn hip_kernels_compile_to_code_objects_without_spills() {
             ),
         ] {
             kernels.push((label, emit_shaped(&plan, Target::Hip, shape).unwrap()));
+        }
+        for (format, source) in kernels {
+            for arch in ARCHS {
+                jobs.push((format!("{name} {format}"), source.clone(), arch));
+            }
+        }
+    }
+    // The optimizers that reduce over each tensor: their phase kernels (plane shuffles
+    // of f64) and the kernels that sum each reduction over each tensor.
+    for name in optimizers::REDUCING_NAMES {
+        let def = optimizers::by_name(name).unwrap();
+        let plan = flashopt::ir::compile(&def, PlanConfig::bf16(MasterMode::Int8)).unwrap();
+        let mut kernels = Vec::new();
+        for pass in 0..=plan.phases.len() {
+            let source = emit_pass(&plan, pass, Target::Hip, KernelShape::default()).unwrap();
+            kernels.push((format!("bf16 24, pass {pass}"), source));
+        }
+        let sums = flashopt_cubecl::device::reductions::sources(&plan, Target::Hip).unwrap();
+        for (k, source) in sums.into_iter().enumerate() {
+            kernels.push((format!("reduction kernel {k}"), source));
         }
         for (format, source) in kernels {
             for arch in ARCHS {

@@ -63,6 +63,10 @@ struct Emit {
     /// their phases before the step) instead of the step's.
     #[arg(long)]
     phase: Option<usize>,
+    /// The kernels that sum each reduction's group values over each tensor, two per
+    /// reduction, each after a `// flashopt kernel` line, instead of the step's.
+    #[arg(long, conflicts_with = "phase")]
+    reduction_kernels: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -157,6 +161,13 @@ fn emit(args: Emit) -> Result<String, String> {
                 .with_gradient_regions(args.gradient_regions)
         })
         .expect("lanes and regions checked by the parser");
+    if args.reduction_kernels {
+        let sources = flashopt_cubecl::device::reductions::sources(&plan, target)?;
+        return Ok(sources
+            .iter()
+            .map(|s| format!("// flashopt kernel\n{s}"))
+            .collect());
+    }
     match args.phase {
         None => emit_shaped(&plan, target, shape),
         Some(phase) if phase < plan.phases.len() => emit_pass(&plan, phase, target, shape),

@@ -147,14 +147,18 @@ pub fn emit_pass(
         &props,
         settings(plan),
     );
-    let addr = AddressType::U32.unsigned_type();
-    let error = |message: String| EmitError {
+    compile_for(target, definition).map_err(|message| EmitError {
         target: target.name(),
         optimizer: plan.optimizer.clone(),
         message,
-    };
-    // As the runtimes compile: cubecl-cuda turns on fast-math support (used only where
-    // a kernel asks for it, `Arithmetic::Approximate`), cubecl-hip does not.
+    })
+}
+
+/// A kernel definition as `target` source, compiled as the runtimes compile it:
+/// cubecl-cuda turns on fast-math support (used only where a kernel asks for it,
+/// `Arithmetic::Approximate`), cubecl-hip does not.
+pub(crate) fn compile_for(target: Target, definition: KernelDefinition) -> Result<String, String> {
+    let addr = AddressType::U32.unsigned_type();
     let mut options = CompilationOptions::default();
     let source = match target {
         Target::Cuda => {
@@ -164,12 +168,11 @@ pub fn emit_pass(
         Target::Hip => {
             compile::<<cubecl::hip::HipRuntime as Runtime>::Compiler>(definition, addr, &options)
         }
-    }
-    .map_err(error)?;
+    }?;
     Ok(canonical_order(&source))
 }
 
-pub(crate) fn compile<C>(
+fn compile<C>(
     definition: KernelDefinition,
     addr: cubecl::ir::StorageType,
     options: &CompilationOptions,

@@ -14,6 +14,11 @@ use cubecl::server::Handle;
 use flashopt_ir::graph::Reduction;
 use flashopt_ir::reduction::{CHUNK_GROUPS, STRANDS};
 
+use cubecl::ir::{AddressType, Type};
+use flashopt_ir::Plan;
+
+use crate::codegen::bindings::{F32, F64, U32, scalar_stride};
+use crate::codegen::emit::{Target, compile_for, offline_device_properties};
 use crate::codegen::ops::{combine, reduction_identity};
 
 /// Words per chunk in the chunk table: its first group (in the flat buffers) and its
@@ -195,69 +200,87 @@ pub unsafe fn launch_tensor_values<R: Runtime>(
     }
 }
 
+/// The CUDA or HIP source of the chunk and tensor kernels of every reduction of
+/// `plan`, as a device compiles them (for the host's compile checks: NVRTC in CI, and
+/// `flashopt emit --reduction-kernels`).
+pub fn sources(plan: &Plan, target: Target) -> Result<Vec<String>, String> {
+    let stride = scalar_stride(plan);
+    let offset = plan.scalar_count();
+    let reductions = plan.reductions.len();
+    let mut out = Vec::new();
+    for (k, &op) in plan.reductions.iter().enumerate() {
+        for tensors in [false, true] {
+            let mut b = KernelBuilder::default();
+            b.runtime_properties(target.target_properties());
+            b.device_properties(&offline_device_properties(target));
+            AddressType::U32.register(&mut b.scope);
+            let units = if tensors {
+                let values = b.input_array(Type::new(F64));
+                let table = b.input_array(Type::new(U32));
+                let scalars = b.output_array(Type::new(F32));
+                let first = b.scalar(U32);
+                tensor_values::expand(
+                    &mut b.scope,
+                    values.into(),
+                    table.into(),
+                    scalars.into(),
+                    first.into(),
+                    reductions,
+                    k,
+                    op,
+                    stride,
+                    offset,
+                );
+                STRANDS
+            } else {
+                let partials = b.input_array(Type::new(F64));
+                let table = b.input_array(Type::new(U32));
+                let chunk_out = b.output_array(Type::new(F64));
+                let first = b.scalar(U32);
+                chunk_values::expand(
+                    &mut b.scope,
+                    partials.into(),
+                    table.into(),
+                    chunk_out.into(),
+                    first.into(),
+                    reductions,
+                    k,
+                    op,
+                );
+                CHUNK_GROUPS
+            };
+            let level = if tensors { "tensor" } else { "chunk" };
+            let settings = KernelSettings::default()
+                .cube_dim(CubeDim::new_1d(units as u32))
+                .address_type(AddressType::U32)
+                .kernel_name(format!("flashopt_{}_r{k}_{level}", plan.optimizer));
+            out.push(compile_for(target, b.build(settings))?);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use cubecl::ir::{AddressType, Type};
-    use cubecl_cpp::shared::CompilationOptions;
-
     use super::*;
-    use crate::codegen::bindings::{F32, F64, U32};
-    use crate::codegen::emit::{Target, compile, offline_device_properties};
 
     /// Both kernels expand (cubecl runs their Rust on the host) and compile to CUDA
-    /// source for every reduction, as on a device.
+    /// and HIP source for every reduction, as on a device.
     #[test]
     fn the_kernels_compile_for_every_reduction() {
-        for op in Reduction::ALL {
-            for tensors in [false, true] {
-                let mut b = KernelBuilder::default();
-                b.runtime_properties(Target::Cuda.target_properties());
-                b.device_properties(&offline_device_properties(Target::Cuda));
-                AddressType::U32.register(&mut b.scope);
-                let units = if tensors {
-                    let values = b.input_array(Type::new(F64));
-                    let table = b.input_array(Type::new(U32));
-                    let scalars = b.output_array(Type::new(F32));
-                    let first = b.scalar(U32);
-                    tensor_values::expand(
-                        &mut b.scope,
-                        values.into(),
-                        table.into(),
-                        scalars.into(),
-                        first.into(),
-                        2,
-                        1,
-                        op,
-                        16,
-                        13,
-                    );
-                    STRANDS
-                } else {
-                    let partials = b.input_array(Type::new(F64));
-                    let table = b.input_array(Type::new(U32));
-                    let out = b.output_array(Type::new(F64));
-                    let first = b.scalar(U32);
-                    chunk_values::expand(
-                        &mut b.scope,
-                        partials.into(),
-                        table.into(),
-                        out.into(),
-                        first.into(),
-                        2,
-                        1,
-                        op,
-                    );
-                    CHUNK_GROUPS
-                };
-                let settings = KernelSettings::default()
-                    .cube_dim(CubeDim::new_1d(units as u32))
-                    .address_type(AddressType::U32);
-                let source = compile::<cubecl::cuda::CudaCompiler>(
-                    b.build(settings),
-                    AddressType::U32.unsigned_type(),
-                    &CompilationOptions::default(),
-                )
-                .unwrap();
+        use flashopt_ir::def::{OptimizerDef, Range, call, name};
+        let mut def = OptimizerDef::new("every_reduction");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        let mut update = name("g");
+        for r in Reduction::ALL {
+            update = update * call(r.name(), vec![name("g")]);
+        }
+        def.assign("p", name("p") - name("lr") * update);
+        let plan = flashopt_ir::compile(&def, flashopt_ir::PlanConfig::f32_params()).unwrap();
+        for target in [Target::Cuda, Target::Hip] {
+            let sources = sources(&plan, target).unwrap();
+            assert_eq!(sources.len(), 2 * Reduction::ALL.len());
+            for source in sources {
                 assert!(source.contains("__syncthreads"), "{source}");
             }
         }
