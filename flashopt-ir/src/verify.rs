@@ -47,21 +47,13 @@ pub fn verify(plan: &Plan) -> Result<(), VerifyError> {
         ));
     }
     // Which reductions a program may read: those of the phases before it.
-    let reductions = plan.reductions.len();
-    let mut computed = vec![false; reductions];
-    for (p, phase) in plan.phases.iter().enumerate() {
+    let mut computed = vec![false; plan.reductions.len()];
+    for phase in &plan.phases {
         let mut available = computed.clone();
         verify_program(plan, phase, Pass::Phase(&mut available))
             .map_err(|(inst, message)| fail("phase", inst, message))?;
-        if phase.stores().next().is_some() {
-            return Err(fail("phase", p, "a reduction phase stores nothing".into()));
-        }
-        // `available` now also marks the reductions this phase computed.
-        for k in 0..reductions {
-            if available[k] && !computed[k] {
-                computed[k] = true;
-            }
-        }
+        // Now also the reductions this phase computed.
+        computed = available;
     }
     if let Some(k) = computed.iter().position(|c| !c) {
         return Err(fail(
@@ -126,6 +118,9 @@ fn verify_program(plan: &Plan, program: &Program, mut pass: Pass) -> Result<(), 
             }
             InstOp::Store(p, v) => {
                 let part = part(p)?;
+                if matches!(pass, Pass::Phase(_)) {
+                    return Err((i, format!("a reduction phase stores `{}`", part.name)));
+                }
                 if part.role == Role::Gradient {
                     return Err((i, format!("stores the gradient `{}`", part.name)));
                 }
@@ -275,5 +270,54 @@ mod tests {
             ty: ValueType::F32,
         });
         assert!(verify(&bad).unwrap_err().message.contains("expected i32"));
+    }
+
+    #[test]
+    fn reduction_phases_are_checked() {
+        let mut def = OptimizerDef::new("normalized");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        def.assign(
+            "p",
+            name("p") - name("lr") * name("g") / crate::def::call("tensor_norm", vec![name("g")]),
+        );
+        let good = crate::compile(&def, PlanConfig::f32_params()).unwrap();
+        assert_eq!(verify(&good), Ok(()));
+        let message = |plan: &Plan| verify(plan).unwrap_err().message;
+        let grad = good.part_with_role(Role::Gradient);
+        let g = good.phases[0].loads().position(|p| p == grad).unwrap();
+        let unit = |op| Inst {
+            op,
+            ty: ValueType::Unit,
+        };
+
+        let mut bad = good.clone();
+        bad.phases[0].insts.push(unit(InstOp::Store(
+            crate::layout::PartId(0),
+            ValueId(g as u32),
+        )));
+        assert!(message(&bad).contains("a reduction phase stores `param`"));
+
+        let mut bad = good.clone();
+        bad.phases[0]
+            .insts
+            .push(unit(InstOp::Reduce(0, ValueId(g as u32))));
+        assert!(message(&bad).contains("R0 is reduced twice"));
+
+        let mut bad = good.clone();
+        bad.phases[0].insts.push(Inst {
+            op: InstOp::Reduced(0),
+            ty: ValueType::F32,
+        });
+        assert!(message(&bad).contains("reads R0, which no earlier phase computes"));
+
+        let mut bad = good.clone();
+        bad.step
+            .insts
+            .push(unit(InstOp::Reduce(0, ValueId(g as u32))));
+        assert!(message(&bad).contains("only a reduction phase holds terms"));
+
+        let mut bad = good;
+        bad.phases.clear();
+        assert!(message(&bad).contains("no phase computes reduction R0"));
     }
 }
