@@ -128,13 +128,18 @@ pub fn finish(r: Reduction, total: f64, len: usize) -> f32 {
     }) as f32
 }
 
+/// Levels 2 to 4: the value of a tensor of `len` elements from its group values.
+pub fn from_groups(r: Reduction, groups: &[f64], len: usize) -> f32 {
+    finish(r, total(r, &chunk_values(r, groups)), len)
+}
+
 /// The reduction of a whole tensor's values, through every level.
 pub fn reduce(r: Reduction, values: &[f32]) -> f32 {
     let groups: Vec<f64> = values
         .chunks(GROUP_SIZE)
         .map(|g| group_value(r, g))
         .collect();
-    finish(r, total(r, &chunk_values(r, &groups)), values.len())
+    from_groups(r, &groups, values.len())
 }
 
 #[cfg(test)]

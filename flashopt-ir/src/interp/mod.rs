@@ -206,9 +206,7 @@ pub fn reductions(
         );
         for inst in &phase.insts {
             if let InstOp::Reduce(k, _) = inst.op {
-                let r = plan.reductions[k];
-                let chunks = crate::reduction::chunk_values(r, &partials[k]);
-                values[k] = crate::reduction::finish(r, crate::reduction::total(r, &chunks), len);
+                values[k] = crate::reduction::from_groups(plan.reductions[k], &partials[k], len);
             }
         }
     }
@@ -492,12 +490,12 @@ impl Run<'_> {
                     InstOp::Scalar(k) => out = [scalars[k].to_bits(); GROUP_SIZE],
                     InstOp::Reduced(k) => out = [self.reduced[k].to_bits(); GROUP_SIZE],
                     InstOp::Reduce(k, v) => {
-                        let values: Vec<f32> = regs[v.index()][..len]
-                            .iter()
-                            .map(|&x| f32::from_bits(x))
-                            .collect();
+                        let mut values = [0.0f32; GROUP_SIZE];
+                        for (x, &bits) in values.iter_mut().zip(&regs[v.index()][..len]) {
+                            *x = f32::from_bits(bits);
+                        }
                         let r = plan.reductions[k];
-                        b.partials[k][group] = crate::reduction::group_value(r, &values);
+                        b.partials[k][group] = crate::reduction::group_value(r, &values[..len]);
                         continue;
                     }
                     InstOp::GroupMax(v) => {
