@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The second device command, after the reduction kernels' fix (their shared-memory tree
-# unrolled at expansion), on one H100 (burn's autotune cache of the small configuration is
-# an H100's): alone on the GPU, the GPU tests of the reducing optimizers, flashopt-bench's
+# unrolled at expansion), on one GPU (burn's autotune cache of the small configuration,
+# carried in, was filled on an H100; its keys name shapes, not the device): alone on the GPU, the GPU tests of the reducing optimizers, flashopt-bench's
 # Lamb-24, CautiousAdamW-24 and AdamW-24 with the copy ceiling in the same process, and
 # scripts/reducing_reference.py; then, side by side, the small configuration's training
 # jobs (jobs-small.txt, 6 at a time, none started with under 200 s left), ncu of one
