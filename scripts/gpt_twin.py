@@ -18,7 +18,10 @@ from torch's generator, not the example's.
   lion   a tenth of the peak lr, betas 0.9 / 0.99, decoupled weight decay 1.0 (torch has
          no Lion: `--opt torch-*` steps the Lion paper's rule written here with foreach
          operations);
-  sgd    100 times the peak lr, momentum 0.9, no dampening, no weight decay.
+  sgd    100 times the peak lr, momentum 0.9, no dampening, no weight decay;
+  lamb   10 times the peak lr, betas 0.9 / 0.99, eps 1e-6, weight decay 0.1 added to the
+         update; cautious_adamw: AdamW's hyper-parameters. Neither is in torch or
+         flashoptim: `--opt torch-*` steps the papers' rules of scripts/reducing_reference.py.
 `--clip MAX_NORM` clips the global gradient norm before each step, as the example's.
 
 `--opt` picks the parameters' dtype and the optimizer:
@@ -61,6 +64,7 @@ import argparse
 import csv
 import math
 import os
+import sys
 import time
 
 import torch
@@ -204,6 +208,8 @@ RULES = {
     "adamw": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
     "lion": (0.1, dict(betas=(0.9, 0.99), weight_decay=1.0)),
     "sgd": (100.0, dict(momentum=0.9)),
+    "lamb": (10.0, dict(betas=(0.9, 0.99), eps=1e-6, weight_decay=0.1)),
+    "cautious_adamw": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
 }
 
 
@@ -212,6 +218,8 @@ def make_optimizer(rule, opt, params, peak, fused):
     it again every step)."""
     hyper = RULES[rule][1]
     if opt == "flashoptim":
+        if rule not in ("adamw", "lion", "sgd"):
+            sys.exit(f"flashoptim has no {rule}: use --opt torch-fp32, torch-amp or torch-bf16")
         import flashoptim
         # 8-bit states (quantize=True), 24-bit masters and the fused Triton step; weight
         # decay scaled by the lr (decouple_lr=False) as the example's.
@@ -222,6 +230,10 @@ def make_optimizer(rule, opt, params, peak, fused):
         return cls(params, lr=peak, **hyper, **common)
     if rule == "lion":  # torch has no Lion
         return Lion(params, lr=peak, **hyper)
+    if rule in ("lamb", "cautious_adamw"):  # nor LAMB or Cautious AdamW: the papers' rules
+        from reducing_reference import CautiousAdamW, Lamb
+
+        return {"lamb": Lamb, "cautious_adamw": CautiousAdamW}[rule](params, lr=peak, **hyper)
     cls = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[rule]
     return cls(params, lr=peak, **hyper, fused=fused)
 
@@ -229,7 +241,7 @@ def make_optimizer(rule, opt, params, peak, fused):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="gpt350m", choices=sorted(CONFIGS))
-    ap.add_argument("--rule", default="adamw", choices=["adamw", "lion", "sgd"])
+    ap.add_argument("--rule", default="adamw", choices=sorted(RULES))
     ap.add_argument("--opt", required=True, choices=["flashoptim", "torch-bf16", "torch-amp", "torch-fp32"])
     ap.add_argument("--layout", default="torch", choices=["torch", "burn"])
     ap.add_argument("--loss", default="f32", choices=["f32", "bf16"])

@@ -4,7 +4,7 @@
 # carried in, was filled on an H100; its keys name shapes, not the device): alone on the GPU, the GPU tests of the reducing optimizers, flashopt-bench's
 # Lamb-24, CautiousAdamW-24 and AdamW-24 with the copy ceiling in the same process, and
 # scripts/reducing_reference.py; then, side by side, the small configuration's training
-# jobs (jobs-small.txt, 6 at a time, none started with under 200 s left), ncu of one
+# jobs (jobs-small.txt, 8 at a time, none started with under 200 s left), ncu of one
 # Lamb-24 step on 64M (instruction counts; durations there share the GPU) and the rest of
 # the GPU tests. Binaries built on the CPU machine at 9a2cbf8 (the parent of the commit that added this script),
 # stripped, carried as .dev/reductions.tar.xz:
@@ -31,7 +31,7 @@ timeout 100 python3 scripts/reducing_reference.py $W/reducing_reference.csv "$on
 echo "reference rc=$? at ${SECONDS}s"; cat $W/reducing_reference.csv
 tar czf "$out/reductions-again.tgz" -C $W .
 echo "== jobs from ${SECONDS}s"
-MIN_SECONDS=200 scripts/train_jobs.sh $W 6 $((575 - SECONDS)) $D/jobs-small.txt &
+MIN_SECONDS=200 scripts/train_jobs.sh $W 8 $((575 - SECONDS)) $D/jobs-small.txt &
 jobs_pid=$!
 timeout 90 ncu --clock-control none -k regex:flashopt --launch-skip 12 --launch-count 8 --section SpeedOfLight \
   --section LaunchStats --metrics smsp__thread_inst_executed.sum,smsp__inst_executed.sum \
