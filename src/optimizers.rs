@@ -274,6 +274,83 @@ optimizer! {
     }
 }
 
+optimizer! {
+    /// Adafactor (Shazeer & Stern, 2018) as `torch.optim.Adafactor` computes it: the
+    /// second moment factored into a mean per row `r` and per column `c` of each
+    /// tensor (a tensor is a matrix of rows of its last dimension; a vector is one
+    /// row, which makes its estimate per element), decayed by `t^beta2_decay`;
+    /// the relative step `max(eps2, rms(p)) * min(lr, 1 / sqrt(t))`; the update
+    /// clipped to an RMS of `d`; decoupled weight decay `p *= 1 - lr * weight_decay`.
+    /// Its states are `rows + cols` f32 values per tensor: with bf16 parameters and
+    /// 24-bit masters it holds 3 bytes per parameter, plus the gradient.
+    ///
+    /// Each step reads the gradient four times: the row and column means and the
+    /// parameter's RMS, the mean of the row factor, the update's RMS, then the step.
+    #[flashopt(min_step = 0.001)]
+    pub Adafactor {
+        /// The relative step's ceiling (`rho_t = min(lr, 1 / sqrt(t))`) and the
+        /// weight decay's scale.
+        #[flashopt(learning_rate)]
+        hyper lr: f32 = 1e-2 in 0.0..;
+        /// The decay of the second moment: its weight at step `t` is `t^beta2_decay`.
+        hyper beta2_decay: f32 = -0.8 in ..=0.0;
+        /// The floor of the second-moment estimate and of the row factor's mean
+        /// (torch's `eps[0]`, by default f32's epsilon).
+        hyper eps1: f32 = 1.1920929e-7 in 0.0..;
+        /// The floor of the parameter's RMS in the relative step (torch's `eps[1]`).
+        hyper eps2: f32 = 1e-3 in 0.0..;
+        /// The update's RMS is clipped to this.
+        hyper d: f32 = 1.0 in 0.0..;
+        /// Decoupled weight decay: `p *= 1 - lr * weight_decay` each step.
+        hyper weight_decay: f32 = 0.0 in 0.0..;
+        state r: nonneg per row;
+        state c: nonneg per column;
+
+        let decay = powf(float(t), beta2_decay);
+        let alpha = max(eps2, tensor_rms(p)) * min(lr, 1.0 / sqrt(float(t)));
+        r = lerp(r, row_mean(g * g), decay);
+        c = lerp(c, col_mean(g * g), decay);
+        // `c * (r / mean)`, not torch's `(r * c) / mean`: a vector (one row) gets
+        // `r / r = 1` exactly, torch's per-element estimate `c` (while `r >= eps1`).
+        let v = c * (r / max(tensor_mean(r), eps1));
+        let u = g * rsqrt(max(v, eps1 * eps1));
+        let clip = max(1.0, tensor_rms(u) / d);
+        p = p * (1.0 - lr * weight_decay) - (alpha / clip) * u;
+    }
+}
+
+optimizer! {
+    /// Adam-mini (Zhang et al., 2024): Adam whose second moment is one value per
+    /// block, the mean of the squared gradient over the block. A block here is a row
+    /// of the tensor's last dimension (an output neuron of a `[out, in]` weight; a
+    /// vector is one block): register a tensor with the dimensions whose last one is
+    /// the block (`[heads, head_dim * d_model]` for a query weight's heads). The
+    /// momentum is 8-bit, the second moment `rows` f32 values per tensor: with bf16
+    /// parameters and 24-bit masters, 4.06 bytes per parameter, plus the gradient.
+    #[flashopt(min_step = 0.1)]
+    pub AdamMini {
+        /// Learning rate.
+        #[flashopt(learning_rate)]
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Decay of the first moment.
+        hyper b1: f32 = 0.9 in 0.0..1.0;
+        /// Decay of the second moment.
+        hyper b2: f32 = 0.999 in 0.0..1.0;
+        /// Added to the denominator.
+        hyper eps: f32 = 1e-8 in 0.0..;
+        /// Decoupled weight decay: `p *= 1 - weight_decay * lr` each step.
+        hyper weight_decay: f32 = 0.1 in 0.0..;
+        state m: signed;
+        state v: nonneg per row;
+
+        m = fma(m, b1, g * (1.0 - b1));
+        v = fma(v, b2, row_mean(g * g) * (1.0 - b2));
+        let bias1 = 1.0 - powi(b1, t);
+        let bias2 = 1.0 - powi(b2, t);
+        p = p * (1.0 - f64(weight_decay * lr)) - lr * (m / bias1) / ((v / bias2).sqrt() + eps);
+    }
+}
+
 /// The shipped optimizers' names, as `by_name` takes them. Each is flashoptim
 /// 0.1.4's, operation by operation (Adam and AdamW with `bound_momentum: false`; Lion,
 /// Sgd and SgdW under `NearestRounding`).
@@ -282,13 +359,20 @@ pub const NAMES: [&str; 5] = ["adamw", "adam", "lion", "sgd", "sgdw"];
 /// The shipped optimizers that reduce over each tensor (no flashoptim counterpart).
 pub const REDUCING_NAMES: [&str; 2] = ["lamb", "cautious_adamw"];
 
-/// A shipped optimizer's definition by its name (one of [`NAMES`] or
-/// [`REDUCING_NAMES`]).
+/// The shipped optimizers with states per row or per column of a tensor (no
+/// flashoptim counterpart). The CPU optimizer steps them; the GPU back end and
+/// ZeRO-1 sharding refuse them for now.
+pub const ROW_COLUMN_NAMES: [&str; 2] = ["adafactor", "adam_mini"];
+
+/// A shipped optimizer's definition by its name (one of [`NAMES`],
+/// [`REDUCING_NAMES`] or [`ROW_COLUMN_NAMES`]).
 pub fn by_name(name: &str) -> Option<flashopt_ir::OptimizerDef> {
     use flashopt_ir::OptimizerSpec;
     Some(match name {
         "lamb" => Lamb::definition(),
         "cautious_adamw" => CautiousAdamW::definition(),
+        "adafactor" => Adafactor::definition(),
+        "adam_mini" => AdamMini::definition(),
         "adamw" => AdamW::definition(),
         "adam" => Adam::definition(),
         "lion" => Lion::definition(),

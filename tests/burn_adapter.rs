@@ -114,6 +114,14 @@ fn reducing_optimizers_step_through_the_adapter_as_the_cpu_optimizer() {
     steps_like_the_cpu_optimizer(&flashopt::optimizers::CautiousAdamW::default());
 }
 
+/// The optimizers with states per row or per column: each parameter's rows are its
+/// last dimension, as burn stores it.
+#[test]
+fn row_column_optimizers_step_through_the_adapter_as_the_cpu_optimizer() {
+    steps_like_the_cpu_optimizer(&flashopt::optimizers::Adafactor::default());
+    steps_like_the_cpu_optimizer(&flashopt::optimizers::AdamMini::default());
+}
+
 fn steps_like_the_cpu_optimizer<S: OptimizerSpec>(spec: &S) {
     let config = PlanConfig::bf16(MasterMode::Int8);
     let (mut opt, mut model) = HostOptimizer::new(spec, config, net()).unwrap();
@@ -127,7 +135,7 @@ fn steps_like_the_cpu_optimizer<S: OptimizerSpec>(spec: &S) {
         values(start.unused.val()),
     ];
     for (p, v) in opt.params().iter().zip(&initial) {
-        reference.add_tensor(&p.name, v).unwrap();
+        reference.add_shaped(&p.name, &p.shape, v).unwrap();
     }
     for step in 0..3 {
         let lr = 1e-2 * (step + 1) as f64;
@@ -257,7 +265,7 @@ fn an_optimizer_set_up_by_hand_keeps_its_settings() {
     assert_eq!(opt.optimizer().steps_taken(), 7);
     let mut reference = set_up();
     for p in &flashopt_burn::params::collect::<Ad, _>(&net()) {
-        reference.add_tensor(&p.0.name, &p.1).unwrap();
+        reference.add_shaped(&p.0.name, &p.0.shape, &p.1).unwrap();
     }
     for _ in 0..2 {
         let raw = loss(&model, &input()).backward();

@@ -68,7 +68,7 @@ fn read(name: &str) -> Fixture {
 /// The tensor stored under `prefix::<part>` for every resident part of the plan.
 fn tensor(plan: &Plan, f: &Fixture, prefix: &str) -> HostTensor {
     let len = f.tensors["grad"].len() / 2;
-    raw::assemble(plan, len, |_, part, count| {
+    raw::assemble(plan, len.into(), |_, part, count| {
         let bytes = &f.tensors[&format!("{prefix}::{}", part.name)];
         assert_eq!(
             bytes.len(),

@@ -121,10 +121,16 @@ fn the_cli_refuses_what_it_does_not_know() {
         &["unexpected argument '--unknown'"],
     );
     refused(
-        &["emit", "adafactor", "--target", "cuda"],
+        &["emit", "adagrad", "--target", "cuda"],
         &[
-            "invalid value 'adafactor'",
-            "shipped: adamw, adam, lion, sgd, sgdw, lamb, cautious_adamw",
+            "invalid value 'adagrad'",
+            "shipped: adamw, adam, lion, sgd, sgdw, lamb, cautious_adamw, adafactor, adam_mini",
+        ],
+    );
+    refused(
+        &["emit", "adam_mini", "--target", "cuda"],
+        &[
+            "`adammini` keeps or computes values per row or per column (state `v` (per row), `row_mean`): no GPU kernels for it yet",
         ],
     );
     refused(

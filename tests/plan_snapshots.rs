@@ -5,7 +5,9 @@
 //! and init programs. Each codec's lowering alone is in `flashopt-ir/tests/lowering.rs`.
 
 use flashopt::ir::{OptimizerDef, compile, prepare, validate};
-use flashopt::optimizers::{Adam, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
+use flashopt::optimizers::{
+    Adafactor, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW,
+};
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 
 fn shipped() -> Vec<(OptimizerDef, &'static str)> {
@@ -20,6 +22,8 @@ fn shipped() -> Vec<(OptimizerDef, &'static str)> {
             CautiousAdamW::definition(),
             CautiousAdamW::ELEMENT_RULE_TOKENS,
         ),
+        (Adafactor::definition(), Adafactor::ELEMENT_RULE_TOKENS),
+        (AdamMini::definition(), AdamMini::ELEMENT_RULE_TOKENS),
     ]
 }
 
@@ -74,7 +78,7 @@ fn adamw_24_bit_moves_12_25_bytes_per_parameter() {
     assert_eq!((t.read, t.write, t.total()), (7.125, 5.125, 12.25));
     assert_eq!(plan.resident_bytes_per_param(), 5.125);
     // A 33-element tensor has two groups, the second short: scales are not prorated.
-    assert_eq!(plan.bytes_for(33), (33 * 7 + 2 * 4, 33 * 5 + 2 * 4));
+    assert_eq!(plan.bytes_for(33.into()), (33 * 7 + 2 * 4, 33 * 5 + 2 * 4));
     let fp32 = AdamW::plan(PlanConfig::f32_params()).unwrap();
     assert_eq!(
         fp32.traffic().total(),

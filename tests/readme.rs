@@ -3,7 +3,9 @@
 //! project's machines, no internal issue numbers), and every page with Rust snippets
 //! compiled as a crate's doctests.
 
-use flashopt::optimizers::{Adam, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
+use flashopt::optimizers::{
+    Adafactor, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW,
+};
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
 
 fn read(path: &str) -> String {
@@ -16,8 +18,10 @@ fn row<S: OptimizerSpec>(name: &str) -> String {
     let plan = S::plan(PlanConfig::bf16(MasterMode::Int8)).unwrap();
     let held = plan.resident_bytes_per_param();
     let with_grad = held + plan.config.grad.size_bytes() as f64;
-    // fp32: an f32 parameter, an f32 gradient and an f32 value per state.
-    let fp32 = 4 * (2 + plan.states.len());
+    // fp32: an f32 parameter, an f32 gradient and an f32 value per state per element
+    // (a state per row or per column is f32 either way, and not per parameter).
+    let per_element = plan.states.iter().filter(|s| !s.extent.is_scoped()).count();
+    let fp32 = 4 * (2 + per_element);
     format!("| {name} | {held} | {with_grad} | {fp32} |")
 }
 
@@ -32,6 +36,8 @@ fn the_readme_bytes_table_is_what_the_plans_store() {
         row::<SgdW>("SGDW (momentum)"),
         row::<Lamb>("LAMB"),
         row::<CautiousAdamW>("Cautious AdamW"),
+        row::<Adafactor>("Adafactor (+ rows and columns)"),
+        row::<AdamMini>("Adam-mini (+ rows)"),
     ] {
         assert!(
             readme.contains(&expected),

@@ -359,20 +359,17 @@ fn ranks_that_disagree_fail_together_instead_of_hanging() {
     );
 }
 
-/// A plan that reduces over each tensor is refused by every rank, naming what it
-/// reduces (a tensor's pieces lie on several ranks).
-#[test]
-fn reducing_optimizers_are_refused_with_the_reason() {
+/// What each of two ranks answers when built with `spec`: its error, or "built".
+fn built_by_two_ranks<S: OptimizerSpec + Sync>(spec: &S) -> Vec<String> {
     let config = PlanConfig::bf16(MasterMode::Int8);
-    let errors: Vec<String> = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let handles: Vec<_> = LocalCollective::world_of(2)
             .into_iter()
             .map(|c| {
                 s.spawn(move || {
                     let a = vec![0.5f32; 40];
                     let tensors: [(&str, &[f32]); 1] = [("a", &a)];
-                    let lamb = flashopt::optimizers::Lamb::default();
-                    match ShardedCpuOptimizer::for_spec(&lamb, config, &tensors, c) {
+                    match ShardedCpuOptimizer::for_spec(spec, config, &tensors, c) {
                         Ok(_) => "built".to_string(),
                         Err(e) => e.to_string(),
                     }
@@ -380,7 +377,23 @@ fn reducing_optimizers_are_refused_with_the_reason() {
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    })
+}
+
+/// A plan that reduces over each tensor is refused by every rank, naming what it
+/// reduces (a tensor's pieces lie on several ranks).
+#[test]
+fn reducing_optimizers_are_refused_with_the_reason() {
+    let errors = built_by_two_ranks(&flashopt::optimizers::Lamb::default());
     let refused = "`lamb` reduces over each tensor (tensor_norm, tensor_norm), which ZeRO-1 sharding does not support yet (a tensor's pieces lie on several ranks): use one optimizer per rank";
+    assert_eq!(errors, [refused, refused]);
+}
+
+/// A plan with states per row or per column is refused by every rank, naming them:
+/// a rank's piece of a tensor cuts its rows and columns.
+#[test]
+fn row_and_column_optimizers_are_refused_with_the_reason() {
+    let errors = built_by_two_ranks(&flashopt::optimizers::Adafactor::default());
+    let refused = "`adafactor` keeps or computes values per row or per column (state `r` (per row), state `c` (per column), `row_mean`, `col_mean`), which ZeRO-1 sharding does not support yet: step it with CpuOptimizer";
     assert_eq!(errors, [refused, refused]);
 }

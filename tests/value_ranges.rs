@@ -100,7 +100,10 @@ fn check_group(plan: &Plan, scalars: &[f32], ranges: &[Interval], rng: &mut Rng)
             InstOp::Load(p) => {
                 let part = plan.part(p);
                 match part.extent {
-                    Extent::Element => out.iter_mut().for_each(|o| *o = rng.stored(part.storage)),
+                    // A row's or a column's values vary across a group like an element's.
+                    Extent::Element | Extent::Row | Extent::Column => {
+                        out.iter_mut().for_each(|o| *o = rng.stored(part.storage))
+                    }
                     Extent::Group => out = [rng.stored(part.storage); GROUP],
                 }
             }

@@ -1,7 +1,7 @@
 //! What a run steps with: the rule (`--optimizer`) and, from the run's label, where
 //! it computes and how flashopt stores the parameters and states.
 
-use flashopt::optimizers::{AdamW, CautiousAdamW, Lamb, Lion, Sgd};
+use flashopt::optimizers::{Adafactor, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd};
 use flashopt::{F32States, MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 
 /// The update rule of every flashopt run in a process (`--optimizer`).
@@ -14,6 +14,9 @@ pub enum Rule {
     Lamb,
     #[value(name = "cautious_adamw")]
     CautiousAdamW,
+    Adafactor,
+    #[value(name = "adam_mini")]
+    AdamMini,
 }
 
 impl Rule {
@@ -24,6 +27,8 @@ impl Rule {
             Rule::Sgd => "sgd",
             Rule::Lamb => "lamb",
             Rule::CautiousAdamW => "cautious_adamw",
+            Rule::Adafactor => "adafactor",
+            Rule::AdamMini => "adam_mini",
         }
     }
 
@@ -35,12 +40,13 @@ impl Rule {
     /// fp32 spiked after the warm-up on two seeds of four on the 353M GPT; at 100
     /// times on none: docs/TRAINING.md). LAMB moves each tensor by `lr` times its
     /// norm (the trust ratio), an element by about `lr` times the tensor's RMS,
-    /// well under Adam's `lr`: it takes 10 times AdamW's rate. Cautious AdamW takes
-    /// AdamW's.
+    /// well under Adam's `lr`: it takes 10 times AdamW's rate. Adafactor's relative
+    /// step moves an element by about `lr` times its tensor's RMS too: 10 times as
+    /// well. Cautious AdamW and Adam-mini take AdamW's.
     pub fn peak_lr(self, adamw_peak: f64) -> f64 {
         match self {
-            Rule::AdamW | Rule::CautiousAdamW => adamw_peak,
-            Rule::Lamb => adamw_peak * 10.0,
+            Rule::AdamW | Rule::CautiousAdamW | Rule::AdamMini => adamw_peak,
+            Rule::Lamb | Rule::Adafactor => adamw_peak * 10.0,
             Rule::Lion => adamw_peak / 10.0,
             Rule::Sgd => adamw_peak * 100.0,
         }
@@ -54,6 +60,10 @@ impl Rule {
             Rule::Sgd => "SGD, momentum 0.9, no weight decay",
             Rule::Lamb => "LAMB, betas 0.9 / 0.99, eps 1e-6, weight decay 0.1",
             Rule::CautiousAdamW => "Cautious AdamW, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1",
+            Rule::Adafactor => {
+                "Adafactor, beta2_decay -0.8, eps (f32 epsilon, 1e-3), d 1, weight decay 0.01"
+            }
+            Rule::AdamMini => "Adam-mini, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1",
         }
     }
 
@@ -96,6 +106,26 @@ impl Rule {
             b2: 0.99,
             weight_decay: 0.1,
             ..CautiousAdamW::default()
+        }
+    }
+
+    /// Weight decay 0.01: torch's Adafactor scales it by `lr`, ten times AdamW's
+    /// here, so that the decay per step is AdamW's.
+    pub fn adafactor(peak_lr: f64) -> Adafactor {
+        Adafactor {
+            lr: peak_lr,
+            weight_decay: 0.01,
+            ..Adafactor::default()
+        }
+    }
+
+    pub fn adam_mini(peak_lr: f64) -> AdamMini {
+        AdamMini {
+            lr: peak_lr,
+            b1: 0.9,
+            b2: 0.99,
+            weight_decay: 0.1,
+            ..AdamMini::default()
         }
     }
 
@@ -274,5 +304,7 @@ pub fn with_optimizer<F: WithOptimizer>(
         // No flashoptim counterpart: its arithmetic is flashopt's.
         (Rule::Lamb, _) => stored(Rule::lamb(lr), storage, f),
         (Rule::CautiousAdamW, _) => stored(Rule::cautious_adamw(lr), storage, f),
+        (Rule::Adafactor, _) => stored(Rule::adafactor(lr), storage, f),
+        (Rule::AdamMini, _) => stored(Rule::adam_mini(lr), storage, f),
     }
 }

@@ -124,7 +124,7 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
     let bytes: u64 = workload
         .tensors
         .iter()
-        .map(|&n| plan.bytes_for(n))
+        .map(|&n| plan.bytes_for(n.into()))
         .map(|(r, w)| r + w)
         .sum();
     let tensors: Vec<(String, HostTensor)> = workload

@@ -109,7 +109,7 @@ impl<P> BurnOptimizer<P> {
         }
         let mut cpu = empty;
         for (info, values) in &collected {
-            cpu.add_tensor(&info.name, values)?;
+            cpu.add_shaped(&info.name, &info.shape, values)?;
         }
         let params: Vec<ParamInfo> = collected.into_iter().map(|(info, _)| info).collect();
         let placed = P::place(cpu, &params, &device)?;

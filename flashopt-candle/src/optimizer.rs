@@ -228,7 +228,7 @@ pub(crate) fn take_over(
         if !var.as_tensor().is_contiguous() {
             return Err(CandleError::NotContiguous { name });
         }
-        cpu.add_tensor(&name, &values)?;
+        cpu.add_shaped(&name, var.dims(), &values)?;
         kept.push(var);
     }
     Ok((cpu, kept))

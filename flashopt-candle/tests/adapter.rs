@@ -75,7 +75,9 @@ fn spec_equals_the_reference<S: OptimizerSpec>(spec: &S, dtype: DType, format: P
     let named = vars_by_name(&varmap);
     let mut reference = CpuOptimizer::for_spec(spec, format).unwrap();
     for (name, var) in &named {
-        reference.add_tensor(name, &values(var)).unwrap();
+        reference
+            .add_shaped(name, var.dims(), &values(var))
+            .unwrap();
     }
     let mut opt = FlashOptimizer::from_varmap(&varmap, Config::new(spec, format).unwrap()).unwrap();
     let names: Vec<&str> = (0..opt.optimizer().tensor_count())
@@ -153,6 +155,22 @@ fn reducing_optimizers_step_as_the_reference() {
     spec_equals_the_reference(&flashopt::optimizers::Lamb::default(), DType::F32, format);
     spec_equals_the_reference(
         &flashopt::optimizers::CautiousAdamW::default(),
+        DType::F32,
+        format,
+    );
+}
+
+/// Adafactor and Adam-mini: each variable's rows and columns are its last dimension's.
+#[test]
+fn row_column_optimizers_step_as_the_reference() {
+    let format = PlanConfig::bf16(MasterMode::Int8);
+    spec_equals_the_reference(
+        &flashopt::optimizers::Adafactor::default(),
+        DType::F32,
+        format,
+    );
+    spec_equals_the_reference(
+        &flashopt::optimizers::AdamMini::default(),
         DType::F32,
         format,
     );

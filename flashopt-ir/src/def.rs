@@ -20,6 +20,7 @@
 use std::fmt;
 
 pub use crate::graph::Func2;
+use crate::layout::Extent;
 use crate::types::{Codec, Rounding, StateKind, Type};
 
 /// Where a node came from, as an index the front end hands out (a token number,
@@ -284,6 +285,9 @@ pub struct StateDef {
     pub codec: Option<Codec>,
     /// How its encoder rounds to a code (8-bit codecs only).
     pub rounding: Rounding,
+    /// How many values it holds: one per element (the default), per row or per column
+    /// (`state r: nonneg per row;`, stored in f32).
+    pub extent: Extent,
     pub span: Span,
 }
 
@@ -397,8 +401,23 @@ impl OptimizerDef {
             kind,
             codec,
             rounding,
+            extent: Extent::Element,
             span: Span::NONE,
         });
+        self
+    }
+
+    /// Make the state declared last hold one value per row or per column
+    /// ([`Extent::Row`], [`Extent::Column`]), stored in f32:
+    /// `def.state("r", StateKind::NonNegative).per(Extent::Row)`.
+    ///
+    /// # Panics
+    /// If no state is declared yet.
+    pub fn per(&mut self, extent: Extent) -> &mut Self {
+        self.states
+            .last_mut()
+            .expect("`per` follows a state")
+            .extent = extent;
         self
     }
 

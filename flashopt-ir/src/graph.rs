@@ -252,21 +252,20 @@ impl Func {
     }
 }
 
-/// A reduction over every element of a tensor: one value per tensor and step, which
-/// the rule reads like a host scalar. [`crate::semantics::reduction`] fixes the order
+/// What a reduction computes over its elements. [`crate::reduction`] fixes the order
 /// of its arithmetic, so the CPU reference and the GPU agree bit for bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reduction {
-    /// `tensor_sum(x)`.
+    /// `*_sum(x)`.
     Sum,
-    /// `tensor_mean(x)`: the sum over the element count.
+    /// `*_mean(x)`: the sum over the element count.
     Mean,
-    /// `tensor_max(x)`: the largest value; NaN if any is.
+    /// `*_max(x)`: the largest value; NaN if any is.
     Max,
-    /// `tensor_norm(x)`: the Euclidean norm, squares summed in f64 (exact squares, no
+    /// `*_norm(x)`: the Euclidean norm, squares summed in f64 (exact squares, no
     /// overflow), the root taken in f64.
     Norm,
-    /// `tensor_rms(x)`: the root of the mean square, as `Norm` over the count.
+    /// `*_rms(x)`: the root of the mean square, as `Norm` over the count.
     Rms,
 }
 
@@ -279,19 +278,81 @@ impl Reduction {
         Reduction::Rms,
     ];
 
-    /// The function a rule calls.
+    /// The operation's part of the functions' names (`tensor_sum`, `row_sum`, ...).
     pub fn name(self) -> &'static str {
         match self {
-            Reduction::Sum => "tensor_sum",
-            Reduction::Mean => "tensor_mean",
-            Reduction::Max => "tensor_max",
-            Reduction::Norm => "tensor_norm",
-            Reduction::Rms => "tensor_rms",
+            Reduction::Sum => "sum",
+            Reduction::Mean => "mean",
+            Reduction::Max => "max",
+            Reduction::Norm => "norm",
+            Reduction::Rms => "rms",
+        }
+    }
+}
+
+/// Which elements one value of a reduction covers. A tensor is seen as a row-major
+/// matrix of `rows x cols` elements (`cols`: its row length; a vector is one row):
+/// element `i` lies in row `i / cols` and column `i % cols`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One value per tensor.
+    Tensor,
+    /// One value per row.
+    Row,
+    /// One value per column.
+    Column,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Tensor, Scope::Row, Scope::Column];
+
+    /// The prefix of its reductions' names.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Scope::Tensor => "tensor",
+            Scope::Row => "row",
+            Scope::Column => "col",
         }
     }
 
-    pub fn by_name(name: &str) -> Option<Reduction> {
-        Reduction::ALL.into_iter().find(|r| r.name() == name)
+    /// What a value of this scope is the same along: the phrase for error messages.
+    pub fn per(self) -> &'static str {
+        match self {
+            Scope::Tensor => "per tensor",
+            Scope::Row => "per row",
+            Scope::Column => "per column",
+        }
+    }
+}
+
+/// A reduction over a scope: `tensor_norm(x)` is `Reducer { op: Norm, scope: Tensor }`,
+/// one f32 per tensor and step; `row_mean(x)` one per row. The rule reads the value of
+/// its element's tensor, row or column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reducer {
+    pub op: Reduction,
+    pub scope: Scope,
+}
+
+impl Reducer {
+    pub const fn new(op: Reduction, scope: Scope) -> Reducer {
+        Reducer { op, scope }
+    }
+
+    /// Every reduction a rule can call.
+    pub fn all() -> impl Iterator<Item = Reducer> {
+        Scope::ALL
+            .into_iter()
+            .flat_map(|scope| Reduction::ALL.map(|op| Reducer { op, scope }))
+    }
+
+    /// The function a rule calls.
+    pub fn name(self) -> String {
+        format!("{}_{}", self.scope.prefix(), self.op.name())
+    }
+
+    pub fn by_name(name: &str) -> Option<Reducer> {
+        Reducer::all().find(|r| r.name() == name)
     }
 }
 
@@ -302,8 +363,8 @@ pub enum Op {
     Unary(Func1, Handle),
     Binary(Func2, Handle, Handle),
     Ternary(Func3, Handle, Handle, Handle),
-    /// A per-tensor reduction of a per-element value.
-    Reduce(Reduction, Handle),
+    /// A reduction of a per-element value over a tensor, its rows or its columns.
+    Reduce(Reducer, Handle),
 }
 
 impl Op {

@@ -47,6 +47,7 @@ pub mod plan;
 mod print;
 pub mod program;
 pub mod reduction;
+pub mod scopes;
 pub mod semantics;
 pub mod types;
 pub mod validate;

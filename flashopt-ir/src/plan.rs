@@ -5,9 +5,9 @@
 use std::fmt;
 
 use crate::def::{HyperParamDef, Value};
-use crate::graph::{Const, Reduction};
+use crate::graph::{Const, Reducer, Scope};
 use crate::hyper::HyperValues;
-use crate::layout::{Extent, Part, PartId, Role};
+use crate::layout::{Extent, Part, PartId, Role, Shape};
 use crate::passes::HostProgram;
 use crate::program::{CodeTable, InstOp, Program};
 use crate::semantics::{HostArithmetic, HostEvalError, to_kernel_f32};
@@ -90,8 +90,9 @@ pub struct Plan {
     /// reductions, it reads their values (`InstOp::Reduced`) and runs after
     /// [`Plan::phases`].
     pub step: Program,
-    /// The rule's per-tensor reductions, by slot (`InstOp::Reduce(k, ..)`).
-    pub reductions: Vec<Reduction>,
+    /// The rule's reductions (over a tensor, its rows or its columns), by slot
+    /// (`InstOp::Reduce(k, ..)`).
+    pub reductions: Vec<Reducer>,
     /// Passes over each tensor before the step, in order ([`crate::passes::phases`]):
     /// each computes the terms of its reductions (`InstOp::Reduce`) and stores
     /// nothing; a phase reads the values of earlier phases' reductions. Empty without
@@ -153,8 +154,8 @@ impl Plan {
         for inst in &program.insts {
             let u = match inst.op {
                 InstOp::Load(p) => self.part(p).extent == Extent::Group,
+                InstOp::Reduced(k) => self.reductions[k].scope == Scope::Tensor,
                 InstOp::GroupMax(_)
-                | InstOp::Reduced(_)
                 | InstOp::Scalar(_)
                 | InstOp::Const(_)
                 | InstOp::IntConst(_) => true,
@@ -164,6 +165,24 @@ impl Plan {
             uniform.push(u);
         }
         uniform
+    }
+
+    /// What in the plan holds or computes one value per row or per column: its
+    /// states and reductions of those scopes, named for a message; `None` if nothing
+    /// does. Such a plan needs each tensor's row length ([`crate::layout::Shape`]).
+    pub fn rows_and_columns(&self) -> Option<String> {
+        let states = self
+            .states
+            .iter()
+            .filter(|s| s.extent.is_scoped())
+            .map(|s| format!("state `{}` ({})", s.name, s.extent.name()));
+        let reductions = self
+            .reductions
+            .iter()
+            .filter(|r| r.scope != Scope::Tensor)
+            .map(|r| format!("`{}`", r.name()));
+        let what: Vec<String> = states.chain(reductions).collect();
+        (!what.is_empty()).then(|| what.join(", "))
     }
 
     /// The passes over memory of one step, in order: the reduction phases, then
@@ -194,13 +213,13 @@ impl Plan {
         t
     }
 
-    /// Exact bytes (read, written) by one step of a tensor of `n` elements (as
+    /// Exact bytes (read, written) by one step of a tensor of `shape` (as
     /// [`Plan::traffic`] counts them).
-    pub fn bytes_for(&self, n: usize) -> (u64, u64) {
+    pub fn bytes_for(&self, shape: Shape) -> (u64, u64) {
         let (mut read, mut write) = (0, 0);
         for program in self.passes() {
             for (id, part) in self.part_ids() {
-                let bytes = part.bytes(n) as u64;
+                let bytes = part.bytes(shape) as u64;
                 if program.reads(id) {
                     read += bytes;
                 }

@@ -4,7 +4,7 @@ use std::fmt::{self, Write};
 
 use crate::def::Value;
 use crate::graph::{Const, Func1, Graph, Handle, Input, Op};
-use crate::layout::Role;
+use crate::layout::{Extent, Role};
 use crate::passes::HostProgram;
 use crate::plan::Plan;
 use crate::program::{InstOp, Program, ValueType};
@@ -112,7 +112,11 @@ impl fmt::Display for Rule {
             }
         }
         for s in &self.states {
-            writeln!(f, "  state {}: {}, {}", s.name, s.kind, s.codec)?;
+            write!(f, "  state {}: {}, {}", s.name, s.kind, s.codec)?;
+            match s.extent {
+                Extent::Element => writeln!(f)?,
+                extent => writeln!(f, ", {}", extent.name())?,
+            }
         }
         let states: Vec<String> = self.states.iter().map(|s| s.name.clone()).collect();
         let names = |i: Input| input_name(&self.hyper_params, &states, i);
@@ -244,7 +248,7 @@ impl fmt::Display for Plan {
             writeln!(f, "  T{i}: codes {}..={}: {}", t.first, t.last(), t.source)?;
         }
         if !self.reductions.is_empty() {
-            writeln!(f, "reductions (per tensor, f64 pairwise; read as R<k>):")?;
+            writeln!(f, "reductions (f64 pairwise; read as R<k>):")?;
         }
         for (k, r) in self.reductions.iter().enumerate() {
             writeln!(f, "  R{k}: {}", r.name())?;

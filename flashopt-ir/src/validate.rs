@@ -8,7 +8,9 @@ use std::fmt;
 use crate::def::{
     Expr, ExprKind, HyperParamDef, Literal, OptimizerDef, Range, Span, Stmt, UnaryOp, Value,
 };
-use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op, Reduction};
+use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op, Reducer, Scope};
+use crate::layout::Extent;
+use crate::scopes::{self, Varies};
 use crate::types::{Codec, Rounding, StateKind, Type};
 
 /// A declared state, its codec resolved.
@@ -18,6 +20,8 @@ pub struct State {
     pub kind: StateKind,
     pub codec: Codec,
     pub rounding: Rounding,
+    /// One value per element, per row or per column.
+    pub extent: Extent,
 }
 
 /// A validated optimizer: declarations and the typed per-element rule.
@@ -204,6 +208,12 @@ impl Validator<'_> {
         }
     }
 
+    /// What a value varies along: elements, rows, columns or nothing.
+    fn varies(&self, h: Handle) -> Varies {
+        let extents: Vec<Extent> = self.def.states.iter().map(|s| s.extent).collect();
+        scopes::varies(&self.graph, &extents, h)
+    }
+
     /// Whether a value depends on hyper-parameters, `t` and constants alone.
     fn is_uniform(&self, h: Handle) -> bool {
         let live = self.graph.reachable(&[h]);
@@ -243,7 +253,30 @@ impl Validator<'_> {
             } else {
                 seen.insert(&s.name, "a state of that name");
             }
-            let codec = s.codec.unwrap_or_else(|| s.kind.default_codec());
+            let codec = match (s.extent, s.codec) {
+                (Extent::Element, codec) => codec.unwrap_or_else(|| s.kind.default_codec()),
+                (_, None | Some(Codec::F32)) => Codec::F32,
+                (extent, Some(other)) => {
+                    self.error(
+                        s.span,
+                        format!(
+                            "state `{}` holds one value {}, stored in f32: it takes no codec ({other})",
+                            s.name,
+                            extent.name()
+                        ),
+                    );
+                    Codec::F32
+                }
+            };
+            if s.extent == Extent::Group {
+                self.error(
+                    s.span,
+                    format!(
+                        "state `{}`: a state holds one value per element, per row or per column",
+                        s.name
+                    ),
+                );
+            }
             if !codec.fits(s.kind) {
                 let fitting: Vec<_> = Codec::ALL
                     .iter()
@@ -279,6 +312,7 @@ impl Validator<'_> {
                 kind: s.kind,
                 codec,
                 rounding: s.rounding,
+                extent: s.extent,
             });
         }
         states
@@ -411,6 +445,27 @@ impl Validator<'_> {
                 None
             }
             v => v,
+        };
+        let value = match (output, value) {
+            (Some(i), Some((h, ty))) => {
+                let extent = self.def.states[i].extent;
+                let varies = self.varies(h);
+                if varies.fits(extent) {
+                    Some((h, ty))
+                } else {
+                    self.error(
+                        span,
+                        format!(
+                            "state `{target}` holds one value {}, but its new value {}; \
+                             reduce it first (`row_mean`, `col_mean`, ...)",
+                            extent.name(),
+                            varies.describe()
+                        ),
+                    );
+                    None
+                }
+            }
+            (_, v) => v,
         };
         let slot = match output {
             None => &mut self.p_now,
@@ -588,11 +643,11 @@ impl Validator<'_> {
     }
 
     fn call(&mut self, name: &str, args: &[Expr], span: Span) -> Typed {
-        if let Some(r) = Reduction::by_name(name) {
+        if let Some(r) = Reducer::by_name(name) {
             return self.reduction(r, args, span);
         }
         let Some(func) = Func::by_name(name) else {
-            let reductions: Vec<&str> = Reduction::ALL.iter().map(|r| r.name()).collect();
+            let reductions: Vec<String> = Reducer::all().map(Reducer::name).collect();
             self.error(
                 span,
                 format!(
@@ -691,9 +746,9 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
-    /// `tensor_sum(x)` and the other reductions: one f32 argument that varies per
-    /// element.
-    fn reduction(&mut self, r: Reduction, args: &[Expr], span: Span) -> Typed {
+    /// `tensor_sum(x)`, `row_mean(x)` and the other reductions: one f32 argument that
+    /// varies over the scope.
+    fn reduction(&mut self, r: Reducer, args: &[Expr], span: Span) -> Typed {
         let name = r.name();
         if args.len() != 1 {
             self.error(
@@ -716,6 +771,22 @@ impl Validator<'_> {
                 format!(
                     "`{name}` of a value that is the same for every element (it uses only \
                      hyper-parameters, `t` and constants): reduce a value of `p`, `g` or a state"
+                ),
+            );
+            return None;
+        }
+        let varies = self.varies(h);
+        if !varies.reducible_over(r.scope) {
+            let along = match r.scope {
+                Scope::Tensor => "anywhere in the tensor",
+                Scope::Row => "along a row",
+                Scope::Column => "down a column",
+            };
+            self.error(
+                span,
+                format!(
+                    "`{name}` of a value that {}: it does not change {along}, so there is nothing to reduce",
+                    varies.describe()
                 ),
             );
             return None;

@@ -2,7 +2,7 @@
 
 use flashopt_ir::def::*;
 use flashopt_ir::graph::Func2;
-use flashopt_ir::{Codec, StateKind, validate};
+use flashopt_ir::{Codec, Extent, StateKind, validate};
 
 /// A valid momentum-SGD definition to break in one place per test.
 fn base() -> OptimizerDef {
@@ -169,7 +169,7 @@ fn unsupported_functions_and_wrong_arity() {
     assert_eq!(
         errors(&def),
         [
-            "unsupported function `tanh`; the built-ins are: abs, sign, sqrt, rsqrt, exp, exp2, ln, float, f64, min, max, powf, powi, select, where, clamp, lerp, fma; the reductions: tensor_sum, tensor_mean, tensor_max, tensor_norm, tensor_rms",
+            "unsupported function `tanh`; the built-ins are: abs, sign, sqrt, rsqrt, exp, exp2, ln, float, f64, min, max, powf, powi, select, where, clamp, lerp, fma; the reductions: tensor_sum, tensor_mean, tensor_max, tensor_norm, tensor_rms, row_sum, row_mean, row_max, row_norm, row_rms, col_sum, col_mean, col_max, col_norm, col_rms",
             "`min` takes 2 argument(s), found 1",
         ]
     );
@@ -202,6 +202,52 @@ fn reductions_take_one_per_element_float() {
         name("p") - name("lr") * call("tensor_norm", vec![name("buf")]),
     );
     validate(&def).unwrap();
+}
+
+/// A state per row takes a value the same along its row; a row (column) reduction
+/// needs a value that changes along the row (down the column); such states are f32.
+#[test]
+fn rows_and_columns_keep_to_their_scope() {
+    let mut def = base();
+    def.state("r", StateKind::NonNegative).per(Extent::Row);
+    def.state_with("c", StateKind::NonNegative, Codec::Bf16)
+        .per(Extent::Column);
+    def.state("q", StateKind::NonNegative).per(Extent::Group);
+    def.assign("r", name("g") * name("g"));
+    def.assign("c", call("col_mean", vec![name("c")]));
+    def.assign("q", call("tensor_mean", vec![name("g") * name("g")]));
+    def.assign(
+        "buf",
+        call("row_rms", vec![call("row_mean", vec![name("g")])]),
+    );
+    def.assign("p", name("p") - name("lr") * name("buf"));
+    assert_eq!(
+        errors(&def),
+        [
+            "state `c` holds one value per column, stored in f32: it takes no codec (bf16)",
+            "state `q`: a state holds one value per element, per row or per column",
+            "state `r` holds one value per row, but its new value varies from element to element; reduce it first (`row_mean`, `col_mean`, ...)",
+            "`col_mean` of a value that is the same down each column: it does not change down a column, so there is nothing to reduce",
+            "`row_rms` of a value that is the same along each row: it does not change along a row, so there is nothing to reduce",
+        ]
+    );
+    // A state per row from a row reduction; per column from a column reduction of a
+    // value per row and column; an element's value from both.
+    let mut def = base();
+    def.state("r", StateKind::NonNegative).per(Extent::Row);
+    def.state("c", StateKind::NonNegative).per(Extent::Column);
+    def.assign(
+        "r",
+        name("r") + call("row_mean", vec![name("g") * name("g")]),
+    );
+    def.assign("c", call("col_max", vec![name("r") * name("g")]));
+    def.assign("buf", name("g") / (name("r") * name("c") + float(1.0)));
+    def.assign("p", name("p") - name("lr") * name("buf"));
+    let rule = validate(&def).unwrap();
+    assert_eq!(
+        (rule.states[1].extent, rule.states[1].codec),
+        (Extent::Row, Codec::F32)
+    );
 }
 
 #[test]

@@ -266,7 +266,14 @@ fn definition_tokens(def: &OptimizerDef) -> TokenStream {
             None => quote!(::core::option::Option::None),
         };
         let rounding = variant(s.rounding);
-        quote!(def.state_rounded(#n, #kind, #codec, ::flashopt::ir::Rounding::#rounding);)
+        let per = match s.extent {
+            ::flashopt_ir::layout::Extent::Element => quote!(),
+            extent => {
+                let e = variant(extent);
+                quote!(.per(::flashopt::ir::layout::Extent::#e))
+            }
+        };
+        quote!(def.state_rounded(#n, #kind, #codec, ::flashopt::ir::Rounding::#rounding)#per;)
     });
     let body = def.body.iter().map(|s| match s {
         Stmt::Let { name, value, .. } => {

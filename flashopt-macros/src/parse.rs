@@ -5,6 +5,7 @@ use flashopt_ir::def::{
     Bound, Expr, ExprKind, Func2, HyperParamDef, Literal, OptimizerDef, Range, Span, StateDef,
     Stmt, UnaryOp, Value,
 };
+use flashopt_ir::layout::Extent;
 use flashopt_ir::{Codec, Rounding, StateKind};
 use proc_macro2::Span as SourceSpan;
 use syn::parse::{Parse, ParseStream};
@@ -20,6 +21,9 @@ mod kw {
     syn::custom_keyword!(i64);
     syn::custom_keyword!(bool);
     syn::custom_keyword!(extends);
+    syn::custom_keyword!(per);
+    syn::custom_keyword!(row);
+    syn::custom_keyword!(column);
 }
 
 /// Doc comments and other attributes of one hyper-parameter, for its field.
@@ -400,12 +404,28 @@ fn parse_state(input: ParseStream, b: &mut Builder) -> syn::Result<StateDef> {
     } else {
         None
     };
+    let extent = if input.peek(kw::per) {
+        input.parse::<kw::per>()?;
+        let lookahead = input.lookahead1();
+        if lookahead.peek(kw::row) {
+            input.parse::<kw::row>()?;
+            Extent::Row
+        } else if lookahead.peek(kw::column) {
+            input.parse::<kw::column>()?;
+            Extent::Column
+        } else {
+            return Err(lookahead.error());
+        }
+    } else {
+        Extent::Element
+    };
     input.parse::<Token![;]>()?;
     Ok(StateDef {
         name: ident.to_string(),
         kind,
         codec,
         rounding: Rounding::Nearest,
+        extent,
         span: b.span(ident.span()),
     })
 }

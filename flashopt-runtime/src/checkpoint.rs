@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use flashopt_ir::def::Value;
 use flashopt_ir::interp::HostTensor;
+use flashopt_ir::layout::Shape;
 use flashopt_ir::types::Type;
 use flashopt_ir::{HyperValues, Part, Plan, Storage};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -127,6 +128,8 @@ pub struct Restored {
 pub struct Expected<'a> {
     pub name: &'a str,
     pub len: usize,
+    /// Elements per row (the count of a per-row or per-column part depends on it).
+    pub row_len: usize,
     pub param_group: usize,
 }
 
@@ -568,7 +571,11 @@ pub fn load(
     let mut read = Vec::new();
     let mut tensors = Vec::with_capacity(expected.len());
     for e in expected {
-        let tensor = raw::assemble(plan, e.len, |_, part, count| {
+        let shape = Shape {
+            len: e.len,
+            row_len: e.row_len,
+        };
+        let tensor = raw::assemble(plan, shape, |_, part, count| {
             let (key, dtype) = part_key(e.name, part);
             let data = r.data(&key, dtype, count)?;
             read.push(key);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use flashopt_ir::def::Value;
 use flashopt_ir::interp::{self, HostTensor};
+use flashopt_ir::layout::Shape;
 use flashopt_ir::{HyperValues, Plan};
 
 use crate::checkpoint::{self, CheckpointError, Entry, Expected};
@@ -58,6 +59,28 @@ pub struct TensorInfo {
     pub name: String,
     pub param_group: usize,
     pub len: usize,
+    /// Elements per row: row and column scopes see the tensor as a row-major matrix
+    /// ([`Shape`]); `len` for a vector.
+    pub row_len: usize,
+}
+
+impl TensorInfo {
+    pub fn new(name: impl Into<String>, param_group: usize, shape: impl Into<Shape>) -> TensorInfo {
+        let shape = shape.into();
+        TensorInfo {
+            name: name.into(),
+            param_group,
+            len: shape.len,
+            row_len: shape.row_len,
+        }
+    }
+
+    pub fn shape(&self) -> Shape {
+        Shape {
+            len: self.len,
+            row_len: self.row_len,
+        }
+    }
 }
 
 /// The state every optimizer keeps besides its tensors' storage.
@@ -211,6 +234,7 @@ impl Core {
             .map(|t| Expected {
                 name: &t.name,
                 len: t.len,
+                row_len: t.row_len,
                 param_group: t.param_group,
             })
             .collect()

@@ -2,6 +2,7 @@
 //! interpreter.
 
 use flashopt_ir::interp::{self, GradBuf, HostTensor};
+use flashopt_ir::layout::Shape;
 use flashopt_ir::{HyperValues, OptimizerDef, OptimizerSpec, Plan, PlanConfig};
 
 use crate::clip;
@@ -71,14 +72,33 @@ impl CpuOptimizer {
     /// An empty tensor, a name already registered or a non-finite value is refused,
     /// and nothing is registered.
     pub fn add_tensor(&mut self, name: &str, values: &[f32]) -> Result<TensorId, RuntimeError> {
+        self.add_shaped(name, &[values.len()], values)
+    }
+
+    /// As [`Self::add_tensor`], for a tensor of dimensions `dims` (outermost first, its
+    /// values in row-major order). Only optimizers with per-row or per-column states or
+    /// reductions read the shape: a row is the last dimension, every dimension before it
+    /// counts rows ([`flashopt_ir::layout::Shape::of_dims`]). Dimensions that do not hold
+    /// `values.len()` elements are refused.
+    pub fn add_shaped(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        values: &[f32],
+    ) -> Result<TensorId, RuntimeError> {
         crate::core::check_initial_values(name, values)?;
-        let id = self.core.add(TensorInfo {
-            name: name.to_string(),
-            param_group: 0,
-            len: values.len(),
-        })?;
+        let shape = Shape::of_dims(dims);
+        if shape.len != values.len() {
+            return Err(RuntimeError::ShapeMismatch {
+                name: name.to_string(),
+                dims: dims.to_vec(),
+                product: shape.len,
+                len: values.len(),
+            });
+        }
+        let id = self.core.add(TensorInfo::new(name, 0, shape))?;
         self.tensors
-            .push(HostTensor::from_f32(&self.core.plan, values));
+            .push(HostTensor::from_f32_shaped(&self.core.plan, values, shape));
         Ok(id)
     }
 

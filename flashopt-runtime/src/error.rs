@@ -34,6 +34,23 @@ pub enum RuntimeError {
     #[error("tensor `{0}` is empty: register tensors with at least one element")]
     EmptyTensor(String),
     #[error(
+        "tensor `{name}`: dimensions {dims:?} hold {product} elements, but {len} values were given; nothing was registered"
+    )]
+    ShapeMismatch {
+        name: String,
+        dims: Vec<usize>,
+        product: usize,
+        len: usize,
+    },
+    #[error(
+        "`{optimizer}` keeps or computes values per row or per column ({what}), which {place} does not support yet: step it with CpuOptimizer"
+    )]
+    RowsAndColumns {
+        optimizer: String,
+        what: String,
+        place: &'static str,
+    },
+    #[error(
         "tensor `{name}`: initial value {value} at index {index} is not finite ({count} non-finite value(s)); nothing was registered"
     )]
     NonFiniteInitial {

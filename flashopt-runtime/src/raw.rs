@@ -3,6 +3,7 @@
 //! part list says which parts there are and how long each is.
 
 use flashopt_ir::interp::{HostTensor, PartData, PartRef};
+use flashopt_ir::layout::Shape;
 use flashopt_ir::{Part, PartId, Plan, Storage};
 
 /// Append the little-endian bytes of `values`: one copy on little-endian hosts.
@@ -150,14 +151,14 @@ pub fn le_to_native(part: &mut PartData) {
 /// (`read(id, part, count)` must give exactly `count` values' bytes).
 pub fn assemble<'a, E>(
     plan: &Plan,
-    len: usize,
+    shape: Shape,
     mut read: impl FnMut(PartId, &Part, usize) -> Result<&'a [u8], E>,
 ) -> Result<HostTensor, E> {
     let parts = plan
         .resident_parts()
-        .map(|(id, p)| read(id, p, p.count(len)).map(|bytes| part_data(p.storage, bytes)))
+        .map(|(id, p)| read(id, p, p.count(shape)).map(|bytes| part_data(p.storage, bytes)))
         .collect::<Result<_, E>>()?;
-    Ok(HostTensor::from_parts(len, parts))
+    Ok(HostTensor::from_parts(shape, parts))
 }
 
 #[cfg(test)]
@@ -190,7 +191,7 @@ mod tests {
         t.parts[4] = PartData::U8((0..37).map(|i| (i * 7) as u8).collect());
         let names: Vec<(&str, Storage, usize)> = plan
             .resident_parts()
-            .map(|(_, p)| (p.name.as_str(), p.storage, p.bytes(37)))
+            .map(|(_, p)| (p.name.as_str(), p.storage, p.bytes(37.into())))
             .collect();
         assert_eq!(
             names,
@@ -205,7 +206,7 @@ mod tests {
         );
         let bytes: Vec<Vec<u8>> = t.parts.iter().map(part_bytes).collect();
         let mut parts = bytes.iter();
-        let back = assemble(&plan, 37, |_, p, n| {
+        let back = assemble(&plan, 37.into(), |_, p, n| {
             let b = parts.next().unwrap();
             assert_eq!(b.len(), p.storage.size_bytes() * n, "{}", p.name);
             Ok::<_, ()>(b.as_slice())

@@ -6,6 +6,12 @@ use flashopt_ir::{Extent, GROUP_SIZE};
 
 use crate::core::TensorInfo;
 
+/// Flat buffers hold parts of one value per element or per group: the GPU and the
+/// sharded optimizers refuse plans with parts per row or per column first
+/// ([`flashopt_ir::Plan::rows_and_columns`]).
+pub const NOT_FLAT: &str =
+    "parts of one value per row or per column are not laid out in flat buffers";
+
 /// One tensor's place in the flat buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -26,6 +32,7 @@ impl Segment {
         match extent {
             Extent::Element => self.first_group * GROUP_SIZE,
             Extent::Group => self.first_group,
+            Extent::Row | Extent::Column => unreachable!("{}", NOT_FLAT),
         }
     }
 
@@ -34,6 +41,7 @@ impl Segment {
         match extent {
             Extent::Element => self.groups * GROUP_SIZE,
             Extent::Group => self.groups,
+            Extent::Row | Extent::Column => unreachable!("{}", NOT_FLAT),
         }
     }
 }

@@ -213,11 +213,7 @@ mod tests {
         let hyper = HyperValues::defaults(&plan.hyper_params);
         let mut core = Core::new(plan, vec![hyper]).unwrap();
         for name in ["a", "b"] {
-            let info = TensorInfo {
-                name: name.into(),
-                param_group: 0,
-                len: 3,
-            };
+            let info = TensorInfo::new(name, 0, 3);
             core.add(info).unwrap();
         }
         Recorder {

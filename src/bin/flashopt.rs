@@ -105,9 +105,10 @@ fn shipped_optimizer(s: &str) -> Result<String, String> {
     match optimizers::by_name(s) {
         Some(_) => Ok(s.to_string()),
         None => Err(format!(
-            "shipped: {}, {}",
+            "shipped: {}, {}, {}",
             optimizers::NAMES.join(", "),
-            optimizers::REDUCING_NAMES.join(", ")
+            optimizers::REDUCING_NAMES.join(", "),
+            optimizers::ROW_COLUMN_NAMES.join(", ")
         )),
     }
 }
@@ -145,6 +146,12 @@ fn emit(args: Emit) -> Result<String, String> {
     let plan = flashopt::ir::compile(&def, config).map_err(|e| e.to_string())?;
     if args.plan {
         return Ok(plan.to_string());
+    }
+    if let Some(what) = plan.rows_and_columns() {
+        return Err(format!(
+            "`{}` keeps or computes values per row or per column ({what}): no GPU kernels for it yet (`--plan` prints its plan)",
+            plan.optimizer
+        ));
     }
     let target = match args.target {
         Some(TargetArg::Cuda) => Target::Cuda,

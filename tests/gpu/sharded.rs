@@ -263,11 +263,7 @@ fn sharded_gpu_checkpoints_reshard_through_the_cpu() {
     let infos: Vec<TensorInfo> = LENS
         .iter()
         .enumerate()
-        .map(|(i, &len)| TensorInfo {
-            name: format!("t{i}"),
-            param_group: 0,
-            len,
-        })
+        .map(|(i, &len)| TensorInfo::new(format!("t{i}"), 0, len))
         .collect();
     let root = std::env::temp_dir().join(format!("flashopt-sharded-{}", std::process::id()));
     for world in worlds() {

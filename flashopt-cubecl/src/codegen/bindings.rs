@@ -201,6 +201,9 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
                 vector: match p.extent {
                     Extent::Element => shape.vector_width(storage.size()),
                     Extent::Group => 1,
+                    Extent::Row | Extent::Column => {
+                        unreachable!("{}", flashopt_runtime::segments::NOT_FLAT)
+                    }
                 },
                 writable: p.role != Role::Gradient,
             }

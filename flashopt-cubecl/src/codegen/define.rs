@@ -359,7 +359,7 @@ impl KernelBody<'_> {
         let group_values: Vec<(usize, NativeExpand<f64>)> = terms
             .iter()
             .map(|&(k, v)| {
-                let r = plan.reductions[k];
+                let r = plan.reductions[k].op;
                 let value = self.group_value(scope, r, &regs[v.index()], place, valid.clone());
                 (k, value)
             })
@@ -514,6 +514,9 @@ impl KernelBody<'_> {
         match part.extent {
             Extent::Group => Reg::Uniform(load_group(scope, var, part.storage, place)),
             Extent::Element => Reg::Lanes(load_elements(scope, var, part.storage, place)),
+            Extent::Row | Extent::Column => {
+                unreachable!("{}", flashopt_runtime::segments::NOT_FLAT)
+            }
         }
     }
 
@@ -570,6 +573,9 @@ impl KernelBody<'_> {
             Extent::Element => {
                 let lanes: Vec<F> = (0..self.lanes()).map(|l| value.lane(l).f()).collect();
                 store_elements(scope, var, part.storage, place, &lanes)
+            }
+            Extent::Row | Extent::Column => {
+                unreachable!("{}", flashopt_runtime::segments::NOT_FLAT)
             }
         }
     }

@@ -207,8 +207,14 @@ pub fn sources(plan: &Plan, target: Target) -> Result<Vec<String>, String> {
     let stride = scalar_stride(plan);
     let offset = plan.scalar_count();
     let reductions = plan.reductions.len();
+    if let Some(what) = plan.rows_and_columns() {
+        return Err(format!(
+            "no GPU kernels for values per row or per column yet: {what}"
+        ));
+    }
     let mut out = Vec::new();
-    for (k, &op) in plan.reductions.iter().enumerate() {
+    for (k, r) in plan.reductions.iter().enumerate() {
+        let op = r.op;
         for tensors in [false, true] {
             let mut b = KernelBuilder::default();
             b.runtime_properties(target.target_properties());
@@ -273,7 +279,8 @@ mod tests {
         def.hyper("lr", 0.1, Range::at_least(0.0));
         let mut update = name("g");
         for r in Reduction::ALL {
-            update = update * call(r.name(), vec![name("g")]);
+            let tensor = flashopt_ir::graph::Reducer::new(r, flashopt_ir::graph::Scope::Tensor);
+            update = update * call(&tensor.name(), vec![name("g")]);
         }
         def.assign("p", name("p") - name("lr") * update);
         let plan = flashopt_ir::compile(&def, flashopt_ir::PlanConfig::f32_params()).unwrap();

@@ -164,7 +164,7 @@ pub(crate) fn download(
         .iter()
         .map(|s| {
             plan.resident_parts()
-                .map(|(_, p)| raw::zeroed_part(p.storage, p.count(s.len)))
+                .map(|(_, p)| raw::zeroed_part(p.storage, p.count(s.len.into())))
                 .collect()
         })
         .collect();
@@ -201,11 +201,7 @@ mod tests {
         let lens = [1usize, 0, 33, 64, 5];
         let infos: Vec<TensorInfo> = lens
             .iter()
-            .map(|&len| TensorInfo {
-                name: String::new(),
-                len,
-                param_group: 0,
-            })
+            .map(|&len| TensorInfo::new("", 0, len))
             .collect();
         let (segments, groups) = super::segments(&infos);
         let values: Vec<Vec<i16>> = lens

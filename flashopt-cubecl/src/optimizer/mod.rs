@@ -158,13 +158,16 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         // The kernel trusts the plan's invariants (operand types, table ranges, what
         // it stores): a plan built by hand is checked here.
         flashopt_ir::verify::verify(&plan)?;
+        if let Some(what) = plan.rows_and_columns() {
+            return Err(RuntimeError::RowsAndColumns {
+                optimizer: plan.optimizer.clone(),
+                what,
+                place: "the GPU back end",
+            });
+        }
         let mut core = Core::new(plan, groups_hyper)?;
         for (name, group, t) in &tensors {
-            core.add(TensorInfo {
-                name: name.clone(),
-                param_group: *group,
-                len: t.len(),
-            })?;
+            core.add(TensorInfo::new(name.clone(), *group, t.shape()))?;
         }
         check_tensors(
             core.plan(),

@@ -66,7 +66,7 @@ impl<R: HostTransfers> Phases<R> {
                         .insts
                         .iter()
                         .filter_map(|i| match i.op {
-                            InstOp::Reduce(k, _) => Some((k, plan.reductions[k])),
+                            InstOp::Reduce(k, _) => Some((k, plan.reductions[k].op)),
                             _ => None,
                         })
                         .collect(),
@@ -238,11 +238,7 @@ mod tests {
         let tensors: Vec<TensorInfo> = lens
             .iter()
             .enumerate()
-            .map(|(i, &len)| TensorInfo {
-                name: format!("t{i}"),
-                param_group: 0,
-                len,
-            })
+            .map(|(i, &len)| TensorInfo::new(format!("t{i}"), 0, len))
             .collect();
         let (segments, groups) = segments(&tensors);
         let layout = ReductionLayout::of(&segments);

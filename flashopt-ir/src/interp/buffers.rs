@@ -3,7 +3,7 @@
 
 use half::{bf16, f16};
 
-use crate::layout::Storage;
+use crate::layout::{Shape, Storage};
 use crate::plan::Plan;
 use crate::semantics::to_code;
 use crate::types::FloatDtype;
@@ -241,26 +241,47 @@ impl<'a> GradBuf<'a> {
 /// but the gradient), in the plan's order, the parameter first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
-    len: usize,
+    shape: Shape,
     pub parts: Vec<PartData>,
 }
 
 impl HostTensor {
-    /// Storage for a plan, every part zero.
-    pub fn zeros(plan: &Plan, len: usize) -> HostTensor {
+    /// Storage for a plan, every part zero: a vector of `len` elements, or a
+    /// [`Shape`] (a tensor with per-row or per-column states needs its row length).
+    ///
+    /// # Panics
+    /// If the rows of `shape` do not tile it ([`Shape::is_valid`]).
+    pub fn zeros(plan: &Plan, shape: impl Into<Shape>) -> HostTensor {
+        let shape = shape.into();
+        assert!(
+            shape.is_valid(),
+            "rows of {} elements do not tile {} elements",
+            shape.row_len,
+            shape.len
+        );
         HostTensor {
-            len,
+            shape,
             parts: plan
                 .resident_parts()
-                .map(|(_, p)| PartData::zeros(p.storage, p.count(len)))
+                .map(|(_, p)| PartData::zeros(p.storage, p.count(shape)))
                 .collect(),
         }
     }
 
     /// Storage for a plan, the master weights set from `values` (the plan's init
-    /// program) and states zero.
+    /// program) and states zero: a vector.
     pub fn from_f32(plan: &Plan, values: &[f32]) -> HostTensor {
-        let mut t = HostTensor::zeros(plan, values.len());
+        HostTensor::from_f32_shaped(plan, values, values.len())
+    }
+
+    /// As [`Self::from_f32`], for a tensor of `shape`.
+    ///
+    /// # Panics
+    /// If `values` does not hold `shape`'s elements, or its rows do not tile it.
+    pub fn from_f32_shaped(plan: &Plan, values: &[f32], shape: impl Into<Shape>) -> HostTensor {
+        let shape = shape.into();
+        assert_eq!(values.len(), shape.len, "one value per element of {shape}");
+        let mut t = HostTensor::zeros(plan, shape);
         super::init(plan, &mut t, values);
         t
     }
@@ -271,21 +292,29 @@ impl HostTensor {
     /// # Panics
     /// If `values` is not as long as the tensor.
     pub fn set_master(&mut self, plan: &Plan, values: &[f32]) {
-        assert_eq!(values.len(), self.len, "one master weight per element");
+        assert_eq!(values.len(), self.len(), "one master weight per element");
         super::init(plan, self, values);
     }
 
     /// A tensor from its parts, unchecked (see [`super::check`]).
-    pub fn from_parts(len: usize, parts: Vec<PartData>) -> HostTensor {
-        HostTensor { len, parts }
+    pub fn from_parts(shape: impl Into<Shape>, parts: Vec<PartData>) -> HostTensor {
+        HostTensor {
+            shape: shape.into(),
+            parts,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.shape.len
+    }
+
+    /// Its element count and row length.
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.shape.len == 0
     }
 
     /// The parameter part: what the model computes with.

@@ -7,14 +7,16 @@
 //! (rayon); within a group every instruction runs over 32 lanes at once.
 
 mod buffers;
+mod scoped;
 
 pub use buffers::{GradBuf, HostTensor, PartData, PartMut, PartRef};
 
 use rayon::prelude::*;
 
 use buffers::{Element, each_storage};
+use scoped::{ScopedSlot, Terms, TermsMut};
 
-use crate::layout::{Extent, Part, Storage};
+use crate::layout::{Extent, Part, Shape, Storage};
 use crate::plan::Plan;
 use crate::program::{InstOp, Program};
 use crate::semantics::lane_op;
@@ -90,10 +92,10 @@ pub fn check_tensor(plan: &Plan, tensor: &HostTensor) -> Result<(), InterpError>
                 found: data.storage(),
             });
         }
-        if data.len() != part.count(tensor.len()) {
+        if data.len() != part.count(tensor.shape()) {
             return Err(InterpError::PartLength {
                 part: part.name.clone(),
-                expected: part.count(tensor.len()),
+                expected: part.count(tensor.shape()),
                 found: data.len(),
                 extent: part.extent.name(),
                 len: tensor.len(),
@@ -152,11 +154,11 @@ pub fn run(
 ) -> Result<(), InterpError> {
     check(plan, scalars, tensor, grad)?;
     let reduced = reductions(plan, scalars, tensor, grad);
-    let len = tensor.len();
+    let shape = tensor.shape();
     let slots = slots(plan, writable(tensor), Some(grad.as_part()));
     let reductions = Reductions {
         values: &reduced,
-        partials: Vec::new(),
+        terms: Vec::new(),
     };
     execute(
         plan,
@@ -166,25 +168,38 @@ pub fn run(
         reductions,
         &[],
         Vec::new(),
-        len,
+        shape,
     );
     Ok(())
 }
 
-/// The values of the plan's reductions over one tensor for this step: each phase's
-/// terms summed per group as it runs, then over the tensor
-/// ([`crate::reduction`]); a phase reads the values of the phases before it.
+/// The values of the plan's reductions over one tensor for this step, by reduction:
+/// one value for a tensor reduction, one per row or per column for the others. Each
+/// phase's terms are summed per group as it runs (per row or column after it), in the
+/// order of [`crate::reduction`]; a phase reads the values of the phases before it.
 pub fn reductions(
     plan: &Plan,
     scalars: &[f32],
     tensor: &HostTensor,
     grad: GradBuf<'_>,
-) -> Vec<f32> {
-    let len = tensor.len();
-    let groups = len.div_ceil(GROUP_SIZE);
-    let mut values = vec![0.0f32; plan.reductions.len()];
+) -> Vec<Vec<f32>> {
+    let shape = tensor.shape();
+    let mut values = vec![Vec::new(); plan.reductions.len()];
     for phase in &plan.phases {
-        let mut partials = vec![vec![0.0f64; groups]; plan.reductions.len()];
+        let computed: Vec<usize> = phase
+            .insts
+            .iter()
+            .filter_map(|inst| match inst.op {
+                InstOp::Reduce(k, _) => Some(k),
+                _ => None,
+            })
+            .collect();
+        let mut terms: Vec<Terms> = (0..plan.reductions.len())
+            .map(|k| match computed.contains(&k) {
+                true => Terms::new(plan.reductions[k], shape),
+                false => Terms::None,
+            })
+            .collect();
         let slots = slots(
             plan,
             tensor.parts.iter().map(|d| Slot::Read(d.view())),
@@ -192,7 +207,7 @@ pub fn reductions(
         );
         let reductions = Reductions {
             values: &values,
-            partials: partials.iter_mut().map(Vec::as_mut_slice).collect(),
+            terms: terms.iter_mut().collect(),
         };
         execute(
             plan,
@@ -202,12 +217,10 @@ pub fn reductions(
             reductions,
             &[],
             Vec::new(),
-            len,
+            shape,
         );
-        for inst in &phase.insts {
-            if let InstOp::Reduce(k, _) = inst.op {
-                values[k] = crate::reduction::from_groups(plan.reductions[k], &partials[k], len);
-            }
+        for k in computed {
+            values[k] = terms[k].finish(plan.reductions[k], shape);
         }
     }
     values
@@ -215,7 +228,7 @@ pub fn reductions(
 
 /// Set a tensor's parameter parts from f32 master weights (the init program).
 pub(crate) fn init(plan: &Plan, tensor: &mut HostTensor, master: &[f32]) {
-    let len = tensor.len();
+    let shape = tensor.shape();
     let slots = slots(plan, writable(tensor), None);
     let none = Reductions::none();
     execute(
@@ -226,7 +239,7 @@ pub(crate) fn init(plan: &Plan, tensor: &mut HostTensor, master: &[f32]) {
         none,
         &[master],
         Vec::new(),
-        len,
+        shape,
     );
 }
 
@@ -258,7 +271,16 @@ pub(crate) fn decode(
     );
     let outputs = out.iter_mut().map(|v| v.as_mut_slice()).collect();
     let none = Reductions::none();
-    execute(plan, &program, &[], slots, none, &[], outputs, len);
+    execute(
+        plan,
+        &program,
+        &[],
+        slots,
+        none,
+        &[],
+        outputs,
+        tensor.shape(),
+    );
     out
 }
 
@@ -325,26 +347,30 @@ impl<'a> Slot<'a> {
 }
 
 /// A run's reductions: the values it reads (`Reduced`), and for a reduction phase,
-/// one value per group for each reduction (`Reduce`; empty for the others).
+/// each reduction's terms (`Reduce`; [`Terms::None`] for those of other phases).
 struct Reductions<'a> {
-    values: &'a [f32],
-    partials: Vec<&'a mut [f64]>,
+    values: &'a [Vec<f32>],
+    terms: Vec<&'a mut Terms>,
 }
 
 impl Reductions<'_> {
     fn none() -> Reductions<'static> {
         Reductions {
             values: &[],
-            partials: Vec::new(),
+            terms: Vec::new(),
         }
     }
 }
 
 /// One parallel work item: whole groups of every slot and stream.
 struct Block<'a> {
+    /// The index of its first element in the tensor.
+    first: usize,
     slots: Vec<Option<Slot<'a>>>,
-    /// Per reduction, this block's groups' values.
-    partials: Vec<&'a mut [f64]>,
+    /// Per part of one value per row or column, in place of its slot.
+    scoped: Vec<Option<ScopedSlot<'a>>>,
+    /// Per reduction, this block's terms.
+    terms: Vec<TermsMut<'a>>,
     inputs: Vec<&'a [f32]>,
     outputs: Vec<&'a mut [f32]>,
     len: usize,
@@ -359,42 +385,94 @@ fn execute<'a>(
     reductions: Reductions<'a>,
     inputs: &[&'a [f32]],
     outputs: Vec<&'a mut [f32]>,
-    len: usize,
+    shape: Shape,
 ) {
+    let len = shape.len;
     if len == 0 {
         return;
     }
     let elements = BLOCK_GROUPS * GROUP_SIZE;
     let blocks = len.div_ceil(elements);
-    let mut split: Vec<std::vec::IntoIter<Slot<'a>>> = slots
+    let block_elements = |b: usize| b * elements..((b + 1) * elements).min(len);
+    // A per-row or per-column part: every block reads all of it as it was, and writes
+    // the rows (columns) its elements store.
+    let mut before: Vec<Vec<f32>> = Vec::new();
+    let mut scoped_new: Vec<Option<Vec<Option<&'a mut [f32]>>>> = Vec::new();
+    let mut split: Vec<std::vec::IntoIter<Slot<'a>>> = Vec::new();
+    for (slot, part) in slots.into_iter().zip(&plan.parts) {
+        let per = match part.extent {
+            Extent::Element => elements,
+            Extent::Group => BLOCK_GROUPS,
+            Extent::Row | Extent::Column => {
+                let (old, new) = match slot {
+                    Slot::Read(PartRef::F32(v)) => (v.to_vec(), None),
+                    Slot::Write(PartMut::F32(v)) => {
+                        let old = v.to_vec();
+                        let mut rest = v;
+                        let mut pieces = Vec::with_capacity(blocks);
+                        let mut at = 0;
+                        for b in 0..blocks {
+                            let range = scoped::stored_range(part.extent, shape, block_elements(b));
+                            let (_, tail) = rest.split_at_mut(range.start - at);
+                            let (piece, tail) = tail.split_at_mut(range.len());
+                            pieces.push(Some(piece));
+                            rest = tail;
+                            at = range.end;
+                        }
+                        (old, Some(pieces))
+                    }
+                    Slot::Absent => (Vec::new(), None),
+                    _ => panic!("a part of one value per row or column is stored in f32"),
+                };
+                before.push(old);
+                scoped_new.push(new);
+                split.push(Vec::new().into_iter());
+                continue;
+            }
+        };
+        before.push(Vec::new());
+        scoped_new.push(None);
+        split.push(slot.split(per).into_iter());
+    }
+    let mut scoped_new: Vec<_> = scoped_new
         .into_iter()
-        .zip(&plan.parts)
-        .map(|(slot, part)| {
-            let per = match part.extent {
-                Extent::Element => elements,
-                Extent::Group => BLOCK_GROUPS,
-            };
-            slot.split(per).into_iter()
-        })
+        .map(|p| p.map(Vec::into_iter))
         .collect();
-    let mut partials: Vec<std::slice::ChunksMut<'a, f64>> = reductions
-        .partials
-        .into_iter()
-        .map(|p| p.chunks_mut(BLOCK_GROUPS))
-        .collect();
+    let mut terms: Vec<&'a mut Terms> = reductions.terms;
     let mut inputs: Vec<std::slice::Chunks<'a, f32>> =
         inputs.iter().map(|s| s.chunks(elements)).collect();
     let mut outputs: Vec<std::slice::ChunksMut<'a, f32>> = outputs
         .into_iter()
         .map(|s| s.chunks_mut(elements))
         .collect();
-    let work: Vec<Block<'a>> = (0..blocks)
-        .map(|b| Block {
+    let before = &before;
+    let mut work: Vec<Block<'_>> = Vec::with_capacity(blocks);
+    let mut term_blocks: Vec<Vec<TermsMut<'_>>> = (0..blocks).map(|_| Vec::new()).collect();
+    for t in terms.iter_mut() {
+        for (b, share) in split_terms(t, blocks).into_iter().enumerate() {
+            term_blocks[b].push(share);
+        }
+    }
+    for (b, block_terms) in term_blocks.into_iter().enumerate() {
+        let range = block_elements(b);
+        work.push(Block {
+            first: range.start,
             slots: split.iter_mut().map(Iterator::next).collect(),
-            partials: partials
-                .iter_mut()
-                .map(|c| c.next().unwrap_or_default())
+            scoped: plan
+                .parts
+                .iter()
+                .zip(scoped_new.iter_mut())
+                .zip(before)
+                .map(|((part, new), old)| {
+                    part.extent.is_scoped().then(|| ScopedSlot {
+                        extent: part.extent,
+                        old,
+                        new: new.as_mut().and_then(|n| n.next().flatten()),
+                        first: scoped::stored_range(part.extent, shape, range.clone()).start,
+                    })
+                })
                 .collect(),
+            terms: block_terms,
             // A stream the program does not use may be empty: an empty slice each block.
             inputs: inputs
                 .iter_mut()
@@ -404,9 +482,9 @@ fn execute<'a>(
                 .iter_mut()
                 .map(|c| c.next().unwrap_or_default())
                 .collect(),
-            len: elements.min(len - b * elements),
-        })
-        .collect();
+            len: range.len(),
+        });
+    }
     let operands: Vec<[usize; 3]> = program
         .insts
         .iter()
@@ -422,6 +500,7 @@ fn execute<'a>(
         plan,
         program,
         scalars,
+        shape,
         reduced: reductions.values,
         operands: &operands,
     };
@@ -431,13 +510,33 @@ fn execute<'a>(
     );
 }
 
+/// A reduction's terms cut into one share per block of [`BLOCK_GROUPS`] groups.
+fn split_terms<'t>(terms: &'t mut Terms, blocks: usize) -> Vec<TermsMut<'t>> {
+    match terms {
+        Terms::None => (0..blocks).map(|_| TermsMut::None).collect(),
+        Terms::Groups(g) => g
+            .chunks_mut(BLOCK_GROUPS)
+            .map(TermsMut::Groups)
+            .chain(std::iter::repeat_with(|| TermsMut::None))
+            .take(blocks)
+            .collect(),
+        Terms::Elements(e) => e
+            .chunks_mut(BLOCK_GROUPS * GROUP_SIZE)
+            .map(TermsMut::Elements)
+            .chain(std::iter::repeat_with(|| TermsMut::None))
+            .take(blocks)
+            .collect(),
+    }
+}
+
 /// What every block of one run shares.
 struct Run<'r> {
     plan: &'r Plan,
     program: &'r Program,
     scalars: &'r [f32],
+    shape: Shape,
     /// The values of the reductions computed before this run.
-    reduced: &'r [f32],
+    reduced: &'r [Vec<f32>],
     /// Each instruction's operand indices (unused slots 0).
     operands: &'r [[usize; 3]],
 }
@@ -445,12 +544,33 @@ struct Run<'r> {
 impl Run<'_> {
     fn block(&self, b: &mut Block<'_>, regs: &mut [[u32; GROUP_SIZE]]) {
         let (plan, program, scalars) = (self.plan, self.program, self.scalars);
+        let shape = self.shape;
         for start in (0..b.len).step_by(GROUP_SIZE) {
             let len = GROUP_SIZE.min(b.len - start);
             let group = start / GROUP_SIZE;
+            // The index in the tensor of the group's first element.
+            let first = b.first + start;
             for (i, inst) in program.insts.iter().enumerate() {
                 let mut out = [0u32; GROUP_SIZE];
                 match inst.op {
+                    InstOp::Load(p) if plan.part(p).extent.is_scoped() => {
+                        let slot = b.scoped[p.index()].as_ref().expect("a scoped slot");
+                        for (l, o) in out[..len].iter_mut().enumerate() {
+                            *o = slot.old[scoped::index(slot.extent, shape, first + l)].to_bits();
+                        }
+                    }
+                    InstOp::Store(p, v) if plan.part(p).extent.is_scoped() => {
+                        let slot = b.scoped[p.index()].as_mut().expect("a scoped slot");
+                        let new = slot.new.as_mut().expect("the run writes this part");
+                        for (l, &x) in regs[v.index()][..len].iter().enumerate() {
+                            let at = first + l;
+                            if scoped::stores(slot.extent, shape, at) {
+                                new[scoped::index(slot.extent, shape, at) - slot.first] =
+                                    f32::from_bits(x);
+                            }
+                        }
+                        continue;
+                    }
                     InstOp::Load(p) => {
                         let slot = b.slots[p.index()].as_ref().expect("a slot per part");
                         match plan.part(p).extent {
@@ -460,6 +580,7 @@ impl Run<'_> {
                                 }
                             }
                             Extent::Group => out = [slot.get(group); GROUP_SIZE],
+                            Extent::Row | Extent::Column => unreachable!("a scoped slot"),
                         }
                     }
                     InstOp::Store(p, v) => {
@@ -472,6 +593,7 @@ impl Run<'_> {
                                 }
                             }
                             Extent::Group => slot.set(group, f32::from_bits(value[0])),
+                            Extent::Row | Extent::Column => unreachable!("a scoped slot"),
                         }
                         continue;
                     }
@@ -488,14 +610,32 @@ impl Run<'_> {
                         continue;
                     }
                     InstOp::Scalar(k) => out = [scalars[k].to_bits(); GROUP_SIZE],
-                    InstOp::Reduced(k) => out = [self.reduced[k].to_bits(); GROUP_SIZE],
+                    InstOp::Reduced(k) => {
+                        let values = &self.reduced[k];
+                        match scoped::extent_of(plan.reductions[k].scope) {
+                            None => out = [values[0].to_bits(); GROUP_SIZE],
+                            Some(extent) => {
+                                for (l, o) in out[..len].iter_mut().enumerate() {
+                                    *o = values[scoped::index(extent, shape, first + l)].to_bits();
+                                }
+                            }
+                        }
+                    }
                     InstOp::Reduce(k, v) => {
                         let mut values = [0.0f32; GROUP_SIZE];
                         for (x, &bits) in values.iter_mut().zip(&regs[v.index()][..len]) {
                             *x = f32::from_bits(bits);
                         }
-                        let r = plan.reductions[k];
-                        b.partials[k][group] = crate::reduction::group_value(r, &values[..len]);
+                        match &mut b.terms[k] {
+                            TermsMut::Groups(groups) => {
+                                let r = plan.reductions[k].op;
+                                groups[group] = crate::reduction::group_value(r, &values[..len]);
+                            }
+                            TermsMut::Elements(terms) => {
+                                terms[start..start + len].copy_from_slice(&values[..len]);
+                            }
+                            TermsMut::None => unreachable!("a phase has its reductions' terms"),
+                        }
                         continue;
                     }
                     InstOp::GroupMax(v) => {

@@ -7,7 +7,7 @@
 //! the same codec lowerings, so export and initialization compute what a step does.
 
 use crate::codec::{self, CodeRounding, master};
-use crate::graph::{Func3, Handle, Input, Op, Reduction};
+use crate::graph::{Func3, Handle, Input, Op, Reducer};
 use crate::layout::{Extent, Part, PartId, Role, Storage};
 use crate::plan::{Plan, PlanConfig, const_f32, dither_phase_slot};
 use crate::program::{Builder, InstOp, Program, ValueId, ValueType};
@@ -51,7 +51,14 @@ impl Layout {
         )])[0];
         let states = states
             .iter()
-            .map(|s| add(codec::state_codec(s.codec).parts(&s.name)))
+            .map(|s| {
+                let mut parts = codec::state_codec(s.codec).parts(&s.name);
+                if s.extent != Extent::Element {
+                    // Validation gives these states f32 storage: one part, re-scoped.
+                    parts[0].extent = s.extent;
+                }
+                add(parts)
+            })
             .collect();
         Layout {
             parts,
@@ -90,11 +97,7 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
 /// The whole step, reductions included (their terms as `Reduce` effects, their values
 /// as `Reduced`), and the reductions in slot order: [`super::phases`] splits it into
 /// passes over memory.
-fn step_program(
-    hoisted: &Hoisted,
-    config: PlanConfig,
-    layout: &Layout,
-) -> (Program, Vec<Reduction>) {
+fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> (Program, Vec<Reducer>) {
     let rule = &hoisted.rule;
     let mut reductions = Vec::new();
     let g = &rule.graph;

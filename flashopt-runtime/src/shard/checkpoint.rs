@@ -232,6 +232,8 @@ fn read_checkpoint(
             .map(|(p, name)| Expected {
                 name,
                 len: p.elements.len(),
+                // Sharding refuses plans with per-row or per-column parts.
+                row_len: p.elements.len(),
                 param_group: tensors[p.tensor].param_group,
             })
             .collect();

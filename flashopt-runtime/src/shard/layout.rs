@@ -40,6 +40,7 @@ impl Piece {
         match extent {
             Extent::Element => self.elements.clone(),
             Extent::Group => self.groups.clone(),
+            Extent::Row | Extent::Column => unreachable!("{}", crate::segments::NOT_FLAT),
         }
     }
 }
@@ -165,11 +166,7 @@ mod tests {
     fn tensors(lens: &[usize]) -> Vec<TensorInfo> {
         lens.iter()
             .enumerate()
-            .map(|(i, &len)| TensorInfo {
-                name: format!("t{i}"),
-                param_group: 0,
-                len,
-            })
+            .map(|(i, &len)| TensorInfo::new(format!("t{i}"), 0, len))
             .collect()
     }
 

@@ -53,11 +53,7 @@ impl Sharding {
     ) -> Sharding {
         let tensors: Vec<TensorInfo> = tensors
             .into_iter()
-            .map(|(name, len)| TensorInfo {
-                name: name.to_string(),
-                param_group: 0,
-                len,
-            })
+            .map(|(name, len)| TensorInfo::new(name, 0, len))
             .collect();
         let (segments, groups) = segments(&tensors);
         let layout = ShardLayout::new(groups, world);
@@ -153,10 +149,17 @@ pub struct ShardedOptimizer<B> {
 /// A reduction over a tensor would need every rank's part of it (its partial
 /// sums all-reduced between the phases): not built yet.
 fn refuse_reductions(plan: &Plan) -> Result<(), RuntimeError> {
+    if let Some(what) = plan.rows_and_columns() {
+        return Err(RuntimeError::RowsAndColumns {
+            optimizer: plan.optimizer.clone(),
+            what,
+            place: "ZeRO-1 sharding",
+        });
+    }
     if plan.reductions.is_empty() {
         return Ok(());
     }
-    let names: Vec<&str> = plan.reductions.iter().map(|r| r.name()).collect();
+    let names: Vec<String> = plan.reductions.iter().map(|r| r.name()).collect();
     Err(RuntimeError::ShardedReductions {
         optimizer: plan.optimizer.clone(),
         reductions: names.join(", "),
@@ -185,11 +188,7 @@ impl<B: RankBackend> ShardedOptimizer<B> {
             .and_then(|checked| {
                 let mut core = Core::new(plan, vec![hyper])?;
                 for (name, len) in tensors {
-                    core.add(TensorInfo {
-                        name: name.to_string(),
-                        param_group: 0,
-                        len: *len,
-                    })?;
+                    core.add(TensorInfo::new(*name, 0, *len))?;
                 }
                 Ok((core, checked))
             });
