@@ -98,12 +98,7 @@ type Reference<'a> = dyn FnMut(usize, &mut [f64], &[f32], i32) + 'a;
 
 /// The worst relative distance over `steps` steps between the CPU optimizer's f32
 /// master weights and an f64 reference stepping the same gradients.
-fn worst_distance(
-    opt: &mut CpuOptimizer,
-    reference: &mut Reference,
-    steps: i32,
-    seed: u64,
-) -> f64 {
+fn worst_distance(opt: &mut CpuOptimizer, reference: &mut Reference, steps: i32, seed: u64) -> f64 {
     let mut rng = Rng::new(seed);
     let mut params: Vec<Vec<f64>> = (0..SHAPES.len())
         .map(|k| {
