@@ -6,7 +6,7 @@
 # scripts/reducing_reference.py; then, side by side, the small configuration's training
 # jobs (jobs-small.txt, 8 at a time, none started with under 200 s left), ncu of one
 # Lamb-24 step on 64M (instruction counts; durations there share the GPU) and the rest of
-# the GPU tests. Binaries built on the CPU machine at 9a2cbf8 (the parent of the commit that added this script),
+# the GPU tests. Binaries built on the CPU machine at 22aca52 (the commit before this line changed),
 # stripped, carried as .dev/reductions.tar.xz:
 #   cargo test --release --features gpu-tests --test gpu --no-run   -> reductions/gpu-tests
 #   cargo build --release -p flashopt-bench                          -> reductions/flashopt-bench
