@@ -295,7 +295,8 @@ optimizer! {
         /// The decay of the second moment: its weight at step `t` is `t^beta2_decay`.
         hyper beta2_decay: f32 = -0.8 in ..=0.0;
         /// The floor of the second-moment estimate and of the row factor's mean
-        /// (torch's `eps[0]`, by default f32's epsilon).
+        /// (torch's `eps[0]`, whose default is the parameter dtype's epsilon: this is
+        /// f32's, torch's for f32 parameters; bf16's is 2^-7).
         hyper eps1: f32 = 1.1920929e-7 in 0.0..;
         /// The floor of the parameter's RMS in the relative step (torch's `eps[1]`).
         hyper eps2: f32 = 1e-3 in 0.0..;

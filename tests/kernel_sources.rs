@@ -429,3 +429,33 @@ fn the_maximum_adds_its_zero_in_f64() {
     let phase = emit_pass(&plan, 0, Target::Cuda, KernelShape::default()).unwrap();
     assert!(phase.contains("+ double(0.0)"), "{phase}");
 }
+
+/// A plan with values per row or per column has no kernel yet: emitting one is an
+/// error naming them, for a row reduction alone (whose kernel would otherwise read one
+/// value per tensor) as for a state per row.
+#[test]
+fn rows_and_columns_are_refused_by_the_code_generator() {
+    use flashopt::ir::def::{OptimizerDef, Range, call, float, name};
+    let mut def = OptimizerDef::new("row_normalized");
+    def.hyper("lr", 0.1, Range::at_least(0.0));
+    let rms = call("row_rms", vec![name("g")]);
+    def.assign(
+        "p",
+        name("p") - name("lr") * name("g") / (rms + float(1e-8)),
+    );
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let plans = [
+        flashopt::ir::compile(&def, config).unwrap(),
+        flashopt::ir::compile(&optimizers::by_name("adam_mini").unwrap(), config).unwrap(),
+    ];
+    for (plan, what) in plans
+        .iter()
+        .zip(["`row_rms`", "state `v` (per row), `row_mean`"])
+    {
+        for target in [Target::Cuda, Target::Hip] {
+            let err = emit(plan, target).unwrap_err().to_string();
+            let expected = format!("no GPU kernels for values per row or per column yet: {what}");
+            assert!(err.contains(&expected), "{err}");
+        }
+    }
+}

@@ -85,8 +85,20 @@ impl AdamMiniF64 {
     }
 }
 
-/// Tensors of several shapes: a matrix, a vector (one row), a column (rows of one).
-const SHAPES: [&[usize]; 3] = [&[6, 40], &[50], &[3, 2, 9]];
+/// Tensors of several shapes: a matrix, a vector (one row), a 3-D tensor (6 rows of
+/// 9), rows of one element, fewer elements than a group, and tensors over several of
+/// the interpreter's parallel blocks of 2048 elements: rows that cross a block's end
+/// and are no multiple of 32, rows of a block's size, one row over three blocks.
+const SHAPES: [&[usize]; 8] = [
+    &[6, 40],
+    &[50],
+    &[3, 2, 9],
+    &[9, 1],
+    &[5],
+    &[70, 50],
+    &[3, 1000],
+    &[1, 5000],
+];
 
 fn rows_cols(dims: &[usize]) -> (usize, usize) {
     let cols = *dims.last().unwrap();
@@ -139,10 +151,11 @@ fn worst_distance(opt: &mut CpuOptimizer, reference: &mut Reference, steps: i32,
     worst
 }
 
-/// Adafactor in f32 follows torch's Adafactor in f64 within 1e-5 over 30 steps, on a
-/// matrix, a vector (unfactored: one row) and a 3-D tensor factored as 6 rows of 9.
+/// Adafactor in f32 follows its arithmetic in f64 within 1e-5 over 30 steps: torch's
+/// for a matrix, and a vector or a 3-D tensor factored as flashopt factors them (one
+/// row; 6 rows of 9), docs/OPTIMIZERS.md.
 #[test]
-fn adafactor_follows_torch_in_f64() {
+fn adafactor_follows_its_reference_in_f64() {
     let (lr, wd) = (1e-2, 0.1);
     let spec = F32States(Adafactor {
         weight_decay: wd,
@@ -274,6 +287,65 @@ fn rows_and_columns_are_per_tensor() {
             together.tensor(TensorId(k)).unwrap()
         );
     }
+}
+
+/// The f32 export holds a state per row as one value per row, per column as one per
+/// column; a tensor whose rows differ from the registered ones is refused, and one
+/// whose rows do not tile it is refused by the interpreter's check.
+#[test]
+fn exports_and_replacements_keep_rows_and_columns() {
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let mut rng = Rng::new(4);
+    let init = rng.normals(24, 0.1);
+    let mut opt = CpuOptimizer::for_spec(&Adafactor::default(), config).unwrap();
+    let id = opt.add_shaped("w", &[4, 6], &init).unwrap();
+    let grad: Vec<bf16> = rng
+        .normals(24, 1e-2)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
+    opt.step(&[GradBuf::Bf16(&grad)]).unwrap();
+    let dir = std::env::temp_dir().join(format!("flashopt-rows-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("adafactor-f32.safetensors");
+    opt.export_f32(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let plan = opt.plan().clone();
+    let tensor = opt.tensor(id).unwrap().clone();
+    for (key, part, count) in [("w::r", "r::codes", 4), ("w::c", "c::codes", 6)] {
+        let view = file.tensor(key).unwrap();
+        assert_eq!(view.shape(), [count], "{key}");
+        let stored = tensor.part(&plan, part).unwrap().to_f32().unwrap();
+        let exported: Vec<f32> = view
+            .data()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(exported, stored, "{key}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let as_vector = flashopt::ir::interp::HostTensor::from_parts(24, tensor.parts.clone());
+    let err = opt
+        .replace_tensors(vec![as_vector])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "tensor `w`: 1 x 24 (rows x row length), expected 4 x 6 (its registered shape): the plan keeps values per row or per column"
+    );
+    let untiled = flashopt::ir::layout::Shape {
+        len: 24,
+        row_len: 5,
+    };
+    let untiled = flashopt::ir::interp::HostTensor::from_parts(untiled, tensor.parts.clone());
+    let err = flashopt::ir::interp::check_tensor(&plan, &untiled).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rows of 5 elements do not tile the tensor's 24 elements"
+    );
+    opt.replace_tensors(vec![tensor.clone()]).unwrap();
+    assert_eq!(opt.tensor(id).unwrap(), &tensor);
 }
 
 /// A checkpoint holds the row and column states: saved mid-run and loaded into a

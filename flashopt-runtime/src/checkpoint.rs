@@ -1,7 +1,8 @@
 //! Checkpoints in safetensors: the compressed state as it lives in memory, an f32
 //! export of master weights and decoded states, and an f32 master import.
 //!
-//! Keys, for a tensor `name` (shape `[len]`, scales `[groups]`):
+//! Keys, for a tensor `name` (shape `[len]`, scales `[groups]`, a state per row
+//! `[rows]`, per column `[cols]`):
 //!
 //! Every resident part of the plan is one tensor, `name::<part>`, in the part's
 //! storage (its name and dtype come from the plan's part list). For the shipped
@@ -13,7 +14,7 @@
 //! | `name::correction` | i8 (24-bit master) / i16 (32-bit) | with a master mode |
 //! | `name::<state>::codes` | i8 / u8 / bf16 / f32 | every state |
 //! | `name::<state>::scales` | f16, one per 32 elements | quantized states |
-//! | `name::master`, `name::<state>` | f32 | the f32 export |
+//! | `name::master`, `name::<state>` | f32 | the f32 export (a state per row or per column: one value each) |
 //!
 //! The metadata names the format and its version, the kind (`compressed` or `f32`),
 //! the optimizer, its storage configuration and states, the steps taken, every
@@ -30,7 +31,7 @@ use flashopt_ir::def::Value;
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::layout::Shape;
 use flashopt_ir::types::Type;
-use flashopt_ir::{HyperValues, Part, Plan, Storage};
+use flashopt_ir::{Extent, HyperValues, Part, Plan, Storage};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::raw;
@@ -351,11 +352,18 @@ pub fn export_f32(
             n,
             raw::le_bytes(&master),
         ));
+        let shape = e.tensor.shape();
         for (s, values) in plan.states.iter().zip(decoded) {
+            // The decode program gives every element its row's (column's) value.
+            let values: Vec<f32> = match s.extent {
+                Extent::Row => values.iter().step_by(shape.row_len).copied().collect(),
+                Extent::Column => values[..shape.row_len].to_vec(),
+                Extent::Element | Extent::Group => values,
+            };
             tensors.push((
                 format!("{}::{}", e.name, s.name),
                 Dtype::F32,
-                n,
+                values.len(),
                 raw::le_bytes(&values),
             ));
         }

@@ -289,7 +289,25 @@ pub trait Optimizer {
                     found: t.len(),
                 });
             }
+            // Rows and columns change what a plan with them computes and stores.
+            if t.shape() != info.shape() && core.plan.rows_and_columns().is_some() {
+                return Err(RuntimeError::TensorShape {
+                    name: info.name.clone(),
+                    expected: info.shape(),
+                    found: t.shape(),
+                });
+            }
         }
+        // Without rows and columns a shape is a label: each tensor keeps its registered one.
+        let tensors: Vec<HostTensor> = core
+            .tensors
+            .iter()
+            .zip(tensors)
+            .map(|(info, t)| match t.shape() == info.shape() {
+                true => t,
+                false => HostTensor::from_parts(info.shape(), t.parts),
+            })
+            .collect();
         let names = core.tensors.iter().map(|info| info.name.as_str());
         check_tensors(&core.plan, names.zip(&tensors))?;
         self.store_tensors(CheckedTensors(tensors));

@@ -73,6 +73,14 @@ pub enum RuntimeError {
         expected: usize,
         found: usize,
     },
+    #[error(
+        "tensor `{name}`: {found} (rows x row length), expected {expected} (its registered shape): the plan keeps values per row or per column"
+    )]
+    TensorShape {
+        name: String,
+        expected: flashopt_ir::layout::Shape,
+        found: flashopt_ir::layout::Shape,
+    },
     #[error("gradient clipping: max_norm must be positive and finite, got {0}")]
     MaxNorm(f64),
     #[error(

@@ -43,6 +43,11 @@ pub fn define(
     device: &DeviceProperties,
     settings: KernelSettings,
 ) -> KernelDefinition {
+    assert!(
+        plan.rows_and_columns().is_none(),
+        "no GPU kernels for values per row or per column yet ({}): callers refuse such plans first",
+        plan.optimizer
+    );
     let (target, scheduling) = target;
     let mut builder = KernelBuilder::default();
     builder.runtime_properties(target);

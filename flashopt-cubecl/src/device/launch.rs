@@ -102,6 +102,11 @@ impl<R: TargetRuntime> FusedStep<R> {
         shape: KernelShape,
     ) -> FusedStep<R> {
         assert!(pass <= plan.phases.len(), "a pass of the plan");
+        assert!(
+            plan.rows_and_columns().is_none(),
+            "no GPU kernels for values per row or per column yet ({}): GpuOptimizer refuses such plans",
+            plan.optimizer
+        );
         let inner = FusedInner {
             key: KernelKey::new(format!("{shape:?} pass {pass}\n{plan}")),
             pass,

@@ -94,6 +94,18 @@ pub struct GpuOptimizer<R: HostTransfers> {
     flat_grads: bool,
 }
 
+/// No kernels are generated for values per row or per column yet.
+fn refuse_rows_and_columns(plan: &Plan) -> Result<(), RuntimeError> {
+    match plan.rows_and_columns() {
+        Some(what) => Err(RuntimeError::RowsAndColumns {
+            optimizer: plan.optimizer.clone(),
+            what,
+            place: "the GPU back end",
+        }),
+        None => Ok(()),
+    }
+}
+
 impl<R: HostTransfers> GpuOptimizer<R> {
     /// Upload tensors' optimizer state (e.g. [`HostTensor::from_f32`]) to the device.
     pub fn from_host(
@@ -128,6 +140,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         cpu: flashopt_runtime::CpuOptimizer,
     ) -> Result<GpuOptimizer<R>, RuntimeError> {
         let plan = cpu.plan().clone();
+        // Refused before the CPU optimizer's tensors are taken.
+        refuse_rows_and_columns(&plan)?;
         let groups = (0..cpu.param_groups())
             .map(|g| cpu.hyper(g).clone())
             .collect();
@@ -158,13 +172,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         // The kernel trusts the plan's invariants (operand types, table ranges, what
         // it stores): a plan built by hand is checked here.
         flashopt_ir::verify::verify(&plan)?;
-        if let Some(what) = plan.rows_and_columns() {
-            return Err(RuntimeError::RowsAndColumns {
-                optimizer: plan.optimizer.clone(),
-                what,
-                place: "the GPU back end",
-            });
-        }
+        refuse_rows_and_columns(&plan)?;
         let mut core = Core::new(plan, groups_hyper)?;
         for (name, group, t) in &tensors {
             core.add(TensorInfo::new(name.clone(), *group, t.shape()))?;
@@ -321,15 +329,20 @@ impl<R: HostTransfers> GpuOptimizer<R> {
             .collect()
     }
 
-    /// Every tensor's state read back, in registration order.
+    /// Every tensor's state read back, in registration order, with its registered
+    /// shape.
     pub(crate) fn download_tensors(&self) -> Vec<HostTensor> {
         // Only the resident parts: not the gradients, scalars, group info or tables.
-        layout::download(
+        let flat = layout::download(
             self.core.plan(),
             &self.layout,
             &self.segments,
             |slot, targets| transfer::download_into(&self.client, &self.buffers[slot].0, targets),
-        )
+        );
+        flat.into_iter()
+            .zip(self.core.tensors())
+            .map(|(t, info)| HostTensor::from_parts(info.shape(), t.parts))
+            .collect()
     }
 
     /// Each tensor's values in the per-element part with `role`, read back without

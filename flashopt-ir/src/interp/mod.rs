@@ -59,6 +59,8 @@ pub enum InterpError {
         extent: &'static str,
         len: usize,
     },
+    #[error("rows of {row_len} elements do not tile the tensor's {len} elements")]
+    Shape { len: usize, row_len: usize },
     #[error("host scalars: the plan `{optimizer}` takes {expected}, got {found}")]
     Scalars {
         optimizer: String,
@@ -67,8 +69,16 @@ pub enum InterpError {
     },
 }
 
-/// Check that a tensor fits its plan (every resident part's storage and length).
+/// Check that a tensor fits its plan (its rows tile it; every resident part's storage
+/// and length).
 pub fn check_tensor(plan: &Plan, tensor: &HostTensor) -> Result<(), InterpError> {
+    let shape = tensor.shape();
+    if !shape.is_valid() {
+        return Err(InterpError::Shape {
+            len: shape.len,
+            row_len: shape.row_len,
+        });
+    }
     let resident: Vec<&Part> = plan.resident_parts().map(|(_, p)| p).collect();
     if tensor.parts.len() != resident.len() {
         return Err(InterpError::PartCount {
