@@ -3,7 +3,8 @@
 
 NVRTC (the run-time compiler cubecl-cuda uses on the device) is a plain library: this
 script loads it from the `nvidia-cuda-nvrtc-cu12` wheel (headers from
-`nvidia-cuda-runtime-cu12`), compiles every shipped optimizer's kernel (and the
+`nvidia-cuda-runtime-cu12`), compiles the kernel of every shipped optimizer that has
+one (Adafactor and Adam-mini, with states per row and column, have none yet) (and the
 reduction phases' kernels of those that reduce over a tensor) in every master mode
 and parameter dtype for sm_90 (Hopper) through `flashopt emit`, and fails
 on any compile error or register spill. It prints each kernel's registers.
