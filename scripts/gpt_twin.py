@@ -21,7 +21,11 @@ from torch's generator, not the example's.
   sgd    100 times the peak lr, momentum 0.9, no dampening, no weight decay;
   lamb   10 times the peak lr, betas 0.9 / 0.99, eps 1e-6, weight decay 0.1 added to the
          update; cautious_adamw: AdamW's hyper-parameters. Neither is in torch or
-         flashoptim: `--opt torch-*` steps the papers' rules of scripts/reducing_reference.py.
+         flashoptim: `--opt torch-*` steps the papers' rules of scripts/reducing_reference.py;
+  adafactor  10 times the peak lr (torch's Adafactor: the relative step's cap), weight
+         decay 0.01 (scaled by lr); adam_mini: AdamW's hyper-parameters, one second
+         moment per row of each weight as stored (`--layout burn` gives the example's
+         rows), scripts/row_column_reference.py.
 `--clip MAX_NORM` clips the global gradient norm before each step, as the example's.
 
 `--opt` picks the parameters' dtype and the optimizer:
@@ -210,6 +214,8 @@ RULES = {
     "sgd": (100.0, dict(momentum=0.9)),
     "lamb": (10.0, dict(betas=(0.9, 0.99), eps=1e-6, weight_decay=0.1)),
     "cautious_adamw": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
+    "adafactor": (10.0, dict(weight_decay=0.01)),
+    "adam_mini": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
 }
 
 
@@ -234,6 +240,12 @@ def make_optimizer(rule, opt, params, peak, fused):
         from reducing_reference import CautiousAdamW, Lamb
 
         return {"lamb": Lamb, "cautious_adamw": CautiousAdamW}[rule](params, lr=peak, **hyper)
+    if rule == "adafactor":
+        return torch.optim.Adafactor(params, lr=peak, **hyper)
+    if rule == "adam_mini":  # nor Adam-mini: its paper's rule, one second moment per row
+        from row_column_reference import AdamMini
+
+        return AdamMini(params, lr=peak, **hyper)
     cls = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[rule]
     return cls(params, lr=peak, **hyper, fused=fused)
 
