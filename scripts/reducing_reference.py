@@ -87,6 +87,28 @@ class CautiousAdamW(_Adam):
             torch._foreach_add_(ps, update, alpha=-lr)
 
 
+def run_cases(out, only, workloads, cases, make_params):
+    """Time each case on each workload (`only`: their names, or None for all) and
+    write `impl,optimizer,master,workload,params,ms` rows to `out` as measured."""
+    f = open(out, "w")
+    f.write(f"# torch {torch.__version__} / {torch.cuda.get_device_name()}\n")
+    f.write("impl,optimizer,master,workload,params,ms\n")
+    for name, shapes in workloads:
+        if only and name not in only:
+            continue
+        for impl, opt_name, master, make in cases:
+            params = make_params(shapes)
+            ms = time_step(make(params))
+            n = sum(p.numel() for p in params)
+            line = f"{impl},{opt_name},{master},{name},{n},{ms:.4f}"
+            print(line, flush=True)
+            f.write(line + "\n")
+            f.flush()
+            del params
+            torch.cuda.empty_cache()
+    f.close()
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "reducing_reference.csv"
     only = sys.argv[2].split(",") if len(sys.argv) > 2 else None
@@ -95,22 +117,7 @@ def main():
         ("pytorch-foreach", "CautiousAdamW", "fp32", lambda ps: CautiousAdamW(ps)),
         ("torch", "AdamW", "fp32", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, fused=True)),
     ]
-    f = open(out, "w")
-    f.write(f"# torch {torch.__version__} / {torch.cuda.get_device_name()}\n")
-    f.write("impl,optimizer,master,workload,params,ms\n")
-    for name, shapes in WORKLOADS:
-        if only and name not in only:
-            continue
-        for impl, opt_name, master, make in cases:
-            params = make_params(shapes, torch.float32)
-            ms = time_step(make(params))
-            line = f"{impl},{opt_name},{master},{name},{sum(shapes)},{ms:.4f}"
-            print(line, flush=True)
-            f.write(line + "\n")
-            f.flush()
-            del params
-            torch.cuda.empty_cache()
-    f.close()
+    run_cases(out, only, WORKLOADS, cases, lambda shapes: make_params(shapes, torch.float32))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bench_reference import time_step  # noqa: E402
+from reducing_reference import run_cases  # noqa: E402
 
 
 def gpt2_124m():
@@ -97,23 +97,7 @@ def main():
         ("pytorch-foreach", "AdamMini", "fp32", lambda ps: AdamMini(ps)),
         ("torch", "AdamW", "fp32", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, fused=True)),
     ]
-    f = open(out, "w")
-    f.write(f"# torch {torch.__version__} / {torch.cuda.get_device_name()}\n")
-    f.write("impl,optimizer,master,workload,params,ms\n")
-    for name, shapes in WORKLOADS:
-        if only and name not in only:
-            continue
-        for impl, opt_name, master, make in cases:
-            params = make_params(shapes)
-            ms = time_step(make(params))
-            n = sum(p.numel() for p in params)
-            line = f"{impl},{opt_name},{master},{name},{n},{ms:.4f}"
-            print(line, flush=True)
-            f.write(line + "\n")
-            f.flush()
-            del params
-            torch.cuda.empty_cache()
-    f.close()
+    run_cases(out, only, WORKLOADS, cases, make_params)
 
 
 if __name__ == "__main__":
