@@ -2,15 +2,16 @@
 //! [`Rule`] graph. Every problem found is reported, each with the span of the
 //! offending item, so a front end can show them all at once.
 
+mod scoped;
+
 use std::collections::HashMap;
 use std::fmt;
 
 use crate::def::{
     Expr, ExprKind, HyperParamDef, Literal, OptimizerDef, Range, Span, Stmt, UnaryOp, Value,
 };
-use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op, Reducer, Scope};
+use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op, Reducer};
 use crate::layout::Extent;
-use crate::scopes::{self, Varies};
 use crate::types::{Codec, Rounding, StateKind, Type};
 
 /// A declared state, its codec resolved.
@@ -208,24 +209,6 @@ impl Validator<'_> {
         }
     }
 
-    /// What a value varies along: elements, rows, columns or nothing.
-    fn varies(&self, h: Handle) -> Varies {
-        let extents: Vec<Extent> = self.def.states.iter().map(|s| s.extent).collect();
-        scopes::varies(&self.graph, &extents, h)
-    }
-
-    /// Whether a value depends on hyper-parameters, `t` and constants alone.
-    fn is_uniform(&self, h: Handle) -> bool {
-        let live = self.graph.reachable(&[h]);
-        self.graph.iter().all(|(n, node)| {
-            !live[n.index()]
-                || !matches!(
-                    node.op,
-                    Op::Input(Input::Param | Input::Grad | Input::State(_)) | Op::Reduce(..)
-                )
-        })
-    }
-
     fn error(&mut self, span: Span, message: String) {
         self.diagnostics.push(Diagnostic { span, message });
     }
@@ -253,30 +236,7 @@ impl Validator<'_> {
             } else {
                 seen.insert(&s.name, "a state of that name");
             }
-            let codec = match (s.extent, s.codec) {
-                (Extent::Element, codec) => codec.unwrap_or_else(|| s.kind.default_codec()),
-                (_, None | Some(Codec::F32)) => Codec::F32,
-                (extent, Some(other)) => {
-                    self.error(
-                        s.span,
-                        format!(
-                            "state `{}` holds one value {}, stored in f32: it takes no codec ({other})",
-                            s.name,
-                            extent.name()
-                        ),
-                    );
-                    Codec::F32
-                }
-            };
-            if s.extent == Extent::Group {
-                self.error(
-                    s.span,
-                    format!(
-                        "state `{}`: a state holds one value per element, per row or per column",
-                        s.name
-                    ),
-                );
-            }
+            let codec = self.state_codec(s);
             if !codec.fits(s.kind) {
                 let fitting: Vec<_> = Codec::ALL
                     .iter()
@@ -447,24 +407,7 @@ impl Validator<'_> {
             v => v,
         };
         let value = match (output, value) {
-            (Some(i), Some((h, ty))) => {
-                let extent = self.def.states[i].extent;
-                let varies = self.varies(h);
-                if varies.fits(extent) {
-                    Some((h, ty))
-                } else {
-                    self.error(
-                        span,
-                        format!(
-                            "state `{target}` holds one value {}, but its new value {}; \
-                             reduce it first (`row_mean`, `col_mean`, ...)",
-                            extent.name(),
-                            varies.describe()
-                        ),
-                    );
-                    None
-                }
-            }
+            (Some(i), Some((h, ty))) => self.fits_state(i, h, span).then_some((h, ty)),
             (_, v) => v,
         };
         let slot = match output {
@@ -742,56 +685,6 @@ impl Validator<'_> {
                 ))
             }
         }
-    }
-}
-
-impl Validator<'_> {
-    /// `tensor_sum(x)`, `row_mean(x)` and the other reductions: one f32 argument that
-    /// varies over the scope.
-    fn reduction(&mut self, r: Reducer, args: &[Expr], span: Span) -> Typed {
-        let name = r.name();
-        if args.len() != 1 {
-            self.error(
-                span,
-                format!("`{name}` takes 1 argument, found {}", args.len()),
-            );
-            return None;
-        }
-        let (h, t) = self.expr_as(&args[0], Type::F32)?;
-        if t != Type::F32 {
-            self.error(
-                span,
-                format!("type mismatch: `{name}` takes (f32), found ({t})"),
-            );
-            return None;
-        }
-        if self.is_uniform(h) {
-            self.error(
-                span,
-                format!(
-                    "`{name}` of a value that is the same for every element (it uses only \
-                     hyper-parameters, `t` and constants): reduce a value of `p`, `g` or a state"
-                ),
-            );
-            return None;
-        }
-        let varies = self.varies(h);
-        if !varies.reducible_over(r.scope) {
-            let along = match r.scope {
-                Scope::Tensor => "anywhere in the tensor",
-                Scope::Row => "along a row",
-                Scope::Column => "down a column",
-            };
-            self.error(
-                span,
-                format!(
-                    "`{name}` of a value that {}: it does not change {along}, so there is nothing to reduce",
-                    varies.describe()
-                ),
-            );
-            return None;
-        }
-        Some((self.graph.add(Op::Reduce(r, h), Type::F32), Type::F32))
     }
 }
 
