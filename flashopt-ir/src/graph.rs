@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::layout::Extent;
 use crate::types::Type;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -312,6 +313,15 @@ impl Scope {
             Scope::Tensor => "tensor",
             Scope::Row => "row",
             Scope::Column => "col",
+        }
+    }
+
+    /// The extent of the reduction's values: `None` for one per tensor.
+    pub fn extent(self) -> Option<Extent> {
+        match self {
+            Scope::Tensor => None,
+            Scope::Row => Some(Extent::Row),
+            Scope::Column => Some(Extent::Column),
         }
     }
 

@@ -43,11 +43,7 @@ impl Varies {
 
     /// What the value of a reduction over `scope` varies along.
     pub fn of_scope(scope: Scope) -> Varies {
-        match scope {
-            Scope::Tensor => Varies::NOT,
-            Scope::Row => Varies::of_extent(Extent::Row),
-            Scope::Column => Varies::of_extent(Extent::Column),
-        }
+        scope.extent().map_or(Varies::NOT, Varies::of_extent)
     }
 
     fn join(self, other: Varies) -> Varies {

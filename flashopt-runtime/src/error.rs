@@ -3,6 +3,22 @@
 use flashopt_ir::interp::InterpError;
 use flashopt_ir::{CompileError, HostEvalError, HyperError};
 
+/// [`RuntimeError::RowsAndColumns`] where `plan` keeps or computes values per row or
+/// per column, which `place` (a back end, sharding) does not support yet.
+pub fn refuse_rows_and_columns(
+    plan: &flashopt_ir::Plan,
+    place: &'static str,
+) -> Result<(), RuntimeError> {
+    match plan.rows_and_columns() {
+        Some(what) => Err(RuntimeError::RowsAndColumns {
+            optimizer: plan.optimizer.clone(),
+            what,
+            place,
+        }),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(transparent)]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use flashopt_ir::interp::{HostTensor, PartData};
 use flashopt_ir::{HyperValues, Plan};
 use flashopt_runtime::core::{CheckedTensors, Core, Optimizer, TensorInfo, check_tensors};
-use flashopt_runtime::error::RuntimeError;
+use flashopt_runtime::error::{RuntimeError, refuse_rows_and_columns};
 use flashopt_runtime::numerics::{self, NonFinite};
 use flashopt_runtime::raw;
 
@@ -30,6 +30,9 @@ use crate::cubecl::server::Handle;
 use crate::device::launch::FusedStep;
 use crate::device::transfer;
 use layout::Segment;
+
+/// Where a plan with values per row or per column is refused (no kernels for them yet).
+const GPU: &str = "the GPU back end";
 
 pub use crate::codegen::bindings::{Arithmetic, KernelShape};
 pub use crate::device::transfer::HostTransfers;
@@ -94,18 +97,6 @@ pub struct GpuOptimizer<R: HostTransfers> {
     flat_grads: bool,
 }
 
-/// No kernels are generated for values per row or per column yet.
-fn refuse_rows_and_columns(plan: &Plan) -> Result<(), RuntimeError> {
-    match plan.rows_and_columns() {
-        Some(what) => Err(RuntimeError::RowsAndColumns {
-            optimizer: plan.optimizer.clone(),
-            what,
-            place: "the GPU back end",
-        }),
-        None => Ok(()),
-    }
-}
-
 impl<R: HostTransfers> GpuOptimizer<R> {
     /// Upload tensors' optimizer state (e.g. [`HostTensor::from_f32`]) to the device.
     pub fn from_host(
@@ -141,7 +132,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     ) -> Result<GpuOptimizer<R>, RuntimeError> {
         let plan = cpu.plan().clone();
         // Refused before the CPU optimizer's tensors are taken.
-        refuse_rows_and_columns(&plan)?;
+        refuse_rows_and_columns(&plan, GPU)?;
         let groups = (0..cpu.param_groups())
             .map(|g| cpu.hyper(g).clone())
             .collect();
@@ -172,7 +163,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         // The kernel trusts the plan's invariants (operand types, table ranges, what
         // it stores): a plan built by hand is checked here.
         flashopt_ir::verify::verify(&plan)?;
-        refuse_rows_and_columns(&plan)?;
+        refuse_rows_and_columns(&plan, GPU)?;
         let mut core = Core::new(plan, groups_hyper)?;
         for (name, group, t) in &tensors {
             core.add(TensorInfo::new(name.clone(), *group, t.shape()))?;

@@ -13,6 +13,10 @@ use crate::program::{InstOp, Program};
 use crate::semantics::lane_op;
 use crate::types::GROUP_SIZE;
 
+/// The rows (columns) of a per-row (per-column) part one block stores: the index of
+/// the first, and their values.
+pub(super) type StoredRows<'a> = (usize, &'a mut [f32]);
+
 /// One parallel work item: whole groups of every slot and stream.
 struct Block<'a> {
     /// The index of its first element in the tensor.
@@ -48,7 +52,7 @@ pub(super) fn execute<'a>(
     // A per-row or per-column part: every block reads all of it as it was, and writes
     // the rows (columns) its elements store.
     let mut before: Vec<Vec<f32>> = Vec::new();
-    let mut scoped_new: Vec<Option<Vec<Option<&'a mut [f32]>>>> = Vec::new();
+    let mut scoped_new: Vec<Option<Vec<StoredRows<'a>>>> = Vec::new();
     let mut split: Vec<std::vec::IntoIter<Slot<'a>>> = Vec::new();
     for (slot, part) in slots.into_iter().zip(&plan.parts) {
         let per = match part.extent {
@@ -66,7 +70,7 @@ pub(super) fn execute<'a>(
                             let range = scoped::stored_range(part.extent, shape, block_elements(b));
                             let (_, tail) = rest.split_at_mut(range.start - at);
                             let (piece, tail) = tail.split_at_mut(range.len());
-                            pieces.push(Some(piece));
+                            pieces.push((range.start, piece));
                             rest = tail;
                             at = range.end;
                         }
@@ -118,8 +122,7 @@ pub(super) fn execute<'a>(
                     part.extent.is_scoped().then(|| ScopedSlot {
                         extent: part.extent,
                         old,
-                        new: new.as_mut().and_then(|n| n.next().flatten()),
-                        first: scoped::stored_range(part.extent, shape, range.clone()).start,
+                        new: new.as_mut().and_then(Iterator::next),
                     })
                 })
                 .collect(),
@@ -212,11 +215,11 @@ impl Run<'_> {
                     }
                     InstOp::Store(p, v) if plan.part(p).extent.is_scoped() => {
                         let slot = b.scoped[p.index()].as_mut().expect("a scoped slot");
-                        let new = slot.new.as_mut().expect("the run writes this part");
+                        let (from, new) = slot.new.as_mut().expect("the run writes this part");
                         for (l, &x) in regs[v.index()][..len].iter().enumerate() {
                             let at = first + l;
                             if scoped::stores(slot.extent, shape, at) {
-                                new[scoped::index(slot.extent, shape, at) - slot.first] =
+                                new[scoped::index(slot.extent, shape, at) - *from] =
                                     f32::from_bits(x);
                             }
                         }
@@ -263,7 +266,7 @@ impl Run<'_> {
                     InstOp::Scalar(k) => out = [scalars[k].to_bits(); GROUP_SIZE],
                     InstOp::Reduced(k) => {
                         let values = &self.reduced[k];
-                        match scoped::extent_of(plan.reductions[k].scope) {
+                        match plan.reductions[k].scope.extent() {
                             None => out = [values[0].to_bits(); GROUP_SIZE],
                             Some(extent) => {
                                 for (l, o) in out[..len].iter_mut().enumerate() {

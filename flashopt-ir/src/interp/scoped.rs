@@ -74,15 +74,6 @@ pub(super) fn index(extent: Extent, shape: Shape, i: usize) -> usize {
     }
 }
 
-/// The extent of a reduction's values.
-pub(super) fn extent_of(scope: Scope) -> Option<Extent> {
-    match scope {
-        Scope::Tensor => None,
-        Scope::Row => Some(Extent::Row),
-        Scope::Column => Some(Extent::Column),
-    }
-}
-
 /// Whether element `i` stores its row's (column's) value.
 pub(super) fn stores(extent: Extent, shape: Shape, i: usize) -> bool {
     match extent {
@@ -114,9 +105,9 @@ pub(super) struct ScopedSlot<'a> {
     pub extent: Extent,
     /// Every value as it was before the run.
     pub old: &'a [f32],
-    /// The values this block stores, from index `first` (none when read-only).
-    pub new: Option<&'a mut [f32]>,
-    pub first: usize,
+    /// The values this block stores and the index of the first (none when
+    /// read-only).
+    pub new: Option<super::execute::StoredRows<'a>>,
 }
 
 #[cfg(test)]

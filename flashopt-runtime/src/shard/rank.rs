@@ -149,13 +149,7 @@ pub struct ShardedOptimizer<B> {
 /// A reduction over a tensor would need every rank's part of it (its partial
 /// sums all-reduced between the phases): not built yet.
 fn refuse_reductions(plan: &Plan) -> Result<(), RuntimeError> {
-    if let Some(what) = plan.rows_and_columns() {
-        return Err(RuntimeError::RowsAndColumns {
-            optimizer: plan.optimizer.clone(),
-            what,
-            place: "ZeRO-1 sharding",
-        });
-    }
+    crate::error::refuse_rows_and_columns(plan, "ZeRO-1 sharding")?;
     if plan.reductions.is_empty() {
         return Ok(());
     }
