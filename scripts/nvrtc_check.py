@@ -19,9 +19,9 @@ import re
 import subprocess
 import sys
 
-OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw", "lamb", "cautious_adamw"]
+OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw", "lamb", "cautious_adamw", "adam_mini"]
 # The optimizers that reduce over each tensor: their phase kernels too.
-PHASES = {"lamb": 1, "cautious_adamw": 1}
+PHASES = {"lamb": 1, "cautious_adamw": 1, "adam_mini": 1}
 CONFIGS = [
     ["--master", "24"],
     ["--master", "32"],

@@ -128,9 +128,9 @@ fn the_cli_refuses_what_it_does_not_know() {
         ],
     );
     refused(
-        &["emit", "adam_mini", "--target", "cuda"],
+        &["emit", "adafactor", "--target", "cuda"],
         &[
-            "`adammini` keeps or computes values per row or per column (state `v` (per row), `row_mean`): no GPU kernels for it yet",
+            "`adafactor` keeps or computes values per column (state `c` (per column), `col_mean`): no GPU kernels for it yet",
         ],
     );
     refused(
@@ -430,31 +430,46 @@ fn the_maximum_adds_its_zero_in_f64() {
     assert!(phase.contains("+ double(0.0)"), "{phase}");
 }
 
-/// A plan with values per row or per column has no kernel yet: emitting one is an
-/// error naming them, for a row reduction alone (whose kernel would otherwise read one
-/// value per tensor) as for a state per row.
+/// Values per row have kernels (every pass of a row reduction alone and of
+/// Adam-mini emits for both targets); values per column have none yet: emitting one
+/// is an error naming them, for a column reduction alone as for Adafactor.
 #[test]
-fn rows_and_columns_are_refused_by_the_code_generator() {
+fn rows_emit_and_columns_are_refused_by_the_code_generator() {
     use flashopt::ir::def::{OptimizerDef, Range, call, float, name};
-    let mut def = OptimizerDef::new("row_normalized");
-    def.hyper("lr", 0.1, Range::at_least(0.0));
-    let rms = call("row_rms", vec![name("g")]);
-    def.assign(
-        "p",
-        name("p") - name("lr") * name("g") / (rms + float(1e-8)),
-    );
+    use flashopt_cubecl::codegen::emit::emit_pass;
+    let normalized = |reduction: &str| {
+        let mut def = OptimizerDef::new("normalized");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        let rms = call(reduction, vec![name("g")]);
+        def.assign(
+            "p",
+            name("p") - name("lr") * name("g") / (rms + float(1e-8)),
+        );
+        def
+    };
     let config = PlanConfig::bf16(MasterMode::Int8);
-    let plans = [
-        flashopt::ir::compile(&def, config).unwrap(),
-        flashopt::ir::compile(&optimizers::by_name("adam_mini").unwrap(), config).unwrap(),
-    ];
-    for (plan, what) in plans
-        .iter()
-        .zip(["`row_rms`", "state `v` (per row), `row_mean`"])
-    {
+    let compile = |def| flashopt::ir::compile(&def, config).unwrap();
+    for plan in [
+        compile(normalized("row_rms")),
+        compile(optimizers::by_name("adam_mini").unwrap()),
+    ] {
         for target in [Target::Cuda, Target::Hip] {
-            let err = emit(plan, target).unwrap_err().to_string();
-            let expected = format!("no GPU kernels for values per row or per column yet: {what}");
+            for pass in 0..=plan.phases.len() {
+                let source = emit_pass(&plan, pass, target, KernelShape::default()).unwrap();
+                assert!(source.contains("flashopt_"), "{source}");
+            }
+        }
+    }
+    for (plan, what) in [
+        (compile(normalized("col_rms")), "`col_rms`"),
+        (
+            compile(optimizers::by_name("adafactor").unwrap()),
+            "state `c` (per column), `col_mean`",
+        ),
+    ] {
+        for target in [Target::Cuda, Target::Hip] {
+            let err = emit(&plan, target).unwrap_err().to_string();
+            let expected = format!("no GPU kernels for values per column yet: {what}");
             assert!(err.contains(&expected), "{err}");
         }
     }

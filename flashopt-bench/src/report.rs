@@ -302,7 +302,7 @@ pub fn report(dir: &Path, plot: Option<&Path>, font: Option<&Path>) -> Result<St
             let bytes: u64 = workload(name)
                 .tensors
                 .iter()
-                .map(|&n| plan.bytes_for(n.into()))
+                .map(|&shape| plan.bytes_for(shape))
                 .map(|(r, w)| r + w)
                 .sum();
             bytes as f64 / (ms * 1e-3) / 1e9

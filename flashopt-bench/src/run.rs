@@ -7,7 +7,8 @@ use std::time::Instant;
 use flashopt::GpuOptimizer;
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
-use flashopt::optimizers::{Adam, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
+use flashopt::ir::layout::Shape;
+use flashopt::optimizers::{Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
 use flashopt::{MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl;
@@ -90,10 +91,10 @@ fn copy_gbps<R: HostTransfers>(client: &ComputeClient<R>) -> f64 {
 
 /// A fresh optimizer state as flashoptim starts one: bf16 weights, zero corrections,
 /// zero states.
-fn fresh_tensor(plan: &Plan, n: usize, seed: usize) -> HostTensor {
+fn fresh_tensor(plan: &Plan, shape: Shape, seed: usize) -> HostTensor {
     let weight = |j: usize| bf16::from_f32((((j + seed) % 2003) as f32 - 1001.0) * 1e-3);
-    let mut t = HostTensor::zeros(plan, n);
-    t.parts[0] = PartData::Bf16((0..n).map(weight).collect());
+    let mut t = HostTensor::zeros(plan, shape);
+    t.parts[0] = PartData::Bf16((0..shape.len).map(weight).collect());
     t
 }
 
@@ -124,14 +125,14 @@ fn measure<R: HostTransfers, S: OptimizerSpec>(
     let bytes: u64 = workload
         .tensors
         .iter()
-        .map(|&n| plan.bytes_for(n.into()))
+        .map(|&shape| plan.bytes_for(shape))
         .map(|(r, w)| r + w)
         .sum();
     let tensors: Vec<(String, HostTensor)> = workload
         .tensors
         .iter()
         .enumerate()
-        .map(|(i, &n)| (format!("t{i}"), fresh_tensor(&plan, n, i)))
+        .map(|(i, &shape)| (format!("t{i}"), fresh_tensor(&plan, shape, i)))
         .collect();
     let hyper = spec.hyper_values().map_err(|e| e.to_string())?;
     lap("host state", &mut phases);
@@ -319,6 +320,7 @@ fn dispatch<R: HostTransfers>(
             shape,
         ),
         "Lamb" => measure(client, &Lamb::default(), master, workload, grads, shape),
+        "AdamMini" => measure(client, &AdamMini::default(), master, workload, grads, shape),
         "CautiousAdamW" => measure(
             client,
             &CautiousAdamW::default(),
@@ -341,7 +343,7 @@ fn sgd() -> Sgd {
 
 /// The `-flashoptim` variants are flashoptim's arithmetic: AdamW without its momentum
 /// bound, Lion and SGD with their momentum codes rounded to nearest (not dithered).
-pub const OPTIMIZERS: [&str; 10] = [
+pub const OPTIMIZERS: [&str; 11] = [
     "AdamW",
     "Adam",
     "Lion",
@@ -352,6 +354,7 @@ pub const OPTIMIZERS: [&str; 10] = [
     "SGD-flashoptim",
     "Lamb",
     "CautiousAdamW",
+    "AdamMini",
 ];
 pub const MASTERS: [(&str, MasterMode); 3] = [
     ("24", MasterMode::Int8),
@@ -469,8 +472,8 @@ fn run_on<R: HostTransfers>(out: &Path, selection: &Selection, needs: &str) -> R
     let gradients = |w: &Workload| -> Vec<Vec<bf16>> {
         w.tensors
             .iter()
-            .map(|&n| {
-                (0..n)
+            .map(|s| {
+                (0..s.len)
                     .map(|j| bf16::from_f32(((j % 97) as f32 - 48.0) * 1e-4))
                     .collect()
             })

@@ -81,12 +81,12 @@ pub struct Shape {
 
 impl Shape {
     /// `len` elements in one row.
-    pub fn vector(len: usize) -> Shape {
+    pub const fn vector(len: usize) -> Shape {
         Shape { len, row_len: len }
     }
 
     /// `rows` rows of `cols` elements.
-    pub fn matrix(rows: usize, cols: usize) -> Shape {
+    pub const fn matrix(rows: usize, cols: usize) -> Shape {
         Shape {
             len: rows * cols,
             row_len: cols,

@@ -171,15 +171,25 @@ impl Plan {
     /// states and reductions of those scopes, named for a message; `None` if nothing
     /// does. Such a plan needs each tensor's row length ([`crate::layout::Shape`]).
     pub fn rows_and_columns(&self) -> Option<String> {
+        self.scoped(|extent| extent.is_scoped())
+    }
+
+    /// As [`Self::rows_and_columns`], what holds or computes one value per column.
+    pub fn columns(&self) -> Option<String> {
+        self.scoped(|extent| extent == Extent::Column)
+    }
+
+    /// The states and reductions whose extent passes `keep`, named for a message.
+    fn scoped(&self, keep: impl Fn(Extent) -> bool) -> Option<String> {
         let states = self
             .states
             .iter()
-            .filter(|s| s.extent.is_scoped())
+            .filter(|s| keep(s.extent))
             .map(|s| format!("state `{}` ({})", s.name, s.extent.name()));
         let reductions = self
             .reductions
             .iter()
-            .filter(|r| r.scope != Scope::Tensor)
+            .filter(|r| r.scope.extent().is_some_and(&keep))
             .map(|r| format!("`{}`", r.name()));
         let what: Vec<String> = states.chain(reductions).collect();
         (!what.is_empty()).then(|| what.join(", "))

@@ -9,7 +9,20 @@ pub fn refuse_rows_and_columns(
     plan: &flashopt_ir::Plan,
     place: &'static str,
 ) -> Result<(), RuntimeError> {
-    match plan.rows_and_columns() {
+    refuse(plan, place, plan.rows_and_columns())
+}
+
+/// [`RuntimeError::RowsAndColumns`] where `plan` keeps or computes values per column.
+pub fn refuse_columns(plan: &flashopt_ir::Plan, place: &'static str) -> Result<(), RuntimeError> {
+    refuse(plan, place, plan.columns())
+}
+
+fn refuse(
+    plan: &flashopt_ir::Plan,
+    place: &'static str,
+    what: Option<String>,
+) -> Result<(), RuntimeError> {
+    match what {
         Some(what) => Err(RuntimeError::RowsAndColumns {
             optimizer: plan.optimizer.clone(),
             what,
@@ -64,6 +77,15 @@ pub enum RuntimeError {
     RowsAndColumns {
         optimizer: String,
         what: String,
+        place: &'static str,
+    },
+    #[error(
+        "tensor `{name}`: rows of {row_len} elements, and `{optimizer}` keeps or computes values per row, which {place} supports where every row starts a 32-element group (a row length that is a multiple of 32, or a tensor of one row): step it with CpuOptimizer"
+    )]
+    RowsAcrossGroups {
+        name: String,
+        row_len: usize,
+        optimizer: String,
         place: &'static str,
     },
     #[error(

@@ -6,11 +6,11 @@ use flashopt_ir::{Extent, GROUP_SIZE};
 
 use crate::core::TensorInfo;
 
-/// Flat buffers hold parts of one value per element or per group: the GPU and the
-/// sharded optimizers refuse plans with parts per row or per column first
+/// Flat buffers hold parts of one value per element, per group or per row (every
+/// tensor's rows one after the other); the GPU refuses plans with parts per column
+/// first ([`flashopt_ir::Plan::columns`]), the sharded optimizers plans with either
 /// ([`flashopt_ir::Plan::rows_and_columns`]).
-pub const NOT_FLAT: &str =
-    "parts of one value per row or per column are not laid out in flat buffers";
+pub const NOT_FLAT: &str = "parts of one value per column are not laid out in flat buffers";
 
 /// One tensor's place in the flat buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +18,12 @@ pub struct Segment {
     pub len: usize,
     pub first_group: usize,
     pub groups: usize,
+    /// The tensor's first row among every tensor's rows (the index of its first value
+    /// in a flat per-row part), and its rows.
+    pub first_row: usize,
+    pub rows: usize,
+    /// Elements per row.
+    pub row_len: usize,
 }
 
 impl Segment {
@@ -32,7 +38,23 @@ impl Segment {
         match extent {
             Extent::Element => self.first_group * GROUP_SIZE,
             Extent::Group => self.first_group,
-            Extent::Row | Extent::Column => unreachable!("{}", NOT_FLAT),
+            Extent::Row => self.first_row,
+            Extent::Column => unreachable!("{}", NOT_FLAT),
+        }
+    }
+
+    /// Whether every row starts a group: its length a multiple of 32, or one row.
+    /// Each group then lies in one row.
+    pub fn rows_start_groups(&self) -> bool {
+        self.rows <= 1 || self.row_len % GROUP_SIZE == 0
+    }
+
+    /// Groups per row where [`Self::rows_start_groups`] (a single row's: all of them).
+    pub fn groups_per_row(&self) -> usize {
+        if self.rows <= 1 {
+            self.groups.max(1)
+        } else {
+            self.row_len / GROUP_SIZE
         }
     }
 
@@ -41,26 +63,37 @@ impl Segment {
         match extent {
             Extent::Element => self.groups * GROUP_SIZE,
             Extent::Group => self.groups,
-            Extent::Row | Extent::Column => unreachable!("{}", NOT_FLAT),
+            Extent::Row => self.rows,
+            Extent::Column => unreachable!("{}", NOT_FLAT),
         }
     }
 }
 
-/// The segments of tensors laid out one after the other.
+/// The segments of tensors laid out one after the other, and the groups they take.
 pub fn segments(tensors: &[TensorInfo]) -> (Vec<Segment>, usize) {
-    let mut groups = 0;
+    let (mut groups, mut rows) = (0, 0);
     let segments = tensors
         .iter()
         .map(|t| {
             let g = t.len.div_ceil(GROUP_SIZE);
+            let shape = t.shape();
             let s = Segment {
                 len: t.len,
                 first_group: groups,
                 groups: g,
+                first_row: rows,
+                rows: shape.rows(),
+                row_len: shape.row_len,
             };
             groups += g;
+            rows += s.rows;
             s
         })
         .collect();
     (segments, groups)
+}
+
+/// Every tensor's rows: the length of a flat per-row part.
+pub fn total_rows(segments: &[Segment]) -> usize {
+    segments.last().map_or(0, |s| s.first_row + s.rows)
 }

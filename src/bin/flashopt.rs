@@ -147,9 +147,9 @@ fn emit(args: Emit) -> Result<String, String> {
     if args.plan {
         return Ok(plan.to_string());
     }
-    if let Some(what) = plan.rows_and_columns() {
+    if let Some(what) = plan.columns() {
         return Err(format!(
-            "`{}` keeps or computes values per row or per column ({what}): no GPU kernels for it yet (`--plan` prints its plan)",
+            "`{}` keeps or computes values per column ({what}): no GPU kernels for it yet (`--plan` prints its plan)",
             plan.optimizer
         ));
     }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use flashopt::GpuOptimizer;
 use flashopt::ir::interp::{GradBuf, HostTensor};
+use flashopt::ir::layout::Shape;
 use flashopt::optimizers::{AdamW, Lion};
 use flashopt::runtime::{CpuOptimizer, StepOutcome};
 use flashopt::{MasterMode, Optimizer, OptimizerSpec, PlanConfig, TensorId};
@@ -31,29 +32,37 @@ pub(crate) fn config() -> PlanConfig {
 
 /// The same AdamW-24 tensors on the CPU reference and on the GPU (padding poisoned).
 pub(crate) fn pair(client: &Client, lens: &[usize], seed: u64) -> (CpuOptimizer, Gpu, Rng) {
-    pair_of(&spec(), config(), client, lens, seed)
+    let shapes: Vec<Shape> = lens.iter().map(|&n| Shape::vector(n)).collect();
+    pair_of(&spec(), config(), client, &shapes, seed)
 }
 
-/// The same tensors of any optimizer and format on the CPU reference and on the GPU
-/// (padding poisoned), initial values from `seed`.
+/// The same tensors of `shapes`, of any optimizer and format, on the CPU reference and
+/// on the GPU (padding poisoned), initial values from `seed`.
 pub(crate) fn pair_of<S: OptimizerSpec>(
     spec: &S,
     config: PlanConfig,
     client: &Client,
-    lens: &[usize],
+    shapes: &[Shape],
     seed: u64,
 ) -> (CpuOptimizer, Gpu, Rng) {
     let plan = S::plan(config).unwrap();
     let mut rng = Rng::new(seed);
-    let inits: Vec<Vec<f32>> = lens.iter().map(|&n| rng.normals(n, 0.5)).collect();
+    let inits: Vec<Vec<f32>> = shapes.iter().map(|s| rng.normals(s.len, 0.5)).collect();
     let mut cpu = CpuOptimizer::for_spec(spec, config).unwrap();
-    for (i, init) in inits.iter().enumerate() {
-        cpu.add_tensor(&format!("t{i}"), init).unwrap();
+    for (i, (init, shape)) in inits.iter().zip(shapes).enumerate() {
+        cpu.add_shaped(&format!("t{i}"), &[shape.rows(), shape.row_len], init)
+            .unwrap();
     }
     let tensors = inits
         .iter()
+        .zip(shapes)
         .enumerate()
-        .map(|(i, v)| (format!("t{i}"), HostTensor::from_f32(&plan, v)))
+        .map(|(i, (v, &shape))| {
+            (
+                format!("t{i}"),
+                HostTensor::from_f32_shaped(&plan, v, shape),
+            )
+        })
         .collect();
     let hyper = spec.hyper_values().unwrap();
     let gpu = GpuOptimizer::from_host_padded(client.clone(), plan, hyper, tensors, 0xFF).unwrap();

@@ -1,10 +1,14 @@
-//! The optimizers that reduce over each tensor (LAMB, Cautious AdamW): their phase
-//! kernels, the per-tensor sums and the step against the CPU reference, bit for bit,
-//! from the flat gradient buffer, from the trainer's buffers, and tensor by tensor.
+//! The optimizers that reduce over each tensor (LAMB, Cautious AdamW) or each row
+//! (Adam-mini): their phase kernels, the per-tensor and per-row sums, the per-row
+//! states and the step against the CPU reference, bit for bit, from the flat gradient
+//! buffer, from the trainer's buffers, and tensor by tensor.
 
 use flashopt::ir::interp::GradBuf;
-use flashopt::optimizers::{CautiousAdamW, Lamb};
-use flashopt::{MasterMode, OptimizerSpec, PlanConfig, TensorId};
+use flashopt::ir::interp::HostTensor;
+use flashopt::ir::layout::Shape;
+use flashopt::optimizers::{Adafactor, AdamMini, CautiousAdamW, Lamb};
+use flashopt::runtime::{CpuOptimizer, RuntimeError};
+use flashopt::{GpuOptimizer, MasterMode, OptimizerSpec, PlanConfig, TensorId};
 use flashopt_cubecl::cubecl::server::Handle;
 use half::bf16;
 
@@ -13,11 +17,21 @@ use crate::guards::{pair_of, same};
 use crate::{Client, client, report};
 
 /// A tensor of one element, short last groups and chunks, one with more chunks than
-/// strands (600001 elements: 587 chunks of 32 groups), one of 2^20.
-const LENS: [usize; 6] = [1, 33, 4099, 600_001, 1 << 20, 95];
+/// strands (600001 elements: 587 chunks of 32 groups), one of 2^20 (1024 rows of one
+/// chunk); rows of two groups, and of 33 groups (two chunks a row).
+const SHAPES: [Shape; 8] = [
+    Shape::vector(1),
+    Shape::vector(33),
+    Shape::vector(4099),
+    Shape::vector(600_001),
+    Shape::matrix(1024, 1024),
+    Shape::vector(95),
+    Shape::matrix(3, 64),
+    Shape::matrix(5, 1056),
+];
 
 fn grads(rng: &mut Rng) -> Vec<Vec<f32>> {
-    LENS.iter().map(|&n| rng.normals(n, 0.02)).collect()
+    SHAPES.iter().map(|s| rng.normals(s.len, 0.02)).collect()
 }
 
 /// Three steps from the flat buffer, one from the trainer's buffers, one tensor by
@@ -28,7 +42,7 @@ fn steps_bit_equal<S: OptimizerSpec>(
     config: PlanConfig,
     client: &Client,
 ) -> bool {
-    let (mut cpu, mut gpu, mut rng) = pair_of(spec, config, client, &LENS, 71);
+    let (mut cpu, mut gpu, mut rng) = pair_of(spec, config, client, &SHAPES, 71);
     let bf16_grads = config.grad == flashopt::FloatDtype::Bf16;
     let mut results = Vec::new();
     for round in 0..5 {
@@ -61,7 +75,7 @@ fn steps_bit_equal<S: OptimizerSpec>(
             }
             _ => {
                 gpu.write_grads(&bufs).unwrap();
-                for i in (0..LENS.len()).rev() {
+                for i in (0..SHAPES.len()).rev() {
                     gpu.step_tensor(TensorId(i)).unwrap();
                 }
                 gpu.finish_step();
@@ -71,7 +85,8 @@ fn steps_bit_equal<S: OptimizerSpec>(
     }
     let ok = results.iter().all(|&r| r);
     report(&format!(
-        "| {name} ({config}) | lengths {LENS:?} | 3 flat steps, 1 in place, 1 tensor by tensor, bit-equal after each: {results:?} |"
+        "| {name} ({config}) | shapes {shapes} | 3 flat steps, 1 in place, 1 tensor by tensor, bit-equal after each: {results:?} |",
+        shapes = SHAPES.map(|s| s.to_string()).join(", ")
     ));
     ok
 }
@@ -83,9 +98,36 @@ fn reducing_optimizers_step_bit_equal_to_the_cpu() {
     for config in [PlanConfig::bf16(MasterMode::Int8), PlanConfig::f32_params()] {
         ok &= steps_bit_equal("Lamb", &Lamb::default(), config, &client);
         ok &= steps_bit_equal("CautiousAdamW", &CautiousAdamW::default(), config, &client);
+        ok &= steps_bit_equal("AdamMini", &AdamMini::default(), config, &client);
     }
     assert!(
         ok,
         "a reducing optimizer's GPU step differs from the CPU reference"
     );
+}
+
+/// What the kernels cannot step is refused by name before anything is uploaded: values
+/// per column (Adafactor), and values per row of a tensor whose rows do not start
+/// 32-element groups; from host tensors and from a CPU optimizer.
+#[test]
+fn columns_and_rows_across_groups_are_refused() {
+    let client = client();
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let mini = AdamMini::plan(config).unwrap();
+    let hyper = AdamMini::default().hyper_values().unwrap();
+    let across = HostTensor::from_f32_shaped(&mini, &[0.5; 6 * 40], Shape::matrix(6, 40));
+    let err = GpuOptimizer::from_host(client.clone(), mini, hyper, vec![("w".into(), across)])
+        .err()
+        .expect("rows of 40 elements are refused");
+    assert!(
+        matches!(&err, RuntimeError::RowsAcrossGroups { name, row_len: 40, .. } if name == "w"),
+        "{err}"
+    );
+    let mut cpu = CpuOptimizer::for_spec(&Adafactor::default(), config).unwrap();
+    cpu.add_shaped("w", &[4, 64], &[0.5; 256]).unwrap();
+    let err = GpuOptimizer::from_cpu(client, cpu)
+        .err()
+        .expect("values per column are refused");
+    assert!(err.to_string().contains("state `c` (per column)"), "{err}");
+    report(&format!("- refused: {err}"));
 }

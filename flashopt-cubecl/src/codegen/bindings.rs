@@ -2,6 +2,7 @@
 //! the runtime allocates and launches with, and what [`crate::codegen::define`] indexes.
 
 use cubecl::ir::{ElemType, FloatKind, IntKind, StorageType, UIntKind};
+use flashopt_ir::graph::Scope;
 use flashopt_ir::{Extent, GROUP_SIZE, Plan, Role, Storage};
 
 /// What a kernel buffer holds, in binding order.
@@ -25,7 +26,23 @@ pub enum Binding {
     /// The gradient of region `k >= 1` of a launch (region 0 reads the gradient
     /// part's binding): kernels with [`KernelShape::gradient_regions`] above 1.
     GradientRegion(usize),
+    /// Where the step writes the new values of per-row part `k` (by index): every
+    /// element of a row reads the row's value from before the step in
+    /// [`Binding::Part`], so the new one goes elsewhere until the step is over, and
+    /// is then copied over the old.
+    RowWrite(usize),
+    /// For a plan with row reductions: every row's value of each reduction (f32,
+    /// `row * reductions + k`, rows counted over every tensor), which the finishing
+    /// launches after a reduction phase write.
+    RowValues,
+    /// For a plan with values per row: [`ROW_TABLE_WORDS`] u32 per tensor (its first
+    /// group, its groups per row, its first row), from which a unit finds its group's
+    /// row.
+    RowTable,
 }
+
+/// Words per tensor in [`Binding::RowTable`].
+pub const ROW_TABLE_WORDS: usize = 4;
 
 /// One kernel buffer: its role, element type and vector width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -186,8 +203,9 @@ impl KernelShape {
 
 /// The buffers of a plan's kernels, in binding order: one per part, then the host
 /// scalars, the group info words, if the plan has any, its code tables, if it has
-/// reductions, the partial values, and the gradient bindings of regions 1.. (see
-/// [`KernelShape::gradient_regions`]).
+/// reductions, the partial values, the write halves of per-row parts, with values per
+/// row the row values and the row table, and the gradient bindings of regions 1..
+/// (see [`KernelShape::gradient_regions`]).
 pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     let mut out: Vec<Buffer> = plan
         .parts
@@ -200,10 +218,8 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
                 storage,
                 vector: match p.extent {
                     Extent::Element => shape.vector_width(storage.size()),
-                    Extent::Group => 1,
-                    Extent::Row | Extent::Column => {
-                        unreachable!("{}", flashopt_runtime::segments::NOT_FLAT)
-                    }
+                    Extent::Group | Extent::Row => 1,
+                    Extent::Column => unreachable!("{}", flashopt_runtime::segments::NOT_FLAT),
                 },
                 writable: p.role != Role::Gradient,
             }
@@ -229,6 +245,22 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
             ..scalar(Binding::Partials, F64)
         });
     }
+    for (i, p) in plan.parts.iter().enumerate() {
+        if p.extent == Extent::Row {
+            out.push(Buffer {
+                role: Binding::RowWrite(i),
+                storage: storage_type(p.storage),
+                vector: 1,
+                writable: true,
+            });
+        }
+    }
+    if has_rows(plan) {
+        if plan.reductions.iter().any(|r| r.scope == Scope::Row) {
+            out.push(scalar(Binding::RowValues, F32));
+        }
+        out.push(scalar(Binding::RowTable, U32));
+    }
     let grad = out[plan.part_with_role(Role::Gradient).index()];
     for k in 1..shape.gradient_regions {
         out.push(Buffer {
@@ -237,6 +269,13 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
         });
     }
     out
+}
+
+/// Whether the plan keeps or computes values per row: its kernels find each group's
+/// row ([`Binding::RowTable`]).
+pub fn has_rows(plan: &Plan) -> bool {
+    plan.parts.iter().any(|p| p.extent == Extent::Row)
+        || plan.reductions.iter().any(|r| r.scope == Scope::Row)
 }
 
 /// The binding index of the buffer with `role` in `buffers` (as [`buffers`] lists them).

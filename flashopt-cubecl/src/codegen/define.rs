@@ -18,15 +18,15 @@
 
 use cubecl::ir::{DeviceProperties, ManagedVariable, TargetProperties};
 use cubecl::prelude::*;
-use flashopt_ir::graph::{Func1, Func2, Reduction};
+use flashopt_ir::graph::{Func1, Func2, Reduction, Scope as ReductionScope};
 use flashopt_ir::passes::ranges::{OperandFacts, operand_facts};
 use flashopt_ir::program::{InstOp, Program, ValueId};
 use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role, Storage};
 use half::{bf16, f16};
 
 use crate::codegen::bindings::{
-    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, row_width,
-    scalar_stride, slot, table_values,
+    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, has_rows,
+    row_width, scalar_stride, slot, table_values,
 };
 use crate::codegen::ops;
 
@@ -44,8 +44,8 @@ pub fn define(
     settings: KernelSettings,
 ) -> KernelDefinition {
     assert!(
-        plan.rows_and_columns().is_none(),
-        "no GPU kernels for values per row or per column yet ({}): callers refuse such plans first",
+        plan.columns().is_none(),
+        "no GPU kernels for values per column yet ({}): callers refuse such plans first",
         plan.optimizer
     );
     let (target, scheduling) = target;
@@ -110,6 +110,7 @@ pub fn define(
         gradient_regions,
         sub,
         shape,
+        row: None,
     };
     match shape.arithmetic {
         Arithmetic::Exact => kernel.step_group(scope, &place, in_range),
@@ -180,6 +181,9 @@ struct Place {
     gradient_regions: Vec<(NativeExpand<bool>, NativeExpand<usize>)>,
     sub: NativeExpand<usize>,
     shape: KernelShape,
+    /// For a plan with values per row: the group's row (over every tensor's rows),
+    /// and whether this unit holds the row's first element.
+    row: Option<(NativeExpand<usize>, NativeExpand<bool>)>,
 }
 
 impl Place {
@@ -280,6 +284,26 @@ impl KernelBody<'_> {
             place.group.clone(),
         );
         let valid = ops::group_len::expand(scope, info.clone());
+        let with_row;
+        let place = if has_rows(plan) {
+            let table: NativeExpand<Array<u32>> = self.var(Binding::RowTable).into();
+            let row =
+                ops::group_row::expand(scope, table.clone(), info.clone(), place.group.clone());
+            let starts = ops::holds_row_start::expand(
+                scope,
+                table,
+                info.clone(),
+                place.group.clone(),
+                place.sub.clone(),
+            );
+            with_row = Place {
+                row: Some((row, starts)),
+                ..place.clone()
+            };
+            &with_row
+        } else {
+            place
+        };
         let vectors = scalar_stride(plan) / SCALAR_VECTOR;
         let base = ops::scalar_base::expand(scope, info, vectors);
         let scalars_array: NativeExpand<Array<Vector<f32, Const<SCALAR_VECTOR>>>> =
@@ -310,7 +334,10 @@ impl KernelBody<'_> {
                     unreachable!("a step program has no streams")
                 }
                 InstOp::Scalar(k) => Reg::Uniform(Scalar::F(scalars[k].clone())),
-                InstOp::Reduced(k) => Reg::Uniform(Scalar::F(scalars[scalar_count + k].clone())),
+                InstOp::Reduced(k) => Reg::Uniform(Scalar::F(match plan.reductions[k].scope {
+                    ReductionScope::Row => self.row_value(scope, k, place),
+                    _ => scalars[scalar_count + k].clone(),
+                })),
                 InstOp::Reduce(k, v) => {
                     terms.push((k, v));
                     Reg::None
@@ -519,9 +546,8 @@ impl KernelBody<'_> {
         match part.extent {
             Extent::Group => Reg::Uniform(load_group(scope, var, part.storage, place)),
             Extent::Element => Reg::Lanes(load_elements(scope, var, part.storage, place)),
-            Extent::Row | Extent::Column => {
-                unreachable!("{}", flashopt_runtime::segments::NOT_FLAT)
-            }
+            Extent::Row => Reg::Uniform(load_row(scope, var, part.storage, place)),
+            Extent::Column => unreachable!("{}", flashopt_runtime::segments::NOT_FLAT),
         }
     }
 
@@ -579,10 +605,24 @@ impl KernelBody<'_> {
                 let lanes: Vec<F> = (0..self.lanes()).map(|l| value.lane(l).f()).collect();
                 store_elements(scope, var, part.storage, place, &lanes)
             }
-            Extent::Row | Extent::Column => {
-                unreachable!("{}", flashopt_runtime::segments::NOT_FLAT)
+            Extent::Row => {
+                let write = self.var(Binding::RowWrite(p.index()));
+                store_row(scope, write, part.storage, place, value.lane(0).f())
             }
+            Extent::Column => unreachable!("{}", flashopt_runtime::segments::NOT_FLAT),
         }
+    }
+
+    /// Row reduction `k`'s value for the group's row, which the finishing launches
+    /// after its phase wrote.
+    fn row_value(&self, scope: &mut Scope, k: usize, place: &Place) -> F {
+        let (row, _) = place
+            .row
+            .clone()
+            .expect("a plan with row reductions finds rows");
+        let values: NativeExpand<Array<f32>> = self.var(Binding::RowValues).into();
+        let at = ops::block_index::expand(scope, row, self.plan.reductions.len(), k);
+        ops::load_scalar::expand::<f32>(scope, values, at)
     }
 
     /// The largest value over the group's real elements: this unit's lanes, then the
@@ -814,6 +854,34 @@ fn load_group(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: 
         let array: NativeExpand<Array<E>> = var.into();
         let x = ops::load_scalar::expand::<E>(scope, array, place.group.clone());
         widen::<E>(scope, x, storage.is_float())
+    })
+}
+
+/// The value of the group's row in a per-row part.
+fn load_row(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place) -> Scalar {
+    let (row, _) = place
+        .row
+        .clone()
+        .expect("a plan with values per row finds rows");
+    with_storage_type!(storage, E => {
+        let array: NativeExpand<Array<E>> = var.into();
+        let x = ops::load_scalar::expand::<E>(scope, array, row);
+        widen::<E>(scope, x, storage.is_float())
+    })
+}
+
+/// The row's new value, written by the unit holding the row's first element.
+fn store_row(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place, x: F) {
+    let (row, starts) = place
+        .row
+        .clone()
+        .expect("a plan with values per row finds rows");
+    with_storage_type!(storage, E => {
+        let array: NativeExpand<Array<E>> = var.into();
+        let stored = ops::from_f32::expand::<E>(scope, x);
+        cubecl::frontend::branch::if_expand(scope, starts, |scope| {
+            ops::store_scalar::expand::<E>(scope, array, row, stored);
+        });
     })
 }
 

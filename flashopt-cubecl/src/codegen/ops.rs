@@ -442,3 +442,22 @@ pub fn group_len(info: u32) -> u32 {
 pub fn scalar_base(info: u32, #[comptime] vectors: usize) -> usize {
     usize::cast_from(info >> 8) * vectors
 }
+
+/// The row of every tensor's rows that `group` lies in, from its tensor's words in the
+/// row table (`bindings::ROW_TABLE_WORDS`: first group, groups per row, first row;
+/// the tensor is the info word's row of scalars, one per tensor in such plans).
+#[cube]
+pub fn group_row(table: &Array<u32>, info: u32, group: usize) -> usize {
+    let words = usize::cast_from(info >> 8) * 4;
+    let local = group - usize::cast_from(table[words]);
+    usize::cast_from(table[words + 2]) + local / usize::cast_from(table[words + 1])
+}
+
+/// Whether this unit holds its row's first element: its group starts the row and the
+/// unit holds the group's first lanes. That unit stores the row's values.
+#[cube]
+pub fn holds_row_start(table: &Array<u32>, info: u32, group: usize, sub: usize) -> bool {
+    let words = usize::cast_from(info >> 8) * 4;
+    let local = group - usize::cast_from(table[words]);
+    local % usize::cast_from(table[words + 1]) == 0 && sub == 0
+}

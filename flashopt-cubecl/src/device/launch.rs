@@ -103,8 +103,8 @@ impl<R: TargetRuntime> FusedStep<R> {
     ) -> FusedStep<R> {
         assert!(pass <= plan.phases.len(), "a pass of the plan");
         assert!(
-            plan.rows_and_columns().is_none(),
-            "no GPU kernels for values per row or per column yet ({}): GpuOptimizer refuses such plans",
+            plan.columns().is_none(),
+            "no GPU kernels for values per column yet ({}): GpuOptimizer refuses such plans",
             plan.optimizer
         );
         let inner = FusedInner {

@@ -11,7 +11,7 @@
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
-use flashopt_ir::graph::Reduction;
+use flashopt_ir::graph::{Reduction, Scope as ReductionScope};
 use flashopt_ir::reduction::{CHUNK_GROUPS, STRANDS};
 
 use cubecl::ir::{AddressType, Type};
@@ -132,6 +132,21 @@ fn finish(total: f64, len: u32, #[comptime] op: Reduction) -> f32 {
     f32::cast_from(value)
 }
 
+/// Where the value of a reduction of `scope` goes in its output row: each row of
+/// [`Binding::RowValues`](crate::codegen::bindings::Binding::RowValues) holds every
+/// reduction's value (`reductions` of them); a tensor's goes into its row of kernel
+/// scalars, of `tensor_row`'s (stride, offset).
+pub fn output_row(
+    scope: ReductionScope,
+    reductions: usize,
+    tensor_row: (usize, usize),
+) -> (usize, usize) {
+    match scope {
+        ReductionScope::Row => (reductions, 0),
+        _ => tensor_row,
+    }
+}
+
 /// The device side of one plan's reductions: where its chunks and tensors lie, and
 /// the chunk values between the two launches.
 pub struct ReductionTables {
@@ -207,14 +222,13 @@ pub fn sources(plan: &Plan, target: Target) -> Result<Vec<String>, String> {
     let stride = scalar_stride(plan);
     let offset = plan.scalar_count();
     let reductions = plan.reductions.len();
-    if let Some(what) = plan.rows_and_columns() {
-        return Err(format!(
-            "no GPU kernels for values per row or per column yet: {what}"
-        ));
+    if let Some(what) = plan.columns() {
+        return Err(format!("no GPU kernels for values per column yet: {what}"));
     }
     let mut out = Vec::new();
     for (k, r) in plan.reductions.iter().enumerate() {
         let op = r.op;
+        let (stride, offset) = output_row(r.scope, reductions, (stride, offset));
         for tensors in [false, true] {
             let mut b = KernelBuilder::default();
             b.runtime_properties(target.target_properties());

@@ -13,7 +13,7 @@ use flashopt_runtime::raw;
 
 use crate::codegen::bindings::{self, Binding, Buffer};
 
-pub(crate) use flashopt_runtime::segments::{Segment, segments};
+pub(crate) use flashopt_runtime::segments::{Segment, segments, total_rows};
 
 /// A group's info word: its element count in bits 0..6, its parameter group from
 /// bit 8 (what `crate::codegen::ops::group_len` and `scalar_base` read).

@@ -7,12 +7,14 @@
 //! - [`buffers`]: the raw device buffers, for trainers that read weights and write
 //!   gradients on the device;
 //! - [`in_place`]: steps reading each gradient where the trainer left it, without
-//!   the flat gradient buffer.
+//!   the flat gradient buffer;
+//! - [`phases`]: the reduction passes before the step; [`rows`]: values per row.
 
 mod buffers;
 mod in_place;
 pub(crate) mod layout;
 mod phases;
+mod rows;
 mod step;
 
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use flashopt_ir::interp::{HostTensor, PartData};
 use flashopt_ir::{HyperValues, Plan};
 use flashopt_runtime::core::{CheckedTensors, Core, Optimizer, TensorInfo, check_tensors};
-use flashopt_runtime::error::{RuntimeError, refuse_rows_and_columns};
+use flashopt_runtime::error::RuntimeError;
 use flashopt_runtime::numerics::{self, NonFinite};
 use flashopt_runtime::raw;
 
@@ -30,9 +32,6 @@ use crate::cubecl::server::Handle;
 use crate::device::launch::FusedStep;
 use crate::device::transfer;
 use layout::Segment;
-
-/// Where a plan with values per row or per column is refused (no kernels for them yet).
-const GPU: &str = "the GPU back end";
 
 pub use crate::codegen::bindings::{Arithmetic, KernelShape};
 pub use crate::device::transfer::HostTransfers;
@@ -132,7 +131,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     ) -> Result<GpuOptimizer<R>, RuntimeError> {
         let plan = cpu.plan().clone();
         // Refused before the CPU optimizer's tensors are taken.
-        refuse_rows_and_columns(&plan, GPU)?;
+        rows::refuse_unsupported(&plan, cpu.core().tensors())?;
         let groups = (0..cpu.param_groups())
             .map(|g| cpu.hyper(g).clone())
             .collect();
@@ -163,11 +162,11 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         // The kernel trusts the plan's invariants (operand types, table ranges, what
         // it stores): a plan built by hand is checked here.
         flashopt_ir::verify::verify(&plan)?;
-        refuse_rows_and_columns(&plan, GPU)?;
         let mut core = Core::new(plan, groups_hyper)?;
         for (name, group, t) in &tensors {
             core.add(TensorInfo::new(name.clone(), *group, t.shape()))?;
         }
+        rows::refuse_unsupported(core.plan(), core.tensors())?;
         check_tensors(
             core.plan(),
             tensors.iter().map(|(name, _, t)| (name.as_str(), t)),
@@ -248,6 +247,15 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         vec![0; (self.groups * plan.reductions.len()).max(1) * size]
                     }
                     Binding::Tables => raw::le_bytes(&table_values(plan).0),
+                    // Overwritten by each step before it is read.
+                    Binding::RowWrite(_) => {
+                        vec![self.pad; layout::total_rows(&self.segments).max(1) * size]
+                    }
+                    Binding::RowValues => {
+                        let values = layout::total_rows(&self.segments) * plan.reductions.len();
+                        vec![0; values.max(1) * size]
+                    }
+                    Binding::RowTable => raw::le_bytes(&rows::row_table(&self.segments)),
                     Binding::GradientRegion(_) => {
                         unreachable!("the one-region kernel's layout has no region bindings")
                     }

@@ -1,15 +1,17 @@
-//! The reduction phases of a plan with per-tensor reductions (LAMB's norms, Cautious
-//! AdamW's mask mean): before the step, each phase's kernel runs over the same groups
-//! as the step and writes every group's value of its reductions; two small launches per
-//! reduction ([`reductions::launch_tensor_values`]) sum those over each tensor and
-//! write the results into the tensor's row of kernel scalars, which the next passes
-//! read. With reductions, every tensor has its own row (its parameter group's
-//! scalars, then its reductions' values) and its groups' info words name that row.
+//! The reduction phases of a plan with reductions (LAMB's norms, Cautious AdamW's mask
+//! mean, Adam-mini's row means): before the step, each phase's kernel runs over the
+//! same groups as the step and writes every group's value of its reductions; two small
+//! launches per reduction ([`reductions::launch_tensor_values`]) sum those over each
+//! tensor, writing the results into the tensor's row of kernel scalars, or over each
+//! row (rows that start groups), writing them into the row values; the next passes
+//! read them. With reductions or values per row, every tensor has its own row of
+//! scalars (its parameter group's scalars, then its reductions' values) and its
+//! groups' info words name that row.
 
 use std::sync::Arc;
 
 use flashopt_ir::Plan;
-use flashopt_ir::graph::Reduction;
+use flashopt_ir::graph::{Reduction, Scope as ReductionScope};
 use flashopt_ir::program::InstOp;
 use flashopt_ir::reduction::CHUNK_GROUPS;
 use flashopt_runtime::raw;
@@ -18,10 +20,12 @@ use flashopt_runtime::step::Scope;
 use super::GpuOptimizer;
 use super::in_place::Bound;
 use super::layout::Segment;
-use crate::codegen::bindings::{Binding, KernelShape, MAX_GRADIENT_REGIONS, scalar_stride};
+use crate::codegen::bindings::{
+    Binding, KernelShape, MAX_GRADIENT_REGIONS, has_rows, scalar_stride,
+};
 use crate::cubecl::client::ComputeClient;
 use crate::device::launch::{FusedStep, launch};
-use crate::device::reductions::{CHUNK_WORDS, ReductionTables, TENSOR_WORDS, launch_tensor_values};
+use crate::device::reductions::{CHUNK_WORDS, ReductionTables, launch_tensor_values, output_row};
 use crate::device::transfer::{self, HostTransfers};
 
 /// One reduction phase: its kernels (one gradient binding, and the most regions for
@@ -35,9 +39,53 @@ pub(super) struct PhaseKernels<R: HostTransfers> {
 /// Everything a plan's reductions need on the device.
 pub(super) struct Phases<R: HostTransfers> {
     kernels: Vec<PhaseKernels<R>>,
+    /// The tables of reductions over each tensor (a span per tensor) and, for a plan
+    /// with row reductions, over each row (a span per row).
+    tensors: SpanTables,
+    rows: Option<SpanTables>,
+}
+
+/// One scope's reduction tables, and each span's chunks: its first and how many.
+struct SpanTables {
     tables: ReductionTables,
-    /// Each tensor's chunks: its first and how many.
-    tensor_chunks: Vec<(usize, usize)>,
+    span_chunks: Vec<(usize, usize)>,
+}
+
+impl SpanTables {
+    fn new<R: HostTransfers>(
+        client: &ComputeClient<R>,
+        spans: &[Span],
+        reductions: usize,
+    ) -> SpanTables {
+        let ReductionLayout {
+            chunk_words,
+            span_words,
+            span_chunks,
+        } = ReductionLayout::of(spans);
+        let chunks = span_chunks.last().map_or(0, |&(f, c)| f + c);
+        let upload = |words: &[u32]| {
+            let handle = transfer::upload_bytes(client, &raw::le_bytes(words));
+            (handle, words.len().max(1))
+        };
+        let values = (chunks * reductions).max(1);
+        SpanTables {
+            tables: ReductionTables {
+                chunks: upload(&chunk_words),
+                tensors: upload(&span_words),
+                chunk_values: (transfer::filled(client, values * 8, 0), values),
+                reductions,
+            },
+            span_chunks,
+        }
+    }
+
+    /// The chunks of spans `spans.0..spans.1`.
+    fn chunks(&self, spans: (usize, usize)) -> (usize, usize) {
+        (
+            self.span_chunks[spans.0].0,
+            self.span_chunks[spans.1 - 1].0 + self.span_chunks[spans.1 - 1].1,
+        )
+    }
 }
 
 impl<R: HostTransfers> Phases<R> {
@@ -73,62 +121,93 @@ impl<R: HostTransfers> Phases<R> {
                 }
             })
             .collect();
-        let ReductionLayout {
-            chunk_words,
-            tensor_words,
-            tensor_chunks,
-        } = ReductionLayout::of(segments);
-        let chunks = tensor_chunks.last().map_or(0, |&(f, c)| f + c);
-        let upload = |words: &[u32]| {
-            let handle = transfer::upload_bytes(client, &raw::le_bytes(words));
-            (handle, words.len().max(1))
-        };
         let reductions = plan.reductions.len();
-        let values = (chunks * reductions).max(1);
-        let tables = ReductionTables {
-            chunks: upload(&chunk_words),
-            tensors: upload(&tensor_words),
-            chunk_values: (transfer::filled(client, values * 8, 0), values),
-            reductions,
-        };
-        debug_assert_eq!(tensor_words.len(), segments.len() * TENSOR_WORDS);
+        let rows = plan
+            .reductions
+            .iter()
+            .any(|r| r.scope == ReductionScope::Row)
+            .then(|| SpanTables::new(client, &row_spans(segments), reductions));
         Some(Phases {
             kernels,
-            tables,
-            tensor_chunks,
+            tensors: SpanTables::new(client, &tensor_spans(segments), reductions),
+            rows,
         })
     }
 }
 
-/// Where each tensor's chunks lie ([`CHUNK_GROUPS`] groups from the tensor's first,
-/// the last short), as the device tables hold them.
+/// What one reduction's value is taken over: a tensor, or one row of a tensor whose
+/// rows start groups. Its groups are consecutive in the flat buffers.
+struct Span {
+    first_group: usize,
+    groups: usize,
+    /// Its elements (the reduction's `len`).
+    len: usize,
+    /// Where its value goes: the tensor's row of kernel scalars, or the row's index
+    /// in the row values.
+    out: usize,
+}
+
+/// Each tensor as a span, its value going to its own row of kernel scalars.
+fn tensor_spans(segments: &[Segment]) -> Vec<Span> {
+    segments
+        .iter()
+        .enumerate()
+        .map(|(t, s)| Span {
+            first_group: s.first_group,
+            groups: s.groups,
+            len: s.len,
+            out: t,
+        })
+        .collect()
+}
+
+/// Each row of every tensor as a span (rows that start groups: a row is
+/// `groups_per_row` groups, a tensor of one row all of its groups).
+fn row_spans(segments: &[Segment]) -> Vec<Span> {
+    segments
+        .iter()
+        .flat_map(|s| {
+            let per_row = s.groups_per_row();
+            (0..s.rows).map(move |r| Span {
+                first_group: s.first_group + r * per_row,
+                groups: per_row.min(s.groups - r * per_row),
+                len: s.row_len,
+                out: s.first_row + r,
+            })
+        })
+        .collect()
+}
+
+/// Where each span's chunks lie ([`CHUNK_GROUPS`] groups from the span's first, the
+/// last short), as the device tables hold them.
 struct ReductionLayout {
     /// [`CHUNK_WORDS`] per chunk: its first group in the flat buffers, its groups.
     chunk_words: Vec<u32>,
-    /// [`TENSOR_WORDS`] per tensor: its first chunk, its chunks, its elements, its row.
-    tensor_words: Vec<u32>,
-    tensor_chunks: Vec<(usize, usize)>,
+    /// [`TENSOR_WORDS`] per span: its first chunk, its chunks, its elements, where
+    /// its value goes.
+    span_words: Vec<u32>,
+    span_chunks: Vec<(usize, usize)>,
 }
 
 impl ReductionLayout {
-    fn of(segments: &[Segment]) -> ReductionLayout {
+    fn of(spans: &[Span]) -> ReductionLayout {
         let mut chunk_words: Vec<u32> = Vec::new();
-        let mut tensor_words: Vec<u32> = Vec::new();
-        let mut tensor_chunks = Vec::with_capacity(segments.len());
-        for (row, s) in segments.iter().enumerate() {
+        let mut span_words: Vec<u32> = Vec::new();
+        let mut span_chunks = Vec::with_capacity(spans.len());
+        for s in spans {
             let first = chunk_words.len() / CHUNK_WORDS;
             for c in (0..s.groups).step_by(CHUNK_GROUPS) {
                 let groups = CHUNK_GROUPS.min(s.groups - c);
                 chunk_words.extend([word(s.first_group + c), word(groups)]);
             }
             let count = chunk_words.len() / CHUNK_WORDS - first;
-            tensor_words.extend([word(first), word(count), word(s.len), word(row)]);
-            tensor_chunks.push((first, count));
+            span_words.extend([word(first), word(count), word(s.len), word(s.out)]);
+            span_chunks.push((first, count));
         }
         ReductionLayout {
             chunk_words,
-            tensor_words,
-            tensor_chunks,
+            span_words,
+            span_chunks,
         }
     }
 }
@@ -139,9 +218,10 @@ fn word(x: usize) -> u32 {
 
 impl<R: HostTransfers> GpuOptimizer<R> {
     /// Scalars per tensor (its own row) instead of per parameter group: the plan
-    /// reduces over tensors.
+    /// reduces over tensors, or finds each group's row through its tensor.
     pub(super) fn rows_per_tensor(&self) -> bool {
-        !self.core.plan().reductions.is_empty()
+        let plan = self.core.plan();
+        !plan.reductions.is_empty() || has_rows(plan)
     }
 
     /// Rows of kernel scalars: one per tensor or per parameter group.
@@ -161,23 +241,25 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let Some(phases) = &self.phases else {
             return;
         };
-        let (tensors, groups) = match scope {
-            Scope::All => ((0, self.segments.len()), (0, self.groups)),
+        let tensors = self.tensors_in(scope);
+        let groups = match scope {
+            Scope::All => (0, self.groups),
             Scope::Tensor(id) => {
                 let s = &self.segments[id.0];
-                ((id.0, id.0 + 1), (s.first_group, s.first_group + s.groups))
+                (s.first_group, s.first_group + s.groups)
             }
         };
         if tensors.1 == tensors.0 {
             return;
         }
-        let chunks = (
-            phases.tensor_chunks[tensors.0].0,
-            phases.tensor_chunks[tensors.1 - 1].0 + phases.tensor_chunks[tensors.1 - 1].1,
+        let rows = (
+            self.segments[tensors.0].first_row,
+            self.segments[tensors.1 - 1].first_row + self.segments[tensors.1 - 1].rows,
         );
         let plan = self.core.plan();
         let partials = &self.buffers[self.slot(Binding::Partials)];
         let scalars = &self.buffers[self.slot(Binding::Scalars)];
+        let tensor_row = (scalar_stride(plan), plan.scalar_count());
         for phase in &phases.kernels {
             match bound {
                 Some(bound) => self.launch_bound_with(bound, (&phase.alone, &phase.regions)),
@@ -192,20 +274,33 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                     )
                 },
             }
-            for &reduction in &phase.reductions {
+            for &(k, op) in &phase.reductions {
+                let scope = plan.reductions[k].scope;
+                let (tables, out, spans) = match (scope, &phases.rows) {
+                    (ReductionScope::Row, Some(row_tables)) => (
+                        row_tables,
+                        &self.buffers[self.slot(Binding::RowValues)],
+                        rows,
+                    ),
+                    _ => (&phases.tensors, scalars, tensors),
+                };
+                if spans.1 == spans.0 {
+                    continue;
+                }
                 // SAFETY: the phase wrote the partials of every group of these
                 // tensors; the tables were built from the same segments, the scalars
-                // with a row per tensor of the plan's stride.
+                // with a row per tensor of the plan's stride, the row values with
+                // one per row of every tensor.
                 unsafe {
                     launch_tensor_values(
                         &self.client,
-                        &phases.tables,
+                        &tables.tables,
                         partials,
-                        scalars,
-                        reduction,
-                        (scalar_stride(plan), plan.scalar_count()),
-                        chunks,
-                        tensors,
+                        out,
+                        (k, op),
+                        output_row(scope, plan.reductions.len(), tensor_row),
+                        tables.chunks(spans),
+                        spans,
                     )
                 }
             }
@@ -217,15 +312,77 @@ impl<R: HostTransfers> GpuOptimizer<R> {
 mod tests {
     use flashopt_ir::GROUP_SIZE;
     use flashopt_ir::graph::Reduction;
+    use flashopt_ir::layout::Shape;
     use flashopt_ir::reduction::{self, STRANDS};
     use flashopt_runtime::core::TensorInfo;
 
     use super::*;
+    use crate::device::reductions::TENSOR_WORDS;
     use crate::optimizer::layout::segments;
 
     /// The device's levels 2 to 4 over the tables, performed on the host from the
     /// flat buffers' group values (padding poisoned, as the GPU tests poison it):
-    /// each tensor's value is `reduction::reduce` of its elements, bit for bit.
+    /// each span's value is `reduction::reduce` of its elements, bit for bit.
+    fn check_spans(spans: &[Span], flat: &[f32], expected: &[(usize, Vec<f32>)]) {
+        let layout = ReductionLayout::of(spans);
+        assert_eq!(layout.span_chunks.len(), expected.len());
+        for r in Reduction::ALL {
+            // Each group's value over its real elements (the padding is NaN).
+            let group_value = |g: usize| {
+                let group = &flat[g * GROUP_SIZE..(g + 1) * GROUP_SIZE];
+                let real = group.iter().take_while(|x| !x.is_nan()).count();
+                reduction::group_value(r, &group[..real])
+            };
+            let chunk_values: Vec<f64> = layout
+                .chunk_words
+                .chunks(CHUNK_WORDS)
+                .map(|w| {
+                    let (start, count) = (w[0] as usize, w[1] as usize);
+                    let groups: Vec<f64> = (start..start + count).map(group_value).collect();
+                    reduction::chunk_values(r, &groups)[0]
+                })
+                .collect();
+            for (i, w) in layout.span_words.chunks(TENSOR_WORDS).enumerate() {
+                let (first, count, len, out) =
+                    (w[0] as usize, w[1] as usize, w[2] as usize, w[3] as usize);
+                let (expected_out, values) = &expected[i];
+                assert_eq!((out, len), (*expected_out, values.len()));
+                assert_eq!(layout.span_chunks[i], (first, count));
+                let total = reduction::total(r, &chunk_values[first..first + count]);
+                let value = reduction::finish(r, total, len);
+                assert_eq!(
+                    value.to_bits(),
+                    reduction::reduce(r, values).to_bits(),
+                    "{r:?}, span {i}"
+                );
+            }
+        }
+    }
+
+    /// Tensors of `shapes`, their values in flat buffers with NaN padding (no value
+    /// is NaN).
+    fn flat_tensors(shapes: &[Shape]) -> (Vec<Segment>, Vec<f32>, Vec<Vec<f32>>) {
+        let tensors: Vec<TensorInfo> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &shape)| TensorInfo::new(format!("t{i}"), 0, shape))
+            .collect();
+        let (segments, groups) = segments(&tensors);
+        let mut flat = vec![f32::NAN; groups * GROUP_SIZE];
+        let values: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|s| {
+                (0..s.len)
+                    .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+                    .collect()
+            })
+            .collect();
+        for (s, v) in segments.iter().zip(&values) {
+            flat[s.elements()].copy_from_slice(v);
+        }
+        (segments, flat, values)
+    }
+
     #[test]
     fn the_tables_give_each_tensor_its_own_groups_in_order() {
         let lens = [
@@ -235,57 +392,31 @@ mod tests {
             1024,
             95,
         ];
-        let tensors: Vec<TensorInfo> = lens
-            .iter()
-            .enumerate()
-            .map(|(i, &len)| TensorInfo::new(format!("t{i}"), 0, len))
-            .collect();
-        let (segments, groups) = segments(&tensors);
-        let layout = ReductionLayout::of(&segments);
-        // Flat values, padding NaN: a group's value reads only its real elements.
-        let mut flat = vec![f32::NAN; groups * GROUP_SIZE];
-        let values: Vec<Vec<f32>> = lens
-            .iter()
-            .map(|&n| {
-                (0..n)
-                    .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
-                    .collect()
-            })
-            .collect();
-        for (s, v) in segments.iter().zip(&values) {
-            flat[s.elements()].copy_from_slice(v);
-        }
-        for r in Reduction::ALL {
-            let partials: Vec<f64> = (0..groups)
-                .map(|g| {
-                    let s = segments
-                        .iter()
-                        .find(|s| (s.first_group..s.first_group + s.groups).contains(&g))
-                        .unwrap();
-                    let real = (s.len - (g - s.first_group) * GROUP_SIZE).min(GROUP_SIZE);
-                    reduction::group_value(r, &flat[g * GROUP_SIZE..g * GROUP_SIZE + real])
-                })
-                .collect();
-            let chunk_values: Vec<f64> = layout
-                .chunk_words
-                .chunks(CHUNK_WORDS)
-                .map(|w| {
-                    let (start, count) = (w[0] as usize, w[1] as usize);
-                    reduction::chunk_values(r, &partials[start..start + count])[0]
-                })
-                .collect();
-            for (t, w) in layout.tensor_words.chunks(TENSOR_WORDS).enumerate() {
-                let (first, count, len, row) = (w[0] as usize, w[1] as usize, w[2] as usize, w[3]);
-                assert_eq!((row as usize, len), (t, lens[t]));
-                assert_eq!(layout.tensor_chunks[t], (first, count));
-                let total = reduction::total(r, &chunk_values[first..first + count]);
-                let value = reduction::finish(r, total, len);
-                assert_eq!(
-                    value.to_bits(),
-                    reduction::reduce(r, &values[t]).to_bits(),
-                    "{r:?}, tensor {t}"
-                );
+        let shapes: Vec<Shape> = lens.iter().map(|&n| Shape::vector(n)).collect();
+        let (segments, flat, values) = flat_tensors(&shapes);
+        let expected: Vec<(usize, Vec<f32>)> = values.into_iter().enumerate().collect();
+        check_spans(&tensor_spans(&segments), &flat, &expected);
+    }
+
+    /// Rows that start groups: each row's value is its own elements', in order, and
+    /// goes to the row's index over every tensor's rows.
+    #[test]
+    fn the_tables_give_each_row_its_own_groups_in_order() {
+        let shapes = [
+            Shape::matrix(3, 64),
+            Shape::vector(100),
+            Shape::matrix(5, CHUNK_GROUPS * GROUP_SIZE + 32),
+            Shape::matrix(1, 7),
+            Shape::matrix(2, 32),
+        ];
+        let (segments, flat, values) = flat_tensors(&shapes);
+        assert!(segments.iter().all(Segment::rows_start_groups));
+        let mut expected = Vec::new();
+        for (shape, v) in shapes.iter().zip(&values) {
+            for row in v.chunks(shape.row_len) {
+                expected.push((expected.len(), row.to_vec()));
             }
         }
+        check_spans(&row_spans(&segments), &flat, &expected);
     }
 }

@@ -193,6 +193,15 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 self.groups as u32,
             )
         };
+        self.commit_rows(self.tensors_in(Scope::All));
+    }
+
+    /// The tensors a step of `scope` updates: a range of registration indices.
+    pub(super) fn tensors_in(&self, scope: Scope) -> (usize, usize) {
+        match scope {
+            Scope::All => (0, self.segments.len()),
+            Scope::Tensor(id) => (id.0, id.0 + 1),
+        }
     }
 
     /// Step one tensor alone (gradient release). The step counter is shared: call
@@ -331,11 +340,13 @@ impl<R: HostTransfers> Stepper for GpuOptimizer<R> {
                         s.groups as u32,
                     )
                 };
+                self.commit_rows(self.tensors_in(scope));
             }
             (GpuBound::InPlace { bound, .. }, _) => {
                 self.upload_scalars(scalars);
                 self.run_phases(scope, Some(&bound));
                 self.launch_bound(&bound);
+                self.commit_rows(self.tensors_in(scope));
             }
         }
         Ok(())
