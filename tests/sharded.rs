@@ -1,12 +1,12 @@
 //! ZeRO-1 on the CPU reference: N ranks (threads, joined by the in-process collective)
 //! against one unsharded optimizer given the same summed gradients, bit for bit, for
-//! every shipped optimizer, several worlds and tensors of odd sizes; and the decisions
-//! every rank must take together.
+//! every shipped optimizer (those that reduce over each tensor included), several
+//! worlds and tensors of odd sizes; and the decisions every rank must take together.
 
 mod common;
 
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
-use flashopt::optimizers::{Adam, AdamW, Lion, Sgd, SgdW};
+use flashopt::optimizers::{Adam, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
 use flashopt::runtime::raw::part_bytes;
 use flashopt::runtime::shard::{self, LocalCollective, ShardedCpuOptimizer};
 use flashopt::{
@@ -380,13 +380,21 @@ fn built_by_two_ranks<S: OptimizerSpec + Sync>(spec: &S) -> Vec<String> {
     })
 }
 
-/// A plan that reduces over each tensor is refused by every rank, naming what it
-/// reduces (a tensor's pieces lie on several ranks).
+/// The optimizers that reduce over each tensor: every rank gathers the group values of
+/// every tensor and finishes each in the reference's order, so the sharded step equals
+/// one optimizer's bit for bit, clipped or not, in any world.
 #[test]
-fn reducing_optimizers_are_refused_with_the_reason() {
-    let errors = built_by_two_ranks(&flashopt::optimizers::Lamb::default());
-    let refused = "`lamb` reduces over each tensor (tensor_norm, tensor_norm), which ZeRO-1 sharding does not support yet (a tensor's pieces lie on several ranks): use one optimizer per rank";
-    assert_eq!(errors, [refused, refused]);
+fn reducing_optimizers_sharded_equal_one_optimizer() {
+    let c = PlanConfig::bf16(MasterMode::Int8);
+    equals_one_optimizer("Lamb", &Lamb::default(), c, None);
+    equals_one_optimizer("CautiousAdamW", &CautiousAdamW::default(), c, None);
+    equals_one_optimizer("Lamb clipped", &Lamb::default(), c, Some(0.01));
+    equals_one_optimizer(
+        "CautiousAdamW-32",
+        &CautiousAdamW::default(),
+        PlanConfig::bf16(MasterMode::Int16),
+        None,
+    );
 }
 
 /// A plan with states per row or per column is refused by every rank, naming them:
@@ -395,5 +403,8 @@ fn reducing_optimizers_are_refused_with_the_reason() {
 fn row_and_column_optimizers_are_refused_with_the_reason() {
     let errors = built_by_two_ranks(&flashopt::optimizers::Adafactor::default());
     let refused = "`adafactor` keeps or computes values per row or per column (state `r` (per row), state `c` (per column), `row_mean`, `col_mean`), which ZeRO-1 sharding does not support yet: step it with CpuOptimizer";
+    assert_eq!(errors, [refused, refused]);
+    let errors = built_by_two_ranks(&flashopt::optimizers::AdamMini::default());
+    let refused = "`adammini` keeps or computes values per row or per column (state `v` (per row), `row_mean`), which ZeRO-1 sharding does not support yet: step it with CpuOptimizer";
     assert_eq!(errors, [refused, refused]);
 }

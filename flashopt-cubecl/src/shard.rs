@@ -298,6 +298,7 @@ fn collective_error(e: crate::device::nccl::NcclError) -> RuntimeError {
 impl RankBackend for NcclRank {
     type Buffer = Handle;
     type Link = Communicator;
+    const TENSOR_REDUCTIONS: bool = false;
 
     fn link(&self) -> &Communicator {
         &self.comm

@@ -128,7 +128,7 @@ pub enum RuntimeError {
     #[error("a sharded optimizer steps every tensor at once: use step(), not one tensor at a time")]
     ShardedTensorStep,
     #[error(
-        "`{optimizer}` reduces over each tensor ({reductions}), which ZeRO-1 sharding does not support yet (a tensor's pieces lie on several ranks): use one optimizer per rank"
+        "`{optimizer}` reduces over each tensor ({reductions}), which ZeRO-1 sharding on GPU ranks does not support yet (a tensor's pieces lie on several ranks; CPU ranks gather them): use one optimizer per rank"
     )]
     ShardedReductions {
         optimizer: String,

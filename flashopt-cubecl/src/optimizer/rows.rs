@@ -93,3 +93,95 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flashopt_ir::def::{OptimizerDef, Range, call, float, name};
+    use flashopt_ir::layout::Shape;
+    use flashopt_ir::{MasterMode, PlanConfig};
+
+    use super::*;
+
+    /// `p -= lr * g / (scope_rms(g) + 1e-8)`.
+    fn normalized(reduction: &str) -> Plan {
+        let mut def = OptimizerDef::new("normalized");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        let rms = call(reduction, vec![name("g")]);
+        def.assign(
+            "p",
+            name("p") - name("lr") * name("g") / (rms + float(1e-8)),
+        );
+        flashopt_ir::compile(&def, PlanConfig::bf16(MasterMode::Int8)).unwrap()
+    }
+
+    fn infos(shapes: &[Shape]) -> Vec<TensorInfo> {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| TensorInfo::new(format!("t{i}"), 0, s))
+            .collect()
+    }
+
+    #[test]
+    fn rows_that_start_groups_are_stepped_and_others_refused_by_name() {
+        let rows = normalized("row_rms");
+        let fine = [
+            Shape::vector(1),
+            Shape::vector(1000),
+            Shape::matrix(3, 64),
+            Shape::matrix(1, 40),
+            Shape::vector(0),
+        ];
+        refuse_unsupported(&rows, &infos(&fine)).unwrap();
+        let mut across = fine.to_vec();
+        across.push(Shape::matrix(6, 40));
+        match refuse_unsupported(&rows, &infos(&across)) {
+            Err(RuntimeError::RowsAcrossGroups { name, row_len, .. }) => {
+                assert_eq!((name.as_str(), row_len), ("t5", 40));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without values per row, the shape does not matter.
+        refuse_unsupported(&normalized("tensor_rms"), &infos(&across)).unwrap();
+        let err = refuse_unsupported(&normalized("col_rms"), &infos(&fine)).unwrap_err();
+        assert!(err.to_string().contains("`col_rms`"), "{err}");
+    }
+
+    #[test]
+    fn the_row_table_finds_each_groups_row() {
+        let shapes = [
+            Shape::vector(33),
+            Shape::matrix(3, 64),
+            Shape::vector(0),
+            Shape::matrix(2, 1056),
+        ];
+        let (segments, groups) = segments(&infos(&shapes));
+        let table = row_table(&segments);
+        // What `ops::group_row` and `ops::holds_row_start` compute from the table,
+        // against each group's row and whether it starts one, counted from the shapes.
+        let mut expected = Vec::new();
+        let mut row = 0;
+        for s in &shapes {
+            let per_row = if s.rows() <= 1 {
+                s.len.div_ceil(32)
+            } else {
+                s.row_len / 32
+            };
+            for g in 0..s.len.div_ceil(32) {
+                expected.push((row + g / per_row, g % per_row == 0));
+            }
+            row += s.rows();
+        }
+        assert_eq!(expected.len(), groups);
+        for (t, s) in segments.iter().enumerate() {
+            let words = &table[t * ROW_TABLE_WORDS..(t + 1) * ROW_TABLE_WORDS];
+            for g in s.first_group..s.first_group + s.groups {
+                let local = g - words[0] as usize;
+                let found = words[2] as usize + local / words[1] as usize;
+                let starts = local % words[1] as usize == 0;
+                assert_eq!((found, starts), expected[g], "group {g}");
+            }
+        }
+        assert_eq!(flashopt_runtime::segments::total_rows(&segments), 6);
+    }
+}

@@ -163,10 +163,43 @@ pub fn run(
 ) -> Result<(), InterpError> {
     check(plan, scalars, tensor, grad)?;
     let reduced = reductions(plan, scalars, tensor, grad);
+    step(plan, scalars, tensor, grad, &reduced);
+    Ok(())
+}
+
+/// As [`run`], with the plan's reductions' values given (one value per tensor
+/// reduction, as [`reductions`] gives them): how a piece of a tensor steps when the
+/// values are the whole tensor's (a rank of a sharded optimizer, from every rank's
+/// [`phase_group_values`]).
+pub fn run_reduced(
+    plan: &Plan,
+    scalars: &[f32],
+    tensor: &mut HostTensor,
+    grad: GradBuf<'_>,
+    reduced: &[Vec<f32>],
+) -> Result<(), InterpError> {
+    check(plan, scalars, tensor, grad)?;
+    assert_eq!(
+        reduced.len(),
+        plan.reductions.len(),
+        "a value for every reduction"
+    );
+    step(plan, scalars, tensor, grad, reduced);
+    Ok(())
+}
+
+/// The step program over a checked tensor, the reductions' values given.
+fn step(
+    plan: &Plan,
+    scalars: &[f32],
+    tensor: &mut HostTensor,
+    grad: GradBuf<'_>,
+    reduced: &[Vec<f32>],
+) {
     let shape = tensor.shape();
     let slots = slots(plan, writable(tensor), Some(grad.as_part()));
     let reductions = Reductions {
-        values: &reduced,
+        values: reduced,
         terms: Vec::new(),
     };
     execute(
@@ -179,7 +212,6 @@ pub fn run(
         Vec::new(),
         shape,
     );
-    Ok(())
 }
 
 /// The values of the plan's reductions over one tensor for this step, by reduction:
@@ -194,45 +226,87 @@ pub fn reductions(
 ) -> Vec<Vec<f32>> {
     let shape = tensor.shape();
     let mut values = vec![Vec::new(); plan.reductions.len()];
-    for phase in &plan.phases {
-        let computed: Vec<usize> = phase
-            .insts
-            .iter()
-            .filter_map(|inst| match inst.op {
-                InstOp::Reduce(k, _) => Some(k),
-                _ => None,
-            })
-            .collect();
-        let mut terms: Vec<Terms> = (0..plan.reductions.len())
-            .map(|k| match computed.contains(&k) {
-                true => Terms::new(plan.reductions[k], shape),
-                false => Terms::None,
-            })
-            .collect();
-        let slots = slots(
-            plan,
-            tensor.parts.iter().map(|d| Slot::Read(d.view())),
-            Some(grad.as_part()),
-        );
-        let reductions = Reductions {
-            values: &values,
-            terms: terms.iter_mut().collect(),
-        };
-        execute(
-            plan,
-            phase,
-            scalars,
-            slots,
-            reductions,
-            &[],
-            Vec::new(),
-            shape,
-        );
-        for k in computed {
-            values[k] = terms[k].finish(plan.reductions[k], shape);
+    for phase in 0..plan.phases.len() {
+        for (k, terms) in phase_terms(plan, phase, scalars, tensor, grad, &values) {
+            values[k] = terms.finish(plan.reductions[k], shape);
         }
     }
     values
+}
+
+/// The group values (level 1 of [`crate::reduction`]) of the tensor reductions that
+/// reduction phase `phase` computes, over `tensor`'s groups, reading the values of
+/// the earlier phases' reductions from `values` (indexed as [`reductions`] gives
+/// them). A piece of whole groups of a tensor gives the tensor's group values for
+/// those groups, from which the tensor's value follows
+/// ([`crate::reduction::from_groups`]). The plan must have no row or column
+/// reductions.
+pub fn phase_group_values(
+    plan: &Plan,
+    phase: usize,
+    scalars: &[f32],
+    tensor: &HostTensor,
+    grad: GradBuf<'_>,
+    values: &[Vec<f32>],
+) -> Vec<(usize, Vec<f64>)> {
+    phase_terms(plan, phase, scalars, tensor, grad, values)
+        .into_iter()
+        .map(|(k, terms)| match terms {
+            Terms::Groups(groups) => (k, groups),
+            _ => panic!("group values of tensor reductions only"),
+        })
+        .collect()
+}
+
+/// Run reduction phase `phase` over a tensor: the terms of each reduction it computes.
+fn phase_terms(
+    plan: &Plan,
+    phase: usize,
+    scalars: &[f32],
+    tensor: &HostTensor,
+    grad: GradBuf<'_>,
+    values: &[Vec<f32>],
+) -> Vec<(usize, Terms)> {
+    let shape = tensor.shape();
+    let program = &plan.phases[phase];
+    let computed: Vec<usize> = program
+        .insts
+        .iter()
+        .filter_map(|inst| match inst.op {
+            InstOp::Reduce(k, _) => Some(k),
+            _ => None,
+        })
+        .collect();
+    let mut terms: Vec<Terms> = (0..plan.reductions.len())
+        .map(|k| match computed.contains(&k) {
+            true => Terms::new(plan.reductions[k], shape),
+            false => Terms::None,
+        })
+        .collect();
+    let slots = slots(
+        plan,
+        tensor.parts.iter().map(|d| Slot::Read(d.view())),
+        Some(grad.as_part()),
+    );
+    let reductions = Reductions {
+        values,
+        terms: terms.iter_mut().collect(),
+    };
+    execute(
+        plan,
+        program,
+        scalars,
+        slots,
+        reductions,
+        &[],
+        Vec::new(),
+        shape,
+    );
+    terms
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| computed.contains(k))
+        .collect()
 }
 
 /// Set a tensor's parameter parts from f32 master weights (the init program).

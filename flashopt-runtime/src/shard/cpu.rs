@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use flashopt_ir::interp::{self, GradBuf, HostTensor, PartData};
-use flashopt_ir::{GROUP_SIZE, HyperValues, OptimizerSpec, Plan, PlanConfig};
+use flashopt_ir::{GROUP_SIZE, HyperValues, OptimizerSpec, Plan, PlanConfig, reduction};
 
 use super::collective::Collective;
 use super::layout;
@@ -142,6 +142,64 @@ impl<C: Collective> HostRank<C> {
     }
 }
 
+impl<C: Collective> HostRank<C> {
+    /// Each piece's values of the plan's reductions over its whole tensor (one per
+    /// reduction, as `interp::reductions` gives a whole tensor's), phase by phase:
+    /// every rank computes its pieces' group values, all-gathers every rank's (a
+    /// block's groups are the flat buffers' groups of that rank, in order), and
+    /// finishes each tensor's value from its groups in the reference's order. One
+    /// all-gather of `block groups * reductions` f64 per phase.
+    fn tensor_reductions(&self, scalars: &[Vec<f32>]) -> Vec<Vec<Vec<f32>>> {
+        let plan = &self.plan;
+        let count = plan.reductions.len();
+        let pieces = &self.sharding.pieces;
+        let mut reduced = vec![vec![Vec::new(); count]; pieces.len()];
+        let block_groups = self.sharding.layout.block_elements() / GROUP_SIZE;
+        for phase in 0..plan.phases.len() {
+            let mut send = vec![0.0f64; block_groups * count];
+            let mut computed = Vec::new();
+            for (i, (piece, tensor)) in pieces.iter().zip(&self.shard).enumerate() {
+                let info = &self.sharding.tensors[piece.tensor];
+                let grad = self.block_grads[i].as_grad().expect("floats");
+                let groups = interp::phase_group_values(
+                    plan,
+                    phase,
+                    &scalars[info.param_group],
+                    tensor,
+                    grad,
+                    &reduced[i],
+                );
+                for (k, values) in groups {
+                    for (g, v) in values.into_iter().enumerate() {
+                        send[(piece.block_group + g) * count + k] = v;
+                    }
+                    computed.push(k);
+                }
+            }
+            let mut all = vec![0u8; send.len() * 8 * self.sharding.layout.world()];
+            self.collective
+                .all_gather_bytes(&raw::le_bytes(&send), &mut all);
+            let all: Vec<f64> = all
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            computed.sort_unstable();
+            computed.dedup();
+            for (i, piece) in pieces.iter().enumerate() {
+                let s = &self.sharding.segments[piece.tensor];
+                for &k in &computed {
+                    let groups: Vec<f64> = (s.first_group..s.first_group + s.groups)
+                        .map(|g| all[g * count + k])
+                        .collect();
+                    let op = plan.reductions[k].op;
+                    reduced[i][k] = vec![reduction::from_groups(op, &groups, s.len)];
+                }
+            }
+        }
+        reduced
+    }
+}
+
 fn widen(grad: GradBuf<'_>, out: &mut [f32]) {
     match grad {
         GradBuf::Bf16(v) => out.iter_mut().zip(v).for_each(|(o, x)| *o = x.to_f32()),
@@ -153,6 +211,7 @@ fn widen(grad: GradBuf<'_>, out: &mut [f32]) {
 impl<C: Collective> RankBackend for HostRank<C> {
     type Buffer = std::convert::Infallible;
     type Link = C;
+    const TENSOR_REDUCTIONS: bool = true;
 
     fn link(&self) -> &C {
         &self.collective
@@ -217,12 +276,19 @@ impl<C: Collective> RankBackend for HostRank<C> {
     }
 
     fn apply(&mut self, scalars: &[Vec<f32>]) -> Result<(), RuntimeError> {
+        let reduced = self.tensor_reductions(scalars);
         let grads = std::mem::take(&mut self.block_grads);
         for (i, (tensor, g)) in self.shard.iter_mut().zip(&grads).enumerate() {
             let info = &self.sharding.tensors[self.sharding.pieces[i].tensor];
             let g = g.as_grad().expect("floats");
-            interp::run(&self.plan, &scalars[info.param_group], tensor, g)
-                .map_err(RuntimeError::in_tensor(&info.name))?;
+            interp::run_reduced(
+                &self.plan,
+                &scalars[info.param_group],
+                tensor,
+                g,
+                &reduced[i],
+            )
+            .map_err(RuntimeError::in_tensor(&info.name))?;
         }
         self.gather_params();
         Ok(())

@@ -102,6 +102,11 @@ pub trait RankBackend {
     /// How the ranks agree.
     type Link: Agreement;
 
+    /// Whether its ranks combine reductions over tensors (each rank's group values of
+    /// its pieces gathered by every rank, which then finishes every tensor's value
+    /// in the reference's order).
+    const TENSOR_REDUCTIONS: bool;
+
     fn link(&self) -> &Self::Link;
 
     /// Every rank's gradients of the whole model combined into this rank's block
@@ -146,11 +151,13 @@ pub struct ShardedOptimizer<B> {
     backend: B,
 }
 
-/// A reduction over a tensor would need every rank's part of it (its partial
-/// sums all-reduced between the phases): not built yet.
-fn refuse_reductions(plan: &Plan) -> Result<(), RuntimeError> {
+/// Rows and columns are cut by the pieces (a row's values would come from several
+/// ranks' elements): refused. A reduction over a tensor needs every rank's group
+/// values of it, which back ends without [`RankBackend::TENSOR_REDUCTIONS`] do not
+/// gather: refused there.
+fn refuse_reductions<B: RankBackend>(plan: &Plan) -> Result<(), RuntimeError> {
     crate::error::refuse_rows_and_columns(plan, "ZeRO-1 sharding")?;
-    if plan.reductions.is_empty() {
+    if plan.reductions.is_empty() || B::TENSOR_REDUCTIONS {
         return Ok(());
     }
     let names: Vec<String> = plan.reductions.iter().map(|r| r.name()).collect();
@@ -177,7 +184,7 @@ impl<B: RankBackend> ShardedOptimizer<B> {
     ) -> Result<Self, RuntimeError> {
         let (rank, world) = (link.rank(), link.world());
         let fingerprint = super::layout_fingerprint(&plan, tensors.iter().copied());
-        let local = refuse_reductions(&plan)
+        let local = refuse_reductions::<B>(&plan)
             .and_then(|()| check(&plan))
             .and_then(|checked| {
                 let mut core = Core::new(plan, vec![hyper])?;
