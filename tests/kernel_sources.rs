@@ -124,7 +124,7 @@ fn the_cli_refuses_what_it_does_not_know() {
         &["emit", "adagrad", "--target", "cuda"],
         &[
             "invalid value 'adagrad'",
-            "shipped: adamw, adam, lion, sgd, sgdw, lamb, cautious_adamw, adafactor, adam_mini",
+            "shipped: adamw, adam, lion, sgd, sgdw, lamb, cautious_adamw, adafactor, adafactor_momentum, adam_mini",
         ],
     );
     refused(

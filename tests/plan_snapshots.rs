@@ -6,7 +6,7 @@
 
 use flashopt::ir::{OptimizerDef, compile, prepare, validate};
 use flashopt::optimizers::{
-    Adafactor, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW,
+    Adafactor, AdafactorMomentum, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW,
 };
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 
@@ -23,6 +23,10 @@ fn shipped() -> Vec<(OptimizerDef, &'static str)> {
             CautiousAdamW::ELEMENT_RULE_TOKENS,
         ),
         (Adafactor::definition(), Adafactor::ELEMENT_RULE_TOKENS),
+        (
+            AdafactorMomentum::definition(),
+            AdafactorMomentum::ELEMENT_RULE_TOKENS,
+        ),
         (AdamMini::definition(), AdamMini::ELEMENT_RULE_TOKENS),
     ]
 }
