@@ -1,7 +1,9 @@
 //! What a run steps with: the rule (`--optimizer`) and, from the run's label, where
 //! it computes and how flashopt stores the parameters and states.
 
-use flashopt::optimizers::{Adafactor, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd};
+use flashopt::optimizers::{
+    Adafactor, AdafactorMomentum, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd,
+};
 use flashopt::{F32States, MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 
 /// The update rule of every flashopt run in a process (`--optimizer`).
@@ -15,6 +17,8 @@ pub enum Rule {
     #[value(name = "cautious_adamw")]
     CautiousAdamW,
     Adafactor,
+    #[value(name = "adafactor_momentum")]
+    AdafactorMomentum,
     #[value(name = "adam_mini")]
     AdamMini,
 }
@@ -28,6 +32,7 @@ impl Rule {
             Rule::Lamb => "lamb",
             Rule::CautiousAdamW => "cautious_adamw",
             Rule::Adafactor => "adafactor",
+            Rule::AdafactorMomentum => "adafactor_momentum",
             Rule::AdamMini => "adam_mini",
         }
     }
@@ -46,7 +51,7 @@ impl Rule {
     pub fn peak_lr(self, adamw_peak: f64) -> f64 {
         match self {
             Rule::AdamW | Rule::CautiousAdamW | Rule::AdamMini => adamw_peak,
-            Rule::Lamb | Rule::Adafactor => adamw_peak * 10.0,
+            Rule::Lamb | Rule::Adafactor | Rule::AdafactorMomentum => adamw_peak * 10.0,
             Rule::Lion => adamw_peak / 10.0,
             Rule::Sgd => adamw_peak * 100.0,
         }
@@ -62,6 +67,9 @@ impl Rule {
             Rule::CautiousAdamW => "Cautious AdamW, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1",
             Rule::Adafactor => {
                 "Adafactor, beta2_decay -0.8, eps (f32 epsilon, 1e-3), d 1, weight decay 0.01"
+            }
+            Rule::AdafactorMomentum => {
+                "Adafactor with momentum, b1 0.9, beta2_decay -0.8, eps (f32 epsilon, 1e-3), d 1, weight decay 0.01"
             }
             Rule::AdamMini => "Adam-mini, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1",
         }
@@ -116,6 +124,14 @@ impl Rule {
             lr: peak_lr,
             weight_decay: 0.01,
             ..Adafactor::default()
+        }
+    }
+
+    pub fn adafactor_momentum(peak_lr: f64) -> AdafactorMomentum {
+        AdafactorMomentum {
+            lr: peak_lr,
+            weight_decay: 0.01,
+            ..AdafactorMomentum::default()
         }
     }
 
@@ -305,6 +321,7 @@ pub fn with_optimizer<F: WithOptimizer>(
         (Rule::Lamb, _) => stored(Rule::lamb(lr), storage, f),
         (Rule::CautiousAdamW, _) => stored(Rule::cautious_adamw(lr), storage, f),
         (Rule::Adafactor, _) => stored(Rule::adafactor(lr), storage, f),
+        (Rule::AdafactorMomentum, _) => stored(Rule::adafactor_momentum(lr), storage, f),
         (Rule::AdamMini, _) => stored(Rule::adam_mini(lr), storage, f),
     }
 }
