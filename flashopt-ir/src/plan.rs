@@ -150,11 +150,28 @@ impl Plan {
     /// per-group parts, group maxima, host scalars, constants, and anything computed
     /// from those alone. A back end computes them once per group (or unit).
     pub fn uniform_over_group(&self, program: &Program) -> Vec<bool> {
+        self.uniform_over_group_where(program, false)
+    }
+
+    /// As [`Self::uniform_over_group`], where with `rows_start_groups` every row of
+    /// every tensor starts a group (a back end that steps only such tensors): values
+    /// per row are then the same on every lane of a group too.
+    pub fn uniform_over_group_where(
+        &self,
+        program: &Program,
+        rows_start_groups: bool,
+    ) -> Vec<bool> {
+        let per_group = |extent: Extent| {
+            extent == Extent::Group || (rows_start_groups && extent == Extent::Row)
+        };
         let mut uniform = Vec::with_capacity(program.len());
         for inst in &program.insts {
             let u = match inst.op {
-                InstOp::Load(p) => self.part(p).extent == Extent::Group,
-                InstOp::Reduced(k) => self.reductions[k].scope == Scope::Tensor,
+                InstOp::Load(p) => per_group(self.part(p).extent),
+                InstOp::Reduced(k) => match self.reductions[k].scope.extent() {
+                    None => true,
+                    Some(extent) => per_group(extent),
+                },
                 InstOp::GroupMax(_)
                 | InstOp::Scalar(_)
                 | InstOp::Const(_)

@@ -43,6 +43,14 @@ impl Segment {
         }
     }
 
+    /// The tensor's shape: its elements and its row length.
+    pub fn shape(&self) -> flashopt_ir::layout::Shape {
+        flashopt_ir::layout::Shape {
+            len: self.len,
+            row_len: self.row_len,
+        }
+    }
+
     /// Whether every row starts a group: its length a multiple of 32, or one row.
     /// Each group then lies in one row.
     pub fn rows_start_groups(&self) -> bool {

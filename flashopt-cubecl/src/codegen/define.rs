@@ -317,7 +317,8 @@ impl KernelBody<'_> {
         scalars.truncate(row_width(plan));
         let (_, table_starts) = table_values(plan);
 
-        let uniform = plan.uniform_over_group(program);
+        // The GPU steps only tensors whose rows start groups.
+        let uniform = plan.uniform_over_group_where(program, true);
         let veil_needed = products_to_veil(program);
         let facts = operand_facts(plan, program);
         let mut regs: Vec<Reg> = Vec::with_capacity(program.len());

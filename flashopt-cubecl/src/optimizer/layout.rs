@@ -164,7 +164,7 @@ pub(crate) fn download(
         .iter()
         .map(|s| {
             plan.resident_parts()
-                .map(|(_, p)| raw::zeroed_part(p.storage, p.count(s.len.into())))
+                .map(|(_, p)| raw::zeroed_part(p.storage, p.count(s.shape())))
                 .collect()
         })
         .collect();
@@ -187,7 +187,7 @@ pub(crate) fn download(
         .zip(segments)
         .map(|(mut parts, s)| {
             parts.iter_mut().for_each(raw::le_to_native);
-            HostTensor::from_parts(s.len, parts)
+            HostTensor::from_parts(s.shape(), parts)
         })
         .collect()
 }
@@ -195,6 +195,76 @@ pub(crate) fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every resident part, per element and per row, goes into the flat buffers and
+    /// comes back whole: a matrix's per-row part holds one value per row.
+    #[test]
+    fn per_row_parts_upload_and_download_whole() {
+        use flashopt_ir::StateKind;
+        use flashopt_ir::def::{OptimizerDef, Range, call, name};
+        use flashopt_ir::layout::Shape;
+        let mut def = OptimizerDef::new("row_scaled");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        def.state("v", StateKind::NonNegative).per(Extent::Row);
+        def.assign("v", call("row_mean", vec![name("g") * name("g")]));
+        def.assign("p", name("p") - name("lr") * name("g") / (name("v") + 1.0));
+        let plan = flashopt_ir::compile(&def, flashopt_ir::PlanConfig::f32_params()).unwrap();
+        let shapes = [
+            Shape::matrix(3, 64),
+            Shape::vector(33),
+            Shape::matrix(5, 32),
+        ];
+        let infos: Vec<TensorInfo> = shapes.iter().map(|&s| TensorInfo::new("", 0, s)).collect();
+        let (segments, _) = super::segments(&infos);
+        let tensors: Vec<HostTensor> = shapes
+            .iter()
+            .enumerate()
+            .map(|(t, &shape)| {
+                let mut host = HostTensor::zeros(&plan, shape);
+                for (k, part) in host.parts.iter_mut().enumerate() {
+                    let values: Vec<f32> = (0..part.len())
+                        .map(|i| (t * 1000 + k * 100 + i) as f32)
+                        .collect();
+                    *part = PartData::F32(values);
+                }
+                host
+            })
+            .collect();
+        let refs: Vec<&HostTensor> = tensors.iter().collect();
+        let layout = bindings::buffers(&plan, Default::default());
+        // The flat buffers as `upload` writes them, by binding.
+        let flat: Vec<Vec<u8>> = layout
+            .iter()
+            .map(|b| match b.role {
+                Binding::Part(i) => match plan.resident_parts().position(|(id, _)| id.index() == i)
+                {
+                    Some(k) => {
+                        let part = FlatPart::of_tensors(&plan, k, &refs, &segments, 0xFF);
+                        let mut bytes = vec![0u8; part.len()];
+                        part.write(0, &mut bytes);
+                        bytes
+                    }
+                    None => Vec::new(),
+                },
+                _ => Vec::new(),
+            })
+            .collect();
+        let back = download(&plan, &layout, &segments, |slot, targets| {
+            for (offset, target) in targets {
+                let len = target.len();
+                target.copy_from_slice(&flat[slot][offset..offset + len]);
+            }
+        });
+        for (got, want) in back.iter().zip(&tensors) {
+            assert_eq!(got.shape(), want.shape());
+            assert_eq!(got.parts.len(), want.parts.len());
+            for (a, b) in got.parts.iter().zip(&want.parts) {
+                assert_eq!(raw::part_bytes(a), raw::part_bytes(b));
+            }
+        }
+        let rows = plan.parts.iter().find(|p| p.extent == Extent::Row).unwrap();
+        assert_eq!(rows.count(shapes[0]), 3);
+    }
 
     #[test]
     fn a_flat_part_writes_any_piece_as_the_whole_buffer_holds_it() {
