@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::def::{HyperParamDef, Value};
-use crate::graph::{Const, Reducer, Scope};
+use crate::graph::{Const, Reducer};
 use crate::hyper::HyperValues;
 use crate::layout::{Extent, Part, PartId, Role, Shape};
 use crate::passes::HostProgram;
