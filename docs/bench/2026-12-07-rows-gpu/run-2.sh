@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The second device command: jobs-2.txt, 8 at a time, none started with under 200 s left
-# (the same binaries as run-1.sh, carried as .dev/rows.tar.xz; burn's autotune cache of
-# the small configuration carried in). The archive is written when the jobs end.
+# The second device command (370 s of device time were left): jobs-2.txt, all six at
+# once, alone on the GPU (the same binaries as run-1.sh, carried as .dev/rows.tar.xz;
+# burn's autotune cache of the small configuration carried in). The archive is written
+# when the jobs end or their deadline kills them.
 set -uo pipefail
 out=${1:?OUT}
 D=docs/bench/2026-12-07-rows-gpu
@@ -11,7 +12,7 @@ exec > >(tee "$W/run.log") 2>&1
 tar xJf .dev/rows.tar.xz -C .dev
 tar xzf docs/train/2026-12-06-sgd-rate/run-3/autotune.tgz
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-MIN_SECONDS=200 scripts/train_jobs.sh $W 8 $((570 - SECONDS)) $D/jobs-2.txt
+scripts/train_jobs.sh $W 6 $((345 - SECONDS)) $D/jobs-2.txt
 cat $W/jobs.log
 echo "== done at ${SECONDS}s"
 tar czf "$out/rows-2.tgz" -C $W .
