@@ -165,9 +165,10 @@ fn hip_kernels_compile_to_code_objects_without_spills() {
             }
         }
     }
-    // The optimizers that reduce over each tensor: their phase kernels (plane shuffles
-    // of f64) and the kernels that sum each reduction over each tensor.
-    for name in optimizers::REDUCING_NAMES {
+    // The optimizers that reduce over each tensor, and Adam-mini over each row: their
+    // phase kernels (plane shuffles of f64) and the kernels that sum each reduction
+    // over each tensor or row.
+    for name in optimizers::REDUCING_NAMES.into_iter().chain(["adam_mini"]) {
         let def = optimizers::by_name(name).unwrap();
         let plan = flashopt::ir::compile(&def, PlanConfig::bf16(MasterMode::Int8)).unwrap();
         let mut kernels = Vec::new();
