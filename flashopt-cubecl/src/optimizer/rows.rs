@@ -175,11 +175,12 @@ mod tests {
         assert_eq!(expected.len(), groups);
         for (t, s) in segments.iter().enumerate() {
             let words = &table[t * ROW_TABLE_WORDS..(t + 1) * ROW_TABLE_WORDS];
-            for g in s.first_group..s.first_group + s.groups {
+            let groups = s.first_group..s.first_group + s.groups;
+            for (g, &want) in groups.clone().zip(&expected[groups]) {
                 let local = g - words[0] as usize;
                 let found = words[2] as usize + local / words[1] as usize;
                 let starts = local % words[1] as usize == 0;
-                assert_eq!((found, starts), expected[g], "group {g}");
+                assert_eq!((found, starts), want, "group {g}");
             }
         }
         assert_eq!(flashopt_runtime::segments::total_rows(&segments), 6);

@@ -490,6 +490,7 @@ mod tests {
     impl RankBackend for Recorder {
         type Buffer = ();
         type Link = Alone;
+        const TENSOR_REDUCTIONS: bool = false;
 
         fn link(&self) -> &Alone {
             &Alone
