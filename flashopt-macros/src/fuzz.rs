@@ -69,8 +69,8 @@ fn mutated_definitions_and_token_soup_give_errors_never_panics() {
     let definitions = shipped();
     assert_eq!(
         definitions.len(),
-        8,
-        "AdamW, Adam, Lion, Sgd with SgdW, Lamb, CautiousAdamW, Adafactor, AdamMini"
+        9,
+        "AdamW, Adam, Lion, Sgd with SgdW, Lamb, CautiousAdamW, Adafactor, AdafactorMomentum, AdamMini"
     );
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let (mut cases, mut expanded) = (0usize, 0usize);
