@@ -252,10 +252,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         if tensors.1 == tensors.0 {
             return;
         }
-        let rows = (
-            self.segments[tensors.0].first_row,
-            self.segments[tensors.1 - 1].first_row + self.segments[tensors.1 - 1].rows,
-        );
+        let rows = self.rows_of(tensors);
         let plan = self.core.plan();
         let partials = &self.buffers[self.slot(Binding::Partials)];
         let scalars = &self.buffers[self.slot(Binding::Scalars)];

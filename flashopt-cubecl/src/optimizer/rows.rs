@@ -61,12 +61,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// After a step of tensors `tensors.0..tensors.1`: their rows' new values (in the
     /// write halves) become the current ones, in stream order.
     pub(super) fn commit_rows(&self, tensors: (usize, usize)) {
-        if tensors.1 <= tensors.0 {
-            return;
-        }
-        let first = self.segments[tensors.0].first_row;
-        let last = &self.segments[tensors.1 - 1];
-        let rows = last.first_row + last.rows - first;
+        let (first, end) = self.rows_of(tensors);
+        let rows = end - first;
         let plan = self.core.plan();
         for (i, part) in plan.parts.iter().enumerate() {
             if part.extent != Extent::Row {

@@ -204,6 +204,19 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         }
     }
 
+    /// The rows of tensors `tensors.0..tensors.1` among every tensor's rows: a range of
+    /// indices into a flat per-row part (empty for no tensors).
+    pub(super) fn rows_of(&self, tensors: (usize, usize)) -> (usize, usize) {
+        if tensors.1 <= tensors.0 {
+            return (0, 0);
+        }
+        let last = &self.segments[tensors.1 - 1];
+        (
+            self.segments[tensors.0].first_row,
+            last.first_row + last.rows,
+        )
+    }
+
     /// Step one tensor alone (gradient release). The step counter is shared: call
     /// [`Self::finish_step`] once every tensor of the step is done. Skipped when the
     /// gradients last written by [`Self::write_grads`] hold NaN or infinity; gradients
