@@ -4,8 +4,8 @@
 NVRTC (the run-time compiler cubecl-cuda uses on the device) is a plain library: this
 script loads it from the `nvidia-cuda-nvrtc-cu12` wheel (headers from
 `nvidia-cuda-runtime-cu12`), compiles the kernel of every shipped optimizer that has
-one (Adafactor and Adam-mini, with states per row and column, have none yet) (and the
-reduction phases' kernels of those that reduce over a tensor) in every master mode
+one (and the reduction phases' kernels of those that reduce over a tensor, a row or
+a column) in every master mode
 and parameter dtype for sm_90 (Hopper) through `flashopt emit`, and fails
 on any compile error or register spill. It prints each kernel's registers.
 
@@ -19,9 +19,12 @@ import re
 import subprocess
 import sys
 
-OPTIMIZERS = ["adamw", "adam", "lion", "sgd", "sgdw", "lamb", "cautious_adamw", "adam_mini"]
-# The optimizers that reduce over each tensor: their phase kernels too.
-PHASES = {"lamb": 1, "cautious_adamw": 1, "adam_mini": 1}
+OPTIMIZERS = [
+    "adamw", "adam", "lion", "sgd", "sgdw", "lamb", "cautious_adamw", "adam_mini",
+    "adafactor", "adafactor_momentum",
+]
+# The optimizers with reduction phases: their phase kernels too.
+PHASES = {"lamb": 1, "cautious_adamw": 1, "adam_mini": 1, "adafactor": 3, "adafactor_momentum": 3}
 CONFIGS = [
     ["--master", "24"],
     ["--master", "32"],

@@ -165,10 +165,14 @@ fn hip_kernels_compile_to_code_objects_without_spills() {
             }
         }
     }
-    // The optimizers that reduce over each tensor, and Adam-mini over each row: their
-    // phase kernels (plane shuffles of f64) and the kernels that sum each reduction
-    // over each tensor or row.
-    for name in optimizers::REDUCING_NAMES.into_iter().chain(["adam_mini"]) {
+    // The optimizers that reduce over each tensor, Adam-mini over each row and
+    // Adafactor over rows and columns: their phase kernels (plane shuffles of f64, and
+    // for columns shared memory) and the kernels that sum each reduction over each
+    // tensor, row or column.
+    for name in optimizers::REDUCING_NAMES
+        .into_iter()
+        .chain(["adam_mini", "adafactor"])
+    {
         let def = optimizers::by_name(name).unwrap();
         let plan = flashopt::ir::compile(&def, PlanConfig::bf16(MasterMode::Int8)).unwrap();
         let mut kernels = Vec::new();

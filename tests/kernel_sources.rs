@@ -128,12 +128,6 @@ fn the_cli_refuses_what_it_does_not_know() {
         ],
     );
     refused(
-        &["emit", "adafactor", "--target", "cuda"],
-        &[
-            "`adafactor` keeps or computes values per column (state `c` (per column), `col_mean`): no GPU kernels for it yet",
-        ],
-    );
-    refused(
         &["emit", "adamw", "--target", "cuda", "--phase", "0"],
         &["`adamw` has 0 reduction phase(s); there is no phase 0"],
     );
@@ -430,12 +424,14 @@ fn the_maximum_adds_its_zero_in_f64() {
     assert!(phase.contains("+ double(0.0)"), "{phase}");
 }
 
-/// Values per row have kernels (every pass of a row reduction alone and of
-/// Adam-mini emits for both targets); values per column have none yet: emitting one
-/// is an error naming them, for a column reduction alone as for Adafactor.
+/// Values per row and per column have kernels: every pass of a row or column
+/// reduction alone, of Adam-mini and of Adafactor emits for both targets and every
+/// kernel shape; a pass that reduces over columns meets in shared memory (a barrier),
+/// the others do not.
 #[test]
-fn rows_emit_and_columns_are_refused_by_the_code_generator() {
+fn rows_and_columns_emit_for_every_pass_and_shape() {
     use flashopt::ir::def::{OptimizerDef, Range, call, float, name};
+    use flashopt_cubecl::codegen::bindings::tiled;
     use flashopt_cubecl::codegen::emit::emit_pass;
     let normalized = |reduction: &str| {
         let mut def = OptimizerDef::new("normalized");
@@ -449,28 +445,26 @@ fn rows_emit_and_columns_are_refused_by_the_code_generator() {
     };
     let config = PlanConfig::bf16(MasterMode::Int8);
     let compile = |def| flashopt::ir::compile(&def, config).unwrap();
+    let mut tiled_passes = 0;
     for plan in [
         compile(normalized("row_rms")),
+        compile(normalized("col_rms")),
         compile(optimizers::by_name("adam_mini").unwrap()),
+        compile(optimizers::by_name("adafactor").unwrap()),
     ] {
         for target in [Target::Cuda, Target::Hip] {
-            for pass in 0..=plan.phases.len() {
-                let source = emit_pass(&plan, pass, target, KernelShape::default()).unwrap();
-                assert!(source.contains("flashopt_"), "{source}");
+            for lanes in [4, 8, 16, 32] {
+                let shape = KernelShape::new(lanes).unwrap();
+                for pass in 0..=plan.phases.len() {
+                    let source = emit_pass(&plan, pass, target, shape).unwrap();
+                    assert!(source.contains("flashopt_"), "{source}");
+                    let barrier = source.contains("__syncthreads");
+                    assert_eq!(barrier, tiled(&plan, pass), "{source}");
+                    tiled_passes += usize::from(tiled(&plan, pass));
+                }
             }
         }
     }
-    for (plan, what) in [
-        (compile(normalized("col_rms")), "`col_rms`"),
-        (
-            compile(optimizers::by_name("adafactor").unwrap()),
-            "state `c` (per column), `col_mean`",
-        ),
-    ] {
-        for target in [Target::Cuda, Target::Hip] {
-            let err = emit(&plan, target).unwrap_err().to_string();
-            let expected = format!("no GPU kernels for values per column yet: {what}");
-            assert!(err.contains(&expected), "{err}");
-        }
-    }
+    // `col_rms`'s phase and Adafactor's first, at two targets and four shapes.
+    assert_eq!(tiled_passes, 2 * 2 * 4);
 }

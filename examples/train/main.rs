@@ -29,7 +29,7 @@
 //! unless `--bf16-loss` keeps it in the compute dtype (bf16 on the bf16 runs).
 //! `--optimizer lion|sgd|lamb|cautious_adamw|adafactor|adafactor_momentum|adam_mini` steps the flashopt
 //! runs with another rule instead of AdamW (their learning rates derived from AdamW's,
-//! `optimizer::Rule::peak_lr`; the Adafactors on `--backend cpu` only for now);
+//! `optimizer::Rule::peak_lr`);
 //! `--clip MAX_NORM` clips the global gradient norm. A folder with a `flashopt-fp32`
 //! run (the same rule with f32 parameters and states) gates the others against it:
 //!

@@ -8,7 +8,9 @@ use flashopt::GpuOptimizer;
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::ir::layout::Shape;
-use flashopt::optimizers::{Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW};
+use flashopt::optimizers::{
+    Adafactor, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW,
+};
 use flashopt::{MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape};
 use flashopt_cubecl::cubecl;
@@ -321,6 +323,14 @@ fn dispatch<R: HostTransfers>(
         ),
         "Lamb" => measure(client, &Lamb::default(), master, workload, grads, shape),
         "AdamMini" => measure(client, &AdamMini::default(), master, workload, grads, shape),
+        "Adafactor" => measure(
+            client,
+            &Adafactor::default(),
+            master,
+            workload,
+            grads,
+            shape,
+        ),
         "CautiousAdamW" => measure(
             client,
             &CautiousAdamW::default(),
@@ -343,7 +353,7 @@ fn sgd() -> Sgd {
 
 /// The `-flashoptim` variants are flashoptim's arithmetic: AdamW without its momentum
 /// bound, Lion and SGD with their momentum codes rounded to nearest (not dithered).
-pub const OPTIMIZERS: [&str; 11] = [
+pub const OPTIMIZERS: [&str; 12] = [
     "AdamW",
     "Adam",
     "Lion",
@@ -355,6 +365,7 @@ pub const OPTIMIZERS: [&str; 11] = [
     "Lamb",
     "CautiousAdamW",
     "AdamMini",
+    "Adafactor",
 ];
 pub const MASTERS: [(&str, MasterMode); 3] = [
     ("24", MasterMode::Int8),

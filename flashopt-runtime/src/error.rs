@@ -12,11 +12,6 @@ pub fn refuse_rows_and_columns(
     refuse(plan, place, plan.rows_and_columns())
 }
 
-/// [`RuntimeError::RowsAndColumns`] where `plan` keeps or computes values per column.
-pub fn refuse_columns(plan: &flashopt_ir::Plan, place: &'static str) -> Result<(), RuntimeError> {
-    refuse(plan, place, plan.columns())
-}
-
 fn refuse(
     plan: &flashopt_ir::Plan,
     place: &'static str,
@@ -80,7 +75,7 @@ pub enum RuntimeError {
         place: &'static str,
     },
     #[error(
-        "tensor `{name}`: rows of {row_len} elements, and `{optimizer}` keeps or computes values per row, which {place} supports where every row starts a 32-element group (a row length that is a multiple of 32, or a tensor of one row): step it with CpuOptimizer"
+        "tensor `{name}`: rows of {row_len} elements, and `{optimizer}` keeps or computes values per row or column, which {place} supports where every row starts a 32-element group (a row length that is a multiple of 32, or a tensor of one row): step it with CpuOptimizer"
     )]
     RowsAcrossGroups {
         name: String,

@@ -6,11 +6,11 @@ use flashopt_ir::{Extent, GROUP_SIZE};
 
 use crate::core::TensorInfo;
 
-/// Flat buffers hold parts of one value per element, per group or per row (every
-/// tensor's rows one after the other); the GPU refuses plans with parts per column
-/// first ([`flashopt_ir::Plan::columns`]), the sharded optimizers plans with either
-/// ([`flashopt_ir::Plan::rows_and_columns`]).
-pub const NOT_FLAT: &str = "parts of one value per column are not laid out in flat buffers";
+/// Flat buffers hold parts of one value per element, per group, per row (every
+/// tensor's rows one after the other) or per column (every tensor's columns one after
+/// the other); the sharded optimizers cut flat buffers into pieces of groups and refuse
+/// plans with values per row or column first ([`flashopt_ir::Plan::rows_and_columns`]).
+pub const NOT_FLAT: &str = "parts of one value per row or column are not cut into shards";
 
 /// One tensor's place in the flat buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,8 +22,12 @@ pub struct Segment {
     /// in a flat per-row part), and its rows.
     pub first_row: usize,
     pub rows: usize,
-    /// Elements per row.
+    /// Elements per row: the tensor's columns.
     pub row_len: usize,
+    /// The tensor's first column among every tensor's columns (the index of its first
+    /// value in a flat per-column part, where each tensor's columns are padded to a
+    /// multiple of 32: a kernel reads a vector's last group's columns whole).
+    pub first_column: usize,
 }
 
 impl Segment {
@@ -39,7 +43,7 @@ impl Segment {
             Extent::Element => self.first_group * GROUP_SIZE,
             Extent::Group => self.first_group,
             Extent::Row => self.first_row,
-            Extent::Column => unreachable!("{}", NOT_FLAT),
+            Extent::Column => self.first_column,
         }
     }
 
@@ -72,14 +76,14 @@ impl Segment {
             Extent::Element => self.groups * GROUP_SIZE,
             Extent::Group => self.groups,
             Extent::Row => self.rows,
-            Extent::Column => unreachable!("{}", NOT_FLAT),
+            Extent::Column => self.row_len.next_multiple_of(GROUP_SIZE),
         }
     }
 }
 
 /// The segments of tensors laid out one after the other, and the groups they take.
 pub fn segments(tensors: &[TensorInfo]) -> (Vec<Segment>, usize) {
-    let (mut groups, mut rows) = (0, 0);
+    let (mut groups, mut rows, mut columns) = (0, 0, 0);
     let segments = tensors
         .iter()
         .map(|t| {
@@ -92,9 +96,11 @@ pub fn segments(tensors: &[TensorInfo]) -> (Vec<Segment>, usize) {
                 first_row: rows,
                 rows: shape.rows(),
                 row_len: shape.row_len,
+                first_column: columns,
             };
             groups += g;
             rows += s.rows;
+            columns += s.padded(Extent::Column);
             s
         })
         .collect();
@@ -104,4 +110,11 @@ pub fn segments(tensors: &[TensorInfo]) -> (Vec<Segment>, usize) {
 /// Every tensor's rows: the length of a flat per-row part.
 pub fn total_rows(segments: &[Segment]) -> usize {
     segments.last().map_or(0, |s| s.first_row + s.rows)
+}
+
+/// Every tensor's columns: the length of a flat per-column part.
+pub fn total_columns(segments: &[Segment]) -> usize {
+    segments
+        .last()
+        .map_or(0, |s| s.first_column + s.padded(Extent::Column))
 }

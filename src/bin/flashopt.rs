@@ -147,12 +147,6 @@ fn emit(args: Emit) -> Result<String, String> {
     if args.plan {
         return Ok(plan.to_string());
     }
-    if let Some(what) = plan.columns() {
-        return Err(format!(
-            "`{}` keeps or computes values per column ({what}): no GPU kernels for it yet (`--plan` prints its plan)",
-            plan.optimizer
-        ));
-    }
     let target = match args.target {
         Some(TargetArg::Cuda) => Target::Cuda,
         Some(TargetArg::Hip) => Target::Hip,

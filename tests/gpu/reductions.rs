@@ -1,12 +1,14 @@
-//! The optimizers that reduce over each tensor (LAMB, Cautious AdamW) or each row
-//! (Adam-mini): their phase kernels, the per-tensor and per-row sums, the per-row
-//! states and the step against the CPU reference, bit for bit, from the flat gradient
-//! buffer, from the trainer's buffers, and tensor by tensor.
+//! The optimizers that reduce over each tensor (LAMB, Cautious AdamW), each row
+//! (Adam-mini) or each row and column (Adafactor, with and without momentum): their
+//! phase kernels (tiled where they reduce over columns), the per-tensor, per-row and
+//! per-column sums, the per-row and per-column states and the step against the CPU
+//! reference, bit for bit, from the flat gradient buffer, from the trainer's buffers,
+//! and tensor by tensor.
 
 use flashopt::ir::interp::GradBuf;
 use flashopt::ir::interp::HostTensor;
 use flashopt::ir::layout::Shape;
-use flashopt::optimizers::{Adafactor, AdamMini, CautiousAdamW, Lamb};
+use flashopt::optimizers::{Adafactor, AdafactorMomentum, AdamMini, CautiousAdamW, Lamb};
 use flashopt::runtime::{CpuOptimizer, RuntimeError};
 use flashopt::{GpuOptimizer, MasterMode, OptimizerSpec, PlanConfig, TensorId};
 use flashopt_cubecl::cubecl::server::Handle;
@@ -18,8 +20,10 @@ use crate::{Client, client, report};
 
 /// A tensor of one element, short last groups and chunks, one with more chunks than
 /// strands (600001 elements: 587 chunks of 32 groups), one of 2^20 (1024 rows of one
-/// chunk); rows of two groups, and of 33 groups (two chunks a row).
-const SHAPES: [Shape; 8] = [
+/// chunk; columns of 32 bands, one chunk); rows of two groups, and of 33 groups (two
+/// chunks a row); columns of 1100 rows (35 bands, the last of 12 rows: two chunks a
+/// column).
+const SHAPES: [Shape; 9] = [
     Shape::vector(1),
     Shape::vector(33),
     Shape::vector(4099),
@@ -28,6 +32,7 @@ const SHAPES: [Shape; 8] = [
     Shape::vector(95),
     Shape::matrix(3, 64),
     Shape::matrix(5, 1056),
+    Shape::matrix(1100, 64),
 ];
 
 fn grads(rng: &mut Rng) -> Vec<Vec<f32>> {
@@ -99,6 +104,13 @@ fn reducing_optimizers_step_bit_equal_to_the_cpu() {
         ok &= steps_bit_equal("Lamb", &Lamb::default(), config, &client);
         ok &= steps_bit_equal("CautiousAdamW", &CautiousAdamW::default(), config, &client);
         ok &= steps_bit_equal("AdamMini", &AdamMini::default(), config, &client);
+        ok &= steps_bit_equal("Adafactor", &Adafactor::default(), config, &client);
+        ok &= steps_bit_equal(
+            "AdafactorMomentum",
+            &AdafactorMomentum::default(),
+            config,
+            &client,
+        );
     }
     assert!(
         ok,
@@ -107,10 +119,10 @@ fn reducing_optimizers_step_bit_equal_to_the_cpu() {
 }
 
 /// What the kernels cannot step is refused by name before anything is uploaded: values
-/// per column (Adafactor), and values per row of a tensor whose rows do not start
-/// 32-element groups; from host tensors and from a CPU optimizer.
+/// per row or column of a tensor whose rows do not start 32-element groups; from host
+/// tensors and from a CPU optimizer.
 #[test]
-fn columns_and_rows_across_groups_are_refused() {
+fn rows_and_columns_across_groups_are_refused() {
     let client = client();
     let config = PlanConfig::bf16(MasterMode::Int8);
     let mini = AdamMini::plan(config).unwrap();
@@ -124,10 +136,14 @@ fn columns_and_rows_across_groups_are_refused() {
         "{err}"
     );
     let mut cpu = CpuOptimizer::for_spec(&Adafactor::default(), config).unwrap();
-    cpu.add_shaped("w", &[4, 64], &[0.5; 256]).unwrap();
+    cpu.add_shaped("fine", &[4, 64], &[0.5; 256]).unwrap();
+    cpu.add_shaped("w", &[6, 40], &[0.5; 240]).unwrap();
     let err = GpuOptimizer::from_cpu(client, cpu)
         .err()
-        .expect("values per column are refused");
-    assert!(err.to_string().contains("state `c` (per column)"), "{err}");
+        .expect("columns of rows of 40 elements are refused");
+    assert!(
+        matches!(&err, RuntimeError::RowsAcrossGroups { name, row_len: 40, .. } if name == "w"),
+        "{err}"
+    );
     report(&format!("- refused: {err}"));
 }

@@ -35,14 +35,36 @@ pub enum Binding {
     /// `row * reductions + k`, rows counted over every tensor), which the finishing
     /// launches after a reduction phase write.
     RowValues,
-    /// For a plan with values per row: [`ROW_TABLE_WORDS`] u32 per tensor (its first
-    /// group, its groups per row, its first row), from which a unit finds its group's
-    /// row.
+    /// For a plan with values per row or column: [`ROW_TABLE_WORDS`] u32 per tensor
+    /// (its first group, its groups per row, its first row, its first column), from
+    /// which a unit finds its group's row and its lanes' columns.
     RowTable,
+    /// As [`Binding::RowWrite`], for per-column part `k`: the units of a tensor's
+    /// first row store the new values.
+    ColumnWrite(usize),
+    /// For a plan with column reductions: every column's value of each column
+    /// reduction (f32, `column * column_reductions + j`, columns counted over every
+    /// tensor, `j` the reduction's place among the plan's column reductions,
+    /// [`column_reductions`]).
+    ColumnValues,
+    /// For a plan with column reductions: each column's value over each band of 32
+    /// rows, of each column reduction (f64, `(column group) * column_reductions + j`);
+    /// a column's bands are consecutive ([`crate::optimizer`]'s column layout), so
+    /// the finishing launches read them as they read a row's groups.
+    ColumnPartials,
+    /// For a plan with column reductions: [`TILE_WORDS`] u32 per tile of 32 rows by
+    /// 32 columns (see [`tiled`]).
+    TileTable,
 }
 
 /// Words per tensor in [`Binding::RowTable`].
 pub const ROW_TABLE_WORDS: usize = 4;
+
+/// Words per tile in [`Binding::TileTable`]: the tile's first group (its first row's),
+/// the tensor's groups per row (from one row of the tile to the next), the tile's rows
+/// (1 to 32), its columns (1 to 32), the column group of its first column and band,
+/// and the tensor's bands of 32 rows (from one column's groups to the next's).
+pub const TILE_WORDS: usize = 6;
 
 /// One kernel buffer: its role, element type and vector width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -203,8 +225,9 @@ impl KernelShape {
 
 /// The buffers of a plan's kernels, in binding order: one per part, then the host
 /// scalars, the group info words, if the plan has any, its code tables, if it has
-/// reductions, the partial values, the write halves of per-row parts, with values per
-/// row the row values and the row table, and the gradient bindings of regions 1..
+/// reductions, the partial values, the write halves of per-row and per-column parts,
+/// with values per row or column the row values, the column values, partials and tile
+/// table, and the row table, and the gradient bindings of regions 1..
 /// (see [`KernelShape::gradient_regions`]).
 pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     let mut out: Vec<Buffer> = plan
@@ -218,8 +241,7 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
                 storage,
                 vector: match p.extent {
                     Extent::Element => shape.vector_width(storage.size()),
-                    Extent::Group | Extent::Row => 1,
-                    Extent::Column => unreachable!("{}", flashopt_runtime::segments::NOT_FLAT),
+                    Extent::Group | Extent::Row | Extent::Column => 1,
                 },
                 writable: p.role != Role::Gradient,
             }
@@ -246,18 +268,29 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
         });
     }
     for (i, p) in plan.parts.iter().enumerate() {
-        if p.extent == Extent::Row {
-            out.push(Buffer {
-                role: Binding::RowWrite(i),
-                storage: storage_type(p.storage),
-                vector: 1,
-                writable: true,
-            });
-        }
+        let role = match p.extent {
+            Extent::Row => Binding::RowWrite(i),
+            Extent::Column => Binding::ColumnWrite(i),
+            _ => continue,
+        };
+        out.push(Buffer {
+            role,
+            storage: storage_type(p.storage),
+            vector: 1,
+            writable: true,
+        });
     }
-    if has_rows(plan) {
+    if has_rows(plan) || has_columns(plan) {
         if plan.reductions.iter().any(|r| r.scope == Scope::Row) {
             out.push(scalar(Binding::RowValues, F32));
+        }
+        if !column_reductions(plan).is_empty() {
+            out.push(scalar(Binding::ColumnValues, F32));
+            out.push(Buffer {
+                writable: true,
+                ..scalar(Binding::ColumnPartials, F64)
+            });
+            out.push(scalar(Binding::TileTable, U32));
         }
         out.push(scalar(Binding::RowTable, U32));
     }
@@ -276,6 +309,35 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
 pub fn has_rows(plan: &Plan) -> bool {
     plan.parts.iter().any(|p| p.extent == Extent::Row)
         || plan.reductions.iter().any(|r| r.scope == Scope::Row)
+}
+
+/// Whether the plan keeps or computes values per column: its kernels find each lane's
+/// column ([`Binding::RowTable`]).
+pub fn has_columns(plan: &Plan) -> bool {
+    plan.columns().is_some()
+}
+
+/// The plan's reductions over columns, by index: their values and partials are kept
+/// in this order ([`Binding::ColumnValues`], [`Binding::ColumnPartials`]).
+pub fn column_reductions(plan: &Plan) -> Vec<usize> {
+    (0..plan.reductions.len())
+        .filter(|&k| plan.reductions[k].scope == Scope::Column)
+        .collect()
+}
+
+/// Whether pass `pass` of the plan (as [`Plan::passes`] counts) reduces over columns.
+/// Such a pass runs *tiled*: a tile is 32 rows by 32 columns of one tensor (a band of
+/// 32 rows and a block of 32 columns; fewer at the tensor's last rows, or at a
+/// vector's end), and its 32 groups, one per row, are stepped by 32 consecutive group
+/// slots of the launch, so that one cube holds whole tiles ([`TILE_WORDS`] describe
+/// each). The step and the other passes run over the groups in order.
+pub fn tiled(plan: &Plan, pass: usize) -> bool {
+    plan.passes().nth(pass).is_some_and(|program| {
+        program.insts.iter().any(|i| {
+            matches!(i.op, flashopt_ir::program::InstOp::Reduce(k, _)
+                if plan.reductions[k].scope == Scope::Column)
+        })
+    })
 }
 
 /// The binding index of the buffer with `role` in `buffers` (as [`buffers`] lists them).

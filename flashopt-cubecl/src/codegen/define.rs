@@ -25,9 +25,10 @@ use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role, Storage};
 use half::{bf16, f16};
 
 use crate::codegen::bindings::{
-    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, has_rows,
-    row_width, scalar_stride, slot, table_values,
+    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, column_reductions,
+    has_columns, has_rows, row_width, scalar_stride, slot, table_values, tiled,
 };
+use crate::codegen::emit::CUBE_DIM;
 use crate::codegen::ops;
 
 type F = NativeExpand<f32>;
@@ -43,11 +44,6 @@ pub fn define(
     device: &DeviceProperties,
     settings: KernelSettings,
 ) -> KernelDefinition {
-    assert!(
-        plan.columns().is_none(),
-        "no GPU kernels for values per column yet ({}): callers refuse such plans first",
-        plan.optimizer
-    );
     let (target, scheduling) = target;
     let mut builder = KernelBuilder::default();
     builder.runtime_properties(target);
@@ -81,6 +77,7 @@ pub fn define(
         .passes()
         .nth(pass)
         .expect("a pass of the plan: its phases, then the step");
+    let tiled = tiled(plan, pass);
     let kernel = KernelBody {
         plan,
         program,
@@ -89,6 +86,7 @@ pub fn define(
         layout: &layout,
         vars: &vars,
         veil: veil.into(),
+        launch: tiled.then(|| (first.clone(), count.clone())),
     };
     let scope = &mut builder.scope;
     let units = shape.units_per_group();
@@ -102,6 +100,20 @@ pub fn define(
     );
     let sub = ops::unit_part::expand(scope, unit.clone(), units);
     let in_range = ops::unit_in_range::expand(scope, unit, count.into(), units);
+    // A tiled pass launches over tile slots: each names its group through the tiles.
+    let (group, in_range) = if tiled {
+        assert_eq!(
+            (CUBE_DIM as usize / units) % GROUP_SIZE,
+            0,
+            "a cube holds whole tiles"
+        );
+        let tiles: NativeExpand<Array<u32>> = kernel.var(Binding::TileTable).into();
+        let real = ops::tile_row_is_real::expand(scope, tiles.clone(), group.clone());
+        let group = ops::tile_group::expand(scope, tiles, group);
+        (group, ops::both::expand(scope, in_range, real))
+    } else {
+        (group, in_range)
+    };
     let gradient_group = ops::gradient_group::expand(scope, group.clone(), gradient_first.into());
     let gradient_regions = gradient_regions(scope, &group, gradient_group.clone(), &regions);
     let place = Place {
@@ -111,6 +123,7 @@ pub fn define(
         sub,
         shape,
         row: None,
+        column: None,
     };
     match shape.arithmetic {
         Arithmetic::Exact => kernel.step_group(scope, &place, in_range),
@@ -184,6 +197,10 @@ struct Place {
     /// For a plan with values per row: the group's row (over every tensor's rows),
     /// and whether this unit holds the row's first element.
     row: Option<(NativeExpand<usize>, NativeExpand<bool>)>,
+    /// For a plan with values per column: the column of the unit's first lane (over
+    /// every tensor's columns, its other lanes the next ones), whether the group lies
+    /// in its tensor's first row, and the group's real elements.
+    column: Option<(NativeExpand<usize>, NativeExpand<bool>, NativeExpand<u32>)>,
 }
 
 impl Place {
@@ -259,6 +276,9 @@ struct KernelBody<'a> {
     layout: &'a [Buffer],
     vars: &'a [ManagedVariable],
     veil: F,
+    /// For a tiled pass (`bindings::tiled`): the launch's first tile slot and its
+    /// slots, which place the cube's tiles.
+    launch: Option<(ManagedVariable, ManagedVariable)>,
 }
 
 impl KernelBody<'_> {
@@ -284,8 +304,8 @@ impl KernelBody<'_> {
             place.group.clone(),
         );
         let valid = ops::group_len::expand(scope, info.clone());
-        let with_row;
-        let place = if has_rows(plan) {
+        let mut scoped = place.clone();
+        if has_rows(plan) {
             let table: NativeExpand<Array<u32>> = self.var(Binding::RowTable).into();
             let row =
                 ops::group_row::expand(scope, table.clone(), info.clone(), place.group.clone());
@@ -296,14 +316,23 @@ impl KernelBody<'_> {
                 place.group.clone(),
                 place.sub.clone(),
             );
-            with_row = Place {
-                row: Some((row, starts)),
-                ..place.clone()
-            };
-            &with_row
-        } else {
-            place
-        };
+            scoped.row = Some((row, starts));
+        }
+        if has_columns(plan) {
+            let table: NativeExpand<Array<u32>> = self.var(Binding::RowTable).into();
+            let column = ops::group_column::expand(
+                scope,
+                table.clone(),
+                info.clone(),
+                place.group.clone(),
+                place.sub.clone(),
+                self.lanes(),
+            );
+            let first_row =
+                ops::in_first_row::expand(scope, table, info.clone(), place.group.clone());
+            scoped.column = Some((column, first_row, valid.clone()));
+        }
+        let place = &scoped;
         let vectors = scalar_stride(plan) / SCALAR_VECTOR;
         let base = ops::scalar_base::expand(scope, info, vectors);
         let scalars_array: NativeExpand<Array<Vector<f32, Const<SCALAR_VECTOR>>>> =
@@ -335,10 +364,13 @@ impl KernelBody<'_> {
                     unreachable!("a step program has no streams")
                 }
                 InstOp::Scalar(k) => Reg::Uniform(Scalar::F(scalars[k].clone())),
-                InstOp::Reduced(k) => Reg::Uniform(Scalar::F(match plan.reductions[k].scope {
-                    ReductionScope::Row => self.row_value(scope, k, place),
-                    _ => scalars[scalar_count + k].clone(),
-                })),
+                InstOp::Reduced(k) => match plan.reductions[k].scope {
+                    ReductionScope::Row => Reg::Uniform(Scalar::F(self.row_value(scope, k, place))),
+                    ReductionScope::Column => Reg::Lanes(self.column_values(scope, k, place)),
+                    ReductionScope::Tensor => {
+                        Reg::Uniform(Scalar::F(scalars[scalar_count + k].clone()))
+                    }
+                },
                 InstOp::Reduce(k, v) => {
                     terms.push((k, v));
                     Reg::None
@@ -389,6 +421,14 @@ impl KernelBody<'_> {
         }
         // Each reduction's value over the group, through plane shuffles that every
         // unit joins; the group's first unit writes it.
+        let (column_terms, terms): (Vec<_>, Vec<_>) = terms
+            .into_iter()
+            .partition(|&(k, _)| plan.reductions[k].scope == ReductionScope::Column);
+        // Column reductions meet in shared memory: every unit of the cube reaches the
+        // barriers, outside the stores' branch.
+        for &(k, v) in &column_terms {
+            self.column_band_values(scope, k, &regs[v.index()]);
+        }
         let group_values: Vec<(usize, NativeExpand<f64>)> = terms
             .iter()
             .map(|&(k, v)| {
@@ -548,7 +588,7 @@ impl KernelBody<'_> {
             Extent::Group => Reg::Uniform(load_group(scope, var, part.storage, place)),
             Extent::Element => Reg::Lanes(load_elements(scope, var, part.storage, place)),
             Extent::Row => Reg::Uniform(load_row(scope, var, part.storage, place)),
-            Extent::Column => unreachable!("{}", flashopt_runtime::segments::NOT_FLAT),
+            Extent::Column => Reg::Lanes(self.load_columns(scope, var, part.storage, place)),
         }
     }
 
@@ -610,8 +650,154 @@ impl KernelBody<'_> {
                 let write = self.var(Binding::RowWrite(p.index()));
                 store_row(scope, write, part.storage, place, value.lane(0).f())
             }
-            Extent::Column => unreachable!("{}", flashopt_runtime::segments::NOT_FLAT),
+            Extent::Column => {
+                let write = self.var(Binding::ColumnWrite(p.index()));
+                self.store_columns(scope, write, part.storage, place, value)
+            }
         }
+    }
+
+    /// The values of the unit's lanes' columns in a per-column part (one scalar load
+    /// per lane: a tensor's columns need not start 16-byte boundaries).
+    fn load_columns(
+        &self,
+        scope: &mut Scope,
+        var: ManagedVariable,
+        storage: Storage,
+        place: &Place,
+    ) -> Vec<Scalar> {
+        let (column, _, _) = place
+            .column
+            .clone()
+            .expect("a plan with values per column finds columns");
+        with_storage_type!(storage, E => (0..self.lanes())
+            .map(|l| {
+                let array: NativeExpand<Array<E>> = var.clone().into();
+                let at = ops::block_index::expand(scope, column.clone(), 1, l);
+                let x = ops::load_scalar::expand::<E>(scope, array, at);
+                widen::<E>(scope, x, storage.is_float())
+            })
+            .collect())
+    }
+
+    /// The columns' new values, written by the units of the tensor's first row for
+    /// their real lanes.
+    fn store_columns(
+        &self,
+        scope: &mut Scope,
+        var: ManagedVariable,
+        storage: Storage,
+        place: &Place,
+        value: &Reg,
+    ) {
+        let (column, first_row, valid) = place
+            .column
+            .clone()
+            .expect("a plan with values per column finds columns");
+        let first_lane = ops::block_index::expand(scope, place.sub.clone(), self.lanes(), 0);
+        with_storage_type!(storage, E => {
+            for l in 0..self.lanes() {
+                let array: NativeExpand<Array<E>> = var.clone().into();
+                let real = ops::lane_is_real::expand(scope, valid.clone(), first_lane.clone(), l);
+                let stores = ops::both::expand(scope, first_row.clone(), real);
+                let stored = ops::from_f32::expand::<E>(scope, value.lane(l).f());
+                let at = ops::block_index::expand(scope, column.clone(), 1, l);
+                cubecl::frontend::branch::if_expand(scope, stores, |scope| {
+                    ops::store_scalar::expand::<E>(scope, array, at, stored);
+                });
+            }
+        })
+    }
+
+    /// Column reduction `k`'s value for each of the unit's lanes' columns, which the
+    /// finishing launches after its phase wrote.
+    fn column_values(&self, scope: &mut Scope, k: usize, place: &Place) -> Vec<Scalar> {
+        let (column, _, _) = place
+            .column
+            .clone()
+            .expect("a plan with column reductions finds columns");
+        let columns = column_reductions(self.plan);
+        let j = columns
+            .iter()
+            .position(|&c| c == k)
+            .expect("a column reduction");
+        let values: NativeExpand<Array<f32>> = self.var(Binding::ColumnValues).into();
+        (0..self.lanes())
+            .map(|l| {
+                let lane = ops::block_index::expand(scope, column.clone(), 1, l);
+                let at = ops::block_index::expand(scope, lane, columns.len(), j);
+                Scalar::F(ops::load_scalar::expand::<f32>(scope, values.clone(), at))
+            })
+            .collect()
+    }
+
+    /// Column reduction `k`'s value over each column of each of the cube's tiles (a
+    /// band of up to 32 rows), in `reduction::reduce`'s order over the column: every
+    /// unit puts its lanes' values into shared memory as its tile slots hold them (a
+    /// tile's rows one after the other), then one unit per column takes the pairwise
+    /// tree over the tile's rows and writes the column's band value. Every unit of
+    /// the cube reaches both barriers.
+    fn column_band_values(&self, scope: &mut Scope, k: usize, value: &Reg) {
+        let r = self.plan.reductions[k].op;
+        let (first, count) = self
+            .launch
+            .clone()
+            .expect("a pass with column reductions is tiled");
+        let cube_units = CUBE_DIM as usize;
+        let groups_per_cube = cube_units / self.shape.units_per_group();
+        let shared = ops::new_shared::expand(scope, groups_per_cube * GROUP_SIZE);
+        for l in 0..self.lanes() {
+            ops::share_lane::expand(scope, shared.clone(), value.lane(l).f(), self.lanes(), l);
+        }
+        ops::barrier::expand(scope);
+        let tiles: NativeExpand<Array<u32>> = self.var(Binding::TileTable).into();
+        let tile = ops::column_tile::expand(
+            scope,
+            first.into(),
+            count.clone().into(),
+            cube_units,
+            groups_per_cube,
+        );
+        let rows = ops::tile_rows::expand(scope, tiles.clone(), tile.clone());
+        let mut level: Vec<NativeExpand<f64>> = (0..GROUP_SIZE)
+            .map(|row| {
+                ops::shared_term::expand(
+                    scope,
+                    shared.clone(),
+                    rows.clone(),
+                    groups_per_cube,
+                    row,
+                    r,
+                )
+            })
+            .collect();
+        while level.len() > 1 {
+            level = level
+                .chunks(2)
+                .map(|pair| ops::combine::expand(scope, pair[0].clone(), pair[1].clone(), r))
+                .collect();
+        }
+        let band_value = level.pop().expect("a tile has rows");
+        let reduces = ops::reduces_column::expand(
+            scope,
+            tiles.clone(),
+            count.into(),
+            tile.clone(),
+            cube_units,
+            groups_per_cube,
+        );
+        let columns = column_reductions(self.plan);
+        let j = columns
+            .iter()
+            .position(|&c| c == k)
+            .expect("a column reduction");
+        let partials: NativeExpand<Array<f64>> = self.var(Binding::ColumnPartials).into();
+        cubecl::frontend::branch::if_expand(scope, reduces, |scope| {
+            let at = ops::column_group::expand(scope, tiles, tile);
+            ops::store_column_group::expand(scope, partials, at, columns.len(), j, band_value);
+        });
+        // The next column reduction of the pass reuses the shared terms.
+        ops::barrier::expand(scope);
     }
 
     /// Row reduction `k`'s value for the group's row, which the finishing launches

@@ -138,13 +138,6 @@ pub fn emit_pass(
     target: Target,
     shape: KernelShape,
 ) -> Result<String, EmitError> {
-    if let Some(what) = plan.columns() {
-        return Err(EmitError {
-            target: target.name(),
-            optimizer: plan.optimizer.clone(),
-            message: format!("no GPU kernels for values per column yet: {what}"),
-        });
-    }
     let props = offline_device_properties(target);
     let definition = define(
         plan,

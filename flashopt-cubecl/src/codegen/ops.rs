@@ -461,3 +461,157 @@ pub fn holds_row_start(table: &Array<u32>, info: u32, group: usize, sub: usize) 
     let local = group - usize::cast_from(table[words]);
     local % usize::cast_from(table[words + 1]) == 0 && sub == 0
 }
+
+/// The flat column index of this unit's first lane, from its tensor's words in the
+/// row table (first group, groups per row, first row, first column): the group's
+/// place in its row gives its block of 32 columns (a tensor of one row: every group).
+#[cube]
+pub fn group_column(
+    table: &Array<u32>,
+    info: u32,
+    group: usize,
+    sub: usize,
+    #[comptime] lanes: usize,
+) -> usize {
+    let words = usize::cast_from(info >> 8) * 4;
+    let local = group - usize::cast_from(table[words]);
+    let block = local % usize::cast_from(table[words + 1]);
+    usize::cast_from(table[words + 3]) + block * 32 + sub * lanes
+}
+
+/// Whether the group lies in its tensor's first row: its units store the columns'
+/// new values.
+#[cube]
+pub fn in_first_row(table: &Array<u32>, info: u32, group: usize) -> bool {
+    let words = usize::cast_from(info >> 8) * 4;
+    group - usize::cast_from(table[words]) < usize::cast_from(table[words + 1])
+}
+
+/// Whether lane `lane` of a unit whose first lane is `first_lane` in its group holds
+/// one of the group's `valid` elements.
+#[cube]
+pub fn lane_is_real(valid: u32, first_lane: usize, #[comptime] lane: usize) -> bool {
+    first_lane + lane < usize::cast_from(valid)
+}
+
+#[cube]
+pub fn both(a: bool, b: bool) -> bool {
+    a && b
+}
+
+/// A tiled pass (`bindings::tiled`): the group of the tile slot `slot` (counted over
+/// the launch's tiles, 32 slots each), from the tile's words in the tile table (its
+/// first group, groups per row, rows). Slots past the tile's rows take its first
+/// group again (they join the cube's barriers and store nothing).
+#[cube]
+pub fn tile_group(table: &Array<u32>, slot: usize) -> usize {
+    let words = (slot / 32) * 6;
+    let row = slot % 32;
+    let real = row < usize::cast_from(table[words + 2]);
+    usize::cast_from(table[words]) + select(real, row, 0) * usize::cast_from(table[words + 1])
+}
+
+/// Whether tile slot `slot` holds one of its tile's rows.
+#[cube]
+pub fn tile_row_is_real(table: &Array<u32>, slot: usize) -> bool {
+    slot % 32 < usize::cast_from(table[(slot / 32) * 6 + 2])
+}
+
+/// The tile this unit reduces columns of, when the cube's `groups_per_cube` slots
+/// hold several tiles: the cube's first slot (`slots` counted from the launch's
+/// `first`, a whole tile) plus the unit's 32-unit block. Units past the cube's tiles
+/// or the launch's take the launch's last tile (and store nothing).
+#[cube]
+pub fn column_tile(
+    first: u32,
+    count: u32,
+    #[comptime] cube_units: usize,
+    #[comptime] groups_per_cube: usize,
+) -> usize {
+    let cube_slot = (usize::cast_from(ABSOLUTE_POS_X) / cube_units) * groups_per_cube;
+    let block = min(usize::cast_from(UNIT_POS) / 32, groups_per_cube / 32 - 1);
+    let tile = min(cube_slot / 32 + block, usize::cast_from(count) / 32 - 1);
+    usize::cast_from(first) / 32 + tile
+}
+
+/// Whether this unit reduces a column: its 32-unit block is one of the cube's tiles,
+/// the tile inside the launch (of `count` slots), and its column one of the tile's.
+#[cube]
+pub fn reduces_column(
+    table: &Array<u32>,
+    count: u32,
+    tile: usize,
+    #[comptime] cube_units: usize,
+    #[comptime] groups_per_cube: usize,
+) -> bool {
+    let cube_slot = (usize::cast_from(ABSOLUTE_POS_X) / cube_units) * groups_per_cube;
+    let own = usize::cast_from(UNIT_POS);
+    let inside = own < groups_per_cube && cube_slot + (own / 32) * 32 < usize::cast_from(count);
+    inside && own % 32 < usize::cast_from(table[tile * 6 + 3])
+}
+
+/// Where this unit's column value goes among the column groups: the tile's first
+/// column group, plus the column's bands before it (`column * bands`).
+#[cube]
+pub fn column_group(table: &Array<u32>, tile: usize) -> usize {
+    let words = tile * 6;
+    let column = usize::cast_from(UNIT_POS) % 32;
+    usize::cast_from(table[words + 4]) + column * usize::cast_from(table[words + 5])
+}
+
+/// The tile's rows (1 to 32).
+#[cube]
+pub fn tile_rows(table: &Array<u32>, tile: usize) -> u32 {
+    table[tile * 6 + 2]
+}
+
+/// Row `row`'s term for this unit's column of tile slot block `UNIT_POS / 32` in the
+/// cube's shared terms (row-major: 32 values per row of a tile).
+#[cube]
+pub fn shared_term(
+    shared: &SharedMemory<f32>,
+    rows: u32,
+    #[comptime] groups_per_cube: usize,
+    #[comptime] row: usize,
+    #[comptime] op: Reduction,
+) -> f64 {
+    let own = usize::cast_from(UNIT_POS);
+    let block = min(own / 32, groups_per_cube / 32 - 1);
+    let x = shared[(block * 32 + row) * 32 + own % 32];
+    reduction_term(x, rows, 0, row, op)
+}
+
+#[cube]
+pub fn new_shared(#[comptime] size: usize) -> SharedMemory<f32> {
+    SharedMemory::<f32>::new(size)
+}
+
+/// This unit's lane `lane` of its group's terms, into the cube's shared terms: unit
+/// `UNIT_POS` holds elements `UNIT_POS * lanes ..` of the cube's slots, which are
+/// rows of 32 of its tiles.
+#[cube]
+pub fn share_lane(
+    shared: &mut SharedMemory<f32>,
+    x: f32,
+    #[comptime] lanes: usize,
+    #[comptime] lane: usize,
+) {
+    shared[usize::cast_from(UNIT_POS) * lanes + lane] = x;
+}
+
+#[cube]
+pub fn barrier() {
+    sync_cube();
+}
+
+/// A column's band value of column reduction `j` of `columns`, written by its unit.
+#[cube]
+pub fn store_column_group(
+    partials: &mut Array<f64>,
+    at: usize,
+    #[comptime] columns: usize,
+    #[comptime] j: usize,
+    value: f64,
+) {
+    partials[at * columns + j] = value;
+}

@@ -102,11 +102,6 @@ impl<R: TargetRuntime> FusedStep<R> {
         shape: KernelShape,
     ) -> FusedStep<R> {
         assert!(pass <= plan.phases.len(), "a pass of the plan");
-        assert!(
-            plan.columns().is_none(),
-            "no GPU kernels for values per column yet ({}): GpuOptimizer refuses such plans",
-            plan.optimizer
-        );
         let inner = FusedInner {
             key: KernelKey::new(format!("{shape:?} pass {pass}\n{plan}")),
             pass,
@@ -249,6 +244,24 @@ pub unsafe fn launch_regions<R: TargetRuntime>(
     handles: &[(Handle, usize)],
     regions: &[GradientRegion],
 ) {
+    let last = &regions[regions.len() - 1];
+    let first = regions[0].start;
+    let groups = (first, last.start + last.groups - first);
+    unsafe { launch_regions_over(client, kernel, handles, regions, groups) }
+}
+
+/// As [`launch_regions`], over `(first, count)` groups of the launch, or tile slots of
+/// a tiled pass (`bindings::tiled`) whose groups lie in the regions.
+///
+/// # Safety
+/// As [`launch_regions`]; every group the launch steps lies in one of the regions.
+pub unsafe fn launch_regions_over<R: TargetRuntime>(
+    client: &ComputeClient<R>,
+    kernel: &FusedStep<R>,
+    handles: &[(Handle, usize)],
+    regions: &[GradientRegion],
+    (first, count): (u32, u32),
+) {
     let most = kernel.shape().gradient_regions;
     assert!(
         !regions.is_empty() && regions.len() <= most,
@@ -302,18 +315,7 @@ pub unsafe fn launch_regions<R: TargetRuntime>(
             None => [u32::MAX, 0],
         });
     }
-    let last = &regions[regions.len() - 1];
-    let first = regions[0].start;
-    unsafe {
-        launch_bound(
-            client,
-            kernel,
-            arrays,
-            first,
-            last.start + last.groups - first,
-            &scalars,
-        )
-    }
+    unsafe { launch_bound(client, kernel, arrays, first, count, &scalars) }
 }
 
 /// Register `arrays` (one per kernel buffer) and the scalars, and launch.

@@ -134,16 +134,18 @@ fn finish(total: f64, len: u32, #[comptime] op: Reduction) -> f32 {
 
 /// Where the value of a reduction of `scope` goes in its output row: each row of
 /// [`Binding::RowValues`](crate::codegen::bindings::Binding::RowValues) holds every
-/// reduction's value (`reductions` of them); a tensor's goes into its row of kernel
-/// scalars, of `tensor_row`'s (stride, offset).
+/// reduction's value (`reductions` of them), each column of
+/// [`Binding::ColumnValues`](crate::codegen::bindings::Binding::ColumnValues) every
+/// column reduction's (`reductions` is then their count); a tensor's goes into its row
+/// of kernel scalars, of `tensor_row`'s (stride, offset).
 pub fn output_row(
     scope: ReductionScope,
     reductions: usize,
     tensor_row: (usize, usize),
 ) -> (usize, usize) {
     match scope {
-        ReductionScope::Row => (reductions, 0),
-        _ => tensor_row,
+        ReductionScope::Row | ReductionScope::Column => (reductions, 0),
+        ReductionScope::Tensor => tensor_row,
     }
 }
 
@@ -221,13 +223,15 @@ pub unsafe fn launch_tensor_values<R: Runtime>(
 pub fn sources(plan: &Plan, target: Target) -> Result<Vec<String>, String> {
     let stride = scalar_stride(plan);
     let offset = plan.scalar_count();
-    let reductions = plan.reductions.len();
-    if let Some(what) = plan.columns() {
-        return Err(format!("no GPU kernels for values per column yet: {what}"));
-    }
+    let columns = crate::codegen::bindings::column_reductions(plan);
     let mut out = Vec::new();
     for (k, r) in plan.reductions.iter().enumerate() {
         let op = r.op;
+        // Column reductions keep their values apart, counted among themselves.
+        let (reductions, k) = match columns.iter().position(|&c| c == k) {
+            Some(j) => (columns.len(), j),
+            None => (plan.reductions.len(), k),
+        };
         let (stride, offset) = output_row(r.scope, reductions, (stride, offset));
         for tensors in [false, true] {
             let mut b = KernelBuilder::default();

@@ -17,12 +17,15 @@ use flashopt_runtime::raw;
 use flashopt_runtime::step::{self, GradSource, Scope};
 
 use super::GpuOptimizer;
+use super::columns::ColumnLayout;
 use super::layout::info_word;
 use crate::codegen::bindings::Binding;
 use crate::codegen::bindings::MAX_GRADIENT_REGIONS;
 use crate::cubecl::server::Handle;
 use crate::device::copy;
-use crate::device::launch::{FusedStep, GradientRegion, launch_regions, launch_with_gradient_at};
+use crate::device::launch::{
+    FusedStep, GradientRegion, launch_regions, launch_regions_over, launch_with_gradient_at,
+};
 use crate::device::reduce;
 use crate::device::transfer::{self, HostTransfers};
 
@@ -250,33 +253,9 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// As [`Self::launch_bound`], with another pass's kernels (a reduction phase's):
     /// the one-binding kernel and the one with the most gradient regions.
     pub(super) fn launch_bound_with(&self, bound: &Bound, kernels: (&FusedStep<R>, &FusedStep<R>)) {
-        let mut regions: Vec<GradientRegion> = Vec::new();
-        for ((id, source), tail) in bound.whole.iter().zip(&bound.tail_slots) {
-            let s = &self.segments[id.0];
-            let full = s.len / GROUP_SIZE;
-            let first = s.first_group as u32;
-            if let Some(grad) = source {
-                regions.push(GradientRegion {
-                    handle: grad.clone(),
-                    len: full * GROUP_SIZE,
-                    start: first,
-                    groups: full as u32,
-                    gradient_first: first,
-                });
-            }
-            if let (Some(k), Some((staging, _))) = (tail, &bound.tails) {
-                // Slot `k` of the staging buffer is group `group` when the binding
-                // starts `k` groups before it (`k <= group`: one slot per tensor before).
-                let group = (s.first_group + full) as u32;
-                regions.push(GradientRegion {
-                    handle: staging.clone(),
-                    len: (k + 1) * GROUP_SIZE,
-                    start: group,
-                    groups: 1,
-                    gradient_first: group - *k as u32,
-                });
-            }
-        }
+        let regions: Vec<GradientRegion> = (0..bound.whole.len())
+            .flat_map(|i| self.regions_of(bound, i))
+            .collect();
         let mut batch: Vec<GradientRegion> = Vec::with_capacity(MAX_GRADIENT_REGIONS);
         for region in regions {
             let alone = region.groups >= ALONE_GROUPS;
@@ -297,6 +276,68 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         }
         if !batch.is_empty() {
             self.launch_regions(kernels.1, &batch);
+        }
+    }
+
+    /// The gradient regions of the `i`-th tensor of `bound`: its whole groups from its
+    /// buffer, its partial last group from the staging buffer (one or both).
+    fn regions_of(&self, bound: &Bound, i: usize) -> Vec<GradientRegion> {
+        let (id, source) = &bound.whole[i];
+        let s = &self.segments[id.0];
+        let full = s.len / GROUP_SIZE;
+        let first = s.first_group as u32;
+        let mut regions = Vec::with_capacity(2);
+        if let Some(grad) = source {
+            regions.push(GradientRegion {
+                handle: grad.clone(),
+                len: full * GROUP_SIZE,
+                start: first,
+                groups: full as u32,
+                gradient_first: first,
+            });
+        }
+        if let (Some(k), Some((staging, _))) = (bound.tail_slots[i], &bound.tails) {
+            // Slot `k` of the staging buffer is group `group` when the binding
+            // starts `k` groups before it (`k <= group`: one slot per tensor before).
+            let group = (s.first_group + full) as u32;
+            regions.push(GradientRegion {
+                handle: staging.clone(),
+                len: (k + 1) * GROUP_SIZE,
+                start: group,
+                groups: 1,
+                gradient_first: group - k as u32,
+            });
+        }
+        regions
+    }
+
+    /// A tiled pass (`bindings::tiled`) of every bound tensor: one launch of the
+    /// kernel with several gradient bindings per tensor, over its tile slots, its
+    /// regions bound (a tile's groups are a tensor's, in tile order, so a launch
+    /// holds whole tensors).
+    pub(super) fn launch_bound_tiled(
+        &self,
+        bound: &Bound,
+        kernel: &FusedStep<R>,
+        columns: &ColumnLayout,
+    ) {
+        for i in 0..bound.whole.len() {
+            let regions = self.regions_of(bound, i);
+            let (first, count) = columns.tensors[bound.whole[i].0.0].slots();
+            if regions.is_empty() || count == 0 {
+                continue;
+            }
+            // SAFETY: as `launch_regions`; the tensor's slots name only its groups,
+            // which its regions hold.
+            unsafe {
+                launch_regions_over(
+                    &self.client,
+                    kernel,
+                    &self.buffers,
+                    &regions,
+                    (first as u32, count as u32),
+                )
+            };
         }
     }
 

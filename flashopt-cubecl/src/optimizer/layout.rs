@@ -13,7 +13,7 @@ use flashopt_runtime::raw;
 
 use crate::codegen::bindings::{self, Binding, Buffer};
 
-pub(crate) use flashopt_runtime::segments::{Segment, segments, total_rows};
+pub(crate) use flashopt_runtime::segments::{Segment, segments, total_columns, total_rows};
 
 /// A group's info word: its element count in bits 0..6, its parameter group from
 /// bit 8 (what `crate::codegen::ops::group_len` and `scalar_base` read).
@@ -196,18 +196,24 @@ pub(crate) fn download(
 mod tests {
     use super::*;
 
-    /// Every resident part, per element and per row, goes into the flat buffers and
-    /// comes back whole: a matrix's per-row part holds one value per row.
+    /// Every resident part, per element, per row and per column, goes into the flat
+    /// buffers and comes back whole: a matrix's per-row part holds one value per row,
+    /// its per-column part one per column (each tensor's padded to 32 in the buffer).
     #[test]
-    fn per_row_parts_upload_and_download_whole() {
+    fn per_row_and_column_parts_upload_and_download_whole() {
         use flashopt_ir::StateKind;
         use flashopt_ir::def::{OptimizerDef, Range, call, name};
         use flashopt_ir::layout::Shape;
         let mut def = OptimizerDef::new("row_scaled");
         def.hyper("lr", 0.1, Range::at_least(0.0));
         def.state("v", StateKind::NonNegative).per(Extent::Row);
+        def.state("c", StateKind::NonNegative).per(Extent::Column);
         def.assign("v", call("row_mean", vec![name("g") * name("g")]));
-        def.assign("p", name("p") - name("lr") * name("g") / (name("v") + 1.0));
+        def.assign("c", call("col_mean", vec![name("g") * name("g")]));
+        def.assign(
+            "p",
+            name("p") - name("lr") * name("g") / (name("v") + name("c") + 1.0),
+        );
         let plan = flashopt_ir::compile(&def, flashopt_ir::PlanConfig::f32_params()).unwrap();
         let shapes = [
             Shape::matrix(3, 64),
@@ -264,6 +270,21 @@ mod tests {
         }
         let rows = plan.parts.iter().find(|p| p.extent == Extent::Row).unwrap();
         assert_eq!(rows.count(shapes[0]), 3);
+        let columns = plan
+            .parts
+            .iter()
+            .find(|p| p.extent == Extent::Column)
+            .unwrap();
+        assert_eq!(columns.count(shapes[1]), 33);
+        let flat_columns = layout.iter().position(
+            |b| matches!(b.role, Binding::Part(i) if plan.parts[i].extent == Extent::Column),
+        );
+        assert_eq!(
+            flat[flat_columns.unwrap()].len(),
+            (64 + 64 + 32) * 4,
+            "each tensor's columns padded to 32"
+        );
+        assert_eq!(super::total_columns(&segments), 64 + 64 + 32);
     }
 
     #[test]

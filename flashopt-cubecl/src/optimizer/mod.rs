@@ -11,6 +11,7 @@
 //! - [`phases`]: the reduction passes before the step; [`rows`]: values per row.
 
 mod buffers;
+mod columns;
 mod in_place;
 pub(crate) mod layout;
 mod phases;
@@ -256,6 +257,20 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         vec![0; values.max(1) * size]
                     }
                     Binding::RowTable => raw::le_bytes(&rows::row_table(&self.segments)),
+                    Binding::ColumnWrite(_) => {
+                        vec![self.pad; layout::total_columns(&self.segments).max(1) * size]
+                    }
+                    Binding::ColumnValues => {
+                        let values = layout::total_columns(&self.segments)
+                            * bindings::column_reductions(plan).len();
+                        vec![0; values.max(1) * size]
+                    }
+                    Binding::ColumnPartials => {
+                        let layout = self.column_layout();
+                        let values = layout.column_groups * bindings::column_reductions(plan).len();
+                        vec![0; values.max(1) * size]
+                    }
+                    Binding::TileTable => raw::le_bytes(&self.column_layout().tile_words),
                     Binding::GradientRegion(_) => {
                         unreachable!("the one-region kernel's layout has no region bindings")
                     }
@@ -266,6 +281,14 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 )
             })
             .collect()
+    }
+
+    /// Where the column partials and tiles lie (a plan with column reductions).
+    fn column_layout(&self) -> &columns::ColumnLayout {
+        self.phases
+            .as_ref()
+            .and_then(|p| p.column_layout())
+            .expect("a plan with column reductions has their layout")
     }
 
     fn slot(&self, role: Binding) -> usize {

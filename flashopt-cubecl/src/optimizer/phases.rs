@@ -18,10 +18,12 @@ use flashopt_runtime::raw;
 use flashopt_runtime::step::Scope;
 
 use super::GpuOptimizer;
+use super::columns::ColumnLayout;
 use super::in_place::Bound;
 use super::layout::Segment;
 use crate::codegen::bindings::{
-    Binding, KernelShape, MAX_GRADIENT_REGIONS, has_rows, scalar_stride,
+    Binding, KernelShape, MAX_GRADIENT_REGIONS, column_reductions, has_columns, has_rows,
+    scalar_stride, tiled,
 };
 use crate::cubecl::client::ComputeClient;
 use crate::device::launch::{FusedStep, launch};
@@ -34,6 +36,8 @@ pub(super) struct PhaseKernels<R: HostTransfers> {
     alone: FusedStep<R>,
     regions: FusedStep<R>,
     reductions: Vec<(usize, Reduction)>,
+    /// Whether the phase reduces over columns: it launches over tile slots.
+    tiled: bool,
 }
 
 /// Everything a plan's reductions need on the device.
@@ -43,6 +47,9 @@ pub(super) struct Phases<R: HostTransfers> {
     /// with row reductions, over each row (a span per row).
     tensors: SpanTables,
     rows: Option<SpanTables>,
+    /// For a plan with column reductions: the tables over each column (a span per
+    /// column, its bands), and where the column partials and tiles lie.
+    columns: Option<(SpanTables, ColumnLayout)>,
 }
 
 /// One scope's reduction tables, and each span's chunks: its first and how many.
@@ -108,6 +115,7 @@ impl<R: HostTransfers> Phases<R> {
                     .with_gradient_regions(MAX_GRADIENT_REGIONS)
                     .expect("the most regions a launch binds");
                 PhaseKernels {
+                    tiled: tiled(plan, pass),
                     alone: FusedStep::for_pass(client, plan.clone(), pass, shape),
                     regions: FusedStep::for_pass(client, plan.clone(), pass, regions),
                     reductions: program
@@ -127,11 +135,23 @@ impl<R: HostTransfers> Phases<R> {
             .iter()
             .any(|r| r.scope == ReductionScope::Row)
             .then(|| SpanTables::new(client, &row_spans(segments), reductions));
+        let column_reductions = column_reductions(plan).len();
+        let columns = (column_reductions > 0).then(|| {
+            let layout = ColumnLayout::of(segments);
+            let spans = column_spans(segments, &layout);
+            (SpanTables::new(client, &spans, column_reductions), layout)
+        });
         Some(Phases {
             kernels,
             tensors: SpanTables::new(client, &tensor_spans(segments), reductions),
             rows,
+            columns,
         })
+    }
+
+    /// Where the column partials and tiles lie, for a plan with column reductions.
+    pub fn column_layout(&self) -> Option<&ColumnLayout> {
+        self.columns.as_ref().map(|(_, layout)| layout)
     }
 }
 
@@ -178,6 +198,33 @@ fn row_spans(segments: &[Segment]) -> Vec<Span> {
         .collect()
 }
 
+/// Each column of every tensor as a span: its bands of 32 rows, consecutive in the
+/// column partials; its value goes to the column's index over every tensor's
+/// (padded) columns.
+fn column_spans(segments: &[Segment], layout: &ColumnLayout) -> Vec<Span> {
+    segments
+        .iter()
+        .zip(&layout.tensors)
+        .flat_map(|(s, c)| {
+            let columns = if s.len == 0 { 0 } else { s.row_len };
+            (0..columns).map(move |column| Span {
+                first_group: c.first_column_group + column * c.bands,
+                groups: c.bands,
+                len: s.rows,
+                out: s.first_column + column,
+            })
+        })
+        .collect()
+}
+
+/// The column spans ([`column_spans`]) of tensors `tensors.0..tensors.1`.
+fn column_spans_of(segments: &[Segment], tensors: (usize, usize)) -> (usize, usize) {
+    let count = |s: &Segment| if s.len == 0 { 0 } else { s.row_len };
+    let before: usize = segments[..tensors.0].iter().map(count).sum();
+    let inside: usize = segments[tensors.0..tensors.1].iter().map(count).sum();
+    (before, before + inside)
+}
+
 /// Where each span's chunks lie ([`CHUNK_GROUPS`] groups from the span's first, the
 /// last short), as the device tables hold them.
 struct ReductionLayout {
@@ -221,7 +268,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// reduces over tensors, or finds each group's row through its tensor.
     pub(super) fn rows_per_tensor(&self) -> bool {
         let plan = self.core.plan();
-        !plan.reductions.is_empty() || has_rows(plan)
+        !plan.reductions.is_empty() || has_rows(plan) || has_columns(plan)
     }
 
     /// Rows of kernel scalars: one per tensor or per parameter group.
@@ -257,37 +304,67 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         let partials = &self.buffers[self.slot(Binding::Partials)];
         let scalars = &self.buffers[self.slot(Binding::Scalars)];
         let tensor_row = (scalar_stride(plan), plan.scalar_count());
+        let column_order = column_reductions(plan);
         for phase in &phases.kernels {
-            match bound {
-                Some(bound) => self.launch_bound_with(bound, (&phase.alone, &phase.regions)),
-                // SAFETY: every buffer holds every group (`upload`).
-                None => unsafe {
+            // A tiled phase steps the tensors' tile slots instead of their groups.
+            let columns = phase.tiled.then(|| {
+                phases
+                    .column_layout()
+                    .expect("a plan with column reductions has their layout")
+            });
+            let launched = match columns {
+                Some(layout) => layout.slots_of(tensors),
+                None => (groups.0, groups.1 - groups.0),
+            };
+            match (bound, columns) {
+                (Some(bound), Some(layout)) => {
+                    self.launch_bound_tiled(bound, &phase.regions, layout)
+                }
+                (Some(bound), None) => {
+                    self.launch_bound_with(bound, (&phase.alone, &phase.regions))
+                }
+                // SAFETY: every buffer holds every group (`upload`), the tile table
+                // every tile.
+                (None, _) => unsafe {
                     launch(
                         &self.client,
                         &phase.alone,
                         &self.buffers,
-                        groups.0 as u32,
-                        (groups.1 - groups.0) as u32,
+                        launched.0 as u32,
+                        launched.1 as u32,
                     )
                 },
             }
             for &(k, op) in &phase.reductions {
                 let scope = plan.reductions[k].scope;
-                let (tables, out, spans) = match (scope, &phases.rows) {
-                    (ReductionScope::Row, Some(row_tables)) => (
+                let (tables, partials, out, spans, k) = match (scope, &phases.rows, &phases.columns)
+                {
+                    (ReductionScope::Row, Some(row_tables), _) => (
                         row_tables,
+                        partials,
                         &self.buffers[self.slot(Binding::RowValues)],
                         rows,
+                        k,
                     ),
-                    _ => (&phases.tensors, scalars, tensors),
+                    (ReductionScope::Column, _, Some((column_tables, _))) => (
+                        column_tables,
+                        &self.buffers[self.slot(Binding::ColumnPartials)],
+                        &self.buffers[self.slot(Binding::ColumnValues)],
+                        column_spans_of(&self.segments, tensors),
+                        column_order
+                            .iter()
+                            .position(|&c| c == k)
+                            .expect("a column reduction"),
+                    ),
+                    _ => (&phases.tensors, partials, scalars, tensors, k),
                 };
                 if spans.1 == spans.0 {
                     continue;
                 }
-                // SAFETY: the phase wrote the partials of every group of these
-                // tensors; the tables were built from the same segments, the scalars
-                // with a row per tensor of the plan's stride, the row values with
-                // one per row of every tensor.
+                // SAFETY: the phase wrote the partials of every group (column group)
+                // of these tensors; the tables were built from the same segments, the
+                // scalars with a row per tensor of the plan's stride, the row and
+                // column values with one per row (column) of every tensor.
                 unsafe {
                     launch_tensor_values(
                         &self.client,
@@ -295,7 +372,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         partials,
                         out,
                         (k, op),
-                        output_row(scope, plan.reductions.len(), tensor_row),
+                        output_row(scope, tables.tables.reductions, tensor_row),
                         tables.chunks(spans),
                         spans,
                     )
@@ -321,15 +398,26 @@ mod tests {
     /// flat buffers' group values (padding poisoned, as the GPU tests poison it):
     /// each span's value is `reduction::reduce` of its elements, bit for bit.
     fn check_spans(spans: &[Span], flat: &[f32], expected: &[(usize, Vec<f32>)]) {
+        // Each group's value over its real elements (the padding is NaN).
+        let group_value = |r, g: usize| {
+            let group = &flat[g * GROUP_SIZE..(g + 1) * GROUP_SIZE];
+            let real = group.iter().take_while(|x| !x.is_nan()).count();
+            reduction::group_value(r, &group[..real])
+        };
+        check_spans_of(spans, &group_value, expected)
+    }
+
+    /// As [`check_spans`], with each group's value (of the flat buffers, or of the
+    /// column partials) given by `group_value`.
+    fn check_spans_of(
+        spans: &[Span],
+        group_value: &dyn Fn(Reduction, usize) -> f64,
+        expected: &[(usize, Vec<f32>)],
+    ) {
         let layout = ReductionLayout::of(spans);
         assert_eq!(layout.span_chunks.len(), expected.len());
         for r in Reduction::ALL {
-            // Each group's value over its real elements (the padding is NaN).
-            let group_value = |g: usize| {
-                let group = &flat[g * GROUP_SIZE..(g + 1) * GROUP_SIZE];
-                let real = group.iter().take_while(|x| !x.is_nan()).count();
-                reduction::group_value(r, &group[..real])
-            };
+            let group_value = |g: usize| group_value(r, g);
             let chunk_values: Vec<f64> = layout
                 .chunk_words
                 .chunks(CHUNK_WORDS)
@@ -415,5 +503,53 @@ mod tests {
             }
         }
         check_spans(&row_spans(&segments), &flat, &expected);
+    }
+
+    /// Columns: each column's value is its own elements', top to bottom, from the
+    /// band values a tiled phase writes where the column layout puts them, and goes
+    /// to the column's index over every tensor's (padded) columns.
+    #[test]
+    fn the_tables_give_each_column_its_own_bands_in_order() {
+        let shapes = [
+            Shape::matrix(3, 64),
+            Shape::vector(100),
+            Shape::matrix(CHUNK_GROUPS * GROUP_SIZE + 40, 32),
+            Shape::vector(0),
+            Shape::matrix(1, 7),
+            Shape::matrix(33, 64),
+        ];
+        let (segments, _, values) = flat_tensors(&shapes);
+        let layout = ColumnLayout::of(&segments);
+        // Column group -> (tensor, column, band), as the tiles write them.
+        let mut place = vec![None; layout.column_groups];
+        let mut expected = Vec::new();
+        for (t, (s, shape)) in segments.iter().zip(&shapes).enumerate() {
+            let c = layout.tensors[t];
+            let columns = if s.len == 0 { 0 } else { shape.cols() };
+            for column in 0..columns {
+                for band in 0..c.bands {
+                    place[c.first_column_group + column * c.bands + band] = Some((t, column, band));
+                }
+                let values: Vec<f32> = (0..shape.rows())
+                    .map(|r| values[t][r * shape.row_len + column])
+                    .collect();
+                expected.push((s.first_column + column, values));
+            }
+        }
+        let group_value = |r, g: usize| {
+            let (t, column, band) = place[g].expect("every column group is written");
+            let shape = shapes[t];
+            let rows = (band * GROUP_SIZE..shape.rows().min((band + 1) * GROUP_SIZE))
+                .map(|row| values[t][row * shape.row_len + column])
+                .collect::<Vec<f32>>();
+            reduction::group_value(r, &rows)
+        };
+        check_spans_of(&column_spans(&segments, &layout), &group_value, &expected);
+        let all = column_spans_of(&segments, (0, shapes.len()));
+        assert_eq!(all, (0, expected.len()));
+        assert_eq!(
+            column_spans_of(&segments, (2, 3)),
+            (64 + 100, 64 + 100 + 32)
+        );
     }
 }

@@ -1,25 +1,26 @@
-//! Values per row on the device: which tensors the kernels can step (rows that
-//! start groups), the table from which a unit finds its group's row, and the copy that
-//! ends a step by making the rows' new values the current ones.
+//! Values per row and per column on the device: which tensors the kernels can step
+//! (rows that start groups), the table from which a unit finds its group's row and its
+//! lanes' columns, and the copy that ends a step by making the rows' and columns' new
+//! values the current ones.
 
 use flashopt_ir::{Extent, FloatDtype, Plan};
 use flashopt_runtime::core::TensorInfo;
-use flashopt_runtime::error::{RuntimeError, refuse_columns};
+use flashopt_runtime::error::RuntimeError;
 
 use super::GpuOptimizer;
 use super::layout::{Segment, segments};
-use crate::codegen::bindings::{Binding, ROW_TABLE_WORDS, has_rows};
+use crate::codegen::bindings::{Binding, ROW_TABLE_WORDS, has_columns, has_rows};
 use crate::device::copy;
 use crate::device::transfer::HostTransfers;
 
 /// Where the GPU back end is named in refusals.
 const GPU: &str = "the GPU back end";
 
-/// Refuse what the kernels cannot step: values per column, and values per row of a
-/// tensor whose rows do not start groups (a group would then hold two rows).
+/// Refuse what the kernels cannot step: values per row or column of a tensor whose
+/// rows do not start groups (a group would then hold two rows, or a block of columns
+/// start inside a group).
 pub(super) fn refuse_unsupported(plan: &Plan, tensors: &[TensorInfo]) -> Result<(), RuntimeError> {
-    refuse_columns(plan, GPU)?;
-    if !has_rows(plan) {
+    if !has_rows(plan) && !has_columns(plan) {
         return Ok(());
     }
     let (segments, _) = segments(tensors);
@@ -38,8 +39,8 @@ pub(super) fn refuse_unsupported(plan: &Plan, tensors: &[TensorInfo]) -> Result<
     }
 }
 
-/// [`ROW_TABLE_WORDS`] per tensor: its first group, its groups per row, its first row
-/// (and a word of padding).
+/// [`ROW_TABLE_WORDS`] per tensor: its first group, its groups per row, its first row,
+/// its first column.
 pub(super) fn row_table(segments: &[Segment]) -> Vec<u32> {
     let word = |x: usize| u32::try_from(x).expect("groups and rows fewer than 2^32");
     let table: Vec<u32> = segments
@@ -49,7 +50,7 @@ pub(super) fn row_table(segments: &[Segment]) -> Vec<u32> {
                 word(s.first_group),
                 word(s.groups_per_row()),
                 word(s.first_row),
-                0,
+                word(s.first_column),
             ]
         })
         .collect();
@@ -58,24 +59,25 @@ pub(super) fn row_table(segments: &[Segment]) -> Vec<u32> {
 }
 
 impl<R: HostTransfers> GpuOptimizer<R> {
-    /// After a step of tensors `tensors.0..tensors.1`: their rows' new values (in the
-    /// write halves) become the current ones, in stream order.
-    pub(super) fn commit_rows(&self, tensors: (usize, usize)) {
-        let (first, end) = self.rows_of(tensors);
-        let rows = end - first;
+    /// After a step of tensors `tensors.0..tensors.1`: their rows' and columns' new
+    /// values (in the write halves) become the current ones, in stream order.
+    pub(super) fn commit_scoped(&self, tensors: (usize, usize)) {
         let plan = self.core.plan();
         for (i, part) in plan.parts.iter().enumerate() {
-            if part.extent != Extent::Row {
-                continue;
-            }
+            let ((first, end), write) = match part.extent {
+                Extent::Row => (self.rows_of(tensors), Binding::RowWrite(i)),
+                Extent::Column => (self.columns_of(tensors), Binding::ColumnWrite(i)),
+                _ => continue,
+            };
+            let rows = end - first;
             assert_eq!(
                 part.storage,
                 flashopt_ir::Storage::F32,
-                "values per row are stored in f32"
+                "values per row and column are stored in f32"
             );
-            let written = &self.buffers[self.slot(Binding::RowWrite(i))].0;
+            let written = &self.buffers[self.slot(write)].0;
             let current = &self.buffers[self.slot(Binding::Part(i))].0;
-            // SAFETY: both buffers hold every tensor's rows (`upload`).
+            // SAFETY: both buffers hold every tensor's rows (columns) (`upload`).
             unsafe {
                 copy::copy_elements(
                     &self.client,
@@ -139,8 +141,10 @@ mod tests {
         }
         // Without values per row, the shape does not matter.
         refuse_unsupported(&normalized("tensor_rms"), &infos(&across)).unwrap();
-        let err = refuse_unsupported(&normalized("col_rms"), &infos(&fine)).unwrap_err();
-        assert!(err.to_string().contains("`col_rms`"), "{err}");
+        // Columns ask the same of the tensors.
+        refuse_unsupported(&normalized("col_rms"), &infos(&fine)).unwrap();
+        let err = refuse_unsupported(&normalized("col_rms"), &infos(&across)).unwrap_err();
+        assert!(err.to_string().contains("`t5`"), "{err}");
     }
 
     #[test]

@@ -193,7 +193,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 self.groups as u32,
             )
         };
-        self.commit_rows(self.tensors_in(Scope::All));
+        self.commit_scoped(self.tensors_in(Scope::All));
     }
 
     /// The tensors a step of `scope` updates: a range of registration indices.
@@ -214,6 +214,19 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         (
             self.segments[tensors.0].first_row,
             last.first_row + last.rows,
+        )
+    }
+
+    /// The columns of tensors `tensors.0..tensors.1` among every tensor's (padded)
+    /// columns: a range of indices into a flat per-column part.
+    pub(super) fn columns_of(&self, tensors: (usize, usize)) -> (usize, usize) {
+        if tensors.1 <= tensors.0 {
+            return (0, 0);
+        }
+        let last = &self.segments[tensors.1 - 1];
+        (
+            self.segments[tensors.0].first_column,
+            last.first_column + last.padded(flashopt_ir::Extent::Column),
         )
     }
 
@@ -353,13 +366,13 @@ impl<R: HostTransfers> Stepper for GpuOptimizer<R> {
                         s.groups as u32,
                     )
                 };
-                self.commit_rows(self.tensors_in(scope));
+                self.commit_scoped(self.tensors_in(scope));
             }
             (GpuBound::InPlace { bound, .. }, _) => {
                 self.upload_scalars(scalars);
                 self.run_phases(scope, Some(&bound));
                 self.launch_bound(&bound);
-                self.commit_rows(self.tensors_in(scope));
+                self.commit_scoped(self.tensors_in(scope));
             }
         }
         Ok(())
