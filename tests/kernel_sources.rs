@@ -386,7 +386,7 @@ fn reduction_phase_kernels() {
         )
         .unwrap();
         let layout = buffers(&plan, KernelShape::default());
-        let partials = slot(&layout, Binding::Partials);
+        let partials = slot(&layout, Binding::Partials(0));
         let partials_array = format!("buffer_{partials}[");
         for target in [Target::Cuda, Target::Hip] {
             let phase = emit_pass(&plan, 0, target, KernelShape::default()).unwrap();

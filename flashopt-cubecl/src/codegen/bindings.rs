@@ -18,11 +18,12 @@ pub enum Binding {
     GroupInfo,
     /// Every code table's values, one after the other.
     Tables,
-    /// For a plan with reductions: per group, each reduction's value over the group
-    /// (f64, `group * reductions + k`), which a reduction phase writes
-    /// (`crate::device::reductions` sums them over each tensor). Every pass of such a
-    /// plan binds it, so that all of them take the same buffers.
-    Partials,
+    /// For reduction `k` of a plan (over tensors or rows): each group's value of it
+    /// (f64, one per group), which the phase computing it writes
+    /// (`crate::device::reductions` sums them over each tensor or row). One buffer per
+    /// reduction, so that a phase writes whole sectors of its own. Every pass of such a
+    /// plan binds them all, so that all of them take the same buffers.
+    Partials(usize),
     /// The gradient of region `k >= 1` of a launch (region 0 reads the gradient
     /// part's binding): kernels with [`KernelShape::gradient_regions`] above 1.
     GradientRegion(usize),
@@ -47,11 +48,11 @@ pub enum Binding {
     /// tensor, `j` the reduction's place among the plan's column reductions,
     /// [`column_reductions`]).
     ColumnValues,
-    /// For a plan with column reductions: each column's value over each band of 32
-    /// rows, of each column reduction (f64, `(column group) * column_reductions + j`);
-    /// a column's bands are consecutive ([`crate::optimizer`]'s column layout), so
-    /// the finishing launches read them as they read a row's groups.
-    ColumnPartials,
+    /// For column reduction `k` (by its index among the plan's reductions): each
+    /// column's value over each band of 32 rows (f64, one per column group); a
+    /// column's bands are consecutive ([`crate::optimizer`]'s column layout), so the
+    /// finishing launches read them as they read a row's groups.
+    ColumnPartials(usize),
     /// For a plan with column reductions: [`TILE_WORDS`] u32 per tile of 32 rows by
     /// 32 columns (see [`tiled`]).
     TileTable,
@@ -224,10 +225,10 @@ impl KernelShape {
 }
 
 /// The buffers of a plan's kernels, in binding order: one per part, then the host
-/// scalars, the group info words, if the plan has any, its code tables, if it has
-/// reductions, the partial values, the write halves of per-row and per-column parts,
-/// with values per row or column the row values, the column values, partials and tile
-/// table, and the row table, and the gradient bindings of regions 1..
+/// scalars, the group info words, if the plan has any, its code tables, each
+/// reduction's partial values, the write halves of per-row and per-column parts,
+/// with values per row or column the row values, the column values and tile table,
+/// and the row table, and the gradient bindings of regions 1..
 /// (see [`KernelShape::gradient_regions`]).
 pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     let mut out: Vec<Buffer> = plan
@@ -261,10 +262,14 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     if !plan.tables.is_empty() {
         out.push(scalar(Binding::Tables, F32));
     }
-    if !plan.reductions.is_empty() {
+    for (k, r) in plan.reductions.iter().enumerate() {
+        let role = match r.scope {
+            Scope::Column => Binding::ColumnPartials(k),
+            Scope::Tensor | Scope::Row => Binding::Partials(k),
+        };
         out.push(Buffer {
             writable: true,
-            ..scalar(Binding::Partials, F64)
+            ..scalar(role, F64)
         });
     }
     for (i, p) in plan.parts.iter().enumerate() {
@@ -286,10 +291,6 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
         }
         if !column_reductions(plan).is_empty() {
             out.push(scalar(Binding::ColumnValues, F32));
-            out.push(Buffer {
-                writable: true,
-                ..scalar(Binding::ColumnPartials, F64)
-            });
             out.push(scalar(Binding::TileTable, U32));
         }
         out.push(scalar(Binding::RowTable, U32));

@@ -443,20 +443,15 @@ impl KernelBody<'_> {
             for (p, v) in stores {
                 self.store(scope, p, &regs[v.index()], place);
             }
-            if !group_values.is_empty() {
-                let partials: NativeExpand<Array<f64>> = self.var(Binding::Partials).into();
-                let reductions = plan.reductions.len();
-                for (k, value) in group_values {
-                    ops::store_group_value::expand(
-                        scope,
-                        partials.clone(),
-                        place.group.clone(),
-                        place.sub.clone(),
-                        reductions,
-                        k,
-                        value,
-                    );
-                }
+            for (k, value) in group_values {
+                let partials: NativeExpand<Array<f64>> = self.var(Binding::Partials(k)).into();
+                ops::store_group_value::expand(
+                    scope,
+                    partials,
+                    place.group.clone(),
+                    place.sub.clone(),
+                    value,
+                );
             }
         });
     }
@@ -786,15 +781,10 @@ impl KernelBody<'_> {
             cube_units,
             groups_per_cube,
         );
-        let columns = column_reductions(self.plan);
-        let j = columns
-            .iter()
-            .position(|&c| c == k)
-            .expect("a column reduction");
-        let partials: NativeExpand<Array<f64>> = self.var(Binding::ColumnPartials).into();
+        let partials: NativeExpand<Array<f64>> = self.var(Binding::ColumnPartials(k)).into();
         cubecl::frontend::branch::if_expand(scope, reduces, |scope| {
             let at = ops::column_group::expand(scope, tiles, tile);
-            ops::store_column_group::expand(scope, partials, at, columns.len(), j, band_value);
+            ops::store_scalar::expand::<f64>(scope, partials, at, band_value);
         });
         // The next column reduction of the pass reuses the shared terms.
         ops::barrier::expand(scope);

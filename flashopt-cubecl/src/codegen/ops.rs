@@ -356,18 +356,12 @@ pub fn plane_combine(x: f64, #[comptime] mask: u32, #[comptime] op: Reduction) -
     combine(x, plane_shuffle_xor(x, mask), op)
 }
 
-/// A group's value of reduction `k` of `reductions`, written by its first unit.
+/// A group's value of a reduction, written by its first unit into the reduction's
+/// partials.
 #[cube]
-pub fn store_group_value(
-    partials: &mut Array<f64>,
-    group: usize,
-    sub: usize,
-    #[comptime] reductions: usize,
-    #[comptime] k: usize,
-    value: f64,
-) {
+pub fn store_group_value(partials: &mut Array<f64>, group: usize, sub: usize, value: f64) {
     if sub == 0 {
-        partials[group * reductions + k] = value;
+        partials[group] = value;
     }
 }
 
@@ -602,16 +596,4 @@ pub fn share_lane(
 #[cube]
 pub fn barrier() {
     sync_cube();
-}
-
-/// A column's band value of column reduction `j` of `columns`, written by its unit.
-#[cube]
-pub fn store_column_group(
-    partials: &mut Array<f64>,
-    at: usize,
-    #[comptime] columns: usize,
-    #[comptime] j: usize,
-    value: f64,
-) {
-    partials[at * columns + j] = value;
 }

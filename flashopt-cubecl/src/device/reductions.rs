@@ -1,5 +1,5 @@
 //! A reduction's value for each tensor, from the per-group values a reduction phase
-//! wrote (`Binding::Partials`): levels 2 to 4 of `flashopt_ir::reduction`, in its
+//! wrote (`Binding::Partials`, one buffer per reduction): levels 2 to 4 of `flashopt_ir::reduction`, in its
 //! order, so that the value is the CPU reference's bit for bit.
 //!
 //! - [`chunk_values`]: one cube of [`CHUNK_GROUPS`] units per chunk, the pairwise
@@ -53,7 +53,8 @@ fn pairwise_in_shared(
     }
 }
 
-/// Level 2: chunk `first + CUBE_POS`'s value of reduction `k` of `reductions`.
+/// Level 2: chunk `first + CUBE_POS`'s value of reduction `k` of `reductions`, from
+/// the reduction's partials (one value per group).
 #[cube(launch_unchecked)]
 fn chunk_values(
     partials: &Array<f64>,
@@ -71,7 +72,7 @@ fn chunk_values(
     let mut shared = SharedMemory::<f64>::new(CHUNK_GROUPS);
     let mut value = reduction_identity(op);
     if unit < groups {
-        value = partials[(start + unit) * reductions + k];
+        value = partials[start + unit];
     }
     shared[unit] = value;
     sync_cube();
@@ -103,11 +104,33 @@ fn tensor_values(
     let chunks = usize::cast_from(tensors[words + 1]);
     let len = tensors[words + 2];
     let row = usize::cast_from(tensors[words + 3]);
+    // The strand folds its chunks in order, eight loads issued before their eight
+    // combinations: on one large tensor a strand holds about a thousand chunks, and
+    // one dependent load at a time left the launch waiting on memory. Past the last
+    // chunk a load gives the identity, which the fold leaves as it is (`combine`
+    // with the identity changes no strand: a strand started at the identity is never
+    // -0, and the maximum's identity is below every value).
     let mut strand = reduction_identity(op);
     let mut c = unit;
     while c < chunks {
-        strand = combine(strand, chunk_values[(first_chunk + c) * reductions + k], op);
-        c += STRANDS;
+        let at = (first_chunk, chunks);
+        let v0 = chunk_or_identity(chunk_values, at, c, reductions, k, op);
+        let v1 = chunk_or_identity(chunk_values, at, c + STRANDS, reductions, k, op);
+        let v2 = chunk_or_identity(chunk_values, at, c + 2 * STRANDS, reductions, k, op);
+        let v3 = chunk_or_identity(chunk_values, at, c + 3 * STRANDS, reductions, k, op);
+        let v4 = chunk_or_identity(chunk_values, at, c + 4 * STRANDS, reductions, k, op);
+        let v5 = chunk_or_identity(chunk_values, at, c + 5 * STRANDS, reductions, k, op);
+        let v6 = chunk_or_identity(chunk_values, at, c + 6 * STRANDS, reductions, k, op);
+        let v7 = chunk_or_identity(chunk_values, at, c + 7 * STRANDS, reductions, k, op);
+        strand = combine(strand, v0, op);
+        strand = combine(strand, v1, op);
+        strand = combine(strand, v2, op);
+        strand = combine(strand, v3, op);
+        strand = combine(strand, v4, op);
+        strand = combine(strand, v5, op);
+        strand = combine(strand, v6, op);
+        strand = combine(strand, v7, op);
+        c += 8 * STRANDS;
     }
     let mut shared = SharedMemory::<f64>::new(STRANDS);
     shared[unit] = strand;
@@ -116,6 +139,22 @@ fn tensor_values(
     if unit == 0 {
         scalars[row * stride + offset + k] = finish(shared[0], len, op);
     }
+}
+
+/// Chunk `c` of a span of `chunks` from `first` (`at`), or the identity past them.
+#[cube]
+fn chunk_or_identity(
+    chunk_values: &Array<f64>,
+    at: (usize, usize),
+    c: usize,
+    #[comptime] reductions: usize,
+    #[comptime] k: usize,
+    #[comptime] op: Reduction,
+) -> f64 {
+    let (first, chunks) = at;
+    let inside = c < chunks;
+    let value = chunk_values[(first + select(inside, c, 0)) * reductions + k];
+    select(inside, value, reduction_identity(op))
 }
 
 /// `flashopt_ir::reduction::finish`: f64 division and root (correctly rounded on

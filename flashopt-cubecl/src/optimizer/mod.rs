@@ -244,9 +244,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         &self.segments,
                         self.rows_per_tensor(),
                     ),
-                    Binding::Partials => {
-                        vec![0; (self.groups * plan.reductions.len()).max(1) * size]
-                    }
+                    Binding::Partials(_) => vec![0; self.groups.max(1) * size],
                     Binding::Tables => raw::le_bytes(&table_values(plan).0),
                     // Overwritten by each step before it is read.
                     Binding::RowWrite(_) => {
@@ -265,10 +263,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                             * bindings::column_reductions(plan).len();
                         vec![0; values.max(1) * size]
                     }
-                    Binding::ColumnPartials => {
-                        let layout = self.column_layout();
-                        let values = layout.column_groups * bindings::column_reductions(plan).len();
-                        vec![0; values.max(1) * size]
+                    Binding::ColumnPartials(_) => {
+                        vec![0; self.column_layout().column_groups.max(1) * size]
                     }
                     Binding::TileTable => raw::le_bytes(&self.column_layout().tile_words),
                     Binding::GradientRegion(_) => {

@@ -301,7 +301,6 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         }
         let rows = self.rows_of(tensors);
         let plan = self.core.plan();
-        let partials = &self.buffers[self.slot(Binding::Partials)];
         let scalars = &self.buffers[self.slot(Binding::Scalars)];
         let tensor_row = (scalar_stride(plan), plan.scalar_count());
         let column_order = column_reductions(plan);
@@ -341,14 +340,14 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 {
                     (ReductionScope::Row, Some(row_tables), _) => (
                         row_tables,
-                        partials,
+                        &self.buffers[self.slot(Binding::Partials(k))],
                         &self.buffers[self.slot(Binding::RowValues)],
                         rows,
                         k,
                     ),
                     (ReductionScope::Column, _, Some((column_tables, _))) => (
                         column_tables,
-                        &self.buffers[self.slot(Binding::ColumnPartials)],
+                        &self.buffers[self.slot(Binding::ColumnPartials(k))],
                         &self.buffers[self.slot(Binding::ColumnValues)],
                         column_spans_of(&self.segments, tensors),
                         column_order
@@ -356,7 +355,13 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                             .position(|&c| c == k)
                             .expect("a column reduction"),
                     ),
-                    _ => (&phases.tensors, partials, scalars, tensors, k),
+                    _ => (
+                        &phases.tensors,
+                        &self.buffers[self.slot(Binding::Partials(k))],
+                        scalars,
+                        tensors,
+                        k,
+                    ),
                 };
                 if spans.1 == spans.0 {
                     continue;
