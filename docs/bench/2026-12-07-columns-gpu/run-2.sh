@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The second device command, on the build with one partials buffer per reduction and
+# the strand folds' loads issued eight ahead (binaries built as for run-1.sh at that
+# commit, carried as .dev/cols.tar.xz). Alone on the GPU: the GPU tests of the reducing
+# optimizers, flashopt-bench's Adafactor-24, AdamMini-24 and AdamW-24 with the copy
+# ceiling in the same process, scripts/row_column_reference.py (torch's Adafactor,
+# Adam-mini from its paper, torch's fused AdamW). Then side by side: the training jobs of
+# jobs-2.txt (all five at once) and ncu of one Adafactor-24 step on 64M. The archive
+# is written after every part.
+set -uo pipefail
+out=${1:?OUT}
+D=docs/bench/2026-12-07-columns-gpu
+W=/tmp/cols-2
+rm -rf $W && mkdir -p $W/logs
+exec > >(tee "$W/run.log") 2>&1
+archive() { tar czf "$out/cols-2.tgz" -C $W . ; }
+tar xJf .dev/cols.tar.xz -C .dev
+tar xzf docs/train/2026-12-06-sgd-rate/run-3/autotune.tgz
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+FLASHOPT_GPU_REPORT=$W/gpu-reductions.md timeout 150 .dev/cols/gpu-tests --test-threads 1 reductions > $W/gpu-reductions.log 2>&1
+echo "gpu reductions rc=$? at ${SECONDS}s"
+grep -E "^test |test result|FAILED|panicked" $W/gpu-reductions.log | tail -20
+cat $W/gpu-reductions.md
+archive
+only="268M,GPT-2 124M,Llama-3.1-8B x4 layers"
+timeout 150 .dev/cols/flashopt-bench run --out $W/bench --masters 24 \
+  --optimizers Adafactor,AdamMini,AdamW --only "$only" > $W/bench.log 2>&1
+echo "bench rc=$? at ${SECONDS}s"; grep -hE '^(Adafactor|AdamMini|AdamW)' $W/bench/flashopt.csv
+grep -i "copy\|panick" $W/bench.log | head -3
+archive
+timeout 100 python3 scripts/row_column_reference.py $W/row_column_reference.csv "$only" > $W/row-reference.log 2>&1
+echo "row reference rc=$? at ${SECONDS}s"; cat $W/row_column_reference.csv
+archive
+echo "== jobs from ${SECONDS}s"
+scripts/train_jobs.sh $W 5 $((585 - SECONDS)) $D/jobs-2.txt &
+jobs_pid=$!
+timeout 80 ncu --clock-control none -k regex:flashopt --launch-skip 16 --launch-count 8 --section SpeedOfLight \
+  --section LaunchStats --section MemoryWorkloadAnalysis --metrics smsp__thread_inst_executed.sum,smsp__inst_executed.sum \
+  .dev/cols/flashopt-bench run --out $W/ncu-bench --only 64M --optimizers Adafactor --masters 24 > $W/ncu-Adafactor-24-64M.txt 2>&1
+echo "ncu rc=$? at ${SECONDS}s"
+archive
+wait $jobs_pid; cat $W/jobs.log
+echo "== done at ${SECONDS}s"
+archive
