@@ -25,11 +25,20 @@ use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role, Storage};
 use half::{bf16, f16};
 
 use crate::codegen::bindings::{
-    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, column_reductions,
-    has_columns, has_rows, row_width, scalar_stride, slot, table_values, tiled,
+    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, has_columns,
+    has_rows, row_width, scalar_stride, slot, table_values, tiled,
 };
 use crate::codegen::emit::CUBE_DIM;
 use crate::codegen::ops;
+
+mod memory;
+mod scoped;
+
+use memory::{
+    load_elements, load_group, load_lanes_from_regions, push_lanes, store_elements, store_group,
+    widen, width_of,
+};
+use scoped::{load_row, store_row};
 
 type F = NativeExpand<f32>;
 type I = NativeExpand<i32>;
@@ -469,19 +478,13 @@ impl KernelBody<'_> {
     ) -> NativeExpand<f64> {
         let first_lane =
             ops::block_index::expand(scope, place.sub.clone(), place.shape.lanes_per_unit, 0);
-        let mut level: Vec<NativeExpand<f64>> = (0..self.lanes())
+        let terms: Vec<NativeExpand<f64>> = (0..self.lanes())
             .map(|lane| {
                 let x = value.lane(lane).f();
                 ops::reduction_term::expand(scope, x, valid.clone(), first_lane.clone(), lane, r)
             })
             .collect();
-        while level.len() > 1 {
-            level = level
-                .chunks(2)
-                .map(|pair| ops::combine::expand(scope, pair[0].clone(), pair[1].clone(), r))
-                .collect();
-        }
-        let mut acc = level.pop().expect("a unit has lanes");
+        let mut acc = pairwise(scope, terms, r);
         let mut mask = 1;
         while mask < self.shape.units_per_group() {
             acc = ops::plane_combine::expand(scope, acc, mask as u32, r);
@@ -652,156 +655,6 @@ impl KernelBody<'_> {
         }
     }
 
-    /// The values of the unit's lanes' columns in a per-column part (one scalar load
-    /// per lane: a tensor's columns need not start 16-byte boundaries).
-    fn load_columns(
-        &self,
-        scope: &mut Scope,
-        var: ManagedVariable,
-        storage: Storage,
-        place: &Place,
-    ) -> Vec<Scalar> {
-        let (column, _, _) = place
-            .column
-            .clone()
-            .expect("a plan with values per column finds columns");
-        with_storage_type!(storage, E => (0..self.lanes())
-            .map(|l| {
-                let array: NativeExpand<Array<E>> = var.clone().into();
-                let at = ops::block_index::expand(scope, column.clone(), 1, l);
-                let x = ops::load_scalar::expand::<E>(scope, array, at);
-                widen::<E>(scope, x, storage.is_float())
-            })
-            .collect())
-    }
-
-    /// The columns' new values, written by the units of the tensor's first row for
-    /// their real lanes.
-    fn store_columns(
-        &self,
-        scope: &mut Scope,
-        var: ManagedVariable,
-        storage: Storage,
-        place: &Place,
-        value: &Reg,
-    ) {
-        let (column, first_row, valid) = place
-            .column
-            .clone()
-            .expect("a plan with values per column finds columns");
-        let first_lane = ops::block_index::expand(scope, place.sub.clone(), self.lanes(), 0);
-        with_storage_type!(storage, E => {
-            for l in 0..self.lanes() {
-                let array: NativeExpand<Array<E>> = var.clone().into();
-                let real = ops::lane_is_real::expand(scope, valid.clone(), first_lane.clone(), l);
-                let stores = ops::both::expand(scope, first_row.clone(), real);
-                let stored = ops::from_f32::expand::<E>(scope, value.lane(l).f());
-                let at = ops::block_index::expand(scope, column.clone(), 1, l);
-                cubecl::frontend::branch::if_expand(scope, stores, |scope| {
-                    ops::store_scalar::expand::<E>(scope, array, at, stored);
-                });
-            }
-        })
-    }
-
-    /// Column reduction `k`'s value for each of the unit's lanes' columns, which the
-    /// finishing launches after its phase wrote.
-    fn column_values(&self, scope: &mut Scope, k: usize, place: &Place) -> Vec<Scalar> {
-        let (column, _, _) = place
-            .column
-            .clone()
-            .expect("a plan with column reductions finds columns");
-        let columns = column_reductions(self.plan);
-        let j = columns
-            .iter()
-            .position(|&c| c == k)
-            .expect("a column reduction");
-        let values: NativeExpand<Array<f32>> = self.var(Binding::ColumnValues).into();
-        (0..self.lanes())
-            .map(|l| {
-                let lane = ops::block_index::expand(scope, column.clone(), 1, l);
-                let at = ops::block_index::expand(scope, lane, columns.len(), j);
-                Scalar::F(ops::load_scalar::expand::<f32>(scope, values.clone(), at))
-            })
-            .collect()
-    }
-
-    /// Column reduction `k`'s value over each column of each of the cube's tiles (a
-    /// band of up to 32 rows), in `reduction::reduce`'s order over the column: every
-    /// unit puts its lanes' values into shared memory as its tile slots hold them (a
-    /// tile's rows one after the other), then one unit per column takes the pairwise
-    /// tree over the tile's rows and writes the column's band value. Every unit of
-    /// the cube reaches both barriers.
-    fn column_band_values(&self, scope: &mut Scope, k: usize, value: &Reg) {
-        let r = self.plan.reductions[k].op;
-        let (first, count) = self
-            .launch
-            .clone()
-            .expect("a pass with column reductions is tiled");
-        let cube_units = CUBE_DIM as usize;
-        let groups_per_cube = cube_units / self.shape.units_per_group();
-        let shared = ops::new_shared::expand(scope, groups_per_cube * GROUP_SIZE);
-        for l in 0..self.lanes() {
-            ops::share_lane::expand(scope, shared.clone(), value.lane(l).f(), self.lanes(), l);
-        }
-        ops::barrier::expand(scope);
-        let tiles: NativeExpand<Array<u32>> = self.var(Binding::TileTable).into();
-        let tile = ops::column_tile::expand(
-            scope,
-            first.into(),
-            count.clone().into(),
-            cube_units,
-            groups_per_cube,
-        );
-        let rows = ops::tile_rows::expand(scope, tiles.clone(), tile.clone());
-        let mut level: Vec<NativeExpand<f64>> = (0..GROUP_SIZE)
-            .map(|row| {
-                ops::shared_term::expand(
-                    scope,
-                    shared.clone(),
-                    rows.clone(),
-                    groups_per_cube,
-                    row,
-                    r,
-                )
-            })
-            .collect();
-        while level.len() > 1 {
-            level = level
-                .chunks(2)
-                .map(|pair| ops::combine::expand(scope, pair[0].clone(), pair[1].clone(), r))
-                .collect();
-        }
-        let band_value = level.pop().expect("a tile has rows");
-        let reduces = ops::reduces_column::expand(
-            scope,
-            tiles.clone(),
-            count.into(),
-            tile.clone(),
-            cube_units,
-            groups_per_cube,
-        );
-        let partials: NativeExpand<Array<f64>> = self.var(Binding::ColumnPartials(k)).into();
-        cubecl::frontend::branch::if_expand(scope, reduces, |scope| {
-            let at = ops::column_group::expand(scope, tiles, tile);
-            ops::store_scalar::expand::<f64>(scope, partials, at, band_value);
-        });
-        // The next column reduction of the pass reuses the shared terms.
-        ops::barrier::expand(scope);
-    }
-
-    /// Row reduction `k`'s value for the group's row, which the finishing launches
-    /// after its phase wrote.
-    fn row_value(&self, scope: &mut Scope, k: usize, place: &Place) -> F {
-        let (row, _) = place
-            .row
-            .clone()
-            .expect("a plan with row reductions finds rows");
-        let values: NativeExpand<Array<f32>> = self.var(Binding::RowValues).into();
-        let at = ops::block_index::expand(scope, row, self.plan.reductions.len(), k);
-        ops::load_scalar::expand::<f32>(scope, values, at)
-    }
-
     /// The largest value over the group's real elements: this unit's lanes, then the
     /// other units of the group through plane shuffles.
     fn group_max(
@@ -825,6 +678,19 @@ impl KernelBody<'_> {
         }
         max
     }
+}
+
+/// The pairwise tree over `values` (a power of two of them), adjacent pairs first, as
+/// `flashopt_ir::reduction::pairwise` combines them.
+fn pairwise(scope: &mut Scope, values: Vec<NativeExpand<f64>>, r: Reduction) -> NativeExpand<f64> {
+    let mut level = values;
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| ops::combine::expand(scope, pair[0].clone(), pair[1].clone(), r))
+            .collect();
+    }
+    level.pop().expect("a tree over at least one value")
 }
 
 /// An f32 constant. Infinities and NaN are built at run time from their bits (see
@@ -883,195 +749,4 @@ fn products_to_veil(program: &Program) -> Vec<bool> {
             matches!(inst.op, InstOp::Binary(Func2::Mul | Func2::Powi, ..)) && contractible_use[i]
         })
         .collect()
-}
-
-/// A unit's lanes as raw elements, loaded as vectors of `N`.
-fn load_lanes<E: Numeric, N: Size>(
-    scope: &mut Scope,
-    var: ManagedVariable,
-    place: &Place,
-) -> Vec<NativeExpand<E>> {
-    let array: NativeExpand<Array<Vector<E, N>>> = var.into();
-    let width = N::try_value_const().expect("constant vector width");
-    let mut lanes = Vec::with_capacity(place.shape.lanes_per_unit);
-    for c in 0..place.shape.lanes_per_unit / width {
-        let at = place.vector_index(scope, width, c);
-        let v = ops::load_vector::expand::<E, N>(scope, array.clone(), at);
-        push_lanes(scope, &v, &mut lanes);
-    }
-    lanes
-}
-
-/// Every lane of the vector `v`, in order, onto `lanes`.
-fn push_lanes<E: Numeric, N: Size>(
-    scope: &mut Scope,
-    v: &NativeExpand<Vector<E, N>>,
-    lanes: &mut Vec<NativeExpand<E>>,
-) {
-    let width = N::try_value_const().expect("constant vector width");
-    for k in 0..width {
-        lanes.push(ops::lane::expand::<E, N>(scope, v.clone(), k));
-    }
-}
-
-/// As [`load_lanes`], each vector from the binding of the region the group lies in:
-/// the vectors are assigned under the regions' conditions, the lanes taken once.
-fn load_lanes_from_regions<E: Numeric, N: Size>(
-    scope: &mut Scope,
-    regions: &[(NativeExpand<bool>, ManagedVariable, Place)],
-    place: &Place,
-) -> Vec<NativeExpand<E>> {
-    let width = N::try_value_const().expect("constant vector width");
-    let mut lanes = Vec::with_capacity(place.shape.lanes_per_unit);
-    for c in 0..place.shape.lanes_per_unit / width {
-        let mut v = ops::empty_vector::expand::<E, N>(scope);
-        for (inside, var, region) in regions {
-            let array: NativeExpand<Array<Vector<E, N>>> = var.clone().into();
-            cubecl::frontend::branch::if_expand(scope, inside.clone(), |scope| {
-                let at = region.vector_index(scope, width, c);
-                let loaded = ops::load_vector::expand::<E, N>(scope, array, at);
-                v.expand_assign(scope, loaded);
-            });
-        }
-        push_lanes(scope, &v, &mut lanes);
-    }
-    lanes
-}
-
-/// Store raw element lanes as vectors of `N`.
-fn store_lanes<E: Numeric, N: Size>(
-    scope: &mut Scope,
-    var: ManagedVariable,
-    place: &Place,
-    lanes: Vec<NativeExpand<E>>,
-) {
-    let array: NativeExpand<Array<Vector<E, N>>> = var.into();
-    let width = N::try_value_const().expect("constant vector width");
-    for c in 0..place.shape.lanes_per_unit / width {
-        let v = ops::empty_vector::expand::<E, N>(scope);
-        for k in 0..width {
-            ops::set_lane::expand::<E, N>(scope, v.clone(), k, lanes[c * width + k].clone());
-        }
-        let at = place.vector_index(scope, width, c);
-        ops::store_vector::expand::<E, N>(scope, array.clone(), at, v);
-    }
-}
-
-/// The vector width [`buffers`] gives elements of `E`.
-fn width_of<E: CubePrimitive>(place: &Place) -> usize {
-    place.shape.vector_width(size_of::<E>())
-}
-
-fn load_raw<E: Numeric>(
-    scope: &mut Scope,
-    var: ManagedVariable,
-    place: &Place,
-) -> Vec<NativeExpand<E>> {
-    match width_of::<E>(place) {
-        16 => load_lanes::<E, Const<16>>(scope, var, place),
-        8 => load_lanes::<E, Const<8>>(scope, var, place),
-        _ => load_lanes::<E, Const<4>>(scope, var, place),
-    }
-}
-
-fn store_raw<E: Numeric>(
-    scope: &mut Scope,
-    var: ManagedVariable,
-    place: &Place,
-    lanes: Vec<NativeExpand<E>>,
-) {
-    match width_of::<E>(place) {
-        16 => store_lanes::<E, Const<16>>(scope, var, place, lanes),
-        8 => store_lanes::<E, Const<8>>(scope, var, place, lanes),
-        _ => store_lanes::<E, Const<4>>(scope, var, place, lanes),
-    }
-}
-
-/// A loaded element widened to a program value: f32 for float storages, i32 for
-/// integer ones.
-fn widen<E: Numeric>(scope: &mut Scope, x: NativeExpand<E>, float: bool) -> Scalar {
-    if float {
-        Scalar::F(ops::to_f32::expand::<E>(scope, x))
-    } else {
-        Scalar::I(ops::to_i32::expand::<E>(scope, x))
-    }
-}
-
-fn load_elements(
-    scope: &mut Scope,
-    var: ManagedVariable,
-    storage: Storage,
-    place: &Place,
-) -> Vec<Scalar> {
-    with_storage_type!(storage, E => load_raw::<E>(scope, var, place)
-        .into_iter()
-        .map(|x| widen::<E>(scope, x, storage.is_float()))
-        .collect())
-}
-
-/// Convert f32 lanes to the storage (see `InstOp::Store`) and store them.
-fn store_elements(
-    scope: &mut Scope,
-    var: ManagedVariable,
-    storage: Storage,
-    place: &Place,
-    values: &[F],
-) {
-    with_storage_type!(storage, E => {
-        let lanes = values
-            .iter()
-            .map(|x| ops::from_f32::expand::<E>(scope, x.clone()))
-            .collect();
-        store_raw::<E>(scope, var, place, lanes)
-    })
-}
-
-fn load_group(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place) -> Scalar {
-    with_storage_type!(storage, E => {
-        let array: NativeExpand<Array<E>> = var.into();
-        let x = ops::load_scalar::expand::<E>(scope, array, place.group.clone());
-        widen::<E>(scope, x, storage.is_float())
-    })
-}
-
-/// The value of the group's row in a per-row part.
-fn load_row(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place) -> Scalar {
-    let (row, _) = place
-        .row
-        .clone()
-        .expect("a plan with values per row finds rows");
-    with_storage_type!(storage, E => {
-        let array: NativeExpand<Array<E>> = var.into();
-        let x = ops::load_scalar::expand::<E>(scope, array, row);
-        widen::<E>(scope, x, storage.is_float())
-    })
-}
-
-/// The row's new value, written by the unit holding the row's first element.
-fn store_row(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place, x: F) {
-    let (row, starts) = place
-        .row
-        .clone()
-        .expect("a plan with values per row finds rows");
-    with_storage_type!(storage, E => {
-        let array: NativeExpand<Array<E>> = var.into();
-        let stored = ops::from_f32::expand::<E>(scope, x);
-        cubecl::frontend::branch::if_expand(scope, starts, |scope| {
-            ops::store_scalar::expand::<E>(scope, array, row, stored);
-        });
-    })
-}
-
-fn store_group(scope: &mut Scope, var: ManagedVariable, storage: Storage, place: &Place, x: F) {
-    with_storage_type!(storage, E => {
-        let array: NativeExpand<Array<E>> = var.into();
-        let stored = ops::from_f32::expand::<E>(scope, x);
-        ops::store_group_scalar::expand::<E>(
-            scope,
-            array,
-            place.group.clone(),
-            place.sub.clone(),
-            stored,
-        );
-    })
 }
