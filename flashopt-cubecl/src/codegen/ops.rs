@@ -512,9 +512,9 @@ pub fn tile_row_is_real(table: &Array<u32>, slot: usize) -> bool {
 }
 
 /// The tile this unit reduces columns of, when the cube's `groups_per_cube` slots
-/// hold several tiles: the cube's first slot (`slots` counted from the launch's
-/// `first`, a whole tile) plus the unit's 32-unit block. Units past the cube's tiles
-/// or the launch's take the launch's last tile (and store nothing).
+/// hold several tiles: the cube's first slot (counted from the launch's `first`, a
+/// whole tile) plus the unit's 32-unit block. Units past the cube's tiles take its last
+/// one, units past the launch's tiles the launch's last (and store nothing).
 #[cube]
 pub fn column_tile(
     first: u32,

@@ -42,6 +42,15 @@ impl TensorColumns {
     }
 }
 
+/// A launch's `(first, count)` slots or groups as its u32 scalars.
+///
+/// # Panics
+/// Past 2^32 (a tiled pass takes 32 slots per tile: a vector's tiles hold one group).
+pub(crate) fn launch_range((first, count): (usize, usize)) -> (u32, u32) {
+    let word = |x: usize| u32::try_from(x).expect("fewer than 2^32 slots per launch");
+    (word(first), word(first + count) - word(first))
+}
+
 impl ColumnLayout {
     /// The layout of tensors whose rows start groups (a row length that is a multiple
     /// of 32, or one row). A tensor's tiles go band by band, each band's blocks of 32
@@ -170,9 +179,16 @@ mod tests {
             }
         }
         assert!(column_groups.iter().all(|&n| n == 1));
+        assert_eq!(launch_range((64, 96)), (64, 96));
         assert_eq!(
             layout.slots_of((0, shapes.len())),
             (0, layout.tile_words.len() / 6 * 32)
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "fewer than 2^32 slots per launch")]
+    fn a_launch_past_two_to_the_32_slots_is_refused() {
+        launch_range((32, u32::MAX as usize));
     }
 }

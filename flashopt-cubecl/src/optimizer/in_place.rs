@@ -17,7 +17,7 @@ use flashopt_runtime::raw;
 use flashopt_runtime::step::{self, GradSource, Scope};
 
 use super::GpuOptimizer;
-use super::columns::ColumnLayout;
+use super::columns::{ColumnLayout, launch_range};
 use super::layout::info_word;
 use crate::codegen::bindings::Binding;
 use crate::codegen::bindings::MAX_GRADIENT_REGIONS;
@@ -335,7 +335,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                     kernel,
                     &self.buffers,
                     &regions,
-                    (first as u32, count as u32),
+                    launch_range((first, count)),
                 )
             };
         }

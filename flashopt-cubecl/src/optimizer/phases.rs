@@ -18,7 +18,7 @@ use flashopt_runtime::raw;
 use flashopt_runtime::step::Scope;
 
 use super::GpuOptimizer;
-use super::columns::ColumnLayout;
+use super::columns::{ColumnLayout, launch_range};
 use super::in_place::Bound;
 use super::layout::Segment;
 use crate::codegen::bindings::{
@@ -322,17 +322,12 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 (Some(bound), None) => {
                     self.launch_bound_with(bound, (&phase.alone, &phase.regions))
                 }
-                // SAFETY: every buffer holds every group (`upload`), the tile table
-                // every tile.
-                (None, _) => unsafe {
-                    launch(
-                        &self.client,
-                        &phase.alone,
-                        &self.buffers,
-                        launched.0 as u32,
-                        launched.1 as u32,
-                    )
-                },
+                (None, _) => {
+                    let (first, count) = launch_range(launched);
+                    // SAFETY: every buffer holds every group (`upload`), the tile table
+                    // every tile.
+                    unsafe { launch(&self.client, &phase.alone, &self.buffers, first, count) }
+                }
             }
             for &(k, op) in &phase.reductions {
                 let scope = plan.reductions[k].scope;

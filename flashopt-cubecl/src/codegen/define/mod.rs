@@ -435,8 +435,9 @@ impl KernelBody<'_> {
             .partition(|&(k, _)| plan.reductions[k].scope == ReductionScope::Column);
         // Column reductions meet in shared memory: every unit of the cube reaches the
         // barriers, outside the stores' branch.
+        let mut shared_terms = None;
         for &(k, v) in &column_terms {
-            self.column_band_values(scope, k, &regs[v.index()]);
+            self.column_band_values(scope, k, &regs[v.index()], &mut shared_terms);
         }
         let group_values: Vec<(usize, NativeExpand<f64>)> = terms
             .iter()

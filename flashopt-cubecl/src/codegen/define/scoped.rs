@@ -94,7 +94,13 @@ impl KernelBody<'_> {
     /// tile's rows one after the other), then one unit per column takes the pairwise
     /// tree over the tile's rows and writes the column's band value. Every unit of
     /// the cube reaches both barriers.
-    pub(super) fn column_band_values(&self, scope: &mut Scope, k: usize, value: &Reg) {
+    pub(super) fn column_band_values(
+        &self,
+        scope: &mut Scope,
+        k: usize,
+        value: &Reg,
+        shared: &mut Option<NativeExpand<SharedMemory<f32>>>,
+    ) {
         let r = self.plan.reductions[k].op;
         let (first, count) = self
             .launch
@@ -102,7 +108,10 @@ impl KernelBody<'_> {
             .expect("a pass with column reductions is tiled");
         let cube_units = CUBE_DIM as usize;
         let groups_per_cube = cube_units / self.shape.units_per_group();
-        let shared = ops::new_shared::expand(scope, groups_per_cube * GROUP_SIZE);
+        // One array for every column reduction of the pass (32 KB at 32 lanes a unit).
+        let shared = shared
+            .get_or_insert_with(|| ops::new_shared::expand(scope, groups_per_cube * GROUP_SIZE))
+            .clone();
         for l in 0..self.lanes() {
             ops::share_lane::expand(scope, shared.clone(), value.lane(l).f(), self.lanes(), l);
         }
