@@ -42,6 +42,7 @@ pub mod graph;
 pub mod hyper;
 pub mod interp;
 pub mod layout;
+pub mod matrix;
 pub mod passes;
 pub mod plan;
 mod print;
