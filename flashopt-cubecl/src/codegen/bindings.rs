@@ -326,6 +326,12 @@ pub fn column_reductions(plan: &Plan) -> Vec<usize> {
         .collect()
 }
 
+/// Reduction `k`'s place among the plan's column reductions ([`column_reductions`]),
+/// where its column values and partials are kept; `None` for another scope.
+pub fn column_index(plan: &Plan, k: usize) -> Option<usize> {
+    column_reductions(plan).iter().position(|&c| c == k)
+}
+
 /// Whether pass `pass` of the plan (as [`Plan::passes`] counts) reduces over columns.
 /// Such a pass runs *tiled*: a tile is 32 rows by 32 columns of one tensor (a band of
 /// 32 rows and a block of 32 columns; fewer at the tensor's last rows, or at a

@@ -1,6 +1,7 @@
 //! A reduction's value for each tensor, from the per-group values a reduction phase
-//! wrote (`Binding::Partials`, one buffer per reduction): levels 2 to 4 of `flashopt_ir::reduction`, in its
-//! order, so that the value is the CPU reference's bit for bit.
+//! wrote (`Binding::Partials`, one buffer per reduction): levels 2 to 4 of
+//! `flashopt_ir::reduction`, in its order, so that the value is the CPU reference's
+//! bit for bit.
 //!
 //! - [`chunk_values`]: one cube of [`CHUNK_GROUPS`] units per chunk, the pairwise
 //!   tree over its groups' values in shared memory;
@@ -17,7 +18,7 @@ use flashopt_ir::reduction::{CHUNK_GROUPS, STRANDS};
 use cubecl::ir::{AddressType, Type};
 use flashopt_ir::Plan;
 
-use crate::codegen::bindings::{F32, F64, U32, scalar_stride};
+use crate::codegen::bindings::{F32, F64, U32, column_index, column_reductions, scalar_stride};
 use crate::codegen::emit::{Target, compile_for, offline_device_properties};
 use crate::codegen::ops::{combine, reduction_identity};
 
@@ -262,13 +263,13 @@ pub unsafe fn launch_tensor_values<R: Runtime>(
 pub fn sources(plan: &Plan, target: Target) -> Result<Vec<String>, String> {
     let stride = scalar_stride(plan);
     let offset = plan.scalar_count();
-    let columns = crate::codegen::bindings::column_reductions(plan);
+    let columns = column_reductions(plan).len();
     let mut out = Vec::new();
     for (k, r) in plan.reductions.iter().enumerate() {
         let op = r.op;
         // Column reductions keep their values apart, counted among themselves.
-        let (reductions, k) = match columns.iter().position(|&c| c == k) {
-            Some(j) => (columns.len(), j),
+        let (reductions, k) = match column_index(plan, k) {
+            Some(j) => (columns, j),
             None => (plan.reductions.len(), k),
         };
         let (stride, offset) = output_row(r.scope, reductions, (stride, offset));

@@ -22,8 +22,8 @@ use super::columns::{ColumnLayout, launch_range};
 use super::in_place::Bound;
 use super::layout::Segment;
 use crate::codegen::bindings::{
-    Binding, KernelShape, MAX_GRADIENT_REGIONS, column_reductions, has_columns, has_rows,
-    scalar_stride, tiled,
+    Binding, KernelShape, MAX_GRADIENT_REGIONS, column_index, column_reductions, has_columns,
+    has_rows, scalar_stride, tiled,
 };
 use crate::cubecl::client::ComputeClient;
 use crate::device::launch::{FusedStep, launch};
@@ -206,8 +206,7 @@ fn column_spans(segments: &[Segment], layout: &ColumnLayout) -> Vec<Span> {
         .iter()
         .zip(&layout.tensors)
         .flat_map(|(s, c)| {
-            let columns = if s.len == 0 { 0 } else { s.row_len };
-            (0..columns).map(move |column| Span {
+            (0..spanned_columns(s)).map(move |column| Span {
                 first_group: c.first_column_group + column * c.bands,
                 groups: c.bands,
                 len: s.rows,
@@ -217,11 +216,19 @@ fn column_spans(segments: &[Segment], layout: &ColumnLayout) -> Vec<Span> {
         .collect()
 }
 
+/// A tensor's column spans: its columns (none for an empty tensor, whose row length
+/// is 0 but which has no rows either).
+fn spanned_columns(s: &Segment) -> usize {
+    if s.len == 0 { 0 } else { s.row_len }
+}
+
 /// The column spans ([`column_spans`]) of tensors `tensors.0..tensors.1`.
 fn column_spans_of(segments: &[Segment], tensors: (usize, usize)) -> (usize, usize) {
-    let count = |s: &Segment| if s.len == 0 { 0 } else { s.row_len };
-    let before: usize = segments[..tensors.0].iter().map(count).sum();
-    let inside: usize = segments[tensors.0..tensors.1].iter().map(count).sum();
+    let before: usize = segments[..tensors.0].iter().map(spanned_columns).sum();
+    let inside: usize = segments[tensors.0..tensors.1]
+        .iter()
+        .map(spanned_columns)
+        .sum();
     (before, before + inside)
 }
 
@@ -299,11 +306,10 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         if tensors.1 == tensors.0 {
             return;
         }
-        let rows = self.rows_of(tensors);
+        let rows = self.scoped_range(tensors, flashopt_ir::Extent::Row);
         let plan = self.core.plan();
         let scalars = &self.buffers[self.slot(Binding::Scalars)];
         let tensor_row = (scalar_stride(plan), plan.scalar_count());
-        let column_order = column_reductions(plan);
         for phase in &phases.kernels {
             // A tiled phase steps the tensors' tile slots instead of their groups.
             let columns = phase.tiled.then(|| {
@@ -311,10 +317,6 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                     .column_layout()
                     .expect("a plan with column reductions has their layout")
             });
-            let launched = match columns {
-                Some(layout) => layout.slots_of(tensors),
-                None => (groups.0, groups.1 - groups.0),
-            };
             match (bound, columns) {
                 (Some(bound), Some(layout)) => {
                     self.launch_bound_tiled(bound, &phase.regions, layout)
@@ -322,8 +324,11 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                 (Some(bound), None) => {
                     self.launch_bound_with(bound, (&phase.alone, &phase.regions))
                 }
-                (None, _) => {
-                    let (first, count) = launch_range(launched);
+                (None, columns) => {
+                    let (first, count) = launch_range(match columns {
+                        Some(layout) => layout.slots_of(tensors),
+                        None => (groups.0, groups.1 - groups.0),
+                    });
                     // SAFETY: every buffer holds every group (`upload`), the tile table
                     // every tile.
                     unsafe { launch(&self.client, &phase.alone, &self.buffers, first, count) }
@@ -345,10 +350,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         &self.buffers[self.slot(Binding::ColumnPartials(k))],
                         &self.buffers[self.slot(Binding::ColumnValues)],
                         column_spans_of(&self.segments, tensors),
-                        column_order
-                            .iter()
-                            .position(|&c| c == k)
-                            .expect("a column reduction"),
+                        column_index(plan, k).expect("a column reduction"),
                     ),
                     _ => (
                         &phases.tensors,

@@ -64,11 +64,12 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     pub(super) fn commit_scoped(&self, tensors: (usize, usize)) {
         let plan = self.core.plan();
         for (i, part) in plan.parts.iter().enumerate() {
-            let ((first, end), write) = match part.extent {
-                Extent::Row => (self.rows_of(tensors), Binding::RowWrite(i)),
-                Extent::Column => (self.columns_of(tensors), Binding::ColumnWrite(i)),
+            let write = match part.extent {
+                Extent::Row => Binding::RowWrite(i),
+                Extent::Column => Binding::ColumnWrite(i),
                 _ => continue,
             };
+            let (first, end) = self.scoped_range(tensors, part.extent);
             let rows = end - first;
             assert_eq!(
                 part.storage,

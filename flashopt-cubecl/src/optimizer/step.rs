@@ -204,29 +204,16 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         }
     }
 
-    /// The rows of tensors `tensors.0..tensors.1` among every tensor's rows: a range of
-    /// indices into a flat per-row part (empty for no tensors).
-    pub(super) fn rows_of(&self, tensors: (usize, usize)) -> (usize, usize) {
+    /// The values of tensors `tensors.0..tensors.1` in a flat part of one value per
+    /// row (per column) of every tensor: a range of indices (empty for no tensors).
+    pub(super) fn scoped_range(&self, tensors: (usize, usize), extent: Extent) -> (usize, usize) {
         if tensors.1 <= tensors.0 {
             return (0, 0);
         }
         let last = &self.segments[tensors.1 - 1];
         (
-            self.segments[tensors.0].first_row,
-            last.first_row + last.rows,
-        )
-    }
-
-    /// The columns of tensors `tensors.0..tensors.1` among every tensor's (padded)
-    /// columns: a range of indices into a flat per-column part.
-    pub(super) fn columns_of(&self, tensors: (usize, usize)) -> (usize, usize) {
-        if tensors.1 <= tensors.0 {
-            return (0, 0);
-        }
-        let last = &self.segments[tensors.1 - 1];
-        (
-            self.segments[tensors.0].first_column,
-            last.first_column + last.padded(flashopt_ir::Extent::Column),
+            self.segments[tensors.0].start(extent),
+            last.start(extent) + last.padded(extent),
         )
     }
 

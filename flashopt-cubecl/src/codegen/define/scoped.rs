@@ -9,7 +9,7 @@ use flashopt_ir::{GROUP_SIZE, Storage};
 
 use super::memory::widen;
 use super::{F, KernelBody, Place, Reg, Scalar, pairwise};
-use crate::codegen::bindings::{Binding, column_reductions};
+use crate::codegen::bindings::{Binding, column_index, column_reductions};
 use crate::codegen::emit::CUBE_DIM;
 use crate::codegen::ops;
 
@@ -73,16 +73,13 @@ impl KernelBody<'_> {
             .column
             .clone()
             .expect("a plan with column reductions finds columns");
-        let columns = column_reductions(self.plan);
-        let j = columns
-            .iter()
-            .position(|&c| c == k)
-            .expect("a column reduction");
+        let columns = column_reductions(self.plan).len();
+        let j = column_index(self.plan, k).expect("a column reduction");
         let values: NativeExpand<Array<f32>> = self.var(Binding::ColumnValues).into();
         (0..self.lanes())
             .map(|l| {
                 let lane = ops::block_index::expand(scope, column.clone(), 1, l);
-                let at = ops::block_index::expand(scope, lane, columns.len(), j);
+                let at = ops::block_index::expand(scope, lane, columns, j);
                 Scalar::F(ops::load_scalar::expand::<f32>(scope, values.clone(), at))
             })
             .collect()
