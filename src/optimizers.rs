@@ -392,6 +392,39 @@ optimizer! {
     }
 }
 
+optimizer! {
+    /// Muon (Jordan et al., 2024: momentum orthogonalized by Newton-Schulz) as
+    /// `torch.optim.Muon` computes it: the momentum `m = lerp(m, g, 1 - momentum)`,
+    /// the Nesterov update `lerp(g, m, momentum)` (torch's order of arithmetic for a
+    /// weight of at least 0.5), orthogonalized over each tensor's matrix by five
+    /// quintic Newton-Schulz steps in bf16 (`orthogonalize`), the step scaled by
+    /// `sqrt(max(1, rows / cols))`, and decoupled weight decay
+    /// `p *= 1 - lr * weight_decay`. A tensor is the matrix of rows of its last
+    /// dimension: register a `[out, in]` weight as it is.
+    ///
+    /// Muon is for the matrices of hidden layers; step embeddings, the output head
+    /// and vectors with [`AdamW`]. The momentum is 8-bit: with bf16 parameters and
+    /// 24-bit masters it holds 4.06 bytes per parameter, plus the gradient.
+    #[flashopt(min_step = 0.01)]
+    pub Muon {
+        /// Learning rate.
+        #[flashopt(learning_rate)]
+        hyper lr: f32 = 1e-3 in 0.0..;
+        /// Decay of the momentum.
+        hyper momentum: f32 = 0.95 in 0.0..1.0;
+        /// Orthogonalize the Nesterov update (`lerp(g, m, momentum)`) instead of `m`.
+        hyper nesterov: bool = true;
+        /// Decoupled weight decay: `p *= 1 - lr * weight_decay` each step.
+        hyper weight_decay: f32 = 0.1 in 0.0..;
+        state m: signed;
+
+        m = lerp(m, g, 1.0 - momentum);
+        let update = if nesterov { m - (m - g) * (1.0 - momentum) } else { m };
+        let scale = sqrt(max(1.0, rows / cols));
+        p = p * (1.0 - f64(lr * weight_decay)) - (lr * scale) * orthogonalize(update);
+    }
+}
+
 /// The shipped optimizers' names, as `by_name` takes them. Each is flashoptim
 /// 0.1.4's, operation by operation (Adam and AdamW with `bound_momentum: false`; Lion,
 /// Sgd and SgdW under `NearestRounding`).
@@ -401,12 +434,18 @@ pub const NAMES: [&str; 5] = ["adamw", "adam", "lion", "sgd", "sgdw"];
 pub const REDUCING_NAMES: [&str; 2] = ["lamb", "cautious_adamw"];
 
 /// The shipped optimizers with states per row or per column of a tensor (no
-/// flashoptim counterpart). The CPU optimizer steps them all, the GPU back end those
-/// per row only (Adam-mini); ZeRO-1 sharding refuses them for now.
+/// flashoptim counterpart). The CPU optimizer and the GPU back end step them all
+/// (the GPU where each row of a tensor starts a 32-element group); ZeRO-1 sharding
+/// refuses them for now.
 pub const ROW_COLUMN_NAMES: [&str; 3] = ["adafactor", "adafactor_momentum", "adam_mini"];
 
+/// The shipped optimizers that apply a function to each tensor's whole matrix (no
+/// flashoptim counterpart). The CPU optimizer steps them; the GPU back end and
+/// ZeRO-1 sharding refuse them for now.
+pub const MATRIX_NAMES: [&str; 1] = ["muon"];
+
 /// A shipped optimizer's definition by its name (one of [`NAMES`],
-/// [`REDUCING_NAMES`] or [`ROW_COLUMN_NAMES`]).
+/// [`REDUCING_NAMES`], [`ROW_COLUMN_NAMES`] or [`MATRIX_NAMES`]).
 pub fn by_name(name: &str) -> Option<flashopt_ir::OptimizerDef> {
     use flashopt_ir::OptimizerSpec;
     Some(match name {
@@ -415,6 +454,7 @@ pub fn by_name(name: &str) -> Option<flashopt_ir::OptimizerDef> {
         "adafactor" => Adafactor::definition(),
         "adafactor_momentum" => AdafactorMomentum::definition(),
         "adam_mini" => AdamMini::definition(),
+        "muon" => Muon::definition(),
         "adamw" => AdamW::definition(),
         "adam" => Adam::definition(),
         "lion" => Lion::definition(),

@@ -6,7 +6,7 @@
 
 use flashopt::ir::{OptimizerDef, compile, prepare, validate};
 use flashopt::optimizers::{
-    Adafactor, AdafactorMomentum, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW,
+    Adafactor, AdafactorMomentum, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Muon, Sgd, SgdW,
 };
 use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig};
 
@@ -28,6 +28,7 @@ fn shipped() -> Vec<(OptimizerDef, &'static str)> {
             AdafactorMomentum::ELEMENT_RULE_TOKENS,
         ),
         (AdamMini::definition(), AdamMini::ELEMENT_RULE_TOKENS),
+        (Muon::definition(), Muon::ELEMENT_RULE_TOKENS),
     ]
 }
 

@@ -4,7 +4,7 @@
 //! compiled as a crate's doctests.
 
 use flashopt::optimizers::{
-    Adafactor, AdafactorMomentum, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW,
+    Adafactor, AdafactorMomentum, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Muon, Sgd, SgdW,
 };
 use flashopt::{MasterMode, OptimizerSpec, PlanConfig};
 
@@ -39,6 +39,7 @@ fn the_readme_bytes_table_is_what_the_plans_store() {
         row::<Adafactor>("Adafactor (+ rows and columns)"),
         row::<AdafactorMomentum>("Adafactor with momentum (+ rows and columns)"),
         row::<AdamMini>("Adam-mini (+ rows)"),
+        row::<Muon>("Muon"),
     ] {
         assert!(
             readme.contains(&expected),

@@ -408,3 +408,12 @@ fn row_and_column_optimizers_are_refused_with_the_reason() {
     let refused = "`adammini` keeps or computes values per row or per column (state `v` (per row), `row_mean`), which ZeRO-1 sharding does not support yet: step it with CpuOptimizer";
     assert_eq!(errors, [refused, refused]);
 }
+
+/// A plan with a matrix function is refused by every rank, naming what needs each
+/// tensor's whole matrix: a rank's piece of a tensor cuts it.
+#[test]
+fn matrix_optimizers_are_refused_with_the_reason() {
+    let errors = built_by_two_ranks(&flashopt::optimizers::Muon::default());
+    let refused = "`muon` computes with each tensor's whole matrix (`orthogonalize`, `rows`, `cols`), which ZeRO-1 sharding does not support yet: step it with CpuOptimizer";
+    assert_eq!(errors, [refused, refused]);
+}

@@ -75,6 +75,36 @@ pub enum Input {
     State(usize),
     /// A host-computed scalar, by index (only after hoisting).
     Scalar(usize),
+    /// The number of rows or columns of the element's tensor seen as a matrix, as f32:
+    /// the same on every element of a tensor, different between tensors.
+    Dim(Dim),
+}
+
+/// A dimension of a tensor seen as a row-major matrix ([`crate::layout::Shape`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// `rows`: the element count over the row length.
+    Rows,
+    /// `cols`: the row length (the last dimension).
+    Cols,
+}
+
+impl Dim {
+    /// The name a rule reads it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dim::Rows => "rows",
+            Dim::Cols => "cols",
+        }
+    }
+
+    /// Its value for a tensor of `shape`.
+    pub fn of(self, shape: crate::layout::Shape) -> usize {
+        match self {
+            Dim::Rows => shape.rows(),
+            Dim::Cols => shape.cols(),
+        }
+    }
 }
 
 /// Built-in functions of one argument.
@@ -366,6 +396,32 @@ impl Reducer {
     }
 }
 
+/// A function of a whole matrix: every element's value of the argument, the tensor
+/// seen as a row-major `rows x cols` matrix, gives every element's value of the
+/// result. [`crate::matrix`] holds the reference arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatrixFn {
+    /// `orthogonalize(x)`: Muon's quintic Newton-Schulz iteration
+    /// ([`crate::matrix::NewtonSchulz::MUON`]) in bf16 GEMM arithmetic, as
+    /// `torch.optim.Muon` computes it: about `U V^T` for `x = U S V^T`.
+    Orthogonalize,
+}
+
+impl MatrixFn {
+    pub const ALL: [MatrixFn; 1] = [MatrixFn::Orthogonalize];
+
+    /// The function a rule calls.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatrixFn::Orthogonalize => "orthogonalize",
+        }
+    }
+
+    pub fn by_name(name: &str) -> Option<MatrixFn> {
+        MatrixFn::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     Const(Const),
@@ -375,6 +431,8 @@ pub enum Op {
     Ternary(Func3, Handle, Handle, Handle),
     /// A reduction of a per-element value over a tensor, its rows or its columns.
     Reduce(Reducer, Handle),
+    /// A function of the tensor's matrix of a per-element value.
+    Matrix(MatrixFn, Handle),
 }
 
 impl Op {
@@ -382,7 +440,7 @@ impl Op {
     pub fn operands(&self) -> Vec<Handle> {
         match *self {
             Op::Const(_) | Op::Input(_) => vec![],
-            Op::Unary(_, a) | Op::Reduce(_, a) => vec![a],
+            Op::Unary(_, a) | Op::Reduce(_, a) | Op::Matrix(_, a) => vec![a],
             Op::Binary(_, a, b) => vec![a, b],
             Op::Ternary(_, a, b, c) => vec![a, b, c],
         }
@@ -394,6 +452,7 @@ impl Op {
             Op::Const(_) | Op::Input(_) => *self,
             Op::Unary(func, a) => Op::Unary(func, f(a)),
             Op::Reduce(r, a) => Op::Reduce(r, f(a)),
+            Op::Matrix(m, a) => Op::Matrix(m, f(a)),
             Op::Binary(func, a, b) => Op::Binary(func, f(a), f(b)),
             Op::Ternary(func, a, b, c) => Op::Ternary(func, f(a), f(b), f(c)),
         }

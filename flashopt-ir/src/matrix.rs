@@ -6,7 +6,7 @@
 //! columns, and transposed back at the end):
 //!
 //! ```text
-//! X = G / (|G|_F + eps)
+//! X = G / max(|G|_F, eps)
 //! repeat steps:  A = X X^T;  B = b A + c A A;  X = a X + B X
 //! ```
 //!
@@ -18,6 +18,9 @@
 //! agrees with this reference within a tolerance, not bit for bit.
 
 use half::bf16;
+
+use crate::graph::MatrixFn;
+use crate::layout::Shape;
 
 /// How the iteration rounds (see the module's documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +127,20 @@ impl Matrix {
     }
 }
 
+/// Matrix function `f` of a tensor's values of its argument, as the plan's
+/// `MatrixFn` defines it: the tensor seen as its `shape`'s row-major matrix.
+pub fn apply(f: MatrixFn, argument: &[f32], shape: Shape) -> Vec<f32> {
+    match f {
+        MatrixFn::Orthogonalize => orthogonalize(
+            argument,
+            shape.rows(),
+            shape.cols(),
+            &NewtonSchulz::MUON,
+            MatrixPrecision::Bf16,
+        ),
+    }
+}
+
 /// The orthogonalization of the `rows x cols` matrix `values` (row-major), in the same
 /// layout.
 ///
@@ -146,7 +163,8 @@ pub fn orthogonalize(
     let mut x = if tall { given.transposed() } else { given };
     let squares: f64 = x.values.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
     let norm = precision.round(squares.sqrt() as f32);
-    let scale = precision.round(norm + ns.eps);
+    // `torch.optim.Muon` clamps the norm (Keller Jordan's reference adds eps).
+    let scale = norm.max(precision.round(ns.eps));
     for v in &mut x.values {
         *v = precision.round(*v / scale);
     }

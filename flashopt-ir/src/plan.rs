@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::def::{HyperParamDef, Value};
-use crate::graph::{Const, Reducer};
+use crate::graph::{Const, Dim, MatrixFn, Reducer};
 use crate::hyper::HyperValues;
 use crate::layout::{Extent, Part, PartId, Role, Shape};
 use crate::passes::HostProgram;
@@ -93,10 +93,15 @@ pub struct Plan {
     /// The rule's reductions (over a tensor, its rows or its columns), by slot
     /// (`InstOp::Reduce(k, ..)`).
     pub reductions: Vec<Reducer>,
+    /// The rule's matrix functions, by slot (`InstOp::MatrixArg(m, ..)`): each maps
+    /// a tensor's matrix of its argument to the matrix of its result, between the
+    /// phase that writes the argument and the passes that read the result.
+    pub matrices: Vec<MatrixFn>,
     /// Passes over each tensor before the step, in order ([`crate::passes::phases`]):
-    /// each computes the terms of its reductions (`InstOp::Reduce`) and stores
-    /// nothing; a phase reads the values of earlier phases' reductions. Empty without
-    /// reductions.
+    /// each computes the terms of its reductions (`InstOp::Reduce`) and the
+    /// arguments of its matrix functions (`InstOp::MatrixArg`) and stores nothing; a
+    /// phase reads the values of earlier phases' reductions and matrix functions.
+    /// Empty without either.
     pub phases: Vec<Program>,
     /// Reads the resident parts; output 0 is the f32 master weight, output `1 + k`
     /// state `k`'s f32 value.
@@ -194,6 +199,34 @@ impl Plan {
     /// As [`Self::rows_and_columns`], what holds or computes one value per column.
     pub fn columns(&self) -> Option<String> {
         self.scoped(|extent| extent == Extent::Column)
+    }
+
+    /// What in the plan sees each tensor as a whole matrix: its matrix functions and
+    /// its reads of `rows` and `cols`, named for a message; `None` if nothing does.
+    pub fn matrix_functions(&self) -> Option<String> {
+        let mut names: Vec<String> = self
+            .matrices
+            .iter()
+            .map(|f| format!("`{}`", f.name()))
+            .collect();
+        for dim in [Dim::Rows, Dim::Cols] {
+            let reads = self.passes().any(|p| {
+                p.insts
+                    .iter()
+                    .any(|i| matches!(i.op, InstOp::Dim(d) if d == dim))
+            });
+            if reads {
+                names.push(format!("`{}`", dim.name()));
+            }
+        }
+        (!names.is_empty()).then(|| names.join(", "))
+    }
+
+    /// Whether a step computes with each tensor's rows and columns: values per row or
+    /// column, matrix functions, or `rows` and `cols` read. A tensor's shape is then
+    /// part of its identity (a checkpoint or a replacement must keep it).
+    pub fn depends_on_shape(&self) -> bool {
+        self.rows_and_columns().is_some() || self.matrix_functions().is_some()
     }
 
     /// The states and reductions whose extent passes `keep`, named for a message.

@@ -48,6 +48,7 @@ fn expr_text(g: &Graph, h: Handle, names: &dyn Fn(Input) -> String) -> String {
             expr_text(g, c, names)
         ),
         Op::Reduce(r, a) => format!("{}({})", r.name(), expr_text(g, a, names)),
+        Op::Matrix(m, a) => format!("{}({})", m.name(), expr_text(g, a, names)),
     }
 }
 
@@ -69,6 +70,7 @@ fn input_name(rule_hypers: &[crate::def::HyperParamDef], states: &[String], i: I
         Input::Hyper(k) => rule_hypers[k].name.clone(),
         Input::State(k) => states[k].clone(),
         Input::Scalar(k) => format!("${k}"),
+        Input::Dim(d) => d.name().into(),
     }
 }
 
@@ -80,6 +82,7 @@ fn op_text(op: Op, names: &dyn Fn(Input) -> String) -> String {
         Op::Binary(f, a, b) => format!("{} {a}, {b}", f.name()),
         Op::Ternary(f, a, b, c) => format!("{} {a}, {b}, {c}", f.name()),
         Op::Reduce(r, a) => format!("{} {a}", r.name()),
+        Op::Matrix(m, a) => format!("{} {a}", m.name()),
     }
 }
 
@@ -174,6 +177,9 @@ pub(crate) fn inst_text(op: InstOp, plan: &Plan) -> String {
         InstOp::Table(t, a) => format!("table T{}[{a}]", t.index()),
         InstOp::Reduce(k, a) => format!("reduce R{k}, {a}"),
         InstOp::Reduced(k) => format!("R{k}"),
+        InstOp::MatrixArg(m, a) => format!("matrix M{m}, {a}"),
+        InstOp::MatrixResult(m) => format!("M{m}"),
+        InstOp::Dim(d) => d.name().into(),
     }
 }
 
@@ -252,6 +258,15 @@ impl fmt::Display for Plan {
         }
         for (k, r) in self.reductions.iter().enumerate() {
             writeln!(f, "  R{k}: {}", r.name())?;
+        }
+        if !self.matrices.is_empty() {
+            writeln!(
+                f,
+                "matrix functions (of each tensor's rows x cols matrix; read as M<m>):"
+            )?;
+        }
+        for (m, function) in self.matrices.iter().enumerate() {
+            writeln!(f, "  M{m}: {}", function.name())?;
         }
         for (p, phase) in self.phases.iter().enumerate() {
             writeln!(f, "phase {p} (per element; stores nothing):")?;

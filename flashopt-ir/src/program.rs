@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::graph::{Func1, Func2, Func3};
+use crate::graph::{Dim, Func1, Func2, Func3};
 use crate::layout::PartId;
 use crate::types::FloatDtype;
 
@@ -147,15 +147,25 @@ pub enum InstOp {
     /// The value of reduction `k` for this element's tensor, computed by an earlier
     /// phase: the same on every element of the tensor.
     Reduced(usize),
+    /// This element's entry of the argument of the plan's matrix function `m`
+    /// (`Plan::matrices`): an effect of a phase, like a reduction's term.
+    MatrixArg(usize, ValueId),
+    /// This element's entry of matrix function `m`'s result, computed between an
+    /// earlier phase and this program.
+    MatrixResult(usize),
+    /// The rows or columns of this element's tensor, as f32.
+    Dim(Dim),
 }
 
 impl InstOp {
     pub fn operands(&self) -> Vec<ValueId> {
         use InstOp::*;
         match *self {
-            Load(_) | Input(_) | Scalar(_) | Const(_) | IntConst(_) | Reduced(_) => vec![],
+            Load(_) | Input(_) | Scalar(_) | Const(_) | IntConst(_) | Reduced(_)
+            | MatrixResult(_) | Dim(_) => vec![],
             Store(_, a)
             | Reduce(_, a)
+            | MatrixArg(_, a)
             | Output(_, a)
             | Unary(_, a)
             | Floor(a)
@@ -174,9 +184,11 @@ impl InstOp {
     pub fn map_operands(&self, mut f: impl FnMut(ValueId) -> ValueId) -> InstOp {
         use InstOp::*;
         match *self {
-            op @ (Load(_) | Input(_) | Scalar(_) | Const(_) | IntConst(_) | Reduced(_)) => op,
+            op @ (Load(_) | Input(_) | Scalar(_) | Const(_) | IntConst(_) | Reduced(_)
+            | MatrixResult(_) | Dim(_)) => op,
             Store(p, a) => Store(p, f(a)),
             Reduce(k, a) => Reduce(k, f(a)),
+            MatrixArg(m, a) => MatrixArg(m, f(a)),
             Output(k, a) => Output(k, f(a)),
             Unary(g, a) => Unary(g, f(a)),
             Floor(a) => Floor(f(a)),
@@ -193,11 +205,12 @@ impl InstOp {
         }
     }
 
-    /// Stores, outputs and reduction terms: kept whether or not anything reads them.
+    /// Stores, outputs, reduction terms and matrix arguments: kept whether or not
+    /// anything reads them.
     pub fn is_effect(&self) -> bool {
         matches!(
             self,
-            InstOp::Store(..) | InstOp::Output(..) | InstOp::Reduce(..)
+            InstOp::Store(..) | InstOp::Output(..) | InstOp::Reduce(..) | InstOp::MatrixArg(..)
         )
     }
 }

@@ -86,7 +86,7 @@ pub fn varies(graph: &Graph, state_extents: &[Extent], h: Handle) -> Varies {
     let mut of = vec![Varies::NOT; h.index() + 1];
     for (n, node) in graph.iter().take(h.index() + 1) {
         of[n.index()] = match node.op {
-            Op::Input(Input::Param | Input::Grad) => Varies::ELEMENT,
+            Op::Input(Input::Param | Input::Grad) | Op::Matrix(..) => Varies::ELEMENT,
             Op::Input(Input::State(i)) => Varies::of_extent(state_extents[i]),
             Op::Input(_) | Op::Const(_) => Varies::NOT,
             Op::Reduce(r, _) => Varies::of_scope(r.scope),

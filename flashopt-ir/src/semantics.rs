@@ -354,6 +354,9 @@ pub fn lane_op(op: &InstOp, args: [u32; 3]) -> Option<u32> {
         | InstOp::GroupMax(_)
         | InstOp::Reduce(..)
         | InstOp::Reduced(_)
+        | InstOp::MatrixArg(..)
+        | InstOp::MatrixResult(_)
+        | InstOp::Dim(_)
         | InstOp::Table(..) => return None,
     })
 }

@@ -4,8 +4,9 @@
 //! have their part's type; nothing stores the gradient; no part is loaded after it is
 //! stored (so a back end may load everything first and store everything last); a
 //! per-group part is stored a value that is the same on every lane of the group;
-//! tables and host scalars exist. Each reduction has its terms in exactly one phase,
-//! phases store nothing, and a program reads only reductions of earlier phases.
+//! tables and host scalars exist. Each reduction has its terms (each matrix function
+//! its argument) in exactly one phase, phases store nothing, and a program reads only
+//! reductions and matrix results of earlier phases.
 
 use crate::layout::{Extent, Role};
 use crate::plan::Plan;
@@ -46,8 +47,8 @@ pub fn verify(plan: &Plan) -> Result<(), VerifyError> {
             "the parameter must be the first part".into(),
         ));
     }
-    // Which reductions a program may read: those of the phases before it.
-    let mut computed = vec![false; plan.reductions.len()];
+    // Which slots a program may read: those of the phases before it.
+    let mut computed = vec![false; plan.reductions.len() + plan.matrices.len()];
     for phase in &plan.phases {
         let mut available = computed.clone();
         verify_program(plan, phase, Pass::Phase(&mut available))
@@ -56,10 +57,11 @@ pub fn verify(plan: &Plan) -> Result<(), VerifyError> {
         computed = available;
     }
     if let Some(k) = computed.iter().position(|c| !c) {
+        let slot = Slot::at(plan, k);
         return Err(fail(
             "phase",
             0,
-            format!("no phase computes reduction R{k}"),
+            format!("no phase computes {} {slot}", slot.kind()),
         ));
     }
     for (name, program, pass) in [
@@ -72,15 +74,88 @@ pub fn verify(plan: &Plan) -> Result<(), VerifyError> {
     Ok(())
 }
 
-/// Which program is verified, and what it knows of reductions.
+/// Which program is verified, and what it knows of the slots (the reductions, then
+/// the matrix functions).
 enum Pass<'a> {
-    /// The step: reads every reduction (`true` where a phase computes it).
+    /// The step: reads every slot (`true` where a phase computes it).
     Step(&'a [bool]),
-    /// A reduction phase: reads the reductions marked (earlier phases'); marks those
-    /// it computes, each once.
+    /// A phase: reads the slots marked (earlier phases'); marks those it computes,
+    /// each once.
     Phase(&'a mut Vec<bool>),
-    /// Decode and init: no gradient, no reductions.
+    /// Decode and init: no gradient, no reductions, no matrices.
     Other,
+}
+
+/// A reduction's value or a matrix function's result: a value without operands.
+fn read_slot(
+    plan: &Plan,
+    readable: &[bool],
+    slot: Slot,
+) -> Result<(Vec<ValueType>, ValueType), String> {
+    if !slot.index(plan).is_some_and(|k| readable[k]) {
+        return Err(format!("reads {slot}, which no earlier phase computes"));
+    }
+    Ok((vec![], ValueType::F32))
+}
+
+/// A reduction's term or a matrix function's argument: an effect of exactly one phase.
+fn compute_slot(
+    plan: &Plan,
+    pass: &mut Pass,
+    slot: Slot,
+) -> Result<(Vec<ValueType>, ValueType), String> {
+    let Pass::Phase(available) = pass else {
+        return Err(format!("only a phase computes {} {slot}", slot.kind()));
+    };
+    match slot.index(plan) {
+        None => Err(format!("{} {slot} does not exist", slot.kind())),
+        Some(k) if available[k] => Err(format!("{slot} is computed twice")),
+        Some(k) => {
+            available[k] = true;
+            Ok((vec![ValueType::F32], ValueType::Unit))
+        }
+    }
+}
+
+/// A value computed between passes: a reduction or a matrix function.
+#[derive(Clone, Copy)]
+enum Slot {
+    Reduction(usize),
+    Matrix(usize),
+}
+
+impl Slot {
+    /// The slot at `index` of the verifier's list: reductions first.
+    fn at(plan: &Plan, index: usize) -> Slot {
+        match index.checked_sub(plan.reductions.len()) {
+            None => Slot::Reduction(index),
+            Some(m) => Slot::Matrix(m),
+        }
+    }
+
+    /// Its index in the verifier's list, if it exists.
+    fn index(self, plan: &Plan) -> Option<usize> {
+        match self {
+            Slot::Reduction(k) => (k < plan.reductions.len()).then_some(k),
+            Slot::Matrix(m) => (m < plan.matrices.len()).then_some(plan.reductions.len() + m),
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Slot::Reduction(_) => "reduction",
+            Slot::Matrix(_) => "matrix function",
+        }
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Slot::Reduction(k) => write!(f, "R{k}"),
+            Slot::Matrix(m) => write!(f, "M{m}"),
+        }
+    }
 }
 
 fn verify_program(plan: &Plan, program: &Program, mut pass: Pass) -> Result<(), (usize, String)> {
@@ -99,6 +174,7 @@ fn verify_program(plan: &Plan, program: &Program, mut pass: Pass) -> Result<(), 
             return Err((i, format!("reads {late}, defined later")));
         }
         let ty = |k: usize| program.insts[operands[k].index()].ty;
+        let at = |message: String| (i, message);
         let part = |p: crate::layout::PartId| {
             plan.parts
                 .get(p.index())
@@ -145,23 +221,15 @@ fn verify_program(plan: &Plan, program: &Program, mut pass: Pass) -> Result<(), 
                 (vec![], F32)
             }
             InstOp::IntConst(_) => (vec![], I32),
-            InstOp::Reduced(k) => {
-                if !readable.get(k).copied().unwrap_or(false) {
-                    return Err((i, format!("reads R{k}, which no earlier phase computes")));
-                }
-                (vec![], F32)
-            }
+            InstOp::Reduced(k) => read_slot(plan, &readable, Slot::Reduction(k)).map_err(at)?,
+            InstOp::MatrixResult(m) => read_slot(plan, &readable, Slot::Matrix(m)).map_err(at)?,
             InstOp::Reduce(k, _) => {
-                let Pass::Phase(available) = &mut pass else {
-                    return Err((i, "only a reduction phase holds terms".into()));
-                };
-                match available.get(k) {
-                    None => return Err((i, format!("reduction R{k} does not exist"))),
-                    Some(true) => return Err((i, format!("R{k} is reduced twice"))),
-                    Some(false) => available[k] = true,
-                }
-                (vec![F32], Unit)
+                compute_slot(plan, &mut pass, Slot::Reduction(k)).map_err(at)?
             }
+            InstOp::MatrixArg(m, _) => {
+                compute_slot(plan, &mut pass, Slot::Matrix(m)).map_err(at)?
+            }
+            InstOp::Dim(_) => (vec![], F32),
             InstOp::Unary(..) | InstOp::Floor(_) | InstOp::Round(..) | InstOp::GroupMax(_) => {
                 (vec![F32], F32)
             }
@@ -301,7 +369,7 @@ mod tests {
         bad.phases[0]
             .insts
             .push(unit(InstOp::Reduce(0, ValueId(g as u32))));
-        assert!(message(&bad).contains("R0 is reduced twice"));
+        assert!(message(&bad).contains("R0 is computed twice"));
 
         let mut bad = good.clone();
         bad.phases[0].insts.push(Inst {
@@ -314,7 +382,7 @@ mod tests {
         bad.step
             .insts
             .push(unit(InstOp::Reduce(0, ValueId(g as u32))));
-        assert!(message(&bad).contains("only a reduction phase holds terms"));
+        assert!(message(&bad).contains("only a phase computes reduction R0"));
 
         let mut bad = good;
         bad.phases.clear();

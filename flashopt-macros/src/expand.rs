@@ -142,8 +142,9 @@ pub fn expand(input: &OptimizerInput) -> syn::Result<TokenStream> {
 
             /// The per-element rule in f32, in the plan's operation order: the decoded
             /// master weight, the gradient, the decoded states and this step's host
-            /// scalars in (then, for a rule with reductions, their values for the
-            /// tensor: reduction `k` at `scalars[Self::SCALARS + k]`); the new master
+            /// scalars in (then, for a rule with reductions, matrix functions or `rows`
+            /// and `cols`, their values for this element, in the order the rule first
+            /// uses them: the `k`-th at `scalars[Self::SCALARS + k]`); the new master
             /// weight and states out.
             #[allow(clippy::all, unused_variables, unused_parens)]
             pub fn element_rule(p: f32, g: f32, states: [f32; #states], scalars: &[f32]) -> (f32, [f32; #states]) {
@@ -337,7 +338,9 @@ fn element_rule(hoisted: &Hoisted) -> TokenStream {
                 let k = Literal::usize_unsuffixed(k);
                 quote!(scalars[#k])
             }
-            Op::Input(other) => unreachable!("{other:?} is hoisted"),
+            Op::Input(other @ (Input::Hyper(_) | Input::Step)) => {
+                unreachable!("{other:?} is hoisted")
+            }
             Op::Const(c) => f32_tokens(const_f32(c)),
             Op::Unary(Func1::Neg, a) => {
                 let a = v(a);
@@ -368,8 +371,9 @@ fn element_rule(hoisted: &Hoisted) -> TokenStream {
                 let (f, a, b, c) = (variant(f), v(a), v(b), v(c));
                 quote!(::flashopt::ir::semantics::ternary_f32(::flashopt::ir::graph::Func3::#f, #a, #b, #c))
             }
-            // Numbered in graph order, as the lowering numbers them.
-            Op::Reduce(..) => {
+            // Values of the tensor the element is in, numbered in graph order (as the
+            // lowering numbers reductions, for a rule with no other).
+            Op::Reduce(..) | Op::Matrix(..) | Op::Input(Input::Dim(_)) => {
                 let k = Literal::usize_unsuffixed(host_scalars + reductions);
                 reductions += 1;
                 quote!(scalars[#k])

@@ -290,7 +290,7 @@ pub trait Optimizer {
                 });
             }
             // Rows and columns change what a plan with them computes and stores.
-            if t.shape() != info.shape() && core.plan.rows_and_columns().is_some() {
+            if t.shape() != info.shape() && core.plan.depends_on_shape() {
                 return Err(RuntimeError::TensorShape {
                     name: info.name.clone(),
                     expected: info.shape(),

@@ -12,6 +12,22 @@ pub fn refuse_rows_and_columns(
     refuse(plan, place, plan.rows_and_columns())
 }
 
+/// [`RuntimeError::MatrixFunctions`] where `plan` sees each tensor as a whole matrix
+/// (a matrix function, `rows`, `cols`), which `place` does not support yet.
+pub fn refuse_matrix_functions(
+    plan: &flashopt_ir::Plan,
+    place: &'static str,
+) -> Result<(), RuntimeError> {
+    match plan.matrix_functions() {
+        Some(what) => Err(RuntimeError::MatrixFunctions {
+            optimizer: plan.optimizer.clone(),
+            what,
+            place,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn refuse(
     plan: &flashopt_ir::Plan,
     place: &'static str,
@@ -70,6 +86,14 @@ pub enum RuntimeError {
         "`{optimizer}` keeps or computes values per row or per column ({what}), which {place} does not support yet: step it with CpuOptimizer"
     )]
     RowsAndColumns {
+        optimizer: String,
+        what: String,
+        place: &'static str,
+    },
+    #[error(
+        "`{optimizer}` computes with each tensor's whole matrix ({what}), which {place} does not support yet: step it with CpuOptimizer"
+    )]
+    MatrixFunctions {
         optimizer: String,
         what: String,
         place: &'static str,

@@ -24,7 +24,7 @@ struct Block<'a> {
     slots: Vec<Option<Slot<'a>>>,
     /// Per part of one value per row or column, in place of its slot.
     scoped: Vec<Option<ScopedSlot<'a>>>,
-    /// Per reduction, this block's terms.
+    /// Per reduction and matrix function, this block's terms.
     terms: Vec<TermsMut<'a>>,
     inputs: Vec<&'a [f32]>,
     outputs: Vec<&'a mut [f32]>,
@@ -189,7 +189,7 @@ struct Run<'r> {
     program: &'r Program,
     scalars: &'r [f32],
     shape: Shape,
-    /// The values of the reductions computed before this run.
+    /// The values of the reductions and matrix functions computed before this run.
     reduced: &'r [Vec<f32>],
     /// Each instruction's operand indices (unused slots 0).
     operands: &'r [[usize; 3]],
@@ -274,6 +274,24 @@ impl Run<'_> {
                                 }
                             }
                         }
+                    }
+                    InstOp::MatrixResult(m) => {
+                        let result = &self.reduced[plan.reductions.len() + m];
+                        for (l, o) in out[..len].iter_mut().enumerate() {
+                            *o = result[first + l].to_bits();
+                        }
+                    }
+                    InstOp::Dim(d) => out = [(d.of(shape) as f32).to_bits(); GROUP_SIZE],
+                    InstOp::MatrixArg(m, v) => {
+                        let TermsMut::Elements(terms) = &mut b.terms[plan.reductions.len() + m]
+                        else {
+                            unreachable!("a phase has its matrix functions' arguments")
+                        };
+                        for (t, &bits) in terms[start..start + len].iter_mut().zip(&regs[v.index()])
+                        {
+                            *t = f32::from_bits(bits);
+                        }
+                        continue;
                     }
                     InstOp::Reduce(k, v) => {
                         let mut values = [0.0f32; GROUP_SIZE];

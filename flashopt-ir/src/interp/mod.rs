@@ -179,6 +179,10 @@ pub fn run_reduced(
     reduced: &[Vec<f32>],
 ) -> Result<(), InterpError> {
     check(plan, scalars, tensor, grad)?;
+    assert!(
+        plan.matrices.is_empty(),
+        "a piece of a tensor has no whole matrix"
+    );
     assert_eq!(
         reduced.len(),
         plan.reductions.len(),
@@ -214,10 +218,12 @@ fn step(
     );
 }
 
-/// The values of the plan's reductions over one tensor for this step, by reduction:
-/// one value for a tensor reduction, one per row or per column for the others. Each
+/// The values the plan's phases compute over one tensor for this step: by reduction,
+/// one value for a tensor reduction, one per row or per column for the others; then
+/// by matrix function (`Plan::matrices`), its result, one value per element. Each
 /// phase's terms are summed per group as it runs (per row or column after it), in the
-/// order of [`crate::reduction`]; a phase reads the values of the phases before it.
+/// order of [`crate::reduction`]; a matrix function runs on its whole argument after
+/// the phase ([`crate::matrix`]); a phase reads the values of the phases before it.
 pub fn reductions(
     plan: &Plan,
     scalars: &[f32],
@@ -225,10 +231,14 @@ pub fn reductions(
     grad: GradBuf<'_>,
 ) -> Vec<Vec<f32>> {
     let shape = tensor.shape();
-    let mut values = vec![Vec::new(); plan.reductions.len()];
+    let reductions = plan.reductions.len();
+    let mut values = vec![Vec::new(); reductions + plan.matrices.len()];
     for phase in 0..plan.phases.len() {
         for (k, terms) in phase_terms(plan, phase, scalars, tensor, grad, &values) {
-            values[k] = terms.finish(plan.reductions[k], shape);
+            values[k] = match k.checked_sub(reductions) {
+                None => terms.finish(plan.reductions[k], shape),
+                Some(m) => terms.apply(plan.matrices[m], shape),
+            };
         }
     }
     values
@@ -258,7 +268,8 @@ pub fn phase_group_values(
         .collect()
 }
 
-/// Run reduction phase `phase` over a tensor: the terms of each reduction it computes.
+/// Run phase `phase` over a tensor: the terms of each reduction it computes and the
+/// argument of each matrix function, by slot (reductions, then matrix functions).
 fn phase_terms(
     plan: &Plan,
     phase: usize,
@@ -269,18 +280,21 @@ fn phase_terms(
 ) -> Vec<(usize, Terms)> {
     let shape = tensor.shape();
     let program = &plan.phases[phase];
+    let reductions = plan.reductions.len();
     let computed: Vec<usize> = program
         .insts
         .iter()
         .filter_map(|inst| match inst.op {
             InstOp::Reduce(k, _) => Some(k),
+            InstOp::MatrixArg(m, _) => Some(reductions + m),
             _ => None,
         })
         .collect();
-    let mut terms: Vec<Terms> = (0..plan.reductions.len())
-        .map(|k| match computed.contains(&k) {
-            true => Terms::new(plan.reductions[k], shape),
-            false => Terms::None,
+    let mut terms: Vec<Terms> = (0..reductions + plan.matrices.len())
+        .map(|k| match (computed.contains(&k), plan.reductions.get(k)) {
+            (false, _) => Terms::None,
+            (true, Some(&r)) => Terms::new(r, shape),
+            (true, None) => Terms::Elements(vec![0.0; shape.len]),
         })
         .collect();
     let slots = slots(
@@ -429,8 +443,10 @@ impl<'a> Slot<'a> {
     }
 }
 
-/// A run's reductions: the values it reads (`Reduced`), and for a reduction phase,
-/// each reduction's terms (`Reduce`; [`Terms::None`] for those of other phases).
+/// A run's reductions and matrix functions, by slot (the reductions, then the
+/// matrix functions): the values it reads (`Reduced`, `MatrixResult`), and for a
+/// phase, each slot's terms (`Reduce`, `MatrixArg`; [`Terms::None`] for those of
+/// other phases).
 struct Reductions<'a> {
     values: &'a [Vec<f32>],
     terms: Vec<&'a mut Terms>,

@@ -5,7 +5,7 @@
 //! per-column state) stores its new value, which every element of the row computes
 //! alike.
 
-use crate::graph::{Reducer, Scope};
+use crate::graph::{MatrixFn, Reducer, Scope};
 use crate::layout::{Extent, Shape};
 use crate::reduction;
 use crate::types::GROUP_SIZE;
@@ -16,7 +16,8 @@ pub(super) enum Terms {
     None,
     /// A tensor reduction: one value per 32-element group.
     Groups(Vec<f64>),
-    /// A row or column reduction: every element's term, reduced after the phase.
+    /// A row or column reduction: every element's term, reduced after the phase; a
+    /// matrix function's argument.
     Elements(Vec<f32>),
 }
 
@@ -25,6 +26,14 @@ impl Terms {
         match r.scope {
             Scope::Tensor => Terms::Groups(vec![0.0; shape.len.div_ceil(GROUP_SIZE)]),
             Scope::Row | Scope::Column => Terms::Elements(vec![0.0; shape.len]),
+        }
+    }
+
+    /// The result of matrix function `f` of these terms, the argument's every element.
+    pub(super) fn apply(&self, f: MatrixFn, shape: Shape) -> Vec<f32> {
+        match self {
+            Terms::Elements(argument) => crate::matrix::apply(f, argument, shape),
+            _ => panic!("a matrix function's argument is one term per element"),
         }
     }
 

@@ -72,7 +72,7 @@ pub fn fold(rule: &Rule) -> Result<Rule, HostEvalError> {
                 }
                 _ => None,
             },
-            Op::Const(_) | Op::Input(_) | Op::Reduce(..) => None,
+            Op::Const(_) | Op::Input(_) | Op::Reduce(..) | Op::Matrix(..) => None,
         };
         Ok(match folded {
             Some(v) => g.add(Op::Const(as_const(v)), ty),

@@ -96,7 +96,9 @@ impl HostProgram {
                 (Op::Input(Input::Hyper(i)), _) => f32_inputs(hyper.values()[i]),
                 (Op::Input(Input::Step), _) => Value::Int(step),
                 (Op::Input(other), _) => unreachable!("{other:?} is not uniform"),
-                (Op::Reduce(..), _) => unreachable!("a reduction is computed on the device"),
+                (Op::Reduce(..) | Op::Matrix(..), _) => {
+                    unreachable!("reductions and matrix functions are computed on the device")
+                }
                 (Op::Unary(f, a), HostArithmetic::F64) => unary_host(f, v(a))?,
                 (Op::Binary(f, a, b), HostArithmetic::F64) => binary_host(f, v(a), v(b))?,
                 (Op::Ternary(f, a, b, c), HostArithmetic::F64) => {
@@ -132,8 +134,9 @@ pub fn hoist(rule: &Rule) -> Result<Hoisted, HostEvalError> {
     for (h, node) in g.iter() {
         uniform[h.index()] = match node.op {
             Op::Const(_) | Op::Input(Input::Hyper(_) | Input::Step) => true,
-            // One value per tensor, but computed on the device from every element.
-            Op::Input(_) | Op::Reduce(..) => false,
+            // One value per tensor, but computed on the device from every element
+            // (a tensor's dimensions: not the host program's, which is per group).
+            Op::Input(_) | Op::Reduce(..) | Op::Matrix(..) => false,
             op => op.operands().iter().all(|o| uniform[o.index()]),
         };
     }

@@ -7,7 +7,7 @@
 //! the same codec lowerings, so export and initialization compute what a step does.
 
 use crate::codec::{self, CodeRounding, master};
-use crate::graph::{Func3, Handle, Input, Op, Reducer};
+use crate::graph::{Func3, Handle, Input, MatrixFn, Op, Reducer};
 use crate::layout::{Extent, Part, PartId, Role, Storage};
 use crate::plan::{Plan, PlanConfig, const_f32, dither_phase_slot};
 use crate::program::{Builder, InstOp, Program, ValueId, ValueType};
@@ -75,7 +75,11 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
     }
     let rule = &hoisted.rule;
     let layout = Layout::new(config, &rule.states);
-    let (step, reductions) = step_program(hoisted, config, &layout);
+    let StepProgram {
+        step,
+        reductions,
+        matrices,
+    } = step_program(hoisted, config, &layout);
     Ok(Plan {
         optimizer: rule.name.clone(),
         config,
@@ -86,6 +90,7 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
         host_arithmetic: HostArithmetic::default(),
         step,
         reductions,
+        matrices,
         phases: Vec::new(),
         decode: decode_program(config, &rule.states, &layout),
         init: init_program(config, &layout),
@@ -94,12 +99,21 @@ pub fn lower(hoisted: &Hoisted, config: PlanConfig) -> Result<Plan, LowerError> 
     })
 }
 
-/// The whole step, reductions included (their terms as `Reduce` effects, their values
-/// as `Reduced`), and the reductions in slot order: [`super::phases`] splits it into
-/// passes over memory.
-fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> (Program, Vec<Reducer>) {
+/// The whole step, reductions and matrix functions included, with the reductions and
+/// matrix functions in slot order.
+struct StepProgram {
+    /// A reduction's term is a `Reduce` effect, its value `Reduced`; a matrix
+    /// function's argument a `MatrixArg` effect, its result `MatrixResult`:
+    /// [`super::phases`] splits the program into passes over memory.
+    step: Program,
+    reductions: Vec<Reducer>,
+    matrices: Vec<MatrixFn>,
+}
+
+fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> StepProgram {
     let rule = &hoisted.rule;
     let mut reductions = Vec::new();
+    let mut matrices = Vec::new();
     let g = &rule.graph;
     let live = g.reachable(&rule.outputs());
     let mut b = Builder::default();
@@ -141,6 +155,7 @@ fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> (Prog
         let op = match node.op {
             Op::Const(c) => InstOp::Const(const_f32(c)),
             Op::Input(Input::Scalar(k)) => InstOp::Scalar(k),
+            Op::Input(Input::Dim(d)) => InstOp::Dim(d),
             Op::Input(other) => unreachable!("{other:?} should have been hoisted or decoded"),
             Op::Unary(f, a) => InstOp::Unary(f, m(a)),
             Op::Binary(f, a, c) => InstOp::Binary(f, m(a), m(c)),
@@ -152,6 +167,12 @@ fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> (Prog
                 reductions.push(r);
                 b.push(InstOp::Reduce(k, m(a)), ValueType::Unit);
                 InstOp::Reduced(k)
+            }
+            Op::Matrix(f, a) => {
+                let slot = matrices.len();
+                matrices.push(f);
+                b.push(InstOp::MatrixArg(slot, m(a)), ValueType::Unit);
+                InstOp::MatrixResult(slot)
             }
         };
         map[h.index()] = Some(b.push(op, ValueType::F32));
@@ -170,7 +191,11 @@ fn step_program(hoisted: &Hoisted, config: PlanConfig, layout: &Layout) -> (Prog
         };
         codec::state_codec(state.codec).encode(&mut b, &layout.states[k], out(h), rounding);
     }
-    (b.finish().loads_first(), reductions)
+    StepProgram {
+        step: b.finish().loads_first(),
+        reductions,
+        matrices,
+    }
 }
 
 fn decode_program(config: PlanConfig, states: &[State], layout: &Layout) -> Program {

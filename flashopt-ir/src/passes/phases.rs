@@ -1,4 +1,4 @@
-//! Splitting a step with reductions into passes over memory.
+//! Splitting a step with reductions or matrix functions into passes over memory.
 //!
 //! A rule that reads `tensor_norm(u)` needs every element's `u` before any element
 //! can be updated. The lowered step holds the whole rule: each reduction's term as a
@@ -11,42 +11,72 @@
 //! The price is reading again what a phase needs (LAMB: the parameter, gradient and
 //! states twice); nothing is written between the passes but the per-group partial
 //! sums.
+//!
+//! A matrix function (`orthogonalize(u)`) cuts the same way: its argument is a
+//! `MatrixArg(m, x)` effect of the phase that can compute it, its result a
+//! `MatrixResult(m)` read by later passes; between them the function runs on each
+//! tensor's whole matrix of arguments.
 
 use crate::plan::Plan;
 use crate::program::{InstOp, Program};
 
-/// `plan` with its step split into reduction phases and the step proper. A plan
-/// without reductions comes back as it is.
+/// `plan` with its step split into phases and the step proper. A plan without
+/// reductions or matrix functions comes back as it is.
 pub fn split(plan: &Plan) -> Plan {
-    if plan.reductions.is_empty() {
+    if plan.reductions.is_empty() && plan.matrices.is_empty() {
         return plan.clone();
     }
-    let phase = reduction_phases(&plan.step, plan.reductions.len());
-    let count = phase.iter().max().map_or(0, |&p| p + 1);
+    let phase = slot_phases(&plan.step, plan.reductions.len(), plan.matrices.len());
+    let count = phase
+        .reductions
+        .iter()
+        .chain(&phase.matrices)
+        .max()
+        .map_or(0, |&p| p + 1);
     let phases = (0..count)
         .map(|p| {
-            plan.step
-                .keeping(|op| matches!(*op, InstOp::Reduce(k, _) if phase[k] == p))
+            plan.step.keeping(|op| match *op {
+                InstOp::Reduce(k, _) => phase.reductions[k] == p,
+                InstOp::MatrixArg(m, _) => phase.matrices[m] == p,
+                _ => false,
+            })
         })
         .collect();
     Plan {
-        step: plan.step.keeping(|op| !matches!(op, InstOp::Reduce(..))),
+        step: plan
+            .step
+            .keeping(|op| !matches!(op, InstOp::Reduce(..) | InstOp::MatrixArg(..))),
         phases,
         ..plan.clone()
     }
 }
 
-/// The phase of each reduction: one past the latest phase of the reductions its
-/// term reads (0 when it reads none).
-pub fn reduction_phases(program: &Program, reductions: usize) -> Vec<usize> {
-    let mut phase = vec![0; reductions];
+/// The phase that computes each reduction's terms and each matrix function's
+/// argument.
+pub struct SlotPhases {
+    pub reductions: Vec<usize>,
+    pub matrices: Vec<usize>,
+}
+
+/// Each slot's phase: one past the latest phase of the reductions and matrix
+/// functions its term or argument reads (0 when it reads none).
+pub fn slot_phases(program: &Program, reductions: usize, matrices: usize) -> SlotPhases {
+    let mut phase = SlotPhases {
+        reductions: vec![0; reductions],
+        matrices: vec![0; matrices],
+    };
     // For each value: 1 + the latest phase it depends on, 0 for none.
     let mut after = vec![0usize; program.len()];
     for (i, inst) in program.insts.iter().enumerate() {
         after[i] = match inst.op {
-            InstOp::Reduced(k) => phase[k] + 1,
+            InstOp::Reduced(k) => phase.reductions[k] + 1,
+            InstOp::MatrixResult(m) => phase.matrices[m] + 1,
             InstOp::Reduce(k, v) => {
-                phase[k] = after[v.index()];
+                phase.reductions[k] = after[v.index()];
+                0
+            }
+            InstOp::MatrixArg(m, v) => {
+                phase.matrices[m] = after[v.index()];
                 0
             }
             op => op
@@ -102,6 +132,53 @@ mod tests {
             assert_eq!(phase.stores().count(), 0);
         }
         assert!(plan.step.stores().count() > 0);
+    }
+
+    #[test]
+    fn a_matrix_function_cuts_the_step_like_a_reduction() {
+        let mut def = OptimizerDef::new("orthogonal_norm");
+        def.hyper("lr", 0.1, Range::at_least(0.0));
+        // phase 0: the matrix of g; phase 1: the norm of its result; the step.
+        def.bind("o", call("orthogonalize", vec![name("g")]));
+        def.bind("size", call("tensor_norm", vec![name("o")]));
+        def.assign("p", name("p") - name("lr") * name("o") / name("size"));
+        let plan = crate::compile(&def, PlanConfig::f32_params()).unwrap();
+        assert_eq!((plan.matrices.len(), plan.phases.len()), (1, 2), "{plan}");
+        let has = |program: &crate::program::Program, op: fn(&InstOp) -> bool| {
+            program.insts.iter().any(|i| op(&i.op))
+        };
+        assert!(has(&plan.phases[0], |op| matches!(
+            op,
+            InstOp::MatrixArg(0, _)
+        )));
+        assert!(!has(&plan.phases[0], |op| matches!(
+            op,
+            InstOp::MatrixResult(_)
+        )));
+        assert!(has(&plan.phases[1], |op| matches!(
+            op,
+            InstOp::MatrixResult(0)
+        )));
+        assert_eq!(reductions_of(&plan.phases[1]), [0]);
+        assert!(!has(&plan.step, |op| matches!(op, InstOp::MatrixArg(..))));
+        assert!(has(&plan.step, |op| matches!(op, InstOp::MatrixResult(0))));
+        assert_eq!(crate::verify::verify(&plan), Ok(()));
+
+        let mut bad = plan.clone();
+        bad.phases.remove(0);
+        let err = crate::verify::verify(&bad).unwrap_err();
+        assert!(
+            err.message
+                .contains("reads M0, which no earlier phase computes"),
+            "{err}"
+        );
+        let mut bad = plan;
+        bad.phases.truncate(1);
+        let err = crate::verify::verify(&bad).unwrap_err();
+        assert!(
+            err.message.contains("no phase computes reduction R0"),
+            "{err}"
+        );
     }
 
     #[test]

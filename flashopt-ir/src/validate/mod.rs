@@ -10,7 +10,9 @@ use std::fmt;
 use crate::def::{
     Expr, ExprKind, HyperParamDef, Literal, OptimizerDef, Range, Span, Stmt, UnaryOp, Value,
 };
-use crate::graph::{Const, Func, Func1, Func2, Func3, Graph, Handle, Input, Op, Reducer};
+use crate::graph::{
+    Const, Dim, Func, Func1, Func2, Func3, Graph, Handle, Input, MatrixFn, Op, Reducer,
+};
 use crate::layout::Extent;
 use crate::types::{Codec, Rounding, StateKind, Type};
 
@@ -93,10 +95,12 @@ impl fmt::Display for ValidationError {
     }
 }
 
-const RESERVED: [(&str, &str); 3] = [
+const RESERVED: [(&str, &str); 5] = [
     ("p", "the parameter input `p`"),
     ("g", "the gradient input `g`"),
     ("t", "the step input `t`"),
+    ("rows", "the tensor's row count `rows`"),
+    ("cols", "the tensor's column count `cols`"),
 ];
 
 /// Validate a definition and build its rule.
@@ -379,6 +383,9 @@ impl Validator<'_> {
                 "t" => {
                     "`t` is the step counter, an input of the rule; it cannot be assigned".into()
                 }
+                "rows" | "cols" => format!(
+                    "`{target}` is a dimension of the tensor, an input of the rule; it cannot be assigned"
+                ),
                 _ if self.def.hyper_params.iter().any(|h| h.name == target) => format!(
                     "`{target}` is a hyper-parameter; hyper-parameters are read-only in the rule"
                 ),
@@ -430,8 +437,9 @@ impl Validator<'_> {
     }
 
     fn suggestion(&self, name: &str) -> String {
-        let candidates = ["p", "g", "t"]
+        let candidates = RESERVED
             .into_iter()
+            .map(|(n, _)| n)
             .chain(self.def.hyper_params.iter().map(|h| h.name.as_str()))
             .chain(self.def.states.iter().map(|s| s.name.as_str()))
             .chain(self.lets.keys().map(String::as_str));
@@ -463,6 +471,8 @@ impl Validator<'_> {
             },
             "g" => Some((Input::Grad, Type::F32)),
             "t" => Some((Input::Step, Type::Int)),
+            "rows" => Some((Input::Dim(Dim::Rows), Type::F32)),
+            "cols" => Some((Input::Dim(Dim::Cols), Type::F32)),
             _ => self
                 .def
                 .hyper_params
@@ -589,14 +599,20 @@ impl Validator<'_> {
         if let Some(r) = Reducer::by_name(name) {
             return self.reduction(r, args, span);
         }
+        if let Some(f) = MatrixFn::by_name(name) {
+            return self.matrix_function(f, args, span);
+        }
         let Some(func) = Func::by_name(name) else {
             let reductions: Vec<String> = Reducer::all().map(Reducer::name).collect();
+            let matrices: Vec<&str> = MatrixFn::ALL.iter().map(|f| f.name()).collect();
             self.error(
                 span,
                 format!(
-                    "unsupported function `{name}`; the built-ins are: {}; the reductions: {}",
+                    "unsupported function `{name}`; the built-ins are: {}; the reductions: {}; \
+                     the matrix functions: {}",
                     Func::NAMES.join(", "),
-                    reductions.join(", ")
+                    reductions.join(", "),
+                    matrices.join(", ")
                 ),
             );
             return None;

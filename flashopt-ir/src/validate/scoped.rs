@@ -3,7 +3,7 @@
 
 use super::{Typed, Validator};
 use crate::def::{Expr, Span, StateDef};
-use crate::graph::{Handle, Input, Op, Reducer, Scope};
+use crate::graph::{Handle, Input, MatrixFn, Op, Reducer, Scope};
 use crate::layout::Extent;
 use crate::scopes::{self, Varies};
 use crate::types::{Codec, Type};
@@ -22,7 +22,9 @@ impl Validator<'_> {
             !live[n.index()]
                 || !matches!(
                     node.op,
-                    Op::Input(Input::Param | Input::Grad | Input::State(_)) | Op::Reduce(..)
+                    Op::Input(Input::Param | Input::Grad | Input::State(_) | Input::Dim(_))
+                        | Op::Reduce(..)
+                        | Op::Matrix(..)
                 )
         })
     }
@@ -124,5 +126,37 @@ impl Validator<'_> {
             return None;
         }
         Some((self.graph.add(Op::Reduce(r, h), Type::F32), Type::F32))
+    }
+
+    /// `orthogonalize(x)`: one f32 argument that is not the same for every element
+    /// of every tensor.
+    pub(super) fn matrix_function(&mut self, f: MatrixFn, args: &[Expr], span: Span) -> Typed {
+        let name = f.name();
+        if args.len() != 1 {
+            self.error(
+                span,
+                format!("`{name}` takes 1 argument, found {}", args.len()),
+            );
+            return None;
+        }
+        let (h, t) = self.expr_as(&args[0], Type::F32)?;
+        if t != Type::F32 {
+            self.error(
+                span,
+                format!("type mismatch: `{name}` takes (f32), found ({t})"),
+            );
+            return None;
+        }
+        if self.is_uniform(h) {
+            self.error(
+                span,
+                format!(
+                    "`{name}` of a value that is the same for every element (it uses only \
+                     hyper-parameters, `t` and constants): give it a matrix of `p`, `g` or a state"
+                ),
+            );
+            return None;
+        }
+        Some((self.graph.add(Op::Matrix(f, h), Type::F32), Type::F32))
     }
 }

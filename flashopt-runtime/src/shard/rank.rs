@@ -157,6 +157,7 @@ pub struct ShardedOptimizer<B> {
 /// gather: refused there.
 fn refuse_reductions<B: RankBackend>(plan: &Plan) -> Result<(), RuntimeError> {
     crate::error::refuse_rows_and_columns(plan, "ZeRO-1 sharding")?;
+    crate::error::refuse_matrix_functions(plan, "ZeRO-1 sharding")?;
     if plan.reductions.is_empty() || B::TENSOR_REDUCTIONS {
         return Ok(());
     }

@@ -82,7 +82,7 @@ pub fn scalar_ranges(plan: &Plan) -> Vec<Interval> {
             Op::Const(c) => const_range(c),
             Op::Input(Input::Hyper(i)) => hyper_interval(&plan.hyper_params, i),
             Op::Input(Input::Step) => Interval::closed(1.0, MAX_STEP),
-            Op::Input(_) | Op::Reduce(..) => Interval::ANY,
+            Op::Input(_) | Op::Reduce(..) | Op::Matrix(..) => Interval::ANY,
             // Integer division truncates: not the real quotient's range.
             Op::Binary(Func2::Div, ..) if node.ty == Type::Int => Interval::ANY,
             Op::Unary(f, a) => v(a).unary(f),
@@ -126,7 +126,11 @@ pub fn value_ranges(plan: &Plan, program: &Program) -> Vec<Interval> {
             | InstOp::Store(..)
             | InstOp::Output(..)
             | InstOp::Reduce(..)
-            | InstOp::Reduced(_) => Interval::ANY,
+            | InstOp::Reduced(_)
+            | InstOp::MatrixArg(..)
+            | InstOp::MatrixResult(_) => Interval::ANY,
+            // A tensor's rows or columns: a count of elements.
+            InstOp::Dim(_) => Interval::closed(0.0, f64::from(u32::MAX)),
             InstOp::Scalar(k) => scalars[k],
             InstOp::Const(c) => Interval::point(c.into()),
             InstOp::IntConst(c) => Interval::point(c.into()),
