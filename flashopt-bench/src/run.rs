@@ -9,7 +9,7 @@ use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
 use flashopt::ir::layout::Shape;
 use flashopt::optimizers::{
-    Adafactor, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd, SgdW,
+    Adafactor, Adam, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Muon, Sgd, SgdW,
 };
 use flashopt::{MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
 use flashopt_cubecl::codegen::bindings::{Arithmetic, KernelShape};
@@ -339,6 +339,18 @@ fn dispatch<R: HostTransfers>(
             grads,
             shape,
         ),
+        "Muon" => {
+            // Muon steps a workload's matrices: `torch.optim.Muon` takes nothing else.
+            let keep: Vec<usize> = (0..workload.tensors.len())
+                .filter(|&i| workload.tensors[i].rows() > 1)
+                .collect();
+            let matrices = Workload {
+                name: workload.name,
+                tensors: keep.iter().map(|&i| workload.tensors[i]).collect(),
+            };
+            let grads: Vec<Vec<bf16>> = keep.iter().map(|&i| grads[i].clone()).collect();
+            measure(client, &Muon::default(), master, &matrices, &grads, shape)
+        }
         other => Err(format!("no optimizer `{other}`")),
     }
 }
@@ -353,7 +365,7 @@ fn sgd() -> Sgd {
 
 /// The `-flashoptim` variants are flashoptim's arithmetic: AdamW without its momentum
 /// bound, Lion and SGD with their momentum codes rounded to nearest (not dithered).
-pub const OPTIMIZERS: [&str; 12] = [
+pub const OPTIMIZERS: [&str; 13] = [
     "AdamW",
     "Adam",
     "Lion",
@@ -366,6 +378,7 @@ pub const OPTIMIZERS: [&str; 12] = [
     "CautiousAdamW",
     "AdamMini",
     "Adafactor",
+    "Muon",
 ];
 pub const MASTERS: [(&str, MasterMode); 3] = [
     ("24", MasterMode::Int8),

@@ -16,6 +16,7 @@ mod common;
 mod configs;
 mod guards;
 mod in_place;
+mod matrices;
 mod reductions;
 mod sharded;
 mod transfer;

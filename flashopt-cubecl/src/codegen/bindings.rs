@@ -56,6 +56,11 @@ pub enum Binding {
     /// For a plan with column reductions: [`TILE_WORDS`] u32 per tile of 32 rows by
     /// 32 columns (see [`tiled`]).
     TileTable,
+    /// For matrix function `m` of a plan: every element's entry of its argument in
+    /// bf16, laid out as the parameters are (each tensor's matrix row-major from its
+    /// first group), which the phase computing it writes; the matrix stage leaves the
+    /// result in its place, which the later passes read.
+    Matrix(usize),
 }
 
 /// Words per tensor in [`Binding::RowTable`].
@@ -101,16 +106,37 @@ fn storage_type(storage: Storage) -> StorageType {
 /// (AdamW's 14 scalars were 14 loads per unit, more than its data loads).
 pub const SCALAR_VECTOR: usize = 4;
 
-/// How many f32 one row of [`Binding::Scalars`] takes: the plan's scalars and its
-/// reductions' values, padded to whole [`SCALAR_VECTOR`]s (at least one).
+/// How many f32 one row of [`Binding::Scalars`] takes: the plan's scalars, its
+/// reductions' values and its tensor's dimensions, padded to whole [`SCALAR_VECTOR`]s
+/// (at least one).
 pub fn scalar_stride(plan: &Plan) -> usize {
     row_width(plan).div_ceil(SCALAR_VECTOR).max(1) * SCALAR_VECTOR
 }
 
 /// The values a kernel reads from its row of [`Binding::Scalars`]: the kernel
-/// scalars, then the reductions' values.
+/// scalars, then the reductions' values, then, for a plan that reads `rows` or
+/// `cols`, the tensor's rows and columns ([`dim_slot`]).
 pub fn row_width(plan: &Plan) -> usize {
-    plan.scalar_count() + plan.reductions.len()
+    plan.scalar_count() + plan.reductions.len() + if reads_dims(plan) { 2 } else { 0 }
+}
+
+/// Whether a pass of the plan reads a tensor's `rows` or `cols`: each tensor then has
+/// its own row of scalars, which holds them.
+pub fn reads_dims(plan: &Plan) -> bool {
+    plan.passes().any(|p| {
+        p.insts
+            .iter()
+            .any(|i| matches!(i.op, flashopt_ir::program::InstOp::Dim(_)))
+    })
+}
+
+/// Where a tensor's row of [`Binding::Scalars`] holds dimension `d`.
+pub fn dim_slot(plan: &Plan, d: flashopt_ir::graph::Dim) -> usize {
+    let first = plan.scalar_count() + plan.reductions.len();
+    match d {
+        flashopt_ir::graph::Dim::Rows => first,
+        flashopt_ir::graph::Dim::Cols => first + 1,
+    }
 }
 
 pub(crate) const U32: StorageType = StorageType::Scalar(ElemType::UInt(UIntKind::U32));
@@ -228,7 +254,8 @@ impl KernelShape {
 /// scalars, the group info words, if the plan has any, its code tables, each
 /// reduction's partial values, the write halves of per-row and per-column parts,
 /// with values per row or column the row values, the column values and tile table,
-/// and the row table, and the gradient bindings of regions 1..
+/// and the row table, each matrix function's matrices, and the gradient bindings of
+/// regions 1..
 /// (see [`KernelShape::gradient_regions`]).
 pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
     let mut out: Vec<Buffer> = plan
@@ -294,6 +321,14 @@ pub fn buffers(plan: &Plan, shape: KernelShape) -> Vec<Buffer> {
             out.push(scalar(Binding::TileTable, U32));
         }
         out.push(scalar(Binding::RowTable, U32));
+    }
+    for m in 0..plan.matrices.len() {
+        out.push(Buffer {
+            role: Binding::Matrix(m),
+            storage: storage_type(Storage::Bf16),
+            vector: shape.vector_width(2),
+            writable: true,
+        });
     }
     let grad = out[plan.part_with_role(Role::Gradient).index()];
     for k in 1..shape.gradient_regions {

@@ -4,7 +4,9 @@
 //! driver and a device are present at all ([`probe`]).
 
 pub mod copy;
+pub mod gemm;
 pub mod launch;
+pub mod matrix;
 pub mod nccl;
 pub mod probe;
 pub mod reduce;

@@ -23,12 +23,15 @@ use super::in_place::Bound;
 use super::layout::Segment;
 use crate::codegen::bindings::{
     Binding, KernelShape, MAX_GRADIENT_REGIONS, column_index, column_reductions, has_columns,
-    has_rows, scalar_stride, tiled,
+    has_rows, reads_dims, scalar_stride, tiled,
 };
 use crate::cubecl::client::ComputeClient;
 use crate::device::launch::{FusedStep, launch};
+use crate::device::matrix::{self, MatrixBatch};
 use crate::device::reductions::{CHUNK_WORDS, ReductionTables, launch_tensor_values, output_row};
 use crate::device::transfer::{self, HostTransfers};
+use flashopt_ir::graph::MatrixFn;
+use flashopt_ir::matrix::NewtonSchulz;
 
 /// One reduction phase: its kernels (one gradient binding, and the most regions for
 /// gradients where the trainer left them) and the reductions it computes.
@@ -36,6 +39,9 @@ pub(super) struct PhaseKernels<R: HostTransfers> {
     alone: FusedStep<R>,
     regions: FusedStep<R>,
     reductions: Vec<(usize, Reduction)>,
+    /// The matrix functions whose arguments it writes: the matrix stage runs them
+    /// after it.
+    matrices: Vec<usize>,
     /// Whether the phase reduces over columns: it launches over tile slots.
     tiled: bool,
 }
@@ -96,14 +102,14 @@ impl SpanTables {
 }
 
 impl<R: HostTransfers> Phases<R> {
-    /// `None` for a plan without reductions.
+    /// `None` for a plan without reductions or matrix functions.
     pub fn new(
         client: &ComputeClient<R>,
         plan: &Arc<Plan>,
         shape: KernelShape,
         segments: &[Segment],
     ) -> Option<Phases<R>> {
-        if plan.reductions.is_empty() {
+        if plan.reductions.is_empty() && plan.matrices.is_empty() {
             return None;
         }
         let kernels = plan
@@ -123,6 +129,14 @@ impl<R: HostTransfers> Phases<R> {
                         .iter()
                         .filter_map(|i| match i.op {
                             InstOp::Reduce(k, _) => Some((k, plan.reductions[k].op)),
+                            _ => None,
+                        })
+                        .collect(),
+                    matrices: program
+                        .insts
+                        .iter()
+                        .filter_map(|i| match i.op {
+                            InstOp::MatrixArg(m, _) => Some(m),
                             _ => None,
                         })
                         .collect(),
@@ -153,6 +167,28 @@ impl<R: HostTransfers> Phases<R> {
     pub fn column_layout(&self) -> Option<&ColumnLayout> {
         self.columns.as_ref().map(|(_, layout)| layout)
     }
+}
+
+/// The tensors of `segments` as batches of matrices of one shape, in order of first
+/// appearance.
+fn matrix_batches(segments: &[Segment]) -> Vec<MatrixBatch> {
+    let mut batches: Vec<MatrixBatch> = Vec::new();
+    for s in segments.iter().filter(|s| s.len > 0) {
+        let (rows, cols) = (s.rows, s.row_len);
+        let offset = s.elements().start;
+        match batches
+            .iter_mut()
+            .find(|b| (b.rows, b.cols) == (rows, cols))
+        {
+            Some(b) => b.offsets.push(offset),
+            None => batches.push(MatrixBatch {
+                offsets: vec![offset],
+                rows,
+                cols,
+            }),
+        }
+    }
+    batches
 }
 
 /// What one reduction's value is taken over: a tensor, or one row of a tensor whose
@@ -275,7 +311,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     /// reduces over tensors, or finds each group's row through its tensor.
     pub(super) fn rows_per_tensor(&self) -> bool {
         let plan = self.core.plan();
-        !plan.reductions.is_empty() || has_rows(plan) || has_columns(plan)
+        !plan.reductions.is_empty() || has_rows(plan) || has_columns(plan) || reads_dims(plan)
     }
 
     /// Rows of kernel scalars: one per tensor or per parameter group.
@@ -379,6 +415,27 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         spans,
                     )
                 }
+            }
+            for &m in &phase.matrices {
+                self.run_matrix_stage(m, tensors);
+            }
+        }
+    }
+
+    /// Matrix function `m` of every tensor in `tensors` (a range of registration
+    /// indices), in place in its matrix buffer: tensors of one shape in one batch.
+    fn run_matrix_stage(&self, m: usize, tensors: (usize, usize)) {
+        let plan = self.core.plan();
+        let MatrixFn::Orthogonalize = plan.matrices[m];
+        let (handle, len) = &self.buffers[self.slot(Binding::Matrix(m))];
+        for batch in matrix_batches(&self.segments[tensors.0..tensors.1]) {
+            // SAFETY: the buffer holds every group of every tensor, each tensor's
+            // matrix row-major from its first group.
+            let done = unsafe {
+                matrix::orthogonalize_batch(&self.client, handle, *len, &batch, &NewtonSchulz::MUON)
+            };
+            if let Err(e) = done {
+                panic!("the matrix stage of `{}`: {e}", plan.optimizer);
             }
         }
     }

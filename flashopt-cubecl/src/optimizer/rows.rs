@@ -20,7 +20,6 @@ const GPU: &str = "the GPU back end";
 /// rows do not start groups (a group would then hold two rows, or a block of columns
 /// start inside a group).
 pub(super) fn refuse_unsupported(plan: &Plan, tensors: &[TensorInfo]) -> Result<(), RuntimeError> {
-    flashopt_runtime::error::refuse_matrix_functions(plan, GPU)?;
     if !has_rows(plan) && !has_columns(plan) {
         return Ok(());
     }

@@ -12,11 +12,13 @@ use flashopt_runtime::step::{self, GradSource, Inspection, Scope, Stepper};
 use super::GpuOptimizer;
 use super::in_place::Bound;
 use super::layout::FlatPart;
-use crate::codegen::bindings::{Binding, scalar_stride};
+use crate::codegen::bindings::{Binding, dim_slot, reads_dims, scalar_stride};
 use crate::cubecl::server::Handle;
 use crate::device::launch::launch;
 use crate::device::reduce;
 use crate::device::transfer::{self, HostTransfers};
+use flashopt_ir::graph::Dim;
+use flashopt_ir::layout::Shape;
 
 impl<R: HostTransfers> GpuOptimizer<R> {
     /// Upload this step's gradients (one per tensor, in order) from the host into the
@@ -137,25 +139,31 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     pub(super) fn upload_scalars(&mut self, scalars: &[Vec<f32>]) {
         let plan = self.core.plan();
         let (count, stride) = (plan.scalar_count(), scalar_stride(plan));
-        let rows: Vec<&Vec<f32>> = if self.rows_per_tensor() {
+        // A row per tensor carries the tensor's dimensions where the plan reads them.
+        let rows: Vec<(&Vec<f32>, Option<Shape>)> = if self.rows_per_tensor() {
+            let dims = reads_dims(plan);
             self.core
                 .tensors()
                 .iter()
-                .map(|t| &scalars[t.param_group])
+                .map(|t| (&scalars[t.param_group], dims.then(|| t.shape())))
                 .collect()
         } else {
-            scalars.iter().collect()
+            scalars.iter().map(|s| (s, None)).collect()
         };
+        let rows_at = dim_slot(plan, Dim::Rows);
         let scalars: Vec<f32> = rows
             .into_iter()
-            .flat_map(|group| {
+            .flat_map(|(group, shape)| {
                 // The plan's host program gives every group its scalars; the padding
                 // below assumes no more.
                 assert_eq!(group.len(), count, "one parameter group's kernel scalars");
-                group
-                    .iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(0.0, stride - count))
+                let mut row = group.clone();
+                row.resize(stride, 0.0);
+                if let Some(shape) = shape {
+                    row[rows_at] = Dim::Rows.of(shape) as f32;
+                    row[dim_slot(plan, Dim::Cols)] = Dim::Cols.of(shape) as f32;
+                }
+                row
             })
             .collect();
         if !scalars.is_empty() {

@@ -25,8 +25,8 @@ use flashopt_ir::{Extent, GROUP_SIZE, PartId, Plan, Role, Storage};
 use half::{bf16, f16};
 
 use crate::codegen::bindings::{
-    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, has_columns,
-    has_rows, row_width, scalar_stride, slot, table_values, tiled,
+    Arithmetic, Binding, Buffer, F32, KernelShape, SCALAR_VECTOR, U32, buffers, dim_slot,
+    has_columns, has_rows, row_width, scalar_stride, slot, table_values, tiled,
 };
 use crate::codegen::emit::CUBE_DIM;
 use crate::codegen::ops;
@@ -362,6 +362,7 @@ impl KernelBody<'_> {
         let mut regs: Vec<Reg> = Vec::with_capacity(program.len());
         let mut stores: Vec<(PartId, ValueId)> = Vec::new();
         let mut terms: Vec<(usize, ValueId)> = Vec::new();
+        let mut matrix_args: Vec<(usize, ValueId)> = Vec::new();
         for (index, inst) in program.insts.iter().enumerate() {
             let reg = match inst.op {
                 InstOp::Load(p) => self.load(scope, p, place),
@@ -384,6 +385,17 @@ impl KernelBody<'_> {
                     terms.push((k, v));
                     Reg::None
                 }
+                InstOp::MatrixArg(m, v) => {
+                    matrix_args.push((m, v));
+                    Reg::None
+                }
+                InstOp::MatrixResult(m) => Reg::Lanes(load_elements(
+                    scope,
+                    self.var(Binding::Matrix(m)),
+                    Storage::Bf16,
+                    place,
+                )),
+                InstOp::Dim(d) => Reg::Uniform(Scalar::F(scalars[dim_slot(plan, d)].clone())),
                 InstOp::Const(c) => Reg::Uniform(Scalar::F(constant(scope, c, &self.veil))),
                 InstOp::IntConst(c) => Reg::Uniform(Scalar::I(I::from_lit(scope, c))),
                 InstOp::GroupMax(v) => Reg::Uniform(Scalar::F(self.group_max(
@@ -452,6 +464,18 @@ impl KernelBody<'_> {
         cubecl::frontend::branch::if_expand(scope, in_range, |scope| {
             for (p, v) in stores {
                 self.store(scope, p, &regs[v.index()], place);
+            }
+            for (m, v) in matrix_args {
+                let lanes: Vec<F> = (0..self.lanes())
+                    .map(|l| regs[v.index()].lane(l).f())
+                    .collect();
+                store_elements(
+                    scope,
+                    self.var(Binding::Matrix(m)),
+                    Storage::Bf16,
+                    place,
+                    &lanes,
+                );
             }
             for (k, value) in group_values {
                 let partials: NativeExpand<Array<f64>> = self.var(Binding::Partials(k)).into();
@@ -707,7 +731,7 @@ fn constant(scope: &mut Scope, c: f32, veil: &F) -> F {
 /// Which instructions are products that NVRTC could contract into a later addition
 /// (see `ops::veiled`): a `mul` or `powi` with any user that is not another product, a
 /// division, a root, a comparison, a min/max, a floor, an explicit FMA, a conversion,
-/// a group maximum or a store. Products with only such users need no barrier.
+/// a group maximum, a store or a matrix argument. Products with only such users need no barrier.
 fn products_to_veil(program: &Program) -> Vec<bool> {
     let mut contractible_use = vec![false; program.len()];
     for inst in &program.insts {
@@ -732,6 +756,7 @@ fn products_to_veil(program: &Program) -> Vec<bool> {
             | InstOp::Bits(_)
             | InstOp::GroupMax(_)
             | InstOp::Reduce(..)
+            | InstOp::MatrixArg(..)
             | InstOp::Store(..)
             | InstOp::Output(..) => true,
             _ => false,

@@ -1,0 +1,332 @@
+//! The matrix stage on the device: Muon's orthogonalization
+//! ([`flashopt_ir::matrix`]) of every tensor's matrix in a flat bf16 buffer, in
+//! batches of one shape. Each batch is gathered into one contiguous
+//! `batch x m x n` buffer, wide (`m <= n`; a tall matrix is gathered transposed, as
+//! the reference takes it), normalized, iterated with cubek-matmul's GEMMs (bf16
+//! operands, f32 accumulation) and small element kernels for the sums the reference
+//! rounds once (`b A + c A A`, `a X + B X`), and scattered back. The products sum in
+//! the GEMM's order, not the reference's: the results agree within a tolerance, not
+//! bit for bit.
+
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use flashopt_ir::matrix::NewtonSchulz;
+use half::bf16;
+
+use super::gemm::{self, Operand, Out};
+
+/// Units per cube of the element kernels.
+const UNITS: u32 = 256;
+/// At most this many cubes sum one matrix's squares.
+const MAX_NORM_CUBES: usize = 64;
+
+/// `x[b][i][j]` (wide, `m x n`) from the matrix at `src[offsets[b]..]`: row-major
+/// `m x n` as it is, or, `transposed`, the `n x m` matrix it is the transpose of.
+#[cube(launch_unchecked)]
+fn gather<F: Float>(
+    src: &Array<F>,
+    x: &mut Array<F>,
+    offsets: &Array<u32>,
+    m: usize,
+    n: usize,
+    transposed: u32,
+    len: usize,
+) {
+    if ABSOLUTE_POS < len {
+        let per = m * n;
+        let b = ABSOLUTE_POS / per;
+        let r = ABSOLUTE_POS % per;
+        let (i, j) = (r / n, r % n);
+        let at = select(transposed == 1, j * m + i, r);
+        x[ABSOLUTE_POS] = src[offsets[b] as usize + at];
+    }
+}
+
+/// The inverse of [`gather`].
+#[cube(launch_unchecked)]
+fn scatter<F: Float>(
+    x: &Array<F>,
+    dst: &mut Array<F>,
+    offsets: &Array<u32>,
+    m: usize,
+    n: usize,
+    transposed: u32,
+    len: usize,
+) {
+    if ABSOLUTE_POS < len {
+        let per = m * n;
+        let b = ABSOLUTE_POS / per;
+        let r = ABSOLUTE_POS % per;
+        let (i, j) = (r / n, r % n);
+        let at = offsets[b] as usize + select(transposed == 1, j * m + i, r);
+        dst[at] = x[ABSOLUTE_POS];
+    }
+}
+
+/// Cube `(c, b)` sums the squares of its share of matrix `b` (`per` elements) in
+/// f32, its units' sums added by a tree over shared memory, into
+/// `partials[b * CUBE_COUNT_X + c]`.
+#[cube(launch_unchecked)]
+fn square_sums<F: Float>(x: &Array<F>, partials: &mut Array<f32>, per: usize) {
+    let cubes = CUBE_COUNT_X as usize;
+    let b = CUBE_POS_Y as usize;
+    let unit = UNIT_POS as usize;
+    let stride = cubes * 256usize;
+    let mut sum = 0.0f32;
+    let mut k = CUBE_POS_X as usize * 256usize + unit;
+    while k < per {
+        let v = f32::cast_from(x[b * per + k]);
+        sum += v * v;
+        k += stride;
+    }
+    let mut shared = SharedMemory::<f32>::new(256usize);
+    shared[unit] = sum;
+    sync_cube();
+    let mut width = 128usize;
+    while width > 0 {
+        if unit < width {
+            shared[unit] = shared[unit] + shared[unit + width];
+        }
+        sync_cube();
+        width /= 2;
+    }
+    if unit == 0 {
+        partials[b * cubes + CUBE_POS_X as usize] = shared[0];
+    }
+}
+
+/// Each matrix's divisor: its Frobenius norm from its partial sums (in order),
+/// rounded to `F` as torch's norm of a bf16 matrix is, clamped at `eps` (in `F`).
+#[cube(launch_unchecked)]
+fn divisors<F: Float>(
+    partials: &Array<f32>,
+    divisor: &mut Array<f32>,
+    cubes: usize,
+    batch: usize,
+    eps: f32,
+) {
+    if ABSOLUTE_POS < batch {
+        let mut sum = 0.0f32;
+        for c in 0..cubes {
+            sum += partials[ABSOLUTE_POS * cubes + c];
+        }
+        let norm = f32::cast_from(F::cast_from(f32::sqrt(sum)));
+        let floor = f32::cast_from(F::cast_from(eps));
+        divisor[ABSOLUTE_POS] = f32::max(norm, floor);
+    }
+}
+
+/// `x = x / divisor` of its matrix, rounded to `F`.
+#[cube(launch_unchecked)]
+fn normalize<F: Float>(x: &mut Array<F>, divisor: &Array<f32>, per: usize, len: usize) {
+    if ABSOLUTE_POS < len {
+        let d = divisor[ABSOLUTE_POS / per];
+        x[ABSOLUTE_POS] = F::cast_from(f32::cast_from(x[ABSOLUTE_POS]) / d);
+    }
+}
+
+/// `out = scale * product + keep * kept`, in f32, rounded once to `F`: the epilogue
+/// of a GEMM whose product came out in f32.
+#[cube(launch_unchecked)]
+fn combine<F: Float>(
+    product: &Array<f32>,
+    kept: &Array<F>,
+    out: &mut Array<F>,
+    scale: f32,
+    keep: f32,
+    len: usize,
+) {
+    if ABSOLUTE_POS < len {
+        let sum = scale * product[ABSOLUTE_POS] + keep * f32::cast_from(kept[ABSOLUTE_POS]);
+        out[ABSOLUTE_POS] = F::cast_from(sum);
+    }
+}
+
+/// One unit per element of `len`, in cubes of [`UNITS`].
+fn grid(len: usize) -> (CubeCount, CubeDim) {
+    let cubes = u32::try_from(len.div_ceil(UNITS as usize)).expect("fewer than 2^32 cubes");
+    (CubeCount::Static(cubes, 1, 1), CubeDim::new_1d(UNITS))
+}
+
+/// Matrices of one shape in a flat buffer: where each starts (in elements) and the
+/// shape, `rows x cols` row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixBatch {
+    pub offsets: Vec<usize>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl MatrixBatch {
+    /// The shape the iteration takes, `m x n` with `m <= n`, and whether that is the
+    /// transpose of the stored one.
+    fn wide(&self) -> (usize, usize, bool) {
+        if self.rows > self.cols {
+            (self.cols, self.rows, true)
+        } else {
+            (self.rows, self.cols, false)
+        }
+    }
+}
+
+/// Orthogonalize every matrix of `batch` in `buffer` (bf16, `len` elements) in place.
+/// An error is a GEMM cubek-matmul cannot set up on this device.
+///
+/// # Safety
+/// Every matrix of `batch` must lie inside `buffer`'s `len` elements, and every
+/// offset must be below 2^32.
+pub unsafe fn orthogonalize_batch<R: Runtime>(
+    client: &ComputeClient<R>,
+    buffer: &Handle,
+    len: usize,
+    batch: &MatrixBatch,
+    ns: &NewtonSchulz,
+) -> Result<(), String> {
+    let count = batch.offsets.len();
+    let (m, n, transposed) = batch.wide();
+    let per = m * n;
+    if count == 0 || per == 0 {
+        return Ok(());
+    }
+    let total = count * per;
+    let words: Vec<u32> = batch
+        .offsets
+        .iter()
+        .map(|&o| u32::try_from(o).expect("matrices start below 2^32 elements"))
+        .collect();
+    let offsets = client.create_from_slice(u32::as_bytes(&words));
+    let x = client.empty(total * 2);
+    let (cubes, dim) = grid(total);
+    let array = |h: &Handle, len: usize| unsafe { ArrayArg::from_raw_parts(h.clone(), len) };
+    unsafe {
+        gather::launch_unchecked::<bf16, R>(
+            client,
+            cubes.clone(),
+            dim,
+            array(buffer, len),
+            array(&x, total),
+            array(&offsets, count),
+            m,
+            n,
+            u32::from(transposed),
+            total,
+        );
+    }
+    normalize_batch(client, &x, count, per, ns.eps);
+    let gram = client.empty(count * m * m * 2);
+    let gram_squared = client.empty(count * m * m * 4);
+    let polynomial = client.empty(count * m * m * 2);
+    let product = client.empty(total * 4);
+    let squares = count * m * m;
+    let (square_cubes, _) = grid(squares);
+    let matrix = Operand::new(&x, m, n);
+    let square = |h| Operand::new(h, m, m);
+    for _ in 0..ns.steps {
+        // A = X X^T; A A; B = b A + c A A; B X; X = a X + B X. SAFETY: each buffer
+        // holds `count` matrices of its shape; no product writes an operand.
+        unsafe {
+            gemm::product(client, matrix, matrix.t(), &gram, count, Out::Bf16)?;
+            gemm::product(
+                client,
+                square(&gram),
+                square(&gram),
+                &gram_squared,
+                count,
+                Out::F32,
+            )?;
+            combine::launch_unchecked::<bf16, R>(
+                client,
+                square_cubes.clone(),
+                dim,
+                array(&gram_squared, squares),
+                array(&gram, squares),
+                array(&polynomial, squares),
+                ns.c,
+                ns.b,
+                squares,
+            );
+            gemm::product(
+                client,
+                square(&polynomial),
+                matrix,
+                &product,
+                count,
+                Out::F32,
+            )?;
+            combine::launch_unchecked::<bf16, R>(
+                client,
+                cubes.clone(),
+                dim,
+                array(&product, total),
+                array(&x, total),
+                array(&x, total),
+                1.0,
+                ns.a,
+                total,
+            );
+        }
+    }
+    unsafe {
+        scatter::launch_unchecked::<bf16, R>(
+            client,
+            cubes,
+            dim,
+            array(&x, total),
+            array(buffer, len),
+            array(&offsets, count),
+            m,
+            n,
+            u32::from(transposed),
+            total,
+        );
+    }
+    Ok(())
+}
+
+/// `x /= max(|x|_F, eps)` per matrix, as the reference normalizes.
+fn normalize_batch<R: Runtime>(
+    client: &ComputeClient<R>,
+    x: &Handle,
+    count: usize,
+    per: usize,
+    eps: f32,
+) {
+    let total = count * per;
+    let cubes = per.div_ceil(UNITS as usize * 16).clamp(1, MAX_NORM_CUBES);
+    let partials = client.empty(count * cubes * 4);
+    let divisor = client.empty(count * 4);
+    let dim = CubeDim::new_1d(UNITS);
+    let batch_cubes = u32::try_from(count).expect("fewer than 2^32 matrices");
+    // SAFETY: `x` holds `count` matrices of `per` elements; the partials one per cube.
+    unsafe {
+        square_sums::launch_unchecked::<bf16, R>(
+            client,
+            CubeCount::Static(cubes as u32, batch_cubes, 1),
+            dim,
+            ArrayArg::from_raw_parts(x.clone(), total),
+            ArrayArg::from_raw_parts(partials.clone(), count * cubes),
+            per,
+        );
+        let (one_per_matrix, _) = grid(count);
+        divisors::launch_unchecked::<bf16, R>(
+            client,
+            one_per_matrix,
+            dim,
+            ArrayArg::from_raw_parts(partials, count * cubes),
+            ArrayArg::from_raw_parts(divisor.clone(), count),
+            cubes,
+            count,
+            eps,
+        );
+        let (each, _) = grid(total);
+        normalize::launch_unchecked::<bf16, R>(
+            client,
+            each,
+            dim,
+            ArrayArg::from_raw_parts(x.clone(), total),
+            ArrayArg::from_raw_parts(divisor, count),
+            per,
+            total,
+        );
+    }
+}

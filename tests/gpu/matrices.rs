@@ -1,0 +1,194 @@
+//! The matrix stage (Muon's orthogonalization with cubek-matmul's GEMMs) against the
+//! CPU reference, within a tolerance (the GEMMs sum in their own order), and Muon's
+//! step: its momentum bit for bit (it does not read the matrix stage), its master
+//! weights close to the CPU's, from the flat buffer, the trainer's buffers and tensor
+//! by tensor.
+
+use flashopt::ir::interp::GradBuf;
+use flashopt::ir::layout::Shape;
+use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, orthogonalize};
+use flashopt::optimizers::Muon;
+use flashopt::{MasterMode, Optimizer, PlanConfig, TensorId};
+use flashopt_cubecl::cubecl::server::Handle;
+use flashopt_cubecl::device::matrix::{MatrixBatch, orthogonalize_batch};
+use half::bf16;
+
+use crate::common::Rng;
+use crate::guards::pair_of;
+use crate::{client, report};
+
+/// Wide, tall, square, one row, fewer elements than a group, a shape of no tile
+/// multiple, and GPT-2's attention projection.
+const SHAPES: [Shape; 7] = [
+    Shape::matrix(6, 40),
+    Shape::matrix(40, 6),
+    Shape::matrix(64, 64),
+    Shape::matrix(1, 50),
+    Shape::matrix(3, 5),
+    Shape::matrix(50, 130),
+    Shape::matrix(768, 2304),
+];
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
+}
+
+/// Three matrices of each shape at unaligned offsets in one poisoned buffer: each
+/// comes back within a cosine of 0.995 of the reference, and nothing else changes.
+#[test]
+fn the_matrix_stage_follows_the_reference() {
+    let client = client();
+    let mut rng = Rng::new(91);
+    let mut worst = 1.0f64;
+    let mut lines = Vec::new();
+    for shape in SHAPES {
+        let per = shape.len;
+        // Matrices at 7, 7 + per + 13, ...: a poisoned gap before and between.
+        let offsets: Vec<usize> = (0..3).map(|k| 7 + k * (per + 13)).collect();
+        let len = offsets[2] + per + 5;
+        let poison = bf16::from_f32(-77.0);
+        let mut host = vec![poison; len];
+        let mut inputs = Vec::new();
+        for &o in &offsets {
+            let values: Vec<f32> = rng.normals(per, 0.02);
+            for (i, v) in values.iter().enumerate() {
+                host[o + i] = bf16::from_f32(*v);
+            }
+            inputs.push(values);
+        }
+        let buffer: Handle = client.create_from_slice(bytemuck_bf16(&host));
+        let batch = MatrixBatch {
+            offsets: offsets.clone(),
+            rows: shape.rows(),
+            cols: shape.cols(),
+        };
+        unsafe { orthogonalize_batch(&client, &buffer, len, &batch, &NewtonSchulz::MUON) }.unwrap();
+        let bytes = client.read_one_unchecked(buffer);
+        let out: Vec<bf16> = bytes
+            .chunks_exact(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let mut cos = 1.0f64;
+        for (&o, values) in offsets.iter().zip(&inputs) {
+            let expected = orthogonalize(
+                values,
+                shape.rows(),
+                shape.cols(),
+                &NewtonSchulz::MUON,
+                MatrixPrecision::Bf16,
+            );
+            let got: Vec<f32> = out[o..o + per].iter().map(|x| x.to_f32()).collect();
+            cos = cos.min(cosine(&got, &expected));
+        }
+        let outside = (0..len)
+            .all(|i| offsets.iter().any(|&o| (o..o + per).contains(&i)) || out[i] == poison);
+        assert!(outside, "{shape}: the stage wrote outside its matrices");
+        worst = worst.min(cos);
+        lines.push(format!("{shape} {cos:.6}"));
+    }
+    report(&format!(
+        "| matrix stage | 3 matrices a shape, cosine to the CPU reference (worst per shape) | {} |",
+        lines.join(", ")
+    ));
+    assert!(
+        worst > 0.995,
+        "the matrix stage is off the reference: {lines:?}"
+    );
+}
+
+fn bytemuck_bf16(values: &[bf16]) -> &[u8] {
+    // SAFETY: bf16 is two plain bytes.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 2) }
+}
+
+/// Muon-24 on the GPU: after each of five steps (three from the flat buffer, one from
+/// the trainer's buffers, one tensor by tensor) the momentum equals the CPU's bit for
+/// bit, and the master weights' distance to the CPU's is a small part of how far they
+/// moved.
+#[test]
+fn muon_steps_close_to_the_cpu() {
+    let client = client();
+    let config = PlanConfig::bf16(MasterMode::Int8);
+    let spec = Muon {
+        lr: 0.02,
+        ..Muon::default()
+    };
+    let (mut cpu, mut gpu, mut rng) = pair_of(&spec, config, &client, &SHAPES, 93);
+    let plan = cpu.plan().clone();
+    let start: Vec<Vec<f32>> = (0..SHAPES.len())
+        .map(|i| cpu.master(TensorId(i)).unwrap())
+        .collect();
+    let mut momentum_equal = Vec::new();
+    let mut worst = 0.0f64;
+    for round in 0..5 {
+        let g: Vec<Vec<bf16>> = SHAPES
+            .iter()
+            .map(|s| {
+                rng.normals(s.len, 0.02)
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect()
+            })
+            .collect();
+        let bufs: Vec<GradBuf<'_>> = g.iter().map(|g| GradBuf::Bf16(g)).collect();
+        cpu.step(&bufs).unwrap();
+        match round {
+            0..=2 => {
+                gpu.write_grads(&bufs).unwrap();
+                gpu.step().unwrap();
+            }
+            3 => {
+                let handles: Vec<Handle> = bufs
+                    .iter()
+                    .map(|b| {
+                        client
+                            .create_from_slice(&flashopt::runtime::raw::part_le_bytes(b.as_part()))
+                    })
+                    .collect();
+                let refs: Vec<&Handle> = handles.iter().collect();
+                gpu.step_with_grads(&refs).unwrap();
+            }
+            _ => {
+                gpu.write_grads(&bufs).unwrap();
+                for i in (0..SHAPES.len()).rev() {
+                    gpu.step_tensor(TensorId(i)).unwrap();
+                }
+                gpu.finish_step();
+            }
+        }
+        let down = gpu.download();
+        let mut equal = true;
+        for (i, (_, t)) in down.iter().enumerate() {
+            let c = cpu.tensor(TensorId(i)).unwrap();
+            let (gd, cd) = (t.decoded(&plan), c.decoded(&plan));
+            equal &= gd[1]
+                .iter()
+                .zip(&cd[1])
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            let moved: f64 = cd[0]
+                .iter()
+                .zip(&start[i])
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum();
+            let apart: f64 = gd[0]
+                .iter()
+                .zip(&cd[0])
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum();
+            worst = worst.max((apart / moved.max(f64::MIN_POSITIVE)).sqrt());
+        }
+        momentum_equal.push(equal);
+    }
+    report(&format!(
+        "| Muon ({config}) | shapes {} | 3 flat steps, 1 in place, 1 tensor by tensor: momentum bit-equal {momentum_equal:?}; masters' distance to the CPU's over their displacement, worst {worst:.2e} |",
+        SHAPES.map(|s| s.to_string()).join(", ")
+    ));
+    assert!(momentum_equal.iter().all(|&e| e), "{momentum_equal:?}");
+    assert!(worst < 0.05, "masters {worst} apart");
+}
