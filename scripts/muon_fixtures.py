@@ -47,7 +47,7 @@ def main():
     tensors = {}
     for k, (r, c) in enumerate(SHAPES):
         g = values(r * c, k + 1).reshape(r, c)
-        o = _muon._zeropower_via_newtonschulz(g.cuda(), (3.4445, -4.7750, 2.0315), 5, 1e-7, False)
+        o = _muon._zeropower_via_newtonschulz(g.cuda(), (3.4445, -4.7750, 2.0315), 5, 1e-7)
         tensors[f"ns.input.{k}"] = g
         tensors[f"ns.torch.{k}"] = o.float()
     p = torch.nn.Parameter(values(32 * 48, 9).reshape(32, 48).cuda())

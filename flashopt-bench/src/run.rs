@@ -27,6 +27,13 @@ const BATCHES: usize = 21;
 /// Steps per timed batch: back-to-back launches between two device syncs, so the host
 /// round trip of a sync is spread over many steps.
 const STEPS_PER_BATCH: usize = 10;
+/// A call that takes longer than this alone (Muon's step on a large matrix, a GEMM-
+/// bound tenth of a second) is timed in [`SLOW_BATCHES`] batches of
+/// [`SLOW_STEPS_PER_BATCH`] after that first call, where the sync's round trip is
+/// negligible anyway.
+const SLOW_CALL_S: f64 = 0.02;
+const SLOW_BATCHES: usize = 5;
+const SLOW_STEPS_PER_BATCH: usize = 2;
 
 #[cube(launch_unchecked)]
 fn copy_kernel(input: &Array<Vector<u32, Const<4>>>, output: &mut Array<Vector<u32, Const<4>>>) {
@@ -51,19 +58,28 @@ fn time_and_enqueue<R: HostTransfers>(
     client: &ComputeClient<R>,
     mut f: impl FnMut(),
 ) -> (f64, f64) {
-    let mut times = Vec::with_capacity(BATCHES);
-    let mut queued = Vec::with_capacity(BATCHES);
-    for batch in 0..WARMUP_BATCHES + BATCHES {
+    sync(client);
+    let first = Instant::now();
+    f();
+    sync(client);
+    let (warmup, batches, steps) = if first.elapsed().as_secs_f64() > SLOW_CALL_S {
+        (0, SLOW_BATCHES, SLOW_STEPS_PER_BATCH)
+    } else {
+        (WARMUP_BATCHES, BATCHES, STEPS_PER_BATCH)
+    };
+    let mut times = Vec::with_capacity(batches);
+    let mut queued = Vec::with_capacity(batches);
+    for batch in 0..warmup + batches {
         sync(client);
         let start = Instant::now();
-        for _ in 0..STEPS_PER_BATCH {
+        for _ in 0..steps {
             f();
         }
         let enqueued = start.elapsed().as_secs_f64();
         sync(client);
-        if batch >= WARMUP_BATCHES {
-            times.push(start.elapsed().as_secs_f64() / STEPS_PER_BATCH as f64);
-            queued.push(enqueued / STEPS_PER_BATCH as f64);
+        if batch >= warmup {
+            times.push(start.elapsed().as_secs_f64() / steps as f64);
+            queued.push(enqueued / steps as f64);
         }
     }
     let median = |mut v: Vec<f64>| {

@@ -17,8 +17,8 @@ use crate::common::Rng;
 use crate::guards::pair_of;
 use crate::{client, report};
 
-/// Wide, tall, square, one row, fewer elements than a group, a shape of no tile
-/// multiple, and GPT-2's attention projection.
+/// Wide, tall, square, one row, fewer elements than a group, shapes of no tile
+/// multiple (the CPU reference's products take seconds beyond these).
 const SHAPES: [Shape; 7] = [
     Shape::matrix(6, 40),
     Shape::matrix(40, 6),
@@ -26,7 +26,7 @@ const SHAPES: [Shape; 7] = [
     Shape::matrix(1, 50),
     Shape::matrix(3, 5),
     Shape::matrix(50, 130),
-    Shape::matrix(768, 2304),
+    Shape::matrix(200, 72),
 ];
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -191,4 +191,64 @@ fn muon_steps_close_to_the_cpu() {
     ));
     assert!(momentum_equal.iter().all(|&e| e), "{momentum_equal:?}");
     assert!(worst < 0.05, "masters {worst} apart");
+}
+
+/// The matrix stage's time per call (host clock around device syncs, one call to
+/// warm up, the median of 5) on GPT-2's matrix batches and one 16384 x 16384 matrix,
+/// with each of cubek-matmul's routines `gemm::STRATEGIES` names (an error where one
+/// cannot run a product).
+#[test]
+fn matrix_stage_times() {
+    use flashopt_cubecl::device::gemm;
+    let client = client();
+    let batches: [(usize, usize, usize); 6] = [
+        (12, 768, 2304),
+        (12, 768, 768),
+        (12, 3072, 768),
+        (12, 768, 3072),
+        (1, 50257, 768),
+        (1, 16384, 16384),
+    ];
+    for strategy in gemm::STRATEGIES {
+        assert!(gemm::set_strategy(strategy));
+        let mut lines = Vec::new();
+        for (count, rows, cols) in batches {
+            let per = rows * cols;
+            let len = count * per;
+            let host: Vec<bf16> = (0..len)
+                .map(|i| bf16::from_f32(((i % 2003) as f32 - 1001.0) * 1e-3))
+                .collect();
+            let buffer = client.create_from_slice(bytemuck_bf16(&host));
+            let batch = MatrixBatch {
+                offsets: (0..count).map(|k| k * per).collect(),
+                rows,
+                cols,
+            };
+            let call = || {
+                let done = unsafe {
+                    orthogonalize_batch(&client, &buffer, len, &batch, &NewtonSchulz::MUON)
+                };
+                flashopt_cubecl::cubecl::future::block_on(client.sync()).unwrap();
+                done
+            };
+            if let Err(e) = call() {
+                lines.push(format!("{count} x {rows}x{cols}: {e}"));
+                continue;
+            }
+            let mut times: Vec<f64> = (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    call().unwrap();
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            lines.push(format!("{count} x {rows}x{cols}: {:.3} ms", times[2]));
+        }
+        report(&format!(
+            "| matrix stage times, {strategy} | {} |",
+            lines.join(", ")
+        ));
+    }
+    assert!(gemm::set_strategy(gemm::STRATEGIES[0]));
 }

@@ -10,6 +10,42 @@ use cubek_matmul::definition::{MatmulElems, MatmulGlobalElems};
 use cubek_matmul::launch::{Strategy, launch_ref};
 use cubek_std::InputBinding;
 
+/// The cubek-matmul routines [`product`] can launch, by name: cubek's default
+/// (`simple_cmma`) first.
+pub const STRATEGIES: [&str; 6] = [
+    "simple_cmma",
+    "simple_mma",
+    "double_cyclic_mma",
+    "ordered_double_mma",
+    "specialized_tma_mma",
+    "double_tma_mma",
+];
+
+/// Which of [`STRATEGIES`] [`product`] launches (process-wide; for measuring them).
+static STRATEGY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Make [`product`] launch routine `name` of [`STRATEGIES`]; `false` for another name.
+pub fn set_strategy(name: &str) -> bool {
+    match STRATEGIES.iter().position(|&s| s == name) {
+        Some(i) => {
+            STRATEGY.store(i, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
+}
+
+fn strategy() -> Strategy {
+    match STRATEGY.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Strategy::SimpleCyclicMma(Default::default()),
+        2 => Strategy::DoubleCyclicMma(Default::default()),
+        3 => Strategy::OrderedDoubleMma(Default::default()),
+        4 => Strategy::SpecializedTmaMma(Default::default()),
+        5 => Strategy::DoubleTmaMma(Default::default()),
+        _ => Strategy::SimpleCyclicCmma(Default::default()),
+    }
+}
+
 const BF16: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::BF16));
 const F32: StorageType = StorageType::Scalar(ElemType::Float(FloatKind::F32));
 
@@ -92,7 +128,7 @@ pub unsafe fn product<R: Runtime>(
         out: out_type,
     });
     launch_ref(
-        &Strategy::SimpleCyclicCmma(Default::default()),
+        &strategy(),
         client,
         InputBinding::new(lhs.binding::<R>(count), BF16),
         InputBinding::new(rhs.binding::<R>(count), BF16),
