@@ -1,7 +1,7 @@
 //! How much an 8-bit momentum changes Muon's orthogonalized update: three matrix
 //! regressions trained by Muon with an f32 momentum, whose gradients also feed Muon's
-//! momentum stored as int8 softsign codes (the shipped `Muon`) and as int8 linear
-//! codes; after each step, the cosine between the update each momentum gives
+//! momentum stored as int8 softsign codes (the shipped `Muon`), int8 linear codes
+//! (each rounded to nearest or dithered) and bf16; after each step, the cosine between the update each momentum gives
 //! (`orthogonalize(lerp(g, m, momentum))`, the CPU reference) and the f32 one's.
 //! Runs on the CPU reference back end.
 //!
@@ -11,7 +11,7 @@
 
 use flashopt::ir::interp::GradBuf;
 use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, orthogonalize};
-use flashopt::ir::{Codec, OptimizerDef};
+use flashopt::ir::{Codec, OptimizerDef, Rounding};
 use flashopt::optimizers::Muon;
 use flashopt::{CpuOptimizer, F32States, Optimizer, OptimizerSpec, PlanConfig, TensorId};
 
@@ -87,10 +87,12 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
 }
 
-/// A momentum tracker: Muon with `codec` for its momentum and a learning rate of 0.
-fn tracker(codec: Codec) -> CpuOptimizer {
+/// A momentum tracker: Muon with `codec` for its momentum, rounded as `rounding`, and
+/// a learning rate of 0.
+fn tracker(codec: Codec, rounding: Rounding) -> CpuOptimizer {
     let mut def: OptimizerDef = Muon::definition();
     def.states[0].codec = Some(codec);
+    def.states[0].rounding = rounding;
     let mut opt = CpuOptimizer::new(&def, PlanConfig::f32_params()).unwrap();
     opt.set_hyper("lr", 0.0).unwrap();
     opt
@@ -112,9 +114,21 @@ fn main() {
     });
     let mut trained = CpuOptimizer::for_spec(&spec, PlanConfig::f32_params()).unwrap();
     let mut trackers = [
-        ("f32", tracker(Codec::F32)),
-        ("int8 softsign", tracker(Codec::Int8Softsign)),
-        ("int8 linear", tracker(Codec::Int8Linear)),
+        ("f32", tracker(Codec::F32, Rounding::Nearest)),
+        (
+            "int8 softsign",
+            tracker(Codec::Int8Softsign, Rounding::Nearest),
+        ),
+        (
+            "int8 softsign, dithered",
+            tracker(Codec::Int8Softsign, Rounding::Dithered),
+        ),
+        ("int8 linear", tracker(Codec::Int8Linear, Rounding::Nearest)),
+        (
+            "int8 linear, dithered",
+            tracker(Codec::Int8Linear, Rounding::Dithered),
+        ),
+        ("bf16", tracker(Codec::Bf16, Rounding::Nearest)),
     ];
     for (k, p) in problems.iter().enumerate() {
         let init = vec![0.0f32; p.out * p.inp];

@@ -177,7 +177,10 @@ fn the_shape_decides_the_matrix() {
 }
 
 /// torch 2.11 on a GPU (scripts/muon_fixtures.py; `tests/fixtures/muon/`).
-const TORCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/muon/torch.safetensors");
+const TORCH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/muon/torch.safetensors"
+);
 
 fn torch_tensor(name: &str) -> Vec<f32> {
     let bytes = std::fs::read(TORCH).expect("the torch fixture");
@@ -191,7 +194,11 @@ fn torch_tensor(name: &str) -> Vec<f32> {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b))
 }
@@ -205,7 +212,13 @@ fn the_orthogonalization_follows_torch() {
     for (k, (rows, cols)) in shapes.into_iter().enumerate() {
         let input = torch_tensor(&format!("ns.input.{k}"));
         let expected = torch_tensor(&format!("ns.torch.{k}"));
-        let got = orthogonalize(&input, rows, cols, &NewtonSchulz::MUON, MatrixPrecision::Bf16);
+        let got = orthogonalize(
+            &input,
+            rows,
+            cols,
+            &NewtonSchulz::MUON,
+            MatrixPrecision::Bf16,
+        );
         let c = cosine(&got, &expected);
         assert!(c > 0.999, "{rows}x{cols}: cosine {c}");
     }
@@ -228,8 +241,16 @@ fn muon_follows_torch_muon() {
         opt.step(&[GradBuf::F32(&grad)]).unwrap();
         let expected = torch_tensor(&format!("muon.param.{t}"));
         let got = opt.master(id).unwrap();
-        let moved: f64 = expected.iter().zip(&start).map(|(a, b)| f64::from(a - b).powi(2)).sum();
-        let apart: f64 = got.iter().zip(&expected).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+        let moved: f64 = expected
+            .iter()
+            .zip(&start)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
+        let apart: f64 = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
         let ratio = (apart / moved).sqrt();
         assert!(ratio < 0.02, "step {t}: {ratio} of the displacement apart");
     }

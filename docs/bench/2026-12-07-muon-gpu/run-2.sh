@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The second device command (binaries built as for run-1.sh after the bench's slow-call
-# schedule, smaller CPU-reference shapes in the GPU tests and the GEMM routine choice,
-# carried as .dev/muon.tar.xz): the torch fixtures, the GPU tests of the matrix stage
+# schedule, smaller CPU-reference shapes in the GPU tests, the GEMM routine choice and
+# the matrix buffers held during a step only, carried as .dev/muon.tar.xz): the torch
+# fixtures, the GPU tests of the matrix stage
 # (cosines, Muon's momentum bit for bit, the stage's times per cubek-matmul routine),
 # then flashopt-bench's Muon-24 on the workloads' matrices. torch's references were
-# measured by run-1.sh on the same machine kind.
+# measured by run-1.sh (on an H100).
 set -uo pipefail
 out=${1:?OUT}
 W=/tmp/muon-2
@@ -13,10 +14,10 @@ exec > >(tee "$W/run.log") 2>&1
 archive() { tar czf "$out/muon-2.tgz" -C $W . ; }
 tar xJf .dev/muon.tar.xz -C .dev
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-timeout 60 python3 scripts/muon_fixtures.py $W/torch.safetensors
+timeout 45 python3 scripts/muon_fixtures.py $W/torch.safetensors
 echo "fixtures rc=$? at ${SECONDS}s"
 archive
-FLASHOPT_GPU_REPORT=$W/gpu-matrices.md timeout 260 .dev/muon/gpu-tests --test-threads 1 matrices > $W/gpu-matrices.log 2>&1
+FLASHOPT_GPU_REPORT=$W/gpu-matrices.md timeout 230 .dev/muon/gpu-tests --test-threads 1 matrices > $W/gpu-matrices.log 2>&1
 echo "gpu matrices rc=$? at ${SECONDS}s"
 grep -E "^test |test result|FAILED|panicked" $W/gpu-matrices.log | tail -20
 cat $W/gpu-matrices.md

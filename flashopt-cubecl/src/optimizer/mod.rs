@@ -267,12 +267,8 @@ impl<R: HostTransfers> GpuOptimizer<R> {
                         vec![0; self.column_layout().column_groups.max(1) * size]
                     }
                     Binding::TileTable => raw::le_bytes(&self.column_layout().tile_words),
-                    // Written by a phase before the matrix stage and the step read it.
-                    Binding::Matrix(_) => {
-                        let len = self.groups * flashopt_ir::GROUP_SIZE;
-                        let handle = transfer::filled(&self.client, len * size, 0);
-                        return (handle, len);
-                    }
+                    // Held during a step only (`hold_matrices`).
+                    Binding::Matrix(_) => vec![0; size],
                     Binding::GradientRegion(_) => {
                         unreachable!("the one-region kernel's layout has no region bindings")
                     }

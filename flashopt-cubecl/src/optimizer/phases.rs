@@ -422,6 +422,26 @@ impl<R: HostTransfers> GpuOptimizer<R> {
         }
     }
 
+    /// Give each matrix function's buffer room for every group, for one step: a phase
+    /// writes it, the matrix stage and the step read it. Between steps it holds one
+    /// element ([`Self::release_matrices`]), so a matrix function costs no memory
+    /// held between steps.
+    pub(super) fn hold_matrices(&mut self) {
+        let len = self.groups * flashopt_ir::GROUP_SIZE;
+        for m in 0..self.core.plan().matrices.len() {
+            let slot = self.slot(Binding::Matrix(m));
+            self.buffers[slot] = (self.client.empty(len.max(1) * 2), len.max(1));
+        }
+    }
+
+    /// After a step: each matrix function's buffer back to one element.
+    pub(super) fn release_matrices(&mut self) {
+        for m in 0..self.core.plan().matrices.len() {
+            let slot = self.slot(Binding::Matrix(m));
+            self.buffers[slot] = (self.client.empty(2), 1);
+        }
+    }
+
     /// Matrix function `m` of every tensor in `tensors` (a range of registration
     /// indices), in place in its matrix buffer: tensors of one shape in one batch.
     fn run_matrix_stage(&self, m: usize, tensors: (usize, usize)) {
@@ -610,5 +630,23 @@ mod tests {
             column_spans_of(&segments, (2, 3)),
             (64 + 100, 64 + 100 + 32)
         );
+    }
+
+    #[test]
+    fn tensors_of_one_shape_share_a_batch_in_order() {
+        let infos: Vec<TensorInfo> = [(6, 40), (40, 6), (6, 40), (1, 5), (40, 6)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(r, c))| TensorInfo::new(format!("t{i}"), 0, Shape::matrix(r, c)))
+            .collect();
+        let (segments, _) = segments(&infos);
+        let batches = matrix_batches(&segments);
+        let start = |t: usize| segments[t].first_group * GROUP_SIZE;
+        assert_eq!(batches.len(), 3);
+        assert_eq!((batches[0].rows, batches[0].cols), (6, 40));
+        assert_eq!(batches[0].offsets, [start(0), start(2)]);
+        assert_eq!((batches[1].rows, batches[1].cols), (40, 6));
+        assert_eq!(batches[1].offsets, [start(1), start(4)]);
+        assert_eq!(batches[2].offsets, [start(3)]);
     }
 }

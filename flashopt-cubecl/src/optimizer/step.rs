@@ -345,6 +345,7 @@ impl<R: HostTransfers> Stepper for GpuOptimizer<R> {
         bound: GpuBound<'_>,
         scalars: &[Vec<f32>],
     ) -> Result<(), RuntimeError> {
+        self.hold_matrices();
         match (bound, scope) {
             (GpuBound::Flat, Scope::All) => self.launch_all(scalars),
             (GpuBound::Flat, Scope::Tensor(id)) => {
@@ -370,6 +371,7 @@ impl<R: HostTransfers> Stepper for GpuOptimizer<R> {
                 self.commit_scoped(self.tensors_in(scope));
             }
         }
+        self.release_matrices();
         Ok(())
     }
 }
