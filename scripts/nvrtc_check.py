@@ -21,10 +21,13 @@ import sys
 
 OPTIMIZERS = [
     "adamw", "adam", "lion", "sgd", "sgdw", "lamb", "cautious_adamw", "adam_mini",
-    "adafactor", "adafactor_momentum",
+    "adafactor", "adafactor_momentum", "muon",
 ]
-# The optimizers with reduction phases: their phase kernels too.
-PHASES = {"lamb": 1, "cautious_adamw": 1, "adam_mini": 1, "adafactor": 3, "adafactor_momentum": 3}
+# The optimizers with phases (reductions, matrix functions): their phase kernels too.
+PHASES = {
+    "lamb": 1, "cautious_adamw": 1, "adam_mini": 1, "adafactor": 3, "adafactor_momentum": 3,
+    "muon": 1,
+}
 CONFIGS = [
     ["--master", "24"],
     ["--master", "32"],

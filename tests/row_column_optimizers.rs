@@ -440,6 +440,9 @@ fn an_adafactor_checkpoint_resumes_the_same_trajectory() {
     );
     let mut other = fresh(&[8, 12]);
     let err = other.load(&path).unwrap_err().to_string();
-    assert!(err.contains("w::r::codes"), "{err}");
+    assert!(
+        err.contains("row length of tensor `w` is `8`, this optimizer has `12`"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -18,9 +18,10 @@
 //!
 //! The metadata names the format and its version, the kind (`compressed` or `f32`),
 //! the optimizer, its storage configuration and states, the steps taken, every
-//! parameter group's hyper-parameters and the tensors in order. Loading checks all of
-//! it, and every tensor's dtype and shape, before anything changes: a truncated,
-//! corrupt or mismatched file is an error that names what is wrong. Writes go to a
+//! parameter group's hyper-parameters and the tensors in order (with their row
+//! lengths, which a plan with a matrix function checks). Loading checks all of it,
+//! and every tensor's dtype and shape, before anything changes: a truncated, corrupt
+//! or mismatched file is an error that names what is wrong. Writes go to a
 //! temporary file in the same folder, are synced, then renamed over the target.
 
 use std::collections::HashMap;
@@ -166,10 +167,10 @@ struct File<'a> {
 impl File<'_> {
     fn header(&self, kind: &str) -> HashMap<String, String> {
         let (plan, hyper, steps) = (self.plan, self.hyper, self.steps_taken);
-        let names: Vec<(&str, usize)> = self
+        let names: Vec<(&str, usize, usize)> = self
             .entries
             .iter()
-            .map(|e| (e.name, e.param_group))
+            .map(|e| (e.name, e.param_group, e.tensor.shape().row_len))
             .collect();
         let mut m = HashMap::new();
         m.insert("format".into(), FORMAT.into());
@@ -186,9 +187,10 @@ impl File<'_> {
             }
         }
         m.insert("tensors".into(), names.len().to_string());
-        for (i, (name, group)) in names.iter().enumerate() {
+        for (i, (name, group, row_len)) in names.iter().enumerate() {
             m.insert(format!("tensor.{i}"), name.to_string());
             m.insert(format!("tensor.{i}.param_group"), group.to_string());
+            m.insert(format!("tensor.{i}.row_len"), row_len.to_string());
         }
         m
     }
@@ -457,8 +459,14 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// The tensor list, in order, must be the optimizer's.
-    fn check_tensors(&self, expected: &[Expected<'_>]) -> Result<(), CheckpointError> {
+    /// The tensor list, in order, must be the optimizer's; where the plan computes with
+    /// each tensor's rows and columns (a matrix function), so must each tensor's row
+    /// length, if the file records it (files before it was recorded do not).
+    fn check_tensors(
+        &self,
+        expected: &[Expected<'_>],
+        shaped: bool,
+    ) -> Result<(), CheckpointError> {
         let count = self.number("tensors")? as usize;
         let listed: Vec<&str> = (0..count)
             .map(|i| self.field(&format!("tensor.{i}")))
@@ -471,6 +479,19 @@ impl<'a> Reader<'a> {
                 found: listed.join(", "),
                 expected: wanted.join(", "),
             });
+        }
+        for (i, e) in expected.iter().enumerate().filter(|_| shaped) {
+            let Ok(row_len) = self.field(&format!("tensor.{i}.row_len")) else {
+                continue;
+            };
+            if row_len != e.row_len.to_string() {
+                return Err(CheckpointError::Mismatch {
+                    path: self.path.to_path_buf(),
+                    field: format!("row length of tensor `{}`", e.name),
+                    found: row_len.to_string(),
+                    expected: e.row_len.to_string(),
+                });
+            }
         }
         Ok(())
     }
@@ -575,7 +596,7 @@ pub fn load(
 ) -> Result<Restored, CheckpointError> {
     let bytes = read_file(path)?;
     let r = Reader::open(path, &bytes, plan, "compressed")?;
-    r.check_tensors(expected)?;
+    r.check_tensors(expected, plan.depends_on_shape())?;
     let mut read = Vec::new();
     let mut tensors = Vec::with_capacity(expected.len());
     for e in expected {
