@@ -355,20 +355,26 @@ fn dispatch<R: HostTransfers>(
             grads,
             shape,
         ),
-        "Muon" => {
-            // Muon steps a workload's matrices: `torch.optim.Muon` takes nothing else.
-            let keep: Vec<usize> = (0..workload.tensors.len())
-                .filter(|&i| workload.tensors[i].rows() > 1)
-                .collect();
-            let matrices = Workload {
-                name: workload.name,
-                tensors: keep.iter().map(|&i| workload.tensors[i]).collect(),
-            };
-            let grads: Vec<Vec<bf16>> = keep.iter().map(|&i| grads[i].clone()).collect();
-            measure(client, &Muon::default(), master, &matrices, &grads, shape)
-        }
+        "Muon" => measure(client, &Muon::default(), master, workload, grads, shape),
         other => Err(format!("no optimizer `{other}`")),
     }
+}
+
+/// The tensors of `workload` that `optimizer` steps, with their gradients: Muon
+/// steps the matrices (`torch.optim.Muon` takes nothing else), the others all.
+fn stepped_by(
+    optimizer: &str,
+    workload: &Workload,
+    grads: &[Vec<bf16>],
+) -> (Workload, Vec<Vec<bf16>>) {
+    let keep: Vec<usize> = (0..workload.tensors.len())
+        .filter(|&i| optimizer != "Muon" || workload.tensors[i].rows() > 1)
+        .collect();
+    let stepped = Workload {
+        name: workload.name,
+        tensors: keep.iter().map(|&i| workload.tensors[i]).collect(),
+    };
+    (stepped, keep.iter().map(|&i| grads[i].clone()).collect())
 }
 
 /// SGD with momentum 0.9, as the workloads step it.
@@ -526,9 +532,10 @@ fn run_on<R: HostTransfers>(out: &Path, selection: &Selection, needs: &str) -> R
                 .iter()
                 .filter(|o| keeps(&selection.optimizers, o))
             {
+                let (w, grads) = &stepped_by(opt, w, &grads);
                 for (label, master) in MASTERS.iter().filter(|(l, _)| keeps(&selection.masters, l))
                 {
-                    let m = dispatch(&client, opt, *master, w, &grads, shape)?;
+                    let m = dispatch(&client, opt, *master, w, grads, shape)?;
                     row(opt, label, w, shape, &m);
                 }
             }

@@ -152,8 +152,8 @@ impl Plan {
     }
 
     /// Which values of `program` are the same on every lane of a group: loads of
-    /// per-group parts, group maxima, host scalars, constants, and anything computed
-    /// from those alone. A back end computes them once per group (or unit).
+    /// per-group parts, group maxima, host scalars, constants, tensor reductions, a
+    /// tensor's `rows` and `cols`, and anything computed from those alone. A back end computes them once per group (or unit).
     pub fn uniform_over_group(&self, program: &Program) -> Vec<bool> {
         self.uniform_over_group_where(program, false)
     }
@@ -181,7 +181,12 @@ impl Plan {
                 | InstOp::Scalar(_)
                 | InstOp::Const(_)
                 | InstOp::IntConst(_) => true,
-                InstOp::Input(_) | InstOp::Store(..) | InstOp::Output(..) => false,
+                // A matrix function's result differs from element to element, though
+                // it reads no operand.
+                InstOp::Input(_)
+                | InstOp::Store(..)
+                | InstOp::Output(..)
+                | InstOp::MatrixResult(_) => false,
                 op => op.operands().iter().all(|o| uniform[o.index()]),
             };
             uniform.push(u);

@@ -163,6 +163,14 @@ mod tests {
         assert!(!has(&plan.step, |op| matches!(op, InstOp::MatrixArg(..))));
         assert!(has(&plan.step, |op| matches!(op, InstOp::MatrixResult(0))));
         assert_eq!(crate::verify::verify(&plan), Ok(()));
+        // The result differs from lane to lane: a back end must not compute what it
+        // feeds once per group.
+        let uniform = plan.uniform_over_group(&plan.step);
+        for (i, inst) in plan.step.insts.iter().enumerate() {
+            if matches!(inst.op, InstOp::MatrixResult(_)) {
+                assert!(!uniform[i], "{plan}");
+            }
+        }
 
         let mut bad = plan.clone();
         bad.phases.remove(0);
