@@ -107,11 +107,12 @@ fn bytemuck_bf16(values: &[bf16]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 2) }
 }
 
-/// Muon-24 on the GPU: after each of five steps (three from the flat buffer, one from
+/// Muon-24 on the GPU (the refusal lifted): after each of five steps (three from the flat buffer, one from
 /// the trainer's buffers, one tensor by tensor) the momentum equals the CPU's bit for
 /// bit, and the master weights' distance to the CPU's is a small part of how far they
 /// moved.
 #[test]
+#[ignore = "the GPU optimizer refuses matrix functions until this passes on a device"]
 fn muon_steps_close_to_the_cpu() {
     let client = client();
     let config = PlanConfig::bf16(MasterMode::Int8);
