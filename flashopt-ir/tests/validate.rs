@@ -169,7 +169,7 @@ fn unsupported_functions_and_wrong_arity() {
     assert_eq!(
         errors(&def),
         [
-            "unsupported function `tanh`; the built-ins are: abs, sign, sqrt, rsqrt, exp, exp2, ln, float, f64, min, max, powf, powi, select, where, clamp, lerp, fma; the reductions: tensor_sum, tensor_mean, tensor_max, tensor_norm, tensor_rms, row_sum, row_mean, row_max, row_norm, row_rms, col_sum, col_mean, col_max, col_norm, col_rms",
+            "unsupported function `tanh`; the built-ins are: abs, sign, sqrt, rsqrt, exp, exp2, ln, float, f64, min, max, powf, powi, select, where, clamp, lerp, fma; the reductions: tensor_sum, tensor_mean, tensor_max, tensor_norm, tensor_rms, row_sum, row_mean, row_max, row_norm, row_rms, col_sum, col_mean, col_max, col_norm, col_rms; the matrix functions: orthogonalize",
             "`min` takes 2 argument(s), found 1",
         ]
     );
