@@ -32,11 +32,11 @@ fn shipped() -> Vec<&'static str> {
 
 // One line per kind of word (rustfmt would put each on its own line).
 #[rustfmt::skip]
-const VOCABULARY: [&str; 56] = [
+const VOCABULARY: [&str; 59] = [
     "pub", "extends", "hyper", "state", "let", "if", "else", "in", "f32", "f64", "bool", "i32",
     "signed", "nonneg", "true", "false", "p", "g", "t", "m", "v", "lr", "x",
     "fma", "sqrt", "powi", "sign", "clamp", "float", "tensor_norm", "tensor_mean",
-    "row_mean", "col_mean", "per", "row", "column",
+    "row_mean", "col_mean", "per", "row", "column", "orthogonalize", "rows", "cols",
     "=", "-=", "+=", ";", ":", ",", "..", "..=", "+", "-", "*", "/", "==", "<", "(", ")", "{", "}",
     "1.0", "2",
 ];
@@ -69,8 +69,8 @@ fn mutated_definitions_and_token_soup_give_errors_never_panics() {
     let definitions = shipped();
     assert_eq!(
         definitions.len(),
-        9,
-        "AdamW, Adam, Lion, Sgd with SgdW, Lamb, CautiousAdamW, Adafactor, AdafactorMomentum, AdamMini"
+        10,
+        "AdamW, Adam, Lion, Sgd with SgdW, Lamb, CautiousAdamW, Adafactor, AdafactorMomentum, AdamMini, Muon"
     );
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let (mut cases, mut expanded) = (0usize, 0usize);
