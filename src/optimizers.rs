@@ -400,7 +400,9 @@ optimizer! {
     /// quintic Newton-Schulz steps in bf16 (`orthogonalize`), the step scaled by
     /// `sqrt(max(1, rows / cols))`, and decoupled weight decay
     /// `p *= 1 - lr * weight_decay`. A tensor is the matrix of rows of its last
-    /// dimension: register a `[out, in]` weight as it is.
+    /// dimension: register a weight as it is, `[out, in]` as torch keeps it, or
+    /// `[in, out]` as burn's `Linear` does with `rows_are_inputs` (the scale is then
+    /// `sqrt(max(1, cols / rows))`, the same step as torch's on the transposed weight).
     ///
     /// Muon is for the matrices of hidden layers; step embeddings, the output head
     /// and vectors with [`AdamW`]. The momentum is 8-bit: with bf16 parameters and
@@ -416,11 +418,16 @@ optimizer! {
         hyper nesterov: bool = true;
         /// Decoupled weight decay: `p *= 1 - lr * weight_decay` each step.
         hyper weight_decay: f32 = 0.1 in 0.0..;
+        /// The tensors are `[in, out]` (burn's `Linear`), not torch's `[out, in]`:
+        /// the step is scaled by outputs over inputs either way.
+        hyper rows_are_inputs: bool = false;
         state m: signed;
 
         m = lerp(m, g, 1.0 - momentum);
         let update = if nesterov { m - (m - g) * (1.0 - momentum) } else { m };
-        let scale = sqrt(max(1.0, rows / cols));
+        let rows_over_cols = rows / cols;
+        let cols_over_rows = cols / rows;
+        let scale = sqrt(max(1.0, if rows_are_inputs { cols_over_rows } else { rows_over_cols }));
         p = p * (1.0 - f64(lr * weight_decay)) - (lr * scale) * orthogonalize(update);
     }
 }
@@ -440,8 +447,8 @@ pub const REDUCING_NAMES: [&str; 2] = ["lamb", "cautious_adamw"];
 pub const ROW_COLUMN_NAMES: [&str; 3] = ["adafactor", "adafactor_momentum", "adam_mini"];
 
 /// The shipped optimizers that apply a function to each tensor's whole matrix (no
-/// flashoptim counterpart). The CPU optimizer steps them; the GPU back end and
-/// ZeRO-1 sharding refuse them for now.
+/// flashoptim counterpart). The CPU optimizer and the GPU back end step them; ZeRO-1
+/// sharding refuses them for now.
 pub const MATRIX_NAMES: [&str; 1] = ["muon"];
 
 /// A shipped optimizer's definition by its name (one of [`NAMES`],

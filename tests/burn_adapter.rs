@@ -223,8 +223,71 @@ fn a_module_without_float_parameters_is_refused() {
     assert!(matches!(err, BurnError::NoParameters), "{err}");
     assert_eq!(
         err.to_string(),
-        "the module has no float parameters to optimize"
+        "no float parameters to optimize: the module has none, or none that this optimizer was given to select"
     );
+}
+
+/// Every parameter of `net` as f32, in visiting order.
+fn all_values(net: &Net<Ad>) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    for layer in [&net.first, &net.second] {
+        out.push(values(layer.weight.val().flatten(0, 1)));
+        out.push(values(layer.bias.val()));
+    }
+    out.push(values(net.unused.val()));
+    out
+}
+
+/// A module split between two optimizers of one element-wise rule steps exactly as one
+/// optimizer over the whole module: each half takes its own parameters' gradients
+/// (the unused parameter's zeros included) and writes its own parameters back, and
+/// each reports its outcome.
+#[test]
+fn a_split_module_steps_as_a_whole_one() {
+    let format = PlanConfig::bf16(MasterMode::Int8);
+    let (mut whole, mut a) = HostOptimizer::new(&adamw(), format, net()).unwrap();
+    let (mut split, mut b) = flashopt_burn::SplitOptimizer::<flashopt_burn::Host>::new(
+        (&adamw(), format),
+        (&adamw(), format),
+        net(),
+        flashopt_burn::is_hidden_matrix,
+    )
+    .unwrap();
+    let names =
+        |o: &HostOptimizer| -> Vec<String> { o.params().iter().map(|p| p.name.clone()).collect() };
+    assert_eq!(names(split.chosen()), ["first.weight", "second.weight"]);
+    assert_eq!(names(split.rest()), ["first.bias", "second.bias", "unused"]);
+    let x = input();
+    for _ in 0..3 {
+        let grads = GradientsParams::from_grads(loss(&a, &x).backward(), &a);
+        a = whole.step(1e-2, a, grads).unwrap().0;
+        let grads = GradientsParams::from_grads(loss(&b, &x).backward(), &b);
+        let (next, outcomes) = split.step(1e-2, 1e-2, b, grads).unwrap();
+        assert!(outcomes.iter().all(|o| o.applied()), "{outcomes:?}");
+        b = next;
+    }
+    let bits = |n: &Net<Ad>| -> Vec<Vec<u32>> {
+        all_values(n)
+            .iter()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(bits(&b), bits(&a));
+    assert_ne!(bits(&b), bits(&net()), "the steps moved the parameters");
+}
+
+/// A split whose predicate leaves one side without parameters is refused.
+#[test]
+fn a_split_that_leaves_a_side_empty_is_refused() {
+    let format = PlanConfig::bf16(MasterMode::Int8);
+    let err = flashopt_burn::SplitOptimizer::<flashopt_burn::Host>::new(
+        (&adamw(), format),
+        (&adamw(), format),
+        net(),
+        |_| true,
+    )
+    .unwrap_err();
+    assert!(matches!(err, BurnError::NoParameters), "{err}");
 }
 
 /// A parameter whose shape changed since the optimizer took it (same id) is an error

@@ -97,6 +97,49 @@ fn muon_steps_as_its_rule_around_the_reference_orthogonalization() {
     }
 }
 
+/// A weight kept `[in, out]` (burn's `Linear`) with `rows_are_inputs` steps exactly as
+/// its `[out, in]` transpose does without it: the same orthogonalization (each is
+/// taken wide) and the same scale by outputs over inputs, bit for bit, for a wide and
+/// a tall weight.
+#[test]
+fn an_in_by_out_weight_steps_as_its_transpose() {
+    let transpose = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| v[(i % rows) * cols + i / rows])
+            .collect()
+    };
+    for (outs, ins) in [(24usize, 40usize), (40, 24)] {
+        let make = |rows_are_inputs| {
+            let spec = F32States(Muon {
+                lr: 0.02,
+                rows_are_inputs,
+                ..Muon::default()
+            });
+            CpuOptimizer::for_spec(&spec, PlanConfig::f32_params()).unwrap()
+        };
+        let (mut out_in, mut in_out) = (make(false), make(true));
+        let mut rng = Rng::new(47);
+        let w = rng.normals(outs * ins, 0.1);
+        let a = out_in.add_shaped("w", &[outs, ins], &w).unwrap();
+        let b = in_out
+            .add_shaped("w", &[ins, outs], &transpose(&w, outs, ins))
+            .unwrap();
+        for _ in 0..3 {
+            let g = rng.normals(outs * ins, 0.01);
+            out_in.step(&[GradBuf::F32(&g)]).unwrap();
+            in_out
+                .step(&[GradBuf::F32(&transpose(&g, outs, ins))])
+                .unwrap();
+        }
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(in_out.master(b).unwrap()),
+            bits(transpose(&out_in.master(a).unwrap(), outs, ins)),
+            "[{outs}, {ins}]"
+        );
+    }
+}
+
 /// The orthogonalized step has about the same size whatever the gradient's scale:
 /// each singular value of the update maps near 1, so a step of a square matrix moves
 /// it by about `lr` per singular direction (RMS `lr / sqrt(n)` per element).

@@ -27,7 +27,7 @@
 //!
 //! `--seed N` changes the seed (weights and batches); the loss is computed in f32
 //! unless `--bf16-loss` keeps it in the compute dtype (bf16 on the bf16 runs).
-//! `--optimizer lion|sgd|lamb|cautious_adamw|adafactor|adafactor_momentum|adam_mini` steps the flashopt
+//! `--optimizer lion|sgd|lamb|cautious_adamw|adafactor|adafactor_momentum|adam_mini|muon` steps the flashopt
 //! runs with another rule instead of AdamW (their learning rates derived from AdamW's,
 //! `optimizer::Rule::peak_lr`);
 //! `--clip MAX_NORM` clips the global gradient norm. A folder with a `flashopt-fp32`
@@ -54,13 +54,14 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
+use flashopt::OptimizerSpec;
 use flashopt::optimizers::AdamW;
-use flashopt::{Optimizer as _, OptimizerSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use data::Rng;
+use flashopt_burn::{BurnError, Host};
 use model::{Gpt, GptConfig, causal_mask};
-use optimizer::{Compute, Rule, RunKind, Stepper};
+use optimizer::{Compute, Rule, RunKind, RunOptimizer, Stepper};
 use runs::{Memory, Row, RunResult};
 
 /// The run every other is compared with: the same rule in fp32 where the folder has
@@ -384,6 +385,28 @@ fn run_cpu(setup: &Setup, label: &str, diag: &capture::Diagnostics) -> RunResult
     }
 }
 
+/// One step of `opt`, the diagnostics (`--capture`, `--health-every`) reading it where
+/// it is one optimizer.
+fn probed_step<B: AutodiffBackend, P: flashopt_burn::BackendPlacement<B>>(
+    opt: &mut RunOptimizer<P>,
+    probe: &mut capture::Probe<'_>,
+    lr: f64,
+    model: Gpt<B>,
+    grads: GradientsParams,
+) -> (Gpt<B>, bool) {
+    if let Some(o) = opt.probed() {
+        probe.before_step::<B, _, _>(o.optimizer(), &model, &grads, lr);
+    }
+    let (model, applied) = opt.step(lr, model, grads);
+    if let Some(o) = opt.probed() {
+        probe.after_step(o.optimizer());
+    }
+    (model, applied)
+}
+
+/// A flashopt optimizer put over a model, and the model holding its parameters.
+type Built<P, M> = Result<(RunOptimizer<P>, M), BurnError>;
+
 /// One flashopt run on the CPU reference.
 struct HostRun<'a, B: AutodiffBackend> {
     label: &'a str,
@@ -393,21 +416,15 @@ struct HostRun<'a, B: AutodiffBackend> {
     device: &'a B::Device,
 }
 
-impl<B: AutodiffBackend> optimizer::WithOptimizer for HostRun<'_, B> {
-    type Output = RunResult;
-
-    fn run<S: OptimizerSpec>(self, spec: &S, config: flashopt::PlanConfig) -> RunResult {
-        let (mut opt, model) = flashopt_burn::HostOptimizer::new(spec, config, self.model)
-            .expect("flashopt takes the model");
-        opt.optimizer_mut()
-            .set_grad_clipping(self.setup.clip)
+impl<B: AutodiffBackend> HostRun<'_, B> {
+    /// Trains with the optimizer `build` puts over the model.
+    fn train(self, build: impl FnOnce(Gpt<B>) -> Built<Host, Gpt<B>>) -> RunResult {
+        let (mut opt, model) = build(self.model).expect("flashopt takes the model");
+        opt.set_grad_clipping(self.setup.clip)
             .expect("--clip: a positive, finite norm");
         let mut probe = capture::Probe::new(self.diag);
         let mut step = |lr: f64, m: Gpt<B>, g: GradientsParams| {
-            probe.before_step::<B, _, _>(opt.optimizer(), &m, &g, lr);
-            let (m, outcome) = opt.step(lr, m, g).expect("flashopt step");
-            probe.after_step(opt.optimizer());
-            (m, outcome.applied())
+            probed_step::<B, _>(&mut opt, &mut probe, lr, m, g)
         };
         let result = train(
             self.label,
@@ -423,6 +440,23 @@ impl<B: AutodiffBackend> optimizer::WithOptimizer for HostRun<'_, B> {
     }
 }
 
+impl<B: AutodiffBackend> optimizer::WithOptimizer for HostRun<'_, B> {
+    type Output = RunResult;
+
+    fn run<S: OptimizerSpec>(self, spec: &S, config: flashopt::PlanConfig) -> RunResult {
+        self.train(|model| RunOptimizer::one::<B, _, _>(spec, config, model))
+    }
+
+    fn run_split<S: OptimizerSpec, T: OptimizerSpec>(
+        self,
+        matrices: &S,
+        others: &T,
+        config: flashopt::PlanConfig,
+    ) -> RunResult {
+        self.train(|model| RunOptimizer::split::<B, _, _, _>(matrices, others, config, model))
+    }
+}
+
 /// A run on burn's CUDA backend, flashopt in place on burn's buffers, computing in f32
 /// (flashopt's bf16 parameters cast where used) or in bf16 (burn's AdamW then keeps
 /// bf16 moments); the label says which (`optimizer::RUNS`).
@@ -430,8 +464,8 @@ fn run_cuda(setup: &Setup, label: &str, diag: &capture::Diagnostics) -> RunResul
     use burn::tensor::bf16;
     let kind = parse_run(label, setup);
     match (kind.stepper, kind.compute) {
-        (Stepper::Burn, Compute::F32) => cuda_run::<f32, AdamW>(label, setup, None, diag),
-        (Stepper::Burn, Compute::Bf16) => cuda_run::<bf16, AdamW>(label, setup, None, diag),
+        (Stepper::Burn, Compute::F32) => cuda_run::<f32>(label, setup, None, diag),
+        (Stepper::Burn, Compute::Bf16) => cuda_run::<bf16>(label, setup, None, diag),
         (
             Stepper::Flashopt {
                 storage,
@@ -477,23 +511,43 @@ impl<F: flashopt_burn::cuda::FloatElement> optimizer::WithOptimizer for CudaRun<
     type Output = RunResult;
 
     fn run<S: OptimizerSpec>(self, spec: &S, config: flashopt::PlanConfig) -> RunResult {
-        cuda_run::<F, S>(self.label, self.setup, Some((spec, config)), self.diag)
+        let build = |model| RunOptimizer::one::<CudaB<F>, _, _>(spec, config, model);
+        cuda_run::<F>(self.label, self.setup, Some(&build), self.diag)
+    }
+
+    fn run_split<S: OptimizerSpec, T: OptimizerSpec>(
+        self,
+        matrices: &S,
+        others: &T,
+        config: flashopt::PlanConfig,
+    ) -> RunResult {
+        let build =
+            |model| RunOptimizer::split::<CudaB<F>, _, _, _>(matrices, others, config, model);
+        cuda_run::<F>(self.label, self.setup, Some(&build), self.diag)
     }
 }
 
+/// burn's CUDA autodiff backend computing in `F`.
+type CudaB<F> = flashopt_burn::cuda::CudaAutodiff<F, i32, u8>;
+
+/// Puts a flashopt optimizer over a model on burn's CUDA backend.
+type BuildCuda<'a, F> = dyn Fn(
+        Gpt<CudaB<F>>,
+    ) -> Built<flashopt_burn::Cube<flashopt_cubecl::cubecl::cuda::CudaRuntime>, Gpt<CudaB<F>>>
+    + 'a;
+
 /// One run on burn's CUDA backend computing in `F`, with the flashopt optimizer
-/// `flashopt` stored as its config says or, given none, burn's AdamW.
-fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: OptimizerSpec>(
+/// `flashopt` builds or, given none, burn's AdamW.
+fn cuda_run<F: flashopt_burn::cuda::FloatElement>(
     label: &str,
     setup: &Setup,
-    flashopt: Option<(&S, flashopt::PlanConfig)>,
+    flashopt: Option<&BuildCuda<'_, F>>,
     diag: &capture::Diagnostics,
 ) -> RunResult {
     use burn::tensor::backend::Backend as _;
-    use flashopt_burn::cuda::CudaAutodiff;
     use flashopt_cubecl::cubecl::Runtime;
     use flashopt_cubecl::cubecl::cuda::{CudaDevice, CudaRuntime};
-    type B<F> = CudaAutodiff<F, i32, u8>;
+    type B<F> = CudaB<F>;
     let device = CudaDevice::default();
     let client = CudaRuntime::client(&device);
     // The driver reports on the current context: cubecl's, the device's primary one.
@@ -529,20 +583,19 @@ fn cuda_run<F: flashopt_burn::cuda::FloatElement, S: OptimizerSpec>(
         client.memory_cleanup();
         show("after memory_cleanup");
     };
-    if let Some((spec, config)) = flashopt {
-        let (mut opt, model) = flashopt_burn::CudaOptimizer::new(spec, config, model)
-            .expect("flashopt takes the model");
-        opt.optimizer_mut()
-            .set_grad_clipping(setup.clip)
+    if let Some(build) = flashopt {
+        let (mut opt, model) = build(model).expect("flashopt takes the model");
+        opt.set_grad_clipping(setup.clip)
             .expect("--clip: a positive, finite norm");
         cleanup("after flashopt took the model");
-        let bytes = opt.optimizer().device_bytes() as u64;
+        let bytes: u64 = opt
+            .parts()
+            .iter()
+            .map(|o| o.optimizer().device_bytes() as u64)
+            .sum();
         let mut probe = capture::Probe::new(diag);
         let mut step = |lr: f64, m: Gpt<B<F>>, g: GradientsParams| {
-            probe.before_step::<B<F>, _, _>(opt.optimizer(), &m, &g, lr);
-            let (m, outcome) = opt.step(lr, m, g).expect("flashopt step");
-            probe.after_step(opt.optimizer());
-            (m, outcome.applied())
+            probed_step::<B<F>, _>(&mut opt, &mut probe, lr, m, g)
         };
         let mut result = train(label, setup, &device, model, &mut step, &memory).1;
         result.optimizer_bytes = Some(bytes);

@@ -1,10 +1,14 @@
 //! What a run steps with: the rule (`--optimizer`) and, from the run's label, where
 //! it computes and how flashopt stores the parameters and states.
 
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
 use flashopt::optimizers::{
-    Adafactor, AdafactorMomentum, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Sgd,
+    Adafactor, AdafactorMomentum, AdamMini, AdamW, CautiousAdamW, Lamb, Lion, Muon, Sgd,
 };
-use flashopt::{F32States, MasterMode, NearestRounding, OptimizerSpec, PlanConfig};
+use flashopt::{F32States, MasterMode, NearestRounding, Optimizer as _, OptimizerSpec, PlanConfig};
+use flashopt_burn::{BackendPlacement, BurnError, BurnOptimizer, ParamInfo, SplitOptimizer};
 
 /// The update rule of every flashopt run in a process (`--optimizer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -21,6 +25,8 @@ pub enum Rule {
     AdafactorMomentum,
     #[value(name = "adam_mini")]
     AdamMini,
+    /// Muon over the blocks' matrices, AdamW over the rest.
+    Muon,
 }
 
 impl Rule {
@@ -34,6 +40,7 @@ impl Rule {
             Rule::Adafactor => "adafactor",
             Rule::AdafactorMomentum => "adafactor_momentum",
             Rule::AdamMini => "adam_mini",
+            Rule::Muon => "muon",
         }
     }
 
@@ -47,10 +54,11 @@ impl Rule {
     /// norm (the trust ratio), an element by about `lr` times the tensor's RMS,
     /// well under Adam's `lr`: it takes 10 times AdamW's rate. Adafactor's relative
     /// step moves an element by about `lr` times its tensor's RMS too: 10 times as
-    /// well. Cautious AdamW and Adam-mini take AdamW's.
+    /// well. Cautious AdamW and Adam-mini take AdamW's. Muon's runs take AdamW's for
+    /// the parameters AdamW steps, [`MUON_LR_RATIO`] times it for the matrices.
     pub fn peak_lr(self, adamw_peak: f64) -> f64 {
         match self {
-            Rule::AdamW | Rule::CautiousAdamW | Rule::AdamMini => adamw_peak,
+            Rule::AdamW | Rule::CautiousAdamW | Rule::AdamMini | Rule::Muon => adamw_peak,
             Rule::Lamb | Rule::Adafactor | Rule::AdafactorMomentum => adamw_peak * 10.0,
             Rule::Lion => adamw_peak / 10.0,
             Rule::Sgd => adamw_peak * 100.0,
@@ -72,6 +80,9 @@ impl Rule {
                 "Adafactor with momentum, b1 0.9, beta2_decay -0.8, eps (f32 epsilon, 1e-3), d 1, weight decay 0.01"
             }
             Rule::AdamMini => "Adam-mini, betas 0.9 / 0.99, eps 1e-8, weight decay 0.1",
+            Rule::Muon => {
+                "Muon (momentum 0.95, Nesterov, weight decay 0.005) at 20 times the peak rate over the blocks' matrices, AdamW (betas 0.9 / 0.99, eps 1e-8, weight decay 0.1) over the rest"
+            }
         }
     }
 
@@ -142,6 +153,17 @@ impl Rule {
             b2: 0.99,
             weight_decay: 0.1,
             ..AdamMini::default()
+        }
+    }
+
+    /// Weight decay 0.005 at 20 times AdamW's rate: the same decay per step as
+    /// AdamW's 0.1. The weights are burn's `[in, out]`.
+    pub fn muon(peak_lr: f64) -> Muon {
+        Muon {
+            lr: peak_lr * MUON_LR_RATIO,
+            weight_decay: 0.005,
+            rows_are_inputs: true,
+            ..Muon::default()
         }
     }
 
@@ -281,16 +303,125 @@ impl RunKind {
             Stepper::Burn if clip.is_some() => Err(format!(
                 "`{label}` cannot clip the global gradient norm (--clip); compare with `flashopt-fp32`"
             )),
+            // Each half would clip by its own norm, not the model's.
+            Stepper::Flashopt { .. } if rule == Rule::Muon && clip.is_some() => Err(format!(
+                "`{label}` with --optimizer muon steps two optimizers and cannot clip the global gradient norm (--clip)"
+            )),
             _ => Ok(kind),
         }
     }
 }
 
+/// Muon's rate over AdamW's on the matrices: an orthogonalized step of an `n x n`
+/// matrix moves each element by about `lr / sqrt(n)`, 0.05 `lr` at the small
+/// configuration's width (384), where Adam moves it by about `lr`.
+pub const MUON_LR_RATIO: f64 = 20.0;
+
+/// The parameters a Muon run steps with Muon: the blocks' weight matrices (not the
+/// token and position embeddings, not the head).
+pub fn muon_steps(param: &ParamInfo) -> bool {
+    param.shape.len() == 2 && param.name.starts_with("blocks.")
+}
+
 /// What runs with a flashopt optimizer of any type: [`with_optimizer`] calls it with
-/// the run's.
+/// the run's: one rule over every parameter, or Muon's matrices and the rest.
 pub trait WithOptimizer {
     type Output;
     fn run<S: OptimizerSpec>(self, spec: &S, config: PlanConfig) -> Self::Output;
+    fn run_split<S: OptimizerSpec, T: OptimizerSpec>(
+        self,
+        matrices: &S,
+        others: &T,
+        config: PlanConfig,
+    ) -> Self::Output;
+}
+
+/// The flashopt optimizer of a run, over the model.
+pub enum RunOptimizer<P> {
+    One(BurnOptimizer<P>),
+    /// Muon over [`muon_steps`]'s matrices (at [`MUON_LR_RATIO`] times the schedule's
+    /// rate), AdamW over the rest.
+    Split(SplitOptimizer<P>),
+}
+
+impl<P> RunOptimizer<P> {
+    pub fn one<B, M, S>(spec: &S, config: PlanConfig, model: M) -> Result<(Self, M), BurnError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        S: OptimizerSpec,
+        P: BackendPlacement<B>,
+    {
+        let (opt, model) = BurnOptimizer::new(spec, config, model)?;
+        Ok((RunOptimizer::One(opt), model))
+    }
+
+    pub fn split<B, M, S, T>(
+        matrices: &S,
+        others: &T,
+        config: PlanConfig,
+        model: M,
+    ) -> Result<(Self, M), BurnError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        S: OptimizerSpec,
+        T: OptimizerSpec,
+        P: BackendPlacement<B>,
+    {
+        let (opt, model) =
+            SplitOptimizer::new((matrices, config), (others, config), model, muon_steps)?;
+        Ok((RunOptimizer::Split(opt), model))
+    }
+
+    /// Clip the global gradient norm (a single rule's runs only: `--clip` is refused
+    /// for Muon's).
+    pub fn set_grad_clipping(&mut self, clip: Option<f64>) -> Result<(), BurnError>
+    where
+        P: flashopt_burn::Placement,
+    {
+        if let RunOptimizer::One(opt) = self {
+            opt.optimizer_mut().set_grad_clipping(clip)?;
+        }
+        Ok(())
+    }
+
+    /// The single optimizer the diagnostics (`--capture`, `--health-every`) read.
+    pub fn probed(&self) -> Option<&BurnOptimizer<P>> {
+        match self {
+            RunOptimizer::One(opt) => Some(opt),
+            RunOptimizer::Split(_) => None,
+        }
+    }
+
+    /// The optimizers, one or both halves.
+    pub fn parts(&self) -> Vec<&BurnOptimizer<P>> {
+        match self {
+            RunOptimizer::One(opt) => vec![opt],
+            RunOptimizer::Split(split) => vec![split.chosen(), split.rest()],
+        }
+    }
+
+    /// One step at the schedule's `lr`; whether every part applied it.
+    pub fn step<B, M>(&mut self, lr: f64, model: M, grads: GradientsParams) -> (M, bool)
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        P: BackendPlacement<B>,
+    {
+        match self {
+            RunOptimizer::One(opt) => {
+                let (m, outcome) = opt.step(lr, model, grads).expect("flashopt step");
+                (m, outcome.applied())
+            }
+            RunOptimizer::Split(split) => {
+                let (m, [a, b]) = split
+                    .step(lr * MUON_LR_RATIO, lr, model, grads)
+                    .expect("flashopt step");
+                (m, a.applied() && b.applied())
+            }
+        }
+    }
 }
 
 /// Calls `f` with `rule`'s optimizer (its schedule's peak `lr`) stored as `storage`;
@@ -323,5 +454,14 @@ pub fn with_optimizer<F: WithOptimizer>(
         (Rule::Adafactor, _) => stored(Rule::adafactor(lr), storage, f),
         (Rule::AdafactorMomentum, _) => stored(Rule::adafactor_momentum(lr), storage, f),
         (Rule::AdamMini, _) => stored(Rule::adam_mini(lr), storage, f),
+        (Rule::Muon, _) => {
+            let (muon, adamw) = (Rule::muon(lr), Rule::adamw(lr, !flashoptim));
+            match storage {
+                Storage::Exact | Storage::Master32F32States => {
+                    f.run_split(&F32States(muon), &F32States(adamw), storage.config())
+                }
+                _ => f.run_split(&muon, &adamw, storage.config()),
+            }
+        }
     }
 }

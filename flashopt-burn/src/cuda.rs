@@ -22,6 +22,7 @@ use flashopt_runtime::{CpuOptimizer, Optimizer, RuntimeError, StepOutcome, Tenso
 use crate::BurnError;
 use crate::optimizer::{BackendPlacement, BurnOptimizer, Placement};
 use crate::params::ParamInfo;
+use crate::split::SplitOptimizer;
 
 /// The inner (non-autodiff) burn backend on a cubecl runtime, without fusion.
 pub type CubeInner<R, F, I, BT> = CubeBackend<R, F, I, BT>;
@@ -38,6 +39,8 @@ pub type DeviceOptimizer<R> = BurnOptimizer<Cube<R>>;
 pub type CudaOptimizer = DeviceOptimizer<CudaRuntime>;
 /// flashopt on burn's HIP backend (compiled, never run: no AMD GPU here).
 pub type HipOptimizer = DeviceOptimizer<HipRuntime>;
+/// Two flashopt optimizers over one module on burn's CUDA backend ([`SplitOptimizer`]).
+pub type CudaSplitOptimizer = SplitOptimizer<Cube<CudaRuntime>>;
 
 fn burn_dtype(dtype: FloatDtype) -> DType {
     match dtype {

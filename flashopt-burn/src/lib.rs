@@ -68,13 +68,15 @@ pub mod cuda;
 pub mod host;
 pub mod optimizer;
 pub mod params;
+pub mod split;
 
 #[cfg(feature = "cuda")]
-pub use cuda::{Cube, CudaOptimizer, DeviceOptimizer, HipOptimizer};
+pub use cuda::{Cube, CudaOptimizer, CudaSplitOptimizer, DeviceOptimizer, HipOptimizer};
 pub use flashopt_runtime::{NonFinite, StepOutcome};
 pub use host::{Host, HostOptimizer};
 pub use optimizer::{BackendPlacement, BurnOptimizer, Placement};
 pub use params::ParamInfo;
+pub use split::{SplitOptimizer, is_hidden_matrix};
 
 /// docs/TRAINING.md's snippet, compiled as a doctest (it needs a CUDA device to run).
 #[cfg(all(doctest, feature = "cuda"))]
@@ -91,7 +93,9 @@ pub enum BurnError {
     Hyper(#[from] HyperError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("the module has no float parameters to optimize")]
+    #[error(
+        "no float parameters to optimize: the module has none, or none that this optimizer was given to select"
+    )]
     NoParameters,
     #[error(
         "the optimizer given to take over a module already holds {tensors} tensors; give one without tensors"

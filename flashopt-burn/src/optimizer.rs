@@ -93,12 +93,32 @@ impl<P> BurnOptimizer<P> {
         M: AutodiffModule<B>,
         P: BackendPlacement<B>,
     {
+        Self::from_optimizer_selecting(empty, module, |_| true)
+    }
+
+    /// As [`Self::from_optimizer`], over only the parameters `select` picks: the
+    /// others are left to the module's other optimizer (see
+    /// [`crate::SplitOptimizer`]), and this one's steps neither read their gradients
+    /// nor touch them.
+    pub fn from_optimizer_selecting<B, M>(
+        empty: CpuOptimizer,
+        module: M,
+        select: impl Fn(&ParamInfo) -> bool,
+    ) -> Result<(Self, M), BurnError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        P: BackendPlacement<B>,
+    {
         if empty.tensor_count() != 0 {
             return Err(BurnError::OptimizerNotEmpty {
                 tensors: empty.tensor_count(),
             });
         }
-        let collected = params::collect::<B, M>(&module);
+        let collected: Vec<_> = params::collect::<B, M>(&module)
+            .into_iter()
+            .filter(|(info, _)| select(info))
+            .collect();
         let device = module
             .devices()
             .into_iter()
@@ -139,12 +159,28 @@ impl<P> BurnOptimizer<P> {
         M: AutodiffModule<B>,
         P: BackendPlacement<B>,
     {
+        self.step_taking(lr, module, &mut grads)
+    }
+
+    /// As [`Self::step`], taking out of `grads` only this optimizer's parameters'
+    /// gradients: the rest stay for another optimizer of the same module.
+    pub fn step_taking<B, M>(
+        &mut self,
+        lr: f64,
+        module: M,
+        grads: &mut GradientsParams,
+    ) -> Result<(M, StepOutcome), BurnError>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        P: BackendPlacement<B>,
+    {
         self.check_shapes(&module)?;
         self.placed.inner_mut().set_learning_rate(lr)?;
         let mut taken: Vec<Option<P::Grad>> = (0..self.params.len()).map(|_| None).collect();
         let placed = &self.placed;
         module.visit(&mut TakeGrads::<B, _> {
-            grads: &mut grads,
+            grads,
             index: &self.index,
             backend: PhantomData,
             on_grad: |i: usize, g: Tensor<B::InnerBackend, 1>| {

@@ -176,6 +176,17 @@ fn row_column_optimizers_step_as_the_reference() {
     );
 }
 
+/// Muon: each variable's matrix is orthogonalized whole (candle's `Linear` keeps torch's
+/// `[out, in]`); the biases and the unused vector are matrices of one row here.
+#[test]
+fn matrix_optimizers_step_as_the_reference() {
+    let muon = flashopt::optimizers::Muon {
+        lr: 0.02,
+        ..flashopt::optimizers::Muon::default()
+    };
+    spec_equals_the_reference(&muon, DType::F32, PlanConfig::bf16(MasterMode::Int8));
+}
+
 #[test]
 fn bf16_variables_step_as_the_reference_with_a_32_bit_master() {
     equals_the_reference(DType::BF16, PlanConfig::bf16(MasterMode::Int16));

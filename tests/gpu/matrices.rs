@@ -40,9 +40,20 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Three matrices of each shape at unaligned offsets in one poisoned buffer: each
-/// comes back within a cosine of 0.995 of the reference, and nothing else changes.
+/// comes back within a cosine of 0.995 of the reference, and nothing else changes;
+/// with the default routines (TMA on matrices padded to 16-byte rows) and with
+/// `ordered_double_mma` alone.
 #[test]
 fn the_matrix_stage_follows_the_reference() {
+    use flashopt_cubecl::device::gemm;
+    for strategy in ["tma_or_ordered", "ordered_double_mma"] {
+        assert!(gemm::set_strategy(strategy));
+        matrix_stage_follows_the_reference_with(strategy);
+    }
+    assert!(gemm::set_strategy(gemm::STRATEGIES[0]));
+}
+
+fn matrix_stage_follows_the_reference_with(strategy: &str) {
     let client = client();
     let mut rng = Rng::new(91);
     let mut worst = 1.0f64;
@@ -93,7 +104,7 @@ fn the_matrix_stage_follows_the_reference() {
         lines.push(format!("{shape} {cos:.6}"));
     }
     report(&format!(
-        "| matrix stage | 3 matrices a shape, cosine to the CPU reference (worst per shape) | {} |",
+        "| matrix stage, {strategy} | 3 matrices a shape, cosine to the CPU reference (worst per shape) | {} |",
         lines.join(", ")
     ));
     assert!(
@@ -107,12 +118,11 @@ fn bytemuck_bf16(values: &[bf16]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 2) }
 }
 
-/// Muon-24 on the GPU (the refusal lifted): after each of five steps (three from the flat buffer, one from
+/// Muon-24 on the GPU: after each of five steps (three from the flat buffer, one from
 /// the trainer's buffers, one tensor by tensor) the momentum equals the CPU's bit for
 /// bit, and the master weights' distance to the CPU's is a small part of how far they
 /// moved.
 #[test]
-#[ignore = "the GPU optimizer refuses matrix functions until this passes on a device"]
 fn muon_steps_close_to_the_cpu() {
     let client = client();
     let config = PlanConfig::bf16(MasterMode::Int8);
@@ -196,8 +206,8 @@ fn muon_steps_close_to_the_cpu() {
 
 /// The matrix stage's time per call (host clock around device syncs, one call to
 /// warm up, the median of 5) on GPT-2's matrix batches and one 16384 x 16384 matrix,
-/// with each of cubek-matmul's routines `gemm::STRATEGIES` names (an error where one
-/// cannot run a product).
+/// with the default routines, cubek's default and `ordered_double_mma` (an error
+/// where one cannot run a product).
 #[test]
 fn matrix_stage_times() {
     use flashopt_cubecl::device::gemm;
@@ -210,7 +220,7 @@ fn matrix_stage_times() {
         (1, 50257, 768),
         (1, 16384, 16384),
     ];
-    for strategy in gemm::STRATEGIES {
+    for strategy in ["tma_or_ordered", "simple_cmma", "ordered_double_mma"] {
         assert!(gemm::set_strategy(strategy));
         let mut lines = Vec::new();
         for (count, rows, cols) in batches {

@@ -20,46 +20,58 @@ const UNITS: u32 = 256;
 /// At most this many cubes sum one matrix's squares.
 const MAX_NORM_CUBES: usize = 64;
 
-/// `x[b][i][j]` (wide, `m x n`) from the matrix at `src[offsets[b]..]`: row-major
-/// `m x n` as it is, or, `transposed`, the `n x m` matrix it is the transpose of.
+/// The wide matrix `m x n` of batch entry `b`, padded with zeros to `mp x np`
+/// (`x`'s layout), from the matrix at `src[offsets[b]..]`: row-major `m x n` as it is,
+/// or, `transposed`, the `n x m` matrix it is the transpose of. Zero rows and columns
+/// stay zero through the iteration and change no other entry of it.
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 fn gather<F: Float>(
     src: &Array<F>,
     x: &mut Array<F>,
     offsets: &Array<u32>,
     m: usize,
     n: usize,
+    mp: usize,
+    np: usize,
     transposed: u32,
     len: usize,
 ) {
     if ABSOLUTE_POS < len {
-        let per = m * n;
+        let per = mp * np;
         let b = ABSOLUTE_POS / per;
         let r = ABSOLUTE_POS % per;
-        let (i, j) = (r / n, r % n);
-        let at = select(transposed == 1, j * m + i, r);
-        x[ABSOLUTE_POS] = src[offsets[b] as usize + at];
+        let (i, j) = (r / np, r % np);
+        let inside = i < m && j < n;
+        let at = select(transposed == 1, j * m + i, i * n + j);
+        let from = select(inside, offsets[b] as usize + at, 0usize);
+        x[ABSOLUTE_POS] = select(inside, src[from], F::new(0.0));
     }
 }
 
-/// The inverse of [`gather`].
+/// The inverse of [`gather`]: the `m x n` part of each padded matrix back in place.
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 fn scatter<F: Float>(
     x: &Array<F>,
     dst: &mut Array<F>,
     offsets: &Array<u32>,
     m: usize,
     n: usize,
+    mp: usize,
+    np: usize,
     transposed: u32,
     len: usize,
 ) {
     if ABSOLUTE_POS < len {
-        let per = m * n;
+        let per = mp * np;
         let b = ABSOLUTE_POS / per;
         let r = ABSOLUTE_POS % per;
-        let (i, j) = (r / n, r % n);
-        let at = offsets[b] as usize + select(transposed == 1, j * m + i, r);
-        dst[at] = x[ABSOLUTE_POS];
+        let (i, j) = (r / np, r % np);
+        if i < m && j < n {
+            let at = offsets[b] as usize + select(transposed == 1, j * m + i, i * n + j);
+            dst[at] = x[ABSOLUTE_POS];
+        }
     }
 }
 
@@ -157,6 +169,10 @@ pub struct MatrixBatch {
     pub cols: usize,
 }
 
+/// The iteration's matrices have dimensions of a multiple of this (8 bf16 values, 16
+/// bytes): the strides TMA's loads take.
+const PAD_TO: usize = 8;
+
 impl MatrixBatch {
     /// The shape the iteration takes, `m x n` with `m <= n`, and whether that is the
     /// transpose of the stored one.
@@ -183,11 +199,12 @@ pub unsafe fn orthogonalize_batch<R: Runtime>(
     ns: &NewtonSchulz,
 ) -> Result<(), String> {
     let count = batch.offsets.len();
-    let (m, n, transposed) = batch.wide();
-    let per = m * n;
-    if count == 0 || per == 0 {
+    let (rows, cols, transposed) = batch.wide();
+    if count == 0 || rows * cols == 0 {
         return Ok(());
     }
+    let (m, n) = (rows.next_multiple_of(PAD_TO), cols.next_multiple_of(PAD_TO));
+    let per = m * n;
     let total = count * per;
     let words: Vec<u32> = batch
         .offsets
@@ -206,6 +223,8 @@ pub unsafe fn orthogonalize_batch<R: Runtime>(
             array(buffer, len),
             array(&x, total),
             array(&offsets, count),
+            rows,
+            cols,
             m,
             n,
             u32::from(transposed),
@@ -274,6 +293,8 @@ pub unsafe fn orthogonalize_batch<R: Runtime>(
             array(&x, total),
             array(buffer, len),
             array(&offsets, count),
+            rows,
+            cols,
             m,
             n,
             u32::from(transposed),

@@ -18,11 +18,8 @@ const GPU: &str = "the GPU back end";
 
 /// Refuse what the kernels cannot step: values per row or column of a tensor whose
 /// rows do not start groups (a group would then hold two rows, or a block of columns
-/// start inside a group); matrix functions, for now.
+/// start inside a group).
 pub(super) fn refuse_unsupported(plan: &Plan, tensors: &[TensorInfo]) -> Result<(), RuntimeError> {
-    // The matrix stage follows the CPU reference on a device (tests/gpu/matrices.rs);
-    // a whole step with it has yet to pass its test there.
-    flashopt_runtime::error::refuse_matrix_functions(plan, GPU)?;
     if !has_rows(plan) && !has_columns(plan) {
         return Ok(());
     }
