@@ -187,6 +187,43 @@ fn matrix_optimizers_step_as_the_reference() {
     spec_equals_the_reference(&muon, DType::F32, PlanConfig::bf16(MasterMode::Int8));
 }
 
+/// Two optimizers over two lists of one model's variables (the matrices, the rest; as
+/// Muon and AdamW would split it) each read only their own variables' gradients and
+/// write only their own variables: with one element-wise rule on both sides, three
+/// steps equal those of one optimizer over the whole model, bit for bit.
+#[test]
+fn two_optimizers_split_one_model() {
+    let format = PlanConfig::bf16(MasterMode::Int8);
+    let config = || Config::new(&AdamW::default(), format).unwrap();
+    let (split, whole) = (VarMap::new(), VarMap::new());
+    let (m, m_whole) = (model(&split, DType::F32), model(&whole, DType::F32));
+    for (name, var) in vars_by_name(&split) {
+        whole.data().lock().unwrap()[&name]
+            .set(var.as_tensor())
+            .unwrap();
+    }
+    let (matrices, others): (Vec<_>, Vec<_>) = vars_by_name(&split)
+        .into_iter()
+        .partition(|(_, v)| v.dims().len() == 2);
+    assert_eq!(matrices.len(), 2);
+    let mut halves = [
+        FlashOptimizer::from_named(matrices, config()).unwrap(),
+        FlashOptimizer::from_named(others, config()).unwrap(),
+    ];
+    let mut one = FlashOptimizer::from_varmap(&whole, config()).unwrap();
+    for step in 0..3 {
+        let grads = m.loss(&input(step)).backward().unwrap();
+        for half in &mut halves {
+            assert!(half.try_step(&grads).unwrap().applied());
+        }
+        let grads = m_whole.loss(&input(step)).backward().unwrap();
+        assert!(one.try_step(&grads).unwrap().applied());
+    }
+    for ((name, a), (_, b)) in vars_by_name(&split).iter().zip(vars_by_name(&whole)) {
+        assert_eq!(bits(&values(a)), bits(&values(&b)), "{name}");
+    }
+}
+
 #[test]
 fn bf16_variables_step_as_the_reference_with_a_32_bit_master() {
     equals_the_reference(DType::BF16, PlanConfig::bf16(MasterMode::Int16));
