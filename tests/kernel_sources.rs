@@ -129,7 +129,7 @@ fn the_cli_refuses_what_it_does_not_know() {
     );
     refused(
         &["emit", "adamw", "--target", "cuda", "--phase", "0"],
-        &["`adamw` has 0 reduction phase(s); there is no phase 0"],
+        &["`adamw` has 0 phase(s) before the step; there is no phase 0"],
     );
     refused(
         &["emit", "adamw", "--target", "cuda", "--lanes", "5"],

@@ -59,8 +59,9 @@ struct Emit {
     /// Print the lowered plan instead of the kernel.
     #[arg(long)]
     plan: bool,
-    /// The kernel of reduction phase N (optimizers that reduce over each tensor run
-    /// their phases before the step) instead of the step's.
+    /// The kernel of phase N before the step (optimizers that reduce over each tensor
+    /// or apply a function to its matrix compute those values in phases before the
+    /// step) instead of the step's.
     #[arg(long)]
     phase: Option<usize>,
     /// The kernels that sum each reduction's group values over each tensor, two per
@@ -174,7 +175,7 @@ fn emit(args: Emit) -> Result<String, String> {
         Some(phase) if phase < plan.phases.len() => emit_pass(&plan, phase, target, shape),
         Some(phase) => {
             return Err(format!(
-                "`{}` has {} reduction phase(s); there is no phase {phase}",
+                "`{}` has {} phase(s) before the step; there is no phase {phase}",
                 plan.optimizer,
                 plan.phases.len()
             ));
