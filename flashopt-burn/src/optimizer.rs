@@ -115,10 +115,7 @@ impl<P> BurnOptimizer<P> {
                 tensors: empty.tensor_count(),
             });
         }
-        let collected: Vec<_> = params::collect::<B, M>(&module)
-            .into_iter()
-            .filter(|(info, _)| select(info))
-            .collect();
+        let collected = params::collect_where::<B, M>(&module, select);
         let device = module
             .devices()
             .into_iter()

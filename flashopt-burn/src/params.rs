@@ -59,16 +59,28 @@ impl<B: Backend, F: FnMut(String, ParamId, Tensor<B, 1>, Vec<usize>)> ModuleVisi
 /// Every float parameter of `module` with its values as f32 on the host, in
 /// visiting order.
 pub fn collect<B: Backend, M: Module<B>>(module: &M) -> Vec<(ParamInfo, Vec<f32>)> {
+    collect_where(module, |_| true)
+}
+
+/// As [`collect`], only the parameters `select` picks: the others' values are not read.
+pub fn collect_where<B: Backend, M: Module<B>>(
+    module: &M,
+    select: impl Fn(&ParamInfo) -> bool,
+) -> Vec<(ParamInfo, Vec<f32>)> {
     let mut out = Vec::new();
     module.visit(&mut Collect {
         path: Vec::new(),
         on_param: |name, id, flat: Tensor<B, 1>, shape| {
+            let info = ParamInfo { id, name, shape };
+            if !select(&info) {
+                return;
+            }
             let values = flat
                 .into_data()
                 .convert::<f32>()
                 .into_vec::<f32>()
                 .expect("converted to f32");
-            out.push((ParamInfo { id, name, shape }, values));
+            out.push((info, values));
         },
     });
     out
