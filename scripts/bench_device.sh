@@ -21,6 +21,8 @@ bin=.dev/bin/flashopt-bench
 small="4M,64M,268M,GPT-2 124M"
 llama="Llama-3.1-8B x4 layers"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv | tee "$out/device.txt"
+# The matrix stage's tests run cuBLAS too.
+export LD_LIBRARY_PATH=$(scripts/cuda_libs.sh /tmp/cublas libcublas.so.13 libcublasLt.so.13 | tail -1)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 if [[ $stage == all || $stage == tests ]]; then
   FLASHOPT_GPU_REPORT="$out/gpu.md" .dev/bin/gpu-tests --test-threads 1 2>&1 | tee "$out/gpu-tests.log"
 fi

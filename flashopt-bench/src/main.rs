@@ -11,7 +11,8 @@
 //! optimizer x master mode on every workload ([`workloads`]), in the default kernel
 //! shape. Filters (comma-separated lists) narrow it: `--only WORKLOAD,..`,
 //! `--optimizers AdamW,..`, `--masters 24,32,none`, `--lanes 4,8,..` (kernel shapes), `--arithmetic exact,approximate` (the opt-in
-//! approximate divisions and square roots); `--runtime hip` runs the same code on
+//! approximate divisions and square roots); `--matrix-gemm cublas` runs Muon's matrix
+//! stage on cuBLAS; `--runtime hip` runs the same code on
 //! cubecl-hip (built, never run here: no AMD GPU). `report` turns the two CSV files into the markdown tables of
 //! docs/BENCHMARKS.md and a plot of GB/s per workload.
 
@@ -61,6 +62,10 @@ enum Command {
         /// cuda (default) or hip.
         #[arg(long)]
         runtime: Option<String>,
+        /// The matrix stage's products (Muon): tma_or_ordered (default), cublas,
+        /// or one of cubek-matmul's routines.
+        #[arg(long)]
+        matrix_gemm: Option<String>,
     },
     /// The markdown tables (stdout) and a plot from DIR/flashopt.csv and
     /// DIR/reference.csv.
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
             lanes,
             arithmetic,
             runtime,
+            matrix_gemm,
         } => run::run(
             &out,
             &run::Selection {
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
                 lanes,
                 arithmetic,
                 runtime,
+                matrix_gemm,
             },
         ),
         Command::Report { dir, plot, font } => {

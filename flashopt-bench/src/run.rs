@@ -17,7 +17,8 @@ use flashopt_cubecl::cubecl;
 use flashopt_cubecl::cubecl::cuda::CudaRuntime;
 use flashopt_cubecl::cubecl::hip::HipRuntime;
 use flashopt_cubecl::cubecl::prelude::*;
-use flashopt_cubecl::device::transfer::HostTransfers;
+use flashopt_cubecl::device::DeviceRuntime;
+use flashopt_cubecl::device::gemm;
 use half::bf16;
 
 use crate::workloads::{self, Workload};
@@ -42,19 +43,19 @@ fn copy_kernel(input: &Array<Vector<u32, Const<4>>>, output: &mut Array<Vector<u
     }
 }
 
-fn sync<R: HostTransfers>(client: &ComputeClient<R>) {
+fn sync<R: DeviceRuntime>(client: &ComputeClient<R>) {
     cubecl::future::block_on(client.sync()).expect("device sync");
 }
 
 /// Median seconds per call of `f`, timed in batches between device syncs.
-fn time_per_call<R: HostTransfers>(client: &ComputeClient<R>, f: impl FnMut()) -> f64 {
+fn time_per_call<R: DeviceRuntime>(client: &ComputeClient<R>, f: impl FnMut()) -> f64 {
     time_and_enqueue(client, f).0
 }
 
 /// The median seconds per call of `f`, and the median host seconds per call spent
 /// before the batch's final sync (queuing its work): where the second comes near the
 /// first, the host, not the GPU, sets the pace.
-fn time_and_enqueue<R: HostTransfers>(
+fn time_and_enqueue<R: DeviceRuntime>(
     client: &ComputeClient<R>,
     mut f: impl FnMut(),
 ) -> (f64, f64) {
@@ -90,7 +91,7 @@ fn time_and_enqueue<R: HostTransfers>(
 }
 
 /// Read + write GB/s of a 16-byte-vector copy of 2 GiB.
-fn copy_gbps<R: HostTransfers>(client: &ComputeClient<R>) -> f64 {
+fn copy_gbps<R: DeviceRuntime>(client: &ComputeClient<R>) -> f64 {
     let bytes = 2usize << 30;
     let vectors = bytes / 16;
     let a = client.create_from_slice(&vec![1u8; bytes]);
@@ -122,7 +123,7 @@ pub struct Measured {
     pub device_bytes_per_param: f64,
 }
 
-fn measure<R: HostTransfers, S: OptimizerSpec>(
+fn measure<R: DeviceRuntime, S: OptimizerSpec>(
     client: &ComputeClient<R>,
     spec: &S,
     master: MasterMode,
@@ -252,7 +253,7 @@ struct InPlace {
 /// The step reading each tensor's gradient from a buffer of its own, as a trainer
 /// leaves them (`step_with_grads`), with the flat gradient buffer released: without
 /// and with the device gradient check. Leaves `opt` without its gradient buffer.
-fn time_in_place<R: HostTransfers>(
+fn time_in_place<R: DeviceRuntime>(
     client: &ComputeClient<R>,
     opt: &mut GpuOptimizer<R>,
     grads: &[Vec<bf16>],
@@ -286,7 +287,7 @@ fn time_in_place<R: HostTransfers>(
     }
 }
 
-fn dispatch<R: HostTransfers>(
+fn dispatch<R: DeviceRuntime>(
     client: &ComputeClient<R>,
     optimizer: &str,
     master: MasterMode,
@@ -422,6 +423,8 @@ pub struct Selection {
     pub arithmetic: Vec<String>,
     /// `cuda` (when `None`) or `hip`.
     pub runtime: Option<String>,
+    /// The matrix stage's routine, one of `gemm::STRATEGIES` (the default when `None`).
+    pub matrix_gemm: Option<String>,
 }
 
 fn keeps(filter: &[String], name: &str) -> bool {
@@ -430,7 +433,7 @@ fn keeps(filter: &[String], name: &str) -> bool {
 
 /// The runtime's client, or why there is none (asked of the driver first: cubecl
 /// panics inside its bindings where no driver or device exists).
-fn client<R: HostTransfers>(needs: &str) -> Result<ComputeClient<R>, String> {
+fn client<R: DeviceRuntime>(needs: &str) -> Result<ComputeClient<R>, String> {
     flashopt_cubecl::device::probe::devices(R::TARGET)
         .map_err(|e| format!("`run` needs {needs}: {e}; `report` works anywhere"))?;
     Ok(R::client(&Default::default()))
@@ -450,6 +453,14 @@ pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
             return Err(format!("{flag} {unknown}: not one of {known:?}"));
         }
     }
+    if let Some(name) = &selection.matrix_gemm {
+        if !gemm::set_strategy(name) {
+            return Err(format!(
+                "--matrix-gemm {name}: not one of {:?}",
+                gemm::STRATEGIES
+            ));
+        }
+    }
     match selection.runtime.as_deref().unwrap_or("cuda") {
         "cuda" => run_on::<CudaRuntime>(out, selection, "a CUDA GPU and driver"),
         "hip" => run_on::<HipRuntime>(out, selection, "an AMD GPU and ROCm"),
@@ -457,7 +468,7 @@ pub fn run(out: &Path, selection: &Selection) -> Result<(), String> {
     }
 }
 
-fn run_on<R: HostTransfers>(out: &Path, selection: &Selection, needs: &str) -> Result<(), String> {
+fn run_on<R: DeviceRuntime>(out: &Path, selection: &Selection, needs: &str) -> Result<(), String> {
     let lanes: Vec<KernelShape> = if selection.lanes.is_empty() {
         vec![KernelShape::default()]
     } else {

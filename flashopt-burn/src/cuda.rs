@@ -15,7 +15,7 @@ use cubecl::cuda::CudaRuntime;
 use cubecl::hip::HipRuntime;
 use cubecl::server::Handle;
 use flashopt_cubecl::GpuOptimizer;
-use flashopt_cubecl::device::transfer::HostTransfers;
+use flashopt_cubecl::device::DeviceRuntime;
 use flashopt_ir::FloatDtype;
 use flashopt_runtime::{CpuOptimizer, Optimizer, RuntimeError, StepOutcome, TensorId};
 
@@ -63,13 +63,13 @@ fn burn_float_dtype(dtype: FloatDtype) -> FloatDType {
 /// plan's parameter dtype (bf16 for `PlanConfig::bf16`): a model whose backend computes
 /// in f32 casts them where it uses them (`param.val().cast(FloatDType::F32)`); their
 /// gradients then come back in the parameter dtype.
-pub struct Cube<R: HostTransfers + CubeRuntime> {
+pub struct Cube<R: DeviceRuntime + CubeRuntime> {
     gpu: GpuOptimizer<R>,
     /// Each parameter as a tensor over its slice of the parameter buffer.
     views: Vec<CubeTensor<R>>,
 }
 
-impl<R: HostTransfers + CubeRuntime> std::fmt::Debug for Cube<R> {
+impl<R: DeviceRuntime + CubeRuntime> std::fmt::Debug for Cube<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cube")
             .field("tensors", &self.gpu.tensor_count())
@@ -77,7 +77,7 @@ impl<R: HostTransfers + CubeRuntime> std::fmt::Debug for Cube<R> {
     }
 }
 
-impl<R: HostTransfers + CubeRuntime> Placement for Cube<R> {
+impl<R: DeviceRuntime + CubeRuntime> Placement for Cube<R> {
     type Inner = GpuOptimizer<R>;
 
     fn inner(&self) -> &GpuOptimizer<R> {
@@ -99,7 +99,7 @@ impl<R: HostTransfers + CubeRuntime> Placement for Cube<R> {
 
 impl<R, F, I, BT> BackendPlacement<CubeAutodiff<R, F, I, BT>> for Cube<R>
 where
-    R: HostTransfers + CubeRuntime,
+    R: DeviceRuntime + CubeRuntime,
     F: FloatElement,
     I: IntElement,
     BT: BoolElement,

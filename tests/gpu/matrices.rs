@@ -1,4 +1,4 @@
-//! The matrix stage (Muon's orthogonalization with cubek-matmul's GEMMs) against the
+//! The matrix stage (Muon's orthogonalization, on cuBLAS or cubek-matmul) against the
 //! CPU reference, within a tolerance (the GEMMs sum in their own order), and Muon's
 //! step: its momentum bit for bit (it does not read the matrix stage), its master
 //! weights close to the CPU's, from the flat buffer, the trainer's buffers and tensor
@@ -41,12 +41,16 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 /// Three matrices of each shape at unaligned offsets in one poisoned buffer: each
 /// comes back within a cosine of 0.995 of the reference, and nothing else changes;
-/// with the default routines (TMA on matrices padded to 16-byte rows) and with
-/// `ordered_double_mma` alone.
+/// with the default (cuBLAS, which must load here), cubek-matmul's TMA routine on
+/// matrices padded to 16-byte rows, and `ordered_double_mma` alone.
 #[test]
 fn the_matrix_stage_follows_the_reference() {
-    use flashopt_cubecl::device::gemm;
-    for strategy in ["tma_or_ordered", "ordered_double_mma"] {
+    use flashopt_cubecl::device::{blas, gemm};
+    assert!(
+        blas::loads(),
+        "libcublas.so.13 must be on LD_LIBRARY_PATH for the GPU tests"
+    );
+    for strategy in ["cublas", "tma_or_ordered", "ordered_double_mma"] {
         assert!(gemm::set_strategy(strategy));
         matrix_stage_follows_the_reference_with(strategy);
     }
@@ -206,8 +210,8 @@ fn muon_steps_close_to_the_cpu() {
 
 /// The matrix stage's time per call (host clock around device syncs, one call to
 /// warm up, the median of 5) on GPT-2's matrix batches and one 16384 x 16384 matrix,
-/// with the default routines, cubek's default and `ordered_double_mma` (an error
-/// where one cannot run a product).
+/// with cuBLAS (the default), cubek-matmul's TMA routine and `ordered_double_mma`
+/// (an error where one cannot run a product).
 #[test]
 fn matrix_stage_times() {
     use flashopt_cubecl::device::gemm;
@@ -220,7 +224,7 @@ fn matrix_stage_times() {
         (1, 50257, 768),
         (1, 16384, 16384),
     ];
-    for strategy in ["tma_or_ordered", "simple_cmma", "ordered_double_mma"] {
+    for strategy in ["cublas", "tma_or_ordered", "ordered_double_mma"] {
         assert!(gemm::set_strategy(strategy));
         let mut lines = Vec::new();
         for (count, rows, cols) in batches {

@@ -10,12 +10,16 @@ use cubek_matmul::definition::{MatmulElems, MatmulGlobalElems};
 use cubek_matmul::launch::{Strategy, launch_ref};
 use cubek_std::InputBinding;
 
-/// The cubek-matmul routines [`product`] can launch, by name. The default, `tma_or_ordered`:
-/// `specialized_tma_mma` (the fastest measured on an H100, docs/GPU.md), or where
-/// it cannot set a product up (TMA needs 16-byte strides; no TMA before Hopper, none
-/// on ROCm) `ordered_double_mma`. The others are cubek's routines alone.
-pub const STRATEGIES: [&str; 7] = [
+/// The routines the matrix stage's products can run on, by name. The default,
+/// `tma_or_ordered`: cubek-matmul's `specialized_tma_mma` (its fastest measured on an
+/// H100 and an H200, docs/GPU.md), or where it cannot set a product up (TMA needs
+/// 16-byte strides; no TMA before Hopper, none on ROCm) `ordered_double_mma`.
+/// `cublas`: the whole iteration on cuBLAS where the runtime is CUDA and libcublas
+/// loads ([`super::blas`]; not yet run on a device), else as `tma_or_ordered`. The
+/// others are cubek's routines alone.
+pub const STRATEGIES: [&str; 8] = [
     "tma_or_ordered",
+    "cublas",
     "simple_cmma",
     "simple_mma",
     "double_cyclic_mma",
@@ -24,10 +28,10 @@ pub const STRATEGIES: [&str; 7] = [
     "double_tma_mma",
 ];
 
-/// Which of [`STRATEGIES`] [`product`] launches (process-wide; for measuring them).
+/// Which of [`STRATEGIES`] the matrix stage runs (process-wide).
 static STRATEGY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Make [`product`] launch routine `name` of [`STRATEGIES`]; `false` for another name.
+/// Make the matrix stage run routine `name` of [`STRATEGIES`]; `false` for another name.
 pub fn set_strategy(name: &str) -> bool {
     match STRATEGIES.iter().position(|&s| s == name) {
         Some(i) => {
@@ -38,18 +42,23 @@ pub fn set_strategy(name: &str) -> bool {
     }
 }
 
-/// The routines to try, in order, until one sets the product up.
+/// Whether the chosen routine is cuBLAS (where the runtime has it).
+pub fn prefers_cublas() -> bool {
+    STRATEGY.load(std::sync::atomic::Ordering::Relaxed) == 1
+}
+
+/// The cubek-matmul routines to try, in order, until one sets the product up.
 fn strategies() -> Vec<Strategy> {
     match STRATEGY.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => vec![
+        0 | 1 => vec![
             Strategy::SpecializedTmaMma(Default::default()),
             Strategy::OrderedDoubleMma(Default::default()),
         ],
-        1 => vec![Strategy::SimpleCyclicCmma(Default::default())],
-        2 => vec![Strategy::SimpleCyclicMma(Default::default())],
-        3 => vec![Strategy::DoubleCyclicMma(Default::default())],
-        4 => vec![Strategy::OrderedDoubleMma(Default::default())],
-        5 => vec![Strategy::SpecializedTmaMma(Default::default())],
+        2 => vec![Strategy::SimpleCyclicCmma(Default::default())],
+        3 => vec![Strategy::SimpleCyclicMma(Default::default())],
+        4 => vec![Strategy::DoubleCyclicMma(Default::default())],
+        5 => vec![Strategy::OrderedDoubleMma(Default::default())],
+        6 => vec![Strategy::SpecializedTmaMma(Default::default())],
         _ => vec![Strategy::DoubleTmaMma(Default::default())],
     }
 }

@@ -2,18 +2,20 @@
 //! ([`flashopt_ir::matrix`]) of every tensor's matrix in a flat bf16 buffer, in
 //! batches of one shape. Each batch is gathered into one contiguous
 //! `batch x m x n` buffer, wide (`m <= n`; a tall matrix is gathered transposed, as
-//! the reference takes it), normalized, iterated with cubek-matmul's GEMMs (bf16
-//! operands, f32 accumulation) and small element kernels for the sums the reference
-//! rounds once (`b A + c A A`, `a X + B X`), and scattered back. The products sum in
-//! the GEMM's order, not the reference's: the results agree within a tolerance, not
-//! bit for bit.
+//! the reference takes it), normalized, iterated ([`MatrixStage`]: on CUDA with
+//! cuBLAS where it loads, else with cubek-matmul's GEMMs; bf16 operands, f32
+//! accumulation, the sums the reference rounds once, `b A + c A A` and `a X + B X`,
+//! rounded once), and scattered back. The products sum in the library's order, not the
+//! reference's: the results agree within a tolerance, not bit for bit.
 
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use flashopt_ir::matrix::NewtonSchulz;
 use half::bf16;
 
+use super::blas;
 use super::gemm::{self, Operand, Out};
+use crate::codegen::emit::TargetRuntime;
 
 /// Units per cube of the element kernels.
 const UNITS: u32 = 256;
@@ -185,13 +187,57 @@ impl MatrixBatch {
     }
 }
 
+/// How a runtime runs the matrix stage's Newton-Schulz iteration: on cubek-matmul's
+/// GEMMs ([`iterate_on_cubek`]) unless it has a faster library.
+pub trait MatrixStage: TargetRuntime {
+    /// Iterate `ns` on the `count` wide `m x n` matrices (`m <= n`, both multiples of
+    /// 8) in `x` (bf16, row-major, one after the other, normalized); returns the
+    /// buffer holding the result (`x` or another). An error is a product the library
+    /// could not run.
+    fn newton_schulz(
+        client: &ComputeClient<Self>,
+        x: Handle,
+        count: usize,
+        shape: (usize, usize),
+        ns: &NewtonSchulz,
+    ) -> Result<Handle, String> {
+        iterate_on_cubek(client, x, count, shape, ns)
+    }
+}
+
+impl MatrixStage for cubecl::hip::HipRuntime {}
+
+impl MatrixStage for cubecl::cuda::CudaRuntime {
+    fn newton_schulz(
+        client: &ComputeClient<Self>,
+        x: Handle,
+        count: usize,
+        shape: (usize, usize),
+        ns: &NewtonSchulz,
+    ) -> Result<Handle, String> {
+        if gemm::prefers_cublas() {
+            if blas::loads() {
+                return blas::newton_schulz(client, x, count, shape, ns);
+            }
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "flashopt: libcublas did not load (no libcublas.so.13 on LD_LIBRARY_PATH?); \
+                     the matrix stage runs on cubek-matmul, slower on large matrices"
+                )
+            });
+        }
+        iterate_on_cubek(client, x, count, shape, ns)
+    }
+}
+
 /// Orthogonalize every matrix of `batch` in `buffer` (bf16, `len` elements) in place.
-/// An error is a GEMM cubek-matmul cannot set up on this device.
+/// An error is a GEMM the runtime's library cannot run on this device.
 ///
 /// # Safety
 /// Every matrix of `batch` must lie inside `buffer`'s `len` elements, and every
 /// offset must be below 2^32.
-pub unsafe fn orthogonalize_batch<R: Runtime>(
+pub unsafe fn orthogonalize_batch<R: MatrixStage>(
     client: &ComputeClient<R>,
     buffer: &Handle,
     len: usize,
@@ -232,12 +278,44 @@ pub unsafe fn orthogonalize_batch<R: Runtime>(
         );
     }
     normalize_batch(client, &x, count, per, ns.eps);
+    let x = R::newton_schulz(client, x, count, (m, n), ns)?;
+    unsafe {
+        scatter::launch_unchecked::<bf16, R>(
+            client,
+            cubes,
+            dim,
+            array(&x, total),
+            array(buffer, len),
+            array(&offsets, count),
+            rows,
+            cols,
+            m,
+            n,
+            u32::from(transposed),
+            total,
+        );
+    }
+    Ok(())
+}
+
+/// The iteration on cubek-matmul's GEMMs, with element kernels for the sums the
+/// reference rounds once (`b A + c A A`, `a X + B X`); in place in `x`.
+pub fn iterate_on_cubek<R: Runtime>(
+    client: &ComputeClient<R>,
+    x: Handle,
+    count: usize,
+    (m, n): (usize, usize),
+    ns: &NewtonSchulz,
+) -> Result<Handle, String> {
+    let total = count * m * n;
     let gram = client.empty(count * m * m * 2);
     let gram_squared = client.empty(count * m * m * 4);
     let polynomial = client.empty(count * m * m * 2);
     let product = client.empty(total * 4);
     let squares = count * m * m;
+    let (cubes, dim) = grid(total);
     let (square_cubes, _) = grid(squares);
+    let array = |h: &Handle, len: usize| unsafe { ArrayArg::from_raw_parts(h.clone(), len) };
     let matrix = Operand::new(&x, m, n);
     let square = |h| Operand::new(h, m, m);
     for _ in 0..ns.steps {
@@ -285,23 +363,7 @@ pub unsafe fn orthogonalize_batch<R: Runtime>(
             );
         }
     }
-    unsafe {
-        scatter::launch_unchecked::<bf16, R>(
-            client,
-            cubes,
-            dim,
-            array(&x, total),
-            array(buffer, len),
-            array(&offsets, count),
-            rows,
-            cols,
-            m,
-            n,
-            u32::from(transposed),
-            total,
-        );
-    }
-    Ok(())
+    Ok(x)
 }
 
 /// `x /= max(|x|_F, eps)` per matrix, as the reference normalizes.

@@ -202,17 +202,30 @@ pub fn device_address_after_queued_work(
     client: &ComputeClient<cubecl::cuda::CudaRuntime>,
     handle: &Handle,
 ) -> Result<u64, DeviceError> {
-    let resource = client
-        .get_resource(handle.clone())
-        .map_err(|e| DeviceError {
-            during: "looking up a buffer's address",
-            message: e.to_string(),
-        })?;
+    addresses_after_queued_work(client, [handle]).map(|[address]| address)
+}
+
+/// As [`device_address_after_queued_work`], for several buffers and one wait.
+pub fn addresses_after_queued_work<const N: usize>(
+    client: &ComputeClient<cubecl::cuda::CudaRuntime>,
+    handles: [&Handle; N],
+) -> Result<[u64; N], DeviceError> {
+    let mut resources = Vec::with_capacity(N);
+    for handle in handles {
+        resources.push(
+            client
+                .get_resource(handle.clone())
+                .map_err(|e| DeviceError {
+                    during: "looking up a buffer's address",
+                    message: e.to_string(),
+                })?,
+        );
+    }
     cubecl::future::block_on(client.sync()).map_err(|e| DeviceError {
         during: "waiting for the queued work",
         message: e.to_string(),
     })?;
-    Ok(resource.resource().ptr)
+    Ok(std::array::from_fn(|i| resources[i].resource().ptr))
 }
 
 /// Runs `allocate` with every device allocation it makes on this thread's stream of

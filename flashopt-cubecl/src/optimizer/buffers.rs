@@ -8,10 +8,10 @@ use flashopt_runtime::error::RuntimeError;
 use super::GpuOptimizer;
 use crate::cubecl::client::ComputeClient;
 use crate::cubecl::server::Handle;
+use crate::device::DeviceRuntime;
 use crate::device::copy;
-use crate::device::transfer::HostTransfers;
 
-impl<R: HostTransfers> GpuOptimizer<R> {
+impl<R: DeviceRuntime> GpuOptimizer<R> {
     /// Where a tensor lives in the flat device buffers: its element range. Its
     /// parameters are `param_buffer()[range]`, its gradient `grad_buffer()[range]`,
     /// in the plan's dtypes; a trainer on the same cubecl client (burn 0.21 uses

@@ -22,12 +22,13 @@ use super::layout::info_word;
 use crate::codegen::bindings::Binding;
 use crate::codegen::bindings::MAX_GRADIENT_REGIONS;
 use crate::cubecl::server::Handle;
+use crate::device::DeviceRuntime;
 use crate::device::copy;
 use crate::device::launch::{
     FusedStep, GradientRegion, launch_regions, launch_regions_over, launch_with_gradient_at,
 };
 use crate::device::reduce;
-use crate::device::transfer::{self, HostTransfers};
+use crate::device::transfer;
 
 /// The byte alignment the kernel's widest gradient loads need.
 const ALIGNMENT: u64 = 16;
@@ -53,7 +54,7 @@ pub struct Bound {
     tail_slots: Vec<Option<usize>>,
 }
 
-impl<R: HostTransfers> GpuOptimizer<R> {
+impl<R: DeviceRuntime> GpuOptimizer<R> {
     /// Free the flat gradient buffer (2 bytes per parameter for bf16 gradients): for
     /// trainers that step with [`Self::step_with_grads`] or
     /// [`Self::step_tensor_with_grad`] only. [`Self::write_grads`],

@@ -35,6 +35,7 @@ use crate::device::transfer;
 use layout::Segment;
 
 pub use crate::codegen::bindings::{Arithmetic, KernelShape};
+pub use crate::device::DeviceRuntime;
 pub use crate::device::transfer::HostTransfers;
 
 /// An optimizer whose state lives on a cubecl device.
@@ -70,7 +71,7 @@ pub use crate::device::transfer::HostTransfers;
 /// let outcome = opt.step()?;
 /// # let _ = (weights, outcome); Ok(()) }
 /// ```
-pub struct GpuOptimizer<R: HostTransfers> {
+pub struct GpuOptimizer<R: DeviceRuntime> {
     client: ComputeClient<R>,
     kernel: FusedStep<R>,
     /// The same step reading gradients from several buffers per launch (steps that
@@ -97,7 +98,7 @@ pub struct GpuOptimizer<R: HostTransfers> {
     flat_grads: bool,
 }
 
-impl<R: HostTransfers> GpuOptimizer<R> {
+impl<R: DeviceRuntime> GpuOptimizer<R> {
     /// Upload tensors' optimizer state (e.g. [`HostTensor::from_f32`]) to the device.
     pub fn from_host(
         client: ComputeClient<R>,
@@ -377,7 +378,7 @@ impl<R: HostTransfers> GpuOptimizer<R> {
     }
 }
 
-impl<R: HostTransfers> Optimizer for GpuOptimizer<R> {
+impl<R: DeviceRuntime> Optimizer for GpuOptimizer<R> {
     fn core(&self) -> &Core {
         &self.core
     }
@@ -410,7 +411,7 @@ impl<R: HostTransfers> Optimizer for GpuOptimizer<R> {
 }
 
 /// `kernel`'s step with the most gradient regions per launch.
-fn regions_kernel<R: HostTransfers>(
+fn regions_kernel<R: DeviceRuntime>(
     client: &ComputeClient<R>,
     plan: &Arc<Plan>,
     kernel: &FusedStep<R>,

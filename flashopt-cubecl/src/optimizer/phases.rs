@@ -26,16 +26,17 @@ use crate::codegen::bindings::{
     has_rows, reads_dims, scalar_stride, tiled,
 };
 use crate::cubecl::client::ComputeClient;
+use crate::device::DeviceRuntime;
 use crate::device::launch::{FusedStep, launch};
 use crate::device::matrix::{self, MatrixBatch};
 use crate::device::reductions::{CHUNK_WORDS, ReductionTables, launch_tensor_values, output_row};
-use crate::device::transfer::{self, HostTransfers};
+use crate::device::transfer;
 use flashopt_ir::graph::MatrixFn;
 use flashopt_ir::matrix::NewtonSchulz;
 
 /// One reduction phase: its kernels (one gradient binding, and the most regions for
 /// gradients where the trainer left them) and the reductions it computes.
-pub(super) struct PhaseKernels<R: HostTransfers> {
+pub(super) struct PhaseKernels<R: DeviceRuntime> {
     alone: FusedStep<R>,
     regions: FusedStep<R>,
     reductions: Vec<(usize, Reduction)>,
@@ -47,7 +48,7 @@ pub(super) struct PhaseKernels<R: HostTransfers> {
 }
 
 /// Everything a plan's reductions need on the device.
-pub(super) struct Phases<R: HostTransfers> {
+pub(super) struct Phases<R: DeviceRuntime> {
     kernels: Vec<PhaseKernels<R>>,
     /// The tables of reductions over each tensor (a span per tensor) and, for a plan
     /// with row reductions, over each row (a span per row).
@@ -65,7 +66,7 @@ struct SpanTables {
 }
 
 impl SpanTables {
-    fn new<R: HostTransfers>(
+    fn new<R: DeviceRuntime>(
         client: &ComputeClient<R>,
         spans: &[Span],
         reductions: usize,
@@ -101,7 +102,7 @@ impl SpanTables {
     }
 }
 
-impl<R: HostTransfers> Phases<R> {
+impl<R: DeviceRuntime> Phases<R> {
     /// `None` for a plan without reductions or matrix functions.
     pub fn new(
         client: &ComputeClient<R>,
@@ -306,7 +307,7 @@ fn word(x: usize) -> u32 {
     u32::try_from(x).expect("tensors, groups and chunks fewer than 2^32")
 }
 
-impl<R: HostTransfers> GpuOptimizer<R> {
+impl<R: DeviceRuntime> GpuOptimizer<R> {
     /// Scalars per tensor (its own row) instead of per parameter group: the plan
     /// reduces over tensors, or finds each group's row through its tensor.
     pub(super) fn rows_per_tensor(&self) -> bool {

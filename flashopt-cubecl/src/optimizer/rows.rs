@@ -10,8 +10,8 @@ use flashopt_runtime::error::RuntimeError;
 use super::GpuOptimizer;
 use super::layout::{Segment, segments};
 use crate::codegen::bindings::{Binding, ROW_TABLE_WORDS, has_columns, has_rows};
+use crate::device::DeviceRuntime;
 use crate::device::copy;
-use crate::device::transfer::HostTransfers;
 
 /// Where the GPU back end is named in refusals.
 const GPU: &str = "the GPU back end";
@@ -58,7 +58,7 @@ pub(super) fn row_table(segments: &[Segment]) -> Vec<u32> {
     table
 }
 
-impl<R: HostTransfers> GpuOptimizer<R> {
+impl<R: DeviceRuntime> GpuOptimizer<R> {
     /// After a step of tensors `tensors.0..tensors.1`: their rows' and columns' new
     /// values (in the write halves) become the current ones, in stream order.
     pub(super) fn commit_scoped(&self, tensors: (usize, usize)) {

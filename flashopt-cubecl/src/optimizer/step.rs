@@ -14,13 +14,14 @@ use super::in_place::Bound;
 use super::layout::FlatPart;
 use crate::codegen::bindings::{Binding, dim_slot, reads_dims, scalar_stride};
 use crate::cubecl::server::Handle;
+use crate::device::DeviceRuntime;
 use crate::device::launch::launch;
 use crate::device::reduce;
-use crate::device::transfer::{self, HostTransfers};
+use crate::device::transfer;
 use flashopt_ir::graph::Dim;
 use flashopt_ir::layout::Shape;
 
-impl<R: HostTransfers> GpuOptimizer<R> {
+impl<R: DeviceRuntime> GpuOptimizer<R> {
     /// Upload this step's gradients (one per tensor, in order) from the host into the
     /// gradient buffer, in place (allocating it first if it was released), so that
     /// [`Self::grad_handle`]'s views see them. Trainers whose gradients are already on
@@ -263,7 +264,7 @@ pub enum GpuBound<'g> {
 }
 
 /// The device's side of the step protocol.
-impl<R: HostTransfers> Stepper for GpuOptimizer<R> {
+impl<R: DeviceRuntime> Stepper for GpuOptimizer<R> {
     type Buffer = Handle;
     type Bound<'g> = GpuBound<'g>;
 
