@@ -1,7 +1,8 @@
 //! ZeRO-1 on the CPU reference: N ranks (threads, joined by the in-process collective)
 //! against one unsharded optimizer given the same summed gradients, bit for bit, for
-//! every shipped optimizer (those that reduce over each tensor included), several
-//! worlds and tensors of odd sizes; and the decisions every rank must take together.
+//! every shipped optimizer (those that reduce over each tensor included, and Muon,
+//! whose matrices stay whole), several worlds and tensors of odd sizes; and the
+//! decisions every rank must take together.
 
 mod common;
 
@@ -17,6 +18,9 @@ use half::bf16;
 
 /// Odd sizes: single elements, partial groups, tensors cut between ranks.
 const LENS: [usize; 7] = [1, 33, 95, 100, 7, 64, 257];
+/// Matrices of odd shapes for an optimizer that keeps each whole (and a vector, a
+/// one-row matrix to it), the largest more than a third of all elements.
+const MATRICES: [&[usize]; 6] = [&[4, 8], &[33, 5], &[7], &[16, 16], &[3, 100], &[40, 12]];
 const STEPS: u64 = 4;
 
 /// A learning-rate schedule every rank and the reference follow.
@@ -24,18 +28,52 @@ fn learning_rate(step: u64) -> f64 {
     1e-3 * (1.0 + step as f64) / 2.0
 }
 
-fn initial() -> Vec<Vec<f32>> {
-    common::uniform_tensors(&LENS, 0x1234_5678_9abc_def1, 1.0)
+/// The tensors of a test: their dimensions (outermost first).
+struct Model {
+    dims: Vec<Vec<usize>>,
 }
 
-/// Rank `rank`'s bf16 gradients at `step`, as f32 values.
-fn rank_grads(rank: usize, step: u64) -> Vec<Vec<f32>> {
-    let seed = 0x9E37_79B9_7F4A_7C15 ^ (rank as u64 * 7919 + step * 104_729 + 1);
-    let mut g = common::uniform_tensors(&LENS, seed, 0.01);
-    for v in g.iter_mut().flatten() {
-        *v = bf16::from_f32(*v).to_f32();
+impl Model {
+    fn vectors() -> Model {
+        Model {
+            dims: LENS.iter().map(|&n| vec![n]).collect(),
+        }
     }
-    g
+
+    fn matrices() -> Model {
+        Model {
+            dims: MATRICES.iter().map(|d| d.to_vec()).collect(),
+        }
+    }
+
+    fn lens(&self) -> Vec<usize> {
+        self.dims.iter().map(|d| d.iter().product()).collect()
+    }
+
+    fn initial(&self) -> Vec<Vec<f32>> {
+        common::uniform_tensors(&self.lens(), 0x1234_5678_9abc_def1, 1.0)
+    }
+
+    /// Rank `rank`'s bf16 gradients at `step`, as f32 values.
+    fn rank_grads(&self, rank: usize, step: u64) -> Vec<Vec<f32>> {
+        let seed = 0x9E37_79B9_7F4A_7C15 ^ (rank as u64 * 7919 + step * 104_729 + 1);
+        let mut g = common::uniform_tensors(&self.lens(), seed, 0.01);
+        for v in g.iter_mut().flatten() {
+            *v = bf16::from_f32(*v).to_f32();
+        }
+        g
+    }
+
+    /// The sum the collective computes: f32, in rank order, rounded to bf16.
+    fn summed(&self, world: usize, step: u64) -> Vec<PartData> {
+        let mut total: Vec<Vec<f32>> = self.lens().iter().map(|&n| vec![0.0; n]).collect();
+        for rank in 0..world {
+            for (t, g) in total.iter_mut().zip(self.rank_grads(rank, step)) {
+                t.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+            }
+        }
+        as_bf16(&total)
+    }
 }
 
 fn as_bf16(grads: &[Vec<f32>]) -> Vec<PartData> {
@@ -59,14 +97,16 @@ struct Seen {
 fn run_ranks<S: OptimizerSpec + Sync>(
     spec: &S,
     config: PlanConfig,
+    model: &Model,
     world: usize,
     clip: Option<f64>,
 ) -> (Vec<Seen>, Vec<flashopt::runtime::TensorInfo>) {
-    let init = initial();
-    let named: Vec<(String, &[f32])> = init
+    let init = model.initial();
+    let named: Vec<(String, &[usize], &[f32])> = init
         .iter()
+        .zip(&model.dims)
         .enumerate()
-        .map(|(i, v)| (format!("t{i}"), v.as_slice()))
+        .map(|(i, (v, d))| (format!("t{i}"), d.as_slice(), v.as_slice()))
         .collect();
     let seen: Vec<(Seen, Vec<flashopt::runtime::TensorInfo>)> = std::thread::scope(|s| {
         let handles: Vec<_> = LocalCollective::world_of(world)
@@ -75,9 +115,11 @@ fn run_ranks<S: OptimizerSpec + Sync>(
                 let named = &named;
                 s.spawn(move || {
                     let rank = flashopt::runtime::shard::Collective::rank(&c);
-                    let tensors: Vec<(&str, &[f32])> =
-                        named.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-                    let mut opt = ShardedCpuOptimizer::for_spec(spec, config, &tensors, c).unwrap();
+                    let tensors: Vec<(&str, &[usize], &[f32])> =
+                        named.iter().map(|(n, d, v)| (n.as_str(), *d, *v)).collect();
+                    let (plan, hyper) = (S::plan(config).unwrap(), spec.hyper_values().unwrap());
+                    let mut opt =
+                        ShardedCpuOptimizer::new_shaped(plan, hyper, &tensors, c).unwrap();
                     opt.set_grad_clipping(clip).unwrap();
                     let mut seen = Seen {
                         params: Vec::new(),
@@ -85,12 +127,12 @@ fn run_ranks<S: OptimizerSpec + Sync>(
                         norms: Vec::new(),
                     };
                     for step in 1..=STEPS {
-                        let g = as_bf16(&rank_grads(rank, step));
+                        let g = as_bf16(&model.rank_grads(rank, step));
                         opt.set_learning_rate(learning_rate(step)).unwrap();
                         assert!(opt.step(&bufs(&g)).unwrap().applied());
                         seen.norms.push(opt.last_grad_norm());
                         seen.params.push(
-                            (0..LENS.len())
+                            (0..named.len())
                                 .map(|i| {
                                     PartData::round_from_f32(
                                         config.param,
@@ -112,32 +154,39 @@ fn run_ranks<S: OptimizerSpec + Sync>(
     (seen.into_iter().map(|(s, _)| s).collect(), tensors)
 }
 
-/// The sum the collective computes: f32, in rank order, rounded to bf16.
-fn summed(world: usize, step: u64) -> Vec<PartData> {
-    let mut total: Vec<Vec<f32>> = LENS.iter().map(|&n| vec![0.0; n]).collect();
-    for rank in 0..world {
-        for (t, g) in total.iter_mut().zip(rank_grads(rank, step)) {
-            t.iter_mut().zip(g).for_each(|(a, b)| *a += b);
-        }
-    }
-    as_bf16(&total)
-}
-
 fn equals_one_optimizer<S: OptimizerSpec + Sync>(
     label: &str,
     spec: &S,
     config: PlanConfig,
     clip: Option<f64>,
 ) {
+    equals_one_optimizer_on(label, spec, config, &Model::vectors(), clip);
+}
+
+/// [`equals_one_optimizer`] on `model`'s tensors; returns every world's pieces.
+fn equals_one_optimizer_on<S: OptimizerSpec + Sync>(
+    label: &str,
+    spec: &S,
+    config: PlanConfig,
+    model: &Model,
+    clip: Option<f64>,
+) -> Vec<Vec<shard::Piece>> {
+    let mut pieces = Vec::new();
     for world in [1, 2, 3, 8] {
-        let (ranks, tensors) = run_ranks(spec, config, world, clip);
+        let (ranks, tensors) = run_ranks(spec, config, model, world, clip);
+        pieces.push(
+            ranks
+                .iter()
+                .flat_map(|r| r.shards[0].iter().map(|(p, _)| p.clone()))
+                .collect(),
+        );
         let mut reference = CpuOptimizer::for_spec(spec, config).unwrap();
-        for (i, v) in initial().iter().enumerate() {
-            reference.add_tensor(&format!("t{i}"), v).unwrap();
+        for (i, (v, d)) in model.initial().iter().zip(&model.dims).enumerate() {
+            reference.add_shaped(&format!("t{i}"), d, v).unwrap();
         }
         reference.set_grad_clipping(clip).unwrap();
         for step in 1..=STEPS {
-            let g = summed(world, step);
+            let g = model.summed(world, step);
             reference.set_learning_rate(learning_rate(step)).unwrap();
             assert!(reference.step(&bufs(&g)).unwrap().applied());
             let k = (step - 1) as usize;
@@ -151,7 +200,7 @@ fn equals_one_optimizer<S: OptimizerSpec + Sync>(
                     );
                 }
             }
-            let want: Vec<HostTensor> = (0..LENS.len())
+            let want: Vec<HostTensor> = (0..model.dims.len())
                 .map(|i| reference.tensor(TensorId(i)).unwrap().clone())
                 .collect();
             for (rank, seen) in ranks.iter().enumerate() {
@@ -182,6 +231,7 @@ fn equals_one_optimizer<S: OptimizerSpec + Sync>(
             }
         }
     }
+    pieces
 }
 
 #[test]
@@ -227,7 +277,7 @@ type RankResult = (
 /// Runs `world` ranks one step each with `grads_of(rank)`; returns each rank's result
 /// and whether its parameters changed.
 fn one_step(world: usize, grads_of: impl Fn(usize) -> Vec<PartData> + Sync) -> Vec<RankResult> {
-    let init = initial();
+    let init = Model::vectors().initial();
     std::thread::scope(|s| {
         let handles: Vec<_> = LocalCollective::world_of(world)
             .into_iter()
@@ -264,7 +314,7 @@ fn one_step(world: usize, grads_of: impl Fn(usize) -> Vec<PartData> + Sync) -> V
 #[test]
 fn a_nan_on_one_rank_skips_the_step_on_every_rank() {
     let results = one_step(3, |rank| {
-        let mut g = rank_grads(rank, 1);
+        let mut g = Model::vectors().rank_grads(rank, 1);
         if rank == 2 {
             g[3][5] = f32::NAN;
         }
@@ -291,7 +341,7 @@ fn a_nan_on_one_rank_skips_the_step_on_every_rank() {
 #[test]
 fn a_bad_gradient_on_one_rank_is_refused_by_every_rank() {
     let results = one_step(2, |rank| {
-        let mut g = as_bf16(&rank_grads(rank, 1));
+        let mut g = as_bf16(&Model::vectors().rank_grads(rank, 1));
         if rank == 1 {
             g[2] = PartData::round_from_f32(FloatDtype::Bf16, &[0.0; 3]);
         }
@@ -409,11 +459,31 @@ fn row_and_column_optimizers_are_refused_with_the_reason() {
     assert_eq!(errors, [refused, refused]);
 }
 
-/// A plan with a matrix function is refused by every rank, naming what needs each
-/// tensor's whole matrix: a rank's piece of a tensor cuts it.
+/// Muon: every tensor (a matrix, or a vector as one row) lies whole on one rank, which
+/// orthogonalizes it as one optimizer would: the sharded step equals one optimizer's
+/// bit for bit in worlds of 1, 2, 3 and 8 ranks (more ranks than fit the tensors
+/// hold nothing).
 #[test]
-fn matrix_optimizers_are_refused_with_the_reason() {
-    let errors = built_by_two_ranks(&flashopt::optimizers::Muon::default());
-    let refused = "`muon` computes with each tensor's whole matrix (`orthogonalize`, `rows`, `cols`), which ZeRO-1 sharding does not support yet: step it with CpuOptimizer";
-    assert_eq!(errors, [refused, refused]);
+fn matrix_optimizers_sharded_keep_each_matrix_whole_and_equal_one_optimizer() {
+    let model = Model::matrices();
+    let lens = model.lens();
+    let worlds = equals_one_optimizer_on(
+        "Muon",
+        &flashopt::optimizers::Muon::default(),
+        PlanConfig::bf16(MasterMode::Int8),
+        &model,
+        None,
+    );
+    for pieces in worlds {
+        let mut owned: Vec<usize> = pieces.iter().map(|p| p.tensor).collect();
+        owned.sort_unstable();
+        assert_eq!(
+            owned,
+            (0..lens.len()).collect::<Vec<_>>(),
+            "one piece a tensor"
+        );
+        for p in pieces {
+            assert_eq!(p.elements, 0..lens[p.tensor], "t{} cut", p.tensor);
+        }
+    }
 }

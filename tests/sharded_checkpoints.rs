@@ -7,10 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
-use flashopt::optimizers::AdamW;
+use flashopt::optimizers::{AdamW, Muon};
 use flashopt::runtime::raw::part_bytes;
 use flashopt::runtime::shard::{self, LocalCollective, ShardedCpuOptimizer};
-use flashopt::{FloatDtype, MasterMode, PlanConfig, TensorId};
+use flashopt::{FloatDtype, MasterMode, OptimizerSpec, PlanConfig, TensorId};
 
 const LENS: [usize; 5] = [1, 95, 100, 64, 257];
 
@@ -18,6 +18,25 @@ type Rank = ShardedCpuOptimizer<LocalCollective>;
 
 fn values(seed: u64, scale: f32) -> Vec<Vec<f32>> {
     common::uniform_tensors(&LENS, seed, scale)
+}
+
+/// The test tensors as matrices (and vectors, one-row matrices), for Muon.
+const MATRICES: [&[usize]; 5] = [&[1], &[5, 19], &[10, 10], &[8, 8], &[257]];
+
+/// A rank of a Muon-24 world over the test tensors as [`MATRICES`], from initial
+/// values `seed`: each rank holds each tensor whole or not at all.
+fn muon_rank(c: LocalCollective, seed: u64) -> Rank {
+    let init = values(seed, 1.0);
+    let names: Vec<String> = (0..LENS.len()).map(|i| format!("t{i}")).collect();
+    let tensors: Vec<(&str, &[usize], &[f32])> = names
+        .iter()
+        .zip(MATRICES)
+        .zip(&init)
+        .map(|((n, d), v)| (n.as_str(), d, v.as_slice()))
+        .collect();
+    let plan = Muon::plan(PlanConfig::bf16(MasterMode::Int8)).unwrap();
+    let hyper = Muon::default().hyper_values().unwrap();
+    ShardedCpuOptimizer::new_shaped(plan, hyper, &tensors, c).unwrap()
 }
 
 /// A rank of an AdamW-24 world over the test tensors, from initial values `seed`.
@@ -91,8 +110,17 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Two steps, a save into `dir`, a third step: the world's ranks afterwards.
 fn save_after_two_steps(world: usize, dir: &Path) -> Vec<Rank> {
+    save_after_two_steps_of(world, dir, rank)
+}
+
+/// [`save_after_two_steps`] with ranks built by `build`.
+fn save_after_two_steps_of(
+    world: usize,
+    dir: &Path,
+    build: impl Fn(LocalCollective, u64) -> Rank + Sync,
+) -> Vec<Rank> {
     in_world(world, |c| {
-        let mut opt = rank(c, 7);
+        let mut opt = build(c, 7);
         step(&mut opt, 1);
         step(&mut opt, 2);
         opt.save(dir).unwrap();
@@ -103,11 +131,22 @@ fn save_after_two_steps(world: usize, dir: &Path) -> Vec<Rank> {
 
 #[test]
 fn a_checkpoint_loads_into_any_world_size() {
+    loads_into_any_world_size("adamw", rank);
+}
+
+/// Muon's ranks hold whole matrices, placed by world size: a checkpoint of one world's
+/// pieces loads into another's.
+#[test]
+fn a_muon_checkpoint_loads_into_any_world_size() {
+    loads_into_any_world_size("muon", muon_rank);
+}
+
+fn loads_into_any_world_size(label: &str, build: impl Fn(LocalCollective, u64) -> Rank + Sync) {
     for (saved, loaded) in [(2, 3), (8, 1), (1, 2), (3, 3)] {
-        let dir = scratch(&format!("{saved}-{loaded}"));
-        let uninterrupted = save_after_two_steps(saved, &dir);
+        let dir = scratch(&format!("{label}-{saved}-{loaded}"));
+        let uninterrupted = save_after_two_steps_of(saved, &dir, &build);
         let resumed = in_world(loaded, |c| {
-            let mut opt = rank(c, 99); // other initial values: all must come from the files
+            let mut opt = build(c, 99); // other initial values: all must come from the files
             opt.load(&dir).unwrap();
             assert_eq!(opt.steps_taken(), 2);
             step(&mut opt, 3);
@@ -116,7 +155,7 @@ fn a_checkpoint_loads_into_any_world_size() {
         assert_eq!(
             state(&resumed),
             state(&uninterrupted),
-            "saved by {saved}, loaded by {loaded}"
+            "{label}: saved by {saved}, loaded by {loaded}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

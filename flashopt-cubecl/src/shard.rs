@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 
 use flashopt_ir::interp::{GradBuf, HostTensor, PartData};
+use flashopt_ir::layout::Shape;
 use flashopt_ir::{Extent, GROUP_SIZE, HyperValues, Plan, Role, Storage};
 use flashopt_runtime::core::{Optimizer, TensorId, check_tensors};
 use flashopt_runtime::error::RuntimeError;
@@ -97,9 +98,11 @@ impl ShardedGpuOptimizer {
         tensors: Vec<(String, HostTensor)>,
         comm: Communicator,
     ) -> Result<ShardedGpuOptimizer, RuntimeError> {
-        let lens: Vec<(String, usize)> =
-            tensors.iter().map(|(n, t)| (n.clone(), t.len())).collect();
-        let lens: Vec<(&str, usize)> = lens.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+        let shapes: Vec<(String, Shape)> = tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shape()))
+            .collect();
+        let shapes: Vec<(&str, Shape)> = shapes.iter().map(|(n, s)| (n.as_str(), *s)).collect();
         let check = move |plan: &Plan| {
             flashopt_ir::verify::verify(plan)?;
             check_tensors(plan, tensors.iter().map(|(n, t)| (n.as_str(), t)))?;
@@ -109,7 +112,7 @@ impl ShardedGpuOptimizer {
         let make = |plan: &Plan, sharding: &Sharding, tensors, comm| {
             NcclRank::new(client, plan, pieces_hyper, sharding, tensors, comm)
         };
-        ShardedOptimizer::build(plan, hyper, &lens, comm, check, make).map(ShardedGpuOptimizer)
+        ShardedOptimizer::build(plan, hyper, &shapes, comm, check, make).map(ShardedGpuOptimizer)
     }
 
     /// One step of every rank from the whole gradient buffer (each calls it; see the
@@ -299,6 +302,8 @@ impl RankBackend for NcclRank {
     type Buffer = Handle;
     type Link = Communicator;
     const TENSOR_REDUCTIONS: bool = false;
+    // Not yet: its pieces' optimizer would need each matrix's shape and the matrix stage.
+    const WHOLE_MATRICES: bool = false;
 
     fn link(&self) -> &Communicator {
         &self.comm

@@ -23,10 +23,9 @@ use std::path::{Path, PathBuf};
 use flashopt_ir::interp::HostTensor;
 use flashopt_ir::{HyperValues, Plan};
 
-use super::layout::{Piece, ShardLayout, assemble};
+use super::layout::{Piece, assemble};
 use crate::checkpoint::{self, CheckpointError, Entry, Expected, Restored};
 use crate::core::TensorInfo;
-use crate::segments::segments;
 
 /// What saving and loading need of a rank, CPU or GPU: the whole tensors, this
 /// rank's pieces and their state, and a way to agree with the other ranks.
@@ -211,8 +210,8 @@ fn read_checkpoint(
         }
     };
     let tensors = r.tensors();
-    let (segs, groups) = segments(tensors);
-    let saved = ShardLayout::new(groups, world);
+    let whole = r.plan().matrix_functions().is_some();
+    let (segs, saved) = super::layout::place(tensors, world, whole);
     let mut first: Option<Restored> = None;
     let mut pieces = Vec::new();
     for rank in 0..world {

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use flashopt_ir::interp::{self, GradBuf, HostTensor, PartData};
+use flashopt_ir::layout::Shape;
 use flashopt_ir::{GROUP_SIZE, HyperValues, OptimizerSpec, Plan, PlanConfig, reduction};
 
 use super::collective::Collective;
@@ -54,17 +55,52 @@ impl<C: Collective> ShardedOptimizer<HostRank<C>> {
         tensors: &[(&str, &[f32])],
         collective: C,
     ) -> Result<Self, RuntimeError> {
-        let lens: Vec<(&str, usize)> = tensors.iter().map(|(n, v)| (*n, v.len())).collect();
+        let shaped: Vec<(&str, [usize; 1], &[f32])> = tensors
+            .iter()
+            .map(|&(name, values)| (name, [values.len()], values))
+            .collect();
+        let shaped: Vec<(&str, &[usize], &[f32])> =
+            shaped.iter().map(|(n, d, v)| (*n, &d[..], *v)).collect();
+        Self::new_shaped(plan, hyper, &shaped, collective)
+    }
+
+    /// As [`Self::new`], each tensor with its dimensions (outermost first, as
+    /// `CpuOptimizer::add_shaped` takes them): a plan that sees tensors as matrices
+    /// (Muon's) needs them, and each rank then holds every tensor's state whole or
+    /// not at all ([`super::layout::place`]). Dimensions that do not hold a tensor's
+    /// values are refused.
+    pub fn new_shaped(
+        plan: Plan,
+        hyper: HyperValues,
+        tensors: &[(&str, &[usize], &[f32])],
+        collective: C,
+    ) -> Result<Self, RuntimeError> {
+        let shapes: Vec<(&str, Shape)> = tensors
+            .iter()
+            .map(|&(n, dims, _)| (n, Shape::of_dims(dims)))
+            .collect();
         let check = |_: &Plan| {
-            tensors
-                .iter()
-                .try_for_each(|(name, values)| crate::core::check_initial_values(name, values))
+            tensors.iter().try_for_each(|&(name, dims, values)| {
+                let product = Shape::of_dims(dims).len;
+                if product != values.len() {
+                    return Err(RuntimeError::ShapeMismatch {
+                        name: name.to_string(),
+                        dims: dims.to_vec(),
+                        product,
+                        len: values.len(),
+                    });
+                }
+                crate::core::check_initial_values(name, values)
+            })
         };
         let make = |plan: &Plan, sharding: &Sharding, (), collective| {
-            let wholes = tensors.iter().map(|(_, v)| HostTensor::from_f32(plan, v));
+            let wholes = shapes
+                .iter()
+                .zip(tensors)
+                .map(|(&(_, shape), &(_, _, v))| HostTensor::from_f32_shaped(plan, v, shape));
             Ok(HostRank::new(plan, sharding, wholes.collect(), collective))
         };
-        Self::build(plan, hyper, &lens, collective, check, make)
+        Self::build(plan, hyper, &shapes, collective, check, make)
     }
 
     /// One step from this rank's gradients (one per tensor, in order); see
@@ -212,6 +248,7 @@ impl<C: Collective> RankBackend for HostRank<C> {
     type Buffer = std::convert::Infallible;
     type Link = C;
     const TENSOR_REDUCTIONS: bool = true;
+    const WHOLE_MATRICES: bool = true;
 
     fn link(&self) -> &C {
         &self.collective
@@ -276,19 +313,36 @@ impl<C: Collective> RankBackend for HostRank<C> {
     }
 
     fn apply(&mut self, scalars: &[Vec<f32>]) -> Result<(), RuntimeError> {
-        let reduced = self.tensor_reductions(scalars);
+        let whole = self.plan.matrix_functions().is_some();
+        let reduced = match whole {
+            // Each piece is a whole tensor: it computes its own reductions.
+            true => Vec::new(),
+            false => self.tensor_reductions(scalars),
+        };
         let grads = std::mem::take(&mut self.block_grads);
         for (i, (tensor, g)) in self.shard.iter_mut().zip(&grads).enumerate() {
             let info = &self.sharding.tensors[self.sharding.pieces[i].tensor];
             let g = g.as_grad().expect("floats");
-            interp::run_reduced(
-                &self.plan,
-                &scalars[info.param_group],
-                tensor,
-                g,
-                &reduced[i],
-            )
-            .map_err(RuntimeError::in_tensor(&info.name))?;
+            let stepped = match whole {
+                true => {
+                    // Pieces are kept as vectors (checkpoints store them so); the step
+                    // sees the tensor's matrix.
+                    let parts = std::mem::take(&mut tensor.parts);
+                    let mut shaped = HostTensor::from_parts(info.shape(), parts);
+                    let stepped =
+                        interp::run(&self.plan, &scalars[info.param_group], &mut shaped, g);
+                    tensor.parts = shaped.parts;
+                    stepped
+                }
+                false => interp::run_reduced(
+                    &self.plan,
+                    &scalars[info.param_group],
+                    tensor,
+                    g,
+                    &reduced[i],
+                ),
+            };
+            stepped.map_err(RuntimeError::in_tensor(&info.name))?;
         }
         self.gather_params();
         Ok(())

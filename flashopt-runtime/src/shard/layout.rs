@@ -1,4 +1,5 @@
-//! How `world` ranks split the flat buffers: equal blocks of whole 32-element groups.
+//! How `world` ranks split the flat buffers: equal blocks of whole 32-element groups;
+//! for a plan with a matrix function, blocks that hold every tensor whole ([`place`]).
 
 use std::ops::Range;
 
@@ -7,7 +8,7 @@ use flashopt_ir::{Extent, GROUP_SIZE, Plan};
 
 use crate::core::TensorInfo;
 use crate::raw;
-use crate::segments::Segment;
+use crate::segments::{Segment, segments};
 
 /// Rank `r` owns groups `r * groups_per_rank .. (r + 1) * groups_per_rank` of the
 /// flat buffers (tensors one after the other, each padded to whole groups). Blocks
@@ -61,7 +62,8 @@ impl ShardLayout {
         self.world
     }
 
-    /// Real groups in the flat buffers (padding between ranks not counted).
+    /// Groups in the flat buffers up to the last tensor's end (the padding after the
+    /// last tensor not counted).
     pub fn groups(&self) -> usize {
         self.groups
     }
@@ -73,6 +75,13 @@ impl ShardLayout {
     /// Per-element values in one rank's block (what a reduce-scatter hands each rank).
     pub fn block_elements(&self) -> usize {
         self.groups_per_rank * GROUP_SIZE
+    }
+
+    /// Groups in every rank's blocks together that hold no tensor's group, out of
+    /// `world * groups_per_rank`: what equal blocks cost in memory per rank and in
+    /// the collectives' traffic, over `real` groups of tensors.
+    pub fn padding(&self, real: usize) -> usize {
+        self.world * self.groups_per_rank - real
     }
 
     /// A rank's block of groups in the padded flat buffers.
@@ -101,6 +110,64 @@ impl ShardLayout {
             })
             .collect()
     }
+}
+
+/// Where each tensor lies in the flat buffers and how the ranks split them. Without
+/// `whole_tensors`, tensors one after the other and [`ShardLayout::new`]'s blocks
+/// (a tensor may be cut between ranks). With it (a plan with a matrix function: each
+/// tensor's matrix is computed on one rank), no tensor is cut: a tensor that would
+/// cross into the next block starts there instead, after padding groups, and the
+/// blocks are the smallest size (found by bisection, each size placed greedily in
+/// order) that holds every tensor so in `world` blocks. The blocks are at least the
+/// largest tensor; [`ShardLayout::padding`] says what that costs.
+pub fn place(
+    tensors: &[TensorInfo],
+    world: usize,
+    whole_tensors: bool,
+) -> (Vec<Segment>, ShardLayout) {
+    let (mut segs, groups) = segments(tensors);
+    if !whole_tensors {
+        return (segs, ShardLayout::new(groups, world));
+    }
+    assert!(world > 0, "a world of at least one rank");
+    let largest = segs.iter().map(|s| s.groups).max().unwrap_or(0);
+    let (mut low, mut high) = (groups.div_ceil(world).max(largest).max(1), groups.max(1));
+    while low < high {
+        let mid = (low + high) / 2;
+        match placed_end(&segs, mid) <= world * mid {
+            true => high = mid,
+            false => low = mid + 1,
+        }
+    }
+    let per_rank = high;
+    let mut cursor = 0;
+    for s in &mut segs {
+        cursor = next_start(cursor, s.groups, per_rank);
+        s.first_group = cursor;
+        cursor += s.groups;
+    }
+    let layout = ShardLayout {
+        world,
+        groups: cursor,
+        groups_per_rank: per_rank,
+    };
+    (segs, layout)
+}
+
+/// Where a tensor of `groups` groups starts at `cursor` or later so that it does not
+/// cross from one block of `per_rank` groups into the next.
+fn next_start(cursor: usize, groups: usize, per_rank: usize) -> usize {
+    match cursor % per_rank + groups > per_rank {
+        true => cursor.next_multiple_of(per_rank),
+        false => cursor,
+    }
+}
+
+/// The end of the last tensor placed whole in blocks of `per_rank` groups.
+fn placed_end(segs: &[Segment], per_rank: usize) -> usize {
+    segs.iter().fold(0, |cursor, s| {
+        next_start(cursor, s.groups, per_rank) + s.groups
+    })
 }
 
 /// The piece of a whole tensor's storage (every resident part cut to the piece).
@@ -219,5 +286,89 @@ mod tests {
             layout.pieces(3, &segs).is_empty(),
             "the last block is padding"
         );
+    }
+
+    #[test]
+    fn whole_tensors_are_never_cut_and_blocks_are_as_small_as_the_placement_allows() {
+        let cases: [&[usize]; 5] = [&[1], &[33, 1, 64, 95], &[7; 11], &[1000, 3], &[96, 96, 96]];
+        for lens in cases {
+            let infos = tensors(lens);
+            let (_, groups) = segments(&infos);
+            for world in [1, 2, 3, 8] {
+                let (segs, layout) = place(&infos, world, true);
+                let per = layout.groups_per_rank();
+                let largest = segs.iter().map(|s| s.groups).max().unwrap();
+                assert!(per >= largest && per * world >= groups);
+                let mut end = 0;
+                for s in &segs {
+                    assert!(s.first_group >= end, "{lens:?} on {world}: in order, apart");
+                    end = s.first_group + s.groups;
+                    assert_eq!(
+                        s.first_group / per,
+                        (end - 1) / per,
+                        "{lens:?} on {world}: a tensor inside one block"
+                    );
+                }
+                assert!(end <= per * world);
+                // One group less per block does not place every tensor whole.
+                if per > groups.div_ceil(world).max(largest) {
+                    assert!(placed_end(&segs, per - 1) > (per - 1) * world);
+                }
+                for rank in 0..world {
+                    for p in layout.pieces(rank, &segs) {
+                        assert_eq!(p.elements, 0..lens[p.tensor], "whole pieces");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn three_tensors_of_three_groups_on_two_ranks_take_blocks_of_six() {
+        let infos = tensors(&[96, 96, 96]);
+        let (segs, layout) = place(&infos, 2, true);
+        assert_eq!(layout.groups_per_rank(), 6);
+        let starts: Vec<usize> = segs.iter().map(|s| s.first_group).collect();
+        assert_eq!(starts, [0, 3, 6]);
+        assert_eq!(layout.padding(9), 3);
+        let (cut, _) = place(&infos, 2, false);
+        assert_eq!(
+            cut,
+            segments(&infos).0,
+            "without whole tensors: one after the other"
+        );
+    }
+
+    /// What keeping matrices whole costs on two real models' hidden matrices (the
+    /// tensors Muon takes): each rank's block over the even share, which is both the
+    /// state each rank holds and the collectives' traffic, over the even split's.
+    /// Prints a table (`--nocapture`); asserts a block is at most twice the even share
+    /// plus the largest matrix (next-fit placement's bound).
+    #[test]
+    fn whole_matrix_blocks_of_gpt2_and_llama_8b() {
+        let gpt2: Vec<usize> = (0..12)
+            .flat_map(|_| [768 * 2304, 768 * 768, 768 * 3072, 3072 * 768])
+            .collect();
+        let llama: Vec<usize> = (0..32)
+            .flat_map(|_| {
+                let (d, kv, ff) = (4096, 1024, 14336);
+                [d * d, kv * d, kv * d, d * d, ff * d, ff * d, d * ff]
+            })
+            .collect();
+        println!("| model | ranks | largest matrix | even share | block | block / even share |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for (name, lens) in [("GPT-2 124M", gpt2), ("Llama-3.1-8B", llama)] {
+            let infos = tensors(&lens);
+            let (_, groups) = segments(&infos);
+            let largest = lens.iter().max().unwrap();
+            for world in [2, 8, 32, 64, 256] {
+                let (_, layout) = place(&infos, world, true);
+                let even = groups.div_ceil(world) * GROUP_SIZE;
+                let block = layout.block_elements();
+                let ratio = block as f64 / even as f64;
+                println!("| {name} | {world} | {largest} | {even} | {block} | {ratio:.3} |");
+                assert!(block <= 2 * even + largest, "{name} on {world}: {ratio}");
+            }
+        }
     }
 }

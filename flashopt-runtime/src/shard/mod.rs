@@ -57,16 +57,16 @@ use flashopt_ir::Plan;
 use crate::error::RuntimeError;
 
 /// A fingerprint of what a rank shards: the plan as printed, every tensor's name and
-/// length, in order. Equal on ranks that agree (`DefaultHasher::new` has fixed keys).
+/// shape, in order. Equal on ranks that agree (`DefaultHasher::new` has fixed keys).
 pub fn layout_fingerprint<'a>(
     plan: &Plan,
-    tensors: impl IntoIterator<Item = (&'a str, usize)>,
+    tensors: impl IntoIterator<Item = &'a (&'a str, flashopt_ir::layout::Shape)>,
 ) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
     plan.to_string().hash(&mut h);
-    for (name, len) in tensors {
-        (name, len).hash(&mut h);
+    for (name, shape) in tensors {
+        (name, shape.len, shape.row_len).hash(&mut h);
     }
     h.finish()
 }

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use flashopt_ir::interp::HostTensor;
+use flashopt_ir::layout::Shape;
 use flashopt_ir::{HyperValues, Plan};
 
 use super::checkpoint::{self, CheckpointedRank};
@@ -19,7 +20,7 @@ use crate::checkpoint::CheckpointError;
 use crate::core::{Core, TensorInfo};
 use crate::error::RuntimeError;
 use crate::numerics::{NonFinite, StepOutcome};
-use crate::segments::{Segment, segments};
+use crate::segments::Segment;
 use crate::step::{self, GradSource, Inspection, Scope, Stepper};
 
 /// How the ranks' gradients combine.
@@ -44,19 +45,20 @@ pub struct Sharding {
 }
 
 impl Sharding {
-    /// The sharding of `tensors` (names and lengths, one parameter group) for `rank`
-    /// of `world`.
-    pub fn new<'a>(
-        tensors: impl IntoIterator<Item = (&'a str, usize)>,
+    /// The sharding of `tensors` (names and shapes, one parameter group) for `rank`
+    /// of `world`; with `whole_tensors`, no tensor is cut between ranks
+    /// ([`super::layout::place`]).
+    pub fn new(
+        tensors: &[(&str, Shape)],
         rank: usize,
         world: usize,
+        whole_tensors: bool,
     ) -> Sharding {
         let tensors: Vec<TensorInfo> = tensors
-            .into_iter()
-            .map(|(name, len)| TensorInfo::new(name, 0, len))
+            .iter()
+            .map(|&(name, shape)| TensorInfo::new(name, 0, shape))
             .collect();
-        let (segments, groups) = segments(&tensors);
-        let layout = ShardLayout::new(groups, world);
+        let (segments, layout) = super::layout::place(&tensors, world, whole_tensors);
         let pieces = layout.pieces(rank, &segments);
         Sharding {
             tensors,
@@ -107,6 +109,12 @@ pub trait RankBackend {
     /// in the reference's order).
     const TENSOR_REDUCTIONS: bool;
 
+    /// Whether it steps plans that see each tensor as a whole matrix (a matrix
+    /// function, `rows`, `cols`): every piece is then a whole tensor
+    /// ([`super::layout::place`]), which the rank steps as the unsharded optimizer
+    /// would.
+    const WHOLE_MATRICES: bool;
+
     fn link(&self) -> &Self::Link;
 
     /// Every rank's gradients of the whole model combined into this rank's block
@@ -152,13 +160,18 @@ pub struct ShardedOptimizer<B> {
 }
 
 /// Rows and columns are cut by the pieces (a row's values would come from several
-/// ranks' elements): refused. A reduction over a tensor needs every rank's group
-/// values of it, which back ends without [`RankBackend::TENSOR_REDUCTIONS`] do not
-/// gather: refused there.
+/// ranks' elements): refused. Matrices are not cut (no tensor is), but back ends
+/// without [`RankBackend::WHOLE_MATRICES`] do not step them: refused there. A
+/// reduction over a tensor needs every rank's group values of it, which back ends
+/// without [`RankBackend::TENSOR_REDUCTIONS`] do not gather: refused there (unless
+/// every tensor is whole on one rank).
 fn refuse_reductions<B: RankBackend>(plan: &Plan) -> Result<(), RuntimeError> {
     crate::error::refuse_rows_and_columns(plan, "ZeRO-1 sharding")?;
-    crate::error::refuse_matrix_functions(plan, "ZeRO-1 sharding")?;
-    if plan.reductions.is_empty() || B::TENSOR_REDUCTIONS {
+    if !B::WHOLE_MATRICES {
+        crate::error::refuse_matrix_functions(plan, "ZeRO-1 sharding through NCCL")?;
+    }
+    let whole = B::WHOLE_MATRICES && plan.matrix_functions().is_some();
+    if plan.reductions.is_empty() || B::TENSOR_REDUCTIONS || whole {
         return Ok(());
     }
     let names: Vec<String> = plan.reductions.iter().map(|r| r.name()).collect();
@@ -171,33 +184,34 @@ fn refuse_reductions<B: RankBackend>(plan: &Plan) -> Result<(), RuntimeError> {
 impl<B: RankBackend> ShardedOptimizer<B> {
     /// Every rank's checks of its input (`check`: the tensors' values, say), then one
     /// meeting of the ranks through `link`: ranks that disagree on the plan or the
-    /// tensors (names and lengths, in order), or one whose input is refused, fail
+    /// tensors (names and shapes, in order), or one whose input is refused, fail
     /// together here instead of hanging in a later collective or summing blocks that
     /// do not match. `make` builds the back end from the checked input, this rank's
     /// sharding and the link.
     pub fn build<T>(
         plan: Plan,
         hyper: HyperValues,
-        tensors: &[(&str, usize)],
+        tensors: &[(&str, Shape)],
         link: B::Link,
         check: impl FnOnce(&Plan) -> Result<T, RuntimeError>,
         make: impl FnOnce(&Plan, &Sharding, T, B::Link) -> Result<B, RuntimeError>,
     ) -> Result<Self, RuntimeError> {
         let (rank, world) = (link.rank(), link.world());
-        let fingerprint = super::layout_fingerprint(&plan, tensors.iter().copied());
+        let fingerprint = super::layout_fingerprint(&plan, tensors);
         let local = refuse_reductions::<B>(&plan)
             .and_then(|()| check(&plan))
             .and_then(|checked| {
                 let mut core = Core::new(plan, vec![hyper])?;
-                for (name, len) in tensors {
-                    core.add(TensorInfo::new(*name, 0, *len))?;
+                for &(name, shape) in tensors {
+                    core.add(TensorInfo::new(name, 0, shape))?;
                 }
                 Ok((core, checked))
             });
         let (core, checked) = super::agree(rank, world, fingerprint, local, |slots| {
             link.all_reduce_f64(slots)
         })?;
-        let sharding = Sharding::new(tensors.iter().copied(), rank, world);
+        let whole = core.plan.matrix_functions().is_some();
+        let sharding = Sharding::new(tensors, rank, world, whole);
         let backend = make(&core.plan, &sharding, checked, link)?;
         Ok(ShardedOptimizer {
             core,
@@ -492,6 +506,7 @@ mod tests {
         type Buffer = ();
         type Link = Alone;
         const TENSOR_REDUCTIONS: bool = false;
+        const WHOLE_MATRICES: bool = false;
 
         fn link(&self) -> &Alone {
             &Alone
@@ -542,8 +557,8 @@ mod tests {
         let plan = flashopt_ir::compile(&def, PlanConfig::f32_params()).unwrap();
         let hyper = HyperValues::defaults(&plan.hyper_params);
         let make = |_: &Plan, _: &Sharding, (), _| Ok(backend);
-        ShardedOptimizer::build(plan, hyper, &[("a", 40), ("b", 3)], Alone, |_| Ok(()), make)
-            .unwrap()
+        let tensors = [("a", Shape::from(40)), ("b", Shape::from(3))];
+        ShardedOptimizer::build(plan, hyper, &tensors, Alone, |_| Ok(()), make).unwrap()
     }
 
     #[test]
