@@ -21,7 +21,7 @@ use flashopt_runtime::core::{Optimizer, TensorId, check_tensors};
 use flashopt_runtime::error::RuntimeError;
 use flashopt_runtime::numerics::{NonFinite, StepOutcome};
 use flashopt_runtime::segments::Segment;
-use flashopt_runtime::shard::layout;
+use flashopt_runtime::shard::{self, layout};
 use flashopt_runtime::shard::{Agreement, RankBackend, Reduction, ShardedOptimizer, Sharding};
 use flashopt_runtime::step::{self, GradSource};
 
@@ -175,7 +175,7 @@ impl NcclRank {
                 let (name, whole) = &tensors[p.tensor];
                 (
                     format!("{name}@{}", p.elements.start),
-                    layout::cut(plan, whole, p),
+                    cut_piece(plan, whole, p),
                 )
             })
             .collect();
@@ -264,6 +264,16 @@ impl NcclRank {
     }
 }
 
+/// The piece `p` of a whole tensor's storage: with the tensor's shape where the piece
+/// is the whole tensor (a plan that sees matrices shards them whole), else a vector.
+fn cut_piece(plan: &Plan, whole: &HostTensor, p: &shard::Piece) -> HostTensor {
+    let piece = layout::cut(plan, whole, p);
+    match p.elements == (0..whole.len()) {
+        true => HostTensor::from_parts(whole.shape(), piece.parts),
+        false => piece,
+    }
+}
+
 /// The whole parameter buffer holding `params` (one per whole tensor), padded to
 /// `world` blocks.
 fn upload_params<'a>(
@@ -302,8 +312,11 @@ impl RankBackend for NcclRank {
     type Buffer = Handle;
     type Link = Communicator;
     const TENSOR_REDUCTIONS: bool = false;
-    // Not yet: its pieces' optimizer would need each matrix's shape and the matrix stage.
-    const WHOLE_MATRICES: bool = false;
+    // Its pieces' optimizer takes each whole piece with the tensor's shape
+    // (`cut_piece`) and runs the matrix stage as one GPU optimizer does. Within a
+    // block the pieces lie one after the other from its start (`layout::place` pads
+    // only at a block's end), as the pieces' optimizer lays them out.
+    const WHOLE_MATRICES: bool = true;
 
     fn link(&self) -> &Communicator {
         &self.comm
@@ -396,14 +409,20 @@ impl RankBackend for NcclRank {
     }
 
     fn shard_state(&self) -> Cow<'_, [HostTensor]> {
-        Cow::Owned(self.pieces_opt.download_tensors())
+        // Pieces as vectors, as the CPU rank keeps them and checkpoints store them.
+        let pieces = self.pieces_opt.download_tensors().into_iter();
+        Cow::Owned(
+            pieces
+                .map(|t| HostTensor::from_parts(t.len(), t.parts))
+                .collect(),
+        )
     }
 
     fn restore(&mut self, plan: &Plan, sharding: &Sharding, whole: &[HostTensor]) {
         let cut = sharding
             .pieces
             .iter()
-            .map(|p| layout::cut(plan, &whole[p.tensor], p));
+            .map(|p| cut_piece(plan, &whole[p.tensor], p));
         self.pieces_opt
             .replace_tensors(cut.collect())
             .expect("pieces cut from checked whole tensors fit the pieces' optimizer");

@@ -19,6 +19,7 @@ mod in_place;
 mod matrices;
 mod reductions;
 mod sharded;
+mod sharded_matrices;
 mod transfer;
 
 use std::io::Write as _;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device command, one GPU: the matrix stage's and Muon's GPU tests (the stage on
-# cuBLAS and on cubek-matmul's routines, Muon's step on the default), flashopt-bench's
+# cuBLAS and on cubek-matmul's routines, Muon's step on the default, Muon sharded
+# through NCCL on every visible GPU: `matrices` matches both modules), flashopt-bench's
 # Muon-24 alone with the stage on cubek-matmul (the default) and on cuBLAS, beside
 # torch.optim.Muon (scripts/matrix_reference.py), then, with the time left, the
 # training jobs of docs/train/2026-12-07-muon/run-4.sh (the earlier train binary).

@@ -108,8 +108,14 @@ impl<'a> FlatPart<'a> {
         let mut rest = out;
         while !rest.is_empty() {
             let (values, start, end) = &self.segments[i];
-            let local = at - start;
-            let n = if local < values.len() {
+            let n = if at < *start {
+                // A gap before the segment: a sharded layout that keeps tensors whole
+                // moves one to the start of the next rank's block.
+                let n = (start - at).min(rest.len());
+                rest[..n].fill(self.pad);
+                n
+            } else if at - start < values.len() {
+                let local = at - start;
                 let n = (values.len() - local).min(rest.len());
                 rest[..n].copy_from_slice(&values[local..local + n]);
                 n
@@ -327,6 +333,46 @@ mod tests {
             let mut out = vec![0u8; len];
             flat.write(offset, &mut out);
             assert_eq!(out, whole[offset..offset + len], "{offset}+{len}");
+        }
+    }
+
+    /// A layout with gaps (a sharded one that keeps tensors whole): the gaps read as
+    /// padding, each tensor's bytes at its segment, from any offset and chunk size.
+    #[test]
+    fn a_flat_part_with_gaps_between_segments_pads_them() {
+        use flashopt_runtime::shard::layout::place;
+        let infos: Vec<TensorInfo> = [96, 64, 96]
+            .iter()
+            .map(|&n| TensorInfo::new("", 0, n))
+            .collect();
+        // Blocks of 3 groups: tensor 2 (3 groups) starts the third block.
+        let (segments, layout) = place(&infos, 3, true);
+        assert!(segments[1].first_group + segments[1].groups < segments[2].first_group);
+        let values: Vec<Vec<u8>> = [96usize, 64, 96]
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| (0..n).map(|i| (t * 100 + i % 97) as u8).collect())
+            .collect();
+        let parts: Vec<PartData> = values.iter().map(|v| PartData::U8(v.clone())).collect();
+        let flat = FlatPart::new(
+            parts.iter().map(|p| p.view()),
+            &segments,
+            Extent::Element,
+            1,
+            0xEE,
+        );
+        let total = layout.world() * layout.block_elements();
+        let mut expected = vec![0xEEu8; flat.len()];
+        for (s, v) in segments.iter().zip(&values) {
+            expected[s.elements()].copy_from_slice(v);
+        }
+        assert!(flat.len() <= total);
+        for chunk in [1, 7, 32, 1000] {
+            let mut got = vec![0u8; flat.len()];
+            for (k, out) in got.chunks_mut(chunk).enumerate() {
+                flat.write(k * chunk, out);
+            }
+            assert_eq!(got, expected, "chunks of {chunk}");
         }
     }
 }
