@@ -29,6 +29,7 @@ use cudarc::driver::result::{self as driver, stream};
 use cudarc::driver::sys::{CUcontext, CUdevice, CUdeviceptr, CUstream};
 use flashopt_ir::matrix::NewtonSchulz;
 
+use crate::device::matrix::Stack;
 use crate::device::transfer::{addresses_after_queued_work, pinned::device_of};
 
 /// Whether libcublas loads in this process (looked up once).
@@ -265,25 +266,36 @@ pub fn step_calls(count: usize, (m, n): (usize, usize), ns: &NewtonSchulz) -> [C
     ]
 }
 
-/// Iterate `ns` on `count` wide `m x n` matrices (`m <= n`) in `x` (bf16, row-major,
-/// one after the other, already normalized); returns the buffer holding the result
-/// (`x` or a new one). Blocks until the iteration has run.
+/// [`super::matrix::MatrixStage::newton_schulz`] on cuBLAS: every stack runs between
+/// one wait for cubecl's queue and one wait for the lane, two host round trips for
+/// the whole stage.
 pub fn newton_schulz(
     client: &ComputeClient<CudaRuntime>,
-    x: Handle,
-    count: usize,
-    (m, n): (usize, usize),
+    stacks: Vec<Stack>,
     ns: &NewtonSchulz,
-) -> Result<Handle, String> {
-    let per = m * n;
-    let squares = m * m;
-    let next = client.empty(count * per * 2);
-    let gram = client.empty(count * squares * 2);
-    let polynomial = client.empty(count * squares * 2);
-    let [mut x_at, mut next_at, gram_at, polynomial_at] =
-        addresses_after_queued_work(client, [&x, &next, &gram, &polynomial])
-            .map_err(|e| failed("waiting for the gathered matrices")(e.to_string()))?;
-    let device = device_of(x_at).map_err(|e| failed("finding the device")(e.to_string()))?;
+) -> Result<Vec<Handle>, String> {
+    if stacks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let shapes: Vec<(usize, usize, usize)> = stacks.iter().map(|s| (s.count, s.m, s.n)).collect();
+    // Per stack: X, the next X, A, B. All stay allocated until the lane has run.
+    let mut buffers: Vec<[Handle; 4]> = stacks
+        .into_iter()
+        .map(|s| {
+            let (per, squares) = (s.m * s.n, s.m * s.m);
+            [
+                s.x,
+                client.empty(s.count * per * 2),
+                client.empty(s.count * squares * 2),
+                client.empty(s.count * squares * 2),
+            ]
+        })
+        .collect();
+    let all: Vec<&Handle> = buffers.iter().flatten().collect();
+    let mut addresses = addresses_after_queued_work(client, &all)
+        .map_err(|e| failed("waiting for the gathered matrices")(e.to_string()))?;
+    let device =
+        device_of(addresses[0]).map_err(|e| failed("finding the device")(e.to_string()))?;
     let mut lanes = LANES.lock().unwrap_or_else(|e| e.into_inner());
     if !lanes.iter().any(|l| l.device == device) {
         lanes.push(Lane::new(device)?);
@@ -293,27 +305,31 @@ pub fn newton_schulz(
         .find(|l| l.device == device)
         .expect("pushed above");
     lane.enter()?;
-    let (mut x, mut next) = (x, next);
-    let calls = step_calls(count, (m, n), ns);
-    for _ in 0..ns.steps {
-        let at = |buffer| match buffer {
-            Buffer::X => x_at,
-            Buffer::Next => next_at,
-            Buffer::Gram => gram_at,
-            Buffer::Polynomial => polynomial_at,
-        };
-        for call in &calls {
-            // SAFETY: every buffer was allocated above (or by the caller) for `count`
-            // matrices of its shape.
-            unsafe { lane.run(call, count, at)? };
+    for ((count, m, n), at) in shapes.into_iter().zip(addresses.chunks_mut(4)) {
+        let calls = step_calls(count, (m, n), ns);
+        for _ in 0..ns.steps {
+            let address = |buffer| match buffer {
+                Buffer::X => at[0],
+                Buffer::Next => at[1],
+                Buffer::Gram => at[2],
+                Buffer::Polynomial => at[3],
+            };
+            for call in &calls {
+                // SAFETY: every buffer was allocated above (or by the caller) for
+                // `count` matrices of its shape.
+                unsafe { lane.run(call, count, address)? };
+            }
+            at.swap(0, 1);
         }
-        std::mem::swap(&mut x, &mut next);
-        std::mem::swap(&mut x_at, &mut next_at);
     }
     // SAFETY: the lane's stream lives for the process.
     unsafe { stream::synchronize(lane.stream) }
         .map_err(|e| failed("waiting for the iteration")(e.to_string()))?;
-    Ok(x)
+    // After an odd number of steps the result is in the second buffer.
+    if ns.steps % 2 == 1 {
+        buffers.iter_mut().for_each(|b| b.swap(0, 1));
+    }
+    Ok(buffers.into_iter().map(|[x, ..]| x).collect())
 }
 
 #[cfg(test)]

@@ -187,21 +187,30 @@ impl MatrixBatch {
     }
 }
 
+/// `count` wide `m x n` matrices (`m <= n`, both multiples of 8) in `x`: bf16,
+/// row-major, one after the other.
+pub struct Stack {
+    pub x: Handle,
+    pub count: usize,
+    pub m: usize,
+    pub n: usize,
+}
+
 /// How a runtime runs the matrix stage's Newton-Schulz iteration: on cubek-matmul's
 /// GEMMs ([`iterate_on_cubek`]) unless it has a faster library.
 pub trait MatrixStage: TargetRuntime {
-    /// Iterate `ns` on the `count` wide `m x n` matrices (`m <= n`, both multiples of
-    /// 8) in `x` (bf16, row-major, one after the other, normalized); returns the
-    /// buffer holding the result (`x` or another). An error is a product the library
-    /// could not run.
+    /// Iterate `ns` on every stack (its matrices normalized); returns, per stack, the
+    /// buffer holding the result (its `x` or another). An error is a product the
+    /// library could not run.
     fn newton_schulz(
         client: &ComputeClient<Self>,
-        x: Handle,
-        count: usize,
-        shape: (usize, usize),
+        stacks: Vec<Stack>,
         ns: &NewtonSchulz,
-    ) -> Result<Handle, String> {
-        iterate_on_cubek(client, x, count, shape, ns)
+    ) -> Result<Vec<Handle>, String> {
+        stacks
+            .into_iter()
+            .map(|s| iterate_on_cubek(client, s, ns))
+            .collect()
     }
 }
 
@@ -210,14 +219,12 @@ impl MatrixStage for cubecl::hip::HipRuntime {}
 impl MatrixStage for cubecl::cuda::CudaRuntime {
     fn newton_schulz(
         client: &ComputeClient<Self>,
-        x: Handle,
-        count: usize,
-        shape: (usize, usize),
+        stacks: Vec<Stack>,
         ns: &NewtonSchulz,
-    ) -> Result<Handle, String> {
+    ) -> Result<Vec<Handle>, String> {
         if gemm::prefers_cublas() {
             if blas::loads() {
-                return blas::newton_schulz(client, x, count, shape, ns);
+                return blas::newton_schulz(client, stacks, ns);
             }
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
@@ -227,16 +234,17 @@ impl MatrixStage for cubecl::cuda::CudaRuntime {
                 )
             });
         }
-        iterate_on_cubek(client, x, count, shape, ns)
+        stacks
+            .into_iter()
+            .map(|s| iterate_on_cubek(client, s, ns))
+            .collect()
     }
 }
 
 /// Orthogonalize every matrix of `batch` in `buffer` (bf16, `len` elements) in place.
-/// An error is a GEMM the runtime's library cannot run on this device.
 ///
 /// # Safety
-/// Every matrix of `batch` must lie inside `buffer`'s `len` elements, and every
-/// offset must be below 2^32.
+/// As [`orthogonalize_batches`].
 pub unsafe fn orthogonalize_batch<R: MatrixStage>(
     client: &ComputeClient<R>,
     buffer: &Handle,
@@ -244,56 +252,87 @@ pub unsafe fn orthogonalize_batch<R: MatrixStage>(
     batch: &MatrixBatch,
     ns: &NewtonSchulz,
 ) -> Result<(), String> {
-    let count = batch.offsets.len();
-    let (rows, cols, transposed) = batch.wide();
-    if count == 0 || rows * cols == 0 {
-        return Ok(());
-    }
-    let (m, n) = (rows.next_multiple_of(PAD_TO), cols.next_multiple_of(PAD_TO));
-    let per = m * n;
-    let total = count * per;
-    let words: Vec<u32> = batch
-        .offsets
-        .iter()
-        .map(|&o| u32::try_from(o).expect("matrices start below 2^32 elements"))
-        .collect();
-    let offsets = client.create_from_slice(u32::as_bytes(&words));
-    let x = client.empty(total * 2);
-    let (cubes, dim) = grid(total);
+    // SAFETY: the caller's contract.
+    unsafe { orthogonalize_batches(client, buffer, len, std::slice::from_ref(batch), ns) }
+}
+
+/// Orthogonalize every matrix of every batch in `buffer` (bf16, `len` elements) in
+/// place: each batch gathered and normalized, every batch iterated at once
+/// ([`MatrixStage`]), each scattered back. An error is a GEMM the runtime's library
+/// cannot run on this device.
+///
+/// # Safety
+/// Every matrix of every batch must lie inside `buffer`'s `len` elements, no two
+/// overlap, and every offset must be below 2^32.
+pub unsafe fn orthogonalize_batches<R: MatrixStage>(
+    client: &ComputeClient<R>,
+    buffer: &Handle,
+    len: usize,
+    batches: &[MatrixBatch],
+    ns: &NewtonSchulz,
+) -> Result<(), String> {
     let array = |h: &Handle, len: usize| unsafe { ArrayArg::from_raw_parts(h.clone(), len) };
-    unsafe {
-        gather::launch_unchecked::<bf16, R>(
-            client,
-            cubes.clone(),
-            dim,
-            array(buffer, len),
-            array(&x, total),
-            array(&offsets, count),
-            rows,
-            cols,
-            m,
-            n,
-            u32::from(transposed),
-            total,
-        );
+    let mut gathered = Vec::new();
+    let mut stacks = Vec::new();
+    for batch in batches {
+        let count = batch.offsets.len();
+        let (rows, cols, transposed) = batch.wide();
+        if count == 0 || rows * cols == 0 {
+            continue;
+        }
+        let (m, n) = (rows.next_multiple_of(PAD_TO), cols.next_multiple_of(PAD_TO));
+        let total = count * m * n;
+        let words: Vec<u32> = batch
+            .offsets
+            .iter()
+            .map(|&o| u32::try_from(o).expect("matrices start below 2^32 elements"))
+            .collect();
+        let offsets = client.create_from_slice(u32::as_bytes(&words));
+        let x = client.empty(total * 2);
+        let (cubes, dim) = grid(total);
+        // SAFETY: `x` holds `count` padded matrices; the caller's contract for
+        // `buffer` and the offsets.
+        unsafe {
+            gather::launch_unchecked::<bf16, R>(
+                client,
+                cubes,
+                dim,
+                array(buffer, len),
+                array(&x, total),
+                array(&offsets, count),
+                rows,
+                cols,
+                m,
+                n,
+                u32::from(transposed),
+                total,
+            );
+        }
+        normalize_batch(client, &x, count, m * n, ns.eps);
+        gathered.push((offsets, count, (rows, cols, transposed), (m, n)));
+        stacks.push(Stack { x, count, m, n });
     }
-    normalize_batch(client, &x, count, per, ns.eps);
-    let x = R::newton_schulz(client, x, count, (m, n), ns)?;
-    unsafe {
-        scatter::launch_unchecked::<bf16, R>(
-            client,
-            cubes,
-            dim,
-            array(&x, total),
-            array(buffer, len),
-            array(&offsets, count),
-            rows,
-            cols,
-            m,
-            n,
-            u32::from(transposed),
-            total,
-        );
+    let results = R::newton_schulz(client, stacks, ns)?;
+    for ((offsets, count, (rows, cols, transposed), (m, n)), x) in gathered.iter().zip(results) {
+        let total = count * m * n;
+        let (cubes, dim) = grid(total);
+        // SAFETY: as the gather.
+        unsafe {
+            scatter::launch_unchecked::<bf16, R>(
+                client,
+                cubes,
+                dim,
+                array(&x, total),
+                array(buffer, len),
+                array(offsets, *count),
+                *rows,
+                *cols,
+                *m,
+                *n,
+                u32::from(*transposed),
+                total,
+            );
+        }
     }
     Ok(())
 }
@@ -302,9 +341,7 @@ pub unsafe fn orthogonalize_batch<R: MatrixStage>(
 /// reference rounds once (`b A + c A A`, `a X + B X`); in place in `x`.
 pub fn iterate_on_cubek<R: Runtime>(
     client: &ComputeClient<R>,
-    x: Handle,
-    count: usize,
-    (m, n): (usize, usize),
+    Stack { x, count, m, n }: Stack,
     ns: &NewtonSchulz,
 ) -> Result<Handle, String> {
     let total = count * m * n;

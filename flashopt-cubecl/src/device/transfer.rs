@@ -202,16 +202,16 @@ pub fn device_address_after_queued_work(
     client: &ComputeClient<cubecl::cuda::CudaRuntime>,
     handle: &Handle,
 ) -> Result<u64, DeviceError> {
-    addresses_after_queued_work(client, [handle]).map(|[address]| address)
+    addresses_after_queued_work(client, &[handle]).map(|a| a[0])
 }
 
 /// As [`device_address_after_queued_work`], for several buffers and one wait.
-pub fn addresses_after_queued_work<const N: usize>(
+pub fn addresses_after_queued_work(
     client: &ComputeClient<cubecl::cuda::CudaRuntime>,
-    handles: [&Handle; N],
-) -> Result<[u64; N], DeviceError> {
-    let mut resources = Vec::with_capacity(N);
-    for handle in handles {
+    handles: &[&Handle],
+) -> Result<Vec<u64>, DeviceError> {
+    let mut resources = Vec::with_capacity(handles.len());
+    for &handle in handles {
         resources.push(
             client
                 .get_resource(handle.clone())
@@ -225,7 +225,7 @@ pub fn addresses_after_queued_work<const N: usize>(
         during: "waiting for the queued work",
         message: e.to_string(),
     })?;
-    Ok(std::array::from_fn(|i| resources[i].resource().ptr))
+    Ok(resources.iter().map(|r| r.resource().ptr).collect())
 }
 
 /// Runs `allocate` with every device allocation it makes on this thread's stream of

@@ -449,15 +449,14 @@ impl<R: DeviceRuntime> GpuOptimizer<R> {
         let plan = self.core.plan();
         let MatrixFn::Orthogonalize = plan.matrices[m];
         let (handle, len) = &self.buffers[self.slot(Binding::Matrix(m))];
-        for batch in matrix_batches(&self.segments[tensors.0..tensors.1]) {
-            // SAFETY: the buffer holds every group of every tensor, each tensor's
-            // matrix row-major from its first group.
-            let done = unsafe {
-                matrix::orthogonalize_batch(&self.client, handle, *len, &batch, &NewtonSchulz::MUON)
-            };
-            if let Err(e) = done {
-                panic!("the matrix stage of `{}`: {e}", plan.optimizer);
-            }
+        let batches = matrix_batches(&self.segments[tensors.0..tensors.1]);
+        // SAFETY: the buffer holds every group of every tensor, each tensor's matrix
+        // row-major from its first group; tensors do not overlap.
+        let done = unsafe {
+            matrix::orthogonalize_batches(&self.client, handle, *len, &batches, &NewtonSchulz::MUON)
+        };
+        if let Err(e) = done {
+            panic!("the matrix stage of `{}`: {e}", plan.optimizer);
         }
     }
 }
