@@ -4,7 +4,8 @@
 //! weights close to the CPU's, from the flat buffer, the trainer's buffers and tensor
 //! by tensor.
 
-use flashopt::ir::interp::GradBuf;
+use flashopt::ir::Plan;
+use flashopt::ir::interp::{GradBuf, HostTensor};
 use flashopt::ir::layout::Shape;
 use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, orthogonalize};
 use flashopt::optimizers::Muon;
@@ -122,6 +123,27 @@ fn bytemuck_bf16(values: &[bf16]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 2) }
 }
 
+/// A Muon tensor stepped on the GPU against the CPU's: whether the momentum is the
+/// same bits, and the master weights' distance to the CPU's over how far the CPU's
+/// moved from `start`.
+pub fn against_the_cpu(
+    plan: &Plan,
+    gpu: &HostTensor,
+    cpu: &HostTensor,
+    start: &[f32],
+) -> (bool, f64) {
+    let (gd, cd) = (gpu.decoded(plan), cpu.decoded(plan));
+    let same = gd[1]
+        .iter()
+        .zip(&cd[1])
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    let squared = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter().zip(y).map(|(a, b)| f64::from(a - b).powi(2)).sum()
+    };
+    let (moved, apart) = (squared(&cd[0], start), squared(&gd[0], &cd[0]));
+    (same, (apart / moved.max(f64::MIN_POSITIVE)).sqrt())
+}
+
 /// Muon-24 on the GPU: after each of five steps (three from the flat buffer, one from
 /// the trainer's buffers, one tensor by tensor) the momentum equals the CPU's bit for
 /// bit, and the master weights' distance to the CPU's is a small part of how far they
@@ -180,23 +202,10 @@ fn muon_steps_close_to_the_cpu() {
         let down = gpu.download();
         let mut equal = true;
         for (i, (_, t)) in down.iter().enumerate() {
-            let c = cpu.tensor(TensorId(i)).unwrap();
-            let (gd, cd) = (t.decoded(&plan), c.decoded(&plan));
-            equal &= gd[1]
-                .iter()
-                .zip(&cd[1])
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            let moved: f64 = cd[0]
-                .iter()
-                .zip(&start[i])
-                .map(|(a, b)| f64::from(a - b).powi(2))
-                .sum();
-            let apart: f64 = gd[0]
-                .iter()
-                .zip(&cd[0])
-                .map(|(a, b)| f64::from(a - b).powi(2))
-                .sum();
-            worst = worst.max((apart / moved.max(f64::MIN_POSITIVE)).sqrt());
+            let (same, apart) =
+                against_the_cpu(&plan, t, cpu.tensor(TensorId(i)).unwrap(), &start[i]);
+            equal &= same;
+            worst = worst.max(apart);
         }
         momentum_equal.push(equal);
     }

@@ -135,22 +135,9 @@ fn sharded_muon_keeps_each_matrix_whole_and_follows_the_cpu() {
             let whole = shard::assemble(&plan, &infos, pieces);
             for (i, t) in whole.iter().enumerate() {
                 let c = cpu.tensor(TensorId(i)).unwrap();
-                let (gd, cd) = (t.decoded(&plan), c.decoded(&plan));
-                momentum_equal &= gd[1]
-                    .iter()
-                    .zip(&cd[1])
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                let moved: f64 = cd[0]
-                    .iter()
-                    .zip(&init[i])
-                    .map(|(a, b)| f64::from(a - b).powi(2))
-                    .sum();
-                let apart: f64 = gd[0]
-                    .iter()
-                    .zip(&cd[0])
-                    .map(|(a, b)| f64::from(a - b).powi(2))
-                    .sum();
-                worst = worst.max((apart / moved.max(f64::MIN_POSITIVE)).sqrt());
+                let (same, apart) = crate::matrices::against_the_cpu(&plan, t, c, &init[i]);
+                momentum_equal &= same;
+                worst = worst.max(apart);
             }
             for r in &ranks {
                 params_agree &= r[k]
