@@ -30,6 +30,9 @@ pub struct Diagnostics {
     /// Count the elements in `state_health`'s failure state every this many steps
     /// (`health-<run>.csv` in `out`).
     pub health_every: Option<usize>,
+    /// Compare Muon's 8-bit momentum with an f32 one every this many steps
+    /// (`momentum-error-<run>.csv` in `out`).
+    pub momentum_error_every: Option<usize>,
     pub out: PathBuf,
 }
 
@@ -38,6 +41,7 @@ pub struct Probe<'a> {
     diag: &'a Diagnostics,
     step: usize,
     health: String,
+    momentum: Option<crate::momentum_error::MomentumError>,
 }
 
 impl<'a> Probe<'a> {
@@ -46,6 +50,9 @@ impl<'a> Probe<'a> {
             diag,
             step: 0,
             health: String::from("step,elements,tensors,worst_tensor,worst_elements\n"),
+            momentum: diag
+                .momentum_error_every
+                .map(crate::momentum_error::MomentumError::new),
         }
     }
 
@@ -72,6 +79,18 @@ impl<'a> Probe<'a> {
         }
     }
 
+    /// Before the update of a Muon half (a split run): the momentum comparison.
+    pub fn before_muon_step<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer>(
+        &mut self,
+        muon: &O,
+        module: &M,
+        grads: &GradientsParams,
+    ) {
+        if let Some(study) = &mut self.momentum {
+            study.before_step::<B, M, O>(muon, module, grads);
+        }
+    }
+
     /// After the update: the state, if captured, and the health count.
     pub fn after_step<O: Optimizer>(&mut self, opt: &O) {
         if let Some(c) = self.capture() {
@@ -95,11 +114,15 @@ impl<'a> Probe<'a> {
         }
     }
 
-    /// Writes `health-<label>.csv` if counted.
+    /// Writes `health-<label>.csv` if counted, `momentum-error-<label>.csv` if
+    /// compared.
     pub fn finish(self, label: &str) {
         if self.diag.health_every.is_some() {
             let path = self.diag.out.join(format!("health-{label}.csv"));
             std::fs::write(&path, self.health).expect("write the health log");
+        }
+        if let Some(study) = self.momentum {
+            study.finish(&self.diag.out, label);
         }
     }
 }
@@ -133,6 +156,21 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for HostGrads<'_, B> {
     }
 }
 
+/// Every parameter's gradient on the host, as f32 values, by parameter id (those
+/// without one left out), without taking them out of `grads`.
+pub fn host_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> HashMap<ParamId, Vec<f32>> {
+    let mut visitor = HostGrads::<B> {
+        grads,
+        out: HashMap::new(),
+        backend: std::marker::PhantomData,
+    };
+    module.visit(&mut visitor);
+    visitor.out
+}
+
 /// Every parameter's gradient rounded to bf16 (as the optimizer rounds a wider one),
 /// in flashopt's order and by its names, without taking them out of `grads`; a
 /// parameter without one gets zeros, as the optimizer gives it.
@@ -143,17 +181,12 @@ pub fn write_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     lr: f64,
     step: usize,
 ) {
-    let mut visitor = HostGrads::<B> {
-        grads,
-        out: HashMap::new(),
-        backend: std::marker::PhantomData,
-    };
-    module.visit(&mut visitor);
+    let mut host = host_grads::<B, M>(module, grads);
     let params = flashopt_burn::params::describe(module);
     let bytes: Vec<(String, Vec<u8>, usize)> = params
         .iter()
         .map(|p| {
-            let values = visitor.out.remove(&p.id).unwrap_or(vec![0.0; p.len()]);
+            let values = host.remove(&p.id).unwrap_or(vec![0.0; p.len()]);
             let narrow: Vec<u8> = values
                 .iter()
                 .flat_map(|&x| bf16::from_f32(x).to_le_bytes())

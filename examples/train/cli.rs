@@ -59,6 +59,11 @@ pub struct Args {
     /// Log the elements in `state_health`'s failure state every this many steps.
     #[arg(long)]
     pub health_every: Option<usize>,
+    /// Muon runs: every this many steps, per tensor, the cosine between the update
+    /// from the run's momentum and from an f32 momentum fed the same gradients
+    /// (momentum-error-<run>.csv; the f32 one is kept every step, on the host).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub momentum_error_every: Option<u64>,
     /// A TrueType font for the plots (DejaVu Sans is built in).
     #[arg(long)]
     pub font: Option<PathBuf>,

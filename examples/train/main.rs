@@ -45,6 +45,7 @@ mod capture;
 mod cli;
 mod data;
 mod model;
+mod momentum_error;
 mod optimizer;
 mod plot;
 mod runs;
@@ -386,7 +387,7 @@ fn run_cpu(setup: &Setup, label: &str, diag: &capture::Diagnostics) -> RunResult
 }
 
 /// One step of `opt`, the diagnostics (`--capture`, `--health-every`) reading it where
-/// it is one optimizer.
+/// it is one optimizer, `--momentum-error-every` its Muon half.
 fn probed_step<B: AutodiffBackend, P: flashopt_burn::BackendPlacement<B>>(
     opt: &mut RunOptimizer<P>,
     probe: &mut capture::Probe<'_>,
@@ -396,6 +397,9 @@ fn probed_step<B: AutodiffBackend, P: flashopt_burn::BackendPlacement<B>>(
 ) -> (Gpt<B>, bool) {
     if let Some(o) = opt.probed() {
         probe.before_step::<B, _, _>(o.optimizer(), &model, &grads, lr);
+    }
+    if let Some(muon) = opt.muon() {
+        probe.before_muon_step::<B, _, _>(muon.optimizer(), &model, &grads);
     }
     let (model, applied) = opt.step(lr, model, grads);
     if let Some(o) = opt.probed() {
@@ -723,9 +727,14 @@ fn main() {
             steps: args.capture_steps.clone(),
         }
     });
+    if args.momentum_error_every.is_some() && setup.rule != Rule::Muon {
+        eprintln!("--momentum-error-every compares Muon's momentum: it needs --optimizer muon");
+        std::process::exit(2)
+    }
     let diag = capture::Diagnostics {
         capture,
         health_every: args.health_every,
+        momentum_error_every: args.momentum_error_every.map(|n| n as usize),
         out: out.clone(),
     };
     // Every label checked before the first run starts.

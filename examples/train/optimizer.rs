@@ -394,6 +394,14 @@ impl<P> RunOptimizer<P> {
         }
     }
 
+    /// The Muon half of a split run.
+    pub fn muon(&self) -> Option<&BurnOptimizer<P>> {
+        match self {
+            RunOptimizer::One(_) => None,
+            RunOptimizer::Split(split) => Some(split.chosen()),
+        }
+    }
+
     /// The optimizers, one or both halves.
     pub fn parts(&self) -> Vec<&BurnOptimizer<P>> {
         match self {
