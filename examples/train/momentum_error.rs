@@ -56,7 +56,6 @@ impl MomentumError {
             .into_iter()
             .map(|p| (p.name, p.id))
             .collect();
-        let count = muon.tensor_count();
         let stored: Vec<Vec<f32>> = muon.with_tensors(|tensors| {
             tensors
                 .iter()
@@ -71,7 +70,7 @@ impl MomentumError {
             self.shadow = stored.iter().map(|m| vec![0.0; m.len()]).collect();
         }
         let compare = self.step % self.every == 0;
-        for i in 0..count {
+        for (i, (stored, shadow)) in stored.iter().zip(&mut self.shadow).enumerate() {
             let info = muon.tensor_info(TensorId(i)).expect("a tensor of the half");
             let g: Vec<f32> = match ids.get(&info.name).and_then(|id| host.remove(id)) {
                 // The gradient as the optimizer reads it.
@@ -80,7 +79,6 @@ impl MomentumError {
                     .expect("floats"),
                 None => vec![0.0; info.len],
             };
-            let shadow = &mut self.shadow[i];
             if compare {
                 let shape = info.shape();
                 let update = |m: &[f32]| -> Vec<f32> {
@@ -98,7 +96,7 @@ impl MomentumError {
                         MatrixPrecision::Bf16,
                     )
                 };
-                let cosine = cosine(&update(&stored[i]), &update(shadow));
+                let cosine = cosine(&update(stored), &update(shadow));
                 let (rows, cols) = (shape.rows(), shape.cols());
                 let _ = writeln!(
                     self.csv,
