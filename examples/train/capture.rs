@@ -91,6 +91,13 @@ impl<'a> Probe<'a> {
         }
     }
 
+    /// After the update of a Muon half: the momentum comparison.
+    pub fn after_muon_step<O: Optimizer>(&mut self, muon: &O) {
+        if let Some(study) = &mut self.momentum {
+            study.after_step(muon);
+        }
+    }
+
     /// After the update: the state, if captured, and the health count.
     pub fn after_step<O: Optimizer>(&mut self, opt: &O) {
         if let Some(c) = self.capture() {

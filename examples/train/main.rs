@@ -405,6 +405,9 @@ fn probed_step<B: AutodiffBackend, P: flashopt_burn::BackendPlacement<B>>(
     if let Some(o) = opt.probed() {
         probe.after_step(o.optimizer());
     }
+    if let Some(muon) = opt.muon() {
+        probe.after_muon_step(muon.optimizer());
+    }
     (model, applied)
 }
 

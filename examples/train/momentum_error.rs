@@ -2,7 +2,7 @@
 //! beside the run's own momentum (read from the optimizer before each step), an f32
 //! momentum fed the same gradients; every `--momentum-error-every` steps, per tensor,
 //! the cosine between the update each gives (`orthogonalize(lerp(g, m', momentum))`
-//! with `m' = lerp(m, g, 1 - momentum)`, Nesterov as the shipped `Muon`, on the CPU
+//! with `m' = lerp(m, g, 1 - momentum)`, Nesterov where the rule has it, on the CPU
 //! reference's bf16 orthogonalization). The run's update is the one its kernel
 //! applied (from the decoded 8-bit momentum, before it is stored again); the f32 one
 //! is what an uncompressed momentum would have given at the same point of the same
@@ -15,6 +15,7 @@ use std::path::Path;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
+use flashopt::ir::def::Value;
 use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, orthogonalize};
 use flashopt::{Optimizer, TensorId};
 
@@ -25,6 +26,15 @@ pub struct MomentumError {
     /// Per tensor of the Muon half, in its order.
     shadow: Vec<Vec<f32>>,
     csv: String,
+    /// This step's gradients and comparison, kept until the step is known applied:
+    /// a skipped step moves neither momentum.
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    steps_before: u64,
+    grads: Vec<Vec<f32>>,
+    rows: String,
 }
 
 impl MomentumError {
@@ -34,6 +44,7 @@ impl MomentumError {
             step: 0,
             shadow: Vec::new(),
             csv: String::from("step,tensor,rows,cols,cosine\n"),
+            pending: None,
         }
     }
 
@@ -46,11 +57,12 @@ impl MomentumError {
     ) {
         self.step += 1;
         let plan = muon.plan();
-        let momentum = muon
-            .hyper(0)
+        let hyper = muon.hyper(0);
+        let momentum = hyper
             .get("momentum")
             .and_then(|v| v.as_f64())
             .expect("Muon's momentum") as f32;
+        let nesterov = matches!(hyper.get("nesterov"), Some(Value::Bool(true)));
         let mut host = crate::capture::host_grads::<B, M>(module, grads);
         let ids: HashMap<String, _> = flashopt_burn::params::describe(module)
             .into_iter()
@@ -69,8 +81,12 @@ impl MomentumError {
         if self.shadow.is_empty() {
             self.shadow = stored.iter().map(|m| vec![0.0; m.len()]).collect();
         }
-        let compare = self.step % self.every == 0;
-        for (i, (stored, shadow)) in stored.iter().zip(&mut self.shadow).enumerate() {
+        let mut pending = Pending {
+            steps_before: muon.steps_taken(),
+            grads: Vec::new(),
+            rows: String::new(),
+        };
+        for (i, (stored, shadow)) in stored.iter().zip(&self.shadow).enumerate() {
             let info = muon.tensor_info(TensorId(i)).expect("a tensor of the half");
             let g: Vec<f32> = match ids.get(&info.name).and_then(|id| host.remove(id)) {
                 // The gradient as the optimizer reads it.
@@ -79,14 +95,20 @@ impl MomentumError {
                     .expect("floats"),
                 None => vec![0.0; info.len],
             };
-            if compare {
+            if self.step % self.every == 0 {
                 let shape = info.shape();
                 let update = |m: &[f32]| -> Vec<f32> {
-                    let nesterov = m.iter().zip(&g).map(|(&m, &g)| {
-                        let m = m + (g - m) * (1.0 - momentum);
-                        m - (m - g) * (1.0 - momentum)
-                    });
-                    let update: Vec<f32> = nesterov.collect();
+                    let update: Vec<f32> = m
+                        .iter()
+                        .zip(&g)
+                        .map(|(&m, &g)| {
+                            let m = m + (g - m) * (1.0 - momentum);
+                            match nesterov {
+                                true => m - (m - g) * (1.0 - momentum),
+                                false => m,
+                            }
+                        })
+                        .collect();
                     let ns = &NewtonSchulz::MUON;
                     orthogonalize(
                         &update,
@@ -99,15 +121,36 @@ impl MomentumError {
                 let cosine = cosine(&update(stored), &update(shadow));
                 let (rows, cols) = (shape.rows(), shape.cols());
                 let _ = writeln!(
-                    self.csv,
+                    pending.rows,
                     "{},{},{rows},{cols},{cosine:.6}",
                     self.step, info.name
                 );
             }
-            for (m, &g) in shadow.iter_mut().zip(&g) {
+            pending.grads.push(g);
+        }
+        self.pending = Some(pending);
+    }
+
+    /// After Muon's step: if it was applied, the f32 momentum takes the same
+    /// gradients and the comparison is kept.
+    pub fn after_step<O: Optimizer>(&mut self, muon: &O) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        if muon.steps_taken() == pending.steps_before {
+            return;
+        }
+        let momentum = muon
+            .hyper(0)
+            .get("momentum")
+            .and_then(|v| v.as_f64())
+            .expect("Muon's momentum") as f32;
+        for (shadow, g) in self.shadow.iter_mut().zip(&pending.grads) {
+            for (m, &g) in shadow.iter_mut().zip(g) {
                 *m += (g - *m) * (1.0 - momentum);
             }
         }
+        self.csv.push_str(&pending.rows);
     }
 
     /// Writes `momentum-error-<label>.csv` into `out` and prints each tensor's mean

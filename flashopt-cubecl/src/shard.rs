@@ -175,7 +175,7 @@ impl NcclRank {
                 let (name, whole) = &tensors[p.tensor];
                 (
                     format!("{name}@{}", p.elements.start),
-                    cut_piece(plan, whole, p),
+                    cut_piece(plan, whole, p, sharding),
                 )
             })
             .collect();
@@ -264,12 +264,13 @@ impl NcclRank {
     }
 }
 
-/// The piece `p` of a whole tensor's storage: with the tensor's shape where the piece
-/// is the whole tensor (a plan that sees matrices shards them whole), else a vector.
-fn cut_piece(plan: &Plan, whole: &HostTensor, p: &shard::Piece) -> HostTensor {
+/// The piece `p` of a whole tensor's storage: with the tensor's registered shape
+/// where the piece is the whole tensor (a plan that sees matrices shards them whole;
+/// `whole` may come as a vector, as a checkpoint assembles it), else a vector.
+fn cut_piece(plan: &Plan, whole: &HostTensor, p: &shard::Piece, sharding: &Sharding) -> HostTensor {
     let piece = layout::cut(plan, whole, p);
     match p.elements == (0..whole.len()) {
-        true => HostTensor::from_parts(whole.shape(), piece.parts),
+        true => HostTensor::from_parts(sharding.tensors[p.tensor].shape(), piece.parts),
         false => piece,
     }
 }
@@ -422,7 +423,7 @@ impl RankBackend for NcclRank {
         let cut = sharding
             .pieces
             .iter()
-            .map(|p| cut_piece(plan, &whole[p.tensor], p));
+            .map(|p| cut_piece(plan, &whole[p.tensor], p, sharding));
         self.pieces_opt
             .replace_tensors(cut.collect())
             .expect("pieces cut from checked whole tensors fit the pieces' optimizer");

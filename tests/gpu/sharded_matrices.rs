@@ -1,7 +1,8 @@
 //! Muon sharded through NCCL: every visible GPU a rank (one thread each), each matrix
 //! whole on one rank, against one CPU optimizer fed the same summed gradients: the
 //! momentum bit for bit (it does not read the matrix stage), the master weights close
-//! (the GEMMs sum in their own order), every rank's parameters the same bytes.
+//! (the GEMMs sum in their own order), every rank's parameters the same bytes; a
+//! checkpoint of the last step loads into fresh ranks with the same bytes.
 
 use flashopt::ShardedGpuOptimizer;
 use flashopt::ir::interp::{GradBuf, HostTensor, PartData};
@@ -43,16 +44,25 @@ fn bf16(g: &[Vec<f32>]) -> Vec<PartData> {
         .collect()
 }
 
-/// What one rank saw after each step: its parameters and its pieces.
-type Seen = Vec<(Vec<PartData>, Vec<(shard::Piece, HostTensor)>)>;
+/// What one rank saw after each step: its parameters and its pieces; and whether a
+/// rank built afresh and loaded the checkpoint saved after the last step holds the
+/// same parameters and pieces.
+type Seen = (Vec<(Vec<PartData>, Vec<(shard::Piece, HostTensor)>)>, bool);
 
 fn run_world(spec: &Muon, config: PlanConfig, world: usize) -> Vec<Seen> {
+    let dir = std::env::temp_dir().join(format!(
+        "flashopt-sharded-muon-{world}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    // One communicator for the run, another for the ranks that load its checkpoint.
     let id = NcclId::new().expect("NCCL unique id (is libnccl installed?)");
+    let reload_id = NcclId::new().expect("a second NCCL unique id");
     let init = crate::common::uniform_tensors(&lens(), 5, 0.1);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..world)
             .map(|rank| {
-                let init = &init;
+                let (init, dir) = (&init, &dir);
                 s.spawn(move || {
                     let client = CudaRuntime::client(&CudaDevice::new(rank));
                     let comm = Communicator::new(&client, &id, rank, world).unwrap();
@@ -70,9 +80,15 @@ fn run_world(spec: &Muon, config: PlanConfig, world: usize) -> Vec<Seen> {
                         })
                         .collect();
                     let hyper = spec.hyper_values().unwrap();
-                    let mut opt =
-                        ShardedGpuOptimizer::from_host(client, plan, hyper, tensors, comm).unwrap();
-                    (1..=STEPS)
+                    let mut opt = ShardedGpuOptimizer::from_host(
+                        client.clone(),
+                        plan.clone(),
+                        hyper.clone(),
+                        tensors,
+                        comm,
+                    )
+                    .unwrap();
+                    let seen: Vec<_> = (1..=STEPS)
                         .map(|step| {
                             let g = bf16(&rank_grads(rank, step));
                             let bufs: Vec<GradBuf<'_>> =
@@ -81,11 +97,50 @@ fn run_world(spec: &Muon, config: PlanConfig, world: usize) -> Vec<Seen> {
                             assert!(opt.step().unwrap().applied());
                             (opt.download_params(), opt.download_shard())
                         })
-                        .collect()
+                        .collect();
+                    opt.save(dir).unwrap();
+                    drop(opt);
+                    // Other initial values: everything must come from the files.
+                    let others: Vec<(String, HostTensor)> = init
+                        .iter()
+                        .zip(DIMS)
+                        .enumerate()
+                        .map(|(i, (v, dims))| {
+                            let shape = flashopt::ir::layout::Shape::of_dims(dims);
+                            let halves = vec![0.5f32; v.len()];
+                            (
+                                format!("t{i}"),
+                                HostTensor::from_f32_shaped(&plan, &halves, shape),
+                            )
+                        })
+                        .collect();
+                    let comm = Communicator::new(&client, &reload_id, rank, world).unwrap();
+                    let mut loaded =
+                        ShardedGpuOptimizer::from_host(client, plan, hyper, others, comm).unwrap();
+                    loaded.load(dir).unwrap();
+                    let (params, pieces) = seen.last().expect("steps");
+                    let same =
+                        loaded
+                            .download_params()
+                            .iter()
+                            .zip(params)
+                            .all(|(a, b)| part_bytes(a) == part_bytes(b))
+                            && loaded.download_shard().iter().zip(pieces).all(
+                                |((p, a), (q, b))| {
+                                    p == q
+                                        && a.parts
+                                            .iter()
+                                            .zip(&b.parts)
+                                            .all(|(x, y)| part_bytes(x) == part_bytes(y))
+                                },
+                            );
+                    (seen, same)
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let seen = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        seen
     })
 }
 
@@ -123,7 +178,7 @@ fn sharded_muon_keeps_each_matrix_whole_and_follows_the_cpu() {
             let k = (step - 1) as usize;
             let pieces = ranks
                 .iter()
-                .flat_map(|r| r[k].1.iter().map(|(p, t)| (p, t)));
+                .flat_map(|r| r.0[k].1.iter().map(|(p, t)| (p, t)));
             for (p, _) in pieces.clone() {
                 assert_eq!(
                     p.elements,
@@ -140,17 +195,21 @@ fn sharded_muon_keeps_each_matrix_whole_and_follows_the_cpu() {
                 worst = worst.max(apart);
             }
             for r in &ranks {
-                params_agree &= r[k]
+                params_agree &= r.0[k]
                     .0
                     .iter()
-                    .zip(&ranks[0][k].0)
+                    .zip(&ranks[0].0[k].0)
                     .all(|(a, b)| part_bytes(a) == part_bytes(b));
             }
         }
+        let reloaded = ranks.iter().all(|r| r.1);
         let line = format!(
-            "| sharded Muon-24 | {world} GPU(s) through NCCL | {STEPS} steps, every matrix whole on one rank | momentum bit-equal {momentum_equal}, ranks' parameters equal {params_agree}, masters' distance to the CPU's over their displacement {worst:.2e} |"
+            "| sharded Muon-24 | {world} GPU(s) through NCCL | {STEPS} steps, every matrix whole on one rank, saved and loaded into fresh ranks | momentum bit-equal {momentum_equal}, ranks' parameters equal {params_agree}, masters' distance to the CPU's over their displacement {worst:.2e}, the loaded ranks the same bytes {reloaded} |"
         );
         report(&line);
-        assert!(momentum_equal && params_agree && worst < 0.05, "{line}");
+        assert!(
+            momentum_equal && params_agree && reloaded && worst < 0.05,
+            "{line}"
+        );
     }
 }

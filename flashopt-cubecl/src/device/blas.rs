@@ -16,7 +16,7 @@
 //! waits for the work queued on the client (the kernels that gathered and normalized
 //! `X`), runs on its own stream and waits for that before returning.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cubecl::client::ComputeClient;
 use cubecl::cuda::CudaRuntime;
@@ -41,7 +41,6 @@ pub fn loads() -> bool {
 
 /// A cuBLAS handle and the stream it runs on, in the primary context of one device.
 struct Lane {
-    device: CUdevice,
     /// Retained for the process's lifetime: lanes are never freed.
     context: CUcontext,
     handle: cublasHandle_t,
@@ -53,8 +52,20 @@ struct Lane {
 unsafe impl Send for Lane {}
 
 /// One lane per device, kept for the process's lifetime: creating a cuBLAS handle
-/// allocates its workspace and costs milliseconds.
-static LANES: Mutex<Vec<Lane>> = Mutex::new(Vec::new());
+/// allocates its workspace and costs milliseconds. Each lane has its own lock, so
+/// that one process's GPUs (a thread each) run their stages side by side.
+static LANES: Mutex<Vec<(CUdevice, Arc<Mutex<Lane>>)>> = Mutex::new(Vec::new());
+
+/// The lane of `device`, made on first use.
+fn lane_for(device: CUdevice) -> Result<Arc<Mutex<Lane>>, String> {
+    let mut lanes = LANES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, lane)) = lanes.iter().find(|(d, _)| *d == device) {
+        return Ok(lane.clone());
+    }
+    let lane = Arc::new(Mutex::new(Lane::new(device)?));
+    lanes.push((device, lane.clone()));
+    Ok(lane)
+}
 
 fn failed(during: &str) -> impl Fn(String) -> String + '_ {
     move |e| format!("cuBLAS, {during}: {e}")
@@ -76,20 +87,29 @@ impl Lane {
         unsafe {
             let context = driver::primary_ctx::retain(device)
                 .map_err(|e| failed("retaining the device's context")(e.to_string()))?;
-            driver::ctx::set_current(context)
-                .map_err(|e| failed("entering the device's context")(e.to_string()))?;
-            let stream = stream::create(stream::StreamKind::NonBlocking)
-                .map_err(|e| failed("creating a stream")(e.to_string()))?;
-            let handle =
-                blas::create_handle().map_err(|e| failed("creating a handle")(format!("{e:?}")))?;
-            blas::set_stream(handle, stream as blas_sys::cudaStream_t)
-                .map_err(|e| failed("binding the stream")(format!("{e:?}")))?;
-            Ok(Lane {
-                device,
-                context,
-                handle,
-                stream,
-            })
+            let made = (|| {
+                driver::ctx::set_current(context)
+                    .map_err(|e| failed("entering the device's context")(e.to_string()))?;
+                let stream = stream::create(stream::StreamKind::NonBlocking)
+                    .map_err(|e| failed("creating a stream")(e.to_string()))?;
+                let handle = blas::create_handle()
+                    .map_err(|e| failed("creating a handle")(format!("{e:?}")))?;
+                blas::set_stream(handle, stream as blas_sys::cudaStream_t)
+                    .map_err(|e| failed("binding the stream")(format!("{e:?}")))?;
+                Ok((stream, handle))
+            })();
+            match made {
+                Ok((stream, handle)) => Ok(Lane {
+                    context,
+                    handle,
+                    stream,
+                }),
+                Err(e) => {
+                    // Nothing kept: the context is not held for a lane that failed.
+                    let _ = driver::primary_ctx::release(device);
+                    Err(e)
+                }
+            }
         }
     }
 
@@ -266,70 +286,117 @@ pub fn step_calls(count: usize, (m, n): (usize, usize), ns: &NewtonSchulz) -> [C
     ]
 }
 
-/// [`super::matrix::MatrixStage::newton_schulz`] on cuBLAS: every stack runs between
-/// one wait for cubecl's queue and one wait for the lane, two host round trips for
-/// the whole stage.
+/// Every call of `ns.steps` steps on the matrices in [`Buffer::X`], the result left
+/// there: even steps go from `X` to `Next`, odd ones back, and an odd count ends
+/// with a copy back into `X`.
+pub fn iteration(count: usize, shape: (usize, usize), ns: &NewtonSchulz) -> Vec<Call> {
+    let swapped = |b| match b {
+        Buffer::X => Buffer::Next,
+        Buffer::Next => Buffer::X,
+        other => other,
+    };
+    let mut calls = Vec::new();
+    for step in 0..ns.steps {
+        for call in step_calls(count, shape, ns) {
+            calls.push(match step % 2 {
+                0 => call,
+                _ => call.renamed(swapped),
+            });
+        }
+    }
+    if ns.steps % 2 == 1 {
+        calls.push(Call::Copy {
+            dst: Buffer::X,
+            src: Buffer::Next,
+            elements: count * shape.0 * shape.1,
+        });
+    }
+    calls
+}
+
+impl Call {
+    /// The same call on the buffers `rename` maps its own to.
+    fn renamed(self, rename: impl Fn(Buffer) -> Buffer) -> Call {
+        let matrices = |m: Matrices| Matrices {
+            buffer: rename(m.buffer),
+            ..m
+        };
+        match self {
+            Call::Gemm {
+                transpose,
+                mnk,
+                alpha,
+                a,
+                b,
+                beta,
+                c,
+            } => Call::Gemm {
+                transpose,
+                mnk,
+                alpha,
+                a: matrices(a),
+                b: matrices(b),
+                beta,
+                c: matrices(c),
+            },
+            Call::Copy { dst, src, elements } => Call::Copy {
+                dst: rename(dst),
+                src: rename(src),
+                elements,
+            },
+        }
+    }
+}
+
+/// [`super::matrix::MatrixStage::newton_schulz`] on cuBLAS, each result back in its
+/// stack's `x`: every stack runs between one wait for cubecl's queue and one wait for
+/// the lane (two host round trips for the whole stage), in turn, through one set of
+/// work buffers sized for the largest.
 pub fn newton_schulz(
     client: &ComputeClient<CudaRuntime>,
     stacks: Vec<Stack>,
     ns: &NewtonSchulz,
 ) -> Result<Vec<Handle>, String> {
-    if stacks.is_empty() {
-        return Ok(Vec::new());
+    let largest = |size: fn(&Stack) -> usize| stacks.iter().map(size).max().unwrap_or(0);
+    if largest(|s| s.count * s.m * s.n) == 0 {
+        return Ok(stacks.into_iter().map(|s| s.x).collect());
     }
-    let shapes: Vec<(usize, usize, usize)> = stacks.iter().map(|s| (s.count, s.m, s.n)).collect();
-    // Per stack: X, the next X, A, B. All stay allocated until the lane has run.
-    let mut buffers: Vec<[Handle; 4]> = stacks
-        .into_iter()
-        .map(|s| {
-            let (per, squares) = (s.m * s.n, s.m * s.m);
-            [
-                s.x,
-                client.empty(s.count * per * 2),
-                client.empty(s.count * squares * 2),
-                client.empty(s.count * squares * 2),
-            ]
-        })
-        .collect();
-    let all: Vec<&Handle> = buffers.iter().flatten().collect();
-    let mut addresses = addresses_after_queued_work(client, &all)
+    // X's next value, A, B: for one stack at a time.
+    let work = [
+        client.empty(largest(|s| s.count * s.m * s.n) * 2),
+        client.empty(largest(|s| s.count * s.m * s.m) * 2),
+        client.empty(largest(|s| s.count * s.m * s.m) * 2),
+    ];
+    let handles: Vec<&Handle> = stacks.iter().map(|s| &s.x).chain(&work).collect();
+    let addresses = addresses_after_queued_work(client, &handles)
         .map_err(|e| failed("waiting for the gathered matrices")(e.to_string()))?;
-    let device =
-        device_of(addresses[0]).map_err(|e| failed("finding the device")(e.to_string()))?;
-    let mut lanes = LANES.lock().unwrap_or_else(|e| e.into_inner());
-    if !lanes.iter().any(|l| l.device == device) {
-        lanes.push(Lane::new(device)?);
-    }
-    let lane = lanes
-        .iter()
-        .find(|l| l.device == device)
-        .expect("pushed above");
+    let (xs, work_at) = addresses.split_at(stacks.len());
+    let device = device_of(xs[0]).map_err(|e| failed("finding the device")(e.to_string()))?;
+    let lane = lane_for(device)?;
+    let lane = lane.lock().unwrap_or_else(|e| e.into_inner());
     lane.enter()?;
-    for ((count, m, n), at) in shapes.into_iter().zip(addresses.chunks_mut(4)) {
-        let calls = step_calls(count, (m, n), ns);
-        for _ in 0..ns.steps {
-            let address = |buffer| match buffer {
-                Buffer::X => at[0],
-                Buffer::Next => at[1],
-                Buffer::Gram => at[2],
-                Buffer::Polynomial => at[3],
-            };
-            for call in &calls {
-                // SAFETY: every buffer was allocated above (or by the caller) for
-                // `count` matrices of its shape.
-                unsafe { lane.run(call, count, address)? };
+    let queue = || -> Result<(), String> {
+        for (stack, &x_at) in stacks.iter().zip(xs) {
+            // Indexed as `Buffer`'s variants.
+            let at = [x_at, work_at[0], work_at[1], work_at[2]];
+            for call in &iteration(stack.count, (stack.m, stack.n), ns) {
+                // SAFETY: every buffer holds `count` matrices of its shape (the work
+                // buffers are sized for the largest stack).
+                unsafe { lane.run(call, stack.count, |b| at[b as usize])? };
             }
-            at.swap(0, 1);
         }
-    }
-    // SAFETY: the lane's stream lives for the process.
-    unsafe { stream::synchronize(lane.stream) }
-        .map_err(|e| failed("waiting for the iteration")(e.to_string()))?;
-    // After an odd number of steps the result is in the second buffer.
-    if ns.steps % 2 == 1 {
-        buffers.iter_mut().for_each(|b| b.swap(0, 1));
-    }
-    Ok(buffers.into_iter().map(|[x, ..]| x).collect())
+        Ok(())
+    };
+    let queued = queue();
+    // Always waited for, so that no buffer is released while the lane still uses it,
+    // also when a call failed after others were queued. SAFETY: the lane's stream
+    // lives for the process.
+    let waited = unsafe { stream::synchronize(lane.stream) }
+        .map_err(|e| failed("waiting for the iteration")(e.to_string()));
+    queued?;
+    waited?;
+    drop(work);
+    Ok(stacks.into_iter().map(|s| s.x).collect())
 }
 
 #[cfg(test)]
@@ -392,12 +459,24 @@ mod tests {
     }
 
     /// Two matrices of each shape, zero-padded to multiples of 8 as the matrix stage
-    /// gathers them, normalized as the reference does: the calls of five steps, run
-    /// through the model, land within a cosine of 0.9999 of the CPU reference, and the
-    /// padding stays zero.
+    /// gathers them, normalized as the reference does: the calls of five steps
+    /// ([`iteration`], the result copied back into `X`), run through the model, land
+    /// within a cosine of 0.9999 of the CPU reference, and the padding stays zero.
     #[test]
     fn the_calls_follow_the_reference() {
-        let ns = NewtonSchulz::MUON;
+        // Muon's five steps, and four: the result lands in `X` either way.
+        for ns in [
+            NewtonSchulz::MUON,
+            NewtonSchulz {
+                steps: 4,
+                ..NewtonSchulz::MUON
+            },
+        ] {
+            calls_follow_the_reference(&ns);
+        }
+    }
+
+    fn calls_follow_the_reference(ns: &NewtonSchulz) {
         let mut state = 7u64;
         let mut next = || {
             state = state
@@ -433,14 +512,11 @@ mod tests {
                 vec![f32::NAN; count * m * m],
                 vec![f32::NAN; count * m * m],
             ];
-            for _ in 0..ns.steps {
-                for call in &step_calls(count, (m, n), &ns) {
-                    model(call, count, &mut buffers);
-                }
-                buffers.swap(Buffer::X as usize, Buffer::Next as usize);
+            for call in &iteration(count, (m, n), ns) {
+                model(call, count, &mut buffers);
             }
             for (b, values) in inputs.iter().enumerate() {
-                let expected = orthogonalize(values, rows, cols, &ns, MatrixPrecision::Bf16);
+                let expected = orthogonalize(values, rows, cols, ns, MatrixPrecision::Bf16);
                 let got = &buffers[Buffer::X as usize][b * m * n..(b + 1) * m * n];
                 let mut dot = 0.0f64;
                 let (mut nn, mut ee) = (0.0f64, 0.0f64);

@@ -176,6 +176,12 @@ pub struct MatrixBatch {
 const PAD_TO: usize = 8;
 
 impl MatrixBatch {
+    /// The bytes of its matrices gathered and padded.
+    fn gathered_bytes(&self) -> usize {
+        let (m, n, _) = self.wide();
+        self.offsets.len() * m.next_multiple_of(PAD_TO) * n.next_multiple_of(PAD_TO) * 2
+    }
+
     /// The shape the iteration takes, `m x n` with `m <= n`, and whether that is the
     /// transpose of the stored one.
     fn wide(&self) -> (usize, usize, bool) {
@@ -256,15 +262,46 @@ pub unsafe fn orthogonalize_batch<R: MatrixStage>(
     unsafe { orthogonalize_batches(client, buffer, len, std::slice::from_ref(batch), ns) }
 }
 
+/// At most this many bytes of gathered matrices at once (always at least one batch):
+/// iterating batches together saves host round trips, gathering all of a large
+/// model's would double its matrices' memory.
+const GATHERED_BYTES: usize = 512 << 20;
+
 /// Orthogonalize every matrix of every batch in `buffer` (bf16, `len` elements) in
-/// place: each batch gathered and normalized, every batch iterated at once
-/// ([`MatrixStage`]), each scattered back. An error is a GEMM the runtime's library
-/// cannot run on this device.
+/// place: batches gathered and normalized, iterated together ([`MatrixStage`]) and
+/// scattered back, as many at once as fit [`GATHERED_BYTES`]. An error is a GEMM the
+/// runtime's library cannot run on this device.
 ///
 /// # Safety
 /// Every matrix of every batch must lie inside `buffer`'s `len` elements, no two
 /// overlap, and every offset must be below 2^32.
 pub unsafe fn orthogonalize_batches<R: MatrixStage>(
+    client: &ComputeClient<R>,
+    buffer: &Handle,
+    len: usize,
+    batches: &[MatrixBatch],
+    ns: &NewtonSchulz,
+) -> Result<(), String> {
+    let mut start = 0;
+    while start < batches.len() {
+        let mut end = start + 1;
+        let mut bytes = batches[start].gathered_bytes();
+        while end < batches.len() && bytes + batches[end].gathered_bytes() <= GATHERED_BYTES {
+            bytes += batches[end].gathered_bytes();
+            end += 1;
+        }
+        // SAFETY: the caller's contract, for a part of the batches.
+        unsafe { orthogonalize_together(client, buffer, len, &batches[start..end], ns)? };
+        start = end;
+    }
+    Ok(())
+}
+
+/// [`orthogonalize_batches`] of batches iterated in one call.
+///
+/// # Safety
+/// As [`orthogonalize_batches`].
+unsafe fn orthogonalize_together<R: MatrixStage>(
     client: &ComputeClient<R>,
     buffer: &Handle,
     len: usize,

@@ -12,9 +12,11 @@ use crate::segments::{Segment, segments};
 
 /// Rank `r` owns groups `r * groups_per_rank .. (r + 1) * groups_per_rank` of the
 /// flat buffers (tensors one after the other, each padded to whole groups). Blocks
-/// are equal, as NCCL's reduce-scatter and all-gather want; the last ranks' blocks
-/// end in padding (at most `world - 1` groups in all). A group, and so a group
-/// scale, lies on one rank; a tensor may be cut between ranks.
+/// are equal, as NCCL's reduce-scatter and all-gather want. A group, and so a group
+/// scale, lies on one rank. From [`ShardLayout::new`]: a tensor may be cut between
+/// ranks, and the last ranks' blocks end in padding (at most `world - 1` groups in
+/// all). From [`place`] with whole tensors: none is cut, and any block may end in
+/// padding ([`ShardLayout::padding`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardLayout {
     world: usize,

@@ -168,7 +168,7 @@ pub struct ShardedOptimizer<B> {
 fn refuse_reductions<B: RankBackend>(plan: &Plan) -> Result<(), RuntimeError> {
     crate::error::refuse_rows_and_columns(plan, "ZeRO-1 sharding")?;
     if !B::WHOLE_MATRICES {
-        crate::error::refuse_matrix_functions(plan, "ZeRO-1 sharding through NCCL")?;
+        crate::error::refuse_matrix_functions(plan, "ZeRO-1 sharding on this back end")?;
     }
     let whole = B::WHOLE_MATRICES && plan.matrix_functions().is_some();
     if plan.reductions.is_empty() || B::TENSOR_REDUCTIONS || whole {
