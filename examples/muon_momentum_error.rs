@@ -10,7 +10,7 @@
 //! ```
 
 use flashopt::ir::interp::GradBuf;
-use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, orthogonalize};
+use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, cosine, orthogonalize};
 use flashopt::ir::{Codec, OptimizerDef, Rounding};
 use flashopt::optimizers::Muon;
 use flashopt::{CpuOptimizer, F32States, Optimizer, OptimizerSpec, PlanConfig, TensorId};
@@ -75,16 +75,6 @@ impl Regression {
         }
         g
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
 }
 
 /// A momentum tracker: Muon with `codec` for its momentum, rounded as `rounding`, and

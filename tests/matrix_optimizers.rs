@@ -8,7 +8,7 @@ mod common;
 use common::Rng;
 use flashopt::ir::graph::Func3;
 use flashopt::ir::interp::GradBuf;
-use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, orthogonalize};
+use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, cosine, orthogonalize};
 use flashopt::ir::semantics::ternary_f32;
 use flashopt::optimizers::Muon;
 use flashopt::runtime::{RuntimeError, TensorId};
@@ -280,16 +280,6 @@ fn torch_tensor(name: &str) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
 }
 
 /// The reference orthogonalization against torch's own (`_zeropower_via_newtonschulz`:

@@ -16,7 +16,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use flashopt::ir::def::Value;
-use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, orthogonalize};
+use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, cosine, orthogonalize};
 use flashopt::{Optimizer, TensorId};
 
 /// The f32 momentum beside a run's, and what the comparison found.
@@ -180,14 +180,4 @@ impl MomentumError {
             );
         }
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
 }

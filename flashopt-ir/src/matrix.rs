@@ -141,6 +141,19 @@ pub fn apply(f: MatrixFn, argument: &[f32], shape: Shape) -> Vec<f32> {
     }
 }
 
+/// The cosine similarity of two updates' values (in f64; 0 where either is all
+/// zeros): how close an orthogonalization, or an update from a compressed momentum,
+/// lies to another.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
+}
+
 /// The orthogonalization of the `rows x cols` matrix `values` (row-major), in the same
 /// layout.
 ///

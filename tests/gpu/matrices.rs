@@ -7,7 +7,7 @@
 use flashopt::ir::Plan;
 use flashopt::ir::interp::{GradBuf, HostTensor};
 use flashopt::ir::layout::Shape;
-use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, orthogonalize};
+use flashopt::ir::matrix::{MatrixPrecision, NewtonSchulz, cosine, orthogonalize};
 use flashopt::optimizers::Muon;
 use flashopt::{MasterMode, Optimizer, PlanConfig, TensorId};
 use flashopt_cubecl::cubecl::server::Handle;
@@ -29,16 +29,6 @@ const SHAPES: [Shape; 7] = [
     Shape::matrix(50, 130),
     Shape::matrix(200, 72),
 ];
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
-}
 
 /// Three matrices of each shape at unaligned offsets in one poisoned buffer: each
 /// comes back within a cosine of 0.995 of the reference, and nothing else changes;
