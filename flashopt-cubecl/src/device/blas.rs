@@ -32,11 +32,23 @@ use flashopt_ir::matrix::NewtonSchulz;
 use crate::device::matrix::Stack;
 use crate::device::transfer::{addresses_after_queued_work, pinned::device_of};
 
+/// Names cudarc's run-time loader tries for libcublas (built without a toolkit it
+/// takes CUDA 13: these sonames and the plain one): where one of these loads, so do
+/// cudarc's bindings. cudarc's own `is_culib_present` exists only in that mode;
+/// where another crate has cudarc link against an installed toolkit (candle's CUDA
+/// build), the linked library is the one called.
+const CUBLAS_NAMES: [&str; 3] = ["libcublas.so.13", "libcublas.so.12", "libcublas.so"];
+
 /// Whether libcublas loads in this process (looked up once).
 pub fn loads() -> bool {
     static LOADS: OnceLock<bool> = OnceLock::new();
-    // SAFETY: loading a shared library runs its initializers; libcublas's are sound.
-    *LOADS.get_or_init(|| unsafe { blas_sys::is_culib_present() })
+    *LOADS.get_or_init(|| {
+        CUBLAS_NAMES.iter().any(|name| {
+            // SAFETY: loading a shared library runs its initializers; libcublas's are
+            // sound. The handle is dropped at once (cudarc keeps its own).
+            unsafe { libloading::Library::new(name) }.is_ok()
+        })
+    })
 }
 
 /// A cuBLAS handle and the stream it runs on, in the primary context of one device.
