@@ -213,11 +213,20 @@ pub trait MatrixStage: TargetRuntime {
         stacks: Vec<Stack>,
         ns: &NewtonSchulz,
     ) -> Result<Vec<Handle>, String> {
-        stacks
-            .into_iter()
-            .map(|s| iterate_on_cubek(client, s, ns))
-            .collect()
+        iterate_all_on_cubek(client, stacks, ns)
     }
+}
+
+/// Every stack through [`iterate_on_cubek`], in turn.
+fn iterate_all_on_cubek<R: Runtime>(
+    client: &ComputeClient<R>,
+    stacks: Vec<Stack>,
+    ns: &NewtonSchulz,
+) -> Result<Vec<Handle>, String> {
+    stacks
+        .into_iter()
+        .map(|s| iterate_on_cubek(client, s, ns))
+        .collect()
 }
 
 impl MatrixStage for cubecl::hip::HipRuntime {}
@@ -240,10 +249,7 @@ impl MatrixStage for cubecl::cuda::CudaRuntime {
                 )
             });
         }
-        stacks
-            .into_iter()
-            .map(|s| iterate_on_cubek(client, s, ns))
-            .collect()
+        iterate_all_on_cubek(client, stacks, ns)
     }
 }
 
