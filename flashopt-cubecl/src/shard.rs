@@ -21,7 +21,7 @@ use flashopt_runtime::core::{Optimizer, TensorId, check_tensors};
 use flashopt_runtime::error::RuntimeError;
 use flashopt_runtime::numerics::{NonFinite, StepOutcome};
 use flashopt_runtime::segments::Segment;
-use flashopt_runtime::shard::{self, layout};
+use flashopt_runtime::shard::layout;
 use flashopt_runtime::shard::{Agreement, RankBackend, Reduction, ShardedOptimizer, Sharding};
 use flashopt_runtime::step::{self, GradSource};
 
@@ -173,10 +173,7 @@ impl NcclRank {
             .iter()
             .map(|p| {
                 let (name, whole) = &tensors[p.tensor];
-                (
-                    format!("{name}@{}", p.elements.start),
-                    cut_piece(plan, whole, p, sharding),
-                )
+                (p.name(name), layout::cut(plan, whole, p))
             })
             .collect();
         let param_storage = plan.part(plan.part_with_role(Role::Param)).storage;
@@ -264,17 +261,6 @@ impl NcclRank {
     }
 }
 
-/// The piece `p` of a whole tensor's storage: with the tensor's registered shape
-/// where the piece is the whole tensor (a plan that sees matrices shards them whole;
-/// `whole` may come as a vector, as a checkpoint assembles it), else a vector.
-fn cut_piece(plan: &Plan, whole: &HostTensor, p: &shard::Piece, sharding: &Sharding) -> HostTensor {
-    let piece = layout::cut(plan, whole, p);
-    match p.elements == (0..whole.len()) {
-        true => HostTensor::from_parts(sharding.tensors[p.tensor].shape(), piece.parts),
-        false => piece,
-    }
-}
-
 /// The whole parameter buffer holding `params` (one per whole tensor), padded to
 /// `world` blocks.
 fn upload_params<'a>(
@@ -314,7 +300,7 @@ impl RankBackend for NcclRank {
     type Link = Communicator;
     const TENSOR_REDUCTIONS: bool = false;
     // Its pieces' optimizer takes each whole piece with the tensor's shape
-    // (`cut_piece`) and runs the matrix stage as one GPU optimizer does. Within a
+    // (`layout::cut`) and runs the matrix stage as one GPU optimizer does. Within a
     // block the pieces lie one after the other from its start (`layout::place` pads
     // only at a block's end), as the pieces' optimizer lays them out.
     const WHOLE_MATRICES: bool = true;
@@ -410,20 +396,14 @@ impl RankBackend for NcclRank {
     }
 
     fn shard_state(&self) -> Cow<'_, [HostTensor]> {
-        // Pieces as vectors, as the CPU rank keeps them and checkpoints store them.
-        let pieces = self.pieces_opt.download_tensors().into_iter();
-        Cow::Owned(
-            pieces
-                .map(|t| HostTensor::from_parts(t.len(), t.parts))
-                .collect(),
-        )
+        Cow::Owned(self.pieces_opt.download_tensors())
     }
 
     fn restore(&mut self, plan: &Plan, sharding: &Sharding, whole: &[HostTensor]) {
         let cut = sharding
             .pieces
             .iter()
-            .map(|p| cut_piece(plan, &whole[p.tensor], p, sharding));
+            .map(|p| layout::cut(plan, &whole[p.tensor], p));
         self.pieces_opt
             .replace_tensors(cut.collect())
             .expect("pieces cut from checked whole tensors fit the pieces' optimizer");

@@ -53,10 +53,6 @@ pub fn shard_file(dir: &Path, rank: usize, world: usize) -> PathBuf {
     dir.join(format!("shard-{rank:05}-of-{world:05}.safetensors"))
 }
 
-fn piece_name(tensor: &str, first_element: usize) -> String {
-    format!("{tensor}@{first_element}")
-}
-
 /// The world sizes of the shard files in `dir`. A file named like a shard whose
 /// rank or world cannot be (a world of 0 ranks, a rank past its world) is an error
 /// naming it.
@@ -154,7 +150,7 @@ fn write_pieces(r: &impl CheckpointedRank, path: &Path, id: u64) -> Result<u64, 
     let names: Vec<String> = r
         .pieces()
         .iter()
-        .map(|p| piece_name(&tensors[p.tensor].name, p.elements.start))
+        .map(|p| p.name(&tensors[p.tensor].name))
         .collect();
     let state = r.shard_state();
     let entries: Vec<Entry<'_>> = r
@@ -223,7 +219,7 @@ fn read_checkpoint(
         let layout_pieces = saved.pieces(rank, &segs);
         let names: Vec<String> = layout_pieces
             .iter()
-            .map(|p| piece_name(&tensors[p.tensor].name, p.elements.start))
+            .map(|p| p.name(&tensors[p.tensor].name))
             .collect();
         let expected: Vec<Expected<'_>> = layout_pieces
             .iter()
@@ -231,8 +227,7 @@ fn read_checkpoint(
             .map(|(p, name)| Expected {
                 name,
                 len: p.elements.len(),
-                // Sharding refuses plans with per-row or per-column parts.
-                row_len: p.elements.len(),
+                row_len: p.shape.row_len,
                 param_group: tensors[p.tensor].param_group,
             })
             .collect();

@@ -324,16 +324,8 @@ impl<C: Collective> RankBackend for HostRank<C> {
             let info = &self.sharding.tensors[self.sharding.pieces[i].tensor];
             let g = g.as_grad().expect("floats");
             let stepped = match whole {
-                true => {
-                    // Pieces are kept as vectors (checkpoints store them so); the step
-                    // sees the tensor's matrix.
-                    let parts = std::mem::take(&mut tensor.parts);
-                    let mut shaped = HostTensor::from_parts(info.shape(), parts);
-                    let stepped =
-                        interp::run(&self.plan, &scalars[info.param_group], &mut shaped, g);
-                    tensor.parts = shaped.parts;
-                    stepped
-                }
+                // The piece has the tensor's shape (`layout::cut`).
+                true => interp::run(&self.plan, &scalars[info.param_group], tensor, g),
                 false => interp::run_reduced(
                     &self.plan,
                     &scalars[info.param_group],

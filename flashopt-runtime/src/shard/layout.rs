@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use flashopt_ir::interp::{HostTensor, PartData};
+use flashopt_ir::layout::Shape;
 use flashopt_ir::{Extent, GROUP_SIZE, Plan};
 
 use crate::core::TensorInfo;
@@ -22,6 +23,7 @@ pub struct ShardLayout {
     world: usize,
     groups: usize,
     groups_per_rank: usize,
+    whole_tensors: bool,
 }
 
 /// The part of one tensor a rank owns.
@@ -35,9 +37,18 @@ pub struct Piece {
     pub elements: Range<usize>,
     /// Where the piece starts in the rank's block, in groups.
     pub block_group: usize,
+    /// The shape its storage has: the tensor's where the layout keeps tensors whole
+    /// (the step sees the matrix, a checkpoint stores its rows), else a vector.
+    pub shape: Shape,
 }
 
 impl Piece {
+    /// The piece's name where it stands alone (a shard file, a rank's optimizer):
+    /// its tensor's and where it starts in it.
+    pub fn name(&self, tensor: &str) -> String {
+        format!("{tensor}@{}", self.elements.start)
+    }
+
     /// The piece's range of a part of `extent`, counted from the tensor's start.
     pub fn range(&self, extent: Extent) -> Range<usize> {
         match extent {
@@ -57,6 +68,7 @@ impl ShardLayout {
             world,
             groups,
             groups_per_rank: groups.div_ceil(world).max(1),
+            whole_tensors: false,
         }
     }
 
@@ -102,9 +114,14 @@ impl ShardLayout {
                 let end = (s.first_group + s.groups).min(block.end);
                 (start < end).then(|| {
                     let groups = start - s.first_group..end - s.first_group;
+                    let elements = groups.start * GROUP_SIZE..(groups.end * GROUP_SIZE).min(s.len);
                     Piece {
                         tensor,
-                        elements: groups.start * GROUP_SIZE..(groups.end * GROUP_SIZE).min(s.len),
+                        shape: match self.whole_tensors {
+                            true => s.shape(),
+                            false => Shape::vector(elements.len()),
+                        },
+                        elements,
                         groups,
                         block_group: start - block.start,
                     }
@@ -152,6 +169,7 @@ pub fn place(
         world,
         groups: cursor,
         groups_per_rank: per_rank,
+        whole_tensors: true,
     };
     (segs, layout)
 }
@@ -179,7 +197,7 @@ pub fn cut(plan: &Plan, tensor: &HostTensor, piece: &Piece) -> HostTensor {
         .zip(&tensor.parts)
         .map(|((_, p), data)| slice(data, piece.range(p.extent)))
         .collect();
-    HostTensor::from_parts(piece.elements.len(), parts)
+    HostTensor::from_parts(piece.shape, parts)
 }
 
 /// Put a piece back into a whole tensor's storage.
@@ -280,7 +298,8 @@ mod tests {
                 tensor: 0,
                 groups: 2..4,
                 elements: 64..100,
-                block_group: 0
+                block_group: 0,
+                shape: Shape::vector(36),
             }]
         );
         assert_eq!(layout.pieces(2, &segs)[0].elements, 0..40);
