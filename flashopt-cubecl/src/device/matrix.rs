@@ -22,15 +22,17 @@ const UNITS: u32 = 256;
 /// At most this many cubes sum one matrix's squares.
 const MAX_NORM_CUBES: usize = 64;
 
-/// The wide matrix `m x n` of batch entry `b`, padded with zeros to `mp x np`
-/// (`x`'s layout), from the matrix at `src[offsets[b]..]`: row-major `m x n` as it is,
-/// or, `transposed`, the `n x m` matrix it is the transpose of. Zero rows and columns
-/// stay zero through the iteration and change no other entry of it.
+/// Between the flat buffer and a stack of padded wide matrices. Slot `b` of `stack`
+/// (`mp x np`) holds the wide matrix `m x n` of the matrix at `flat[offsets[b]..]`:
+/// row-major `m x n` as it is, or, `transposed`, the `n x m` matrix it is the
+/// transpose of. `gather` fills every slot, zeros around the matrix (zero rows and
+/// columns stay zero through the iteration and change no other entry of it); else
+/// each slot's `m x n` part goes back in place.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-fn gather<F: Float>(
-    src: &Array<F>,
-    x: &mut Array<F>,
+fn move_matrices<F: Float>(
+    flat: &mut Array<F>,
+    stack: &mut Array<F>,
     offsets: &Array<u32>,
     m: usize,
     n: usize,
@@ -38,6 +40,7 @@ fn gather<F: Float>(
     np: usize,
     transposed: u32,
     len: usize,
+    #[comptime] gather: bool,
 ) {
     if ABSOLUTE_POS < len {
         let per = mp * np;
@@ -45,34 +48,11 @@ fn gather<F: Float>(
         let r = ABSOLUTE_POS % per;
         let (i, j) = (r / np, r % np);
         let inside = i < m && j < n;
-        let at = select(transposed == 1, j * m + i, i * n + j);
-        let from = select(inside, offsets[b] as usize + at, 0usize);
-        x[ABSOLUTE_POS] = select(inside, src[from], F::new(0.0));
-    }
-}
-
-/// The inverse of [`gather`]: the `m x n` part of each padded matrix back in place.
-#[cube(launch_unchecked)]
-#[allow(clippy::too_many_arguments)]
-fn scatter<F: Float>(
-    x: &Array<F>,
-    dst: &mut Array<F>,
-    offsets: &Array<u32>,
-    m: usize,
-    n: usize,
-    mp: usize,
-    np: usize,
-    transposed: u32,
-    len: usize,
-) {
-    if ABSOLUTE_POS < len {
-        let per = mp * np;
-        let b = ABSOLUTE_POS / per;
-        let r = ABSOLUTE_POS % per;
-        let (i, j) = (r / np, r % np);
-        if i < m && j < n {
-            let at = offsets[b] as usize + select(transposed == 1, j * m + i, i * n + j);
-            dst[at] = x[ABSOLUTE_POS];
+        let at = offsets[b] as usize + select(transposed == 1, j * m + i, i * n + j);
+        if gather {
+            stack[ABSOLUTE_POS] = select(inside, flat[select(inside, at, 0usize)], F::new(0.0));
+        } else if inside {
+            flat[at] = stack[ABSOLUTE_POS];
         }
     }
 }
@@ -303,6 +283,82 @@ pub unsafe fn orthogonalize_batches<R: MatrixStage>(
     Ok(())
 }
 
+/// Where one batch's matrices lie in the flat buffer and in their padded stack.
+struct Placement {
+    offsets: Handle,
+    count: usize,
+    /// The wide shape (`rows <= cols`), and whether it is the stored one's transpose.
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+    /// The padded wide shape.
+    m: usize,
+    n: usize,
+}
+
+impl Placement {
+    fn new<R: Runtime>(client: &ComputeClient<R>, batch: &MatrixBatch) -> Option<Placement> {
+        let count = batch.offsets.len();
+        let (rows, cols, transposed) = batch.wide();
+        if count == 0 || rows * cols == 0 {
+            return None;
+        }
+        let words: Vec<u32> = batch
+            .offsets
+            .iter()
+            .map(|&o| u32::try_from(o).expect("matrices start below 2^32 elements"))
+            .collect();
+        Some(Placement {
+            offsets: client.create_from_slice(u32::as_bytes(&words)),
+            count,
+            rows,
+            cols,
+            transposed,
+            m: rows.next_multiple_of(PAD_TO),
+            n: cols.next_multiple_of(PAD_TO),
+        })
+    }
+
+    fn stack_len(&self) -> usize {
+        self.count * self.m * self.n
+    }
+
+    /// The batch's matrices from `buffer` (`len` elements) into `stack`, or back.
+    ///
+    /// # Safety
+    /// `stack` holds [`Self::stack_len`] values; every matrix lies inside `buffer`.
+    unsafe fn launch<R: Runtime>(
+        &self,
+        client: &ComputeClient<R>,
+        buffer: &Handle,
+        len: usize,
+        stack: &Handle,
+        gather: bool,
+    ) {
+        let array = |h: &Handle, len: usize| unsafe { ArrayArg::from_raw_parts(h.clone(), len) };
+        let total = self.stack_len();
+        let (cubes, dim) = grid(total);
+        // SAFETY: the caller's contract.
+        unsafe {
+            move_matrices::launch_unchecked::<bf16, R>(
+                client,
+                cubes,
+                dim,
+                array(buffer, len),
+                array(stack, total),
+                array(&self.offsets, self.count),
+                self.rows,
+                self.cols,
+                self.m,
+                self.n,
+                u32::from(self.transposed),
+                total,
+                gather,
+            );
+        }
+    }
+}
+
 /// [`orthogonalize_batches`] of batches iterated in one call.
 ///
 /// # Safety
@@ -314,68 +370,23 @@ unsafe fn orthogonalize_together<R: MatrixStage>(
     batches: &[MatrixBatch],
     ns: &NewtonSchulz,
 ) -> Result<(), String> {
-    let array = |h: &Handle, len: usize| unsafe { ArrayArg::from_raw_parts(h.clone(), len) };
-    let mut gathered = Vec::new();
-    let mut stacks = Vec::new();
-    for batch in batches {
-        let count = batch.offsets.len();
-        let (rows, cols, transposed) = batch.wide();
-        if count == 0 || rows * cols == 0 {
-            continue;
-        }
-        let (m, n) = (rows.next_multiple_of(PAD_TO), cols.next_multiple_of(PAD_TO));
-        let total = count * m * n;
-        let words: Vec<u32> = batch
-            .offsets
-            .iter()
-            .map(|&o| u32::try_from(o).expect("matrices start below 2^32 elements"))
-            .collect();
-        let offsets = client.create_from_slice(u32::as_bytes(&words));
-        let x = client.empty(total * 2);
-        let (cubes, dim) = grid(total);
-        // SAFETY: `x` holds `count` padded matrices; the caller's contract for
-        // `buffer` and the offsets.
-        unsafe {
-            gather::launch_unchecked::<bf16, R>(
-                client,
-                cubes,
-                dim,
-                array(buffer, len),
-                array(&x, total),
-                array(&offsets, count),
-                rows,
-                cols,
-                m,
-                n,
-                u32::from(transposed),
-                total,
-            );
-        }
-        normalize_batch(client, &x, count, m * n, ns.eps);
-        gathered.push((offsets, count, (rows, cols, transposed), (m, n)));
+    let placements: Vec<Placement> = batches
+        .iter()
+        .filter_map(|b| Placement::new(client, b))
+        .collect();
+    let mut stacks = Vec::with_capacity(placements.len());
+    for p in &placements {
+        let x = client.empty(p.stack_len() * 2);
+        // SAFETY: `x` holds the stack; the caller's contract for `buffer`.
+        unsafe { p.launch(client, buffer, len, &x, true) };
+        normalize_batch(client, &x, p.count, p.m * p.n, ns.eps);
+        let (count, m, n) = (p.count, p.m, p.n);
         stacks.push(Stack { x, count, m, n });
     }
     let results = R::newton_schulz(client, stacks, ns)?;
-    for ((offsets, count, (rows, cols, transposed), (m, n)), x) in gathered.iter().zip(results) {
-        let total = count * m * n;
-        let (cubes, dim) = grid(total);
+    for (p, x) in placements.iter().zip(results) {
         // SAFETY: as the gather.
-        unsafe {
-            scatter::launch_unchecked::<bf16, R>(
-                client,
-                cubes,
-                dim,
-                array(&x, total),
-                array(buffer, len),
-                array(offsets, *count),
-                *rows,
-                *cols,
-                *m,
-                *n,
-                u32::from(*transposed),
-                total,
-            );
-        }
+        unsafe { p.launch(client, buffer, len, &x, false) };
     }
     Ok(())
 }
