@@ -22,6 +22,10 @@ from torch's generator, not the example's.
   lamb   10 times the peak lr, betas 0.9 / 0.99, eps 1e-6, weight decay 0.1 added to the
          update; cautious_adamw: AdamW's hyper-parameters. Neither is in torch or
          flashoptim: `--opt torch-*` steps the papers' rules of scripts/reducing_reference.py;
+  muon   torch.optim.Muon over the blocks' weight matrices at 20 times the peak lr
+         (momentum 0.95, Nesterov, weight decay 0.005, its shape scale
+         `sqrt(max(1, out / in))` with `--layout torch`: the example's Muon), AdamW's
+         rule and rate above over the rest (embeddings, head, biases, norms);
   adafactor  10 times the peak lr (torch's Adafactor: the relative step's cap), weight
          decay 0.01 (scaled by lr); adam_mini: AdamW's hyper-parameters, one second
          moment per row of each weight as stored (`--layout burn` gives the example's
@@ -216,13 +220,45 @@ RULES = {
     "cautious_adamw": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
     "adafactor": (10.0, dict(weight_decay=0.01)),
     "adam_mini": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
+    # AdamW's rate and rule over what Muon does not take; MUON_LR_RATIO times it for Muon.
+    "muon": (1.0, dict(betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)),
 }
+# The example's `MUON_LR_RATIO` and `Rule::muon` (examples/train/optimizer.rs).
+MUON_LR_RATIO = 20.0
+MUON = dict(momentum=0.95, nesterov=True, weight_decay=0.005)
 
 
-def make_optimizer(rule, opt, params, peak, fused):
+class Split:
+    """Two optimizers stepped as one: each param group's `lr_ratio` scales the rate
+    the schedule sets (`main`'s loop)."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+        self.param_groups = [g for o in optimizers for g in o.param_groups]
+        self.state = {}
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+
+def make_optimizer(rule, opt, params, peak, fused, model=None):
     """`rule`'s optimizer (`RULES`) at its own `peak` learning rate (the schedule sets
     it again every step)."""
     hyper = RULES[rule][1]
+    if rule == "muon":
+        if opt == "flashoptim":
+            sys.exit("flashoptim has no Muon: use --opt torch-fp32, torch-amp or torch-bf16")
+        matrices = [p for name, p in model.named_parameters() if name.startswith("blocks.") and p.dim() == 2]
+        chosen = {id(p) for p in matrices}
+        rest = [p for p in params if id(p) not in chosen]
+        muon = torch.optim.Muon(matrices, lr=peak * MUON_LR_RATIO, **MUON)
+        muon.param_groups[0]["lr_ratio"] = MUON_LR_RATIO
+        return Split(muon, torch.optim.AdamW(rest, lr=peak, **hyper, fused=fused))
     if opt == "flashoptim":
         if rule not in ("adamw", "lion", "sgd"):
             sys.exit(f"flashoptim has no {rule}: use --opt torch-fp32, torch-amp or torch-bf16")
@@ -285,7 +321,9 @@ def main():
     params = list(model.parameters())
     want = torch.float32 if f32_params else torch.bfloat16
     assert all(p.dtype == want and p.is_contiguous() for p in params)
-    opt = make_optimizer(args.rule, args.opt, params, peak, fused=device.type == "cuda")
+    if args.rule == "muon" and args.layout != "torch":
+        raise SystemExit("gpt_twin: --rule muon scales by torch.optim.Muon's `[out, in]`: use --layout torch")
+    opt = make_optimizer(args.rule, args.opt, params, peak, fused=device.type == "cuda", model=model)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.opt == "torch-amp")
     print(f"gpt_twin: config {args.config}, {sum(p.numel() for p in params)} parameters ({want}), "
           f"rule {args.rule} (peak lr {peak:g}), opt {args.opt}, layout {args.layout}, loss {args.loss}, seed {args.seed}, "
@@ -309,7 +347,7 @@ def main():
         for step in range(steps):
             lr = lr_at(step, peak, warmup, steps)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_ratio", 1.0)
             x, y = batch(train, gen, b, context, device)
             with amp:
                 loss = model.loss(x, y, loss_dtype)
