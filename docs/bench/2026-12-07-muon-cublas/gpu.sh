@@ -4,7 +4,8 @@
 # through NCCL on every visible GPU: `matrices` matches both modules), flashopt-bench's
 # Muon-24 alone with the stage on cubek-matmul (the default) and on cuBLAS, beside
 # torch.optim.Muon (scripts/matrix_reference.py), then, with the time left, the
-# training jobs of docs/train/2026-12-07-muon/run-4.sh (the earlier train binary).
+# training jobs of docs/train/2026-12-07-muon/run-4.sh (the earlier train binary);
+# between them, scripts/gpt_twin.py's Muon on the tiny config (a smoke test).
 # Binaries built on the CPU machine, stripped, carried as .dev/bins.tar.xz:
 #   cargo test --release --features gpu-tests --test gpu --no-run    -> gpu-tests
 #   cargo build --release -p flashopt-bench                          -> flashopt-bench
@@ -35,6 +36,8 @@ done
 archive
 timeout 150 python3 scripts/matrix_reference.py $W/matrix_reference.csv "$only" > $W/matrix-reference.log 2>&1
 echo "matrix reference rc=$? at ${SECONDS}s"; cat $W/matrix_reference.csv
+timeout 60 python3 scripts/gpt_twin.py --config tiny --rule muon --opt torch-fp32 --layout torch --out $W/twin-smoke > $W/twin-smoke.log 2>&1
+echo "twin smoke rc=$?"; tail -2 $W/twin-smoke.log
 archive
 echo "== timing done at ${SECONDS}s"
 left=$((590 - SECONDS))
