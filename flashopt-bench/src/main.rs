@@ -62,7 +62,7 @@ enum Command {
         /// cuda (default) or hip.
         #[arg(long)]
         runtime: Option<String>,
-        /// The matrix stage's products (Muon): tma_or_ordered (default), cublas,
+        /// The matrix stage's products (Muon): cublas (default, on CUDA where libcublas loads), tma_or_ordered,
         /// or one of cubek-matmul's routines.
         #[arg(long)]
         matrix_gemm: Option<String>,

@@ -184,8 +184,15 @@ impl<R: DeviceRuntime> GpuOptimizer<R> {
     }
 
     /// The fused kernel over every group with these scalars (a step checked by the
-    /// protocol; not counted here).
+    /// protocol; not counted here), its matrix functions' buffers held for it.
     pub(crate) fn launch_all(&mut self, scalars: &[Vec<f32>]) {
+        self.hold_matrices();
+        self.launch_every_group(scalars);
+        self.release_matrices();
+    }
+
+    /// [`Self::launch_all`] where the matrix buffers are held.
+    fn launch_every_group(&mut self, scalars: &[Vec<f32>]) {
         self.upload_scalars(scalars);
         self.run_phases(Scope::All, None);
         // SAFETY: every buffer was sized for `self.groups` groups by `upload` (or
@@ -348,7 +355,7 @@ impl<R: DeviceRuntime> Stepper for GpuOptimizer<R> {
     ) -> Result<(), RuntimeError> {
         self.hold_matrices();
         match (bound, scope) {
-            (GpuBound::Flat, Scope::All) => self.launch_all(scalars),
+            (GpuBound::Flat, Scope::All) => self.launch_every_group(scalars),
             (GpuBound::Flat, Scope::Tensor(id)) => {
                 self.upload_scalars(scalars);
                 self.run_phases(scope, None);
