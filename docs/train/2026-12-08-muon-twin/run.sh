@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The twin's Muon runs (jobs.txt), all at once on one GPU, then, where a flashopt-bench
+# The twin's runs (jobs.txt), eight at a time on one GPU, then, where a flashopt-bench
 # binary is carried (.dev/bins.tar.xz), Muon-24's step times again beside torch's.
 # Usage on the GPU machine: run.sh OUT [SECONDS]
 set -uo pipefail
@@ -11,7 +11,7 @@ exec > >(tee "$W/run.log") 2>&1
 archive() { tar czf "$out/muon-twin.tgz" -C $W . ; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 python3 -c "import torch; print('torch', torch.__version__)"
-scripts/train_jobs.sh $W 10 $((budget - 30 - SECONDS)) docs/train/2026-12-08-muon-twin/jobs.txt
+scripts/train_jobs.sh $W 8 $((budget - 30 - SECONDS)) docs/train/2026-12-08-muon-twin/jobs.txt
 cat $W/jobs.log
 grep -h "final valid\|Error\|error" $W/job-*.out | head -30
 echo "== done at ${SECONDS}s"
