@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The twin's runs (jobs.txt), eight at a time on one GPU, then, where a flashopt-bench
-# binary is carried (.dev/bins.tar.xz), Muon-24's step times again beside torch's.
+# The twin's runs (jobs.txt), eight at a time on one GPU, each killed at the deadline
+# (its CSV holds the steps it took). docs/bench/2026-12-07-muon-cublas/gpu-2.sh calls it.
 # Usage on the GPU machine: run.sh OUT [SECONDS]
 set -uo pipefail
 out=${1:?OUT}
