@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The second device command, one GPU, binaries rebuilt after the first (cuBLAS the
-# default; the sharded rank's launch holding the matrix buffers): the matrix stage's
-# and Muon's GPU tests again (`matrices` matches the sharded module too),
-# flashopt-bench's Muon-24 on the default stage, then, with the time left, the
+# default; the sharded rank's launch holding the matrix buffers): Muon sharded through
+# NCCL, Muon's step and the matrix stage against the CPU (now on cuBLAS),
+# flashopt-bench's Muon-24 on GPT-2 on the default stage, then, with the time left, the
 # twin's torch.optim.Muon runs (docs/train/2026-12-08-muon-twin/run.sh).
 set -uo pipefail
 out=${1:?OUT}
@@ -14,12 +14,12 @@ archive() { tar czf "$out/muon-cublas-2.tgz" -C $W . ; }
 tar xJf .dev/bins.tar.xz -C .dev
 export LD_LIBRARY_PATH=$(scripts/cuda_libs.sh /tmp/cublas libcublas.so.13 libcublasLt.so.13 | tail -1)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-FLASHOPT_GPU_REPORT=$W/gpu-matrices.md timeout 150 .dev/bin/gpu-tests --test-threads 1 matrices > $W/gpu-matrices.log 2>&1
+FLASHOPT_GPU_REPORT=$W/gpu-matrices.md timeout 120 .dev/bin/gpu-tests --test-threads 1 sharded_matrices muon_steps_close the_matrix_stage_follows > $W/gpu-matrices.log 2>&1
 echo "gpu matrices rc=$? at ${SECONDS}s"
 grep -E "^test |test result|FAILED|panicked" $W/gpu-matrices.log | tail -20
 cat $W/gpu-matrices.md
 archive
-only="GPT-2 124M,268M,Llama-3.1-8B x4 layers"
+only="GPT-2 124M"
 timeout 90 .dev/bin/flashopt-bench run --out $W/bench --masters 24 --optimizers Muon --only "$only" > $W/bench.log 2>&1
 echo "bench rc=$? at ${SECONDS}s"; grep -hE '^(Muon|AdamW)' $W/bench/flashopt.csv
 grep -i "copy\|panick\|error\|cublas" $W/bench.log | head -5
