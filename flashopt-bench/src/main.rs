@@ -11,8 +11,8 @@
 //! optimizer x master mode on every workload ([`workloads`]), in the default kernel
 //! shape. Filters (comma-separated lists) narrow it: `--only WORKLOAD,..`,
 //! `--optimizers AdamW,..`, `--masters 24,32,none`, `--lanes 4,8,..` (kernel shapes), `--arithmetic exact,approximate` (the opt-in
-//! approximate divisions and square roots); `--matrix-gemm cublas` runs Muon's matrix
-//! stage on cuBLAS; `--runtime hip` runs the same code on
+//! approximate divisions and square roots); `--matrix-gemm tma_or_ordered` runs Muon's
+//! matrix stage on cubek-matmul instead of cuBLAS; `--runtime hip` runs the same code on
 //! cubecl-hip (built, never run here: no AMD GPU). `report` turns the two CSV files into the markdown tables of
 //! docs/BENCHMARKS.md and a plot of GB/s per workload.
 

@@ -28,7 +28,8 @@ cat $W/gpu-matrices.md
 archive
 only="GPT-2 124M,268M,Llama-3.1-8B x4 layers"
 for gemm in cubek cublas; do
-  flag=(); [ $gemm = cublas ] && flag=(--matrix-gemm cublas)
+  # As run, cubek was the default and this line gave cubek no flag; cuBLAS is now.
+  flag=(--matrix-gemm tma_or_ordered); [ $gemm = cublas ] && flag=(--matrix-gemm cublas)
   timeout 90 .dev/bin/flashopt-bench run --out $W/bench-$gemm --masters 24 --optimizers Muon --only "$only" "${flag[@]}" > $W/bench-$gemm.log 2>&1
   echo "bench $gemm rc=$? at ${SECONDS}s"; grep -hE '^(Muon|AdamW)' $W/bench-$gemm/flashopt.csv
   grep -i "copy\|panick\|error\|cublas" $W/bench-$gemm.log | head -5

@@ -236,7 +236,7 @@ pub fn assemble<'a>(
 ) -> Vec<HostTensor> {
     let mut whole: Vec<HostTensor> = tensors
         .iter()
-        .map(|t| HostTensor::zeros(plan, t.len))
+        .map(|t| HostTensor::zeros(plan, t.shape()))
         .collect();
     for (piece, data) in pieces {
         paste(plan, &mut whole[piece.tensor], piece, data);
