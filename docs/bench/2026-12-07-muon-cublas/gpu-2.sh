@@ -6,7 +6,7 @@
 # twin's torch.optim.Muon runs (docs/train/2026-12-08-muon-twin/run.sh).
 set -uo pipefail
 out=${1:?OUT}
-budget=${2:-550}
+budget=${2:-550}  # seconds; a third argument picks twin jobs (run.sh's PATTERN)
 W=/tmp/muon-cublas-2
 rm -rf $W && mkdir -p $W/bench
 exec > >(tee "$W/run.log") 2>&1
@@ -25,4 +25,4 @@ echo "bench rc=$? at ${SECONDS}s"; grep -hE '^(Muon|AdamW)' $W/bench/flashopt.cs
 grep -i "copy\|panick\|error\|cublas" $W/bench.log | head -5
 archive
 echo "== device part done at ${SECONDS}s"
-bash docs/train/2026-12-08-muon-twin/run.sh "$out" $((budget - SECONDS))
+bash docs/train/2026-12-08-muon-twin/run.sh "$out" $((budget - SECONDS)) "${3:-.}"
